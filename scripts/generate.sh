@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python.
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+ensure_node_modules
+ensure_go_plugins
+ensure_venv
+
+buf lint
+buf generate
+
+PY_OUT=clients/python/src
+rm -rf "$PY_OUT/keymesh/v1"
+mkdir -p "$PY_OUT/keymesh/v1"
+"$VENV/bin/python" -m grpc_tools.protoc -Iproto \
+  --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
+  proto/keymesh/v1/*.proto
+: > "$PY_OUT/keymesh/v1/__init__.py"
+echo "generated: server/src/gen clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"

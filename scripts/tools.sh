@@ -1,0 +1,36 @@
+# Sourced by the project scripts: pinned tool versions and where they are installed.
+# Everything lives under .tmp/ in the repository, so a fresh clone installs it on first use.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tmp"
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GRPCIO_TOOLS_VERSION=1.85.1
+export GOBIN="$TOOLS/bin"
+export PATH="$TOOLS/bin:$ROOT/node_modules/.bin:$PATH"
+VENV="$TOOLS/venv"
+
+ensure_node_modules() {
+  if [ ! -x "$ROOT/node_modules/.bin/tsx" ]; then
+    (cd "$ROOT" && npm ci --no-audit --no-fund)
+  fi
+}
+
+ensure_go_plugins() {
+  mkdir -p "$GOBIN"
+  if [ "$("$GOBIN/protoc-gen-go" --version 2>/dev/null)" != "protoc-gen-go $PROTOC_GEN_GO_VERSION" ]; then
+    go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+  fi
+  if [ "$("$GOBIN/protoc-gen-go-grpc" --version 2>/dev/null)" != "protoc-gen-go-grpc ${PROTOC_GEN_GO_GRPC_VERSION#v}" ]; then
+    go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
+  fi
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import grpc_tools" 2>/dev/null \
+    || [ "$("$VENV/bin/pip" show grpcio-tools 2>/dev/null | sed -n 's/^Version: //p')" != "$GRPCIO_TOOLS_VERSION" ]; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+  fi
+}

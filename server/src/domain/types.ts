@@ -1,0 +1,236 @@
+// Public types of the pool engine. Times are epoch milliseconds (instants) or milliseconds
+// (durations); the engine never reads the wall clock itself, only the injected Clock.
+
+export type TimerHandle = unknown;
+
+/** The engine's only source of time. Production uses the system clock; tests a fake one. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+export type Strategy = "round_robin" | "least_busy" | "weighted" | "least_used" | "latency";
+
+export interface PoolConfig {
+  name: string;
+  strategy: Strategy;
+  minTtlMs: number;
+  maxTtlMs: number;
+  defaultTtlMs: number;
+  defaultCooldownMs: number;
+  maxCooldownMs: number;
+  failureThreshold: number;
+  openDurationMs: number;
+  maxOpenDurationMs: number;
+  halfOpenProbes: number;
+  description: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Operator-settable pool fields; anything left undefined takes the default (create) or stays (update). */
+export type PoolInput = Partial<Omit<PoolConfig, "createdAt" | "updatedAt">> & { name: string };
+
+export interface KeyConfig {
+  pool: string;
+  id: string;
+  label: string;
+  /** Plaintext secret, held in memory only; the store encrypts it at rest. */
+  secret: string;
+  weight: number;
+  maxConcurrency: number;
+  quotaGroup: string;
+  metadata: Record<string, string>;
+  /** Manual (operator) disable; write-through configuration. */
+  disabled: boolean;
+  disabledReason: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt">> & { pool: string };
+
+export type KeyState = "enabled" | "disabled" | "auto_disabled_auth" | "auto_disabled_quota" | "draining";
+export type CircuitState = "closed" | "open" | "half_open";
+export type FailureClass = "auth" | "quota_exhausted" | "transient" | "overloaded" | "client_error";
+
+/** The provider's view of a key's budget, with resets as absolute instants (server clock). */
+export interface ProviderBudget {
+  requestsRemaining?: number;
+  requestsLimit?: number;
+  requestsResetAt?: number;
+  tokensRemaining?: number;
+  tokensLimit?: number;
+  tokensResetAt?: number;
+}
+
+/** Rate-limit report as received: typed fields (resets relative, ms) and/or raw headers. */
+export interface RateLimitReport {
+  requestsRemaining?: number;
+  requestsLimit?: number;
+  requestsResetMs?: number;
+  tokensRemaining?: number;
+  tokensLimit?: number;
+  tokensResetMs?: number;
+  headers?: Record<string, string>;
+}
+
+export interface AcquireInput {
+  pool: string;
+  waitTimeoutMs: number;
+  /** Undefined: the pool's default ttl. */
+  ttlMs?: number;
+  holder: string;
+  estimatedTokens: number;
+  excludeKeyIds: string[];
+}
+
+export interface Grant {
+  leaseId: string;
+  pool: string;
+  keyId: string;
+  keyLabel: string;
+  secret: string;
+  metadata: Record<string, string>;
+  expiresAt: number;
+  ttlMs: number;
+  renewIntervalMs: number;
+}
+
+export interface Renewal {
+  leaseId: string;
+  expiresAt: number;
+  ttlMs: number;
+  renewIntervalMs: number;
+}
+
+export interface SuccessReport {
+  latencyMs?: number;
+  inputTokens?: number;
+  outputTokens?: number;
+  rateLimit?: RateLimitReport;
+}
+
+export interface FailureReport {
+  /** Undefined: derive from httpStatus. */
+  reason?: FailureClass;
+  httpStatus: number;
+  message: string;
+  latencyMs?: number;
+}
+
+export interface RateLimitedReport {
+  retryAfterMs?: number;
+  rateLimit?: RateLimitReport;
+}
+
+export interface LeaseView {
+  leaseId: string;
+  pool: string;
+  keyId: string;
+  holder: string;
+  acquiredAt: number;
+  expiresAt: number;
+  ttlMs: number;
+}
+
+export interface KeyView {
+  config: KeyConfig;
+  state: KeyState;
+  stateReason: string;
+}
+
+export interface KeyStatsView {
+  keyId: string;
+  label: string;
+  state: KeyState;
+  eligible: boolean;
+  activeLeases: number;
+  maxConcurrency: number;
+  emaLatencyMs?: number;
+  successRate: number;
+  consecutiveFailures: number;
+  circuitState: CircuitState;
+  circuitOpenUntil?: number;
+  cooldownUntil?: number;
+  cooldownRemainingMs: number;
+  budget: ProviderBudget;
+  totalLeases: number;
+  recentLeases: number;
+  inputTokens: number;
+  outputTokens: number;
+}
+
+export interface PoolStatsView {
+  pool: string;
+  totalKeys: number;
+  eligibleKeys: number;
+  activeLeases: number;
+  waiters: number;
+  keys: KeyStatsView[];
+}
+
+export type EventType =
+  | "pool_created" | "pool_updated" | "pool_deleted"
+  | "key_added" | "key_updated" | "key_removed" | "key_enabled" | "key_disabled" | "key_auto_disabled"
+  | "cooldown_started" | "cooldown_ended"
+  | "circuit_opened" | "circuit_half_opened" | "circuit_closed"
+  | "lease_expired" | "lease_revoked" | "pool_exhausted"
+  | "lease_granted" | "lease_ended";
+
+export interface DomainEvent {
+  type: EventType;
+  time: number;
+  pool: string;
+  keyId?: string;
+  leaseId?: string;
+  reason?: string;
+  until?: number;
+}
+
+/** Why a lease is not live: the reason a late call on it is answered with. */
+export type LeaseGoneReason = "expired" | "released" | "revoked" | "unknown";
+
+/** Runtime state of one key, persisted by snapshots (never the secret). */
+export interface KeyRuntime {
+  pool: string;
+  keyId: string;
+  autoDisabled?: { cause: "auth" | "quota"; message: string; at: number };
+  draining?: { remove: boolean };
+  cooldownUntil?: number;
+  /** 429s in the current doubling window and when that window started. */
+  rateLimitStreak: number;
+  rateLimitStreakStart?: number;
+  circuitState: CircuitState;
+  circuitOpenUntil?: number;
+  circuitOpenCount: number;
+  consecutiveFailures: number;
+  emaLatencyMs?: number;
+  /** Outcomes in the success-rate window: [instant, 1 success | 0 failure]. */
+  outcomes: Array<[number, 0 | 1]>;
+  /** Grant instants within the least_used window. */
+  recentGrants: number[];
+  budget: ProviderBudget;
+  totalLeases: number;
+  inputTokens: number;
+  outputTokens: number;
+}
+
+/** A live lease as persisted. */
+export interface LeaseRecord {
+  leaseId: string;
+  pool: string;
+  keyId: string;
+  holder: string;
+  acquiredAt: number;
+  expiresAt: number;
+  ttlMs: number;
+}
+
+/** What the engine hands the store to persist and takes back on start. */
+export interface RuntimeSnapshot {
+  takenAt: number;
+  keys: KeyRuntime[];
+  leases: LeaseRecord[];
+}

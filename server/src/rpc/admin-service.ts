@@ -1,0 +1,257 @@
+// PoolAdminService. Every change is validated by the engine, committed to the store, and only then
+// applied in memory, so an RPC that fails on the database leaves nothing half-applied (DESIGN rule 12).
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { PoolEngine } from "../domain/engine.js";
+import { invalidArgument } from "../domain/errors.js";
+import type { KeyConfig, PoolConfig } from "../domain/types.js";
+import type {
+  AddKeyRequest,
+  CreatePoolRequest,
+  DeletePoolRequest,
+  DisableKeyRequest,
+  EnableKeyRequest,
+  GetKeyRequest,
+  GetPoolRequest,
+  GetPoolStatsRequest,
+  ListKeysRequest,
+  ListLeasesRequest,
+  PoolAdminService,
+  RemoveKeyRequest,
+  RevokeLeaseRequest,
+  UpdateKeyRequest,
+  UpdatePoolRequest,
+  WatchEventsRequest,
+} from "../gen/keymesh/v1/admin_pb.js";
+import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
+import { eventToProto, keyToProto, leaseToProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
+import type { EventHub } from "./event-hub.js";
+import type { Guard } from "./guard.js";
+
+/** The write-through part of the store the admin API needs. */
+export interface ConfigStore {
+  insertPool(cfg: PoolConfig): Promise<void>;
+  updatePool(cfg: PoolConfig): Promise<void>;
+  deletePool(name: string): Promise<void>;
+  insertKey(cfg: KeyConfig): Promise<void>;
+  updateKey(cfg: KeyConfig): Promise<void>;
+  deleteKey(pool: string, keyId: string): Promise<void>;
+}
+
+export interface AdminDeps {
+  engine: PoolEngine;
+  store: ConfigStore;
+  events: EventHub;
+  guard: Guard;
+  mask: (secret: string) => string;
+  now: () => number;
+}
+
+const poolPaths: Record<string, (keyof PoolConfig)[]> = {
+  strategy: ["strategy"],
+  min_ttl: ["minTtlMs"],
+  max_ttl: ["maxTtlMs"],
+  default_ttl: ["defaultTtlMs"],
+  default_cooldown: ["defaultCooldownMs"],
+  max_cooldown: ["maxCooldownMs"],
+  description: ["description"],
+  circuit_breaker: ["failureThreshold", "openDurationMs", "maxOpenDurationMs", "halfOpenProbes"],
+  "circuit_breaker.failure_threshold": ["failureThreshold"],
+  "circuit_breaker.open_duration": ["openDurationMs"],
+  "circuit_breaker.max_open_duration": ["maxOpenDurationMs"],
+  "circuit_breaker.half_open_probes": ["halfOpenProbes"],
+};
+
+const keyPaths: Record<string, keyof KeyConfig> = {
+  label: "label",
+  weight: "weight",
+  max_concurrency: "maxConcurrency",
+  quota_group: "quotaGroup",
+  metadata: "metadata",
+  secret: "secret",
+};
+
+/** Field mask paths arrive in proto form ("max_ttl") over binary and in JSON form ("maxTtl") over Connect JSON. */
+const snake = (path: string) => path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService> {
+  constructor(private readonly d: AdminDeps) {}
+
+  private mask = (secret: string) => this.d.mask(secret);
+
+  async createPool(req: CreatePoolRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    if (!req.pool) throw invalidArgument("pool", "is required");
+    const now = this.d.now();
+    const cfg = { ...this.d.engine.preparePool(stripUndefined(poolFieldsFromProto(req.pool)) as PoolConfig), createdAt: now, updatedAt: now };
+    await this.d.store.insertPool(cfg);
+    this.d.engine.createPool(cfg);
+    return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
+  }
+
+  getPool(req: GetPoolRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { pool: poolToProto(this.d.engine.getPool(req.name)) };
+  }
+
+  listPools(_req: unknown, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { pools: this.d.engine.listPools().map(poolToProto) };
+  }
+
+  async updatePool(req: UpdatePoolRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    if (!req.pool) throw invalidArgument("pool", "is required");
+    const existing = this.d.engine.getPool(req.pool.name);
+    const fields = poolFieldsFromProto(req.pool);
+    const paths = req.updateMask?.paths.map(snake) ?? [];
+    let changes: Partial<PoolConfig>;
+    if (paths.length === 0) {
+      changes = stripUndefined(fields);
+    } else {
+      changes = {};
+      for (const path of paths) {
+        const targets = poolPaths[path];
+        if (!targets) throw invalidArgument("update_mask", `unknown or read-only pool field "${path}"`);
+        for (const t of targets) (changes as Record<string, unknown>)[t] = fields[t as keyof typeof fields];
+      }
+    }
+    const prepared = this.d.engine.preparePool({ ...existing, ...changes, name: existing.name }, existing);
+    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.d.now() };
+    await this.d.store.updatePool(cfg);
+    this.d.engine.updatePool(cfg);
+    return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
+  }
+
+  async deletePool(req: DeletePoolRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    this.d.engine.checkDeletePool(req.name, req.force);
+    await this.d.store.deletePool(req.name);
+    this.d.engine.deletePool(req.name);
+    return {};
+  }
+
+  async addKey(req: AddKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const k = req.key;
+    if (k?.state !== undefined && k.state !== KeyState.UNSPECIFIED && k.state !== KeyState.ENABLED && k.state !== KeyState.DISABLED) {
+      throw invalidArgument("key.state", "may only be ENABLED or DISABLED when adding a key");
+    }
+    const now = this.d.now();
+    const prepared = this.d.engine.prepareKey({
+      pool: req.pool,
+      id: k?.id || undefined,
+      label: k?.label || undefined,
+      secret: req.secret,
+      weight: k?.weight || undefined,
+      maxConcurrency: k?.maxConcurrency,
+      quotaGroup: k?.quotaGroup,
+      metadata: k?.metadata,
+      disabled: k?.state === KeyState.DISABLED,
+      disabledReason: "",
+    });
+    const cfg = { ...prepared, createdAt: now, updatedAt: now };
+    await this.d.store.insertKey(cfg);
+    this.d.engine.addKey(cfg);
+    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
+  }
+
+  getKey(req: GetKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { key: keyToProto(this.d.engine.getKey(req.pool, req.keyId), this.mask) };
+  }
+
+  listKeys(req: ListKeysRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { keys: this.d.engine.listKeys(req.pool).map((k) => keyToProto(k, this.mask)) };
+  }
+
+  async updateKey(req: UpdateKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const k = req.key;
+    if (!k) throw invalidArgument("key", "is required");
+    const existing = this.d.engine.getKeyConfig(k.pool, k.id);
+    const given: Partial<KeyConfig> = {
+      label: k.label,
+      weight: k.weight,
+      maxConcurrency: k.maxConcurrency,
+      quotaGroup: k.quotaGroup,
+      metadata: k.metadata,
+      secret: req.secret,
+    };
+    const paths = req.updateMask?.paths.map(snake) ?? [];
+    const changes: Partial<KeyConfig> = {};
+    if (paths.length === 0) {
+      for (const f of ["label", "weight", "maxConcurrency", "quotaGroup", "metadata"] as const) {
+        (changes as Record<string, unknown>)[f] = given[f];
+      }
+    } else {
+      for (const path of paths) {
+        const field = keyPaths[path];
+        if (!field) throw invalidArgument("update_mask", `unknown or read-only key field "${path}"`);
+        (changes as Record<string, unknown>)[field] = given[field];
+      }
+    }
+    const prepared = this.d.engine.prepareKey({ ...existing, ...changes, pool: existing.pool, id: existing.id }, existing);
+    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.d.now() };
+    await this.d.store.updateKey(cfg);
+    this.d.engine.updateKey(cfg);
+    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
+  }
+
+  async removeKey(req: RemoveKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
+    if (req.drain) {
+      await this.d.store.updateKey({ ...existing, disabled: true, disabledReason: "removing: draining", updatedAt: this.d.now() });
+      const { removedNow } = this.d.engine.removeKey(req.pool, req.keyId, true);
+      if (removedNow) await this.d.store.deleteKey(req.pool, req.keyId);
+    } else {
+      await this.d.store.deleteKey(req.pool, req.keyId);
+      this.d.engine.removeKey(req.pool, req.keyId, false);
+    }
+    return {};
+  }
+
+  async enableKey(req: EnableKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
+    await this.d.store.updateKey({ ...existing, disabled: false, disabledReason: "", updatedAt: this.d.now() });
+    return { key: keyToProto(this.d.engine.enableKey(req.pool, req.keyId), this.mask) };
+  }
+
+  async disableKey(req: DisableKeyRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
+    const reason = req.reason || "disabled by operator";
+    await this.d.store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.d.now() });
+    return { key: keyToProto(this.d.engine.disableKey(req.pool, req.keyId, req.drain, reason), this.mask) };
+  }
+
+  listLeases(req: ListLeasesRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { leases: this.d.engine.listLeases(req.pool, req.keyId || undefined).map(leaseToProto) };
+  }
+
+  revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    this.d.engine.revokeLease(req.leaseId, req.reason || "revoked by operator");
+    return {};
+  }
+
+  getPoolStats(req: GetPoolStatsRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    return { stats: statsToProto(this.d.engine.stats(req.pool)) };
+  }
+
+  async *watchEvents(req: WatchEventsRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    if (req.pool !== "") this.d.engine.getPool(req.pool);
+    for await (const item of this.d.events.watch({ pool: req.pool, includeLeaseEvents: req.includeLeaseEvents }, ctx.signal)) {
+      yield { event: eventToProto(item, this.d.now()) };
+    }
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,270 @@
+// Mapping between wire messages (protobuf-es) and domain values. Durations and timestamps become
+// milliseconds here; the domain never sees a generated type.
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { invalidArgument } from "../domain/errors.js";
+import type {
+  DomainEvent,
+  FailureClass,
+  KeyStatsView,
+  KeyView,
+  LeaseView,
+  PoolConfig,
+  PoolStatsView,
+  ProviderBudget,
+  RateLimitReport,
+  Strategy,
+} from "../domain/types.js";
+import type { RateLimit } from "../gen/keymesh/v1/common_pb.js";
+import { FailureReason } from "../gen/keymesh/v1/pool_pb.js";
+import {
+  CircuitState,
+  EventType,
+  KeyState,
+  Strategy as StrategyEnum,
+  type EventSchema,
+  type KeySchema,
+  type KeyStatsSchema,
+  type LeaseSchema,
+  type Pool,
+  type PoolSchema,
+  type PoolStatsSchema,
+  type ProviderBudgetSchema,
+} from "../gen/keymesh/v1/admin_pb.js";
+
+/** A non-negative duration in ms, or undefined when the field is unset. */
+export function optionalMs(d: Duration | undefined, field: string): number | undefined {
+  if (!d) return undefined;
+  const ms = durationMs(d);
+  if (!Number.isFinite(ms) || ms < 0) throw invalidArgument(field, "must not be negative");
+  return ms;
+}
+
+export const ts = (ms: number | undefined): Timestamp | undefined => (ms === undefined ? undefined : timestampFromMs(ms));
+export const dur = (ms: number | undefined): Duration | undefined =>
+  ms === undefined ? undefined : durationFromMs(Math.max(0, Math.round(ms)));
+
+const strategies: Record<StrategyEnum, Strategy | undefined> = {
+  [StrategyEnum.UNSPECIFIED]: undefined,
+  [StrategyEnum.ROUND_ROBIN]: "round_robin",
+  [StrategyEnum.LEAST_BUSY]: "least_busy",
+  [StrategyEnum.WEIGHTED]: "weighted",
+  [StrategyEnum.LEAST_USED]: "least_used",
+  [StrategyEnum.LATENCY]: "latency",
+};
+
+export function strategyFromProto(s: StrategyEnum): Strategy | undefined {
+  if (!(s in strategies)) throw invalidArgument("strategy", `unknown strategy ${s}`);
+  return strategies[s];
+}
+
+export function strategyToProto(s: Strategy): StrategyEnum {
+  return Number(Object.entries(strategies).find(([, v]) => v === s)![0]) as StrategyEnum;
+}
+
+const failureReasons: Record<FailureReason, FailureClass | undefined> = {
+  [FailureReason.UNSPECIFIED]: undefined,
+  [FailureReason.AUTH]: "auth",
+  [FailureReason.QUOTA_EXHAUSTED]: "quota_exhausted",
+  [FailureReason.TRANSIENT]: "transient",
+  [FailureReason.OVERLOADED]: "overloaded",
+  [FailureReason.CLIENT_ERROR]: "client_error",
+};
+
+export function failureFromProto(r: FailureReason): FailureClass | undefined {
+  if (!(r in failureReasons)) throw invalidArgument("reason", `unknown failure reason ${r}`);
+  return failureReasons[r];
+}
+
+export function failureToProto(c: FailureClass | "rate_limited"): FailureReason {
+  if (c === "rate_limited") return FailureReason.UNSPECIFIED;
+  return Number(Object.entries(failureReasons).find(([, v]) => v === c)![0]) as FailureReason;
+}
+
+function nonNegative(v: bigint | undefined, field: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (v < 0n) throw invalidArgument(field, "must not be negative");
+  return Number(v);
+}
+
+export function rateLimitFromProto(r: RateLimit | undefined, field: string): RateLimitReport | undefined {
+  if (!r) return undefined;
+  return {
+    requestsRemaining: nonNegative(r.requestsRemaining, `${field}.requests_remaining`),
+    requestsLimit: nonNegative(r.requestsLimit, `${field}.requests_limit`),
+    requestsResetMs: optionalMs(r.requestsReset, `${field}.requests_reset`),
+    tokensRemaining: nonNegative(r.tokensRemaining, `${field}.tokens_remaining`),
+    tokensLimit: nonNegative(r.tokensLimit, `${field}.tokens_limit`),
+    tokensResetMs: optionalMs(r.tokensReset, `${field}.tokens_reset`),
+    headers: Object.keys(r.headers).length > 0 ? r.headers : undefined,
+  };
+}
+
+/** Pool fields an operator can set, as a partial domain input. */
+export function poolFieldsFromProto(p: Pool): Omit<Partial<PoolConfig>, "createdAt" | "updatedAt"> {
+  const cb = p.circuitBreaker;
+  return {
+    name: p.name,
+    strategy: strategyFromProto(p.strategy),
+    minTtlMs: optionalMs(p.minTtl, "pool.min_ttl"),
+    maxTtlMs: optionalMs(p.maxTtl, "pool.max_ttl"),
+    defaultTtlMs: optionalMs(p.defaultTtl, "pool.default_ttl"),
+    defaultCooldownMs: optionalMs(p.defaultCooldown, "pool.default_cooldown"),
+    maxCooldownMs: optionalMs(p.maxCooldown, "pool.max_cooldown"),
+    failureThreshold: cb && cb.failureThreshold > 0 ? cb.failureThreshold : undefined,
+    openDurationMs: optionalMs(cb?.openDuration, "pool.circuit_breaker.open_duration"),
+    maxOpenDurationMs: optionalMs(cb?.maxOpenDuration, "pool.circuit_breaker.max_open_duration"),
+    halfOpenProbes: cb && cb.halfOpenProbes > 0 ? cb.halfOpenProbes : undefined,
+    description: p.description,
+  };
+}
+
+export function poolToProto(p: PoolConfig & { keyCount: number }): MessageInitShape<typeof PoolSchema> {
+  return {
+    name: p.name,
+    strategy: strategyToProto(p.strategy),
+    minTtl: dur(p.minTtlMs),
+    maxTtl: dur(p.maxTtlMs),
+    defaultTtl: dur(p.defaultTtlMs),
+    defaultCooldown: dur(p.defaultCooldownMs),
+    maxCooldown: dur(p.maxCooldownMs),
+    circuitBreaker: {
+      failureThreshold: p.failureThreshold,
+      openDuration: dur(p.openDurationMs),
+      maxOpenDuration: dur(p.maxOpenDurationMs),
+      halfOpenProbes: p.halfOpenProbes,
+    },
+    description: p.description,
+    keyCount: p.keyCount,
+    createTime: ts(p.createdAt),
+    updateTime: ts(p.updatedAt),
+  };
+}
+
+const keyStates: Record<KeyView["state"], KeyState> = {
+  enabled: KeyState.ENABLED,
+  disabled: KeyState.DISABLED,
+  auto_disabled_auth: KeyState.AUTO_DISABLED_AUTH,
+  auto_disabled_quota: KeyState.AUTO_DISABLED_QUOTA,
+  draining: KeyState.DRAINING,
+};
+
+export function keyToProto(k: KeyView, mask: (secret: string) => string): MessageInitShape<typeof KeySchema> {
+  const c = k.config;
+  return {
+    id: c.id,
+    pool: c.pool,
+    label: c.label,
+    secretHint: mask(c.secret),
+    weight: c.weight,
+    maxConcurrency: c.maxConcurrency,
+    quotaGroup: c.quotaGroup,
+    metadata: c.metadata,
+    state: keyStates[k.state],
+    stateReason: k.stateReason,
+    createTime: ts(c.createdAt),
+    updateTime: ts(c.updatedAt),
+  };
+}
+
+export function leaseToProto(l: LeaseView): MessageInitShape<typeof LeaseSchema> {
+  return {
+    leaseId: l.leaseId,
+    pool: l.pool,
+    keyId: l.keyId,
+    holder: l.holder,
+    acquireTime: ts(l.acquiredAt),
+    expiresAt: ts(l.expiresAt),
+    ttl: dur(l.ttlMs),
+  };
+}
+
+const bigOpt = (n: number | undefined) => (n === undefined ? undefined : BigInt(Math.trunc(n)));
+
+function budgetToProto(b: ProviderBudget): MessageInitShape<typeof ProviderBudgetSchema> {
+  return {
+    requestsRemaining: bigOpt(b.requestsRemaining),
+    requestsLimit: bigOpt(b.requestsLimit),
+    requestsResetAt: ts(b.requestsResetAt),
+    tokensRemaining: bigOpt(b.tokensRemaining),
+    tokensLimit: bigOpt(b.tokensLimit),
+    tokensResetAt: ts(b.tokensResetAt),
+  };
+}
+
+const circuitStates: Record<KeyStatsView["circuitState"], CircuitState> = {
+  closed: CircuitState.CLOSED,
+  open: CircuitState.OPEN,
+  half_open: CircuitState.HALF_OPEN,
+};
+
+function keyStatsToProto(k: KeyStatsView): MessageInitShape<typeof KeyStatsSchema> {
+  return {
+    keyId: k.keyId,
+    label: k.label,
+    state: keyStates[k.state],
+    eligible: k.eligible,
+    activeLeases: k.activeLeases,
+    maxConcurrency: k.maxConcurrency,
+    emaLatency: dur(k.emaLatencyMs),
+    successRate: k.successRate,
+    consecutiveFailures: k.consecutiveFailures,
+    circuitState: circuitStates[k.circuitState],
+    circuitOpenUntil: ts(k.circuitOpenUntil),
+    cooldownRemaining: dur(k.cooldownRemainingMs),
+    budget: budgetToProto(k.budget),
+    totalLeases: BigInt(k.totalLeases),
+    recentLeases: k.recentLeases,
+    inputTokens: BigInt(k.inputTokens),
+    outputTokens: BigInt(k.outputTokens),
+  };
+}
+
+export function statsToProto(s: PoolStatsView): MessageInitShape<typeof PoolStatsSchema> {
+  return {
+    pool: s.pool,
+    totalKeys: s.totalKeys,
+    eligibleKeys: s.eligibleKeys,
+    activeLeases: s.activeLeases,
+    waiters: s.waiters,
+    keys: s.keys.map(keyStatsToProto),
+  };
+}
+
+const eventTypes: Record<DomainEvent["type"], EventType> = {
+  pool_created: EventType.POOL_CREATED,
+  pool_updated: EventType.POOL_UPDATED,
+  pool_deleted: EventType.POOL_DELETED,
+  key_added: EventType.KEY_ADDED,
+  key_updated: EventType.KEY_UPDATED,
+  key_removed: EventType.KEY_REMOVED,
+  key_enabled: EventType.KEY_ENABLED,
+  key_disabled: EventType.KEY_DISABLED,
+  key_auto_disabled: EventType.KEY_AUTO_DISABLED,
+  cooldown_started: EventType.COOLDOWN_STARTED,
+  cooldown_ended: EventType.COOLDOWN_ENDED,
+  circuit_opened: EventType.CIRCUIT_OPENED,
+  circuit_half_opened: EventType.CIRCUIT_HALF_OPENED,
+  circuit_closed: EventType.CIRCUIT_CLOSED,
+  lease_expired: EventType.LEASE_EXPIRED,
+  lease_revoked: EventType.LEASE_REVOKED,
+  pool_exhausted: EventType.POOL_EXHAUSTED,
+  lease_granted: EventType.LEASE_GRANTED,
+  lease_ended: EventType.LEASE_ENDED,
+};
+
+export function eventToProto(e: DomainEvent | "lagged", now: number): MessageInitShape<typeof EventSchema> {
+  if (e === "lagged") {
+    return { type: EventType.LAGGED, time: ts(now), reason: "watcher fell behind; events were dropped, re-read state with GetPoolStats" };
+  }
+  return {
+    type: eventTypes[e.type],
+    time: ts(e.time),
+    pool: e.pool,
+    keyId: e.keyId ?? "",
+    leaseId: e.leaseId ?? "",
+    reason: e.reason ?? "",
+    until: ts(e.until),
+  };
+}

@@ -1,0 +1,71 @@
+// The one place where failures become wire statuses: typed domain and store errors map to a gRPC/Connect
+// code plus a keymesh.v1.ErrorDetail every client can branch on. Anything unexpected is INTERNAL with a
+// generic message (the cause is logged, never sent: it could contain a secret).
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { DomainError, type DomainErrorCode } from "../domain/errors.js";
+import { ErrorDetailSchema, ErrorReason } from "../gen/keymesh/v1/common_pb.js";
+
+const domainCodes: Record<DomainErrorCode, [Code, ErrorReason]> = {
+  pool_not_found: [Code.NotFound, ErrorReason.POOL_NOT_FOUND],
+  key_not_found: [Code.NotFound, ErrorReason.KEY_NOT_FOUND],
+  lease_unknown: [Code.NotFound, ErrorReason.LEASE_UNKNOWN],
+  lease_expired: [Code.NotFound, ErrorReason.LEASE_EXPIRED],
+  lease_released: [Code.NotFound, ErrorReason.LEASE_RELEASED],
+  lease_revoked: [Code.NotFound, ErrorReason.LEASE_REVOKED],
+  lease_id_malformed: [Code.InvalidArgument, ErrorReason.LEASE_ID_MALFORMED],
+  pool_empty: [Code.ResourceExhausted, ErrorReason.POOL_EMPTY],
+  no_key_available: [Code.ResourceExhausted, ErrorReason.NO_KEY_AVAILABLE],
+  invalid_argument: [Code.InvalidArgument, ErrorReason.INVALID_ARGUMENT],
+  pool_exists: [Code.AlreadyExists, ErrorReason.POOL_EXISTS],
+  key_exists: [Code.AlreadyExists, ErrorReason.KEY_EXISTS],
+  pool_has_leases: [Code.FailedPrecondition, ErrorReason.POOL_HAS_LEASES],
+  cancelled: [Code.Canceled, ErrorReason.UNSPECIFIED],
+};
+
+/** Builds a ConnectError carrying an ErrorDetail. */
+export function keymeshError(
+  code: Code,
+  reason: ErrorReason,
+  message: string,
+  extra: { field?: string; retryAfterMs?: number; cause?: unknown } = {},
+): ConnectError {
+  const detail = create(ErrorDetailSchema, {
+    reason,
+    field: extra.field ?? "",
+    retryAfter: extra.retryAfterMs !== undefined ? durationFromMs(Math.max(0, Math.ceil(extra.retryAfterMs))) : undefined,
+  });
+  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }], extra.cause);
+}
+
+/** Errors the store throws carry a kind; matched structurally so this layer does not import the store. */
+function storeErrorKind(err: unknown): string | undefined {
+  if (err instanceof Error && (err.name === "StoreUnavailable" || err.name === "StoreConflict")) return err.name;
+  return undefined;
+}
+
+export type InternalErrorSink = (err: unknown) => void;
+
+export function createErrorMapper(onInternal: InternalErrorSink): (err: unknown) => ConnectError {
+  return (err: unknown): ConnectError => {
+    if (err instanceof DomainError) {
+      const [code, reason] = domainCodes[err.code];
+      return keymeshError(code, reason, err.message, { field: err.details.field, retryAfterMs: err.details.retryAfterMs });
+    }
+    if (err instanceof ConnectError) {
+      if (err.code === Code.ResourceExhausted && /message.*larger|max.*size|too large/i.test(err.rawMessage)) {
+        return keymeshError(Code.ResourceExhausted, ErrorReason.MESSAGE_TOO_LARGE, err.rawMessage);
+      }
+      return err;
+    }
+    switch (storeErrorKind(err)) {
+      case "StoreUnavailable":
+        return keymeshError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later");
+      case "StoreConflict":
+        return keymeshError(Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry");
+    }
+    onInternal(err);
+    return new ConnectError("internal error", Code.Internal);
+  };
+}

@@ -1,0 +1,186 @@
+// KeyPoolService: the hot path. Handlers map wire <-> domain and call the engine; nothing else.
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { PoolEngine } from "../domain/engine.js";
+import { DomainError } from "../domain/errors.js";
+import type { Grant, LeaseGoneReason } from "../domain/types.js";
+import { ErrorReason } from "../gen/keymesh/v1/common_pb.js";
+import type {
+  AcquireRequest,
+  AcquireResponseSchema,
+  KeepAliveRequest,
+  KeepAliveResponseSchema,
+  KeyPoolService,
+  MarkFailedRequest,
+  MarkRateLimitedRequest,
+  ReleaseRequest,
+  RenewLeaseRequest,
+} from "../gen/keymesh/v1/pool_pb.js";
+import { Channel } from "./channel.js";
+import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
+import type { Guard } from "./guard.js";
+
+/** Makes a grant durable before Acquire answers (the store's group commit); see README "Crash safety". */
+export interface GrantJournal {
+  record(grant: Grant): Promise<void> | void;
+}
+
+/** Margin kept before the RPC deadline so a timed-out wait answers RESOURCE_EXHAUSTED, not DEADLINE_EXCEEDED. */
+const DEADLINE_MARGIN_MS = 20;
+
+const goneReasons: Record<LeaseGoneReason, ErrorReason> = {
+  expired: ErrorReason.LEASE_EXPIRED,
+  released: ErrorReason.LEASE_RELEASED,
+  revoked: ErrorReason.LEASE_REVOKED,
+  unknown: ErrorReason.LEASE_UNKNOWN,
+};
+
+const errorGone: Partial<Record<DomainError["code"], ErrorReason>> = {
+  lease_expired: ErrorReason.LEASE_EXPIRED,
+  lease_released: ErrorReason.LEASE_RELEASED,
+  lease_revoked: ErrorReason.LEASE_REVOKED,
+  lease_unknown: ErrorReason.LEASE_UNKNOWN,
+  lease_id_malformed: ErrorReason.LEASE_ID_MALFORMED,
+};
+
+function grantToProto(g: Grant): MessageInitShape<typeof AcquireResponseSchema> {
+  return {
+    leaseId: g.leaseId,
+    key: g.secret,
+    keyId: g.keyId,
+    keyLabel: g.keyLabel,
+    keyMetadata: g.metadata,
+    expiresAt: ts(g.expiresAt),
+    ttl: dur(g.ttlMs),
+    renewInterval: dur(g.renewIntervalMs),
+    pool: g.pool,
+  };
+}
+
+export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
+  constructor(
+    private readonly engine: PoolEngine,
+    private readonly journal: GrantJournal,
+    private readonly guard: Guard,
+  ) {}
+
+  async acquire(req: AcquireRequest, ctx: HandlerContext) {
+    this.guard.usePool(ctx, req.pool);
+    let waitTimeoutMs = optionalMs(req.waitTimeout, "wait_timeout") ?? 0;
+    const remaining = ctx.timeoutMs();
+    if (remaining !== undefined) waitTimeoutMs = Math.max(0, Math.min(waitTimeoutMs, remaining - DEADLINE_MARGIN_MS));
+    if (req.estimatedTokens < 0n) throw new DomainError("invalid_argument", "estimated_tokens: must not be negative", { field: "estimated_tokens" });
+    const granted = this.engine.acquire(
+      {
+        pool: req.pool,
+        waitTimeoutMs,
+        ttlMs: optionalMs(req.leaseTtl, "lease_ttl"),
+        holder: req.holder,
+        estimatedTokens: Number(req.estimatedTokens),
+        excludeKeyIds: req.excludeKeyIds,
+      },
+      waitTimeoutMs > 0 ? ctx.signal : undefined,
+    );
+    const grant = granted instanceof Promise ? await granted : granted;
+    await this.journal.record(grant);
+    return grantToProto(grant);
+  }
+
+  release(req: ReleaseRequest, ctx: HandlerContext) {
+    this.guard.useLease(ctx, req.leaseId);
+    this.engine.release(req.leaseId, {
+      latencyMs: optionalMs(req.latency, "latency"),
+      inputTokens: req.usage ? Number(req.usage.inputTokens) : undefined,
+      outputTokens: req.usage ? Number(req.usage.outputTokens) : undefined,
+      rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
+    });
+    return {};
+  }
+
+  markFailed(req: MarkFailedRequest, ctx: HandlerContext) {
+    this.guard.useLease(ctx, req.leaseId);
+    const applied = this.engine.markFailed(req.leaseId, {
+      reason: failureFromProto(req.reason),
+      httpStatus: req.httpStatus,
+      message: req.message,
+      latencyMs: optionalMs(req.latency, "latency"),
+    });
+    return { classifiedAs: failureToProto(applied) };
+  }
+
+  markRateLimited(req: MarkRateLimitedRequest, ctx: HandlerContext) {
+    this.guard.useLease(ctx, req.leaseId);
+    const { cooldownUntil } = this.engine.markRateLimited(req.leaseId, {
+      retryAfterMs: optionalMs(req.retryAfter, "retry_after"),
+      rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
+    });
+    return { cooldownUntil: ts(cooldownUntil) };
+  }
+
+  renewLease(req: RenewLeaseRequest, ctx: HandlerContext) {
+    this.guard.useLease(ctx, req.leaseId);
+    const r = this.engine.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
+    return { leaseId: r.leaseId, expiresAt: ts(r.expiresAt), ttl: dur(r.ttlMs), renewInterval: dur(r.renewIntervalMs) };
+  }
+
+  /**
+   * Renews every lease the client sends and answers each one; leases the stream has renewed are
+   * watched, so a revocation is pushed as "gone" without waiting for the next renewal.
+   */
+  async *keepAlive(requests: AsyncIterable<KeepAliveRequest>, ctx: HandlerContext) {
+    type Out = MessageInitShape<typeof KeepAliveResponseSchema>;
+    const out = new Channel<Out>();
+    const watched = new Map<string, () => void>();
+    const gone = (leaseId: string, reason: ErrorReason, message: string): Out => ({
+      leaseId,
+      result: { case: "gone", value: { reason, message } },
+    });
+    const unwatch = (leaseId: string) => {
+      watched.get(leaseId)?.();
+      watched.delete(leaseId);
+    };
+    const reader = (async () => {
+      try {
+        for await (const req of requests) {
+          try {
+            this.guard.useLease(ctx, req.leaseId);
+            const r = this.engine.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
+            if (!watched.has(req.leaseId)) {
+              watched.set(
+                req.leaseId,
+                this.engine.watchLease(req.leaseId, (reason, message) => {
+                  watched.delete(req.leaseId);
+                  out.push(gone(req.leaseId, goneReasons[reason], message));
+                }),
+              );
+            }
+            out.push({
+              leaseId: r.leaseId,
+              result: { case: "renewed", value: { expiresAt: ts(r.expiresAt), ttl: dur(r.ttlMs), renewInterval: dur(r.renewIntervalMs) } },
+            });
+          } catch (e) {
+            const reason = e instanceof DomainError ? errorGone[e.code] : undefined;
+            if (reason === undefined) throw e;
+            unwatch(req.leaseId);
+            out.push(gone(req.leaseId, reason, e.message));
+          }
+        }
+      } finally {
+        out.close();
+      }
+    })();
+    // A failure in the reader (auth, bad input) must end the stream with that error.
+    let failure: unknown;
+    reader.catch((e: unknown) => {
+      failure = e;
+    });
+    try {
+      yield* out.drain(ctx.signal);
+      await reader.catch(() => undefined);
+      if (failure !== undefined) throw failure;
+    } finally {
+      for (const stop of watched.values()) stop();
+      watched.clear();
+    }
+  }
+}

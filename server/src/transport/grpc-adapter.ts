@@ -1,0 +1,269 @@
+// Mounts a connect-es ServiceImpl on a @grpc/grpc-js Server, using the protobuf-es descriptor for
+// (de)serialisation, so one implementation serves both stacks. Requests arrive as raw bytes and are
+// decoded here: grpc-js would answer a decode failure with INTERNAL, the contract says INVALID_ARGUMENT.
+import * as grpc from "@grpc/grpc-js";
+import { fromBinary, toBinary, create, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  type ContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+
+type AnyImpl = (input: unknown, ctx: HandlerContext) => unknown;
+
+/** Called for every error a handler throws; returns what goes on the wire. */
+export type ErrorMapper = (err: unknown) => ConnectError;
+
+const identity = (b: Buffer): Buffer => b;
+
+/**
+ * A HandlerContext for grpc-js calls. The AbortSignal, header conversions and context values are
+ * created on first use: most unary calls never touch them, and allocating them per call is what makes
+ * connect-node's gRPC path several times slower than bare grpc-js (DESIGN.md, Topology).
+ */
+class GrpcHandlerContext implements HandlerContext {
+  readonly requestMethod = "POST";
+  readonly protocolName = "grpc";
+  private controller: AbortController | undefined;
+  private reqHeader: Headers | undefined;
+  private resHeader: Headers | undefined;
+  private resTrailer: Headers | undefined;
+  private ctxValues: ContextValues | undefined;
+  private ended = false;
+
+  constructor(
+    readonly service: DescService,
+    readonly method: DescMethod,
+    private readonly call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+    private readonly shutdown: AbortSignal,
+  ) {}
+
+  get url(): string {
+    return this.call.getPath();
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = new AbortController();
+      this.controller = controller;
+      if (this.ended || this.call.cancelled) {
+        controller.abort(new ConnectError("call ended", Code.Canceled));
+      } else {
+        (this.call as NodeJS.EventEmitter).once("cancelled", () => controller.abort(new ConnectError("call cancelled by the client", Code.Canceled)));
+        if (this.shutdown.aborted) controller.abort(this.shutdown.reason);
+        else this.shutdown.addEventListener("abort", () => controller.abort(this.shutdown.reason), { once: true });
+        const remaining = this.timeoutMs();
+        if (remaining !== undefined) {
+          const timer = setTimeout(() => controller.abort(new ConnectError("deadline exceeded", Code.DeadlineExceeded)), Math.max(0, remaining));
+          timer.unref();
+          controller.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+        }
+      }
+    }
+    return this.controller.signal;
+  }
+
+  timeoutMs(): number | undefined {
+    const deadline = this.call.getDeadline();
+    if (deadline === Infinity) return undefined;
+    const at = deadline instanceof Date ? deadline.getTime() : deadline;
+    return at - Date.now();
+  }
+
+  get requestHeader(): Headers {
+    if (!this.reqHeader) {
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(this.call.metadata.getMap())) {
+        if (typeof value === "string") headers.append(name, value);
+      }
+      this.reqHeader = headers;
+    }
+    return this.reqHeader;
+  }
+
+  get responseHeader(): Headers {
+    return (this.resHeader ??= new Headers());
+  }
+
+  get responseTrailer(): Headers {
+    return (this.resTrailer ??= new Headers());
+  }
+
+  get values(): ContextValues {
+    return (this.ctxValues ??= createContextValues());
+  }
+
+  /** Metadata to send before the first response (only when a handler set some). */
+  headerMetadata(): grpc.Metadata | undefined {
+    return this.resHeader ? toMetadata(this.resHeader) : undefined;
+  }
+
+  trailerMetadata(): grpc.Metadata | undefined {
+    return this.resTrailer ? toMetadata(this.resTrailer) : undefined;
+  }
+
+  end(): void {
+    this.ended = true;
+    this.controller?.abort(new ConnectError("call ended", Code.Canceled));
+  }
+}
+
+function toMetadata(headers: Headers): grpc.Metadata {
+  const md = new grpc.Metadata();
+  headers.forEach((value, name) => {
+    if (name.endsWith("-bin")) md.add(name, Buffer.from(value, "base64"));
+    else md.add(name, value);
+  });
+  return md;
+}
+
+/** grpc-js status for a ConnectError, with details in grpc-status-details-bin as connect encodes them. */
+function toStatus(err: ConnectError, trailer: grpc.Metadata | undefined): Partial<grpc.StatusObject> {
+  const metadata = trailer ?? new grpc.Metadata();
+  for (const [name, value] of err.metadata) metadata.add(name, value);
+  const details = setTrailerStatus(new Headers(), err).get("grpc-status-details-bin");
+  if (details) metadata.set("grpc-status-details-bin", Buffer.from(details, "base64"));
+  return { code: err.code as number as grpc.status, details: err.rawMessage, metadata };
+}
+
+function decode<I extends DescMessage>(schema: I, bytes: Buffer) {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (e) {
+    throw new ConnectError(`malformed ${schema.typeName}: ${(e as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+export interface GrpcMountOptions {
+  mapError: ErrorMapper;
+  /** Aborted on graceful shutdown: every open handler's signal aborts with it. */
+  shutdown: AbortSignal;
+}
+
+/** Adds `impl` for `service` to a grpc-js server. */
+export function addServiceToGrpc<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+  opts: GrpcMountOptions,
+): void {
+  const definition: Record<string, grpc.MethodDefinition<Buffer, Uint8Array>> = {};
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const fn = (impl as unknown as Record<string, AnyImpl>)[method.localName].bind(impl);
+    definition[method.name] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: (msg: Uint8Array) => Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength),
+      responseDeserialize: identity,
+      originalName: method.localName,
+    };
+    handlers[method.name] = handlerFor(service, method, fn, opts);
+  }
+  server.addService(definition as grpc.ServiceDefinition, handlers);
+}
+
+function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts: GrpcMountOptions): grpc.UntypedHandleCall {
+  const encode = (init: unknown) => toBinary(method.output, create(method.output, init as never));
+  switch (method.methodKind) {
+    case "unary":
+      return (call: grpc.ServerUnaryCall<Buffer, Uint8Array>, callback: grpc.sendUnaryData<Uint8Array>) => {
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        const finish = (err: unknown, out?: unknown) => {
+          const header = ctx.headerMetadata();
+          if (header) call.sendMetadata(header);
+          ctx.end();
+          if (err !== undefined) {
+            callback(toStatus(opts.mapError(err), ctx.trailerMetadata()));
+            return;
+          }
+          let bytes: Uint8Array;
+          try {
+            bytes = encode(out);
+          } catch (e) {
+            callback(toStatus(opts.mapError(e), ctx.trailerMetadata()));
+            return;
+          }
+          callback(null, bytes, ctx.trailerMetadata());
+        };
+        let result: unknown;
+        try {
+          result = fn(decode(method.input, call.request), ctx);
+        } catch (e) {
+          finish(e);
+          return;
+        }
+        if (result instanceof Promise) result.then((out) => finish(undefined, out), (e) => finish(e ?? new Error("rejected")));
+        else finish(undefined, result);
+      };
+    case "server_streaming":
+      return (call: grpc.ServerWritableStream<Buffer, Uint8Array>) => {
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        void pump(ctx, call, () => fn(decode(method.input, call.request), ctx) as AsyncIterable<unknown>, encode, opts);
+      };
+    case "bidi_streaming":
+      return (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) => {
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        const requests = readRequests(call, method.input);
+        void pump(ctx, call, () => fn(requests, ctx) as AsyncIterable<unknown>, encode, opts);
+      };
+    default:
+      throw new Error(`${method.methodKind} methods are not part of the KeyMesh contract`);
+  }
+}
+
+async function* readRequests<I extends DescMessage>(call: grpc.ServerDuplexStream<Buffer, Uint8Array>, schema: I) {
+  for await (const chunk of call as AsyncIterable<Buffer>) yield decode(schema, chunk);
+}
+
+async function pump(
+  ctx: GrpcHandlerContext,
+  call: grpc.ServerWritableStream<Buffer, Uint8Array> | grpc.ServerDuplexStream<Buffer, Uint8Array>,
+  start: () => AsyncIterable<unknown>,
+  encode: (init: unknown) => Uint8Array,
+  opts: GrpcMountOptions,
+): Promise<void> {
+  let headerSent = false;
+  const sendHeader = () => {
+    if (headerSent) return;
+    headerSent = true;
+    const header = ctx.headerMetadata();
+    if (header) call.sendMetadata(header);
+  };
+  try {
+    for await (const out of start()) {
+      if (call.cancelled) break;
+      sendHeader();
+      if (!call.write(encode(out))) await waitDrain(call, ctx.signal);
+    }
+    sendHeader();
+    if (!call.cancelled) {
+      const trailer = ctx.trailerMetadata();
+      call.end(trailer);
+    }
+  } catch (e) {
+    sendHeader();
+    if (!call.cancelled) call.emit("error", toStatus(opts.mapError(e), ctx.trailerMetadata()));
+  } finally {
+    ctx.end();
+  }
+}
+
+function waitDrain(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    call.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,131 @@
+// The HTTP listener: Connect (JSON and binary), gRPC-Web and gRPC via connect-node, plus /healthz,
+// /readyz and /metrics. Cleartext HTTP/1.1 (curl, browsers) and h2c (gRPC) share one port: the first
+// bytes of a connection tell which server gets it. With TLS, ALPN does the same job.
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import { ConnectError, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export interface HttpRoutes {
+  /** Each service with its implementation (the same objects the grpc-js listener mounts). */
+  services: Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+  healthz(): { status: number; body: string };
+  readyz(): Promise<{ status: number; body: string }>;
+  metrics(): Promise<{ contentType: string; body: string }>;
+}
+
+export interface HttpListenerOptions {
+  readMaxBytes: number;
+  shutdown: AbortSignal;
+  mapError: (err: unknown) => ConnectError;
+  tls?: { cert: Buffer; key: Buffer };
+}
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+interface PlainResponse {
+  writeHead(status: number, headers: Record<string, string>): unknown;
+  end(body: string): unknown;
+}
+
+function send(res: PlainResponse, status: number, contentType: string, body: string): void {
+  res.writeHead(status, { "content-type": contentType, "cache-control": "no-store" });
+  res.end(body);
+}
+
+export function createHttpHandler(routes: HttpRoutes, opts: HttpListenerOptions): Handler {
+  // Errors thrown by handlers (domain, store) become typed statuses, exactly as on the grpc-js listener.
+  const mapErrors: Interceptor = (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (e) {
+      throw opts.mapError(e);
+    }
+  };
+  const connect = connectNodeAdapter({
+    routes: (router: ConnectRouter) => {
+      for (const { service, impl } of routes.services) router.service(service, impl);
+    },
+    readMaxBytes: opts.readMaxBytes,
+    jsonOptions: { ignoreUnknownFields: false },
+    interceptors: [mapErrors],
+    shutdownSignal: opts.shutdown,
+    fallback: (req, res) => {
+      void extras(req, res);
+    },
+  });
+  const extras = async (req: { method?: string; url?: string }, res: PlainResponse) => {
+    const path = (req.url ?? "/").split("?")[0];
+    try {
+      if (req.method === "GET" && path === "/healthz") {
+        const r = routes.healthz();
+        send(res, r.status, "text/plain; charset=utf-8", r.body);
+      } else if (req.method === "GET" && path === "/readyz") {
+        const r = await routes.readyz();
+        send(res, r.status, "text/plain; charset=utf-8", r.body);
+      } else if (req.method === "GET" && path === "/metrics") {
+        const r = await routes.metrics();
+        send(res, 200, r.contentType, r.body);
+      } else {
+        send(res, 404, "text/plain; charset=utf-8", "not found\n");
+      }
+    } catch (e) {
+      send(res, 500, "text/plain; charset=utf-8", `${(e as Error).message}\n`);
+    }
+  };
+  return connect as Handler;
+}
+
+export interface HttpListener {
+  server: net.Server;
+  close(): Promise<void>;
+}
+
+/** Creates (does not listen) a server that speaks HTTP/1.1 and HTTP/2 on one port. */
+export function createHttpListener(handler: Handler, opts: HttpListenerOptions): HttpListener {
+  if (opts.tls) {
+    const server = http2.createSecureServer({ ...opts.tls, allowHTTP1: true }, handler);
+    return { server, close: () => closeServer(server) };
+  }
+  const h1 = http.createServer(handler);
+  const h2 = http2.createServer(handler);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("data", (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      const isH2 = chunk.length >= 3 && H2_PREFACE.subarray(0, Math.min(chunk.length, H2_PREFACE.length)).equals(chunk.subarray(0, Math.min(chunk.length, H2_PREFACE.length)));
+      (isH2 ? h2 : h1).emit("connection", socket);
+      socket.resume();
+    });
+  });
+  return {
+    server,
+    close: async () => {
+      for (const s of sessions) s.close();
+      h1.closeIdleConnections();
+      const closed = closeServer(server);
+      const force = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+      }, 2000);
+      force.unref();
+      await closed;
+      clearTimeout(force);
+    },
+  };
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}

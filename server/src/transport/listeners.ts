@@ -1,0 +1,106 @@
+// Both listeners around one set of service implementations. Built without listening; listen() binds
+// (port 0 picks a free port) and shutdown() stops them gracefully.
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { DescFile, DescService } from "@bufbuild/protobuf";
+import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
+import { addServiceToGrpc } from "./grpc-adapter.js";
+import { addReflection } from "./reflection.js";
+import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
+
+export interface ListenerOptions {
+  services: Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+  /** Proto files served by reflection. */
+  files: DescFile[];
+  mapError: (err: unknown) => ConnectError;
+  maxMessageBytes: number;
+  tls?: { cert: Buffer; key: Buffer };
+  healthz: HttpRoutes["healthz"];
+  readyz: HttpRoutes["readyz"];
+  metrics: HttpRoutes["metrics"];
+}
+
+export interface BoundPorts {
+  grpcPort: number;
+  httpPort: number;
+}
+
+export class PortInUseError extends Error {
+  constructor(readonly address: string) {
+    super(`cannot listen on ${address}: address already in use`);
+    this.name = "PortInUseError";
+  }
+}
+
+export class Listeners {
+  readonly grpc: grpc.Server;
+  private readonly http: HttpListener;
+  private readonly health = new HealthImplementation({ "": "NOT_SERVING" });
+  private readonly shutdownController = new AbortController();
+
+  constructor(private readonly opts: ListenerOptions) {
+    const shutdown = this.shutdownController.signal;
+    this.grpc = new grpc.Server({
+      "grpc.max_receive_message_length": opts.maxMessageBytes,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    for (const { service, impl } of opts.services) {
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown });
+    }
+    this.health.addToServer(this.grpc);
+    addReflection(this.grpc, opts.files);
+    const handler = createHttpHandler(
+      { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics },
+      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, tls: opts.tls },
+    );
+    this.http = createHttpListener(handler, { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, tls: opts.tls });
+  }
+
+  /** Sets grpc.health.v1 status for the server as a whole and for each KeyMesh service. */
+  setServing(serving: boolean): void {
+    const status = serving ? "SERVING" : "NOT_SERVING";
+    this.health.setStatus("", status);
+    for (const { service } of this.opts.services) this.health.setStatus(service.typeName, status);
+  }
+
+  async listen(host: string, grpcPort: number, httpPort: number): Promise<BoundPorts> {
+    const creds = this.opts.tls
+      ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: this.opts.tls.cert, private_key: this.opts.tls.key }])
+      : grpc.ServerCredentials.createInsecure();
+    const grpcAddress = host.includes(":") ? `[${host}]:${grpcPort}` : `${host}:${grpcPort}`;
+    const boundGrpc = await new Promise<number>((resolve, reject) =>
+      this.grpc.bindAsync(grpcAddress, creds, (err, port) =>
+        err ? reject(/in use|EADDRINUSE|No address added/i.test(err.message) ? new PortInUseError(grpcAddress) : err) : resolve(port),
+      ),
+    );
+    const boundHttp = await new Promise<number>((resolve, reject) => {
+      const server = this.http.server;
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(err.code === "EADDRINUSE" ? new PortInUseError(`${host}:${httpPort}`) : err);
+      server.once("error", onError);
+      server.listen(httpPort, host, () => {
+        server.off("error", onError);
+        resolve((server.address() as { port: number }).port);
+      });
+    });
+    return { grpcPort: boundGrpc, httpPort: boundHttp };
+  }
+
+  /** Stops accepting, ends open streams with a clean status, and waits up to `graceMs` for calls to finish. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.setServing(false);
+    this.shutdownController.abort();
+    const grpcDone = new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.grpc.forceShutdown();
+        resolve();
+      }, graceMs);
+      force.unref();
+      this.grpc.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    await Promise.all([grpcDone, this.http.close()]);
+  }
+}

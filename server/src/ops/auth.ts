@@ -1,0 +1,193 @@
+// Bearer-token authorization with scopes (`admin`, `use:<pool>`, `use:*`), the loopback-only rule
+// for running without auth, and the TLS files for both listeners.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+
+export const KEY_POOL_SERVICE = "keymesh.v1.KeyPoolService";
+export const POOL_ADMIN_SERVICE = "keymesh.v1.PoolAdminService";
+/** Health and reflection stay reachable without a token so probes and grpcurl work. */
+export const OPEN_SERVICES: ReadonlySet<string> = new Set([
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+]);
+
+export type Scope = "admin" | "use:*" | `use:${string}`;
+
+/** One configured token and what it may do. */
+export interface TokenGrant {
+  token: string;
+  scopes: Scope[];
+  /** Where it was configured (for error messages; never the token itself). */
+  origin: string;
+}
+
+export interface MethodRef {
+  service: string;
+  name: string;
+}
+
+export type AuthDecision =
+  | { ok: true }
+  | { ok: false; code: "unauthenticated" | "permission_denied"; message: string };
+
+export interface Authorizer {
+  /** False when no token is configured: every call is allowed (loopback only, see checkAuthBinding). */
+  readonly enabled: boolean;
+  /**
+   * Decides one call. `requestPool` is the pool the call acts on: the request's pool for Acquire,
+   * the pool decoded from the lease id for lease calls, undefined when it cannot be known.
+   */
+  authorize(method: MethodRef, authorizationHeader: string | undefined, requestPool: string | undefined): AuthDecision;
+}
+
+const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+/** Shorter tokens can be guessed; a start-up error is kinder than a weak deployment. */
+export const MIN_TOKEN_LENGTH = 16;
+
+const ALLOW: AuthDecision = { ok: true };
+
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
+}
+
+/** Validates one scope string; throws naming `origin` (never the token). */
+export function parseScope(text: string, origin: string): Scope {
+  const scope = text.trim();
+  if (scope === "admin" || scope === "use:*") return scope;
+  if (scope.startsWith("use:") && POOL_NAME.test(scope.slice(4))) return scope as Scope;
+  throw new Error(`${origin}: scope "${scope}" is not one of admin, use:*, use:<pool>`);
+}
+
+/** Checks a grant: long enough, at least one scope. Throws naming its origin. */
+export function validateGrant(grant: TokenGrant): TokenGrant {
+  if (grant.token.length < MIN_TOKEN_LENGTH) {
+    throw new Error(`${grant.origin}: token must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  if (grant.scopes.length === 0) throw new Error(`${grant.origin}: token has no scopes`);
+  return grant;
+}
+
+/**
+ * Parses KEYMESH_AUTH_TOKENS: `token=scope,scope;token=scope`, e.g.
+ * `t0ken-for-ops-1234=admin,use:*;t0ken-for-api-5678=use:openai`. Empty or unset: no tokens.
+ */
+export function parseAuthTokensEnv(value: string | undefined): TokenGrant[] {
+  if (!value || value.trim() === "") return [];
+  return value
+    .split(";")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "")
+    .map((entry, index) => {
+      const origin = `KEYMESH_AUTH_TOKENS entry ${index + 1}`;
+      const eq = entry.lastIndexOf("=");
+      if (eq <= 0) throw new Error(`${origin}: expected token=scope[,scope...]`);
+      const scopes = entry
+        .slice(eq + 1)
+        .split(",")
+        .filter((s) => s.trim() !== "")
+        .map((s) => parseScope(s, origin));
+      return validateGrant({ token: entry.slice(0, eq).trim(), scopes, origin });
+    });
+}
+
+function scopeAllowsPool(scopes: readonly Scope[], pool: string | undefined): boolean {
+  if (scopes.includes("use:*")) return true;
+  // Without a known pool the call cannot touch any pool's state; any use scope may make it.
+  if (pool === undefined) return scopes.some((s) => s.startsWith("use:"));
+  return scopes.includes(`use:${pool}`);
+}
+
+function bearerToken(header: string | undefined): string | undefined {
+  const match = header ? /^\s*Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match?.[1];
+}
+
+export function createAuthorizer(grants: readonly TokenGrant[]): Authorizer {
+  const seen = new Set<string>();
+  const entries = grants.map((grant) => {
+    const hex = digest(grant.token).toString("hex");
+    if (seen.has(hex)) throw new Error(`${grant.origin}: the same token is configured twice`);
+    seen.add(hex);
+    return { digest: digest(grant.token), scopes: [...grant.scopes] };
+  });
+  const enabled = entries.length > 0;
+
+  // Every configured digest is compared, so timing does not reveal which entry (if any) matched.
+  const lookup = (token: string): Scope[] | undefined => {
+    const presented = digest(token);
+    let found: Scope[] | undefined;
+    for (const entry of entries) {
+      if (timingSafeEqual(entry.digest, presented)) found = entry.scopes;
+    }
+    return found;
+  };
+
+  return {
+    enabled,
+    authorize(method, authorizationHeader, requestPool) {
+      if (!enabled || OPEN_SERVICES.has(method.service)) return ALLOW;
+      const token = bearerToken(authorizationHeader);
+      if (token === undefined) {
+        return { ok: false, code: "unauthenticated", message: "missing bearer token (authorization: Bearer <token>)" };
+      }
+      const scopes = lookup(token);
+      if (!scopes) return { ok: false, code: "unauthenticated", message: "unknown bearer token" };
+      const called = `${method.service}/${method.name}`;
+      if (method.service === KEY_POOL_SERVICE) {
+        if (scopeAllowsPool(scopes, requestPool)) return ALLOW;
+        const needed = requestPool === undefined ? "use:<pool>" : `use:${requestPool}`;
+        return { ok: false, code: "permission_denied", message: `${called} needs scope ${needed}` };
+      }
+      // The admin service, and any service added later, needs admin until it says otherwise.
+      if (scopes.includes("admin")) return ALLOW;
+      return { ok: false, code: "permission_denied", message: `${called} needs scope admin` };
+    },
+  };
+}
+
+/** True for 127.0.0.0/8, ::1 and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (h === "localhost" || h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
+  const octets = v4.split(".");
+  return (
+    octets.length === 4 &&
+    octets[0] === "127" &&
+    octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)
+  );
+}
+
+/** Refuses to serve without auth on anything but loopback. */
+export function checkAuthBinding(host: string, authEnabled: boolean): void {
+  if (authEnabled || isLoopbackHost(host)) return;
+  throw new Error(
+    `refusing to listen on ${host} without auth: set KEYMESH_AUTH_TOKENS (or auth.tokens in KEYMESH_CONFIG), ` +
+      `or bind KEYMESH_HOST to 127.0.0.1`,
+  );
+}
+
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Reads KEYMESH_TLS_CERT / KEYMESH_TLS_KEY; undefined when neither is set (plaintext). */
+export function loadTlsFiles(env: NodeJS.ProcessEnv = process.env): TlsFiles | undefined {
+  const certPath = env.KEYMESH_TLS_CERT?.trim() || undefined;
+  const keyPath = env.KEYMESH_TLS_KEY?.trim() || undefined;
+  if (!certPath && !keyPath) return undefined;
+  if (!certPath || !keyPath) {
+    throw new Error("TLS needs both KEYMESH_TLS_CERT and KEYMESH_TLS_KEY (only one is set)");
+  }
+  const read = (variable: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
+      throw new Error(`${variable}: cannot read ${path}: ${reason}`);
+    }
+  };
+  return { cert: read("KEYMESH_TLS_CERT", certPath), key: read("KEYMESH_TLS_KEY", keyPath) };
+}

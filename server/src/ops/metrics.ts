@@ -45,7 +45,8 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "keymesh_" });
 
   let source: MetricsSource | undefined;
-  let lastSnapshotAt: number | undefined;
+  // Before the first snapshot the age counts from start, so a server that never snapshots alerts.
+  let lastSnapshotAt = now();
 
   const acquireDuration = new Histogram({
     name: "keymesh_acquire_duration_seconds",
@@ -81,11 +82,10 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
   });
   new Gauge({
     name: "keymesh_snapshot_age_seconds",
-    help: "Seconds since the last completed snapshot (absent before the first).",
+    help: "Seconds since the last completed snapshot (since start before the first).",
     registers: [registry],
     collect() {
-      this.reset();
-      if (lastSnapshotAt !== undefined) this.set(Math.max(0, now() - lastSnapshotAt) / 1000);
+      this.set(Math.max(0, now() - lastSnapshotAt) / 1000);
     },
   });
   const databaseUp = new Gauge({

@@ -1,0 +1,92 @@
+import { describe, expect, it } from "vitest";
+import type { KeyStatsView, PoolStatsView } from "../../src/domain/types.js";
+import { createMetrics, type MetricsSource } from "../../src/ops/metrics.js";
+
+/** Parses Prometheus text into `name{labels}` → value, skipping comments. */
+function parse(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (!match) throw new Error(`unparseable sample line: ${line}`);
+    samples.set(match[1], Number(match[2]));
+  }
+  return samples;
+}
+
+function keyStats(keyId: string, overrides: Partial<KeyStatsView>): KeyStatsView {
+  return {
+    keyId, label: keyId, state: "enabled", eligible: true, activeLeases: 0, maxConcurrency: 0, successRate: 1,
+    consecutiveFailures: 0, circuitState: "closed", cooldownRemainingMs: 0, budget: {}, totalLeases: 0,
+    recentLeases: 0, inputTokens: 0, outputTokens: 0, ...overrides,
+  };
+}
+
+describe("metrics", () => {
+  it("counts hot-path events into histograms and counters", async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    metrics.observeAcquire("openai", "granted", 0.4);
+    metrics.observeAcquire("openai", "granted", 30, 29);
+    metrics.observeAcquire("no-such-pool-123", "pool_not_found", 0.1);
+    metrics.countOutcome("openai", "success");
+    metrics.countOutcome("openai", "rate_limited");
+    metrics.countOutcome("openai", "rate_limited");
+    metrics.countLeaseExpiries("openai", 3);
+    metrics.setDatabaseUp(true);
+    const s = parse(await metrics.metricsText());
+    expect(s.get('keymesh_acquire_duration_seconds_count{pool="openai",result="granted"}')).toBe(2);
+    expect(s.get('keymesh_acquire_duration_seconds_bucket{le="0.0005",pool="openai",result="granted"}')).toBe(1);
+    expect(s.get('keymesh_acquire_wait_seconds_count{pool="openai"}')).toBe(1);
+    expect(s.get('keymesh_acquire_wait_seconds_sum{pool="openai"}')).toBeCloseTo(0.029);
+    expect(s.get('keymesh_acquire_duration_seconds_count{pool="_unknown",result="pool_not_found"}')).toBe(1);
+    expect([...s.keys()].some((k) => k.includes("no-such-pool-123"))).toBe(false);
+    expect(s.get('keymesh_outcomes_total{pool="openai",outcome="rate_limited"}')).toBe(2);
+    expect(s.get('keymesh_lease_expiries_total{pool="openai"}')).toBe(3);
+    expect(s.get("keymesh_database_up")).toBe(1);
+  });
+
+  it("pulls per-key gauges from the stats source at scrape time and drops removed keys", async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    let stats: PoolStatsView = {
+      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 4,
+      keys: [
+        keyStats("k1", { activeLeases: 3 }),
+        keyStats("k2", { circuitState: "open", cooldownRemainingMs: 12_500 }),
+      ],
+    };
+    const source: MetricsSource = { pools: () => ["openai"], poolStats: () => stats };
+    metrics.setSource(source);
+    let s = parse(await metrics.metricsText());
+    expect(s.get('keymesh_waiters{pool="openai"}')).toBe(4);
+    expect(s.get('keymesh_leases_active{pool="openai",key="k1"}')).toBe(3);
+    expect(s.get('keymesh_key_cooldown_seconds{pool="openai",key="k2"}')).toBe(12.5);
+    expect(s.get('keymesh_circuit_state{pool="openai",key="k2",state="open"}')).toBe(1);
+    expect(s.get('keymesh_circuit_state{pool="openai",key="k2",state="closed"}')).toBe(0);
+
+    stats = { ...stats, keys: [stats.keys[0]] };
+    s = parse(await metrics.metricsText());
+    expect(s.has('keymesh_leases_active{pool="openai",key="k2"}')).toBe(false);
+    expect(s.get('keymesh_leases_active{pool="openai",key="k1"}')).toBe(3);
+  });
+
+  it("reports snapshot age against the injected clock", async () => {
+    let now = 1_000_000;
+    const metrics = createMetrics({ defaultMetrics: false, now: () => now });
+    now += 4_000;
+    expect(parse(await metrics.metricsText()).get("keymesh_snapshot_age_seconds")).toBe(4);
+    metrics.observeSnapshot(12, now);
+    now += 2_500;
+    const s = parse(await metrics.metricsText());
+    expect(s.get("keymesh_snapshot_age_seconds")).toBe(2.5);
+    expect(s.get("keymesh_snapshot_duration_seconds_count")).toBe(1);
+  });
+
+  it("includes process metrics on its own registry, not the global one", async () => {
+    const a = createMetrics();
+    const b = createMetrics();
+    const text = await a.metricsText();
+    expect(text).toContain("keymesh_process_cpu_seconds_total");
+    expect(a.registry).not.toBe(b.registry);
+    expect(a.contentType).toMatch(/^text\/plain/);
+  });
+});

@@ -1,0 +1,386 @@
+package keymesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Lease is a key lent by KeyMesh for the duration of a WithLease call. Use Key with the
+// provider's SDK; never log it (String and GoString leave it out).
+type Lease struct {
+	ID       string
+	Pool     string
+	Key      string
+	KeyID    string
+	KeyLabel string
+	// Metadata is the key's metadata for the SDK, e.g. base_url or organization.
+	Metadata map[string]string
+
+	mu       sync.Mutex
+	deadline time.Time     // local clock: when the lease ends unless renewed
+	renew    time.Duration // server-recommended renewal interval
+	gone     *LeaseGoneError
+	reported *Outcome
+	usage    *keymeshv1.Usage
+}
+
+// LeaseGoneError is the cause of the context passed to fn when the lease ended early: revoked by
+// an operator, its key disabled or removed, or no renewal succeeded before it expired.
+type LeaseGoneError struct {
+	Reason  keymeshv1.ErrorReason
+	Message string
+}
+
+func (e *LeaseGoneError) Error() string {
+	return "keymesh: lease gone: " + e.Reason.String() + ": " + e.Message
+}
+
+func (l *Lease) String() string   { return "keymesh.Lease{" + l.ID + " key " + l.KeyLabel + "}" }
+func (l *Lease) GoString() string { return l.String() }
+
+// Revoked reports whether the server ended the lease while fn was running (the ctx passed to fn
+// is then cancelled with a *LeaseGoneError cause).
+func (l *Lease) Revoked() bool { return l.Gone() != nil }
+
+// Gone returns why the lease ended early, or nil while it is alive.
+func (l *Lease) Gone() *LeaseGoneError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gone
+}
+
+// Report sets the outcome of the provider call explicitly from its HTTP status and headers; it
+// wins over classifying fn's error. With a 2xx it carries the provider's budget to Release.
+func (l *Lease) Report(status int, header http.Header) {
+	o := Classify(status, header, nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reported = &o
+}
+
+// SetUsage records the tokens the call consumed; sent with Release.
+func (l *Lease) SetUsage(inputTokens, outputTokens int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.usage = &keymeshv1.Usage{InputTokens: inputTokens, OutputTokens: outputTokens}
+}
+
+// ExpiresAt is when the lease ends unless renewed, on the local clock.
+func (l *Lease) ExpiresAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+func (l *Lease) renewed(ttl, interval time.Duration, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadline = at.Add(ttl)
+	if interval > 0 {
+		l.renew = interval
+	}
+}
+
+func (l *Lease) renewInterval() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.renew <= 0 {
+		return time.Second // a server that recommends nothing still gets renewals
+	}
+	return l.renew
+}
+
+// end records the first reason the lease ended; later ones are ignored.
+func (l *Lease) end(g *LeaseGoneError) *LeaseGoneError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone == nil {
+		l.gone = g
+	}
+	return l.gone
+}
+
+// LeaseOption configures WithLease and Do.
+type LeaseOption func(*leaseConfig)
+
+type leaseConfig struct {
+	wait            time.Duration
+	ttl             time.Duration
+	holder          string
+	estimatedTokens int64
+	exclude         []string
+	budget          time.Duration
+	backoffBase     time.Duration
+	backoffCap      time.Duration
+}
+
+// WaitTimeout is how long Acquire waits for a key when none is eligible (default 30s).
+func WaitTimeout(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.wait = d } }
+
+// TTL is the requested lease time to live (default: the pool's); renewals ask for the same.
+func TTL(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.ttl = d } }
+
+// Holder describes the borrower in lease listings (default "<hostname>/<pid>").
+func Holder(h string) LeaseOption { return func(c *leaseConfig) { c.holder = h } }
+
+// EstimatedTokens lets the server skip keys whose known token budget is lower.
+func EstimatedTokens(n int64) LeaseOption { return func(c *leaseConfig) { c.estimatedTokens = n } }
+
+// ExcludeKeys names keys not to lend.
+func ExcludeKeys(ids ...string) LeaseOption {
+	return func(c *leaseConfig) { c.exclude = append(c.exclude, ids...) }
+}
+
+// RetryBudget is the total time Do may spend on attempts and backoff (default 30s).
+func RetryBudget(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.budget = d } }
+
+func newLeaseConfig(opts []LeaseOption) leaseConfig {
+	host, _ := os.Hostname()
+	cfg := leaseConfig{
+		wait:        30 * time.Second,
+		holder:      host + "/" + strconv.Itoa(os.Getpid()),
+		budget:      30 * time.Second,
+		backoffBase: 100 * time.Millisecond,
+		backoffCap:  5 * time.Second,
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	return cfg
+}
+
+// finalReportTimeout bounds the report that ends a lease, which runs even when ctx is cancelled.
+const finalReportTimeout = 5 * time.Second
+
+// WithLease borrows a key of pool, runs fn with it and ends the lease. While fn runs the lease is
+// renewed over a KeepAlive stream; if the server revokes it or renewal fails for good, the ctx
+// passed to fn is cancelled and l.Revoked() turns true. When fn returns, the outcome is reported:
+// nil is a success (Release with the measured latency), an error is classified (Classify) and
+// reported as a rate limit or failure, and a Lease.Report call wins over both. The lease is
+// ended also when ctx is cancelled. WithLease returns fn's error; when fn returned nil it returns
+// a *ProviderError for a failure set with Report, or the error of the final report.
+func (c *Client) WithLease(ctx context.Context, pool string, fn func(ctx context.Context, l *Lease) error, opts ...LeaseOption) error {
+	cfg := newLeaseConfig(opts)
+	l, err := c.acquire(ctx, pool, cfg, cfg.exclude, cfg.wait)
+	if err != nil {
+		return err
+	}
+	_, err = c.run(ctx, l, fn, cfg)
+	return err
+}
+
+func (c *Client) acquire(ctx context.Context, pool string, cfg leaseConfig, exclude []string, wait time.Duration) (*Lease, error) {
+	req := &keymeshv1.AcquireRequest{
+		Pool:            pool,
+		Holder:          cfg.holder,
+		EstimatedTokens: cfg.estimatedTokens,
+		ExcludeKeyIds:   exclude,
+	}
+	if wait > 0 {
+		req.WaitTimeout = durationpb.New(wait)
+	}
+	if cfg.ttl > 0 {
+		req.LeaseTtl = durationpb.New(cfg.ttl)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait+c.defaultTimeout)
+		defer cancel()
+	}
+	resp, err := c.Acquire(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lease{
+		ID:       resp.GetLeaseId(),
+		Pool:     resp.GetPool(),
+		Key:      resp.GetKey(),
+		KeyID:    resp.GetKeyId(),
+		KeyLabel: resp.GetKeyLabel(),
+		Metadata: resp.GetKeyMetadata(),
+	}
+	l.renewed(resp.GetTtl().AsDuration(), resp.GetRenewInterval().AsDuration(), time.Now())
+	return l, nil
+}
+
+// run executes fn under an acquired lease and ends it; it returns the outcome it reported.
+func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Lease) error, cfg leaseConfig) (outcome Outcome, err error) {
+	leaseCtx, cancel := context.WithCancelCause(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		c.keepAlive(leaseCtx, l, cfg.ttl, cancel)
+	}()
+	start := time.Now()
+	stop := func() {
+		cancel(context.Canceled)
+		<-kept
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			stop()
+			c.report(ctx, l, Outcome{Kind: ClientError, Message: "holder panicked"}, 0)
+			panic(p)
+		}
+	}()
+	fnErr := fn(leaseCtx, l)
+	latency := time.Since(start)
+	stop()
+
+	l.mu.Lock()
+	reported := l.reported
+	l.mu.Unlock()
+	switch {
+	case reported != nil:
+		outcome = *reported
+	case fnErr == nil:
+		outcome = Outcome{Kind: Success}
+	default:
+		outcome = Classify(0, nil, fnErr)
+		outcome.Message = strings.ReplaceAll(outcome.Message, l.Key, "[key]")
+		if outcome.Message == "" {
+			outcome.Message = strings.ReplaceAll(fnErr.Error(), l.Key, "[key]")
+		}
+	}
+	reportErr := c.report(ctx, l, outcome, latency)
+	switch {
+	case fnErr != nil:
+		return outcome, fnErr
+	case outcome.Kind != Success:
+		return outcome, &ProviderError{Outcome: outcome}
+	case reportErr != nil && !leaseEnded(reportErr):
+		return outcome, fmt.Errorf("keymesh: release lease: %w", reportErr)
+	}
+	return outcome, nil
+}
+
+// report ends the lease with its outcome, on a fresh context so a cancelled caller still ends it.
+func (c *Client) report(ctx context.Context, l *Lease, o Outcome, latency time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalReportTimeout)
+	defer cancel()
+	var lat *durationpb.Duration
+	if latency > 0 {
+		lat = durationpb.New(latency)
+	}
+	var err error
+	switch o.Kind {
+	case Success:
+		l.mu.Lock()
+		usage := l.usage
+		l.mu.Unlock()
+		_, err = c.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: l.ID, Latency: lat, Usage: usage, RateLimit: o.RateLimit.Proto()})
+	case RateLimited:
+		_, err = c.MarkRateLimited(ctx, &keymeshv1.MarkRateLimitedRequest{
+			LeaseId: l.ID, RetryAfter: durationOrNil(o.RateLimit.RetryAfter), RateLimit: o.RateLimit.Proto(),
+		})
+	default:
+		_, err = c.MarkFailed(ctx, &keymeshv1.MarkFailedRequest{
+			LeaseId: l.ID, Reason: o.Kind.FailureReason(), HttpStatus: int32(o.HTTPStatus),
+			Message: truncate(o.Message, 200), Latency: lat,
+		})
+	}
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// keepAlive renews l over KeepAlive streams until ctx ends, reopening a broken stream until the
+// lease would expire. A "gone" from the server, or expiry without renewal, ends the lease.
+func (c *Client) keepAlive(ctx context.Context, l *Lease, ttl time.Duration, gone context.CancelCauseFunc) {
+	for ctx.Err() == nil {
+		err := c.keepAliveStream(ctx, l, ttl)
+		if ctx.Err() != nil {
+			return
+		}
+		var g *LeaseGoneError
+		if errors.As(err, &g) || leaseEnded(err) {
+			if g == nil {
+				g = &LeaseGoneError{Reason: ReasonOf(err), Message: "renewal refused"}
+			}
+			gone(l.end(g))
+			return
+		}
+		wait := min(l.renewInterval()/2, time.Second)
+		if time.Now().Add(wait).After(l.ExpiresAt()) {
+			gone(l.end(&LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal succeeded before expiry"}))
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// keepAliveStream renews at once (so the server ties the lease to the stream and can push a
+// revocation) and then every renew interval; it returns the error that ended the stream.
+func (c *Client) keepAliveStream(ctx context.Context, l *Lease, ttl time.Duration) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.KeepAlive(ctx)
+	if err != nil {
+		return err
+	}
+	received := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				received <- err
+				return
+			}
+			if resp.GetLeaseId() != l.ID {
+				continue
+			}
+			if r := resp.GetRenewed(); r != nil {
+				l.renewed(r.GetTtl().AsDuration(), r.GetRenewInterval().AsDuration(), time.Now())
+			} else if g := resp.GetGone(); g != nil {
+				received <- &LeaseGoneError{Reason: g.GetReason(), Message: g.GetMessage()}
+				return
+			}
+		}
+	}()
+	req := &keymeshv1.KeepAliveRequest{LeaseId: l.ID}
+	if ttl > 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	for {
+		if err := stream.Send(req); err != nil {
+			// Send reports io.EOF for a stream the server ended; the real status comes from Recv.
+			select {
+			case err := <-received:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		timer := time.NewTimer(l.renewInterval())
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case err := <-received:
+			timer.Stop()
+			return err
+		case <-timer.C:
+		}
+		if time.Now().After(l.ExpiresAt()) {
+			return &LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal answered before expiry"}
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package keymesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestWithLeaseReleasesWithLatencyAndUsage(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	var seen *Lease
+	err := c.WithLease(context.Background(), "openai", func(ctx context.Context, l *Lease) error {
+		seen = l
+		l.SetUsage(12, 34)
+		f.awaitRenewals(t, l.ID, 1)
+		return nil
+	}, Holder("worker-1"), WaitTimeout(2*time.Second), TTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, ok := f.nextEnd(t).(*keymeshv1.ReleaseRequest)
+	if !ok {
+		t.Fatalf("lease not released: %T", rel)
+	}
+	if rel.GetLeaseId() != seen.ID || rel.GetUsage().GetInputTokens() != 12 || rel.GetUsage().GetOutputTokens() != 34 {
+		t.Errorf("release = %v", rel)
+	}
+	if rel.GetLatency().AsDuration() <= 0 {
+		t.Errorf("latency not measured: %v", rel.GetLatency())
+	}
+	acq := f.acquireRequests()[0]
+	if acq.GetHolder() != "worker-1" || acq.GetWaitTimeout().AsDuration() != 2*time.Second || acq.GetLeaseTtl().AsDuration() != 30*time.Second {
+		t.Errorf("acquire = %v", acq)
+	}
+	if seen.Key != "sk-secret-a" || seen.KeyID != "a" || seen.KeyLabel != "label-a" || seen.Metadata["base_url"] == "" {
+		t.Errorf("lease fields = %+v", seen)
+	}
+}
+
+func TestWithLeaseRenewsAndExtendsExpiry(t *testing.T) {
+	f := newFakePool("a")
+	f.ttl = time.Hour
+	c := f.serve(t)
+	err := c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
+		before := l.ExpiresAt()
+		f.awaitRenewals(t, l.ID, 3)
+		if !l.ExpiresAt().After(before) {
+			t.Errorf("expiry not extended by renewals: %v -> %v", before, l.ExpiresAt())
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.nextEnd(t)
+}
+
+func TestWithLeaseRevocationCancelsContext(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	err := c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
+		f.awaitRenewals(t, l.ID, 1)
+		f.revoke <- l.ID
+		<-ctx.Done()
+		var gone *LeaseGoneError
+		if !errors.As(context.Cause(ctx), &gone) || gone.Reason != keymeshv1.ErrorReason_ERROR_REASON_LEASE_REVOKED {
+			t.Errorf("cause = %v", context.Cause(ctx))
+		}
+		if !l.Revoked() {
+			t.Error("Revoked() = false after a pushed revocation")
+		}
+		return ctx.Err()
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if m, ok := f.nextEnd(t).(*keymeshv1.MarkFailedRequest); !ok || m.GetReason() != keymeshv1.FailureReason_FAILURE_REASON_CLIENT_ERROR {
+		t.Errorf("a revoked lease's abandoned call must not penalise the key: %v", m)
+	}
+}
+
+func TestWithLeaseEndsWhenRenewalIsRefused(t *testing.T) {
+	f := newFakePool("a")
+	f.keepAliveErr = withDetail(codes.NotFound, keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, 0)
+	c := f.serve(t)
+	_ = c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
+		<-ctx.Done()
+		if g := l.Gone(); g == nil || g.Reason != keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED {
+			t.Errorf("gone = %v", g)
+		}
+		return nil
+	})
+	f.nextEnd(t)
+}
+
+func TestWithLeaseReportsClassifiedErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		err   error
+		check func(t *testing.T, m proto.Message)
+	}{
+		{"openai 429", &openaiError{StatusCode: 429, Type: "requests", Response: response(429, map[string]string{"retry-after": "20", "x-ratelimit-remaining-requests": "0"})},
+			func(t *testing.T, m proto.Message) {
+				r, ok := m.(*keymeshv1.MarkRateLimitedRequest)
+				if !ok || r.GetRetryAfter().AsDuration() != 20*time.Second || r.GetRateLimit().GetRequestsRemaining() != 0 || r.GetRateLimit().RequestsRemaining == nil {
+					t.Errorf("got %T %v", m, m)
+				}
+			}},
+		{"openai insufficient_quota", &openaiError{StatusCode: 429, Code: "insufficient_quota", Type: "insufficient_quota"},
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_QUOTA_EXHAUSTED, 429)},
+		{"anthropic overloaded", &anthropicError{StatusCode: 529, raw: `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`},
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_OVERLOADED, 529)},
+		{"gemini unauthenticated", fmt.Errorf("generate: %w", geminiError{Code: 401, Status: "UNAUTHENTICATED", Message: "API key not valid"}),
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_AUTH, 401)},
+		{"timeout", fmt.Errorf("call: %w", context.DeadlineExceeded),
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_TRANSIENT, 0)},
+		{"own bug", errors.New("decode answer: unexpected token"),
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_CLIENT_ERROR, 0)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakePool("a")
+			c := f.serve(t)
+			err := c.WithLease(context.Background(), "p", func(context.Context, *Lease) error { return tc.err })
+			if !errors.Is(err, tc.err) {
+				t.Errorf("WithLease returned %v, want fn's error", err)
+			}
+			tc.check(t, f.nextEnd(t))
+		})
+	}
+}
+
+func wantFailed(reason keymeshv1.FailureReason, httpStatus int32) func(*testing.T, proto.Message) {
+	return func(t *testing.T, m proto.Message) {
+		t.Helper()
+		r, ok := m.(*keymeshv1.MarkFailedRequest)
+		if !ok || r.GetReason() != reason || r.GetHttpStatus() != httpStatus {
+			t.Errorf("got %T %v, want MarkFailed %v %d", m, m, reason, httpStatus)
+		}
+	}
+}
+
+func TestWithLeaseFailureMessageNeverCarriesTheKey(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	_ = c.WithLease(context.Background(), "p", func(_ context.Context, l *Lease) error {
+		return &openaiError{StatusCode: 401, Message: "Incorrect API key provided: " + l.Key}
+	})
+	m := f.nextEnd(t).(*keymeshv1.MarkFailedRequest)
+	if m.GetMessage() != "Incorrect API key provided: [key]" {
+		t.Errorf("message = %q", m.GetMessage())
+	}
+}
+
+func TestWithLeaseReportWinsOverReturnValue(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	err := c.WithLease(context.Background(), "p", func(_ context.Context, l *Lease) error {
+		h := http.Header{}
+		h.Set("Retry-After", "3")
+		l.Report(http.StatusTooManyRequests, h)
+		return nil
+	})
+	var pe *ProviderError
+	if !errors.As(err, &pe) || pe.Outcome.Kind != RateLimited {
+		t.Fatalf("err = %v, want a rate-limited ProviderError", err)
+	}
+	r, ok := f.nextEnd(t).(*keymeshv1.MarkRateLimitedRequest)
+	if !ok || r.GetRetryAfter().AsDuration() != 3*time.Second {
+		t.Errorf("got %v", r)
+	}
+}
+
+func TestWithLeaseEndsTheLeaseWhenCallerCancels(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	err := c.WithLease(ctx, "p", func(ctx context.Context, l *Lease) error {
+		f.awaitRenewals(t, l.ID, 1)
+		cancel()
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, ok := f.nextEnd(t).(*keymeshv1.MarkFailedRequest); !ok {
+		t.Error("a cancelled caller's lease was not ended")
+	}
+}
+
+func TestWithLeaseEndsTheLeaseWhenFnPanics(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("panic was swallowed")
+			}
+		}()
+		_ = c.WithLease(context.Background(), "p", func(context.Context, *Lease) error { panic("boom") })
+	}()
+	if _, ok := f.nextEnd(t).(*keymeshv1.MarkFailedRequest); !ok {
+		t.Error("a panicking holder's lease was not ended")
+	}
+}
+
+func TestWithLeaseReturnsAcquireErrorWithReason(t *testing.T) {
+	f := newFakePool()
+	c := f.serve(t)
+	called := false
+	err := c.WithLease(context.Background(), "p", func(context.Context, *Lease) error { called = true; return nil }, WaitTimeout(0))
+	if called {
+		t.Error("fn ran without a lease")
+	}
+	if ReasonOf(err) != keymeshv1.ErrorReason_ERROR_REASON_NO_KEY_AVAILABLE {
+		t.Errorf("reason = %v (%v)", ReasonOf(err), err)
+	}
+	if d, ok := RetryAfter(err); !ok || d != time.Second {
+		t.Errorf("retry after = %v %v", d, ok)
+	}
+}
+
+func TestLeaseFormattingHidesTheKey(t *testing.T) {
+	l := &Lease{ID: "lease-1", Key: "sk-very-secret", KeyLabel: "main"}
+	for _, s := range []string{fmt.Sprint(l), fmt.Sprintf("%v %+v %#v %s", l, l, l, l)} {
+		if strings.Contains(s, "sk-very-secret") {
+			t.Errorf("formatted lease shows the key: %s", s)
+		}
+	}
+}
+
+
+

@@ -1,9 +1,10 @@
-// PoolAdminService. Every change is validated by the engine, committed to the store, and only then
-// applied in memory, so an RPC that fails on the database leaves nothing half-applied (DESIGN rule 12).
+// PoolAdminService: maps requests (field masks included) to AdminOps, which writes through to the
+// store, and answers reads from the engine.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { PoolEngine } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
-import type { KeyConfig, PoolConfig } from "../domain/types.js";
+import type { KeyConfig, PoolConfig, PoolInput } from "../domain/types.js";
+import type { AdminOps } from "../app/admin.js";
 import type {
   AddKeyRequest,
   CreatePoolRequest,
@@ -27,19 +28,9 @@ import { eventToProto, keyToProto, leaseToProto, poolFieldsFromProto, poolToProt
 import type { EventHub } from "./event-hub.js";
 import type { Guard } from "./guard.js";
 
-/** The write-through part of the store the admin API needs. */
-export interface ConfigStore {
-  insertPool(cfg: PoolConfig): Promise<void>;
-  updatePool(cfg: PoolConfig): Promise<void>;
-  deletePool(name: string): Promise<void>;
-  insertKey(cfg: KeyConfig): Promise<void>;
-  updateKey(cfg: KeyConfig): Promise<void>;
-  deleteKey(pool: string, keyId: string): Promise<void>;
-}
-
 export interface AdminDeps {
   engine: PoolEngine;
-  store: ConfigStore;
+  ops: AdminOps;
   events: EventHub;
   guard: Guard;
   mask: (secret: string) => string;
@@ -81,10 +72,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   async createPool(req: CreatePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
-    const now = this.d.now();
-    const cfg = { ...this.d.engine.preparePool(stripUndefined(poolFieldsFromProto(req.pool)) as PoolConfig), createdAt: now, updatedAt: now };
-    await this.d.store.insertPool(cfg);
-    this.d.engine.createPool(cfg);
+    const cfg = await this.d.ops.createPool(stripUndefined(poolFieldsFromProto(req.pool)) as PoolInput);
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
@@ -101,7 +89,6 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   async updatePool(req: UpdatePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
-    const existing = this.d.engine.getPool(req.pool.name);
     const fields = poolFieldsFromProto(req.pool);
     const paths = req.updateMask?.paths.map(snake) ?? [];
     let changes: Partial<PoolConfig>;
@@ -115,18 +102,13 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         for (const t of targets) (changes as Record<string, unknown>)[t] = fields[t as keyof typeof fields];
       }
     }
-    const prepared = this.d.engine.preparePool({ ...existing, ...changes, name: existing.name }, existing);
-    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.d.now() };
-    await this.d.store.updatePool(cfg);
-    this.d.engine.updatePool(cfg);
+    const cfg = await this.d.ops.updatePool({ ...changes, name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
   async deletePool(req: DeletePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    this.d.engine.checkDeletePool(req.name, req.force);
-    await this.d.store.deletePool(req.name);
-    this.d.engine.deletePool(req.name);
+    await this.d.ops.deletePool(req.name, req.force);
     return {};
   }
 
@@ -136,8 +118,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     if (k?.state !== undefined && k.state !== KeyState.UNSPECIFIED && k.state !== KeyState.ENABLED && k.state !== KeyState.DISABLED) {
       throw invalidArgument("key.state", "may only be ENABLED or DISABLED when adding a key");
     }
-    const now = this.d.now();
-    const prepared = this.d.engine.prepareKey({
+    const cfg = await this.d.ops.addKey({
       pool: req.pool,
       id: k?.id || undefined,
       label: k?.label || undefined,
@@ -149,9 +130,6 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
       disabled: k?.state === KeyState.DISABLED,
       disabledReason: "",
     });
-    const cfg = { ...prepared, createdAt: now, updatedAt: now };
-    await this.d.store.insertKey(cfg);
-    this.d.engine.addKey(cfg);
     return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
   }
 
@@ -169,7 +147,6 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     this.d.guard.admin(ctx);
     const k = req.key;
     if (!k) throw invalidArgument("key", "is required");
-    const existing = this.d.engine.getKeyConfig(k.pool, k.id);
     const given: Partial<KeyConfig> = {
       label: k.label,
       weight: k.weight,
@@ -191,40 +168,25 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         (changes as Record<string, unknown>)[field] = given[field];
       }
     }
-    const prepared = this.d.engine.prepareKey({ ...existing, ...changes, pool: existing.pool, id: existing.id }, existing);
-    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.d.now() };
-    await this.d.store.updateKey(cfg);
-    this.d.engine.updateKey(cfg);
+    const cfg = await this.d.ops.updateKey({ ...changes, pool: k.pool, id: k.id });
     return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
   }
 
   async removeKey(req: RemoveKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
-    if (req.drain) {
-      await this.d.store.updateKey({ ...existing, disabled: true, disabledReason: "removing: draining", updatedAt: this.d.now() });
-      const { removedNow } = this.d.engine.removeKey(req.pool, req.keyId, true);
-      if (removedNow) await this.d.store.deleteKey(req.pool, req.keyId);
-    } else {
-      await this.d.store.deleteKey(req.pool, req.keyId);
-      this.d.engine.removeKey(req.pool, req.keyId, false);
-    }
+    await this.d.ops.removeKey(req.pool, req.keyId, req.drain);
     return {};
   }
 
   async enableKey(req: EnableKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
-    await this.d.store.updateKey({ ...existing, disabled: false, disabledReason: "", updatedAt: this.d.now() });
-    return { key: keyToProto(this.d.engine.enableKey(req.pool, req.keyId), this.mask) };
+    return { key: keyToProto(await this.d.ops.enableKey(req.pool, req.keyId), this.mask) };
   }
 
   async disableKey(req: DisableKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    const existing = this.d.engine.getKeyConfig(req.pool, req.keyId);
     const reason = req.reason || "disabled by operator";
-    await this.d.store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.d.now() });
-    return { key: keyToProto(this.d.engine.disableKey(req.pool, req.keyId, req.drain, reason), this.mask) };
+    return { key: keyToProto(await this.d.ops.disableKey(req.pool, req.keyId, req.drain, reason), this.mask) };
   }
 
   listLeases(req: ListLeasesRequest, ctx: HandlerContext) {

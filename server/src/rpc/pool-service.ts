@@ -22,7 +22,20 @@ import type { Guard } from "./guard.js";
 
 /** Makes a grant durable before Acquire answers (the store's group commit); see README "Crash safety". */
 export interface GrantJournal {
-  record(grant: Grant): Promise<void> | void;
+  record(grant: Grant, holder: string): Promise<void> | void;
+}
+
+/** Hot-path instrumentation (metrics); counters only, nothing that waits. */
+export interface AcquireObserver {
+  observeAcquire(pool: string, result: "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error", durationMs: number, waitedMs?: number): void;
+}
+
+function acquireResult(err: unknown): "exhausted" | "pool_not_found" | "cancelled" | "error" {
+  if (!(err instanceof DomainError)) return "error";
+  if (err.code === "no_key_available" || err.code === "pool_empty") return "exhausted";
+  if (err.code === "pool_not_found") return "pool_not_found";
+  if (err.code === "cancelled") return "cancelled";
+  return "error";
 }
 
 /** Margin kept before the RPC deadline so a timed-out wait answers RESOURCE_EXHAUSTED, not DEADLINE_EXCEEDED. */
@@ -62,6 +75,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     private readonly engine: PoolEngine,
     private readonly journal: GrantJournal,
     private readonly guard: Guard,
+    private readonly observer: AcquireObserver,
   ) {}
 
   async acquire(req: AcquireRequest, ctx: HandlerContext) {
@@ -70,19 +84,39 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     const remaining = ctx.timeoutMs();
     if (remaining !== undefined) waitTimeoutMs = Math.max(0, Math.min(waitTimeoutMs, remaining - DEADLINE_MARGIN_MS));
     if (req.estimatedTokens < 0n) throw new DomainError("invalid_argument", "estimated_tokens: must not be negative", { field: "estimated_tokens" });
-    const granted = this.engine.acquire(
-      {
-        pool: req.pool,
-        waitTimeoutMs,
-        ttlMs: optionalMs(req.leaseTtl, "lease_ttl"),
-        holder: req.holder,
-        estimatedTokens: Number(req.estimatedTokens),
-        excludeKeyIds: req.excludeKeyIds,
-      },
-      waitTimeoutMs > 0 ? ctx.signal : undefined,
-    );
-    const grant = granted instanceof Promise ? await granted : granted;
-    await this.journal.record(grant);
+    const started = performance.now();
+    let granted: Grant | Promise<Grant>;
+    try {
+      granted = this.engine.acquire(
+        {
+          pool: req.pool,
+          waitTimeoutMs,
+          ttlMs: optionalMs(req.leaseTtl, "lease_ttl"),
+          holder: req.holder,
+          estimatedTokens: Number(req.estimatedTokens),
+          excludeKeyIds: req.excludeKeyIds,
+        },
+        waitTimeoutMs > 0 ? ctx.signal : undefined,
+      );
+    } catch (e) {
+      this.observer.observeAcquire(req.pool, acquireResult(e), performance.now() - started);
+      throw e;
+    }
+    let grant: Grant;
+    let waitedMs: number | undefined;
+    if (granted instanceof Promise) {
+      try {
+        grant = await granted;
+      } catch (e) {
+        this.observer.observeAcquire(req.pool, acquireResult(e), performance.now() - started, performance.now() - started);
+        throw e;
+      }
+      waitedMs = performance.now() - started;
+    } else {
+      grant = granted;
+    }
+    await this.journal.record(grant, req.holder);
+    this.observer.observeAcquire(req.pool, "granted", performance.now() - started, waitedMs);
     return grantToProto(grant);
   }
 

@@ -1,0 +1,192 @@
+// Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
+// Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
+import type { DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { PoolEngine } from "../domain/engine.js";
+import { LeaseTokens } from "../domain/lease-token.js";
+import type { Clock, DomainEvent, Grant } from "../domain/types.js";
+import { file_keymesh_v1_admin, PoolAdminService } from "../gen/keymesh/v1/admin_pb.js";
+import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.js";
+import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
+import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
+import type { Logger } from "../ops/logger.js";
+import { createMetrics, type Metrics } from "../ops/metrics.js";
+import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
+import { createErrorMapper } from "../rpc/errors.js";
+import { EventHub } from "../rpc/event-hub.js";
+import { createGuard } from "../rpc/guard.js";
+import { KeyPoolServiceImpl } from "../rpc/pool-service.js";
+import { openDatabase, type Database } from "../store/database.js";
+import { migrate } from "../store/migrate.js";
+import { loadSecretBox, mask } from "../store/secrets.js";
+import { Snapshotter } from "../store/snapshotter.js";
+import { Store } from "../store/store.js";
+import { Listeners, type BoundPorts } from "../transport/listeners.js";
+import { AdminOps } from "./admin.js";
+import type { ServerConfig } from "./config.js";
+
+export const systemClock: Clock = {
+  now: Date.now,
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+export interface RunningServer extends BoundPorts {
+  engine: PoolEngine;
+  metrics: Metrics;
+  /** Graceful stop: listeners, open streams, final snapshot, database. */
+  shutdown(): Promise<void>;
+}
+
+export async function startServer(cfg: ServerConfig, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
+  const declared: DeclarativeConfig | undefined = cfg.configFile ? loadConfigFile(cfg.configFile, env) : undefined;
+  const authorizer = createAuthorizer([...parseAuthTokensEnv(env.KEYMESH_AUTH_TOKENS), ...(declared?.tokens ?? [])]);
+  checkAuthBinding(cfg.host, authorizer.enabled);
+  if (!authorizer.enabled) log.warn({ host: cfg.host }, "auth is off: no tokens configured; serving on loopback only");
+  const tls = loadTlsFiles(env);
+
+  const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log });
+  try {
+    return await startOnDatabase(cfg, log, env, db, { declared, authorizer, tls });
+  } catch (e) {
+    await db.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function startOnDatabase(
+  cfg: ServerConfig,
+  log: Logger,
+  env: NodeJS.ProcessEnv,
+  db: Database,
+  opts: { declared?: DeclarativeConfig; authorizer: ReturnType<typeof createAuthorizer>; tls?: { cert: Buffer; key: Buffer } },
+): Promise<RunningServer> {
+  await migrate(db.sql, { log });
+  const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
+  const store = new Store(db.sql, box, log);
+  await store.verifyMasterKey();
+  const epoch = await store.beginEpoch();
+  const loaded = await store.loadAll();
+
+  const metrics = createMetrics();
+  const events = new EventHub();
+  const leaseSecret = box.deriveKey("keymesh lease tokens v1");
+  const onEvent = (e: DomainEvent) => {
+    events.publish(e);
+    if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
+    if (e.type === "key_removed") {
+      // A drained key leaves the database when its last lease ends; deleting twice is harmless.
+      store.deleteKey(e.pool, e.keyId!).catch((err: unknown) => log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
+    }
+    if (e.type === "key_auto_disabled" || e.type === "circuit_opened" || e.type === "lease_expired") {
+      log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
+    }
+  };
+  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
+  engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
+  log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
+
+  const ops = new AdminOps(engine, store, Date.now);
+  if (opts.declared) {
+    const actions = planBootstrap(opts.declared, { pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
+    for (const a of actions) log.info({ source: cfg.configFile }, describeAction(a));
+    await applyBootstrap(actions, {
+      createPool: (p) => ops.createPool(p),
+      updatePool: (p) => ops.updatePool(p),
+      addKey: (k) => ops.addKey(k),
+      updateKey: (k) => ops.updateKey({ ...k, id: k.id! }),
+      enableKey: (pool, id) => ops.enableKey(pool, id),
+      disableKey: (pool, id, reason) => ops.disableKey(pool, id, false, reason),
+      removeKey: (pool, id) => ops.removeKey(pool, id, false),
+    }, cfg.configFile!);
+  }
+
+  const tokens = new LeaseTokens(leaseSecret);
+  const guard = createGuard(opts.authorizer, (leaseId) => {
+    try {
+      return tokens.verify(leaseId)?.pool;
+    } catch {
+      return undefined;
+    }
+  });
+  const journal = {
+    record: (grant: Grant, holder: string) => {
+      const seq = engine.leaseSeq(grant.leaseId)!;
+      return store.journalGrant({
+        leaseId: grant.leaseId,
+        pool: grant.pool,
+        keyId: grant.keyId,
+        holder,
+        acquiredAt: grant.expiresAt - grant.ttlMs,
+        expiresAt: grant.expiresAt,
+        ttlMs: grant.ttlMs,
+        epoch: seq.epoch,
+        seq: seq.seq,
+      });
+    },
+  };
+  const services = [
+    { service: KeyPoolService, impl: new KeyPoolServiceImpl(engine, journal, guard, metrics) },
+    { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
+  ] as Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+
+  const snapshotter = new Snapshotter({
+    store,
+    source: engine,
+    intervalMs: cfg.snapshotIntervalMs,
+    log,
+    onSnapshot: (durationMs: number, at: number) => metrics.observeSnapshot(durationMs, at),
+    onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
+  });
+  metrics.setSource({
+    pools: () => engine.listPools().map((p) => p.name),
+    poolStats: (pool) => {
+      try {
+        return engine.stats(pool);
+      } catch {
+        return undefined;
+      }
+    },
+  });
+  metrics.setDatabaseUp(true);
+
+  let ready = false;
+  const listeners = new Listeners({
+    services,
+    files: [file_keymesh_v1_pool, file_keymesh_v1_admin],
+    mapError: createErrorMapper((err) => log.error({ err }, "unexpected error in a handler")),
+    maxMessageBytes: cfg.maxMessageBytes,
+    tls: opts.tls,
+    healthz: () => ({ status: 200, body: "ok\n" }),
+    readyz: async () => {
+      if (!ready) return { status: 503, body: "starting\n" };
+      if (!store.up) return { status: 503, body: "database unreachable; lending from memory\n" };
+      return { status: 200, body: "ready\n" };
+    },
+    metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metricsText() }),
+  });
+  const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
+  snapshotter.start();
+  store.onAvailability((up) => listeners.setServing(up));
+  listeners.setServing(true);
+  ready = true;
+  log.info({ host: cfg.host, grpcPort: ports.grpcPort, httpPort: ports.httpPort, database: db.embedded ? "embedded" : "postgres" }, "listening");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    ...ports,
+    engine,
+    metrics,
+    shutdown: () =>
+      (stopping ??= (async () => {
+        ready = false;
+        events.closeAll();
+        await listeners.shutdown(cfg.shutdownGraceMs);
+        await snapshotter.stop();
+        engine.close();
+        await store.close();
+        await db.close();
+        log.info({}, "stopped");
+      })()),
+  };
+}

@@ -1,0 +1,66 @@
+// Server settings from the environment. Every variable the server reads is here, with its default;
+// a bad value is a start-up error naming the variable.
+import path from "node:path";
+import { parseDuration } from "../ops/duration.js";
+
+export interface ServerConfig {
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  /** Unset: the embedded database in dataDir. */
+  databaseUrl?: string;
+  dataDir: string;
+  snapshotIntervalMs: number;
+  maxMessageBytes: number;
+  logLevel: string;
+  /** KEYMESH_CONFIG: declarative pools, keys and tokens applied at start. */
+  configFile?: string;
+  /** How long graceful shutdown waits for calls in flight. */
+  shutdownGraceMs: number;
+}
+
+export class ConfigVariableError extends Error {
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigVariableError";
+  }
+}
+
+function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigVariableError(name, `"${raw}" is not a port (0-65535)`);
+  return n;
+}
+
+function duration(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const ms = parseDuration(raw);
+  if (ms === undefined || ms <= 0) throw new ConfigVariableError(name, `"${raw}" is not a positive duration (e.g. 500ms, 1s, 2m)`);
+  return ms;
+}
+
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigVariableError(name, `"${raw}" is not a positive integer`);
+  return n;
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  return {
+    host: env.KEYMESH_HOST?.trim() || "127.0.0.1",
+    grpcPort: port(env, "KEYMESH_GRPC_PORT", 50051),
+    httpPort: port(env, "KEYMESH_HTTP_PORT", 8080),
+    databaseUrl: env.DATABASE_URL?.trim() || undefined,
+    dataDir: path.resolve(env.KEYMESH_DATA_DIR?.trim() || ".keymesh"),
+    snapshotIntervalMs: duration(env, "KEYMESH_SNAPSHOT_INTERVAL", 1000),
+    maxMessageBytes: positiveInt(env, "KEYMESH_MAX_MESSAGE_BYTES", 1024 * 1024),
+    logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
+    configFile: env.KEYMESH_CONFIG?.trim() || undefined,
+    shutdownGraceMs: 4000,
+  };
+}

@@ -1,6 +1,7 @@
 // Structured JSON logs with secrets removed twice: by field name (pino redact) and by shape (a scrub
 // of every output line), so a key that slips into a message, an error or a binding is still masked.
 import { pino, type DestinationStream, type Logger } from "pino";
+import { mask } from "../store/secrets.js";
 
 export type { Logger } from "pino";
 
@@ -28,19 +29,12 @@ const SECRET_SHAPES: RegExp[] = [
   new RegExp(String.raw`${START}(Bearer\s+)[A-Za-z0-9._~+/=-]{12,}`, "gi"),
 ];
 
-/** The masked form of one secret: its recognisable prefix and its last four characters. */
-export function maskToken(secret: string): string {
-  if (secret.length <= 8) return "…";
-  const prefix = /^(sk-ant-|sk-proj-|sk-|gsk_|xai-|hf_|AIza)/.exec(secret)?.[0] ?? "";
-  return `${prefix}…${secret.slice(-4)}`;
-}
-
-/** Replaces everything in `text` that looks like an API key or bearer token by its masked form. */
+/** Replaces everything in `text` that looks like an API key or bearer token by its listing mask ("sk-…abcd"). */
 export function scrubSecrets(text: string): string {
   let out = text;
   for (const shape of SECRET_SHAPES) {
     out = out.replace(shape, (match: string, bearer?: string) =>
-      typeof bearer === "string" ? `${bearer}${maskToken(match.slice(bearer.length))}` : maskToken(match),
+      typeof bearer === "string" ? `${bearer}${mask(match.slice(bearer.length))}` : mask(match),
     );
   }
   return out;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLogger, maskToken, scrubSecrets } from "../../src/ops/logger.js";
+import { createLogger, scrubSecrets } from "../../src/ops/logger.js";
 
 const OPENAI = "sk-proj-Abc123def456ghi789jkl012mno345";
 const ANTHROPIC = "sk-ant-api03-ZYXwvu987tsr654qpo321nml";
@@ -30,8 +30,9 @@ describe("logger", () => {
     logger.info(`multi-line\n${OPENAI}`);
     const out = text();
     for (const raw of [OPENAI, ANTHROPIC, GEMINI, BEARER]) expect(out).not.toContain(raw);
-    expect(out).toContain("sk-proj-…o345");
-    expect(out).toContain("sk-ant-…1nml");
+    expect(out).toContain("sk-…o345");
+    expect(out).toContain("sk-…1nml");
+    expect(out).toContain("Bearer opa…6789");
   });
 
   it("writes one JSON object per line with a string level", () => {
@@ -51,10 +52,5 @@ describe("logger", () => {
     expect(scrubSecrets("task-queue-abcdefghijklmnopqrstu risk-assessment-abcdefghijklmnop")).toBe(
       "task-queue-abcdefghijklmnopqrstu risk-assessment-abcdefghijklmnop",
     );
-  });
-
-  it("masks short secrets completely", () => {
-    expect(maskToken("abc")).toBe("…");
-    expect(maskToken("sk-abcdefghij1234")).toBe("sk-…1234");
   });
 });

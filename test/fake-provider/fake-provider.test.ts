@@ -1,0 +1,125 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { formatDuration, startFakeProvider, type FakeProvider } from "./provider.js";
+
+let provider: FakeProvider | undefined;
+afterEach(async () => {
+  await provider?.close();
+  provider = undefined;
+});
+
+function chat(url: string, key: string | undefined, body: unknown = { model: "m", messages: [{ role: "user", content: "hello there" }] }) {
+  return fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(key === undefined ? {} : { authorization: `Bearer ${key}` }) },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+describe("formatDuration", () => {
+  it("writes Go-style durations as OpenAI sends them", () => {
+    expect(formatDuration(20)).toBe("20ms");
+    expect(formatDuration(1000)).toBe("1s");
+    expect(formatDuration(1500)).toBe("1.5s");
+    expect(formatDuration(360_000)).toBe("6m0s");
+    expect(formatDuration(3_723_500)).toBe("1h2m3.5s");
+    expect(formatDuration(0)).toBe("0ms");
+  });
+});
+
+describe("fake provider", () => {
+  it("answers a known key with a chat completion and x-ratelimit headers", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"], limits: { requestsPerWindow: 4, windowMs: 60_000 }, now: () => 1_000_000 });
+    const res = await chat(provider.url, "sk-a");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-ratelimit-limit-requests")).toBe("4");
+    expect(res.headers.get("x-ratelimit-remaining-requests")).toBe("3");
+    expect(res.headers.get("x-ratelimit-reset-requests")).toBe("15s");
+    const body = await res.json();
+    expect(body.object).toBe("chat.completion");
+    expect(body.choices[0].message).toEqual({ role: "assistant", content: "echo: hello there" });
+    expect(body.usage.total_tokens).toBeGreaterThan(0);
+  });
+
+  it("rejects a missing or unknown key with OpenAI's 401 body and never echoes the key", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"] });
+    const missing = await chat(provider.url, undefined);
+    expect(missing.status).toBe(401);
+    expect((await missing.json()).error.code).toBeNull();
+    const unknown = await chat(provider.url, "sk-unknown-secret-1234");
+    expect(unknown.status).toBe(401);
+    const text = await unknown.text();
+    expect(JSON.parse(text).error).toMatchObject({ type: "invalid_request_error", code: "invalid_api_key" });
+    expect(text).not.toContain("sk-unknown-secret-1234");
+    expect(provider.stats().unknownKey).toBe(2);
+  });
+
+  it("answers 429 with retry-after once a key's bucket is empty, and refills over the window", async () => {
+    let t = 5_000_000;
+    provider = await startFakeProvider({ keys: ["sk-a", "sk-b"], limits: { requestsPerWindow: 2, windowMs: 10_000 }, now: () => t });
+    expect((await chat(provider.url, "sk-a")).status).toBe(200);
+    expect((await chat(provider.url, "sk-a")).status).toBe(200);
+    const limited = await chat(provider.url, "sk-a");
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("retry-after-ms")).toBe("5000");
+    expect(limited.headers.get("retry-after")).toBe("5");
+    expect(limited.headers.get("x-ratelimit-remaining-requests")).toBe("0");
+    expect(limited.headers.get("x-ratelimit-reset-requests")).toBe("10s");
+    expect((await limited.json()).error).toMatchObject({ type: "requests", code: "rate_limit_exceeded" });
+
+    // Another key has its own bucket.
+    expect((await chat(provider.url, "sk-b")).status).toBe(200);
+
+    t += 4_999;
+    expect((await chat(provider.url, "sk-a")).status).toBe(429);
+    t += 1;
+    expect((await chat(provider.url, "sk-a")).status).toBe(200);
+
+    expect(provider.stats().keys["sk-a"]).toMatchObject({ ok: 3, rateLimited: 2, unauthorized: 0 });
+    expect(provider.stats().keys["sk-b"]).toMatchObject({ ok: 1, rateLimited: 0 });
+  });
+
+  it("answers 401 for a key revoked upstream and counts it per key", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"] });
+    provider.revokeKey("sk-a");
+    expect((await chat(provider.url, "sk-a")).status).toBe(401);
+    expect(provider.stats().keys["sk-a"]).toMatchObject({ ok: 0, unauthorized: 1 });
+  });
+
+  it("registers keys over HTTP with their own limits and serves stats over HTTP", async () => {
+    provider = await startFakeProvider({ now: () => 0 });
+    const added = await fetch(`${provider.url}/_fake/keys`, {
+      method: "POST",
+      body: JSON.stringify({ key: "sk-new", limits: { requestsPerWindow: 1 } }),
+    });
+    expect(added.status).toBe(201);
+    const bad = await fetch(`${provider.url}/_fake/keys`, { method: "POST", body: JSON.stringify({ key: "x", limits: { windowMs: -1 } }) });
+    expect(bad.status).toBe(400);
+    expect((await chat(provider.url, "sk-new")).status).toBe(200);
+    expect((await chat(provider.url, "sk-new")).status).toBe(429);
+    const stats = await (await fetch(`${provider.url}/_fake/stats`)).json();
+    expect(stats.keys["sk-new"]).toMatchObject({ ok: 1, rateLimited: 1 });
+    expect(stats.keys.x).toBeUndefined();
+  });
+
+  it("answers 400 to a body that is not a JSON object and 404 to other routes", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"] });
+    expect((await chat(provider.url, "sk-a", "{not json")).status).toBe(400);
+    const other = await fetch(`${provider.url}/v1/models`);
+    expect(other.status).toBe(404);
+    expect((await other.json()).error.message).toBe("Invalid URL (GET /v1/models)");
+  });
+
+  it("tracks how many requests a key has in flight at once", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"], latencyMs: 300, limits: { requestsPerWindow: 100 } });
+    const url = provider.url;
+    const results = await Promise.all([chat(url, "sk-a"), chat(url, "sk-a"), chat(url, "sk-a")]);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
+    await Promise.all(results.map((r) => r.text()));
+    expect(provider.stats().keys["sk-a"]).toMatchObject({ ok: 3, maxInFlight: 3 });
+  });
+
+  it("listens on loopback only", async () => {
+    provider = await startFakeProvider();
+    expect(new URL(provider.url).hostname).toBe("127.0.0.1");
+  });
+});

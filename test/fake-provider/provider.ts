@@ -1,0 +1,290 @@
+// A local stand-in for an OpenAI-style API: per-key request rate limits with realistic 429s and
+// x-ratelimit-* headers, so tests and the bench can drive the whole lease loop without a network.
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface RateLimits {
+  /** Requests a key may make per window (the bucket's capacity). */
+  requestsPerWindow: number;
+  /** The window over which the bucket refills completely, in ms (OpenAI's is a minute). */
+  windowMs: number;
+}
+
+export interface FakeProviderOptions {
+  /** 0 picks a free port. The server only ever listens on 127.0.0.1. */
+  port?: number;
+  /** Default per-key limits. */
+  limits?: Partial<RateLimits>;
+  /** Keys accepted from the start (more can be added with addKey or POST /_fake/keys). */
+  keys?: string[];
+  /** Delay before every answer, in ms. */
+  latencyMs?: number;
+  /** Current time in ms; inject a fake clock in tests. */
+  now?: () => number;
+}
+
+export interface KeyStats {
+  ok: number;
+  rateLimited: number;
+  unauthorized: number;
+  inFlight: number;
+  maxInFlight: number;
+}
+
+export interface ProviderStats {
+  /** Per registered key (fake keys are test data, not secrets). */
+  keys: Record<string, KeyStats>;
+  /** Requests with no key or a key the provider does not know. */
+  unknownKey: number;
+}
+
+export interface FakeProvider {
+  /** Base URL, e.g. http://127.0.0.1:41234 (append /v1/chat/completions). */
+  url: string;
+  stats(): ProviderStats;
+  /** Accepts a key from now on, with its own limits if given. */
+  addKey(key: string, limits?: Partial<RateLimits>): void;
+  /** Makes the provider answer 401 for a key, as when a key is revoked upstream. */
+  revokeKey(key: string): void;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000 };
+const MAX_BODY_BYTES = 1 << 20;
+
+interface KeyState {
+  limits: RateLimits;
+  tokens: number;
+  refilledAt: number;
+  revoked: boolean;
+  stats: KeyStats;
+}
+
+/** A Go-style duration as OpenAI sends it: "20ms", "1s", "1.5s", "6m0s", "1h2m3.5s". */
+export function formatDuration(ms: number): string {
+  ms = Math.max(0, Math.ceil(ms));
+  if (ms < 1000) return `${ms}ms`;
+  const hours = Math.floor(ms / 3_600_000);
+  const minutes = Math.floor((ms % 3_600_000) / 60_000);
+  const seconds = (ms % 60_000) / 1000;
+  let out = "";
+  if (hours > 0) out += `${hours}h`;
+  if (hours > 0 || minutes > 0) out += `${minutes}m`;
+  return `${out}${seconds}s`;
+}
+
+function maskKey(key: string): string {
+  return key.length <= 8 ? "sk-…" : `${key.slice(0, 3)}…${key.slice(-4)}`;
+}
+
+function errorBody(message: string, type: string, code: string | null): string {
+  return JSON.stringify({ error: { message, type, param: null, code } });
+}
+
+function bearerKey(req: IncomingMessage): string | undefined {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
+  return match?.[1];
+}
+
+/** The request's JSON object body, or undefined when it is too large, not JSON or not an object. */
+async function readJsonObject(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  try {
+    const value: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseLimits(value: unknown): Partial<RateLimits> | undefined {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null) return undefined;
+  const limits: Partial<RateLimits> = {};
+  for (const name of ["requestsPerWindow", "windowMs"] as const) {
+    const n = (value as Record<string, unknown>)[name];
+    if (n === undefined) continue;
+    if (typeof n !== "number" || !(n > 0)) return undefined;
+    limits[name] = n;
+  }
+  return limits;
+}
+
+function lastUserText(body: Record<string, unknown>): string {
+  if (!Array.isArray(body.messages)) return "";
+  const last = body.messages.at(-1) as { content?: unknown } | undefined;
+  return typeof last?.content === "string" ? last.content : "";
+}
+
+export async function startFakeProvider(options: FakeProviderOptions = {}): Promise<FakeProvider> {
+  const defaults: RateLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const now = options.now ?? Date.now;
+  const latencyMs = options.latencyMs ?? 0;
+  const keys = new Map<string, KeyState>();
+  let unknownKey = 0;
+
+  function addKey(key: string, limits?: Partial<RateLimits>): void {
+    const merged = { ...defaults, ...limits };
+    keys.set(key, {
+      limits: merged,
+      tokens: merged.requestsPerWindow,
+      refilledAt: now(),
+      revoked: false,
+      stats: { ok: 0, rateLimited: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
+    });
+  }
+  for (const key of options.keys ?? []) addKey(key);
+
+  // Token bucket: capacity requestsPerWindow, refilled continuously over windowMs.
+  function refill(state: KeyState): void {
+    const t = now();
+    const { requestsPerWindow, windowMs } = state.limits;
+    state.tokens = Math.min(requestsPerWindow, state.tokens + ((t - state.refilledAt) * requestsPerWindow) / windowMs);
+    state.refilledAt = t;
+  }
+
+  function rateLimitHeaders(state: KeyState): Record<string, string> {
+    const { requestsPerWindow, windowMs } = state.limits;
+    const msToFull = ((requestsPerWindow - state.tokens) * windowMs) / requestsPerWindow;
+    return {
+      "x-ratelimit-limit-requests": String(requestsPerWindow),
+      "x-ratelimit-remaining-requests": String(Math.floor(state.tokens)),
+      "x-ratelimit-reset-requests": formatDuration(msToFull),
+    };
+  }
+
+  function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+    const finish = () => {
+      if (res.destroyed) return;
+      res.writeHead(status, { "content-type": "application/json", ...headers });
+      res.end(body);
+    };
+    if (latencyMs > 0) setTimeout(finish, latencyMs);
+    else finish();
+  }
+
+  async function completions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const key = bearerKey(req);
+    const state = key === undefined ? undefined : keys.get(key);
+    if (key === undefined || state === undefined) {
+      unknownKey++;
+      const message =
+        key === undefined
+          ? "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+          : `Incorrect API key provided: ${maskKey(key)}. You can find your API key at https://platform.openai.com/account/api-keys.`;
+      send(res, 401, errorBody(message, "invalid_request_error", key === undefined ? null : "invalid_api_key"));
+      return;
+    }
+    if (state.revoked) {
+      state.stats.unauthorized++;
+      send(res, 401, errorBody(`Incorrect API key provided: ${maskKey(key)}.`, "invalid_request_error", "invalid_api_key"));
+      return;
+    }
+    refill(state);
+    if (state.tokens < 1) {
+      state.stats.rateLimited++;
+      const { requestsPerWindow, windowMs } = state.limits;
+      const waitMs = Math.ceil(((1 - state.tokens) * windowMs) / requestsPerWindow);
+      const message =
+        `Rate limit reached for fake-model in organization org-fake on requests per min (RPM): ` +
+        `Limit ${requestsPerWindow}, Used ${requestsPerWindow}, Requested 1. Please try again in ${formatDuration(waitMs)}.`;
+      send(res, 429, errorBody(message, "requests", "rate_limit_exceeded"), {
+        ...rateLimitHeaders(state),
+        "retry-after": String(Math.ceil(waitMs / 1000)),
+        "retry-after-ms": String(waitMs),
+      });
+      return;
+    }
+    state.tokens -= 1;
+    const body = await readJsonObject(req);
+    if (body === undefined) {
+      send(res, 400, errorBody("We could not parse the JSON body of your request.", "invalid_request_error", null));
+      return;
+    }
+    state.stats.ok++;
+    state.stats.inFlight++;
+    state.stats.maxInFlight = Math.max(state.stats.maxInFlight, state.stats.inFlight);
+    res.on("close", () => state.stats.inFlight--);
+    const prompt = lastUserText(body);
+    const promptTokens = Math.max(1, Math.ceil(prompt.length / 4));
+    send(
+      res,
+      200,
+      JSON.stringify({
+        id: `chatcmpl-fake-${state.stats.ok}`,
+        object: "chat.completion",
+        created: Math.floor(now() / 1000),
+        model: typeof body.model === "string" ? body.model : "fake-model",
+        choices: [{ index: 0, message: { role: "assistant", content: `echo: ${prompt}` }, finish_reason: "stop" }],
+        usage: { prompt_tokens: promptTokens, completion_tokens: promptTokens + 1, total_tokens: 2 * promptTokens + 1 },
+      }),
+      rateLimitHeaders(state),
+    );
+  }
+
+  function stats(): ProviderStats {
+    const out: Record<string, KeyStats> = {};
+    for (const [key, state] of keys) out[key] = { ...state.stats };
+    return { keys: out, unknownKey };
+  }
+
+  async function registerKey(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const parsed = await readJsonObject(req);
+    if (typeof parsed?.key !== "string" || parsed.key.length === 0) {
+      send(res, 400, errorBody('expected {"key": "<secret>", "limits"?: {...}}', "invalid_request_error", null));
+      return;
+    }
+    const limits = parseLimits(parsed.limits);
+    if (limits === undefined) {
+      send(res, 400, errorBody("limits must hold positive numbers", "invalid_request_error", null));
+      return;
+    }
+    addKey(parsed.key, limits);
+    send(res, 201, "{}");
+  }
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const route = `${req.method} ${path}`;
+    const handle =
+      route === "POST /v1/chat/completions"
+        ? completions(req, res)
+        : route === "GET /_fake/stats"
+          ? Promise.resolve(send(res, 200, JSON.stringify(stats())))
+          : route === "POST /_fake/keys"
+            ? registerKey(req, res)
+            : Promise.resolve(
+                send(res, 404, errorBody(`Invalid URL (${req.method} ${path})`, "invalid_request_error", null)),
+              );
+    handle.catch(() => res.destroy());
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, "127.0.0.1", () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stats,
+    addKey,
+    revokeKey(key: string) {
+      const state = keys.get(key);
+      if (state) state.revoked = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

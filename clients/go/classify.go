@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
@@ -75,78 +73,87 @@ func Classify(status int, header http.Header, err error) Outcome {
 
 func classifyAt(status int, header http.Header, err error, now time.Time) Outcome {
 	sig := inspect(err)
-	if status == 0 {
+	if sig.status != 0 {
 		status = sig.status
 	}
 	merged := http.Header{}
-	for k, v := range sig.header {
-		merged[http.CanonicalHeaderKey(k)] = v
-	}
 	for k, v := range header {
 		merged[http.CanonicalHeaderKey(k)] = v
 	}
+	for k, v := range sig.header {
+		merged[http.CanonicalHeaderKey(k)] = v
+	}
 	o := Outcome{HTTPStatus: status, RateLimit: ParseRateLimit(merged, now), Message: sig.message}
-	if o.RateLimit.RetryAfter == nil && sig.retryDelay != nil {
+	o.Kind = kindOf(status, err, sig)
+	if o.RateLimit.RetryAfter == nil {
 		o.RateLimit.RetryAfter = sig.retryDelay
 	}
-	o.Kind = kindOf(status, err, sig)
+	if o.RateLimit.RetryAfter == nil && o.Kind == RateLimited {
+		o.RateLimit.RetryAfter = exhaustedReset(o.RateLimit)
+	}
 	if o.Message == "" {
 		o.Message = http.StatusText(status)
 	}
 	return o
 }
 
+// exhaustedReset is the latest reset among the budgets the provider reports as used up.
+func exhaustedReset(rl RateLimit) *time.Duration {
+	var latest *time.Duration
+	for _, b := range []struct {
+		remaining *int64
+		reset     *time.Duration
+	}{{rl.RequestsRemaining, rl.RequestsReset}, {rl.TokensRemaining, rl.TokensReset}} {
+		if b.remaining != nil && *b.remaining == 0 && b.reset != nil && (latest == nil || *b.reset > *latest) {
+			latest = b.reset
+		}
+	}
+	return latest
+}
+
+// kindOf applies the rules of test/vectors/README.md in order; the first match wins.
 func kindOf(status int, err error, sig signals) Kind {
 	switch {
+	case status == 0 && err != nil:
+		return kindOfNoResponse(err)
+	case sig.hasCode(quotaCodes...):
+		return QuotaExhausted
+	case sig.hasCode("overloaded_error"):
+		return Overloaded
 	case status >= 200 && status < 300:
 		return Success
-	case status == 0 && err == nil:
-		return Success
-	case status == 0:
-		return kindOfNoResponse(err)
-	case status == http.StatusTooManyRequests:
-		if sig.says(quotaCodes...) {
-			return QuotaExhausted
-		}
-		return RateLimited
-	case status == http.StatusPaymentRequired:
-		return QuotaExhausted
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return Auth
+	case status == http.StatusPaymentRequired:
+		return QuotaExhausted
+	case status == http.StatusTooManyRequests:
+		return RateLimited
 	case status == 529:
 		return Overloaded
-	case status == http.StatusServiceUnavailable && sig.says("overloaded"):
+	case status == http.StatusServiceUnavailable && strings.Contains(strings.ToLower(sig.message), "overloaded"):
 		return Overloaded
-	case status >= 500 || status == http.StatusRequestTimeout:
+	case status == 0 || status >= 500 || status == http.StatusRequestTimeout:
 		return Transient
-	case status >= 400 && sig.says(quotaCodes...):
-		return QuotaExhausted
 	default:
 		return ClientError
 	}
 }
 
 // quotaCodes are the error codes and types providers use when a key's billing quota is gone.
-var quotaCodes = []string{"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error", "quota_exceeded"}
+var quotaCodes = []string{"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"}
 
 // kindOfNoResponse classifies an error that came without an HTTP status.
 func kindOfNoResponse(err error) Kind {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return Transient
 	}
+	// The caller gave up: no verdict on the key (an addition to the shared rules, which have no
+	// cancellation case).
 	if errors.Is(err, context.Canceled) {
 		return ClientError
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return Transient
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		return Transient
-	}
-	// Cancellation by the caller, or an error of the caller's own code: not the key's fault.
-	return ClientError
+	// Timeouts, connection errors and any other error without a response: no response is transient.
+	return Transient
 }
 
 // FailureReason is the wire form of a failed outcome's kind, for MarkFailed.
@@ -169,19 +176,16 @@ func (k Kind) FailureReason() keymeshv1.FailureReason {
 // signals is what an SDK error says about the failed call.
 type signals struct {
 	status     int
-	codes      []string // error codes, types and statuses, e.g. "insufficient_quota", "overloaded_error"
+	codes      []string // error codes and types, e.g. "insufficient_quota", "overloaded_error"
 	message    string
 	header     http.Header
 	retryDelay *time.Duration
 }
 
-func (s signals) says(words ...string) bool {
+func (s signals) hasCode(codes ...string) bool {
 	for _, c := range s.codes {
-		lc := strings.ToLower(c)
-		for _, w := range words {
-			if strings.Contains(lc, w) {
-				return true
-			}
+		if slices.Contains(codes, c) {
+			return true
 		}
 	}
 	return false
@@ -220,7 +224,7 @@ func readShape(e error, sig *signals) bool {
 	if n, ok := intField(v, "Code"); ok && sig.status == 0 {
 		sig.status, found = n, true // genai's APIError.Code is the HTTP status
 	}
-	for _, name := range []string{"Code", "Type", "Status"} {
+	for _, name := range []string{"Code", "Type"} {
 		if s, ok := stringField(v, name); ok && s != "" {
 			sig.codes, found = append(sig.codes, s), true
 		}

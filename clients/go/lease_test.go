@@ -123,8 +123,8 @@ func TestWithLeaseReportsClassifiedErrors(t *testing.T) {
 			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_AUTH, 401)},
 		{"timeout", fmt.Errorf("call: %w", context.DeadlineExceeded),
 			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_TRANSIENT, 0)},
-		{"own bug", errors.New("decode answer: unexpected token"),
-			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_CLIENT_ERROR, 0)},
+		{"no response", errors.New("read answer: unexpected EOF"),
+			wantFailed(keymeshv1.FailureReason_FAILURE_REASON_TRANSIENT, 0)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,6 +238,3 @@ func TestLeaseFormattingHidesTheKey(t *testing.T) {
 		}
 	}
 }
-
-
-

@@ -1,7 +1,9 @@
 package keymesh
 
 import (
+	"math/big"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,18 +24,20 @@ type RateLimit struct {
 	RetryAfter        *time.Duration
 }
 
-// ParseRateLimit reads the rate-limit headers of a provider response. Header names are matched
-// case-insensitively; now anchors absolute reset instants and HTTP dates.
+// ParseRateLimit reads the rate-limit headers of a provider response, following
+// test/vectors/README.md: names are case-insensitive, per field the first present and parseable
+// source wins (OpenAI, then Anthropic, then Anthropic input-tokens), and now anchors absolute
+// reset instants and HTTP dates.
 func ParseRateLimit(h http.Header, now time.Time) RateLimit {
-	var rl RateLimit
-	rl.RequestsRemaining = firstInt(h, "x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining")
-	rl.RequestsLimit = firstInt(h, "x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit")
-	rl.RequestsReset = firstReset(h, now, "x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset")
-	rl.TokensRemaining = firstInt(h, "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-input-tokens-remaining")
-	rl.TokensLimit = firstInt(h, "x-ratelimit-limit-tokens", "anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-input-tokens-limit")
-	rl.TokensReset = firstReset(h, now, "x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-input-tokens-reset")
-	rl.RetryAfter = parseRetryAfter(h, now)
-	return rl
+	return RateLimit{
+		RequestsRemaining: firstCount(h, "x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"),
+		RequestsLimit:     firstCount(h, "x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit"),
+		RequestsReset:     firstReset(h, now, "x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset"),
+		TokensRemaining:   firstCount(h, "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-input-tokens-remaining"),
+		TokensLimit:       firstCount(h, "x-ratelimit-limit-tokens", "anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-input-tokens-limit"),
+		TokensReset:       firstReset(h, now, "x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-input-tokens-reset"),
+		RetryAfter:        parseRetryAfter(h, now),
+	}
 }
 
 // Empty reports whether no budget field is known.
@@ -67,72 +71,114 @@ func durationOrNil(d *time.Duration) *durationpb.Duration {
 // headerValue looks a header up case-insensitively, also in maps not built with Header.Set.
 func headerValue(h http.Header, name string) (string, bool) {
 	if v, ok := h[http.CanonicalHeaderKey(name)]; ok && len(v) > 0 {
-		return strings.TrimSpace(v[0]), true
+		return strings.Trim(v[0], asciiSpace), true
 	}
 	for k, v := range h {
 		if strings.EqualFold(k, name) && len(v) > 0 {
-			return strings.TrimSpace(v[0]), true
+			return strings.Trim(v[0], asciiSpace), true
 		}
 	}
 	return "", false
 }
 
-func firstInt(h http.Header, names ...string) *int64 {
+const asciiSpace = " \t\r\n\v\f"
+
+var (
+	countPattern    = regexp.MustCompile(`^[0-9]+$`)
+	decimalPattern  = regexp.MustCompile(`^([0-9]+)(?:\.([0-9]+))?$`)
+	durationPattern = regexp.MustCompile(`^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s|ms|us|µs|ns))+$`)
+	durationPart    = regexp.MustCompile(`([0-9]+)(?:\.([0-9]+))?(h|ms|m|s|us|µs|ns)`)
+	unitNanos       = map[string]int64{"h": 3600e9, "m": 60e9, "s": 1e9, "ms": 1e6, "us": 1e3, "µs": 1e3, "ns": 1}
+)
+
+func firstCount(h http.Header, names ...string) *int64 {
 	for _, name := range names {
 		v, ok := headerValue(h, name)
-		if !ok {
+		if !ok || !countPattern.MatchString(v) {
 			continue
 		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return nil
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return &n
 		}
-		return &n
 	}
 	return nil
 }
 
+// firstReset reads OpenAI resets as Go-style durations and Anthropic resets as RFC 3339 instants.
 func firstReset(h http.Header, now time.Time, names ...string) *time.Duration {
 	for _, name := range names {
 		v, ok := headerValue(h, name)
 		if !ok {
 			continue
 		}
-		return parseReset(v, now)
+		var d *time.Duration
+		if strings.HasPrefix(name, "x-ratelimit-") {
+			d = parseGoDuration(v)
+		} else {
+			d = parseInstant(v, now)
+		}
+		if d != nil {
+			return d
+		}
 	}
 	return nil
 }
 
-// parseReset accepts a Go-style duration as OpenAI sends it ("6m0s", "20ms") or an RFC 3339
-// instant as Anthropic sends it (relative to now, floored at zero).
-func parseReset(v string, now time.Time) *time.Duration {
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-		return truncMs(d)
+// parseGoDuration sums "1h2m3.5s"-style components exactly and truncates to milliseconds.
+func parseGoDuration(v string) *time.Duration {
+	if v == "0" {
+		return msDuration(new(big.Rat))
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return truncMs(max(t.Sub(now), 0))
+	if !durationPattern.MatchString(v) {
+		return nil
 	}
-	return nil
+	total := new(big.Rat)
+	for _, m := range durationPart.FindAllStringSubmatch(v, -1) {
+		total.Add(total, decimal(m[1], m[2], unitNanos[m[3]]))
+	}
+	return msDuration(total)
 }
 
-// parseRetryAfter reads retry-after-ms (which wins) or retry-after in seconds or as an HTTP date.
+func parseInstant(v string, now time.Time) *time.Duration {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil
+	}
+	return truncMs(max(t.Sub(now), 0))
+}
+
+// decimal is intPart.fracPart (digits only) times unit nanoseconds, exactly.
+func decimal(intPart, fracPart string, unit int64) *big.Rat {
+	r, _ := new(big.Rat).SetString(intPart + "." + fracPart + "0")
+	return r.Mul(r, new(big.Rat).SetInt64(unit))
+}
+
+// msDuration truncates a non-negative nanosecond count to whole milliseconds; nil on overflow.
+func msDuration(nanos *big.Rat) *time.Duration {
+	ms := new(big.Int).Quo(nanos.Num(), new(big.Int).Mul(nanos.Denom(), big.NewInt(1e6)))
+	if !ms.IsInt64() || ms.Int64() > int64(time.Duration(1<<63-1)/time.Millisecond) {
+		return nil
+	}
+	d := time.Duration(ms.Int64()) * time.Millisecond
+	return &d
+}
+
+// parseRetryAfter reads retry-after-ms (which wins when it parses) or retry-after in decimal
+// seconds or as an HTTP date.
 func parseRetryAfter(h http.Header, now time.Time) *time.Duration {
 	if v, ok := headerValue(h, "retry-after-ms"); ok {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 && ms <= 1e12 {
-			return truncMs(time.Duration(ms * float64(time.Millisecond)))
+		if m := decimalPattern.FindStringSubmatch(v); m != nil {
+			return msDuration(decimal(m[1], m[2], 1e6))
 		}
 	}
 	v, ok := headerValue(h, "retry-after")
 	if !ok {
 		return nil
 	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if !(secs >= 0 && secs <= 1e9) { // also rejects NaN
-			return nil
-		}
-		return truncMs(time.Duration(secs * float64(time.Second)))
+	if m := decimalPattern.FindStringSubmatch(v); m != nil {
+		return msDuration(decimal(m[1], m[2], 1e9))
 	}
-	if t, err := http.ParseTime(v); err == nil {
+	if t, err := time.Parse(http.TimeFormat, v); err == nil {
 		return truncMs(max(t.Sub(now), 0))
 	}
 	return nil

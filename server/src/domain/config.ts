@@ -1,0 +1,123 @@
+// Validation and defaults for pool and key configuration. Invalid input names the proto field path.
+import { invalidArgument } from "./errors.js";
+import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "./types.js";
+
+export const POOL_DEFAULTS = {
+  strategy: "round_robin" as Strategy,
+  minTtlMs: 1_000,
+  maxTtlMs: 3_600_000,
+  defaultTtlMs: 60_000,
+  defaultCooldownMs: 10_000,
+  maxCooldownMs: 300_000,
+  failureThreshold: 3,
+  openDurationMs: 30_000,
+  maxOpenDurationMs: 600_000,
+  halfOpenProbes: 1,
+  description: "",
+};
+
+const STRATEGIES: ReadonlySet<string> = new Set<Strategy>(["round_robin", "least_busy", "weighted", "least_used", "latency"]);
+const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const KEY_ID = /^[A-Za-z0-9._-]{1,63}$/;
+const MAX_LABEL = 256;
+const MAX_DESCRIPTION = 1024;
+const MAX_QUOTA_GROUP = 128;
+const MAX_WEIGHT = 1_000_000;
+
+function duration(value: number | undefined, field: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 0) throw invalidArgument(field, "must be a non-negative whole number of milliseconds");
+  return v;
+}
+
+/** Circuit breaker fields follow the proto: zero means the default. */
+function breakerField(value: number | undefined, field: string, current: number, byDefault: number, isDuration: boolean): number {
+  const v = value === 0 ? byDefault : (value ?? current);
+  if (!Number.isSafeInteger(v) || v < 1) throw invalidArgument(field, isDuration ? "must be a positive duration" : "must be >= 1");
+  return v;
+}
+
+export function validatePool(input: PoolInput, existing: PoolConfig | undefined, now: number): PoolConfig {
+  const base = existing ?? { ...POOL_DEFAULTS, name: input.name, createdAt: now, updatedAt: now };
+  if (typeof input.name !== "string" || !POOL_NAME.test(input.name)) {
+    throw invalidArgument("name", "must be 1-63 characters of [a-z0-9._-] starting with a letter or digit");
+  }
+  if (existing && existing.name !== input.name) throw invalidArgument("name", "cannot be changed");
+  const strategy = input.strategy ?? base.strategy;
+  if (!STRATEGIES.has(strategy)) throw invalidArgument("strategy", `unknown strategy "${String(strategy)}"`);
+  const minTtlMs = duration(input.minTtlMs, "min_ttl", base.minTtlMs);
+  const maxTtlMs = duration(input.maxTtlMs, "max_ttl", base.maxTtlMs);
+  // An unspecified default follows the bounds the operator did set.
+  const defaultTtlMs = duration(input.defaultTtlMs, "default_ttl", Math.min(Math.max(base.defaultTtlMs, minTtlMs), maxTtlMs));
+  if (minTtlMs < 1) throw invalidArgument("min_ttl", "must be positive");
+  if (minTtlMs > maxTtlMs) throw invalidArgument("min_ttl", "must not exceed max_ttl");
+  if (defaultTtlMs < minTtlMs || defaultTtlMs > maxTtlMs) throw invalidArgument("default_ttl", "must lie within [min_ttl, max_ttl]");
+  const maxCooldownMs = duration(input.maxCooldownMs, "max_cooldown", base.maxCooldownMs);
+  const defaultCooldownMs = duration(input.defaultCooldownMs, "default_cooldown", Math.min(base.defaultCooldownMs, maxCooldownMs));
+  if (defaultCooldownMs < 1) throw invalidArgument("default_cooldown", "must be positive");
+  if (maxCooldownMs < defaultCooldownMs) throw invalidArgument("max_cooldown", "must not be below default_cooldown");
+  const failureThreshold = breakerField(input.failureThreshold, "circuit_breaker.failure_threshold", base.failureThreshold, POOL_DEFAULTS.failureThreshold, false);
+  const maxOpenDurationMs = breakerField(input.maxOpenDurationMs, "circuit_breaker.max_open_duration", base.maxOpenDurationMs, POOL_DEFAULTS.maxOpenDurationMs, true);
+  const openDurationMs = breakerField(
+    input.openDurationMs,
+    "circuit_breaker.open_duration",
+    Math.min(base.openDurationMs, maxOpenDurationMs),
+    Math.min(POOL_DEFAULTS.openDurationMs, maxOpenDurationMs),
+    true,
+  );
+  const halfOpenProbes = breakerField(input.halfOpenProbes, "circuit_breaker.half_open_probes", base.halfOpenProbes, POOL_DEFAULTS.halfOpenProbes, false);
+  if (maxOpenDurationMs < openDurationMs) throw invalidArgument("circuit_breaker.max_open_duration", "must not be below open_duration");
+  const description = input.description ?? base.description;
+  if (typeof description !== "string" || description.length > MAX_DESCRIPTION) {
+    throw invalidArgument("description", `must be at most ${MAX_DESCRIPTION} characters`);
+  }
+  return {
+    name: input.name,
+    strategy,
+    minTtlMs,
+    maxTtlMs,
+    defaultTtlMs,
+    defaultCooldownMs,
+    maxCooldownMs,
+    failureThreshold,
+    openDurationMs,
+    maxOpenDurationMs,
+    halfOpenProbes,
+    description,
+    createdAt: base.createdAt,
+    updatedAt: now,
+  };
+}
+
+/** Validates a key; `id` must already be set (the engine generates one when the input has none). */
+export function validateKey(input: KeyInput & { id: string }, existing: KeyConfig | undefined, now: number): KeyConfig {
+  if (!KEY_ID.test(input.id)) throw invalidArgument("key.id", "must be 1-63 characters of [A-Za-z0-9._-]");
+  const secret = input.secret || existing?.secret || "";
+  if (secret === "") throw invalidArgument("secret", "must not be empty");
+  const label = input.label || existing?.label || input.id;
+  if (label.length > MAX_LABEL) throw invalidArgument("key.label", `must be at most ${MAX_LABEL} characters`);
+  const weight = input.weight ?? existing?.weight ?? 1;
+  if (!Number.isSafeInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
+    throw invalidArgument("key.weight", `must be a whole number in [1, ${MAX_WEIGHT}]`);
+  }
+  const maxConcurrency = input.maxConcurrency ?? existing?.maxConcurrency ?? 0;
+  if (!Number.isSafeInteger(maxConcurrency) || maxConcurrency < 0) {
+    throw invalidArgument("key.max_concurrency", "must be a non-negative whole number (0 is unlimited)");
+  }
+  const quotaGroup = input.quotaGroup ?? existing?.quotaGroup ?? "";
+  if (quotaGroup.length > MAX_QUOTA_GROUP) throw invalidArgument("key.quota_group", `must be at most ${MAX_QUOTA_GROUP} characters`);
+  return {
+    pool: input.pool,
+    id: input.id,
+    label,
+    secret,
+    weight,
+    maxConcurrency,
+    quotaGroup,
+    metadata: { ...(input.metadata ?? existing?.metadata ?? {}) },
+    disabled: input.disabled ?? existing?.disabled ?? false,
+    disabledReason: input.disabledReason ?? existing?.disabledReason ?? "",
+    createdAt: existing?.createdAt ?? now,
+    updatedAt: now,
+  };
+}

@@ -1,0 +1,1141 @@
+// The pool engine: leases, strategies, health, cooldowns, circuit breakers and fair waiting
+// (DESIGN "Semantics", rules 1-12). Pure and synchronous: no I/O, time only from the injected Clock,
+// and every deadline on one heap driving one clock timer.
+import { randomInt } from "node:crypto";
+import { validateKey, validatePool } from "./config.js";
+import { DomainError, invalidArgument } from "./errors.js";
+import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
+import { parseRateLimitHeaders } from "./rate-limit-headers.js";
+import {
+  isEligible,
+  keyState,
+  keyStateReason,
+  newKeyEntry,
+  recentGrants,
+  type KeyEntry,
+  type KeyTimer,
+  type Lease,
+  type PoolEntry,
+  type TimerItem,
+  type Waiter,
+} from "./state.js";
+import { chooseKey } from "./strategies.js";
+import { TimerHeap } from "./timer-heap.js";
+import type {
+  AcquireInput,
+  Clock,
+  DomainEvent,
+  EventType,
+  FailureClass,
+  FailureReport,
+  Grant,
+  KeyConfig,
+  KeyInput,
+  KeyRuntime,
+  KeyStatsView,
+  KeyView,
+  LeaseGoneReason,
+  LeaseView,
+  PoolConfig,
+  PoolInput,
+  PoolStatsView,
+  RateLimitedReport,
+  RateLimitReport,
+  Renewal,
+  RuntimeSnapshot,
+  SuccessReport,
+  TimerHandle,
+} from "./types.js";
+
+export interface EngineOptions {
+  clock: Clock;
+  /** HMAC key for lease tokens. */
+  leaseSecret: Uint8Array;
+  /** Server boot number; part of every lease id. */
+  epoch: number;
+  /** For latency exploration and id generation; default Math.random. */
+  random?: () => number;
+  /** Called synchronously for every event; exceptions are swallowed. */
+  onEvent?: (e: DomainEvent) => void;
+}
+
+export type PoolWithCount = PoolConfig & { keyCount: number };
+
+interface Tombstone {
+  reason: LeaseGoneReason;
+  at: number;
+  pool: string;
+  keyId: string;
+  /** A late outcome report on an expired or revoked lease updates health once. */
+  lateReported: boolean;
+}
+
+const EMA_ALPHA = 0.2;
+const OUTCOME_WINDOW = 100;
+const OUTCOME_WINDOW_MS = 300_000;
+const TOMBSTONE_MAX_AGE_MS = 3_600_000;
+const TOMBSTONE_CAP = 1_000_000;
+/** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
+
+/** Server-side classification of MarkFailed with no reason (RULES.md). */
+export function classifyStatus(status: number): FailureClass | "rate_limited" {
+  if (status === 401 || status === 403) return "auth";
+  if (status === 402) return "quota_exhausted";
+  if (status === 429) return "rate_limited";
+  if (status === 529 || status === 503) return "overloaded";
+  if (status === 0 || status === 408 || (status >= 500 && status <= 599)) return "transient";
+  return "client_error";
+}
+
+function goneError(reason: LeaseGoneReason, message?: string): DomainError {
+  switch (reason) {
+    case "expired":
+      return new DomainError("lease_expired", "lease expired before this call");
+    case "released":
+      return new DomainError("lease_released", "lease was already ended by release or an outcome report");
+    case "revoked":
+      return new DomainError("lease_revoked", message ? `lease was revoked: ${message}` : "lease was revoked");
+    case "unknown":
+      return new DomainError("lease_unknown", "lease id was not granted by this server");
+  }
+}
+
+function optionalCount(v: number | null | undefined): number | undefined {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+}
+
+function checkMs(v: number, field: string): void {
+  if (!Number.isFinite(v) || v < 0) throw invalidArgument(field, "must be a non-negative duration");
+}
+
+export class PoolEngine {
+  private readonly clock: Clock;
+  private readonly tokens: LeaseTokens;
+  private readonly epoch: number;
+  private readonly random: () => number;
+  private readonly onEvent: ((e: DomainEvent) => void) | undefined;
+  private readonly pools = new Map<string, PoolEntry>();
+  private readonly live = new Map<string, Lease>();
+  private readonly tombstones = new Map<string, Tombstone>();
+  private readonly heap = new TimerHeap<TimerItem>();
+  private armed: TimerHandle | undefined;
+  private armedAt: number | undefined;
+  private seq = 0;
+  private grantHighWater: Record<number, number> = {};
+  private changed = false;
+  private closed = false;
+
+  constructor(opts: EngineOptions) {
+    this.clock = opts.clock;
+    this.tokens = new LeaseTokens(opts.leaseSecret);
+    this.epoch = opts.epoch;
+    this.random = opts.random ?? Math.random;
+    this.onEvent = opts.onEvent;
+  }
+
+  /** Something in runtime state changed since markClean(). */
+  get dirty(): boolean {
+    return this.changed;
+  }
+
+  markClean(): void {
+    this.changed = false;
+  }
+
+  // ---- configuration ------------------------------------------------------------------------
+
+  preparePool(input: PoolInput, existing?: PoolConfig): PoolConfig {
+    const cfg = validatePool(input, existing, this.clock.now());
+    if (!existing && this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
+    return cfg;
+  }
+
+  prepareKey(input: KeyInput, existing?: KeyConfig): KeyConfig {
+    const now = this.clock.now();
+    const pool = this.poolEntry(input.pool);
+    if (existing) {
+      if (input.id !== undefined && input.id !== existing.id) throw invalidArgument("key.id", "cannot be changed");
+      return validateKey({ ...input, id: existing.id }, existing, now);
+    }
+    const cfg = validateKey({ ...input, id: input.id || this.newKeyId(pool) }, undefined, now);
+    if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${pool.cfg.name}"`);
+    return cfg;
+  }
+
+  createPool(cfg: PoolConfig): void {
+    const now = this.tick();
+    if (this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
+    this.insertPool(cfg);
+    this.emit("pool_created", now, cfg.name);
+  }
+
+  updatePool(cfg: PoolConfig): void {
+    const now = this.tick();
+    const pool = this.poolEntry(cfg.name);
+    pool.cfg = { ...cfg };
+    this.emit("pool_updated", now, cfg.name);
+    this.pump(pool, now);
+  }
+
+  checkDeletePool(name: string, force: boolean): void {
+    const pool = this.poolEntry(name);
+    if (!force && pool.active > 0) {
+      throw new DomainError("pool_has_leases", `pool "${name}" has ${pool.active} live leases; delete with force to revoke them`);
+    }
+  }
+
+  deletePool(name: string): void {
+    const now = this.tick();
+    const pool = this.poolEntry(name);
+    for (const k of pool.keyList) {
+      k.draining = undefined;
+      this.revokeAll(k, now, "pool deleted");
+      this.cancelKeyTimers(k);
+    }
+    for (let w = pool.waitHead; w; w = pool.waitHead) {
+      this.dropWaiter(w);
+      w.reject(new DomainError("pool_not_found", `pool "${name}" was deleted`));
+    }
+    this.pools.delete(name);
+    this.changed = true;
+    this.emit("pool_deleted", now, name);
+  }
+
+  getPool(name: string): PoolWithCount {
+    const pool = this.poolEntry(name);
+    return { ...pool.cfg, keyCount: pool.keyList.length };
+  }
+
+  listPools(): PoolWithCount[] {
+    return [...this.pools.values()].map((p) => ({ ...p.cfg, keyCount: p.keyList.length }));
+  }
+
+  addKey(cfg: KeyConfig): void {
+    const now = this.tick();
+    const pool = this.poolEntry(cfg.pool);
+    if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${cfg.pool}"`);
+    this.insertKey(pool, cfg);
+    this.changed = true;
+    this.emit("key_added", now, cfg.pool, cfg.id);
+    this.pump(pool, now);
+  }
+
+  updateKey(cfg: KeyConfig): void {
+    const now = this.tick();
+    const k = this.keyEntry(cfg.pool, cfg.id);
+    k.cfg = { ...cfg, metadata: { ...cfg.metadata } };
+    this.emit("key_updated", now, cfg.pool, cfg.id);
+    this.pump(k.pool, now);
+  }
+
+  /** With drain and live leases the key lends no more and is removed (event key_removed) when its last lease ends. */
+  removeKey(pool: string, keyId: string, drain: boolean): { removedNow: boolean } {
+    const now = this.tick();
+    const k = this.keyEntry(pool, keyId);
+    if (drain && k.active > 0) {
+      k.draining = { remove: true };
+      k.cfg = { ...k.cfg, disabled: true, disabledReason: "removing: draining" };
+      this.changed = true;
+      this.emit("key_disabled", now, pool, keyId, "removing: draining");
+      return { removedNow: false };
+    }
+    k.draining = undefined;
+    this.revokeAll(k, now, "key removed");
+    this.dropKey(k, now);
+    return { removedNow: true };
+  }
+
+  /** Clears a manual disable and an auto-disable (AUTH / QUOTA_EXHAUSTED). */
+  enableKey(pool: string, keyId: string): KeyView {
+    const now = this.tick();
+    const k = this.keyEntry(pool, keyId);
+    if (k.draining?.remove) throw new DomainError("key_not_found", `key "${keyId}" is being removed`);
+    k.cfg = { ...k.cfg, disabled: false, disabledReason: "" };
+    k.autoDisabled = undefined;
+    k.draining = undefined;
+    this.changed = true;
+    this.emit("key_enabled", now, pool, keyId);
+    this.pump(k.pool, now);
+    return this.view(k);
+  }
+
+  /** Manual disable; without drain its live leases are revoked now. */
+  disableKey(pool: string, keyId: string, drain: boolean, reason: string): KeyView {
+    const now = this.tick();
+    const k = this.keyEntry(pool, keyId);
+    k.cfg = { ...k.cfg, disabled: true, disabledReason: reason };
+    this.changed = true;
+    this.emit("key_disabled", now, pool, keyId, reason);
+    if (drain) {
+      if (k.active > 0 && !k.draining) k.draining = { remove: false };
+    } else {
+      this.revokeAll(k, now, `key disabled: ${reason}`);
+    }
+    return this.view(k);
+  }
+
+  getKey(pool: string, keyId: string): KeyView {
+    return this.view(this.keyEntry(pool, keyId));
+  }
+
+  listKeys(pool: string): KeyView[] {
+    return this.poolEntry(pool).keyList.map((k) => this.view(k));
+  }
+
+  getKeyConfig(pool: string, keyId: string): KeyConfig {
+    const cfg = this.keyEntry(pool, keyId).cfg;
+    return { ...cfg, metadata: { ...cfg.metadata } };
+  }
+
+  // ---- hot path -----------------------------------------------------------------------------
+
+  /**
+   * A Grant when a key is eligible now; otherwise a promise that waits first-in first-out up to
+   * waitTimeoutMs. Failures decided at once (unknown pool, no keys, wait 0) throw synchronously.
+   */
+  acquire(input: AcquireInput, signal?: AbortSignal): Grant | Promise<Grant> {
+    const now = this.tick();
+    if (this.closed) throw new DomainError("cancelled", "the engine is shutting down");
+    const pool = this.poolEntry(input.pool);
+    checkMs(input.waitTimeoutMs, "wait_timeout");
+    if (input.ttlMs !== undefined) checkMs(input.ttlMs, "lease_ttl");
+    if (!Number.isFinite(input.estimatedTokens) || input.estimatedTokens < 0) {
+      throw invalidArgument("estimated_tokens", "must not be negative");
+    }
+    if (pool.keyList.length === 0) throw new DomainError("pool_empty", `pool "${pool.cfg.name}" has no keys`);
+    const exclude = input.excludeKeyIds.length > 0 ? new Set(input.excludeKeyIds) : undefined;
+    // Queued waiters cannot use any eligible key (pump keeps that true), so this never barges.
+    const k = chooseKey(pool, now, input.estimatedTokens, exclude, this.random);
+    if (k) return this.grant(pool, k, input, now);
+    if (!pool.exhausted) {
+      pool.exhausted = true;
+      this.emit("pool_exhausted", now, pool.cfg.name);
+    }
+    if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now);
+    if (signal?.aborted) throw new DomainError("cancelled", "acquire was cancelled");
+    return new Promise<Grant>((resolve, reject) => {
+      const w: Waiter = {
+        kind: "waiter",
+        at: 0,
+        heapPos: -1,
+        heapSeq: 0,
+        pool,
+        queued: true,
+        input,
+        exclude,
+        resolve,
+        reject,
+        prev: pool.waitTail,
+        next: undefined,
+        signal,
+        onAbort: undefined,
+      };
+      if (pool.waitTail) pool.waitTail.next = w;
+      else pool.waitHead = w;
+      pool.waitTail = w;
+      pool.waiting++;
+      this.schedule(w, now + input.waitTimeoutMs, now);
+      if (signal) {
+        w.onAbort = () => {
+          this.dropWaiter(w);
+          reject(new DomainError("cancelled", "acquire was cancelled"));
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+    });
+  }
+
+  release(leaseId: string, report: SuccessReport): void {
+    const now = this.tick();
+    const lease = this.findLease(leaseId, now, (k) => this.recordSuccess(k, report, now));
+    const k = lease.key;
+    this.endLease(lease, "released", "released", now);
+    this.recordSuccess(k, report, now);
+    this.pump(k.pool, now);
+  }
+
+  /** Ends the lease and applies the outcome class (given, or derived from httpStatus); returns the class applied. */
+  markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
+    const now = this.tick();
+    const outcome = report.reason ?? classifyStatus(report.httpStatus);
+    const lease = this.findLease(leaseId, now, (k) => this.recordFailure(k, outcome, report, now));
+    const k = lease.key;
+    this.endLease(lease, "released", outcome === "rate_limited" ? "rate_limited" : "failed", now);
+    this.recordFailure(k, outcome, report, now);
+    this.pump(k.pool, now);
+    return outcome;
+  }
+
+  markRateLimited(leaseId: string, report: RateLimitedReport): { cooldownUntil: number } {
+    const now = this.tick();
+    const lease = this.findLease(leaseId, now, (k) => this.recordRateLimit(k, report, now));
+    const k = lease.key;
+    this.endLease(lease, "released", "rate_limited", now);
+    const cooldownUntil = this.recordRateLimit(k, report, now);
+    this.pump(k.pool, now);
+    return { cooldownUntil };
+  }
+
+  /** Extends a live lease to now + ttl (clamped; default its current ttl). An ended lease is always an error. */
+  renew(leaseId: string, ttlMs?: number): Renewal {
+    const now = this.tick();
+    if (ttlMs !== undefined) checkMs(ttlMs, "ttl");
+    const lease = this.findLease(leaseId, now);
+    const cfg = lease.key.pool.cfg;
+    const ttl = Math.min(Math.max(Math.floor(ttlMs ?? lease.ttlMs), cfg.minTtlMs), cfg.maxTtlMs);
+    lease.ttlMs = ttl;
+    lease.expiresAt = now + ttl;
+    this.schedule(lease, lease.expiresAt, now);
+    this.changed = true;
+    return { leaseId, expiresAt: lease.expiresAt, ttlMs: ttl, renewIntervalMs: Math.floor(ttl / 3) };
+  }
+
+  revokeLease(leaseId: string, reason: string): void {
+    const now = this.tick();
+    const lease = this.findLease(leaseId, now);
+    this.revoke(lease, now, reason);
+    this.pump(lease.key.pool, now);
+  }
+
+  listLeases(pool: string, keyId?: string): LeaseView[] {
+    this.tick();
+    const keys = keyId ? [this.keyEntry(pool, keyId)] : this.poolEntry(pool).keyList;
+    const out: LeaseView[] = [];
+    for (const k of keys) {
+      for (const l of k.leases) {
+        out.push({ leaseId: l.id, pool, keyId: k.cfg.id, holder: l.holder, acquiredAt: l.acquiredAt, expiresAt: l.expiresAt, ttlMs: l.ttlMs });
+      }
+    }
+    return out;
+  }
+
+  stats(pool: string): PoolStatsView {
+    const now = this.tick();
+    const p = this.poolEntry(pool);
+    const keys = p.keyList.map((k) => this.keyStats(k, now));
+    return {
+      pool,
+      totalKeys: keys.length,
+      eligibleKeys: keys.filter((k) => k.eligible).length,
+      activeLeases: p.active,
+      waiters: p.waiting,
+      keys,
+    };
+  }
+
+  /** Calls fn once if the lease ends by revocation; returns the unsubscribe function. Throws like renew for an ended lease. */
+  watchLease(leaseId: string, fn: (reason: LeaseGoneReason, message: string) => void): () => void {
+    const lease = this.findLease(leaseId, this.tick());
+    (lease.watchers ??= []).push(fn);
+    return () => {
+      const i = lease.watchers?.indexOf(fn) ?? -1;
+      if (i >= 0) lease.watchers!.splice(i, 1);
+    };
+  }
+
+  // ---- persistence --------------------------------------------------------------------------
+
+  exportRuntime(): RuntimeSnapshot {
+    const now = this.clock.now();
+    const keys: KeyRuntime[] = [];
+    for (const pool of this.pools.values()) {
+      for (const k of pool.keyList) {
+        keys.push({
+          pool: pool.cfg.name,
+          keyId: k.cfg.id,
+          autoDisabled: k.autoDisabled && { ...k.autoDisabled },
+          draining: k.draining && { ...k.draining },
+          cooldownUntil: k.cooldownUntil,
+          rateLimitStreak: k.rateLimitStreak,
+          rateLimitStreakStart: k.rateLimitStreakStart,
+          circuitState: k.circuitState,
+          circuitOpenUntil: k.circuitOpenUntil,
+          circuitOpenCount: k.circuitOpenCount,
+          consecutiveFailures: k.consecutiveFailures,
+          emaLatencyMs: k.emaLatencyMs,
+          outcomes: k.outcomes.map(([t, ok]) => [t, ok]),
+          recentGrants: k.grants.slice(k.grantsHead),
+          budget: { ...k.budget },
+          totalLeases: k.totalLeases,
+          inputTokens: k.inputTokens,
+          outputTokens: k.outputTokens,
+        });
+      }
+    }
+    const leases = [...this.live.values()].map((l) => ({
+      leaseId: l.id,
+      pool: l.key.pool.cfg.name,
+      keyId: l.key.cfg.id,
+      holder: l.holder,
+      acquiredAt: l.acquiredAt,
+      expiresAt: l.expiresAt,
+      ttlMs: l.ttlMs,
+    }));
+    return { takenAt: now, keys, leases };
+  }
+
+  /** Restores configuration and the last snapshot before traffic starts; deadlines are absolute, so nothing resets. */
+  load(pools: PoolConfig[], keys: KeyConfig[], runtime: RuntimeSnapshot | undefined, grantHighWater: Record<number, number>): void {
+    const now = this.clock.now();
+    this.grantHighWater = { ...grantHighWater };
+    this.seq = Math.max(this.seq, grantHighWater[this.epoch] ?? 0);
+    for (const p of pools) if (!this.pools.has(p.name)) this.insertPool(p);
+    for (const cfg of keys) {
+      const pool = this.pools.get(cfg.pool);
+      if (pool && !pool.keys.has(cfg.id)) this.insertKey(pool, cfg);
+    }
+    for (const r of runtime?.keys ?? []) {
+      const k = this.pools.get(r.pool)?.keys.get(r.keyId);
+      if (k) this.restoreKey(k, r, now);
+    }
+    for (const l of runtime?.leases ?? []) {
+      const k = this.pools.get(l.pool)?.keys.get(l.keyId);
+      const claims = this.claimsOf(l.leaseId);
+      if (!k || !claims || this.live.has(l.leaseId)) continue;
+      if (claims.epoch === this.epoch) this.seq = Math.max(this.seq, claims.seq);
+      if (l.expiresAt <= now) {
+        this.tombstone(l.leaseId, "expired", now, k);
+        continue;
+      }
+      this.addLease(k, l.leaseId, claims, l.holder, l.acquiredAt, l.expiresAt, l.ttlMs, false, now);
+    }
+    for (const pool of this.pools.values()) {
+      for (const k of [...pool.keyList]) if (k.draining && k.active === 0) this.finishDrain(k, now);
+    }
+    this.arm(now);
+  }
+
+  /** Epoch and generation of an authentic lease id, for the store's grant journal. */
+  leaseSeq(leaseId: string): { epoch: number; seq: number } | undefined {
+    const c = this.claimsOf(leaseId);
+    return c && { epoch: c.epoch, seq: c.seq };
+  }
+
+  /** Stops the timer and rejects every waiter with "cancelled". */
+  close(): void {
+    this.closed = true;
+    if (this.armed !== undefined) this.clock.clearTimeout(this.armed);
+    this.armed = undefined;
+    this.armedAt = undefined;
+    for (const pool of this.pools.values()) {
+      for (let w = pool.waitHead; w; w = pool.waitHead) {
+        this.dropWaiter(w);
+        w.reject(new DomainError("cancelled", "the engine is shutting down"));
+      }
+    }
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  private grant(pool: PoolEntry, k: KeyEntry, input: AcquireInput, now: number): Grant {
+    const cfg = pool.cfg;
+    const ttl = Math.min(Math.max(Math.floor(input.ttlMs ?? cfg.defaultTtlMs), cfg.minTtlMs), cfg.maxTtlMs);
+    const seq = ++this.seq;
+    const claims: LeaseClaims = { pool: cfg.name, keyId: k.cfg.id, epoch: this.epoch, seq, issuedAt: now, ttlMs: ttl };
+    const id = this.tokens.issue(claims);
+    const probe = k.circuitState === "half_open";
+    this.addLease(k, id, claims, input.holder, now, now + ttl, ttl, probe, now);
+    k.totalLeases++;
+    k.grants.push(now);
+    pool.exhausted = false;
+    this.emit("lease_granted", now, cfg.name, k.cfg.id, id);
+    return {
+      leaseId: id,
+      pool: cfg.name,
+      keyId: k.cfg.id,
+      keyLabel: k.cfg.label,
+      secret: k.cfg.secret,
+      metadata: { ...k.cfg.metadata },
+      expiresAt: now + ttl,
+      ttlMs: ttl,
+      renewIntervalMs: Math.floor(ttl / 3),
+    };
+  }
+
+  private addLease(
+    k: KeyEntry,
+    id: string,
+    claims: LeaseClaims,
+    holder: string,
+    acquiredAt: number,
+    expiresAt: number,
+    ttlMs: number,
+    probe: boolean,
+    now: number,
+  ): Lease {
+    const lease: Lease = {
+      kind: "lease",
+      at: 0,
+      heapPos: -1,
+      heapSeq: 0,
+      id,
+      epoch: claims.epoch,
+      seq: claims.seq,
+      key: k,
+      holder,
+      acquiredAt,
+      expiresAt,
+      ttlMs,
+      probe,
+      watchers: undefined,
+    };
+    this.live.set(id, lease);
+    k.leases.add(lease);
+    k.active++;
+    k.pool.active++;
+    if (probe) k.probes++;
+    this.schedule(lease, expiresAt, now);
+    this.changed = true;
+    return lease;
+  }
+
+  /** The only place a lease ends: frees its slot once and leaves a tombstone for late calls. */
+  private endLease(lease: Lease, reason: LeaseGoneReason, cause: string, now: number, message = ""): void {
+    this.live.delete(lease.id);
+    this.heap.cancel(lease);
+    const k = lease.key;
+    k.leases.delete(lease);
+    k.active--;
+    k.pool.active--;
+    if (lease.probe) k.probes--;
+    this.tombstone(lease.id, reason, now, k);
+    this.changed = true;
+    this.emit("lease_ended", now, k.pool.cfg.name, k.cfg.id, lease.id, cause);
+    if (reason === "revoked" && lease.watchers) {
+      for (const fn of lease.watchers) {
+        try {
+          fn("revoked", message);
+        } catch {
+          // A watcher's failure must not stop the engine.
+        }
+      }
+    }
+    if (k.draining && k.active === 0) this.finishDrain(k, now);
+  }
+
+  private revoke(lease: Lease, now: number, message: string): void {
+    const k = lease.key;
+    this.endLease(lease, "revoked", "revoked", now, message);
+    this.emit("lease_revoked", now, k.pool.cfg.name, k.cfg.id, lease.id, message);
+  }
+
+  private revokeAll(k: KeyEntry, now: number, message: string): void {
+    for (const lease of [...k.leases]) this.revoke(lease, now, message);
+  }
+
+  private tombstone(id: string, reason: LeaseGoneReason, now: number, k: KeyEntry): void {
+    const t = this.tombstones;
+    t.set(id, { reason, at: now, pool: k.pool.cfg.name, keyId: k.cfg.id, lateReported: false });
+    for (const [oldId, old] of t) {
+      if (t.size <= TOMBSTONE_CAP && old.at > now - TOMBSTONE_MAX_AGE_MS) break;
+      t.delete(oldId);
+    }
+  }
+
+  /**
+   * The live lease for an id, re-adopting an authentic one granted before a crash; otherwise throws
+   * the reason it is gone. `late` applies a late outcome report to the key of an expired or revoked lease.
+   */
+  private findLease(id: string, now: number, late?: (k: KeyEntry) => void): Lease {
+    const lease = this.live.get(id);
+    if (lease) return lease;
+    const tomb = this.tombstones.get(id);
+    if (tomb) {
+      if (late && !tomb.lateReported && tomb.reason !== "released") {
+        tomb.lateReported = true;
+        const k = this.pools.get(tomb.pool)?.keys.get(tomb.keyId);
+        if (k) {
+          late(k);
+          this.pump(k.pool, now);
+        }
+      }
+      throw goneError(tomb.reason);
+    }
+    const c = this.tokens.verify(id);
+    if (!c) throw goneError("unknown");
+    const endedBy: LeaseGoneReason = c.issuedAt + c.ttlMs <= now ? "expired" : "released";
+    if (c.epoch > this.epoch || (c.epoch === this.epoch && c.seq > this.seq)) throw goneError("unknown");
+    if (c.epoch === this.epoch) throw goneError(endedBy);
+    const highWater = this.grantHighWater[c.epoch];
+    if ((highWater !== undefined && c.seq <= highWater) || endedBy === "expired") throw goneError(endedBy);
+    const adopted = this.adopt(id, c, now);
+    if (!adopted) throw goneError("revoked", "its key is gone, disabled or full since the restart");
+    return adopted;
+  }
+
+  /** A lease granted in an earlier boot that no snapshot or journal recorded (e.g. the database was down). */
+  private adopt(id: string, c: LeaseClaims, now: number): Lease | undefined {
+    const k = this.pools.get(c.pool)?.keys.get(c.keyId);
+    if (!k || k.cfg.disabled || k.autoDisabled || (k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency)) return undefined;
+    const lease = this.addLease(k, id, c, "", c.issuedAt, c.issuedAt + c.ttlMs, c.ttlMs, false, now);
+    this.emit("lease_granted", now, c.pool, c.keyId, id, "re-adopted after restart");
+    return lease;
+  }
+
+  private claimsOf(leaseId: string): LeaseClaims | undefined {
+    try {
+      return this.tokens.verify(leaseId);
+    } catch {
+      return undefined;
+    }
+  }
+
+  // ---- waiting ------------------------------------------------------------------------------
+
+  /** Serves queued waiters, oldest first, while some key is eligible for them. */
+  private pump(pool: PoolEntry, now: number): void {
+    let w = pool.waitHead;
+    while (w) {
+      const next = w.next;
+      const k = chooseKey(pool, now, w.input.estimatedTokens, w.exclude, this.random);
+      if (k) {
+        this.dropWaiter(w);
+        w.resolve(this.grant(pool, k, w.input, now));
+      } else if (!w.exclude && w.input.estimatedTokens <= 0) {
+        // Nothing is eligible for an unrestricted waiter, so nothing is for anyone behind it.
+        return;
+      }
+      w = next;
+    }
+  }
+
+  private dropWaiter(w: Waiter): void {
+    if (!w.queued) return;
+    w.queued = false;
+    const pool = w.pool;
+    if (w.prev) w.prev.next = w.next;
+    else pool.waitHead = w.next;
+    if (w.next) w.next.prev = w.prev;
+    else pool.waitTail = w.prev;
+    w.prev = w.next = undefined;
+    pool.waiting--;
+    this.heap.cancel(w);
+    if (w.signal && w.onAbort) w.signal.removeEventListener("abort", w.onAbort);
+  }
+
+  private noKeyAvailable(pool: PoolEntry, now: number): DomainError {
+    const at = this.earliestAvailability(pool, now);
+    return new DomainError(
+      "no_key_available",
+      `no key of pool "${pool.cfg.name}" became available in time`,
+      at === undefined ? {} : { retryAfterMs: Math.max(0, at - now) },
+    );
+  }
+
+  /** The earliest instant some enabled key is known to become eligible, if any. */
+  private earliestAvailability(pool: PoolEntry, now: number): number | undefined {
+    let best: number | undefined;
+    for (const k of pool.keyList) {
+      if (k.cfg.disabled || k.autoDisabled || k.draining) continue;
+      let at = now;
+      if (k.cooldownUntil !== undefined) at = Math.max(at, k.cooldownUntil);
+      if (k.circuitState === "open" && k.circuitOpenUntil !== undefined) at = Math.max(at, k.circuitOpenUntil);
+      const b = k.budget;
+      if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined) at = Math.max(at, b.requestsResetAt);
+      if (b.tokensRemaining === 0 && b.tokensResetAt !== undefined) at = Math.max(at, b.tokensResetAt);
+      const full = k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency;
+      const probesFull = k.circuitState === "half_open" && k.probes >= pool.cfg.halfOpenProbes;
+      if (full || probesFull) {
+        let firstExpiry = Infinity;
+        for (const l of k.leases) if ((full || l.probe) && l.expiresAt < firstExpiry) firstExpiry = l.expiresAt;
+        if (firstExpiry === Infinity) continue;
+        at = Math.max(at, firstExpiry);
+      }
+      if (best === undefined || at < best) best = at;
+    }
+    return best;
+  }
+
+  // ---- health, cooldowns, circuit breaker ---------------------------------------------------
+
+  private recordSuccess(k: KeyEntry, report: SuccessReport, now: number): void {
+    this.recordLatency(k, report.latencyMs);
+    this.recordOutcome(k, 1, now);
+    k.consecutiveFailures = 0;
+    k.inputTokens += optionalCount(report.inputTokens) ?? 0;
+    k.outputTokens += optionalCount(report.outputTokens) ?? 0;
+    this.applyBudget(k, report.rateLimit, now);
+    if (k.circuitState === "half_open") this.closeCircuit(k, now);
+  }
+
+  private recordFailure(k: KeyEntry, outcome: FailureClass | "rate_limited", report: FailureReport, now: number): void {
+    this.recordLatency(k, report.latencyMs);
+    switch (outcome) {
+      case "rate_limited":
+        this.recordRateLimit(k, {}, now);
+        return;
+      case "auth":
+      case "quota_exhausted":
+        this.recordOutcome(k, 0, now);
+        this.autoDisable(k, outcome === "auth" ? "auth" : "quota", report.message || `provider answered ${report.httpStatus}`, now);
+        return;
+      case "transient":
+        this.recordOutcome(k, 0, now);
+        k.consecutiveFailures++;
+        if (k.circuitState === "half_open") this.openCircuit(k, now);
+        else if (k.circuitState === "closed" && k.consecutiveFailures >= k.pool.cfg.failureThreshold) this.openCircuit(k, now);
+        return;
+      case "overloaded":
+      case "client_error":
+        // Provider-wide overload and the caller's own bad request say nothing about this key.
+        return;
+    }
+  }
+
+  /** Applies a 429 to the key and its quota group; returns the key's cooldown end. */
+  private recordRateLimit(k: KeyEntry, report: RateLimitedReport, now: number): number {
+    const cfg = k.pool.cfg;
+    const fromHeaders = this.applyBudget(k, report.rateLimit, now);
+    if (k.rateLimitStreakStart !== undefined && now - k.rateLimitStreakStart <= cfg.maxCooldownMs) {
+      k.rateLimitStreak++;
+    } else {
+      k.rateLimitStreak = 1;
+      k.rateLimitStreakStart = now;
+    }
+    const retryAfter = report.retryAfterMs !== undefined && report.retryAfterMs >= 0 ? report.retryAfterMs : fromHeaders;
+    const wait = retryAfter ?? Math.min(cfg.defaultCooldownMs * 2 ** Math.min(k.rateLimitStreak - 1, 30), cfg.maxCooldownMs);
+    const until = now + Math.floor(wait);
+    this.coolDown(k, until, now);
+    if (k.cfg.quotaGroup !== "") {
+      for (const other of k.pool.keyList) if (other !== k && other.cfg.quotaGroup === k.cfg.quotaGroup) this.coolDown(other, until, now);
+    }
+    this.changed = true;
+    return k.cooldownUntil ?? until;
+  }
+
+  private recordLatency(k: KeyEntry, latencyMs: number | undefined): void {
+    if (latencyMs === undefined || !Number.isFinite(latencyMs) || latencyMs < 0) return;
+    k.emaLatencyMs = k.emaLatencyMs === undefined ? latencyMs : k.emaLatencyMs + EMA_ALPHA * (latencyMs - k.emaLatencyMs);
+    this.changed = true;
+  }
+
+  private recordOutcome(k: KeyEntry, ok: 0 | 1, now: number): void {
+    k.outcomes.push([now, ok]);
+    this.pruneOutcomes(k, now);
+    this.changed = true;
+  }
+
+  private pruneOutcomes(k: KeyEntry, now: number): void {
+    const o = k.outcomes;
+    let drop = Math.max(0, o.length - OUTCOME_WINDOW);
+    while (drop < o.length && o[drop]![0] <= now - OUTCOME_WINDOW_MS) drop++;
+    if (drop > 0) o.splice(0, drop);
+  }
+
+  private successRate(k: KeyEntry, now: number): number {
+    this.pruneOutcomes(k, now);
+    if (k.outcomes.length === 0) return 1;
+    let ok = 0;
+    for (const [, v] of k.outcomes) ok += v;
+    return ok / k.outcomes.length;
+  }
+
+  private autoDisable(k: KeyEntry, cause: "auth" | "quota", message: string, now: number): void {
+    if (k.autoDisabled) return;
+    k.autoDisabled = { cause, message, at: now };
+    this.changed = true;
+    this.emit("key_auto_disabled", now, k.pool.cfg.name, k.cfg.id, `${cause}: ${message}`);
+  }
+
+  /** Cooldowns only grow: the later of the current end and `until` wins. */
+  private coolDown(k: KeyEntry, until: number, now: number): void {
+    if (k.cooldownUntil !== undefined && k.cooldownUntil >= until) return;
+    k.cooldownUntil = until;
+    this.schedule(k.cooldownTimer, until, now);
+    this.changed = true;
+    this.emit("cooldown_started", now, k.pool.cfg.name, k.cfg.id, undefined, undefined, until);
+  }
+
+  private openCircuit(k: KeyEntry, now: number): void {
+    const cfg = k.pool.cfg;
+    k.circuitOpenCount++;
+    const duration = Math.min(cfg.openDurationMs * 2 ** Math.min(k.circuitOpenCount - 1, 30), cfg.maxOpenDurationMs);
+    k.circuitState = "open";
+    k.circuitOpenUntil = now + duration;
+    this.schedule(k.circuitTimer, k.circuitOpenUntil, now);
+    this.changed = true;
+    this.emit("circuit_opened", now, cfg.name, k.cfg.id, undefined, undefined, k.circuitOpenUntil);
+  }
+
+  private closeCircuit(k: KeyEntry, now: number): void {
+    k.circuitState = "closed";
+    k.circuitOpenUntil = undefined;
+    k.circuitOpenCount = 0;
+    this.heap.cancel(k.circuitTimer);
+    this.changed = true;
+    this.emit("circuit_closed", now, k.pool.cfg.name, k.cfg.id);
+  }
+
+  /** Records the provider's view (typed fields win over headers); returns the headers' retry-after. */
+  private applyBudget(k: KeyEntry, report: RateLimitReport | undefined, now: number): number | undefined {
+    if (!report) return undefined;
+    const h = report.headers && Object.keys(report.headers).length > 0 ? parseRateLimitHeaders(report.headers, now) : undefined;
+    const b = k.budget;
+    const fallbackReset = now + k.pool.cfg.defaultCooldownMs;
+    const requestsRemaining = optionalCount(report.requestsRemaining) ?? optionalCount(h?.requestsRemaining);
+    const requestsReset = optionalCount(report.requestsResetMs) ?? optionalCount(h?.requestsResetMs);
+    const requestsLimit = optionalCount(report.requestsLimit) ?? optionalCount(h?.requestsLimit);
+    if (requestsRemaining !== undefined) {
+      b.requestsRemaining = requestsRemaining;
+      // A budget read as exhausted with no reset is trusted for one default cooldown.
+      b.requestsResetAt = requestsReset !== undefined ? now + requestsReset : requestsRemaining === 0 ? fallbackReset : undefined;
+    } else if (requestsReset !== undefined) {
+      b.requestsResetAt = now + requestsReset;
+    }
+    if (requestsLimit !== undefined) b.requestsLimit = requestsLimit;
+    const tokensRemaining = optionalCount(report.tokensRemaining) ?? optionalCount(h?.tokensRemaining);
+    const tokensReset = optionalCount(report.tokensResetMs) ?? optionalCount(h?.tokensResetMs);
+    const tokensLimit = optionalCount(report.tokensLimit) ?? optionalCount(h?.tokensLimit);
+    if (tokensRemaining !== undefined) {
+      b.tokensRemaining = tokensRemaining;
+      b.tokensResetAt = tokensReset !== undefined ? now + tokensReset : tokensRemaining === 0 ? fallbackReset : undefined;
+    } else if (tokensReset !== undefined) {
+      b.tokensResetAt = now + tokensReset;
+    }
+    if (tokensLimit !== undefined) b.tokensLimit = tokensLimit;
+    this.scheduleBudgetWake(k, now);
+    this.changed = true;
+    return optionalCount(h?.retryAfterMs);
+  }
+
+  /** Wakes waiters at the next budget reset that can make the key eligible again. */
+  private scheduleBudgetWake(k: KeyEntry, now: number): void {
+    const b = k.budget;
+    let at = Infinity;
+    if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined && b.requestsResetAt > now) at = b.requestsResetAt;
+    if (b.tokensRemaining !== undefined && b.tokensResetAt !== undefined && b.tokensResetAt > now) at = Math.min(at, b.tokensResetAt);
+    if (at === Infinity) this.heap.cancel(k.budgetTimer);
+    else this.schedule(k.budgetTimer, at, now);
+  }
+
+  // ---- timers -------------------------------------------------------------------------------
+
+  /** Applies every deadline due by now, so no call ever sees a stale lease, cooldown or circuit. */
+  private tick(): number {
+    const now = this.clock.now();
+    const top = this.heap.peek();
+    if (top && top.at <= now) this.runDue(now);
+    return now;
+  }
+
+  private readonly onTimer = (): void => {
+    this.armed = undefined;
+    this.armedAt = undefined;
+    if (!this.closed) this.runDue(this.clock.now());
+  };
+
+  private runDue(now: number): void {
+    for (let item = this.heap.peek(); item && item.at <= now; item = this.heap.peek()) {
+      this.heap.pop();
+      this.fire(item, now);
+    }
+    this.arm(now);
+  }
+
+  private fire(item: TimerItem, now: number): void {
+    switch (item.kind) {
+      case "lease": {
+        const pool = item.key.pool;
+        this.endLease(item, "expired", "expired", now);
+        this.emit("lease_expired", now, pool.cfg.name, item.key.cfg.id, item.id);
+        this.pump(pool, now);
+        return;
+      }
+      case "waiter":
+        this.dropWaiter(item);
+        item.reject(this.noKeyAvailable(item.pool, now));
+        return;
+      case "cooldown":
+        this.onCooldownEnd(item, now);
+        return;
+      case "circuit":
+        this.onCircuitTimer(item, now);
+        return;
+      case "budget":
+        this.scheduleBudgetWake(item.key, now);
+        this.pump(item.key.pool, now);
+        return;
+    }
+  }
+
+  private onCooldownEnd(t: KeyTimer, now: number): void {
+    const k = t.key;
+    k.cooldownUntil = undefined;
+    this.changed = true;
+    this.emit("cooldown_ended", now, k.pool.cfg.name, k.cfg.id);
+    this.pump(k.pool, now);
+  }
+
+  private onCircuitTimer(t: KeyTimer, now: number): void {
+    const k = t.key;
+    if (k.circuitState !== "open") return;
+    k.circuitState = "half_open";
+    k.circuitOpenUntil = undefined;
+    this.changed = true;
+    this.emit("circuit_half_opened", now, k.pool.cfg.name, k.cfg.id);
+    this.pump(k.pool, now);
+  }
+
+  private schedule(item: TimerItem, at: number, now: number): void {
+    this.heap.schedule(item, at);
+    if (this.armedAt === undefined || at < this.armedAt) this.arm(now);
+  }
+
+  /** Keeps one clock timer armed for the earliest deadline; a later-armed timer is left alone and re-arms when it fires. */
+  private arm(now: number): void {
+    if (this.closed) return;
+    const top = this.heap.peek();
+    if (!top) return;
+    if (this.armedAt !== undefined && this.armedAt <= top.at) return;
+    if (this.armed !== undefined) this.clock.clearTimeout(this.armed);
+    const delay = Math.min(Math.max(0, top.at - now), MAX_TIMER_DELAY_MS);
+    this.armedAt = now + delay;
+    this.armed = this.clock.setTimeout(this.onTimer, delay);
+  }
+
+  // ---- pools and keys -----------------------------------------------------------------------
+
+  private insertPool(cfg: PoolConfig): PoolEntry {
+    const pool: PoolEntry = {
+      cfg: { ...cfg },
+      keys: new Map(),
+      keyList: [],
+      cursor: 0,
+      waitHead: undefined,
+      waitTail: undefined,
+      waiting: 0,
+      active: 0,
+      exhausted: false,
+    };
+    this.pools.set(cfg.name, pool);
+    return pool;
+  }
+
+  private insertKey(pool: PoolEntry, cfg: KeyConfig): KeyEntry {
+    const k = newKeyEntry({ ...cfg, metadata: { ...cfg.metadata } }, pool);
+    k.slot = pool.keyList.length;
+    pool.keyList.push(k);
+    pool.keys.set(cfg.id, k);
+    return k;
+  }
+
+  private restoreKey(k: KeyEntry, r: KeyRuntime, now: number): void {
+    k.autoDisabled = r.autoDisabled && { ...r.autoDisabled };
+    k.draining = r.draining && { ...r.draining };
+    k.rateLimitStreak = r.rateLimitStreak;
+    k.rateLimitStreakStart = r.rateLimitStreakStart;
+    k.circuitState = r.circuitState;
+    k.circuitOpenUntil = r.circuitOpenUntil;
+    k.circuitOpenCount = r.circuitOpenCount;
+    k.consecutiveFailures = r.consecutiveFailures;
+    k.emaLatencyMs = r.emaLatencyMs;
+    k.outcomes = r.outcomes.map(([t, ok]) => [t, ok]);
+    k.grants = [...r.recentGrants];
+    k.grantsHead = 0;
+    k.budget = { ...r.budget };
+    k.totalLeases = r.totalLeases;
+    k.inputTokens = r.inputTokens;
+    k.outputTokens = r.outputTokens;
+    if (r.cooldownUntil !== undefined) {
+      k.cooldownUntil = r.cooldownUntil;
+      this.heap.schedule(k.cooldownTimer, r.cooldownUntil);
+    }
+    if (k.circuitState === "open") this.heap.schedule(k.circuitTimer, k.circuitOpenUntil ?? now);
+    this.scheduleBudgetWake(k, now);
+  }
+
+  private finishDrain(k: KeyEntry, now: number): void {
+    if (k.draining?.remove) {
+      this.dropKey(k, now);
+      return;
+    }
+    k.draining = undefined;
+    this.changed = true;
+  }
+
+  private dropKey(k: KeyEntry, now: number): void {
+    const pool = k.pool;
+    this.cancelKeyTimers(k);
+    const last = pool.keyList.pop()!;
+    if (last !== k) {
+      pool.keyList[k.slot] = last;
+      last.slot = k.slot;
+    }
+    pool.keys.delete(k.cfg.id);
+    this.changed = true;
+    this.emit("key_removed", now, pool.cfg.name, k.cfg.id);
+  }
+
+  private cancelKeyTimers(k: KeyEntry): void {
+    this.heap.cancel(k.cooldownTimer);
+    this.heap.cancel(k.circuitTimer);
+    this.heap.cancel(k.budgetTimer);
+  }
+
+  /** "k_" and 8 base32 characters from the injected random source; crypto takes over if it keeps colliding. */
+  private newKeyId(pool: PoolEntry): string {
+    for (let attempt = 0; ; attempt++) {
+      let id = "k_";
+      for (let i = 0; i < 8; i++) {
+        const r = attempt < 8 ? this.random() : randomInt(ID_ALPHABET.length) / ID_ALPHABET.length;
+        id += ID_ALPHABET[Math.min(ID_ALPHABET.length - 1, Math.floor(r * ID_ALPHABET.length))];
+      }
+      if (!pool.keys.has(id)) return id;
+    }
+  }
+
+  private poolEntry(name: string): PoolEntry {
+    const pool = this.pools.get(name);
+    if (!pool) throw new DomainError("pool_not_found", `pool "${name}" not found`);
+    return pool;
+  }
+
+  private keyEntry(pool: string, keyId: string): KeyEntry {
+    const k = this.poolEntry(pool).keys.get(keyId);
+    if (!k) throw new DomainError("key_not_found", `key "${keyId}" not found in pool "${pool}"`);
+    return k;
+  }
+
+  private view(k: KeyEntry): KeyView {
+    return { config: { ...k.cfg, metadata: { ...k.cfg.metadata } }, state: keyState(k), stateReason: keyStateReason(k) };
+  }
+
+  private keyStats(k: KeyEntry, now: number): KeyStatsView {
+    return {
+      keyId: k.cfg.id,
+      label: k.cfg.label,
+      state: keyState(k),
+      eligible: isEligible(k, now, 0, undefined),
+      activeLeases: k.active,
+      maxConcurrency: k.cfg.maxConcurrency,
+      emaLatencyMs: k.emaLatencyMs,
+      successRate: this.successRate(k, now),
+      consecutiveFailures: k.consecutiveFailures,
+      circuitState: k.circuitState,
+      circuitOpenUntil: k.circuitOpenUntil,
+      cooldownUntil: k.cooldownUntil,
+      cooldownRemainingMs: k.cooldownUntil !== undefined ? Math.max(0, k.cooldownUntil - now) : 0,
+      budget: { ...k.budget },
+      totalLeases: k.totalLeases,
+      recentLeases: recentGrants(k, now),
+      inputTokens: k.inputTokens,
+      outputTokens: k.outputTokens,
+    };
+  }
+
+  private emit(type: EventType, time: number, pool: string, keyId?: string, leaseId?: string, reason?: string, until?: number): void {
+    if (!this.onEvent) return;
+    const e: DomainEvent = { type, time, pool };
+    if (keyId !== undefined) e.keyId = keyId;
+    if (leaseId !== undefined) e.leaseId = leaseId;
+    if (reason !== undefined) e.reason = reason;
+    if (until !== undefined) e.until = until;
+    try {
+      this.onEvent(e);
+    } catch {
+      // A subscriber's failure must not break the engine.
+    }
+  }
+}

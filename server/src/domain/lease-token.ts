@@ -1,0 +1,68 @@
+// Self-validating lease ids: lk1.<base64url payload>.<base64url HMAC-SHA256 truncated to 16 bytes>.
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { DomainError } from "./errors.js";
+
+/** What a lease id says about its lease; issuedAt + ttlMs is the expiry the token was minted with. */
+export interface LeaseClaims {
+  pool: string;
+  keyId: string;
+  /** Server boot number the lease was granted in. */
+  epoch: number;
+  /** Per-epoch grant counter: the lease's generation. */
+  seq: number;
+  issuedAt: number;
+  ttlMs: number;
+}
+
+const PREFIX = "lk1.";
+const MAC_BYTES = 16;
+const SHAPE = /^lk1\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{22})$/;
+
+function malformed(): DomainError {
+  return new DomainError("lease_id_malformed", "lease_id: not a KeyMesh lease id", { field: "lease_id" });
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+export class LeaseTokens {
+  constructor(private readonly secret: Uint8Array) {}
+
+  issue(c: LeaseClaims): string {
+    const payload = Buffer.from(JSON.stringify([c.epoch, c.seq, c.issuedAt, c.ttlMs, c.pool, c.keyId])).toString("base64url");
+    return `${PREFIX}${payload}.${this.mac(payload).toString("base64url")}`;
+  }
+
+  /** The claims of an authentic id; undefined when the MAC is wrong; throws lease_id_malformed when it is not a lease id at all. */
+  verify(leaseId: string): LeaseClaims | undefined {
+    const m = SHAPE.exec(leaseId);
+    if (!m) throw malformed();
+    const claims = decode(m[1]!);
+    if (!claims) throw malformed();
+    const given = Buffer.from(m[2]!, "base64url");
+    // Only the canonical encoding is accepted, so one lease has exactly one id string.
+    if (given.toString("base64url") !== m[2]) throw malformed();
+    return timingSafeEqual(given, this.mac(m[1]!)) ? claims : undefined;
+  }
+
+  private mac(payload: string): Buffer {
+    return createHmac("sha256", this.secret).update(payload).digest().subarray(0, MAC_BYTES);
+  }
+}
+
+function decode(payload: string): LeaseClaims | undefined {
+  const bytes = Buffer.from(payload, "base64url");
+  if (bytes.toString("base64url") !== payload) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 6) return undefined;
+  const [epoch, seq, issuedAt, ttlMs, pool, keyId] = parsed as unknown[];
+  if (!isCount(epoch) || !isCount(seq) || !isCount(issuedAt) || !isCount(ttlMs)) return undefined;
+  if (typeof pool !== "string" || typeof keyId !== "string") return undefined;
+  return { epoch, seq, issuedAt, ttlMs, pool, keyId };
+}

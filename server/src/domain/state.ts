@@ -1,0 +1,181 @@
+// The engine's in-memory state: pools, keys, leases and waiters, and the eligibility rule (DESIGN rule 6).
+import type { Scheduled } from "./timer-heap.js";
+import type {
+  AcquireInput,
+  CircuitState,
+  Grant,
+  KeyConfig,
+  KeyRuntime,
+  KeyState,
+  LeaseGoneReason,
+  PoolConfig,
+  ProviderBudget,
+} from "./types.js";
+
+/** One of a key's own deadlines on the timer heap. */
+export interface KeyTimer extends Scheduled {
+  kind: "cooldown" | "circuit" | "budget";
+  key: KeyEntry;
+}
+
+export interface Lease extends Scheduled {
+  kind: "lease";
+  id: string;
+  epoch: number;
+  seq: number;
+  key: KeyEntry;
+  holder: string;
+  acquiredAt: number;
+  expiresAt: number;
+  ttlMs: number;
+  /** Granted while the key's circuit was half-open: holds one of its probe slots. */
+  probe: boolean;
+  watchers?: Array<(reason: LeaseGoneReason, message: string) => void>;
+}
+
+export interface Waiter extends Scheduled {
+  kind: "waiter";
+  pool: PoolEntry;
+  queued: boolean;
+  input: AcquireInput;
+  exclude: Set<string> | undefined;
+  resolve: (g: Grant) => void;
+  reject: (e: Error) => void;
+  prev: Waiter | undefined;
+  next: Waiter | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export type TimerItem = Lease | Waiter | KeyTimer;
+
+export interface KeyEntry {
+  cfg: KeyConfig;
+  pool: PoolEntry;
+  /** Index in pool.keyList. */
+  slot: number;
+  active: number;
+  leases: Set<Lease>;
+  /** Live leases holding a half-open probe slot. */
+  probes: number;
+  autoDisabled: KeyRuntime["autoDisabled"];
+  draining: KeyRuntime["draining"];
+  cooldownUntil: number | undefined;
+  rateLimitStreak: number;
+  rateLimitStreakStart: number | undefined;
+  circuitState: CircuitState;
+  circuitOpenUntil: number | undefined;
+  circuitOpenCount: number;
+  consecutiveFailures: number;
+  emaLatencyMs: number | undefined;
+  outcomes: Array<[number, 0 | 1]>;
+  /** Grant instants, oldest first; entries before grantsHead have left the least_used window. */
+  grants: number[];
+  grantsHead: number;
+  budget: ProviderBudget;
+  totalLeases: number;
+  inputTokens: number;
+  outputTokens: number;
+  /** Smooth weighted round robin running weight. */
+  swrrCurrent: number;
+  cooldownTimer: KeyTimer;
+  circuitTimer: KeyTimer;
+  budgetTimer: KeyTimer;
+}
+
+export interface PoolEntry {
+  cfg: PoolConfig;
+  keys: Map<string, KeyEntry>;
+  keyList: KeyEntry[];
+  /** Where round_robin and tie rotation resume. */
+  cursor: number;
+  waitHead: Waiter | undefined;
+  waitTail: Waiter | undefined;
+  waiting: number;
+  active: number;
+  /** Set when an acquire found no eligible key, cleared by the next grant: pool_exhausted fires once per episode. */
+  exhausted: boolean;
+}
+
+export const LEAST_USED_WINDOW_MS = 60_000;
+
+export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
+  const key = {
+    cfg,
+    pool,
+    slot: -1,
+    active: 0,
+    leases: new Set<Lease>(),
+    probes: 0,
+    autoDisabled: undefined,
+    draining: undefined,
+    cooldownUntil: undefined,
+    rateLimitStreak: 0,
+    rateLimitStreakStart: undefined,
+    circuitState: "closed",
+    circuitOpenUntil: undefined,
+    circuitOpenCount: 0,
+    consecutiveFailures: 0,
+    emaLatencyMs: undefined,
+    outcomes: [],
+    grants: [],
+    grantsHead: 0,
+    budget: {},
+    totalLeases: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    swrrCurrent: 0,
+  } as Omit<KeyEntry, "cooldownTimer" | "circuitTimer" | "budgetTimer"> as KeyEntry;
+  key.cooldownTimer = { kind: "cooldown", key, at: 0, heapPos: -1, heapSeq: 0 };
+  key.circuitTimer = { kind: "circuit", key, at: 0, heapPos: -1, heapSeq: 0 };
+  key.budgetTimer = { kind: "budget", key, at: 0, heapPos: -1, heapSeq: 0 };
+  return key;
+}
+
+export function keyState(k: KeyEntry): KeyState {
+  if (k.draining && (k.draining.remove || k.active > 0)) return "draining";
+  if (k.cfg.disabled) return "disabled";
+  if (k.autoDisabled) return k.autoDisabled.cause === "auth" ? "auto_disabled_auth" : "auto_disabled_quota";
+  return "enabled";
+}
+
+export function keyStateReason(k: KeyEntry): string {
+  if (k.draining?.remove) return "removing: draining";
+  if (k.cfg.disabled) return k.cfg.disabledReason;
+  if (k.autoDisabled) return k.autoDisabled.message;
+  return "";
+}
+
+/** Rule 6. Pure: the timer heap has already applied every deadline up to `now`. */
+export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): boolean {
+  if (k.cfg.disabled || k.autoDisabled || k.draining) return false;
+  if (k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency) return false;
+  if (k.cooldownUntil !== undefined && k.cooldownUntil > now) return false;
+  if (k.circuitState === "open") return false;
+  if (k.circuitState === "half_open" && k.probes >= k.pool.cfg.halfOpenProbes) return false;
+  const b = k.budget;
+  if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined && b.requestsResetAt > now) return false;
+  if (
+    b.tokensRemaining !== undefined &&
+    b.tokensResetAt !== undefined &&
+    b.tokensResetAt > now &&
+    (b.tokensRemaining === 0 || b.tokensRemaining < estimatedTokens)
+  ) {
+    return false;
+  }
+  return exclude === undefined || !exclude.has(k.cfg.id);
+}
+
+/** Grants within the least_used window; drops older ones as it goes. */
+export function recentGrants(k: KeyEntry, now: number): number {
+  const g = k.grants;
+  const cutoff = now - LEAST_USED_WINDOW_MS;
+  let head = k.grantsHead;
+  while (head < g.length && g[head]! <= cutoff) head++;
+  if (head > 1024 && head * 2 > g.length) {
+    g.splice(0, head);
+    head = 0;
+  }
+  k.grantsHead = head;
+  return g.length - head;
+}

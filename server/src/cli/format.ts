@@ -1,0 +1,116 @@
+// Rendering admin API messages for people (aligned tables, one line per event) and for scripts (JSON).
+import type { DescEnum } from "@bufbuild/protobuf";
+import { durationMs, timestampMs, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  CircuitStateSchema,
+  EventTypeSchema,
+  KeyStateSchema,
+  StrategySchema,
+  type Event,
+  type Key,
+  type Lease,
+  type Pool,
+  type PoolStats,
+} from "../gen/keymesh/v1/admin_pb.js";
+import { formatDuration } from "../ops/duration.js";
+
+/** Columns padded to their widest cell, separated by two spaces; the last column is not padded. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n") + "\n";
+}
+
+/** An enum value by its short lower-case name: KEY_STATE_AUTO_DISABLED_AUTH → "auto_disabled_auth". */
+export function enumName(schema: DescEnum, value: number): string {
+  return schema.values.find((v) => v.number === value)?.localName.toLowerCase() ?? String(value);
+}
+
+const dash = "-";
+const duration = (d: Duration | undefined) => (d ? formatDuration(durationMs(d)) : dash);
+const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : dash);
+
+export function poolsTable(pools: Pool[]): string {
+  return table(
+    ["NAME", "STRATEGY", "KEYS", "TTL (MIN/DEFAULT/MAX)", "COOLDOWN (DEFAULT/MAX)", "BREAKER", "DESCRIPTION"],
+    pools.map((p) => [
+      p.name,
+      enumName(StrategySchema, p.strategy),
+      String(p.keyCount),
+      `${duration(p.minTtl)}/${duration(p.defaultTtl)}/${duration(p.maxTtl)}`,
+      `${duration(p.defaultCooldown)}/${duration(p.maxCooldown)}`,
+      p.circuitBreaker
+        ? `${p.circuitBreaker.failureThreshold} fails, open ${duration(p.circuitBreaker.openDuration)}`
+        : dash,
+      p.description,
+    ]),
+  );
+}
+
+const metadataText = (metadata: Record<string, string>) =>
+  Object.entries(metadata)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",") || dash;
+
+export function keysTable(keys: Key[]): string {
+  return table(
+    ["ID", "LABEL", "SECRET", "STATE", "WEIGHT", "MAX_CONC", "QUOTA_GROUP", "METADATA", "REASON"],
+    keys.map((k) => [
+      k.id,
+      k.label,
+      k.secretHint,
+      enumName(KeyStateSchema, k.state),
+      String(k.weight),
+      k.maxConcurrency === 0 ? "unlimited" : String(k.maxConcurrency),
+      k.quotaGroup || dash,
+      metadataText(k.metadata),
+      k.stateReason,
+    ]),
+  );
+}
+
+export function leasesTable(leases: Lease[]): string {
+  return table(
+    ["LEASE", "KEY", "HOLDER", "ACQUIRED", "EXPIRES", "TTL"],
+    leases.map((l) => [l.leaseId, l.keyId, l.holder || dash, iso(l.acquireTime), iso(l.expiresAt), duration(l.ttl)]),
+  );
+}
+
+/** The stats view: a summary line, then one row per key. `now` places open circuits in time. */
+export function statsTable(stats: PoolStats, now: number): string {
+  const summary =
+    `pool ${stats.pool}: ${stats.totalKeys} keys, ${stats.eligibleKeys} eligible, ` +
+    `${stats.activeLeases} active leases, ${stats.waiters} waiting\n`;
+  const rows = stats.keys.map((k) => {
+    const circuit = enumName(CircuitStateSchema, k.circuitState);
+    const openFor = k.circuitOpenUntil ? timestampMs(k.circuitOpenUntil) - now : 0;
+    const cooldown = k.cooldownRemaining ? durationMs(k.cooldownRemaining) : 0;
+    return [
+      k.keyId,
+      k.label,
+      enumName(KeyStateSchema, k.state),
+      k.eligible ? "yes" : "no",
+      k.maxConcurrency === 0 ? String(k.activeLeases) : `${k.activeLeases}/${k.maxConcurrency}`,
+      k.emaLatency ? formatDuration(durationMs(k.emaLatency)) : dash,
+      `${(k.successRate * 100).toFixed(1)}%`,
+      cooldown > 0 ? formatDuration(cooldown) : dash,
+      circuit === "open" && openFor > 0 ? `open (${formatDuration(openFor)} left)` : circuit,
+      String(k.totalLeases),
+    ];
+  });
+  return (
+    summary +
+    table(["KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "TOTAL"], rows)
+  );
+}
+
+/** One line per event: time, type, then the fields that are set. */
+export function eventLine(event: Event): string {
+  const parts = [iso(event.time), enumName(EventTypeSchema, event.type), `pool=${event.pool}`];
+  if (event.keyId) parts.push(`key=${event.keyId}`);
+  if (event.leaseId) parts.push(`lease=${event.leaseId}`);
+  if (event.until) parts.push(`until=${iso(event.until)}`);
+  if (event.reason) parts.push(`reason=${JSON.stringify(event.reason)}`);
+  return parts.join(" ") + "\n";
+}

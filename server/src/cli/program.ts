@@ -1,0 +1,417 @@
+// The `keymesh` command line: operator commands over the admin API, plus `serve`.
+// Every failure becomes one `error: …` line on stderr and a non-zero exit code.
+import { create, toJson, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { durationFromMs, FieldMaskSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import {
+  AddKeyResponseSchema,
+  CircuitBreakerConfigSchema,
+  CreatePoolResponseSchema,
+  DisableKeyResponseSchema,
+  EnableKeyResponseSchema,
+  EventSchema,
+  GetPoolStatsResponseSchema,
+  KeySchema,
+  KeyState,
+  ListKeysResponseSchema,
+  ListLeasesResponseSchema,
+  ListPoolsResponseSchema,
+  PoolSchema,
+  Strategy,
+  UpdateKeyResponseSchema,
+  UpdatePoolResponseSchema,
+  type Key,
+  type Pool,
+} from "../gen/keymesh/v1/admin_pb.js";
+import { parseDuration } from "../ops/duration.js";
+import type { AdminClient, ConnectOptions } from "./client.js";
+import { eventLine, keysTable, leasesTable, poolsTable, statsTable } from "./format.js";
+
+export const DEFAULT_ADDR = "127.0.0.1:50051";
+/** A unary admin call that takes longer than this is reported as a failure rather than hanging. */
+const CALL_TIMEOUT_MS = 15_000;
+
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  readStdin(): Promise<string>;
+  env: NodeJS.ProcessEnv;
+  connect(options: ConnectOptions): AdminClient;
+  runServer(): Promise<void>;
+  now(): number;
+  /** Ends a running `watch` (Ctrl-C); a watch that ends this way exits 0. */
+  interrupt?: AbortSignal;
+}
+
+/** A mistake in how the command was invoked (exit code 2). */
+class UsageError extends Error {}
+
+const STRATEGIES: Record<string, Strategy> = {
+  round_robin: Strategy.ROUND_ROBIN,
+  least_busy: Strategy.LEAST_BUSY,
+  weighted: Strategy.WEIGHTED,
+  least_used: Strategy.LEAST_USED,
+  latency: Strategy.LATENCY,
+};
+
+function durationArg(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new InvalidArgumentError('expected a duration such as "500ms", "30s", "5m", "1h"');
+  return ms;
+}
+
+function nonNegativeIntArg(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError("expected a non-negative integer");
+  }
+  return Number(value);
+}
+
+function metadataArg(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf("=");
+  if (eq <= 0) throw new InvalidArgumentError("expected key=value");
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
+/** gRPC code names as the wire spells them in lower case: NotFound → "not_found". */
+export function codeName(code: Code): string {
+  return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
+}
+
+/** The one line printed for a failure; never a stack trace. */
+export function errorLine(err: unknown, addr: string): string {
+  if (err instanceof ConnectError) {
+    const hint = err.code === Code.Unavailable ? ` (is keymesh serving on ${addr}?)` : "";
+    return `error: ${codeName(err.code)}: ${err.rawMessage}${hint}`;
+  }
+  return `error: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+interface PoolFlags {
+  strategy?: string;
+  minTtl?: number;
+  maxTtl?: number;
+  defaultTtl?: number;
+  defaultCooldown?: number;
+  maxCooldown?: number;
+  failureThreshold?: number;
+  openDuration?: number;
+  maxOpenDuration?: number;
+  halfOpenProbes?: number;
+  description?: string;
+}
+
+function addPoolFlags(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--strategy <strategy>", "how keys are chosen").choices(Object.keys(STRATEGIES)))
+    .option("--min-ttl <duration>", "smallest lease ttl granted", durationArg)
+    .option("--max-ttl <duration>", "largest lease ttl granted", durationArg)
+    .option("--default-ttl <duration>", "lease ttl when a request names none", durationArg)
+    .option("--default-cooldown <duration>", "cooldown after a 429 without retry-after", durationArg)
+    .option("--max-cooldown <duration>", "cap on the doubling cooldown", durationArg)
+    .option("--failure-threshold <n>", "consecutive failures that open a key's circuit", nonNegativeIntArg)
+    .option("--open-duration <duration>", "how long a circuit first stays open", durationArg)
+    .option("--max-open-duration <duration>", "cap on the doubling open duration", durationArg)
+    .option("--half-open-probes <n>", "trial leases while half-open", nonNegativeIntArg)
+    .option("--description <text>", "free-form description");
+}
+
+/** The Pool message and the field-mask paths of the flags that were given. */
+function poolFromFlags(name: string, flags: PoolFlags): { pool: Pool; paths: string[] } {
+  const paths: string[] = [];
+  const pool = create(PoolSchema, { name });
+  const breaker = create(CircuitBreakerConfigSchema);
+  const durations: Array<[keyof PoolFlags, "minTtl" | "maxTtl" | "defaultTtl" | "defaultCooldown" | "maxCooldown", string]> = [
+    ["minTtl", "minTtl", "min_ttl"],
+    ["maxTtl", "maxTtl", "max_ttl"],
+    ["defaultTtl", "defaultTtl", "default_ttl"],
+    ["defaultCooldown", "defaultCooldown", "default_cooldown"],
+    ["maxCooldown", "maxCooldown", "max_cooldown"],
+  ];
+  if (flags.strategy !== undefined) {
+    pool.strategy = STRATEGIES[flags.strategy];
+    paths.push("strategy");
+  }
+  for (const [flag, field, path] of durations) {
+    const ms = flags[flag] as number | undefined;
+    if (ms === undefined) continue;
+    pool[field] = durationFromMs(ms);
+    paths.push(path);
+  }
+  if (flags.failureThreshold !== undefined) {
+    breaker.failureThreshold = flags.failureThreshold;
+    paths.push("circuit_breaker.failure_threshold");
+  }
+  if (flags.openDuration !== undefined) {
+    breaker.openDuration = durationFromMs(flags.openDuration);
+    paths.push("circuit_breaker.open_duration");
+  }
+  if (flags.maxOpenDuration !== undefined) {
+    breaker.maxOpenDuration = durationFromMs(flags.maxOpenDuration);
+    paths.push("circuit_breaker.max_open_duration");
+  }
+  if (flags.halfOpenProbes !== undefined) {
+    breaker.halfOpenProbes = flags.halfOpenProbes;
+    paths.push("circuit_breaker.half_open_probes");
+  }
+  if (paths.some((p) => p.startsWith("circuit_breaker."))) pool.circuitBreaker = breaker;
+  if (flags.description !== undefined) {
+    pool.description = flags.description;
+    paths.push("description");
+  }
+  return { pool, paths };
+}
+
+interface KeyFlags {
+  id?: string;
+  secret?: string;
+  secretEnv?: string;
+  secretStdin?: boolean;
+  label?: string;
+  weight?: number;
+  maxConcurrency?: number;
+  quotaGroup?: string;
+  metadata?: Record<string, string>;
+  disabled?: boolean;
+}
+
+function addKeyFlags(cmd: Command): Command {
+  return cmd
+    .option("--secret <secret>", "the API key itself (visible in shell history; prefer --secret-env or --secret-stdin)")
+    .option("--secret-env <var>", "read the API key from this environment variable")
+    .option("--secret-stdin", "read the API key from standard input")
+    .option("--label <label>", "human-readable label")
+    .option("--weight <n>", "weight for the weighted strategy", nonNegativeIntArg)
+    .option("--max-concurrency <n>", "most concurrent leases (0 is unlimited)", nonNegativeIntArg)
+    .option("--quota-group <group>", "keys sharing a quota group cool down together")
+    .option("--metadata <key=value>", "metadata for borrowers, e.g. base_url=… (repeatable; replaces all)", metadataArg);
+}
+
+/** The secret from exactly one of the three sources, or undefined when none is given. */
+async function secretFromFlags(flags: KeyFlags, io: CliIo): Promise<string | undefined> {
+  const given = [flags.secret !== undefined, flags.secretEnv !== undefined, flags.secretStdin === true].filter(Boolean);
+  if (given.length > 1) throw new UsageError("give the secret once: --secret, --secret-env or --secret-stdin");
+  let secret: string | undefined;
+  if (flags.secret !== undefined) secret = flags.secret;
+  if (flags.secretEnv !== undefined) {
+    secret = io.env[flags.secretEnv];
+    if (!secret) throw new UsageError(`environment variable ${flags.secretEnv} is not set`);
+  }
+  if (flags.secretStdin) secret = (await io.readStdin()).replace(/\r?\n$/, "");
+  if (secret !== undefined && secret.trim() === "") throw new UsageError("the secret is empty");
+  return secret;
+}
+
+const KEY_FLAG_PATHS: Array<[keyof KeyFlags & keyof Key, string]> = [
+  ["label", "label"],
+  ["weight", "weight"],
+  ["maxConcurrency", "max_concurrency"],
+  ["quotaGroup", "quota_group"],
+  ["metadata", "metadata"],
+];
+
+/** The Key message and the field-mask paths of the flags that were given. */
+function keyFromFlags(pool: string, id: string, flags: KeyFlags): { key: Key; paths: string[] } {
+  const key = create(KeySchema, { pool, id });
+  const paths: string[] = [];
+  for (const [field, path] of KEY_FLAG_PATHS) {
+    if (flags[field] === undefined) continue;
+    (key as Record<string, unknown>)[field] = flags[field];
+    paths.push(path);
+  }
+  return { key, paths };
+}
+
+interface GlobalFlags {
+  addr: string;
+  token?: string;
+  json?: boolean;
+}
+
+/** Runs one invocation; resolves to the process exit code. */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  let client: AdminClient | undefined;
+  let globals: GlobalFlags = { addr: io.env.KEYMESH_ADDR || DEFAULT_ADDR };
+
+  const program = new Command("keymesh")
+    .description("KeyMesh: lease LLM API keys from shared pools")
+    .option("--addr <host:port>", "admin API address (env KEYMESH_ADDR)", io.env.KEYMESH_ADDR || DEFAULT_ADDR)
+    .option("--token <token>", "bearer token with the admin scope (env KEYMESH_TOKEN)")
+    .option("--json", "machine-readable JSON output")
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout(text),
+      writeErr: (text) => io.stderr(text),
+      outputError: (text, write) => write(text.endsWith("\n") ? text : `${text}\n`),
+    })
+    .hook("preAction", (_root, action) => {
+      globals = action.optsWithGlobals() as GlobalFlags;
+    });
+
+  const admin = (): AdminClient => {
+    client ??= io.connect({ addr: globals.addr, token: globals.token ?? (io.env.KEYMESH_TOKEN || undefined) });
+    return client;
+  };
+  const call = { timeoutMs: CALL_TIMEOUT_MS };
+  /** JSON for scripts, or the human rendering. */
+  const emit = <D extends DescMessage>(schema: D, message: MessageShape<D>, human: () => string) => {
+    io.stdout(globals.json ? `${toJsonString(schema, message, { prettySpaces: 2 })}\n` : human());
+  };
+  const done = (text: string) => {
+    io.stdout(globals.json ? "{}\n" : `${text}\n`);
+  };
+
+  program
+    .command("serve")
+    .description("run the KeyMesh server (configured by KEYMESH_* environment variables)")
+    .action(() => io.runServer());
+
+  const pools = program.command("pools").description("manage pools");
+  pools
+    .command("list")
+    .description("list pools")
+    .action(async () => {
+      const res = await admin().listPools({}, call);
+      emit(ListPoolsResponseSchema, res, () => poolsTable(res.pools));
+    });
+  addPoolFlags(pools.command("create").argument("<pool>").description("create a pool")).action(
+    async (name: string, flags: PoolFlags) => {
+      const res = await admin().createPool({ pool: poolFromFlags(name, flags).pool }, call);
+      emit(CreatePoolResponseSchema, res, () => poolsTable(res.pool ? [res.pool] : []));
+    },
+  );
+  addPoolFlags(pools.command("update").argument("<pool>").description("change the given settings of a pool")).action(
+    async (name: string, flags: PoolFlags) => {
+      const { pool, paths } = poolFromFlags(name, flags);
+      if (paths.length === 0) throw new UsageError("nothing to update: give at least one setting flag");
+      const res = await admin().updatePool({ pool, updateMask: create(FieldMaskSchema, { paths }) }, call);
+      emit(UpdatePoolResponseSchema, res, () => poolsTable(res.pool ? [res.pool] : []));
+    },
+  );
+  pools
+    .command("delete")
+    .argument("<pool>")
+    .description("delete a pool and its keys")
+    .option("--force", "delete even with live leases (they are revoked)")
+    .action(async (name: string, flags: { force?: boolean }) => {
+      await admin().deletePool({ name, force: flags.force ?? false }, call);
+      done(`deleted pool ${name}`);
+    });
+
+  const keys = program.command("keys").description("manage the keys of a pool");
+  addKeyFlags(keys.command("add").argument("<pool>").description("add a key to a pool"))
+    .option("--id <id>", "key id (generated when omitted)")
+    .option("--disabled", "add the key disabled")
+    .action(async (pool: string, flags: KeyFlags) => {
+      const secret = await secretFromFlags(flags, io);
+      if (secret === undefined) throw new UsageError("keys add needs --secret, --secret-env or --secret-stdin");
+      const { key } = keyFromFlags(pool, flags.id ?? "", flags);
+      if (flags.disabled) key.state = KeyState.DISABLED;
+      const res = await admin().addKey({ pool, key, secret }, call);
+      emit(AddKeyResponseSchema, res, () => keysTable(res.key ? [res.key] : []));
+    });
+  keys
+    .command("list")
+    .argument("<pool>")
+    .description("list the keys of a pool (secrets masked)")
+    .action(async (pool: string) => {
+      const res = await admin().listKeys({ pool }, call);
+      emit(ListKeysResponseSchema, res, () => keysTable(res.keys));
+    });
+  addKeyFlags(keys.command("update").argument("<pool>").argument("<key>").description("change a key; a secret flag rotates it"))
+    .action(async (pool: string, id: string, flags: KeyFlags) => {
+      const secret = await secretFromFlags(flags, io);
+      const { key, paths } = keyFromFlags(pool, id, flags);
+      if (secret !== undefined) paths.push("secret");
+      if (paths.length === 0) throw new UsageError("nothing to update: give at least one flag");
+      const res = await admin().updateKey({ key, updateMask: create(FieldMaskSchema, { paths }), secret: secret ?? "" }, call);
+      emit(UpdateKeyResponseSchema, res, () => keysTable(res.key ? [res.key] : []));
+    });
+  keys
+    .command("enable")
+    .argument("<pool>")
+    .argument("<key>")
+    .description("put a disabled key back in rotation")
+    .action(async (pool: string, keyId: string) => {
+      const res = await admin().enableKey({ pool, keyId }, call);
+      emit(EnableKeyResponseSchema, res, () => keysTable(res.key ? [res.key] : []));
+    });
+  keys
+    .command("disable")
+    .argument("<pool>")
+    .argument("<key>")
+    .description("take a key out of rotation (its leases are revoked unless --drain)")
+    .option("--drain", "let live leases finish")
+    .option("--reason <text>", "why, for the record")
+    .action(async (pool: string, keyId: string, flags: { drain?: boolean; reason?: string }) => {
+      const res = await admin().disableKey({ pool, keyId, drain: flags.drain ?? false, reason: flags.reason ?? "" }, call);
+      emit(DisableKeyResponseSchema, res, () => keysTable(res.key ? [res.key] : []));
+    });
+  keys
+    .command("remove")
+    .argument("<pool>")
+    .argument("<key>")
+    .description("remove a key (its leases are revoked unless --drain)")
+    .option("--drain", "let live leases finish; the key goes with the last one")
+    .action(async (pool: string, keyId: string, flags: { drain?: boolean }) => {
+      await admin().removeKey({ pool, keyId, drain: flags.drain ?? false }, call);
+      done(`removed key ${pool}/${keyId}${flags.drain ? " (draining)" : ""}`);
+    });
+
+  const leases = program.command("leases").description("inspect and revoke leases");
+  leases
+    .command("list")
+    .argument("<pool>")
+    .option("--key <key>", "only this key's leases")
+    .description("list the live leases of a pool, oldest first")
+    .action(async (pool: string, flags: { key?: string }) => {
+      const res = await admin().listLeases({ pool, keyId: flags.key ?? "" }, call);
+      emit(ListLeasesResponseSchema, res, () => leasesTable(res.leases));
+    });
+  leases
+    .command("revoke")
+    .argument("<lease-id>")
+    .option("--reason <text>", "why, for the holder and the record")
+    .description("end a live lease now")
+    .action(async (leaseId: string, flags: { reason?: string }) => {
+      await admin().revokeLease({ leaseId, reason: flags.reason ?? "" }, call);
+      done(`revoked lease ${leaseId}`);
+    });
+
+  program
+    .command("stats")
+    .argument("<pool>")
+    .description("live state of every key of a pool")
+    .action(async (pool: string) => {
+      const res = await admin().getPoolStats({ pool }, call);
+      emit(GetPoolStatsResponseSchema, res, () => (res.stats ? statsTable(res.stats, io.now()) : ""));
+    });
+
+  program
+    .command("watch")
+    .argument("[pool]", "the pool to follow (every pool when omitted)")
+    .option("--leases", "also show lease granted / ended events (chatty)")
+    .description("follow the events of a pool, one line each")
+    .action(async (pool: string | undefined, flags: { leases?: boolean }) => {
+      const stream = admin().watchEvents({ pool: pool ?? "", includeLeaseEvents: flags.leases ?? false }, { signal: io.interrupt });
+      try {
+        for await (const res of stream) {
+          if (!res.event) continue;
+          io.stdout(globals.json ? `${JSON.stringify(toJson(EventSchema, res.event))}\n` : eventLine(res.event));
+        }
+      } catch (err) {
+        if (!io.interrupt?.aborted) throw err;
+      }
+    });
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    io.stderr(`${errorLine(err, globals.addr)}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}

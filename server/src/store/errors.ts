@@ -1,0 +1,62 @@
+// Typed store failures. The RPC layer matches them by `name` (it does not import the store).
+
+/** The database could not be reached; the operation had no effect. Maps to UNAVAILABLE. */
+export class StoreUnavailable extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreUnavailable";
+  }
+}
+
+/** A uniqueness or reference constraint refused the change (a concurrent writer got there first). */
+export class StoreConflict extends Error {
+  constructor(
+    message: string,
+    readonly constraint: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "StoreConflict";
+  }
+}
+
+/** The master key cannot open the secrets this database holds. */
+export class MasterKeyMismatch extends Error {
+  constructor() {
+    super(
+      "master key does not match the one this database was created with " +
+        "(check KEYMESH_MASTER_KEY / KEYMESH_MASTER_KEY_FILE, or the data directory's master.key)",
+    );
+    this.name = "MasterKeyMismatch";
+  }
+}
+
+const connectionErrorCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
+
+/**
+ * True when `err` means "the database is not there" rather than "the statement was wrong":
+ * socket errors, postgres.js connection codes, SQLSTATE class 08 and shutdown/start-up (57P01-57P03).
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== "string") return false;
+  return connectionErrorCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code);
+}
+
+/** SQLSTATE of a Postgres error, if it is one. */
+export function sqlState(err: unknown): string | undefined {
+  if (err instanceof Error && err.name === "PostgresError") return (err as { code?: string }).code;
+  return undefined;
+}

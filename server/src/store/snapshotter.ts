@@ -1,0 +1,149 @@
+// Write-behind of runtime state: every interval, if the engine changed, export it and write one snapshot.
+// Off the hot path: the engine only pays for the synchronous export. Failures retry with backoff.
+import type { Clock, RuntimeSnapshot, TimerHandle } from "../domain/types.js";
+import { StoreUnavailable } from "./errors.js";
+import type { StoreLog } from "./log.js";
+
+/** What the engine offers: its runtime state and whether it changed since the last export. */
+export interface SnapshotSource {
+  exportRuntime(): RuntimeSnapshot;
+  readonly dirty: boolean;
+  markClean(): void;
+}
+
+export interface SnapshotterOptions {
+  store: { writeSnapshot(s: RuntimeSnapshot): Promise<void> };
+  source: SnapshotSource;
+  log: StoreLog;
+  clock?: Clock;
+  /** Default 1000 ms. */
+  intervalMs?: number;
+  /** Longest wait between retries after failures (default 10 s). */
+  maxBackoffMs?: number;
+  /** After each committed snapshot: export+write time and the snapshot's instant. */
+  onSnapshot?: (durationMs: number, takenAt: number) => void;
+  /** When writes start failing because the database is unreachable (false), and when they succeed again (true). */
+  onDatabaseUp?: (up: boolean) => void;
+}
+
+const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+export class Snapshotter {
+  readonly #store: SnapshotterOptions["store"];
+  readonly #source: SnapshotSource;
+  readonly #log: StoreLog;
+  readonly #clock: Clock;
+  readonly #intervalMs: number;
+  readonly #maxBackoffMs: number;
+  readonly #onSnapshot?: SnapshotterOptions["onSnapshot"];
+  readonly #onDatabaseUp?: SnapshotterOptions["onDatabaseUp"];
+
+  #timer: TimerHandle | undefined;
+  #running = false;
+  #writing: Promise<void> | undefined;
+  /** Consecutive failed writes; the state they carried is still unwritten. */
+  #failures = 0;
+  #databaseUp = true;
+
+  constructor(options: SnapshotterOptions) {
+    this.#store = options.store;
+    this.#source = options.source;
+    this.#log = options.log;
+    this.#clock = options.clock ?? systemClock;
+    this.#intervalMs = options.intervalMs ?? 1000;
+    this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
+    this.#onSnapshot = options.onSnapshot;
+    this.#onDatabaseUp = options.onDatabaseUp;
+  }
+
+  /** Consecutive failed attempts so far (0 after a success). */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#schedule(this.#intervalMs);
+  }
+
+  /** Writes now if anything is unwritten; rejects when the write fails (it is retried on schedule). */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing.catch(() => undefined);
+    if (!this.#source.dirty && this.#failures === 0) return;
+    const started = this.#clock.now();
+    const snapshot = this.#source.exportRuntime();
+    this.#source.markClean();
+    this.#writing = this.#store.writeSnapshot(snapshot);
+    try {
+      await this.#writing;
+    } catch (err) {
+      this.#failures += 1;
+      this.#reportFailure(err);
+      throw err;
+    } finally {
+      this.#writing = undefined;
+    }
+    this.#failures = 0;
+    if (!this.#databaseUp) this.#setDatabaseUp(true);
+    this.#onSnapshot?.(this.#clock.now() - started, snapshot.takenAt);
+  }
+
+  /** Stops the loop and writes a final snapshot if anything changed (graceful shutdown); never throws. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    try {
+      await this.flush();
+    } catch {
+      this.#log.error({ failures: this.#failures }, "final snapshot not written: runtime state since the last snapshot is lost");
+    }
+  }
+
+  /** The wait before the next attempt: the interval, or after n failures interval·2^n capped at maxBackoff. */
+  nextDelayMs(): number {
+    if (this.#failures === 0) return this.#intervalMs;
+    return Math.min(this.#intervalMs * 2 ** this.#failures, this.#maxBackoffMs);
+  }
+
+  #schedule(delayMs: number): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      void this.#tick();
+    }, delayMs);
+  }
+
+  async #tick(): Promise<void> {
+    try {
+      await this.flush();
+    } catch {
+      // Reported by flush; the next attempt comes after the backoff below.
+    }
+    if (this.#running) this.#schedule(this.nextDelayMs());
+  }
+
+  #reportFailure(err: unknown): void {
+    const unavailable = err instanceof StoreUnavailable;
+    if (unavailable && this.#databaseUp) this.#setDatabaseUp(false);
+    // Only the error's class and code: a driver message could quote row values.
+    this.#log.warn(
+      {
+        err: err instanceof Error ? err.name : typeof err,
+        code: (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code,
+        failures: this.#failures,
+        retryInMs: this.nextDelayMs(),
+      },
+      unavailable ? "snapshot not written: database unreachable" : "snapshot not written",
+    );
+  }
+
+  #setDatabaseUp(up: boolean): void {
+    this.#databaseUp = up;
+    this.#onDatabaseUp?.(up);
+  }
+}

@@ -1,0 +1,636 @@
+// Postgres access for the server: write-through configuration, the grant journal (group commit) and
+// runtime snapshots. Values reach SQL only through porsager/postgres tagged templates.
+import type postgres from "postgres";
+import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, RuntimeSnapshot, Strategy, TimerHandle } from "../domain/types.js";
+import { isConnectionError, MasterKeyMismatch, sqlState, StoreConflict, StoreUnavailable } from "./errors.js";
+import type { StoreLog } from "./log.js";
+import { mask, type SecretBox } from "./secrets.js";
+
+/** The pool or an open transaction: every statement method runs on whichever the caller passes. */
+export type Queryable = postgres.ISql;
+
+/** A lease as granted, with the epoch and per-epoch sequence number its id carries. */
+export type JournaledGrant = LeaseRecord & { epoch: number; seq: number };
+
+export interface LoadedState {
+  pools: PoolConfig[];
+  /** Secrets decrypted. */
+  keys: KeyConfig[];
+  /** Undefined when nothing was ever snapshotted or journaled. */
+  runtime?: RuntimeSnapshot;
+  /**
+   * Per epoch, the highest grant sequence number known to be reflected in `runtime.leases`: a lease id of
+   * that epoch with seq at or below it that is not among the leases has ended; above it, it may have been
+   * granted while the database was down and is re-adopted.
+   */
+  grantHighWater: Record<number, number>;
+}
+
+export interface StoreOptions {
+  clock?: Clock;
+  /** Most grants written by one journal statement (default 2000). */
+  maxBatch?: number;
+  /** Most grants held in memory while the database is down (default 100,000); the oldest are dropped beyond it. */
+  maxPending?: number;
+  /** Reconnect probe delay while down: first and cap (default 250 ms, 5 s), doubling in between. */
+  probeMinMs?: number;
+  probeMaxMs?: number;
+}
+
+export interface JournalStats {
+  /** Journal statements committed. */
+  batches: number;
+  /** Grants those statements carried. */
+  grants: number;
+}
+
+interface JournalEntry {
+  rec: JournaledGrant;
+  ticket: number;
+  /** The caller awaiting durability; absent once it was told to go ahead from memory. */
+  settle?: { resolve: () => void; reject: (err: unknown) => void };
+}
+
+const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+const MASTER_KEY_CHECK = "keymesh master key check v1";
+const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
+
+/** Domain records are plain JSON data; the driver's JSONValue type cannot see that through their interfaces. */
+const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
+
+const secretContext = (pool: string, keyId: string): string => `key:${pool}\u0000${keyId}`;
+
+export class Store {
+  readonly journalStats: JournalStats = { batches: 0, grants: 0 };
+
+  readonly #sql: postgres.Sql;
+  readonly #box: SecretBox;
+  readonly #log: StoreLog;
+  readonly #clock: Clock;
+  readonly #maxBatch: number;
+  readonly #maxPending: number;
+  readonly #probeMinMs: number;
+  readonly #probeMaxMs: number;
+
+  #up = true;
+  #closed = false;
+  #epoch = 0;
+  #maxSubmittedSeq = 0;
+  #tickets = 0;
+  #queue: JournalEntry[] = [];
+  #inflight: JournalEntry[] = [];
+  #flushing = false;
+  #drainWaiters: Array<{ ticket: number; resolve: () => void }> = [];
+  #dropped = 0;
+  #probeTimer: TimerHandle | undefined;
+  #availabilityListeners: Array<(up: boolean) => void> = [];
+  #probeDelay: number;
+
+  constructor(sql: postgres.Sql, secretBox: SecretBox, log: StoreLog, options: StoreOptions = {}) {
+    this.#sql = sql;
+    this.#box = secretBox;
+    this.#log = log;
+    this.#clock = options.clock ?? systemClock;
+    this.#maxBatch = options.maxBatch ?? 2000;
+    this.#maxPending = options.maxPending ?? 100_000;
+    this.#probeMinMs = options.probeMinMs ?? 250;
+    this.#probeMaxMs = options.probeMaxMs ?? 5000;
+    this.#probeDelay = this.#probeMinMs;
+  }
+
+  /** A store whose master key has been checked against the database (first start: recorded). */
+  static async open(sql: postgres.Sql, secretBox: SecretBox, log: StoreLog, options: StoreOptions = {}): Promise<Store> {
+    const store = new Store(sql, secretBox, log, options);
+    await store.verifyMasterKey();
+    return store;
+  }
+
+  /** False while the database is known to be unreachable; the store probes until it returns. */
+  get up(): boolean {
+    return this.#up;
+  }
+
+  set up(value: boolean) {
+    if (value) this.#markUp();
+    else this.#markDown();
+  }
+
+  /** Calls `listener` whenever the database becomes unreachable (false) or reachable again (true). */
+  onAvailability(listener: (up: boolean) => void): void {
+    this.#availabilityListeners.push(listener);
+  }
+
+  /** Grants waiting to be journaled (held in memory while the database is down). */
+  get pendingGrants(): number {
+    return this.#queue.length + this.#inflight.length;
+  }
+
+  /** The current server epoch (0 before beginEpoch). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  async verifyMasterKey(): Promise<void> {
+    const sealed = this.#box.seal(MASTER_KEY_CHECK, MASTER_KEY_CHECK_CONTEXT);
+    const [row] = await this.#run(async () => {
+      await this.#sql`
+        insert into master_key_check (ciphertext, nonce, created_at)
+        values (${sealed.ciphertext}, ${sealed.nonce}, ${this.#clock.now()})
+        on conflict (singleton) do nothing`;
+      return this.#sql<{ ciphertext: Buffer; nonce: Buffer }[]>`select ciphertext, nonce from master_key_check`;
+    });
+    let check: string;
+    try {
+      check = this.#box.open(row, MASTER_KEY_CHECK_CONTEXT);
+    } catch {
+      throw new MasterKeyMismatch();
+    }
+    if (check !== MASTER_KEY_CHECK) throw new MasterKeyMismatch();
+  }
+
+  /** Runs `fn` in one transaction; store errors are translated as for single statements. */
+  transaction<T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
+    return this.#run(() => this.#sql.begin(fn) as Promise<T>);
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await this.#run(() => this.#sql`select 1`);
+    } catch (err) {
+      if (err instanceof StoreUnavailable) return false;
+      throw err;
+    }
+    await this.#journalDrained(this.#tickets);
+    return true;
+  }
+
+  /** Records a new server start; grants of this process carry the returned epoch. */
+  async beginEpoch(): Promise<number> {
+    const [row] = await this.#run(
+      () => this.#sql<{ epoch: number }[]>`insert into server_epochs (started_at) values (${this.#clock.now()}) returning epoch`,
+    );
+    this.#epoch = row.epoch;
+    this.#maxSubmittedSeq = 0;
+    return row.epoch;
+  }
+
+  /** Everything needed to rebuild the engine, read in one consistent snapshot of the database. */
+  async loadAll(db: Queryable = this.#sql): Promise<LoadedState> {
+    const read = async (tx: Queryable) => {
+      const pools = await tx<PoolRow[]>`select * from pools order by created_at, name`;
+      const keys = await tx<KeyRow[]>`select * from keys order by pool, created_at, id`;
+      const runtime = await tx<{ pool: string; key_id: string; state: KeyRuntimeState }[]>`
+        select r.pool, r.key_id, r.state from key_runtime r order by r.pool, r.key_id`;
+      const leases = await tx<LeaseRow[]>`select * from leases order by acquired_at, lease_id`;
+      const [meta] = await tx<{ taken_at: number; epoch: number; seq_mark: number }[]>`
+        select taken_at, epoch, seq_mark from snapshot_meta`;
+      const epochs = await tx<{ epoch: number; max_journaled_seq: number }[]>`
+        select epoch, max_journaled_seq from server_epochs`;
+      return { pools, keys, runtime, leases, meta, epochs };
+    };
+    const rows = db === this.#sql
+      ? await this.#run(() => this.#sql.begin("isolation level repeatable read read only", read) as ReturnType<typeof read>)
+      : await this.#run(() => read(db));
+    const grantHighWater: Record<number, number> = {};
+    for (const e of rows.epochs) grantHighWater[e.epoch] = e.max_journaled_seq;
+    if (rows.meta && rows.meta.epoch in grantHighWater) {
+      grantHighWater[rows.meta.epoch] = Math.max(grantHighWater[rows.meta.epoch], rows.meta.seq_mark);
+    }
+    const hasRuntime = rows.meta !== undefined || rows.runtime.length > 0 || rows.leases.length > 0;
+    return {
+      pools: rows.pools.map(poolFromRow),
+      keys: rows.keys.map((r) => this.#keyFromRow(r)),
+      runtime: hasRuntime
+        ? {
+            takenAt: rows.meta?.taken_at ?? 0,
+            keys: rows.runtime.map((r) => ({ ...r.state, pool: r.pool, keyId: r.key_id })),
+            leases: rows.leases.map(leaseFromRow),
+          }
+        : undefined,
+      grantHighWater,
+    };
+  }
+
+  async insertPool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
+    await this.#run(() => db`insert into pools ${db(poolRow(pool))}`);
+  }
+
+  async updatePool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
+    const { name, created_at, ...fields } = poolRow(pool);
+    await this.#run(() => db`update pools set ${db(fields)} where name = ${name}`);
+  }
+
+  /** Removes the pool with its keys, their runtime state and leases. */
+  async deletePool(name: string, db: Queryable = this.#sql): Promise<void> {
+    await this.#run(() => db`delete from pools where name = ${name}`);
+  }
+
+  async insertKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
+    await this.#run(() => db`insert into keys ${db(this.#keyRow(key))}`);
+  }
+
+  /** Replaces the key's configuration (the secret is sealed afresh). */
+  async updateKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
+    const { pool, id, created_at, ...fields } = this.#keyRow(key);
+    await this.#run(() => db`update keys set ${db(fields)} where pool = ${pool} and id = ${id}`);
+  }
+
+  /** Removes the key with its runtime state and leases. */
+  async deleteKey(pool: string, keyId: string, db: Queryable = this.#sql): Promise<void> {
+    await this.#run(() => db`delete from keys where pool = ${pool} and id = ${keyId}`);
+  }
+
+  /**
+   * Makes a grant durable before Acquire answers. Grants arriving while a statement is in flight are
+   * written together by the next one, so the cost per grant falls as load rises. While the database is
+   * down this resolves at once and keeps the grant (bounded) to write when the database returns.
+   * Call it in grant order, synchronously at grant time: snapshots rely on seq order (see writeSnapshot).
+   */
+  journalGrant(rec: JournaledGrant): Promise<void> {
+    if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
+    const entry: JournalEntry = { rec, ticket: ++this.#tickets };
+    if (!this.#up || this.#closed) {
+      this.#queue.push(entry);
+      this.#boundPending();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      entry.settle = { resolve, reject };
+      this.#queue.push(entry);
+      this.#kick();
+    });
+  }
+
+  /**
+   * Writes the runtime state in one transaction of batched statements. Call it in the same tick as the
+   * engine's export: grants journaled up to that moment are then either live in `s` or ended, so leases
+   * journaled before it and absent from `s` are deleted, and later grants are kept.
+   */
+  async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+    const epoch = this.#epoch;
+    const mark = this.#maxSubmittedSeq;
+    // A grant still in flight would otherwise commit after this snapshot deleted it as ended.
+    if (this.#up) await this.#journalDrained(this.#tickets);
+    const runtime = s.keys.map(({ pool, keyId, ...state }) => ({ pool, keyId, state }));
+    const now = this.#clock.now();
+    await this.#run(() =>
+      this.#sql.begin(async (tx) => {
+        // Each batch travels as one jsonb parameter: one statement per purpose, whatever the row count.
+        await tx`
+          delete from key_runtime r
+          where not exists (
+            select 1 from jsonb_to_recordset(${tx.json(asJson(runtime))}::jsonb) as s(pool text, "keyId" text)
+            where s.pool = r.pool and s."keyId" = r.key_id)`;
+        await tx`
+          insert into key_runtime (pool, key_id, state)
+          select s.pool, s."keyId", s.state
+          from jsonb_to_recordset(${tx.json(asJson(runtime))}::jsonb) as s(pool text, "keyId" text, state jsonb)
+          join keys k on k.pool = s.pool and k.id = s."keyId"
+          on conflict (pool, key_id) do update set state = excluded.state`;
+        const leases = tx.json(asJson(s.leases));
+        await tx`
+          delete from leases l
+          where not exists (
+            select 1 from jsonb_to_recordset(${leases}::jsonb) as s("leaseId" text) where s."leaseId" = l.lease_id)
+            and not (l.epoch = ${epoch} and l.seq > ${mark})`;
+        // Leases known only from memory (restored or re-adopted) carry epoch 0: no journal covers them.
+        await tx`
+          insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
+          select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
+          from jsonb_to_recordset(${leases}::jsonb) as s(
+            "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
+          join keys k on k.pool = s.pool and k.id = s."keyId"
+          on conflict (lease_id) do update
+            set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
+        await tx`
+          insert into snapshot_meta (taken_at, written_at, epoch, seq_mark)
+          values (${s.takenAt}, ${now}, ${epoch}, ${mark})
+          on conflict (singleton) do update
+            set taken_at = excluded.taken_at, written_at = excluded.written_at,
+                epoch = excluded.epoch, seq_mark = excluded.seq_mark`;
+      }),
+    );
+    this.#supersede(epoch, mark);
+  }
+
+  /** Writes what the journal still holds (when the database is up) and stops probing. */
+  async close(): Promise<void> {
+    if (this.#up) await this.#journalDrained(this.#tickets);
+    this.#closed = true;
+    if (this.#probeTimer !== undefined) this.#clock.clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+  }
+
+  async #run<T>(op: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await op();
+    } catch (err) {
+      throw this.#translate(err);
+    }
+    this.#markUp();
+    return result;
+  }
+
+  #translate(err: unknown): unknown {
+    if (isConnectionError(err)) {
+      this.#markDown(err);
+      return new StoreUnavailable("database unavailable", { cause: err });
+    }
+    const state = sqlState(err);
+    if (state === "23505" || state === "23503") {
+      const constraint = (err as { constraint_name?: string }).constraint_name ?? "";
+      const what = state === "23505" ? "already exists" : "refers to a row that does not exist";
+      return new StoreConflict(`conflicting change: ${constraint || "row"} ${what}`, constraint, { cause: err });
+    }
+    return err;
+  }
+
+  #markUp(): void {
+    if (this.#up) return;
+    this.#up = true;
+    this.#probeDelay = this.#probeMinMs;
+    if (this.#probeTimer !== undefined) this.#clock.clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    this.#log.info({ pendingGrants: this.pendingGrants }, "database reachable again");
+    for (const listener of this.#availabilityListeners) listener(true);
+    this.#kick();
+  }
+
+  #markDown(err?: unknown): void {
+    if (this.#up) {
+      this.#up = false;
+      this.#log.warn({ code: (err as { code?: string } | undefined)?.code }, "database unreachable: lending from memory");
+      for (const listener of this.#availabilityListeners) listener(false);
+    }
+    // Callers waiting for a write that cannot happen now go ahead from memory; their grants stay queued.
+    for (const entry of this.#queue) {
+      entry.settle?.resolve();
+      entry.settle = undefined;
+    }
+    this.#boundPending();
+    this.#notifyDrained();
+    this.#scheduleProbe();
+  }
+
+  #scheduleProbe(): void {
+    if (this.#probeTimer !== undefined || this.#closed) return;
+    const delay = this.#probeDelay;
+    this.#probeDelay = Math.min(delay * 2, this.#probeMaxMs);
+    this.#probeTimer = this.#clock.setTimeout(() => {
+      this.#probeTimer = undefined;
+      void this.ping().catch((err: unknown) => {
+        this.#log.error({ err: (err as Error).message }, "database probe failed");
+        this.#scheduleProbe();
+      });
+    }, delay);
+  }
+
+  #boundPending(): void {
+    const excess = this.#queue.length - this.#maxPending;
+    if (excess <= 0) return;
+    this.#queue.splice(0, excess);
+    if (this.#dropped === 0) {
+      this.#log.warn({ maxPending: this.#maxPending }, "grant journal full while the database is down: dropping the oldest; the next snapshot covers them");
+    }
+    this.#dropped += excess;
+  }
+
+  #kick(): void {
+    if (this.#flushing || !this.#up || this.#queue.length === 0) return;
+    this.#flushing = true;
+    // Let every grant of the current tick join the first statement.
+    queueMicrotask(() => void this.#flush());
+  }
+
+  async #flush(): Promise<void> {
+    while (this.#up && this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      this.#inflight = batch;
+      try {
+        await this.#writeGrants(batch.map((e) => e.rec));
+        this.#inflight = [];
+        this.journalStats.batches += 1;
+        this.journalStats.grants += batch.length;
+        for (const entry of batch) entry.settle?.resolve();
+      } catch (err) {
+        this.#inflight = [];
+        if (isConnectionError(err)) {
+          for (const entry of batch) {
+            entry.settle?.resolve();
+            entry.settle = undefined;
+          }
+          this.#queue.unshift(...batch);
+          this.#markDown(err);
+        } else {
+          this.#log.error({ err: (err as Error).message, grants: batch.length }, "grant journal write failed");
+          for (const entry of batch) entry.settle?.reject(err);
+        }
+      }
+      this.#notifyDrained();
+    }
+    this.#flushing = false;
+    this.#kick();
+  }
+
+  async #writeGrants(recs: JournaledGrant[]): Promise<void> {
+    const sql = this.#sql;
+    // One statement, hence one transaction: the leases and the epoch's high-water mark commit together.
+    const grants = sql.json(asJson(recs));
+    const write = () => sql`
+      with g as (
+        select * from jsonb_to_recordset(${grants}::jsonb) as g(
+          "leaseId" text, pool text, "keyId" text, holder text,
+          "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
+      ), journaled as (
+        insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
+        select g."leaseId", g.pool, g."keyId", g.holder, g."acquiredAt", g."expiresAt", g."ttlMs", g.epoch, g.seq
+        from g join keys k on k.pool = g.pool and k.id = g."keyId"
+        on conflict (lease_id) do nothing
+      )
+      update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
+      from (select epoch, max(seq) as seq from g group by epoch) m
+      where e.epoch = m.epoch`;
+    try {
+      await write();
+    } catch (err) {
+      // A key removed between the join and the insert: the retry's join leaves its grant out.
+      if (sqlState(err) !== "23503") throw err;
+      await write();
+    }
+  }
+
+  /** Resolves once every grant up to `ticket` has left the journal (written, or the database went down). */
+  #journalDrained(ticket: number): Promise<void> {
+    if (!this.#up || this.#oldestTicket() > ticket) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push({ ticket, resolve }));
+  }
+
+  #oldestTicket(): number {
+    return this.#inflight[0]?.ticket ?? this.#queue[0]?.ticket ?? Number.POSITIVE_INFINITY;
+  }
+
+  #notifyDrained(): void {
+    const oldest = this.#oldestTicket();
+    this.#drainWaiters = this.#drainWaiters.filter((w) => {
+      if (this.#up && w.ticket >= oldest) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
+  /** A committed snapshot covers the epoch's grants up to `mark`: live ones are in it, the rest ended. */
+  #supersede(epoch: number, mark: number): void {
+    const before = this.#queue.length;
+    this.#queue = this.#queue.filter((e) => {
+      if (e.rec.epoch !== epoch || e.rec.seq > mark) return true;
+      e.settle?.resolve();
+      return false;
+    });
+    if (this.#queue.length !== before) this.#notifyDrained();
+  }
+
+  #keyRow(key: KeyConfig): KeyRow {
+    const sealed = this.#box.seal(key.secret, secretContext(key.pool, key.id));
+    return {
+      pool: key.pool,
+      id: key.id,
+      label: key.label,
+      secret_ciphertext: sealed.ciphertext,
+      secret_nonce: sealed.nonce,
+      secret_hint: mask(key.secret),
+      weight: key.weight,
+      max_concurrency: key.maxConcurrency,
+      quota_group: key.quotaGroup,
+      metadata: key.metadata,
+      disabled: key.disabled,
+      disabled_reason: key.disabledReason,
+      created_at: key.createdAt,
+      updated_at: key.updatedAt,
+    };
+  }
+
+  #keyFromRow(r: KeyRow): KeyConfig {
+    let secret: string;
+    try {
+      secret = this.#box.open({ ciphertext: r.secret_ciphertext, nonce: r.secret_nonce }, secretContext(r.pool, r.id));
+    } catch {
+      throw new MasterKeyMismatch();
+    }
+    return {
+      pool: r.pool,
+      id: r.id,
+      label: r.label,
+      secret,
+      weight: r.weight,
+      maxConcurrency: r.max_concurrency,
+      quotaGroup: r.quota_group,
+      metadata: r.metadata,
+      disabled: r.disabled,
+      disabledReason: r.disabled_reason,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    };
+  }
+}
+
+type KeyRuntimeState = Omit<KeyRuntime, "pool" | "keyId">;
+
+interface PoolRow {
+  name: string;
+  strategy: Strategy;
+  min_ttl_ms: number;
+  max_ttl_ms: number;
+  default_ttl_ms: number;
+  default_cooldown_ms: number;
+  max_cooldown_ms: number;
+  failure_threshold: number;
+  open_duration_ms: number;
+  max_open_duration_ms: number;
+  half_open_probes: number;
+  description: string;
+  created_at: number;
+  updated_at: number;
+}
+
+interface KeyRow {
+  pool: string;
+  id: string;
+  label: string;
+  secret_ciphertext: Buffer;
+  secret_nonce: Buffer;
+  secret_hint: string;
+  weight: number;
+  max_concurrency: number;
+  quota_group: string;
+  metadata: Record<string, string>;
+  disabled: boolean;
+  disabled_reason: string;
+  created_at: number;
+  updated_at: number;
+}
+
+interface LeaseRow {
+  lease_id: string;
+  pool: string;
+  key_id: string;
+  holder: string;
+  acquired_at: number;
+  expires_at: number;
+  ttl_ms: number;
+}
+
+function poolRow(p: PoolConfig): PoolRow {
+  return {
+    name: p.name,
+    strategy: p.strategy,
+    min_ttl_ms: p.minTtlMs,
+    max_ttl_ms: p.maxTtlMs,
+    default_ttl_ms: p.defaultTtlMs,
+    default_cooldown_ms: p.defaultCooldownMs,
+    max_cooldown_ms: p.maxCooldownMs,
+    failure_threshold: p.failureThreshold,
+    open_duration_ms: p.openDurationMs,
+    max_open_duration_ms: p.maxOpenDurationMs,
+    half_open_probes: p.halfOpenProbes,
+    description: p.description,
+    created_at: p.createdAt,
+    updated_at: p.updatedAt,
+  };
+}
+
+function poolFromRow(r: PoolRow): PoolConfig {
+  return {
+    name: r.name,
+    strategy: r.strategy,
+    minTtlMs: r.min_ttl_ms,
+    maxTtlMs: r.max_ttl_ms,
+    defaultTtlMs: r.default_ttl_ms,
+    defaultCooldownMs: r.default_cooldown_ms,
+    maxCooldownMs: r.max_cooldown_ms,
+    failureThreshold: r.failure_threshold,
+    openDurationMs: r.open_duration_ms,
+    maxOpenDurationMs: r.max_open_duration_ms,
+    halfOpenProbes: r.half_open_probes,
+    description: r.description,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+function leaseFromRow(r: LeaseRow): LeaseRecord {
+  return {
+    leaseId: r.lease_id,
+    pool: r.pool,
+    keyId: r.key_id,
+    holder: r.holder,
+    acquiredAt: r.acquired_at,
+    expiresAt: r.expires_at,
+    ttlMs: r.ttl_ms,
+  };
+}

@@ -788,12 +788,10 @@ export class PoolEngine {
   private recordRateLimit(k: KeyEntry, report: RateLimitedReport, now: number): number {
     const cfg = k.pool.cfg;
     const fromHeaders = this.applyBudget(k, report.rateLimit, now);
-    if (k.rateLimitStreakStart !== undefined && now - k.rateLimitStreakStart <= cfg.maxCooldownMs) {
-      k.rateLimitStreak++;
-    } else {
-      k.rateLimitStreak = 1;
-      k.rateLimitStreakStart = now;
-    }
+    // The doubling window is max_cooldown long and restarts at every 429, so a steady stream of 429s reaches the cap.
+    const continues = k.rateLimitStreakStart !== undefined && now - k.rateLimitStreakStart <= cfg.maxCooldownMs;
+    k.rateLimitStreak = continues ? k.rateLimitStreak + 1 : 1;
+    k.rateLimitStreakStart = now;
     const retryAfter = report.retryAfterMs !== undefined && report.retryAfterMs >= 0 ? report.retryAfterMs : fromHeaders;
     const wait = retryAfter ?? Math.min(cfg.defaultCooldownMs * 2 ** Math.min(k.rateLimitStreak - 1, 30), cfg.maxCooldownMs);
     const until = now + Math.floor(wait);

@@ -1,0 +1,58 @@
+// Builders shared by the engine tests.
+import { PoolEngine } from "../../src/domain/engine.js";
+import type { AcquireInput, DomainEvent, Grant, PoolInput } from "../../src/domain/types.js";
+import { FakeClock } from "./fake-clock.js";
+
+export interface Harness {
+  clock: FakeClock;
+  engine: PoolEngine;
+  events: DomainEvent[];
+}
+
+export function harness(opts: { epoch?: number; random?: () => number; clock?: FakeClock; secret?: Uint8Array } = {}): Harness {
+  const clock = opts.clock ?? new FakeClock();
+  const events: DomainEvent[] = [];
+  const engine = new PoolEngine({
+    clock,
+    leaseSecret: opts.secret ?? new TextEncoder().encode("test-lease-secret"),
+    epoch: opts.epoch ?? 1,
+    random: opts.random,
+    onEvent: (e) => events.push(e),
+  });
+  return { clock, engine, events };
+}
+
+export function addPool(engine: PoolEngine, input: Partial<PoolInput> & { name?: string } = {}): string {
+  const cfg = engine.preparePool({ name: "p", ...input });
+  engine.createPool(cfg);
+  return cfg.name;
+}
+
+export function addKeys(engine: PoolEngine, pool: string, ids: string[], extra: { maxConcurrency?: number; weight?: number; quotaGroup?: string } = {}): void {
+  for (const id of ids) engine.addKey(engine.prepareKey({ pool, id, secret: `sk-${id}`, ...extra }));
+}
+
+export function req(pool = "p", extra: Partial<AcquireInput> = {}): AcquireInput {
+  return { pool, waitTimeoutMs: 0, holder: "test", estimatedTokens: 0, excludeKeyIds: [], ...extra };
+}
+
+/** Acquire that must be granted at once (the synchronous fast path). */
+export function grantNow(engine: PoolEngine, input: AcquireInput): Grant {
+  const g = engine.acquire(input);
+  if (g instanceof Promise) throw new Error("expected an immediate grant");
+  return g;
+}
+
+/** Lets promise reactions run (no timers involved). */
+export function flush(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}

@@ -34,7 +34,7 @@ export interface DeclaredPool {
 export interface DeclarativeConfig {
   source: string;
   pools: DeclaredPool[];
-  authTokens: TokenGrant[];
+  tokens: TokenGrant[];
 }
 
 /** A bad config file: names the file, the line and the field. */
@@ -116,7 +116,7 @@ class Reader {
 
   read(): DeclarativeConfig {
     const root: unknown = this.doc.toJS({ maxAliasCount: 100 });
-    if (root === null || root === undefined) return { source: this.source, pools: [], authTokens: [] };
+    if (root === null || root === undefined) return { source: this.source, pools: [], tokens: [] };
     const top = this.mapping(root, []);
     this.onlyFields(top, [], new Set(["pools", "auth"]));
     const pools = top.pools === undefined ? [] : this.list(top.pools, ["pools"]).map((p, i) => this.pool(p, ["pools", i]));
@@ -127,7 +127,7 @@ class Reader {
       }
       seen.set(pool.name, i);
     });
-    return { source: this.source, pools, authTokens: this.auth(top.auth) };
+    return { source: this.source, pools, tokens: this.auth(top.auth) };
   }
 
   private pool(value: unknown, at: Path): DeclaredPool {

@@ -83,7 +83,7 @@ describe("config file", () => {
     expect(anthropic.managed).toBe(false);
     expect(anthropic.settings).toEqual({});
     expect(anthropic.keys[0].disabled).toBe(true);
-    expect(config.authTokens.map((t) => [t.token, t.scopes])).toEqual([
+    expect(config.tokens.map((t) => [t.token, t.scopes])).toEqual([
       [ENV.OPS_TOKEN, ["admin", "use:*"]],
       ["api-token-0123456789ab", ["use:openai"]],
     ]);
@@ -99,7 +99,7 @@ describe("config file", () => {
   });
 
   it("accepts an empty file as declaring nothing", () => {
-    expect(parseConfig("", "empty.yaml", {})).toEqual({ source: "empty.yaml", pools: [], authTokens: [] });
+    expect(parseConfig("", "empty.yaml", {})).toEqual({ source: "empty.yaml", pools: [], tokens: [] });
   });
 
   it.each([

@@ -1,0 +1,338 @@
+import { hostname } from "node:os";
+import { inspect } from "node:util";
+import { create } from "@bufbuild/protobuf";
+import type { Client } from "@connectrpc/connect";
+import { ErrorReason } from "./gen/keymesh/v1/common_pb.js";
+import { type AcquireResponse, type KeepAliveRequest, KeepAliveRequestSchema, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
+import { classify, failureReasonOf, type Outcome } from "./classify.js";
+import { durationFromMs, msFromDuration } from "./duration.js";
+import { isLeaseEnded, keymeshErrorReason, LeaseGoneError, ProviderCallError } from "./errors.js";
+import { type HeadersLike, parseRateLimitHeaders, rateLimitToProto } from "./ratelimit.js";
+
+export interface LeaseOptions {
+  /** How long Acquire waits for a key when none is eligible (default 30 000 ms). */
+  waitMs?: number;
+  /** Requested lease time to live (default: the pool's); renewals ask for the same. */
+  ttlMs?: number;
+  /** Describes the borrower in lease listings (default "<hostname>/<pid>"). */
+  holder?: string;
+  /** Lets the server skip keys whose known token budget is lower. */
+  estimatedTokens?: number;
+  /** Keys not to lend. */
+  excludeKeyIds?: string[];
+  /** Aborts the wait for a key, and lease.signal while the key is in use; the lease is still ended. */
+  signal?: AbortSignal;
+}
+
+/** What withKey needs from the client. */
+export interface LeaseContext {
+  pool: Client<typeof KeyPoolService>;
+  defaultTimeoutMs: number;
+}
+
+/** Bounds the report that ends a lease, which runs even when the caller's signal aborted. */
+const FINAL_REPORT_TIMEOUT_MS = 5_000;
+
+/**
+ * A key lent by KeyMesh for the duration of a withKey callback. Use `key` with the provider's SDK;
+ * never log it (console.log and JSON.stringify of a Lease leave it out).
+ */
+export class Lease {
+  readonly id: string;
+  readonly pool: string;
+  readonly keyId: string;
+  readonly keyLabel: string;
+  /** The key's metadata for the SDK, e.g. base_url or organization. */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Aborts when the server revokes the lease, renewal fails for good, or the caller's signal aborts. */
+  readonly signal: AbortSignal;
+  readonly #key: string;
+  readonly #abort: AbortController;
+  #deadlineMs: number;
+  #renewIntervalMs: number;
+  #gone: LeaseGoneError | undefined;
+  #reported: Outcome | undefined;
+  #usage: { inputTokens: bigint; outputTokens: bigint } | undefined;
+
+  constructor(resp: AcquireResponse) {
+    this.id = resp.leaseId;
+    this.pool = resp.pool;
+    this.#key = resp.key;
+    this.keyId = resp.keyId;
+    this.keyLabel = resp.keyLabel;
+    this.metadata = { ...resp.keyMetadata };
+    this.#abort = new AbortController();
+    this.signal = this.#abort.signal;
+    this.#deadlineMs = Date.now() + msFromDuration(resp.ttl);
+    this.#renewIntervalMs = msFromDuration(resp.renewInterval);
+  }
+
+  /** The secret API key. */
+  get key(): string {
+    return this.#key;
+  }
+
+  /** Whether the lease ended while in use (revoked, or not renewed in time). */
+  get revoked(): boolean {
+    return this.#gone !== undefined;
+  }
+
+  /** Why the lease ended early, if it did. */
+  get gone(): LeaseGoneError | undefined {
+    return this.#gone;
+  }
+
+  /** When the lease ends unless renewed (local clock). */
+  get expiresAt(): Date {
+    return new Date(this.#deadlineMs);
+  }
+
+  /** Sets the call's outcome from its HTTP status and headers; wins over classifying a thrown error. */
+  report(status: number, headers?: HeadersLike): void {
+    this.#reported = classify({ status, headers });
+  }
+
+  /** Records the tokens the call consumed; sent with Release. */
+  setUsage(inputTokens: number, outputTokens: number): void {
+    this.#usage = { inputTokens: BigInt(inputTokens), outputTokens: BigInt(outputTokens) };
+  }
+
+  toJSON() {
+    return { id: this.id, pool: this.pool, keyId: this.keyId, keyLabel: this.keyLabel };
+  }
+
+  [inspect.custom]() {
+    return `Lease ${JSON.stringify(this.toJSON())}`;
+  }
+
+  /** @internal */
+  get renewIntervalMs(): number {
+    return this.#renewIntervalMs > 0 ? this.#renewIntervalMs : 1_000;
+  }
+
+  /** @internal */
+  get deadlineMs(): number {
+    return this.#deadlineMs;
+  }
+
+  /** @internal */
+  renewed(ttlMs: number, renewIntervalMs: number): void {
+    this.#deadlineMs = Date.now() + ttlMs;
+    if (renewIntervalMs > 0) this.#renewIntervalMs = renewIntervalMs;
+  }
+
+  /** @internal Ends the lease early (first reason wins) and aborts its signal. */
+  end(reason: unknown): void {
+    if (reason instanceof LeaseGoneError) this.#gone ??= reason;
+    this.#abort.abort(reason);
+  }
+
+  /** @internal */
+  get reported(): Outcome | undefined {
+    return this.#reported;
+  }
+
+  /** @internal */
+  get usage() {
+    return this.#usage;
+  }
+}
+
+/** What one lease run ended with. */
+export type RunResult<T> = { outcome: Outcome; lease: Lease } & ({ ok: true; value: T } | { ok: false; error: unknown });
+
+/**
+ * Borrows a key of `pool`, runs `fn` with it and ends the lease. While `fn` runs the lease is
+ * renewed over a KeepAlive stream; a revocation or a definite renewal failure aborts
+ * `lease.signal`. When `fn` settles the outcome is reported: a value is a success (Release with the
+ * measured latency), a throw is classified (classify) and reported as a rate limit or a failure
+ * before it is rethrown, and `lease.report()` wins over both. The lease is always ended, also when
+ * the caller's signal aborts. A failure set with report() while `fn` returned throws ProviderCallError.
+ */
+export async function withKey<T>(ctx: LeaseContext, pool: string, fn: (lease: Lease) => Promise<T>, opts: LeaseOptions = {}): Promise<T> {
+  const lease = await acquire(ctx, pool, opts, opts.excludeKeyIds ?? [], opts.waitMs ?? 30_000);
+  return settle(await run(ctx, lease, fn, opts));
+}
+
+export function settle<T>(result: RunResult<T>): T {
+  if (!result.ok) throw result.error;
+  if (result.outcome.kind !== "success") throw new ProviderCallError(result.outcome);
+  return result.value;
+}
+
+export async function acquire(ctx: LeaseContext, pool: string, opts: LeaseOptions, exclude: string[], waitMs: number): Promise<Lease> {
+  const resp = await ctx.pool.acquire(
+    {
+      pool,
+      holder: opts.holder ?? `${hostname()}/${process.pid}`,
+      estimatedTokens: BigInt(opts.estimatedTokens ?? 0),
+      excludeKeyIds: exclude,
+      waitTimeout: waitMs > 0 ? durationFromMs(waitMs) : undefined,
+      leaseTtl: opts.ttlMs ? durationFromMs(opts.ttlMs) : undefined,
+    },
+    { signal: opts.signal, timeoutMs: waitMs + ctx.defaultTimeoutMs },
+  );
+  return new Lease(resp);
+}
+
+/** Runs fn under an acquired lease and ends the lease with the call's outcome. */
+export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease) => Promise<T>, opts: LeaseOptions): Promise<RunResult<T>> {
+  const stop = new AbortController();
+  const onCallerAbort = () => lease.end(opts.signal?.reason);
+  opts.signal?.addEventListener("abort", onCallerAbort, { once: true });
+  if (opts.signal?.aborted) onCallerAbort();
+  const kept = keepAlive(ctx, lease, opts.ttlMs, stop.signal);
+  const start = performance.now();
+  let result: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    result = { ok: true, value: await fn(lease) };
+  } catch (error) {
+    result = { ok: false, error };
+  }
+  const latencyMs = performance.now() - start;
+  stop.abort();
+  opts.signal?.removeEventListener("abort", onCallerAbort);
+  await kept;
+
+  let outcome: Outcome;
+  if (lease.reported) {
+    outcome = lease.reported;
+  } else if (result.ok) {
+    outcome = classify({ status: 200 });
+  } else if (lease.revoked || (opts.signal?.aborted && result.error === opts.signal.reason)) {
+    // The call was abandoned because the lease or the caller went away: no verdict on the key.
+    outcome = { kind: "client_error", httpStatus: 0, rateLimit: parseRateLimitHeaders(null), retryAfterMs: null, message: "abandoned: lease ended or caller aborted" };
+  } else {
+    outcome = classify({ error: result.error });
+  }
+  outcome = { ...outcome, message: outcome.message.split(lease.key).join("[key]") };
+  const reportError = await report(ctx, lease, outcome, latencyMs).catch((e: unknown) => e);
+  if (result.ok && outcome.kind === "success" && reportError !== undefined && !isLeaseEnded(reportError)) {
+    return { ok: false, error: reportError, outcome, lease };
+  }
+  return { ...result, outcome, lease };
+}
+
+/** Ends the lease with its outcome, on a fresh deadline so an aborted caller still ends it. */
+async function report(ctx: LeaseContext, lease: Lease, o: Outcome, latencyMs: number): Promise<undefined> {
+  const call = { timeoutMs: FINAL_REPORT_TIMEOUT_MS };
+  const latency = latencyMs > 0 ? durationFromMs(latencyMs) : undefined;
+  const rateLimit = rateLimitToProto(o.rateLimit);
+  switch (o.kind) {
+    case "success":
+      await ctx.pool.release({ leaseId: lease.id, latency, usage: lease.usage, rateLimit }, call);
+      break;
+    case "rate_limited":
+      await ctx.pool.markRateLimited(
+        { leaseId: lease.id, retryAfter: o.retryAfterMs === null ? undefined : durationFromMs(o.retryAfterMs), rateLimit },
+        call,
+      );
+      break;
+    default:
+      await ctx.pool.markFailed(
+        { leaseId: lease.id, reason: failureReasonOf(o.kind), httpStatus: o.httpStatus, message: o.message.slice(0, 200), latency },
+        call,
+      );
+  }
+  return undefined;
+}
+
+/** Resolves after ms, or at once when signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** An async iterable of stream requests that the sender pushes into. */
+class RequestQueue<T> implements AsyncIterable<T> {
+  #items: T[] = [];
+  #wake: (() => void) | undefined;
+  #ended = false;
+
+  push(item: T): void {
+    if (this.#ended) return;
+    this.#items.push(item);
+    this.#wake?.();
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      while (this.#items.length > 0) yield this.#items.shift()!;
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+  }
+}
+
+/** Renews the lease until stop aborts, reopening a broken stream until the lease would expire. */
+async function keepAlive(ctx: LeaseContext, lease: Lease, ttlMs: number | undefined, stop: AbortSignal): Promise<void> {
+  while (!stop.aborted) {
+    let failure: unknown;
+    try {
+      await keepAliveStream(ctx, lease, ttlMs, stop);
+    } catch (err) {
+      failure = err;
+    }
+    if (stop.aborted) return;
+    if (failure instanceof LeaseGoneError) return lease.end(failure);
+    if (isLeaseEnded(failure)) return lease.end(new LeaseGoneError(keymeshErrorReason(failure), "renewal refused"));
+    const pause = Math.min(lease.renewIntervalMs / 2, 1_000);
+    if (Date.now() + pause > lease.deadlineMs) {
+      return lease.end(new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal succeeded before expiry"));
+    }
+    await sleep(pause, stop);
+  }
+}
+
+/**
+ * One KeepAlive stream: renews at once (so the server ties the lease to the stream and can push a
+ * revocation), then every renew interval. Throws LeaseGoneError for a definite end.
+ */
+async function keepAliveStream(ctx: LeaseContext, lease: Lease, ttlMs: number | undefined, stop: AbortSignal): Promise<void> {
+  const streamAbort = new AbortController();
+  const onStop = () => streamAbort.abort();
+  stop.addEventListener("abort", onStop, { once: true });
+  const requests = new RequestQueue<KeepAliveRequest>();
+  const request = create(KeepAliveRequestSchema, { leaseId: lease.id, ttl: ttlMs ? durationFromMs(ttlMs) : undefined });
+  const sender = (async () => {
+    while (!streamAbort.signal.aborted) {
+      requests.push(request);
+      await sleep(lease.renewIntervalMs, streamAbort.signal);
+      if (!streamAbort.signal.aborted && Date.now() > lease.deadlineMs) {
+        throw new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal answered before expiry");
+      }
+    }
+  })();
+  const reader = (async () => {
+    for await (const resp of ctx.pool.keepAlive(requests, { signal: streamAbort.signal, timeoutMs: 0 })) {
+      if (resp.leaseId !== lease.id) continue;
+      if (resp.result.case === "renewed") {
+        lease.renewed(msFromDuration(resp.result.value.ttl), msFromDuration(resp.result.value.renewInterval));
+      } else if (resp.result.case === "gone") {
+        throw new LeaseGoneError(resp.result.value.reason, resp.result.value.message);
+      }
+    }
+  })();
+  try {
+    await Promise.race([sender, reader]);
+  } finally {
+    streamAbort.abort();
+    requests.end();
+    stop.removeEventListener("abort", onStop);
+    await Promise.allSettled([sender, reader]);
+  }
+}

@@ -1,0 +1,204 @@
+// Store test helpers: a real Postgres (scripts/pg.sh) with a schema per test, the embedded database in a
+// temp dir, a fake clock, a capturing logger, and row factories with defaults (River style).
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, TimerHandle } from "../../src/domain/types.js";
+import { driverOptions, openDatabase } from "../../src/store/database.js";
+import type { StoreLog } from "../../src/store/log.js";
+
+export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+/** Runs a scripts/pg.sh function for the cluster `name` and returns the DATABASE_URL it exports. */
+export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): string {
+  const out = execFileSync("bash", ["-c", `source scripts/pg.sh && ${fn} >&2 && echo "$DATABASE_URL"`], {
+    cwd: ROOT,
+    env: { ...process.env, KEYMESH_PG_NAME: name },
+    encoding: "utf8",
+  });
+  return out.trim();
+}
+
+/** The shared real Postgres: DATABASE_URL from the test command, or the cluster scripts/pg.sh starts. */
+export function realDatabaseUrl(): string {
+  process.env.DATABASE_URL ||= pgScript("pg_start");
+  return process.env.DATABASE_URL;
+}
+
+export interface TestDb {
+  sql: postgres.Sql;
+  embedded: boolean;
+  /** Where the embedded database keeps its files. */
+  dataDir?: string;
+  close(): Promise<void>;
+}
+
+/** A client whose every session works in its own new schema of the database at `url`. */
+export async function freshSchema(url: string = realDatabaseUrl(), max = 4): Promise<TestDb & { schema: string; url: string }> {
+  const schema = `km_${process.pid}_${randomBytes(4).toString("hex")}`;
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  await admin`create schema ${admin(schema)}`;
+  await admin.end();
+  const sql = postgres(url, { ...driverOptions(max), connection: { application_name: "keymesh-test", search_path: schema } });
+  return {
+    sql,
+    schema,
+    url,
+    embedded: false,
+    close: async () => {
+      await sql.end({ timeout: 1 });
+      const cleanup = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 2 });
+      await cleanup`drop schema if exists ${cleanup(schema)} cascade`.catch(() => undefined);
+      await cleanup.end();
+    },
+  };
+}
+
+/** A client on the same schema as `db` (a second server process, say). */
+export function sameSchema(db: { url: string; schema: string }, max = 2): postgres.Sql {
+  return postgres(db.url, { ...driverOptions(max), connection: { application_name: "keymesh-test", search_path: db.schema } });
+}
+
+/** The embedded database in a fresh temp dir (or `dataDir`), removed on close unless `keep`. */
+export async function embedded(dataDir?: string, keep = false): Promise<TestDb> {
+  const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), "keymesh-store-")));
+  const db = await openDatabase({ dataDir: dir, log: captureLog().log });
+  return {
+    sql: db.sql,
+    embedded: true,
+    dataDir: dir,
+    close: async () => {
+      await db.close();
+      if (!keep) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface LogLine {
+  level: "info" | "warn" | "error";
+  obj: object;
+  msg?: string;
+}
+
+export function captureLog(): { log: StoreLog; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const at = (level: LogLine["level"]) => (obj: object, msg?: string) => void lines.push({ level, obj, msg });
+  return { log: { info: at("info"), warn: at("warn"), error: at("error") }, lines };
+}
+
+/** A clock that moves only when told; timers fire in deadline order during advance(). */
+export class FakeClock implements Clock {
+  #now: number;
+  #next = 1;
+  #timers = new Map<number, { at: number; fn: () => void }>();
+
+  constructor(start = Date.UTC(2026, 0, 1)) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const id = this.#next++;
+    this.#timers.set(id, { at: this.#now + ms, fn });
+    return id;
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    this.#timers.delete(handle as number);
+  }
+
+  /** Deadlines of the timers still pending. */
+  pending(): number[] {
+    return [...this.#timers.values()].map((t) => t.at).sort((a, b) => a - b);
+  }
+
+  /** Moves time forward by `ms`, running due timers and letting their promise chains settle in between. */
+  async advance(ms: number): Promise<void> {
+    const until = this.#now + ms;
+    for (;;) {
+      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.#timers.delete(due[0]);
+      this.#now = due[1].at;
+      due[1].fn();
+      await settle();
+    }
+    this.#now = until;
+    await settle();
+  }
+}
+
+/** Lets pending promise callbacks run (no timers involved). */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+const T0 = Date.UTC(2026, 0, 1);
+
+export function poolConfig(name: string, overrides: Partial<PoolConfig> = {}): PoolConfig {
+  return {
+    name,
+    strategy: "round_robin",
+    minTtlMs: 1000,
+    maxTtlMs: 600_000,
+    defaultTtlMs: 60_000,
+    defaultCooldownMs: 5000,
+    maxCooldownMs: 300_000,
+    failureThreshold: 3,
+    openDurationMs: 30_000,
+    maxOpenDurationMs: 600_000,
+    halfOpenProbes: 1,
+    description: "",
+    createdAt: T0,
+    updatedAt: T0,
+    ...overrides,
+  };
+}
+
+/** A key whose secret is unique per call, so a test can search for its bytes. */
+export function keyConfig(pool: string, id: string, overrides: Partial<KeyConfig> = {}): KeyConfig {
+  return {
+    pool,
+    id,
+    label: `label ${id}`,
+    secret: `sk-test-${randomBytes(18).toString("hex")}`,
+    weight: 1,
+    maxConcurrency: 2,
+    quotaGroup: "",
+    metadata: {},
+    disabled: false,
+    disabledReason: "",
+    createdAt: T0,
+    updatedAt: T0,
+    ...overrides,
+  };
+}
+
+export function keyRuntime(pool: string, keyId: string, overrides: Partial<KeyRuntime> = {}): KeyRuntime {
+  return {
+    pool,
+    keyId,
+    rateLimitStreak: 0,
+    circuitState: "closed",
+    circuitOpenCount: 0,
+    consecutiveFailures: 0,
+    outcomes: [],
+    recentGrants: [],
+    budget: {},
+    totalLeases: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    ...overrides,
+  };
+}
+
+export function leaseRecord(pool: string, keyId: string, leaseId: string, overrides: Partial<LeaseRecord> = {}): LeaseRecord {
+  return { leaseId, pool, keyId, holder: "worker-1", acquiredAt: T0, expiresAt: T0 + 60_000, ttlMs: 60_000, ...overrides };
+}

@@ -1,0 +1,240 @@
+import { randomBytes } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RuntimeSnapshot } from "../../src/domain/types.js";
+import { migrate } from "../../src/store/migrate.js";
+import { SecretBox } from "../../src/store/secrets.js";
+import { Store, type JournaledGrant } from "../../src/store/store.js";
+import {
+  captureLog,
+  embedded,
+  freshSchema,
+  keyConfig,
+  keyRuntime,
+  leaseRecord,
+  poolConfig,
+  ROOT,
+  type TestDb,
+} from "./helpers.js";
+
+const box = new SecretBox(randomBytes(32));
+const uniq = (prefix: string) => `${prefix}-${randomBytes(3).toString("hex")}`;
+
+/** Every file under `dir` whose bytes contain `needle`. */
+async function filesContaining(dir: string, needle: string): Promise<string[]> {
+  const bytes = Buffer.from(needle, "utf8");
+  const hits: string[] = [];
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    const content = await readFile(file).catch(() => Buffer.alloc(0));
+    if (content.includes(bytes)) hits.push(file);
+  }
+  return hits;
+}
+
+describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
+  let db: TestDb;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = kind === "postgres" ? await freshSchema() : await embedded(undefined, true);
+    await migrate(db.sql);
+    store = await Store.open(db.sql, box, captureLog().log);
+  }, 60_000);
+  afterAll(async () => {
+    await store?.close();
+    await db?.close();
+  });
+
+  it("round-trips pools and keys through write-through insert, update and delete", async () => {
+    const name = uniq("pool");
+    const pool = poolConfig(name, { strategy: "weighted", description: "primary", maxTtlMs: 900_000 });
+    const k1 = keyConfig(name, "k1", { metadata: { base_url: "https://api.example" }, quotaGroup: "org-1", weight: 3 });
+    const k2 = keyConfig(name, "k2", { disabled: true, disabledReason: "rotating" });
+    await store.insertPool(pool);
+    await store.insertKey(k1);
+    await store.insertKey(k2);
+
+    let loaded = await store.loadAll();
+    expect(loaded.pools.find((p) => p.name === name)).toEqual(pool);
+    expect(loaded.keys.filter((k) => k.pool === name)).toEqual([k1, k2]);
+
+    const pool2 = { ...pool, strategy: "least_busy" as const, failureThreshold: 5, updatedAt: pool.updatedAt + 1 };
+    const k1b = { ...k1, secret: "sk-rotated-0123456789abcdef", label: "renamed", maxConcurrency: 7, updatedAt: k1.updatedAt + 1 };
+    await store.updatePool(pool2);
+    await store.updateKey(k1b);
+    await store.deleteKey(name, "k2");
+    loaded = await store.loadAll();
+    expect(loaded.pools.find((p) => p.name === name)).toEqual(pool2);
+    expect(loaded.keys.filter((k) => k.pool === name)).toEqual([k1b]);
+
+    await store.deletePool(name);
+    loaded = await store.loadAll();
+    expect(loaded.pools.some((p) => p.name === name)).toBe(false);
+    expect(loaded.keys.some((k) => k.pool === name)).toBe(false);
+  });
+
+  it("throws StoreConflict on a duplicate pool or key, and a failed transaction leaves nothing", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await expect(store.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "StoreConflict", constraint: "pools_pkey" });
+    await store.insertKey(keyConfig(name, "k1"));
+    await expect(store.insertKey(keyConfig(name, "k1"))).rejects.toMatchObject({ name: "StoreConflict", constraint: "keys_pkey" });
+    await expect(store.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "StoreConflict" });
+
+    const other = uniq("pool");
+    await expect(
+      store.transaction(async (tx) => {
+        await store.insertPool(poolConfig(other), tx);
+        await store.insertKey(keyConfig(other, "a"), tx);
+        await store.insertKey(keyConfig(other, "a"), tx);
+      }),
+    ).rejects.toMatchObject({ name: "StoreConflict" });
+    const loaded = await store.loadAll();
+    expect(loaded.pools.some((p) => p.name === other)).toBe(false);
+  });
+
+  it("stores secrets only as ciphertext with a masked hint, never in the table or the data files", async () => {
+    const name = uniq("pool");
+    const key = keyConfig(name, "secret-key", { label: `label-${randomBytes(6).toString("hex")}` });
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(key);
+    const [row] = await db.sql`select k::text as whole, secret_hint from keys k where pool = ${name}`;
+    expect(row.whole).not.toContain(key.secret);
+    expect(row.whole).not.toContain(Buffer.from(key.secret).toString("hex"));
+    expect(row.secret_hint).toBe(`sk-…${key.secret.slice(-4)}`);
+
+    let dataDir: string;
+    if (kind === "postgres") {
+      await db.sql`checkpoint`;
+      dataDir = process.env.KEYMESH_TEST_PG_DATA ?? path.join(ROOT, ".tmp/pg/data");
+    } else {
+      await store.close();
+      await db.close();
+      dataDir = db.dataDir!;
+      db = await embedded(dataDir, true);
+      store = await Store.open(db.sql, box, captureLog().log);
+    }
+    // The label is stored in clear: finding it proves the scan reaches the rows on disk.
+    expect((await filesContaining(dataDir, key.label)).length).toBeGreaterThan(0);
+    expect(await filesContaining(dataDir, key.secret)).toEqual([]);
+    expect((await store.loadAll()).keys.find((k) => k.pool === name)?.secret).toBe(key.secret);
+  }, 30_000);
+
+  it("refuses to start with a master key other than the one the database was created with", async () => {
+    await expect(Store.open(db.sql, new SecretBox(randomBytes(32)), captureLog().log)).rejects.toThrow(
+      "master key does not match the one this database was created with",
+    );
+    await expect(Store.open(db.sql, box, captureLog().log)).resolves.toBeInstanceOf(Store);
+  });
+
+  it("group-commits concurrent grants into few statements, durable when each call resolves", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(keyConfig(name, "k1"));
+    const epoch = await store.beginEpoch();
+    const before = { ...store.journalStats };
+    const grants: JournaledGrant[] = Array.from({ length: 300 }, (_, i) => ({
+      ...leaseRecord(name, "k1", `${name}-lease-${i}`),
+      epoch,
+      seq: i + 1,
+    }));
+    await Promise.all(grants.map((g) => store.journalGrant(g)));
+    expect(store.journalStats.grants - before.grants).toBe(300);
+    expect(store.journalStats.batches - before.batches).toBeLessThanOrEqual(2);
+
+    // Arriving while a statement is in flight: the stragglers share the next one.
+    const more = grants.map((g, i) => ({ ...g, leaseId: `${g.leaseId}-b`, seq: 301 + i }));
+    const first = store.journalGrant(more[0]);
+    await Promise.resolve();
+    const rest = more.slice(1).map((g) => store.journalGrant(g));
+    await Promise.all([first, ...rest]);
+    expect(store.journalStats.batches - before.batches).toBeLessThanOrEqual(4);
+
+    const [{ n }] = await db.sql`select count(*)::int as n from leases where pool = ${name}`;
+    expect(n).toBe(600);
+    const loaded = await store.loadAll();
+    expect(loaded.grantHighWater[epoch]).toBe(600);
+    expect(loaded.runtime?.leases.find((l) => l.leaseId === `${name}-lease-0`)).toEqual(leaseRecord(name, "k1", `${name}-lease-0`));
+  });
+
+  it("skips grants for keys that no longer exist without failing their batch", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(keyConfig(name, "k1"));
+    const epoch = await store.beginEpoch();
+    await Promise.all([
+      store.journalGrant({ ...leaseRecord(name, "k1", `${name}-ok`), epoch, seq: 1 }),
+      store.journalGrant({ ...leaseRecord(name, "gone", `${name}-gone`), epoch, seq: 2 }),
+    ]);
+    const rows = await db.sql`select lease_id from leases where pool = ${name}`;
+    expect(rows.map((r) => r.lease_id)).toEqual([`${name}-ok`]);
+  });
+
+  it("round-trips a runtime snapshot with its deadlines, and reconciles leases on the next one", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(keyConfig(name, "k1"));
+    await store.insertKey(keyConfig(name, "k2"));
+    const epoch = await store.beginEpoch();
+    const t = Date.UTC(2026, 0, 1, 12);
+    const k1 = keyRuntime(name, "k1", {
+      cooldownUntil: t + 300_000,
+      rateLimitStreak: 2,
+      rateLimitStreakStart: t - 1000,
+      circuitState: "open",
+      circuitOpenUntil: t + 30_000,
+      circuitOpenCount: 1,
+      consecutiveFailures: 3,
+      emaLatencyMs: 123.5,
+      outcomes: [[t - 10, 1], [t - 5, 0]],
+      recentGrants: [t - 100, t - 50],
+      budget: { requestsRemaining: 0, requestsLimit: 60, requestsResetAt: t + 1000, tokensRemaining: 5, tokensLimit: 100 },
+      totalLeases: 42,
+      inputTokens: 1000,
+      outputTokens: 2000,
+    });
+    const k2 = keyRuntime(name, "k2", { autoDisabled: { cause: "auth", message: "401 from provider", at: t }, draining: { remove: true } });
+    const live = leaseRecord(name, "k1", `${name}-live`, { expiresAt: t + 60_000 });
+    const ended = leaseRecord(name, "k2", `${name}-ended`);
+    await store.journalGrant({ ...live, epoch, seq: 1 });
+    await store.journalGrant({ ...ended, epoch, seq: 2 });
+
+    const first: RuntimeSnapshot = { takenAt: t, keys: [k1, k2], leases: [live] };
+    await store.writeSnapshot(first);
+    let loaded = await store.loadAll();
+    expect(loaded.runtime?.takenAt).toBe(t);
+    expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1, k2]);
+    expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([live]);
+    expect(loaded.grantHighWater[epoch]).toBe(2);
+
+    // Renewed in memory, then a grant journaled after the export: the snapshot must not delete it.
+    const renewed = { ...live, expiresAt: t + 120_000 };
+    const second: RuntimeSnapshot = { takenAt: t + 1000, keys: [k1, k2], leases: [renewed] };
+    const late = leaseRecord(name, "k2", `${name}-late`);
+    // On Postgres, hold the snapshot at its first statement so the late grant commits before its lease cleanup.
+    const blocker = kind === "postgres" ? await db.sql.reserve() : undefined;
+    if (blocker) await blocker`begin`.then(() => blocker`lock table key_runtime in exclusive mode`);
+    const write = store.writeSnapshot(second);
+    await store.journalGrant({ ...late, epoch, seq: 3 });
+    if (blocker) await blocker`commit`.then(() => blocker.release());
+    await write;
+    loaded = await store.loadAll();
+    expect(loaded.runtime?.leases.filter((l) => l.pool === name).sort((a, b) => a.leaseId.localeCompare(b.leaseId))).toEqual([late, renewed]);
+    expect(loaded.runtime?.takenAt).toBe(t + 1000);
+  });
+
+  it("numbers epochs upwards from one start to the next", async () => {
+    const a = await store.beginEpoch();
+    const b = await store.beginEpoch();
+    expect(b).toBeGreaterThan(a);
+    expect(store.epoch).toBe(b);
+  });
+
+  it("answers ping and reports up while the database is reachable", async () => {
+    expect(await store.ping()).toBe(true);
+    expect(store.up).toBe(true);
+  });
+});

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 from keymesh.classify import classify
+from sdk_errors import native_error
 from keymesh.ratelimit import parse_rate_limit_headers
 
 VECTORS = Path(__file__).resolve().parents[3] / "test" / "vectors"
@@ -23,73 +23,6 @@ def _load(name: str) -> tuple[datetime, list[dict[str, Any]]]:
 
 HEADERS_NOW, HEADER_CASES = _load("headers.json")
 CLASSIFICATION_NOW, CLASSIFICATION_CASES = _load("classification.json")
-
-
-# Stand-ins for the SDK exceptions, shaped as described in test/vectors/README.md ("Python").
-class OpenAIAPIStatusError(Exception):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec.get("message", ""))
-        self.status_code = spec["status"]
-        self.code = spec.get("code")
-        self.type = spec.get("type")
-        self.message = spec.get("message", "")
-        self.body = {"code": self.code, "type": self.type, "message": self.message}
-        self.response = SimpleNamespace(status_code=self.status_code, headers=dict(spec.get("headers") or {}))
-
-
-class AnthropicAPIStatusError(Exception):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        error = spec.get("error") or {}
-        super().__init__(error.get("message", ""))
-        self.status_code = spec["status"]
-        self.message = error.get("message", "")
-        self.body = {"type": "error", "error": dict(error)}
-        self.response = SimpleNamespace(status_code=self.status_code, headers=dict(spec.get("headers") or {}))
-
-
-OpenAIAPIStatusError.__name__ = AnthropicAPIStatusError.__name__ = "APIStatusError"
-
-
-class APIError(Exception):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(f"{spec['code']} {spec.get('status', '')}. {spec.get('message', '')}")
-        self.code = spec["code"]
-        self.status = spec.get("status")
-        self.message = spec.get("message", "")
-        self.details = {
-            "error": {
-                "code": self.code,
-                "status": self.status,
-                "message": self.message,
-                "details": spec.get("details", []),
-            }
-        }
-        self.response = SimpleNamespace(status_code=self.code, headers=dict(spec.get("headers") or {}))
-
-
-class APITimeoutError(Exception):
-    pass
-
-
-class APIConnectionError(Exception):
-    pass
-
-
-def native_error(spec: Optional[dict[str, Any]]) -> Optional[Exception]:
-    if spec is None:
-        return None
-    shape = spec["shape"]
-    if shape == "openai":
-        return OpenAIAPIStatusError(spec)
-    if shape == "anthropic":
-        return AnthropicAPIStatusError(spec)
-    if shape == "gemini":
-        return APIError(spec)
-    if shape == "timeout":
-        return APITimeoutError("Request timed out.")
-    if shape == "connection":
-        return APIConnectionError("Connection error.")
-    raise AssertionError(f"unknown error shape {shape!r}")
 
 
 @pytest.mark.parametrize("case", HEADER_CASES, ids=[c["name"] for c in HEADER_CASES])

@@ -28,6 +28,7 @@ export function enumName(schema: DescEnum, value: number): string {
 }
 
 const dash = "-";
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 const duration = (d: Duration | undefined) => (d ? formatDuration(durationMs(d)) : dash);
 const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : dash);
 
@@ -80,8 +81,8 @@ export function leasesTable(leases: Lease[]): string {
 /** The stats view: a summary line, then one row per key. `now` places open circuits in time. */
 export function statsTable(stats: PoolStats, now: number): string {
   const summary =
-    `pool ${stats.pool}: ${stats.totalKeys} keys, ${stats.eligibleKeys} eligible, ` +
-    `${stats.activeLeases} active leases, ${stats.waiters} waiting\n`;
+    `pool ${stats.pool}: ${count(stats.totalKeys, "key")}, ${stats.eligibleKeys} eligible, ` +
+    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting\n`;
   const rows = stats.keys.map((k) => {
     const circuit = enumName(CircuitStateSchema, k.circuitState);
     const openFor = k.circuitOpenUntil ? timestampMs(k.circuitOpenUntil) - now : 0;

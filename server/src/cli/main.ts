@@ -3,12 +3,7 @@ import { text } from "node:stream/consumers";
 import { createAdminClient } from "./client.js";
 import { runCli } from "./program.js";
 
-const argv = process.argv.slice(2);
-const interrupt = new AbortController();
-// Only `watch` runs until interrupted; elsewhere Ctrl-C keeps its default meaning.
-if (argv[0] === "watch") process.once("SIGINT", () => interrupt.abort());
-
-process.exitCode = await runCli(argv, {
+process.exitCode = await runCli(process.argv.slice(2), {
   stdout: (chunk) => process.stdout.write(chunk),
   stderr: (chunk) => process.stderr.write(chunk),
   readStdin: () => text(process.stdin),
@@ -16,5 +11,6 @@ process.exitCode = await runCli(argv, {
   connect: createAdminClient,
   runServer: async () => (await import("../main.js")).runServer(),
   now: Date.now,
-  interrupt: interrupt.signal,
+  // Only `watch` registers; for every other command Ctrl-C keeps its default meaning.
+  onInterrupt: (stop) => process.once("SIGINT", stop),
 });

@@ -40,8 +40,8 @@ export interface CliIo {
   connect(options: ConnectOptions): AdminClient;
   runServer(): Promise<void>;
   now(): number;
-  /** Ends a running `watch` (Ctrl-C); a watch that ends this way exits 0. */
-  interrupt?: AbortSignal;
+  /** Registers what Ctrl-C does while `watch` runs; a watch ended this way exits 0. */
+  onInterrupt(stop: () => void): void;
 }
 
 /** A mistake in how the command was invoked (exit code 2). */
@@ -395,14 +395,19 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option("--leases", "also show lease granted / ended events (chatty)")
     .description("follow the events of a pool, one line each")
     .action(async (pool: string | undefined, flags: { leases?: boolean }) => {
-      const stream = admin().watchEvents({ pool: pool ?? "", includeLeaseEvents: flags.leases ?? false }, { signal: io.interrupt });
+      const interrupt = new AbortController();
+      io.onInterrupt(() => interrupt.abort());
+      const stream = admin().watchEvents(
+        { pool: pool ?? "", includeLeaseEvents: flags.leases ?? false },
+        { signal: interrupt.signal },
+      );
       try {
         for await (const res of stream) {
           if (!res.event) continue;
           io.stdout(globals.json ? `${JSON.stringify(toJson(EventSchema, res.event))}\n` : eventLine(res.event));
         }
       } catch (err) {
-        if (!io.interrupt?.aborted) throw err;
+        if (!interrupt.signal.aborted) throw err;
       }
     });
 

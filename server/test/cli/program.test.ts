@@ -49,6 +49,7 @@ async function run(argv: string[], answers: Record<string, (req: any, options?: 
     },
     runServer: async () => {},
     now: () => NOW,
+    onInterrupt: () => {},
     ...extra,
   });
   return { code, stdout: out.join(""), stderr: err.join(""), calls, connects };
@@ -227,13 +228,13 @@ describe("keymesh CLI", () => {
   });
 
   it("ends a watch cleanly when interrupted", async () => {
-    const interrupt = new AbortController();
+    let ctrlC = () => {};
     async function* events(_req: unknown, options: { signal: AbortSignal }) {
       yield { event: create(EventSchema, { type: EventType.KEY_ADDED, pool: "openai", keyId: "k3" }) };
-      interrupt.abort();
+      ctrlC();
       if (options.signal.aborted) throw new ConnectError("operation was aborted", Code.Canceled);
     }
-    const r = await run(["--json", "watch"], { watchEvents: events }, { interrupt: interrupt.signal });
+    const r = await run(["--json", "watch"], { watchEvents: events }, { onInterrupt: (stop) => void (ctrlC = stop) });
     expect(r.code).toBe(0);
     expect(r.calls[0].req).toEqual({ pool: "", includeLeaseEvents: false });
     expect(JSON.parse(r.stdout)).toEqual({ type: "EVENT_TYPE_KEY_ADDED", pool: "openai", keyId: "k3" });

@@ -1,0 +1,225 @@
+// Engine-level measurements in this process: the wake-up path without a network, and the scale run
+// (10,000 keys, 100,000 live leases) against the real store on a fresh Postgres database.
+import { randomBytes } from "node:crypto";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { PoolEngine } from "../../server/src/domain/engine.js";
+import type { Grant, KeyConfig } from "../../server/src/domain/types.js";
+import { systemClock } from "../../server/src/app/app.js";
+import { openDatabase } from "../../server/src/store/database.js";
+import { migrate } from "../../server/src/store/migrate.js";
+import { SecretBox } from "../../server/src/store/secrets.js";
+import { Store } from "../../server/src/store/store.js";
+import { freshDatabase } from "./server.js";
+import { summarize, type Summary } from "./stats.js";
+
+const quietLog = { info() {}, warn() {}, error() {} };
+
+function newEngine(epoch = 1): PoolEngine {
+  return new PoolEngine({ clock: systemClock, leaseSecret: randomBytes(32), epoch });
+}
+
+export interface EngineWake {
+  samples: number;
+  /** engine.release() called → the waiter's promise continuation runs, in microseconds. */
+  wake_us: Summary;
+}
+
+/** One key with max_concurrency 1: a holder releases, and a queued acquire's promise resolves. */
+export async function engineWake(samples: number): Promise<EngineWake> {
+  const engine = newEngine();
+  engine.createPool(engine.preparePool({ name: "wake" }));
+  engine.addKey(engine.prepareKey({ pool: "wake", id: "k1", secret: "sk-bench-wake", maxConcurrency: 1 }));
+  const input = { pool: "wake", waitTimeoutMs: 5000, holder: "bench", estimatedTokens: 0, excludeKeyIds: [] };
+  let held = engine.acquire(input) as Grant;
+  const us: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const waiting = engine.acquire(input);
+    if (!(waiting instanceof Promise)) throw new Error("the second acquire should have queued");
+    let t0 = 0;
+    const woken = waiting.then((g) => {
+      us.push((performance.now() - t0) * 1000);
+      return g;
+    });
+    t0 = performance.now();
+    engine.release(held.leaseId, {});
+    held = await woken;
+  }
+  engine.release(held.leaseId, {});
+  engine.close();
+  return { samples, wake_us: summarize(us) };
+}
+
+export interface ScaleOptions {
+  postgresUrl: string;
+  keys: number;
+  leases: number;
+  /** Acquire+Release cycles sampled for each latency figure. */
+  probes: number;
+  /** Concurrent probing callers. */
+  callers: number;
+  /** Snapshots written while probing. */
+  snapshots: number;
+}
+
+export interface ScaleResult {
+  keys: number;
+  leases: number;
+  setup_seconds: number;
+  heap_bytes_per_lease: number;
+  /** Acquire alone (engine call), with 100k leases live, in microseconds. */
+  engine_acquire_us: Summary;
+  /** Arrival → grant journaled (as the server answers), no snapshot running. */
+  acquire_ms: Summary;
+  /** The same while snapshots are being written back to back. */
+  acquire_during_snapshot_ms: Summary;
+  snapshot_p99_ratio: number;
+  snapshot: { export_ms: Summary; write_ms: Summary; total_ms: Summary; rows: number };
+  /** Least-busy scans every key per pick: its acquire cost at this pool size, for comparison. */
+  least_busy_engine_acquire_us: Summary;
+}
+
+function gc(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (!g) throw new Error("run with --expose-gc (scripts/bench.sh does)");
+  g();
+  g();
+}
+
+export async function scale(o: ScaleOptions): Promise<ScaleResult> {
+  const setupStart = performance.now();
+  const db = await freshDatabase(o.postgresUrl, "keymesh_scale");
+  const handle = await openDatabase({ databaseUrl: db.url, dataDir: "/nonexistent", log: quietLog });
+  try {
+    await migrate(handle.sql, { log: quietLog });
+    const store = new Store(handle.sql, new SecretBox(randomBytes(32)), quietLog);
+    await store.verifyMasterKey();
+    const epoch = await store.beginEpoch();
+    const engine = newEngine(epoch);
+    const pool = engine.preparePool({ name: "scale", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 });
+    engine.createPool(pool);
+    await store.insertPool(pool);
+    const keyConfigs: KeyConfig[] = [];
+    for (let i = 0; i < o.keys; i++) {
+      const cfg = engine.prepareKey({ pool: "scale", id: `k${i}`, secret: `sk-bench-scale-${i.toString().padStart(6, "0")}` });
+      engine.addKey(cfg);
+      keyConfigs.push(cfg);
+    }
+    for (let i = 0; i < keyConfigs.length; i += 500) {
+      await handle.sql.begin(async (tx) => {
+        for (const cfg of keyConfigs.slice(i, i + 500)) await store.insertKey(cfg, tx);
+      });
+    }
+
+    const journal = (g: Grant) => {
+      const seq = engine.leaseSeq(g.leaseId)!;
+      return store.journalGrant({
+        leaseId: g.leaseId,
+        pool: g.pool,
+        keyId: g.keyId,
+        holder: "bench-scale",
+        acquiredAt: g.expiresAt - g.ttlMs,
+        expiresAt: g.expiresAt,
+        ttlMs: g.ttlMs,
+        epoch: seq.epoch,
+        seq: seq.seq,
+      });
+    };
+    const input = { pool: "scale", waitTimeoutMs: 0, holder: "bench-scale", estimatedTokens: 0, excludeKeyIds: [] };
+
+    gc();
+    const heapBefore = process.memoryUsage().heapUsed;
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < o.leases; i++) {
+      pending.push(journal(engine.acquire(input) as Grant));
+      if (pending.length === 2000) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+    gc();
+    const heapPerLease = (process.memoryUsage().heapUsed - heapBefore) / o.leases;
+    // The first snapshot at this size: it writes every lease row once, as the server's first one after a restart would.
+    await store.writeSnapshot(engine.exportRuntime());
+    const setupSeconds = (performance.now() - setupStart) / 1000;
+
+    const engineUs: number[] = [];
+    for (let i = 0; i < o.probes; i++) {
+      const t = performance.now();
+      const g = engine.acquire(input) as Grant;
+      engineUs.push((performance.now() - t) * 1000);
+      engine.release(g.leaseId, {});
+    }
+
+    // Each probe is an arrival that must wait for the event loop (as a request on a socket does),
+    // then is granted and journaled before it "answers", and is released right after.
+    const probe = async (count: number, running: () => boolean, out: number[]) => {
+      const caller = async () => {
+        while (running() && out.length < count) {
+          const arrived = performance.now();
+          await nextTurn();
+          const g = engine.acquire(input) as Grant;
+          await journal(g);
+          out.push(performance.now() - arrived);
+          engine.release(g.leaseId, {});
+        }
+      };
+      await Promise.all(Array.from({ length: o.callers }, caller));
+    };
+
+    const idle: number[] = [];
+    await probe(o.probes, () => true, idle);
+
+    const exportMs: number[] = [];
+    const writeMs: number[] = [];
+    const totalMs: number[] = [];
+    const busy: number[] = [];
+    let snapshotting = true;
+    const snapshots = (async () => {
+      for (let i = 0; i < o.snapshots; i++) {
+        const t0 = performance.now();
+        const s = engine.exportRuntime();
+        const t1 = performance.now();
+        await store.writeSnapshot(s);
+        const t2 = performance.now();
+        exportMs.push(t1 - t0);
+        writeMs.push(t2 - t1);
+        totalMs.push(t2 - t0);
+      }
+      snapshotting = false;
+    })();
+    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy);
+    await snapshots;
+
+    const leastBusy = newEngine(epoch + 1);
+    leastBusy.createPool(leastBusy.preparePool({ name: "lb", strategy: "least_busy", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 }));
+    for (let i = 0; i < o.keys; i++) leastBusy.addKey(leastBusy.prepareKey({ pool: "lb", id: `k${i}`, secret: `sk-bench-lb-${i}` }));
+    const lbInput = { ...input, pool: "lb" };
+    for (let i = 0; i < o.leases; i++) leastBusy.acquire(lbInput);
+    const lbUs: number[] = [];
+    for (let i = 0; i < Math.min(o.probes, 2000); i++) {
+      const t = performance.now();
+      const g = leastBusy.acquire(lbInput) as Grant;
+      lbUs.push((performance.now() - t) * 1000);
+      leastBusy.release(g.leaseId, {});
+    }
+    leastBusy.close();
+
+    const acquireIdle = summarize(idle);
+    const acquireBusy = summarize(busy);
+    engine.close();
+    await store.close();
+    return {
+      keys: o.keys,
+      leases: o.leases,
+      setup_seconds: setupSeconds,
+      heap_bytes_per_lease: Math.round(heapPerLease),
+      engine_acquire_us: summarize(engineUs),
+      acquire_ms: acquireIdle,
+      acquire_during_snapshot_ms: acquireBusy,
+      snapshot_p99_ratio: acquireBusy.p99 / acquireIdle.p99,
+      snapshot: { export_ms: summarize(exportMs), write_ms: summarize(writeMs), total_ms: summarize(totalMs), rows: o.keys + o.leases },
+      least_busy_engine_acquire_us: summarize(lbUs),
+    };
+  } finally {
+    await handle.close().catch(() => undefined);
+    await db.drop().catch(() => undefined);
+  }
+}

@@ -1,0 +1,94 @@
+// Runs the Go load generator (bench/loadgen, built by scripts/bench.sh) as a separate OS process and
+// returns the JSON object it prints.
+import { spawn } from "node:child_process";
+
+export interface Latency {
+  count: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  p999_ms: number;
+  max_ms: number;
+  mean_ms: number;
+}
+
+export interface UnaryResult {
+  mode: "echo" | "cycle";
+  concurrency: number;
+  seconds: number;
+  ops: number;
+  ops_per_sec: number;
+  rps: number;
+  errors: number;
+  first_error?: string;
+  latency: Latency;
+  acquire?: Latency;
+  release?: Latency;
+}
+
+export interface RenewResult {
+  streams: number;
+  leases_per_stream: number;
+  window_per_stream: number;
+  seconds: number;
+  renewals: number;
+  renewals_per_sec: number;
+  gone: number;
+  latency: Latency;
+}
+
+export interface WakeResult {
+  samples: number;
+  wake: Latency;
+  release_rtt: Latency;
+}
+
+export interface GoodputResult {
+  scenario: "one" | "rr" | "keymesh";
+  offered_rps: number;
+  seconds: number;
+  measured_seconds: number;
+  requests: number;
+  succeeded: number;
+  failed: number;
+  failed_by: Record<string, number>;
+  provider_calls: number;
+  rate_limited_answers: number;
+  success_per_sec: number;
+  latency: Latency;
+}
+
+export function loadgenPath(): string {
+  const bin = process.env.KEYMESH_BENCH_LOADGEN;
+  if (!bin) throw new Error("KEYMESH_BENCH_LOADGEN is not set: run the bench with `npm run bench` (scripts/bench.sh builds it)");
+  return bin;
+}
+
+/** Runs one loadgen mode; `limitMs` bounds the process (it is killed past it). */
+export function runLoadgen<T>(args: Record<string, string | number>, limitMs: number): Promise<T> {
+  const argv = Object.entries(args).map(([k, v]) => `-${k}=${v}`);
+  return new Promise<T>((resolve, reject) => {
+    const child = spawn(loadgenPath(), argv, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if (code !== 0) {
+        reject(new Error(`loadgen ${argv.join(" ")} exited with ${signal ?? code}: ${err.trim()}`));
+        return;
+      }
+      try {
+        resolve(JSON.parse(out) as T);
+      } catch (e) {
+        reject(new Error(`loadgen printed no JSON: ${out.slice(0, 200)} ${err.slice(0, 200)}`));
+      }
+    });
+  });
+}

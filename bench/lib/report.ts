@@ -1,0 +1,121 @@
+// The headline figures (the JSON's top-level fields), the targets they are held against, and the table.
+import type { EngineWake, ScaleResult } from "./inprocess.js";
+import type { GoodputResult, RenewResult, UnaryResult, WakeResult } from "./loadgen.js";
+
+interface Target {
+  value: number | null;
+  target: string;
+  met: boolean | null;
+}
+
+const r1 = (n: number) => Math.round(n * 10) / 10;
+const r3 = (n: number) => Math.round(n * 1000) / 1000;
+
+export function printReport(result: Record<string, unknown>): Record<string, unknown> {
+  const hot = result.hot as { echo: Record<number, UnaryResult>; cycle: Record<number, UnaryResult> } | undefined;
+  const renew = result.renew as Record<number, RenewResult> | undefined;
+  const wake = result.wake as { e2e: WakeResult; engine: EngineWake } | undefined;
+  const embedded = result.embedded_cycle as Record<number, UnaryResult> | undefined;
+  const scale = result.scale as ScaleResult | undefined;
+  const goodput = result.goodput as
+    | { setup: { aggregate_rps: number; offered_rps: number }; scenarios: Record<string, GoodputResult & { provider_429s: number }> }
+    | undefined;
+
+  const rows: Array<[string, string]> = [];
+  const summary: Record<string, unknown> = {};
+
+  if (hot) {
+    const ceiling = hot.echo[64]!.rps;
+    const cycle = hot.cycle[64]!.rps;
+    summary.ceiling_rps = Math.round(ceiling);
+    summary.cycle_rps = Math.round(cycle);
+    summary.ratio = r3(cycle / ceiling);
+    summary.ceiling_rps_by_concurrency = Object.fromEntries(Object.entries(hot.echo).map(([c, r]) => [c, Math.round(r.rps)]));
+    summary.cycle_rps_by_concurrency = Object.fromEntries(Object.entries(hot.cycle).map(([c, r]) => [c, Math.round(r.rps)]));
+    summary.ratio_by_concurrency = Object.fromEntries(Object.entries(hot.cycle).map(([c, r]) => [c, r3(r.rps / hot.echo[Number(c)]!.rps)]));
+    summary.acquire_p50_ms = r3(hot.cycle[64]!.acquire!.p50_ms);
+    summary.acquire_p99_ms = r3(hot.cycle[64]!.acquire!.p99_ms);
+    for (const c of Object.keys(hot.echo)) {
+      const e = hot.echo[Number(c)]!;
+      const y = hot.cycle[Number(c)]!;
+      rows.push([
+        `c=${c}: echo rpc/s | cycle rpc/s | ratio`,
+        `${Math.round(e.rps)} | ${Math.round(y.rps)} | ${r3(y.rps / e.rps)}`,
+      ]);
+    }
+    for (const c of Object.keys(hot.cycle)) {
+      const a = hot.cycle[Number(c)]!.acquire!;
+      rows.push([`c=${c}: Acquire p50 / p99 (ms)`, `${r3(a.p50_ms)} / ${r3(a.p99_ms)}`]);
+    }
+  }
+  if (embedded) {
+    summary.cycle_rps_embedded_db = Object.fromEntries(Object.entries(embedded).map(([c, r]) => [c, Math.round(r.rps)]));
+    for (const [c, r] of Object.entries(embedded)) {
+      rows.push([`embedded DB, c=${c}: cycle rpc/s | Acquire p99 ms`, `${Math.round(r.rps)} | ${r3(r.acquire!.p99_ms)}`]);
+    }
+  }
+  if (wake) {
+    summary.wake_p99_ms = r3(wake.e2e.wake.p99_ms);
+    summary.wake_p50_ms = r3(wake.e2e.wake.p50_ms);
+    summary.wake_engine_p99_ms = r3(wake.engine.wake_us.p99 / 1000);
+    rows.push(["wake, loopback Release→Acquire p50 / p99 (ms)", `${r3(wake.e2e.wake.p50_ms)} / ${r3(wake.e2e.wake.p99_ms)}`]);
+    rows.push(["  (Release round trip p50 / p99, ms)", `${r3(wake.e2e.release_rtt.p50_ms)} / ${r3(wake.e2e.release_rtt.p99_ms)}`]);
+    rows.push(["wake, in the engine p50 / p99 (µs)", `${r1(wake.engine.wake_us.p50)} / ${r1(wake.engine.wake_us.p99)}`]);
+  }
+  if (renew) {
+    summary.renew_rps = Object.fromEntries(Object.entries(renew).map(([s, r]) => [`streams_${s}`, Math.round(r.renewals_per_sec)]));
+    for (const [s, r] of Object.entries(renew)) {
+      rows.push([`KeepAlive renewals/s over ${s} stream(s) (p99 ms)`, `${Math.round(r.renewals_per_sec)} (${r3(r.latency.p99_ms)})`]);
+    }
+  }
+  if (scale) {
+    summary.snapshot_p99_ratio = r3(scale.snapshot_p99_ratio);
+    summary.scale_acquire_p99_ms = r3(scale.acquire_ms.p99);
+    summary.scale_engine_acquire_p99_us = r1(scale.engine_acquire_us.p99);
+    summary.heap_bytes_per_lease = scale.heap_bytes_per_lease;
+    summary.snapshot_ms = r1(scale.snapshot.total_ms.p50);
+    rows.push([`scale ${scale.keys} keys / ${scale.leases} leases: engine Acquire p50 / p99 (µs)`, `${r1(scale.engine_acquire_us.p50)} / ${r1(scale.engine_acquire_us.p99)}`]);
+    rows.push(["  Acquire incl. journal, p50 / p99 (ms), idle", `${r3(scale.acquire_ms.p50)} / ${r3(scale.acquire_ms.p99)}`]);
+    rows.push(["  Acquire incl. journal, p50 / p99 (ms), during snapshot", `${r3(scale.acquire_during_snapshot_ms.p50)} / ${r3(scale.acquire_during_snapshot_ms.p99)}`]);
+    rows.push(["  heap per lease (bytes)", `${scale.heap_bytes_per_lease}`]);
+    rows.push(["  snapshot export / write / total, median (ms)", `${r1(scale.snapshot.export_ms.p50)} / ${r1(scale.snapshot.write_ms.p50)} / ${r1(scale.snapshot.total_ms.p50)}`]);
+    rows.push(["  least_busy engine Acquire p50 / p99 (µs)", `${r1(scale.least_busy_engine_acquire_us.p50)} / ${r1(scale.least_busy_engine_acquire_us.p99)}`]);
+  }
+  if (goodput) {
+    const pct = (r: GoodputResult) => ({
+      goodput_pct: r1((100 * r.success_per_sec) / goodput.setup.aggregate_rps),
+      failed_pct: r3((100 * r.failed) / Math.max(1, r.requests)),
+    });
+    summary.goodput_by_scenario = Object.fromEntries(Object.entries(goodput.scenarios).map(([s, r]) => [s, pct(r)]));
+    const km = goodput.scenarios.keymesh;
+    if (km) Object.assign(summary, pct(km));
+    for (const [s, r] of Object.entries(goodput.scenarios)) {
+      const p = pct(r);
+      rows.push([
+        `goodput ${s}: ok/s of ${goodput.setup.aggregate_rps} | goodput % | failed % | 429s | p99 ms`,
+        `${r1(r.success_per_sec)} | ${p.goodput_pct} | ${p.failed_pct} | ${r.rate_limited_answers} | ${r1(r.latency.p99_ms)}`,
+      ]);
+    }
+  }
+
+  const target = (value: unknown, ok: (v: number) => boolean, text: string): Target =>
+    typeof value === "number" ? { value, target: text, met: ok(value) } : { value: null, target: text, met: null };
+  summary.targets = {
+    ratio: target(summary.ratio, (v) => v >= 0.8, ">= 0.80"),
+    acquire_p99_ms: target(summary.acquire_p99_ms, (v) => v < 5, "< 5"),
+    wake_p99_ms: target(summary.wake_p99_ms, (v) => v < 1, "< 1"),
+    snapshot_p99_ratio: target(summary.snapshot_p99_ratio, (v) => v < 2, "< 2"),
+    goodput_pct: target(summary.goodput_pct, (v) => v >= 95, ">= 95"),
+    failed_pct: target(summary.failed_pct, (v) => v < 1, "< 1"),
+  };
+
+  const width = Math.max(...rows.map(([k]) => k.length));
+  console.log("");
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  console.log("");
+  for (const [name, t] of Object.entries(summary.targets as Record<string, Target>)) {
+    const mark = t.met === null ? "n/a " : t.met ? "met " : "MISS";
+    console.log(`${mark} ${name.padEnd(20)} ${String(t.value ?? "-").padStart(10)}  target ${t.target}`);
+  }
+  return summary;
+}

@@ -1,0 +1,124 @@
+// A KeyMesh server for the bench: the real startServer on loopback port 0, a database of its own (a
+// fresh one on the bench Postgres, or the embedded database in a temporary directory), and the bare
+// echo method mounted on the same grpc-js server as the transport ceiling.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import postgres from "postgres";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { startServer, type RunningServer } from "../../server/src/app/app.js";
+import { configFromEnv } from "../../server/src/app/config.js";
+import { createLogger } from "../../server/src/ops/logger.js";
+import { PoolAdminService, Strategy } from "../../server/src/gen/keymesh/v1/admin_pb.js";
+
+export const ECHO_PATH = "/keymesh.bench.v1.Echo/Echo";
+
+const identity = (b: Buffer): Buffer => b;
+
+/** The stack's own ceiling: a unary method that answers its request bytes, with no decoding at all. */
+export function mountEcho(server: grpc.Server): void {
+  server.addService(
+    {
+      Echo: {
+        path: ECHO_PATH,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        responseSerialize: identity,
+        responseDeserialize: identity,
+        originalName: "Echo",
+      },
+    },
+    {
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
+    },
+  );
+}
+
+/** A database of its own on the Postgres at `base`, dropped by the returned function. */
+export async function freshDatabase(base: string, prefix: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(5).toString("hex")}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const sql = postgres(base, { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`drop database if exists ${name} with (force)`);
+      } finally {
+        await sql.end();
+      }
+    },
+  };
+}
+
+export interface BenchServer {
+  server: RunningServer;
+  addr: string;
+  database: "postgres" | "embedded";
+  admin: Client<typeof PoolAdminService>;
+  stop(): Promise<void>;
+}
+
+export async function startBenchServer(opts: { postgresUrl?: string; snapshotInterval?: string }): Promise<BenchServer> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "keymesh-bench-"));
+  const db = opts.postgresUrl ? await freshDatabase(opts.postgresUrl, "keymesh_bench") : undefined;
+  const env: NodeJS.ProcessEnv = {
+    KEYMESH_HOST: "127.0.0.1",
+    KEYMESH_GRPC_PORT: "0",
+    KEYMESH_HTTP_PORT: "0",
+    KEYMESH_DATA_DIR: dataDir,
+    KEYMESH_MASTER_KEY: randomBytes(32).toString("base64"),
+    KEYMESH_SNAPSHOT_INTERVAL: opts.snapshotInterval ?? "1s",
+    KEYMESH_LOG_LEVEL: "warn",
+    ...(db ? { DATABASE_URL: db.url } : {}),
+  };
+  const log = createLogger("warn");
+  const server = await startServer(configFromEnv(env), log, env, { beforeListen: mountEcho });
+  const addr = `127.0.0.1:${server.grpcPort}`;
+  const admin = createClient(PoolAdminService, createGrpcTransport({ baseUrl: `http://${addr}` }));
+  return {
+    server,
+    addr,
+    database: db ? "postgres" : "embedded",
+    admin,
+    async stop() {
+      await server.shutdown();
+      await db?.drop().catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+    },
+  };
+}
+
+const seconds = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+
+export interface PoolSpec {
+  name: string;
+  keys: Array<{ id: string; secret: string; maxConcurrency?: number }>;
+  strategy?: Strategy;
+  defaultCooldownMs?: number;
+}
+
+export async function createPool(admin: Client<typeof PoolAdminService>, spec: PoolSpec): Promise<void> {
+  await admin.createPool({
+    pool: {
+      name: spec.name,
+      strategy: spec.strategy ?? Strategy.ROUND_ROBIN,
+      ...(spec.defaultCooldownMs ? { defaultCooldown: seconds(spec.defaultCooldownMs) } : {}),
+    },
+  });
+  for (const k of spec.keys) {
+    await admin.addKey({ pool: spec.name, key: { id: k.id, label: k.id, maxConcurrency: k.maxConcurrency ?? 0 }, secret: k.secret });
+  }
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	keymesh "github.com/keymesh/keymesh/clients/go"
+)
+
+// GoodputResult is one scenario against the fake provider: Poisson arrivals at a fixed rate, each
+// request allowed `budget` from its arrival (retries included) before it counts as a failure.
+type GoodputResult struct {
+	Scenario    string         `json:"scenario"`
+	OfferedRPS  float64        `json:"offered_rps"`
+	Seconds     float64        `json:"seconds"`
+	Measured    float64        `json:"measured_seconds"`
+	Requests    int64          `json:"requests"`
+	Succeeded   int64          `json:"succeeded"`
+	Failed      int64          `json:"failed"`
+	FailedBy    map[string]int `json:"failed_by"`
+	Attempts    int64          `json:"provider_calls"`
+	RateLimited int64          `json:"rate_limited_answers"`
+	// SuccessPerSec counts successes completed after the warm-up, over the measured seconds.
+	SuccessPerSec float64 `json:"success_per_sec"`
+	Latency       Latency `json:"latency"`
+}
+
+var requestBody = []byte(`{"model":"fake-model","messages":[{"role":"user","content":"say hello"}]}`)
+
+type providerAnswer struct {
+	status     int
+	header     http.Header
+	retryAfter time.Duration
+}
+
+type provider struct {
+	url         string
+	http        *http.Client
+	attempts    atomic.Int64
+	rateLimited atomic.Int64
+}
+
+func (p *provider) call(ctx context.Context, key string) (providerAnswer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/v1/chat/completions", bytes.NewReader(requestBody))
+	if err != nil {
+		return providerAnswer{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	p.attempts.Add(1)
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return providerAnswer{}, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	a := providerAnswer{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		p.rateLimited.Add(1)
+		if v, err := strconv.Atoi(resp.Header.Get("retry-after-ms")); err == nil {
+			a.retryAfter = time.Duration(v) * time.Millisecond
+		} else if v, err := strconv.Atoi(resp.Header.Get("retry-after")); err == nil {
+			a.retryAfter = time.Duration(v) * time.Second
+		}
+	}
+	return a, nil
+}
+
+var errBudget = errors.New("budget spent")
+
+// sleepWithin waits d unless that passes the deadline.
+func sleepWithin(d time.Duration, deadline time.Time) error {
+	if time.Now().Add(d).After(deadline) {
+		return errBudget
+	}
+	time.Sleep(d)
+	return nil
+}
+
+// oneKey: every request uses the same key and waits out its retry-after on a 429.
+func oneKey(p *provider, key string) func(ctx context.Context, deadline time.Time) error {
+	return func(ctx context.Context, deadline time.Time) error {
+		for {
+			a, err := p.call(ctx, key)
+			if err != nil {
+				return err
+			}
+			switch a.status {
+			case http.StatusOK:
+				return nil
+			case http.StatusTooManyRequests:
+				if err := sleepWithin(a.retryAfter, deadline); err != nil {
+					return fmt.Errorf("429: %w", err)
+				}
+			default:
+				return fmt.Errorf("status %d", a.status)
+			}
+		}
+	}
+}
+
+// roundRobin: requests take keys in turn from a shared counter; a 429 moves on to the next key at
+// once, and when every key said 429 in a row it waits out the shortest retry-after.
+func roundRobin(p *provider, keys []string) func(ctx context.Context, deadline time.Time) error {
+	var next atomic.Uint64
+	return func(ctx context.Context, deadline time.Time) error {
+		for {
+			shortest := time.Duration(-1)
+			for range keys {
+				key := keys[(next.Add(1)-1)%uint64(len(keys))]
+				a, err := p.call(ctx, key)
+				if err != nil {
+					return err
+				}
+				switch a.status {
+				case http.StatusOK:
+					return nil
+				case http.StatusTooManyRequests:
+					if shortest < 0 || a.retryAfter < shortest {
+						shortest = a.retryAfter
+					}
+				default:
+					return fmt.Errorf("status %d", a.status)
+				}
+			}
+			if err := sleepWithin(shortest, deadline); err != nil {
+				return fmt.Errorf("429: %w", err)
+			}
+		}
+	}
+}
+
+// throughKeyMesh: the Go client's Do helper leases a key, reports the provider's answer (429s become
+// cooldowns, 2xx carry the remaining budget) and retries on another key within the budget.
+func throughKeyMesh(p *provider, c *keymesh.Client, pool string) func(ctx context.Context, deadline time.Time) error {
+	return func(ctx context.Context, deadline time.Time) error {
+		remaining := time.Until(deadline)
+		return c.Do(ctx, pool, func(ctx context.Context, l *keymesh.Lease) error {
+			a, err := p.call(ctx, l.Key)
+			if err != nil {
+				return err
+			}
+			l.Report(a.status, a.header)
+			return nil
+		}, keymesh.RetryBudget(remaining), keymesh.WaitTimeout(remaining), keymesh.Holder("bench-goodput"))
+	}
+}
+
+func failureCause(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errBudget) || errors.Is(err, context.DeadlineExceeded):
+		if strings.Contains(msg, "429") {
+			return "rate_limited_past_budget"
+		}
+		return "budget_spent"
+	case strings.Contains(msg, "rate_limited"):
+		return "rate_limited"
+	case strings.Contains(msg, "NO_KEY_AVAILABLE") || strings.Contains(msg, "no key"):
+		return "no_key_available"
+	}
+	if len(msg) > 80 {
+		msg = msg[:80]
+	}
+	return msg
+}
+
+func runGoodput(o options) (*GoodputResult, error) {
+	if o.provider == "" || o.rate <= 0 {
+		return nil, fmt.Errorf("-provider and -rate are required")
+	}
+	p := &provider{url: o.provider, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 0}}}
+	keys := strings.Split(o.keys, ",")
+	var do func(ctx context.Context, deadline time.Time) error
+	switch o.scenario {
+	case "one":
+		do = oneKey(p, keys[0])
+	case "rr":
+		do = roundRobin(p, keys)
+	case "keymesh":
+		c, err := keymesh.NewClient(o.addr, keymesh.WithInsecure())
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		do = throughKeyMesh(p, c, o.pool)
+	default:
+		return nil, fmt.Errorf("unknown -scenario %q", o.scenario)
+	}
+
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		requests  int64
+		succeeded int64
+		failed    int64
+		counted   int64
+		failedBy  = map[string]int{}
+		latencies []time.Duration
+	)
+	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
+	start := time.Now()
+	measureFrom := start.Add(o.warmup)
+	end := measureFrom.Add(o.duration)
+	for at := start; ; {
+		at = at.Add(time.Duration(rng.ExpFloat64() / o.rate * float64(time.Second)))
+		if at.After(end) {
+			break
+		}
+		time.Sleep(time.Until(at))
+		requests++
+		wg.Add(1)
+		go func(arrival time.Time) {
+			defer wg.Done()
+			deadline := arrival.Add(o.budget)
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			err := do(ctx, deadline)
+			cancel()
+			done := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && !done.After(deadline) {
+				succeeded++
+				latencies = append(latencies, done.Sub(arrival))
+				if !done.Before(measureFrom) && !done.After(end) {
+					counted++
+				}
+				return
+			}
+			failed++
+			if err == nil {
+				err = errBudget
+			}
+			failedBy[failureCause(err)]++
+		}(at)
+	}
+	wg.Wait()
+	measured := o.duration.Seconds()
+	return &GoodputResult{
+		Scenario:      o.scenario,
+		OfferedRPS:    o.rate,
+		Seconds:       (o.warmup + o.duration).Seconds(),
+		Measured:      measured,
+		Requests:      requests,
+		Succeeded:     succeeded,
+		Failed:        failed,
+		FailedBy:      failedBy,
+		Attempts:      p.attempts.Load(),
+		RateLimited:   p.rateLimited.Load(),
+		SuccessPerSec: float64(counted) / measured,
+		Latency:       summarize(latencies),
+	}, nil
+}

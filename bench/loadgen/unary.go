@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// EchoMethod is the bare unary method bench/run.ts mounts on the same grpc-js server as KeyMesh.
+const EchoMethod = "/keymesh.bench.v1.Echo/Echo"
+
+// rawCodec sends and receives bytes as they are, matching the echo handler's identity serializers.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append((*(v.(*[]byte)))[:0], data...)
+	return nil
+}
+
+// Name is the content-subtype sent on the wire: "proto" keeps content-type application/grpc+proto.
+func (rawCodec) Name() string { return "proto" }
+
+// UnaryResult is one (mode, concurrency) run. For cycle, Ops counts Acquire+Release pairs and RPS
+// counts RPCs (2 per pair).
+type UnaryResult struct {
+	Mode        string   `json:"mode"`
+	Concurrency int      `json:"concurrency"`
+	Seconds     float64  `json:"seconds"`
+	Ops         int64    `json:"ops"`
+	OpsPerSec   float64  `json:"ops_per_sec"`
+	RPS         float64  `json:"rps"`
+	Errors      int64    `json:"errors"`
+	FirstError  string   `json:"first_error,omitempty"`
+	Latency     Latency  `json:"latency"`
+	Acquire     *Latency `json:"acquire,omitempty"`
+	Release     *Latency `json:"release,omitempty"`
+}
+
+func acquireRequest(pool string) *keymeshv1.AcquireRequest {
+	return &keymeshv1.AcquireRequest{Pool: pool, Holder: "bench-loadgen", WaitTimeout: durationpb.New(time.Second)}
+}
+
+func runUnary(o options) (*UnaryResult, error) {
+	conn, err := dial(o.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	pool := keymeshv1.NewKeyPoolServiceClient(conn)
+
+	payloadSize := o.payload
+	if payloadSize == 0 {
+		b, _ := proto.Marshal(acquireRequest(o.pool))
+		payloadSize = len(b)
+	}
+	payload := make([]byte, payloadSize)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+
+	type sample struct{ total, acquire, release time.Duration }
+	var op func(ctx context.Context) (sample, error)
+	switch o.mode {
+	case "echo":
+		op = func(ctx context.Context) (sample, error) {
+			start := time.Now()
+			req := payload
+			var resp []byte
+			err := conn.Invoke(ctx, EchoMethod, &req, &resp, grpc.ForceCodec(rawCodec{}))
+			if err == nil && len(resp) != len(payload) {
+				err = fmt.Errorf("echo returned %d bytes, sent %d", len(resp), len(payload))
+			}
+			return sample{total: time.Since(start)}, err
+		}
+	case "cycle":
+		req := acquireRequest(o.pool)
+		op = func(ctx context.Context) (sample, error) {
+			start := time.Now()
+			lease, err := pool.Acquire(ctx, req)
+			if err != nil {
+				return sample{}, err
+			}
+			acquired := time.Now()
+			_, err = pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
+			end := time.Now()
+			return sample{total: end.Sub(start), acquire: acquired.Sub(start), release: end.Sub(acquired)}, err
+		}
+	}
+
+	// Connect before the clock starts, so the first calls do not pay the HTTP/2 handshake.
+	warmCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if _, err := op(warmCtx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("first %s call: %w", o.mode, err)
+	}
+	cancel()
+
+	var (
+		measuring atomic.Bool
+		stop      atomic.Bool
+		ops       atomic.Int64
+		errs      atomic.Int64
+		firstErr  atomic.Value
+		mu        sync.Mutex
+		totals    []time.Duration
+		acquires  []time.Duration
+		releases  []time.Duration
+		wg        sync.WaitGroup
+	)
+	ctx := context.Background()
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var t, a, r []time.Duration
+			for !stop.Load() {
+				counted := measuring.Load()
+				callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				s, err := op(callCtx)
+				cancel()
+				if !counted || !measuring.Load() {
+					continue
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ops.Add(1)
+				t = append(t, s.total)
+				if o.mode == "cycle" {
+					a = append(a, s.acquire)
+					r = append(r, s.release)
+				}
+			}
+			mu.Lock()
+			totals = append(totals, t...)
+			acquires = append(acquires, a...)
+			releases = append(releases, r...)
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(o.warmup)
+	measuring.Store(true)
+	begin := time.Now()
+	time.Sleep(o.duration)
+	measuring.Store(false)
+	elapsed := time.Since(begin).Seconds()
+	stop.Store(true)
+	wg.Wait()
+
+	res := &UnaryResult{
+		Mode:        o.mode,
+		Concurrency: o.concurrency,
+		Seconds:     elapsed,
+		Ops:         ops.Load(),
+		OpsPerSec:   float64(ops.Load()) / elapsed,
+		Errors:      errs.Load(),
+		Latency:     summarize(totals),
+	}
+	res.RPS = res.OpsPerSec
+	if o.mode == "cycle" {
+		res.RPS = 2 * res.OpsPerSec
+		acq, rel := summarize(acquires), summarize(releases)
+		res.Acquire, res.Release = &acq, &rel
+	}
+	if v, ok := firstErr.Load().(string); ok {
+		res.FirstError = v
+	}
+	return res, nil
+}

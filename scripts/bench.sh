@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The benchmark (issue 7): builds the Go load generator, starts a throwaway Postgres (scripts/pg.sh),
+# runs bench/run.ts and writes bench/results/latest.json. Loopback only.
+#   npm run bench                 full run (about 6-8 minutes on 2 cores)
+#   npm run bench -- --quick      the same fields with smaller counts (under a minute)
+#   npm run bench -- --only=hot,wake,renew,goodput,embedded,scale   a subset (written to a .tmp file)
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+ensure_node_modules
+
+command -v go >/dev/null || { echo "bench: Go is required for the load generator (https://go.dev/dl)" >&2; exit 1; }
+mkdir -p "$TOOLS/bench"
+(cd bench/loadgen && go build -o "$TOOLS/bench/loadgen" .)
+export KEYMESH_BENCH_LOADGEN="$TOOLS/bench/loadgen"
+
+# A Postgres cluster of the bench's own (.tmp/pg-bench), so a concurrent test run neither shares nor stops it.
+export KEYMESH_PG_NAME=pg-bench
+source scripts/pg.sh
+pg_start
+trap pg_stop EXIT
+
+# Node and Postgres share the machine's cores with the load generator: nothing else should run meanwhile.
+node --expose-gc --import tsx bench/run.ts "$@"

@@ -70,7 +70,11 @@ func TestWithLeaseRevocationCancelsContext(t *testing.T) {
 	err := c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
 		f.awaitRenewals(t, l.ID, 1)
 		f.revoke <- l.ID
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("holder not told of the revocation")
+		}
 		var gone *LeaseGoneError
 		if !errors.As(context.Cause(ctx), &gone) || gone.Reason != keymeshv1.ErrorReason_ERROR_REASON_LEASE_REVOKED {
 			t.Errorf("cause = %v", context.Cause(ctx))

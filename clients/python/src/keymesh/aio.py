@@ -179,6 +179,8 @@ class AsyncLeaseScope:
         method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
         # Shielded: a cancelled block must still end its lease.
         report = asyncio.ensure_future(self._end(method, request))
+        # When the caller is cancelled again it stops awaiting; the report's failure is then moot.
+        report.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             await asyncio.shield(report)
         except asyncio.CancelledError:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from google.protobuf.duration_pb2 import Duration
 

@@ -1,0 +1,96 @@
+// A database outage on a real Postgres of its own (killed and restarted here, so other suites are unaffected).
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { RuntimeSnapshot } from "../../src/domain/types.js";
+import { migrate } from "../../src/store/migrate.js";
+import { SecretBox } from "../../src/store/secrets.js";
+import { Snapshotter, type SnapshotSource } from "../../src/store/snapshotter.js";
+import { Store, type JournaledGrant } from "../../src/store/store.js";
+import { captureLog, FakeClock, freshSchema, keyConfig, keyRuntime, leaseRecord, pgScript, poolConfig, settle, type TestDb } from "./helpers.js";
+
+const CLUSTER = "pg-outage";
+
+describe("database outage", () => {
+  let db: TestDb;
+
+  beforeAll(async () => {
+    db = await freshSchema(pgScript("pg_start", CLUSTER));
+    await migrate(db.sql);
+  }, 60_000);
+  afterAll(async () => {
+    pgScript("pg_restart", CLUSTER);
+    await db?.close();
+    pgScript("pg_stop", CLUSTER);
+  }, 60_000);
+
+  it("fails writes as StoreUnavailable, lends from memory, and catches up when Postgres returns", async () => {
+    const clock = new FakeClock(Date.now());
+    const { log, lines } = captureLog();
+    const store = await Store.open(db.sql, new SecretBox(randomBytes(32)), log, { clock });
+    const availability: boolean[] = [];
+    store.onAvailability((up) => availability.push(up));
+    await store.insertPool(poolConfig("p"));
+    const key = keyConfig("p", "k1");
+    await store.insertKey(key);
+    const epoch = await store.beginEpoch();
+    const grant = (seq: number): JournaledGrant => ({ ...leaseRecord("p", "k1", `lease-${seq}`), epoch, seq });
+    await store.journalGrant(grant(1));
+
+    const live = [leaseRecord("p", "k1", "lease-1")];
+    const source: SnapshotSource & { change(): void } = {
+      dirty: false,
+      change() {
+        this.dirty = true;
+      },
+      exportRuntime: (): RuntimeSnapshot => ({ takenAt: clock.now(), keys: [keyRuntime("p", "k1", { cooldownUntil: clock.now() + 300_000 })], leases: [...live] }),
+      markClean() {
+        this.dirty = false;
+      },
+    };
+    const snapshotter = new Snapshotter({ store, source, log, clock, intervalMs: 1000 });
+    snapshotter.start();
+
+    pgScript("pg_kill", CLUSTER);
+
+    await expect(store.insertPool(poolConfig("during-outage"))).rejects.toMatchObject({ name: "StoreUnavailable" });
+    expect(store.up).toBe(false);
+    expect(availability).toEqual([false]);
+    await expect(store.updateKey({ ...key, label: "changed" })).rejects.toMatchObject({ name: "StoreUnavailable" });
+
+    // Grants while down resolve at once (the engine lends from memory) and wait in the journal.
+    let resolved = 0;
+    void store.journalGrant(grant(2)).then(() => resolved++);
+    void store.journalGrant(grant(3)).then(() => resolved++);
+    await settle();
+    expect(resolved).toBe(2);
+    expect(store.pendingGrants).toBe(2);
+    live.push(leaseRecord("p", "k1", "lease-2"), leaseRecord("p", "k1", "lease-3"));
+
+    source.change();
+    await clock.advance(1000);
+    await vi.waitFor(() => expect(snapshotter.failures).toBe(1), { timeout: 5000 });
+    expect(lines.some((l) => l.level === "warn" && l.msg === "snapshot not written: database unreachable")).toBe(true);
+
+    pgScript("pg_restart", CLUSTER);
+
+    // The store's probe notices, then flushes the journal; the snapshot retry lands after its backoff.
+    await clock.advance(5000);
+    await vi.waitFor(() => expect(store.up).toBe(true), { timeout: 10_000 });
+    await vi.waitFor(() => expect(store.pendingGrants).toBe(0), { timeout: 5000 });
+    expect(availability).toEqual([false, true]);
+    await clock.advance(2000);
+    await vi.waitFor(() => expect(snapshotter.failures).toBe(0), { timeout: 10_000 });
+
+    const leases = await db.sql`select lease_id from leases order by lease_id`;
+    expect(leases.map((r) => r.lease_id)).toEqual(["lease-1", "lease-2", "lease-3"]);
+    const loaded = await store.loadAll();
+    expect(loaded.grantHighWater[epoch]).toBe(3);
+    expect(loaded.pools.map((p) => p.name)).toEqual(["p"]);
+    expect(loaded.keys[0].label).toBe(key.label);
+    expect(loaded.runtime?.keys[0].cooldownUntil).toBeGreaterThan(clock.now());
+    expect(JSON.stringify(lines)).not.toContain(key.secret);
+
+    await snapshotter.stop();
+    await store.close();
+  }, 40_000);
+});

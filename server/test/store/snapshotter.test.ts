@@ -1,0 +1,161 @@
+import { describe, expect, it } from "vitest";
+import type { RuntimeSnapshot } from "../../src/domain/types.js";
+import { StoreUnavailable } from "../../src/store/errors.js";
+import { Snapshotter, type SnapshotSource } from "../../src/store/snapshotter.js";
+import { captureLog, FakeClock, keyRuntime } from "./helpers.js";
+
+class FakeSource implements SnapshotSource {
+  dirty = false;
+  exports = 0;
+  version = 0;
+
+  constructor(private readonly clock: FakeClock) {}
+
+  change(): void {
+    this.version += 1;
+    this.dirty = true;
+  }
+
+  exportRuntime(): RuntimeSnapshot {
+    this.exports += 1;
+    return { takenAt: this.clock.now(), keys: [keyRuntime("p", `v${this.version}`)], leases: [] };
+  }
+
+  markClean(): void {
+    this.dirty = false;
+  }
+}
+
+/** Records each write's time and content; fails while `failWith` is set; can hold a write open. */
+class FakeStore {
+  writes: Array<{ at: number; snapshot: RuntimeSnapshot }> = [];
+  attempts: number[] = [];
+  failWith: Error | undefined;
+  hold: Promise<void> | undefined;
+
+  constructor(private readonly clock: FakeClock) {}
+
+  async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+    this.attempts.push(this.clock.now());
+    if (this.hold) await this.hold;
+    if (this.failWith) throw this.failWith;
+    this.writes.push({ at: this.clock.now(), snapshot: s });
+  }
+}
+
+function setup() {
+  const clock = new FakeClock();
+  const source = new FakeSource(clock);
+  const store = new FakeStore(clock);
+  const { log, lines } = captureLog();
+  const ups: boolean[] = [];
+  const snapshots: number[] = [];
+  const snapshotter = new Snapshotter({
+    store,
+    source,
+    log,
+    clock,
+    intervalMs: 1000,
+    maxBackoffMs: 10_000,
+    onSnapshot: (_ms, takenAt) => snapshots.push(takenAt),
+    onDatabaseUp: (up) => ups.push(up),
+  });
+  const t0 = clock.now();
+  return { clock, source, store, snapshotter, lines, ups, snapshots, t0 };
+}
+
+describe("Snapshotter", () => {
+  it("writes once per interval, only when the source changed", async () => {
+    const { clock, source, store, snapshotter, snapshots, t0 } = setup();
+    snapshotter.start();
+    await clock.advance(3000);
+    expect(store.attempts).toEqual([]);
+    source.change();
+    await clock.advance(1000);
+    expect(store.writes.map((w) => w.at)).toEqual([t0 + 4000]);
+    expect(source.dirty).toBe(false);
+    expect(snapshots).toEqual([t0 + 4000]);
+    await clock.advance(5000);
+    expect(store.writes).toHaveLength(1);
+    source.change();
+    source.change();
+    await clock.advance(1000);
+    expect(store.writes).toHaveLength(2);
+    expect(store.writes[1].snapshot.keys[0].keyId).toBe("v3");
+    await snapshotter.stop();
+  });
+
+  it("retries a failed write with doubling backoff capped at maxBackoff, then returns to the interval", async () => {
+    const { clock, source, store, snapshotter, lines, ups, t0 } = setup();
+    snapshotter.start();
+    store.failWith = new StoreUnavailable("database unavailable", { cause: Object.assign(new Error("refused"), { code: "ECONNREFUSED" }) });
+    source.change();
+    await clock.advance(1000 + 2000 + 4000 + 8000 + 10_000 + 10_000);
+    expect(store.attempts.map((t) => t - t0)).toEqual([1000, 3000, 7000, 15_000, 25_000, 35_000]);
+    expect(snapshotter.failures).toBe(6);
+    expect(ups).toEqual([false]);
+    const warn = lines.find((l) => l.level === "warn");
+    expect(warn?.obj).toMatchObject({ err: "StoreUnavailable", code: "ECONNREFUSED", failures: 1, retryInMs: 2000 });
+
+    // The state changed meanwhile; the retry carries the newest export, not the failed one.
+    source.change();
+    store.failWith = undefined;
+    await clock.advance(10_000);
+    expect(store.writes.map((w) => w.at - t0)).toEqual([45_000]);
+    expect(store.writes[0].snapshot.keys[0].keyId).toBe("v2");
+    expect(ups).toEqual([false, true]);
+    expect(snapshotter.failures).toBe(0);
+    expect(clock.pending()).toEqual([t0 + 46_000]);
+    await snapshotter.stop();
+  });
+
+  it("retries after a failure even when nothing changed since", async () => {
+    const { clock, source, store, snapshotter } = setup();
+    snapshotter.start();
+    store.failWith = new Error("boom");
+    source.change();
+    await clock.advance(1000);
+    expect(source.dirty).toBe(false);
+    store.failWith = undefined;
+    await clock.advance(2000);
+    expect(store.writes).toHaveLength(1);
+    await snapshotter.stop();
+  });
+
+  it("flush waits for a write in flight, then writes what changed since", async () => {
+    const { clock, source, store, snapshotter } = setup();
+    snapshotter.start();
+    let release!: () => void;
+    store.hold = new Promise<void>((resolve) => (release = resolve));
+    source.change();
+    await clock.advance(1000);
+    expect(store.attempts).toHaveLength(1);
+    source.change();
+    const flushed = snapshotter.flush();
+    store.hold = undefined;
+    release();
+    await flushed;
+    expect(store.writes.map((w) => w.snapshot.keys[0].keyId)).toEqual(["v1", "v2"]);
+    await snapshotter.stop();
+  });
+
+  it("stop writes a final snapshot and schedules nothing more", async () => {
+    const { clock, source, store, snapshotter } = setup();
+    snapshotter.start();
+    source.change();
+    await snapshotter.stop();
+    expect(store.writes).toHaveLength(1);
+    expect(clock.pending()).toEqual([]);
+    source.change();
+    await clock.advance(5000);
+    expect(store.writes).toHaveLength(1);
+  });
+
+  it("stop reports a final write that failed instead of throwing", async () => {
+    const { source, store, snapshotter, lines } = setup();
+    store.failWith = new Error("boom");
+    source.change();
+    await expect(snapshotter.stop()).resolves.toBeUndefined();
+    expect(lines.some((l) => l.level === "error" && /final snapshot not written/.test(l.msg ?? ""))).toBe(true);
+  });
+});

@@ -1,0 +1,169 @@
+"""Token, deadlines, error mapping and the scoped lease of both clients, against an in-process gRPC
+server on port 0 (the same behaviour against the real server is in test_e2e_*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent import futures
+from typing import Iterator
+
+import grpc
+import pytest
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
+
+from keymesh import AsyncClient, Client, KeyMeshError
+from keymesh.v1 import common_pb2, pool_pb2, pool_pb2_grpc
+
+
+class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
+    """Grants every Acquire except for pool "missing", records what each call carried, and on
+    KeepAlive renews every lease except those of pool "revoked", which it ends at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str], float]] = []
+        self.ended: list[tuple[str, object]] = []
+        self.renewals = 0
+
+    def Release(self, request: pool_pb2.ReleaseRequest, context: grpc.ServicerContext) -> pool_pb2.ReleaseResponse:
+        self.ended.append(("Release", request))
+        return pool_pb2.ReleaseResponse()
+
+    def MarkFailed(self, request: pool_pb2.MarkFailedRequest, context: grpc.ServicerContext) -> pool_pb2.MarkFailedResponse:
+        self.ended.append(("MarkFailed", request))
+        return pool_pb2.MarkFailedResponse(classified_as=request.reason)
+
+    def KeepAlive(self, requests, context: grpc.ServicerContext):
+        for request in requests:
+            self.renewals += 1
+            if ".revoked." in request.lease_id:
+                gone = pool_pb2.LeaseGone(reason=common_pb2.ERROR_REASON_LEASE_REVOKED, message="key disabled")
+                yield pool_pb2.KeepAliveResponse(lease_id=request.lease_id, gone=gone)
+            else:
+                renewed = pool_pb2.LeaseRenewed(ttl=Duration(seconds=30), renew_interval=Duration(seconds=10))
+                yield pool_pb2.KeepAliveResponse(lease_id=request.lease_id, renewed=renewed)
+
+    def Acquire(self, request: pool_pb2.AcquireRequest, context: grpc.ServicerContext) -> pool_pb2.AcquireResponse:
+        self.calls.append((dict(context.invocation_metadata()), context.time_remaining()))
+        if request.pool == "missing":
+            detail = AnyProto()
+            detail.Pack(common_pb2.ErrorDetail(reason=common_pb2.ERROR_REASON_POOL_NOT_FOUND))
+            status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="pool missing", details=[detail])
+            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+            context.abort(grpc.StatusCode.NOT_FOUND, "pool missing")
+        return pool_pb2.AcquireResponse(
+            lease_id=f"lk1.{request.pool}.mac",
+            key="sk-secret",
+            key_id="k1",
+            key_label="one",
+            pool=request.pool,
+            expires_at=Timestamp(seconds=1_767_225_600),
+            ttl=Duration(seconds=30),
+            renew_interval=Duration(seconds=10),
+        )
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, RecordingPool]]:
+    servicer = RecordingPool()
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pool_pb2_grpc.add_KeyPoolServiceServicer_to_server(servicer, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    yield f"127.0.0.1:{port}", servicer
+    srv.stop(grace=None)
+
+
+def test_sync_client_sends_the_token_and_a_deadline_past_the_wait(server) -> None:
+    addr, servicer = server
+    with Client(addr, token="km_test_token", default_timeout=4.0) as client:
+        lease = client.acquire("p", wait_timeout=3)
+    metadata, remaining = servicer.calls[0]
+    assert metadata["authorization"] == "Bearer km_test_token"
+    assert 6.0 < remaining < 7.5
+    assert lease.key_label == "one"
+
+
+def test_unary_calls_get_the_default_deadline_and_no_token_when_none_is_set(server) -> None:
+    addr, servicer = server
+    with Client(addr, default_timeout=2.0) as client:
+        client.pool.Acquire(pool_pb2.AcquireRequest(pool="p"))
+    metadata, remaining = servicer.calls[0]
+    assert "authorization" not in metadata
+    assert 1.0 < remaining < 2.5
+
+
+def test_sync_errors_arrive_as_keymesh_errors_with_their_reason(server) -> None:
+    addr, _ = server
+    with Client(addr) as client, pytest.raises(KeyMeshError) as raised:
+        client.pool.Acquire(pool_pb2.AcquireRequest(pool="missing"))
+    assert (raised.value.code, raised.value.reason, raised.value.message) == (
+        grpc.StatusCode.NOT_FOUND,
+        "POOL_NOT_FOUND",
+        "pool missing",
+    )
+
+
+@pytest.mark.asyncio
+async def test_async_client_sends_the_token_and_maps_errors(server) -> None:
+    addr, servicer = server
+    async with AsyncClient(addr, token="km_async", default_timeout=4.0) as client:
+        lease = await client.acquire("p", wait_timeout=1)
+        with pytest.raises(KeyMeshError) as raised:
+            await client.pool.Acquire(pool_pb2.AcquireRequest(pool="missing"))
+    metadata, remaining = servicer.calls[0]
+    assert metadata["authorization"] == "Bearer km_async"
+    assert 4.5 < remaining < 5.5
+    assert lease.key_id == "k1"
+    assert raised.value.reason == "POOL_NOT_FOUND"
+
+
+def test_a_scoped_lease_renews_at_once_and_releases_with_its_latency(server) -> None:
+    addr, servicer = server
+    with Client(addr) as client:
+        with client.lease("p") as lease:
+            assert not lease.revoked
+    assert servicer.renewals >= 1
+    [(method, request)] = servicer.ended
+    assert method == "Release" and request.lease_id == lease.lease_id and request.HasField("latency")
+
+
+def test_a_scoped_lease_reports_an_exception_and_reraises_it(server) -> None:
+    addr, servicer = server
+    with Client(addr) as client, pytest.raises(ConnectionResetError):
+        with client.lease("p"):
+            raise ConnectionResetError("peer reset")
+    [(method, request)] = servicer.ended
+    assert (method, request.reason, request.http_status) == ("MarkFailed", pool_pb2.FAILURE_REASON_TRANSIENT, 0)
+
+
+def test_a_pushed_revocation_sets_the_flag_inside_the_block(server) -> None:
+    addr, _ = server
+    with Client(addr) as client:
+        with client.lease("revoked") as lease:
+            assert lease.revoked_event.wait(5)
+    assert (lease.gone_reason, lease.gone_message) == ("LEASE_REVOKED", "key disabled")
+
+
+@pytest.mark.asyncio
+async def test_an_async_revocation_sets_the_event_and_cancellation_still_ends_the_lease(server) -> None:
+    addr, servicer = server
+    async with AsyncClient(addr) as client:
+        async with client.lease("revoked") as lease:
+            await asyncio.wait_for(lease.revoked_event.wait(), 5)
+        assert lease.gone_reason == "LEASE_REVOKED"
+
+        async def hold() -> None:
+            async with client.lease("p"):
+                await asyncio.sleep(30)
+
+        task = asyncio.create_task(hold())
+        while servicer.renewals < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [m for m, _ in servicer.ended] == ["Release", "MarkFailed"]
+    assert servicer.ended[1][1].reason == pool_pb2.FAILURE_REASON_CLIENT_ERROR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from keymesh import KeyMeshError, Outcome, OutcomeKind
+from keymesh import KeyMeshError, Outcome, OutcomeKind, ProviderError
 from keymesh.retry import RetryState, full_jitter
 
 
@@ -67,3 +67,21 @@ def test_the_acquire_wait_never_outlives_the_budget() -> None:
     assert state(deadline=10.0).acquire_wait(None, now=4.0) == 6.0
     assert state(deadline=10.0).acquire_wait(2.0, now=4.0) == 2.0
     assert state(deadline=10.0).acquire_wait(2.0, now=11.0) == 0.0
+
+
+def test_giving_up_raises_the_most_telling_error() -> None:
+    no_key = KeyMeshError(grpc.StatusCode.RESOURCE_EXHAUSTED, "no key", "NO_KEY_AVAILABLE")
+    no_pool = KeyMeshError(grpc.StatusCode.NOT_FOUND, "no pool", "POOL_NOT_FOUND")
+    assert state().final_error(no_key) is no_key
+
+    provider_error = ValueError("429 from the provider")
+    s = state()
+    s.after_failure("k1", Outcome(OutcomeKind.RATE_LIMITED), provider_error, now=0.0)
+    assert s.final_error(no_key) is provider_error
+    assert s.final_error(no_pool) is no_pool
+    assert s.final_error() is provider_error
+
+    reported = state()
+    reported.after_failure("k1", Outcome(OutcomeKind.TRANSIENT, http_status=503), None, now=0.0)
+    error = reported.final_error()
+    assert isinstance(error, ProviderError) and error.outcome.http_status == 503

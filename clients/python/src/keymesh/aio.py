@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, NoReturn, Optional, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar
 
 import grpc
 import grpc.aio
@@ -111,7 +111,7 @@ class AsyncClient:
                 lease = await self._acquire_within(pool, options, state)
             except KeyMeshError as error:
                 if not state.after_acquire_error(error):
-                    _give_up(state, error)
+                    raise state.final_error(error)
             else:
                 scope = AsyncLeaseScope(self, pool, options, lease)
                 try:
@@ -127,7 +127,7 @@ class AsyncClient:
                         raise ProviderError(scope.outcome)
             pause = state.pause(attempt, backoff_base_s, backoff_cap_s, time.monotonic())
             if pause is None:
-                _give_up(state, None)
+                raise state.final_error()
             await asyncio.sleep(pause)
             attempt += 1
 
@@ -140,15 +140,6 @@ class AsyncClient:
                     raise
         wait = state.acquire_wait(None if options.wait_timeout is None else seconds(options.wait_timeout), time.monotonic())
         return await self._acquire(pool, options, state.base_exclude, wait)
-
-
-def _give_up(state: RetryState, error: Optional[BaseException]) -> NoReturn:
-    if state.last_error is not None:
-        raise state.last_error
-    if state.last_outcome is not None:
-        raise ProviderError(state.last_outcome)
-    assert error is not None
-    raise error
 
 
 class AsyncLeaseScope:

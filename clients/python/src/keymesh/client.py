@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import grpc
 
@@ -134,7 +134,7 @@ class Client:
                 lease = self._acquire_within(pool, options, state)
             except KeyMeshError as error:
                 if not state.after_acquire_error(error):
-                    _give_up(state, error)
+                    raise state.final_error(error)
             else:
                 scope = LeaseScope(self, pool, options, lease)
                 try:
@@ -150,7 +150,7 @@ class Client:
                         raise ProviderError(scope.outcome)
             pause = state.pause(attempt, backoff_base_s, backoff_cap_s, time.monotonic())
             if pause is None:
-                _give_up(state, None)
+                raise state.final_error()
             time.sleep(pause)
             attempt += 1
 
@@ -164,15 +164,6 @@ class Client:
                     raise
         wait = state.acquire_wait(None if options.wait_timeout is None else seconds(options.wait_timeout), time.monotonic())
         return self._acquire(pool, options, state.base_exclude, wait)
-
-
-def _give_up(state: RetryState, error: Optional[BaseException]) -> NoReturn:
-    if state.last_error is not None:
-        raise state.last_error
-    if state.last_outcome is not None:
-        raise ProviderError(state.last_outcome)
-    assert error is not None
-    raise error
 
 
 class LeaseScope:

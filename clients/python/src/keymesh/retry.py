@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import grpc
 
 from keymesh.classify import Outcome, OutcomeKind
-from keymesh.errors import KeyMeshError
+from keymesh.errors import KeyMeshError, ProviderError
 
 RETRYABLE = frozenset(
     {OutcomeKind.RATE_LIMITED, OutcomeKind.TRANSIENT, OutcomeKind.OVERLOADED, OutcomeKind.AUTH, OutcomeKind.QUOTA_EXHAUSTED}
@@ -63,6 +63,16 @@ class RetryState:
             self.last_error = error
             return True
         return False
+
+    def final_error(self, acquire_error: Optional[KeyMeshError] = None) -> BaseException:
+        """What to raise on giving up: a fresh Acquire failure, else the last failure seen."""
+        nothing_left = acquire_error is not None and acquire_error.reason == "NO_KEY_AVAILABLE"
+        if acquire_error is not None and not (nothing_left and self.last_outcome is not None):
+            return acquire_error
+        if self.last_error is not None:
+            return self.last_error
+        assert self.last_outcome is not None
+        return ProviderError(self.last_outcome)
 
     def pause(self, attempt: int, base_s: float, cap_s: float, now: float) -> Optional[float]:
         """The pause before the next attempt, or None when it would end past the budget."""

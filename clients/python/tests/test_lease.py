@@ -116,3 +116,12 @@ def test_acquire_requests_carry_the_options_and_a_deadline_past_the_wait() -> No
     assert options.acquire_timeout(10.0) == 12.0
     assert list(options.acquire_request("openai", exclude_key_ids=["k1", "k2"], wait_timeout=0).exclude_key_ids) == ["k1", "k2"]
     assert not LeaseOptions().acquire_request("p").HasField("lease_ttl")
+
+
+def test_renewal_never_spins_and_defaults_to_a_third_of_the_ttl() -> None:
+    lease = make_lease()
+    tiny = pool_pb2.KeepAliveResponse(renewed=pool_pb2.LeaseRenewed(ttl=Duration(nanos=1_000_000), renew_interval=Duration(nanos=1)))
+    lease._apply(tiny)
+    assert lease.renew_interval == timedelta(milliseconds=50)
+    lease._apply(pool_pb2.KeepAliveResponse(renewed=pool_pb2.LeaseRenewed(ttl=Duration(seconds=30))))
+    assert lease.renew_interval == timedelta(seconds=10)

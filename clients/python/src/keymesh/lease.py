@@ -20,6 +20,8 @@ Seconds = Union[float, int, timedelta]
 # Bounds the RPC that ends a lease, which runs even after the block was cancelled.
 FINAL_REPORT_TIMEOUT_S = 5.0
 _MESSAGE_LIMIT = 200
+# Never renew in a tight loop, whatever interval the server suggests.
+_MIN_RENEW_INTERVAL = timedelta(milliseconds=50)
 
 
 class _Event(Protocol):
@@ -132,7 +134,8 @@ class Lease:
     def _renewed(self, expires_at: Any, ttl: Duration, renew_interval: Duration) -> None:
         self.expires_at: datetime = expires_at.ToDatetime(tzinfo=timezone.utc)
         self.ttl: timedelta = ttl.ToTimedelta()
-        self.renew_interval: timedelta = renew_interval.ToTimedelta() if renew_interval.ToNanoseconds() > 0 else self.ttl / 3
+        suggested = renew_interval.ToTimedelta() if renew_interval.ToNanoseconds() > 0 else self.ttl / 3
+        self.renew_interval: timedelta = max(suggested, _MIN_RENEW_INTERVAL)
         # Local deadline on the monotonic clock: the server's clock decides, this only bounds retries.
         self.local_deadline: float = time.monotonic() + self.ttl.total_seconds()
 

@@ -83,6 +83,12 @@ describe("keymesh CLI", () => {
     expect(json.pools[0]).toMatchObject({ name: "openai", strategy: "STRATEGY_LEAST_BUSY", maxTtl: "3600s", keyCount: 2 });
   });
 
+  it("accepts the global flags after the subcommand too", async () => {
+    const r = await run(["pools", "list", "--json", "--addr", "127.0.0.1:7001"], { listPools: () => create(ListPoolsResponseSchema, { pools: [openai] }) });
+    expect(JSON.parse(r.stdout).pools[0].name).toBe("openai");
+    expect(r.connects[0].addr).toBe("127.0.0.1:7001");
+  });
+
   it("creates a pool from flags", async () => {
     const r = await run(
       ["pools", "create", "gemini", "--strategy", "weighted", "--max-ttl", "10m", "--default-ttl", "30s", "--failure-threshold", "5", "--description", "Gemini keys"],

@@ -50,7 +50,7 @@ describe.skipIf(!addr)("examples (KEYMESH_ADDR)", () => {
     const stats = Object.values(provider.stats().keys);
     expect(stats.reduce((n, k) => n + k.ok, 0)).toBe(12);
     expect(stats.reduce((n, k) => n + k.unauthorized, 0)).toBe(0);
-    expect(stats.reduce((n, k) => n + k.rateLimited, 0)).toBeGreaterThan(0); // the loop did hit 429s
+    // Each key allows 2 requests a second: 12 in a row only pass by rotating (reported budgets and 429s).
     expect(stats.filter((k) => k.ok > 0).length).toBeGreaterThan(1);
   });
 });

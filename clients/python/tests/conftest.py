@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -77,12 +78,14 @@ def fake_provider_url() -> Iterator[str]:
     if given:
         yield given
         return
+    # Its own process group: npx and tsx each start a child, and all of them must stop with it.
     proc = subprocess.Popen(
         ["npx", "tsx", "test/fake-provider/main.ts", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,
     )
     try:
         assert proc.stdout is not None
@@ -91,5 +94,5 @@ def fake_provider_url() -> Iterator[str]:
             pytest.fail("the fake provider did not start (is node/npx available?)")
         yield json.loads(line)["url"]
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)

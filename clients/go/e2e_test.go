@@ -49,7 +49,9 @@ func e2ePool(t *testing.T, c *Client, keyIDs ...string) string {
 	if err != nil {
 		t.Fatalf("create pool %s: %v", name, err)
 	}
-	t.Cleanup(func() { _, _ = c.DeletePool(context.Background(), &keymeshv1.DeletePoolRequest{Name: name, Force: true}) })
+	t.Cleanup(func() {
+		_, _ = c.DeletePool(context.Background(), &keymeshv1.DeletePoolRequest{Name: name, Force: true})
+	})
 	for _, id := range keyIDs {
 		if _, err := c.AddKey(ctx, &keymeshv1.AddKeyRequest{Pool: name, Key: &keymeshv1.Key{Id: id, Label: "label-" + id}, Secret: "sk-test-" + id}); err != nil {
 			t.Fatalf("add key %s: %v", id, err)

@@ -39,7 +39,7 @@ class ChatClient:
 
     def create(self, prompt: str, lease: Lease) -> str:
         status, headers, body = post_json(
-            f"{self.base_url}/v1/chat/completions",
+            f"{self.base_url}/chat/completions",
             {"model": "fake-model", "messages": [{"role": "user", "content": prompt}]},
             {"authorization": f"Bearer {self.api_key}"},
         )
@@ -51,7 +51,9 @@ class ChatClient:
 
 def per_request_client(lease: Lease, provider_url: str, prompt: str) -> str:
     """Pattern 1: a client object per request, configured with the leased key (and its base_url)."""
-    return ChatClient(api_key=lease.key, base_url=lease.metadata.get("base_url", provider_url)).create(prompt, lease)
+    # base_url as the OpenAI SDK takes it (ending in /v1), from the key's metadata when it has one.
+    base_url = lease.metadata.get("base_url", f"{provider_url}/v1")
+    return ChatClient(api_key=lease.key, base_url=base_url).create(prompt, lease)
 
 
 def per_request_header(lease: Lease, provider_url: str, prompt: str) -> str:

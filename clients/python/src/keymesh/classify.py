@@ -29,7 +29,7 @@ class OutcomeKind(str, enum.Enum):
     CLIENT_ERROR = "client_error"
 
     @property
-    def failure_reason(self) -> int:
+    def failure_reason(self) -> pool_pb2.FailureReason:
         """The MarkFailed reason for a failure kind."""
         return _FAILURE_REASONS[self]
 

@@ -137,17 +137,18 @@ class Client:
                     raise state.final_error(error)
             else:
                 scope = LeaseScope(self, pool, options, lease)
+                failure: Optional[Exception] = None
                 try:
                     with scope:
                         result = fn(lease)
                 except Exception as error:
-                    if not state.after_failure(lease.key_id, scope.outcome, error, time.monotonic()):
-                        raise
-                else:
-                    if scope.outcome.kind is OutcomeKind.SUCCESS:
-                        return result
-                    if not state.after_failure(lease.key_id, scope.outcome, None, time.monotonic()):
-                        raise ProviderError(scope.outcome)
+                    failure = error
+                outcome = scope.outcome
+                assert outcome is not None  # the scope's exit always sets it
+                if failure is None and outcome.kind is OutcomeKind.SUCCESS:
+                    return result
+                if not state.after_failure(lease.key_id, outcome, failure, time.monotonic()):
+                    raise failure if failure is not None else ProviderError(outcome)
             pause = state.pause(attempt, backoff_base_s, backoff_cap_s, time.monotonic())
             if pause is None:
                 raise state.final_error()

@@ -12,6 +12,7 @@ import {
   keyStateReason,
   newKeyEntry,
   recentGrants,
+  refreshHot,
   type KeyEntry,
   type KeyTimer,
   type Lease,
@@ -35,6 +36,7 @@ import type {
   KeyStatsView,
   KeyView,
   LeaseGoneReason,
+  LeaseRecord,
   LeaseView,
   PoolConfig,
   PoolInput,
@@ -74,7 +76,7 @@ const EMA_ALPHA = 0.2;
 const OUTCOME_WINDOW = 100;
 const OUTCOME_WINDOW_MS = 300_000;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
-const TOMBSTONE_CAP = 1_000_000;
+const TOMBSTONE_CAP = 250_000;
 /** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
 const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
@@ -119,6 +121,8 @@ export class PoolEngine {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly live = new Map<string, Lease>();
   private readonly tombstones = new Map<string, Tombstone>();
+  private readonly tombstoneOrder: string[] = [];
+  private tombstoneHead = 0;
   private readonly heap = new TimerHeap<TimerItem>();
   private armed: TimerHandle | undefined;
   private armedAt: number | undefined;
@@ -191,6 +195,7 @@ export class PoolEngine {
     const pool = this.poolEntry(name);
     for (const k of pool.keyList) {
       k.draining = undefined;
+      refreshHot(k);
       this.revokeAll(k, now, "pool deleted");
       this.cancelKeyTimers(k);
     }
@@ -226,6 +231,7 @@ export class PoolEngine {
     const now = this.tick();
     const k = this.keyEntry(cfg.pool, cfg.id);
     k.cfg = { ...cfg, metadata: { ...cfg.metadata } };
+    refreshHot(k);
     this.emit("key_updated", now, cfg.pool, cfg.id);
     this.pump(k.pool, now);
   }
@@ -237,11 +243,13 @@ export class PoolEngine {
     if (drain && k.active > 0) {
       k.draining = { remove: true };
       k.cfg = { ...k.cfg, disabled: true, disabledReason: "removing: draining" };
+      refreshHot(k);
       this.changed = true;
       this.emit("key_disabled", now, pool, keyId, "removing: draining");
       return { removedNow: false };
     }
     k.draining = undefined;
+    refreshHot(k);
     this.revokeAll(k, now, "key removed");
     this.dropKey(k, now);
     return { removedNow: true };
@@ -255,6 +263,7 @@ export class PoolEngine {
     k.cfg = { ...k.cfg, disabled: false, disabledReason: "" };
     k.autoDisabled = undefined;
     k.draining = undefined;
+    refreshHot(k);
     this.changed = true;
     this.emit("key_enabled", now, pool, keyId);
     this.pump(k.pool, now);
@@ -268,9 +277,9 @@ export class PoolEngine {
     k.cfg = { ...k.cfg, disabled: true, disabledReason: reason };
     this.changed = true;
     this.emit("key_disabled", now, pool, keyId, reason);
-    if (drain) {
-      if (k.active > 0 && !k.draining) k.draining = { remove: false };
-    } else {
+    if (drain && k.active > 0 && !k.draining) k.draining = { remove: false };
+    refreshHot(k);
+    if (!drain) {
       this.revokeAll(k, now, `key disabled: ${reason}`);
     }
     return this.view(k);
@@ -384,12 +393,12 @@ export class PoolEngine {
     if (ttlMs !== undefined) checkMs(ttlMs, "ttl");
     const lease = this.findLease(leaseId, now);
     const cfg = lease.key.pool.cfg;
-    const ttl = Math.min(Math.max(Math.floor(ttlMs ?? lease.ttlMs), cfg.minTtlMs), cfg.maxTtlMs);
-    lease.ttlMs = ttl;
-    lease.expiresAt = now + ttl;
-    this.schedule(lease, lease.expiresAt, now);
+    const ttl = Math.min(Math.max(Math.floor(ttlMs ?? lease.record.ttlMs), cfg.minTtlMs), cfg.maxTtlMs);
+    const expiresAt = now + ttl;
+    lease.record = { ...lease.record, expiresAt, ttlMs: ttl };
+    this.schedule(lease, expiresAt, now);
     this.changed = true;
-    return { leaseId, expiresAt: lease.expiresAt, ttlMs: ttl, renewIntervalMs: Math.floor(ttl / 3) };
+    return { leaseId, expiresAt, ttlMs: ttl, renewIntervalMs: Math.floor(ttl / 3) };
   }
 
   revokeLease(leaseId: string, reason: string): void {
@@ -405,7 +414,7 @@ export class PoolEngine {
     const out: LeaseView[] = [];
     for (const k of keys) {
       for (const l of k.leases) {
-        out.push({ leaseId: l.id, pool, keyId: k.cfg.id, holder: l.holder, acquiredAt: l.acquiredAt, expiresAt: l.expiresAt, ttlMs: l.ttlMs });
+        out.push({ ...l.record });
       }
     }
     return out;
@@ -437,6 +446,7 @@ export class PoolEngine {
 
   // ---- persistence --------------------------------------------------------------------------
 
+  /** A consistent copy of runtime state and live leases (never secrets); lease records are shared and read-only. */
   exportRuntime(): RuntimeSnapshot {
     const now = this.clock.now();
     const keys: KeyRuntime[] = [];
@@ -455,7 +465,8 @@ export class PoolEngine {
           circuitOpenCount: k.circuitOpenCount,
           consecutiveFailures: k.consecutiveFailures,
           emaLatencyMs: k.emaLatencyMs,
-          outcomes: k.outcomes.map(([t, ok]) => [t, ok]),
+          // Outcome pairs are never mutated once recorded, so sharing them keeps this a snapshot.
+          outcomes: k.outcomes.slice(),
           recentGrants: k.grants.slice(k.grantsHead),
           budget: { ...k.budget },
           totalLeases: k.totalLeases,
@@ -464,15 +475,9 @@ export class PoolEngine {
         });
       }
     }
-    const leases = [...this.live.values()].map((l) => ({
-      leaseId: l.id,
-      pool: l.key.pool.cfg.name,
-      keyId: l.key.cfg.id,
-      holder: l.holder,
-      acquiredAt: l.acquiredAt,
-      expiresAt: l.expiresAt,
-      ttlMs: l.ttlMs,
-    }));
+    const leases: LeaseRecord[] = new Array(this.live.size);
+    let i = 0;
+    for (const l of this.live.values()) leases[i++] = l.record;
     return { takenAt: now, keys, leases };
   }
 
@@ -499,7 +504,7 @@ export class PoolEngine {
         this.tombstone(l.leaseId, "expired", now, k);
         continue;
       }
-      this.addLease(k, l.leaseId, claims, l.holder, l.acquiredAt, l.expiresAt, l.ttlMs, false, now);
+      this.addLease(k, claims, { ...l }, false, now);
     }
     for (const pool of this.pools.values()) {
       for (const k of [...pool.keyList]) if (k.draining && k.active === 0) this.finishDrain(k, now);
@@ -536,7 +541,8 @@ export class PoolEngine {
     const claims: LeaseClaims = { pool: cfg.name, keyId: k.cfg.id, epoch: this.epoch, seq, issuedAt: now, ttlMs: ttl };
     const id = this.tokens.issue(claims);
     const probe = k.circuitState === "half_open";
-    this.addLease(k, id, claims, input.holder, now, now + ttl, ttl, probe, now);
+    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
+    this.addLease(k, claims, record, probe, now);
     k.totalLeases++;
     k.grants.push(now);
     pool.exhausted = false;
@@ -547,46 +553,34 @@ export class PoolEngine {
       keyId: k.cfg.id,
       keyLabel: k.cfg.label,
       secret: k.cfg.secret,
-      metadata: { ...k.cfg.metadata },
+      // Shared, not copied: a key's configuration is replaced on update, never mutated.
+      metadata: k.cfg.metadata,
       expiresAt: now + ttl,
       ttlMs: ttl,
       renewIntervalMs: Math.floor(ttl / 3),
     };
   }
 
-  private addLease(
-    k: KeyEntry,
-    id: string,
-    claims: LeaseClaims,
-    holder: string,
-    acquiredAt: number,
-    expiresAt: number,
-    ttlMs: number,
-    probe: boolean,
-    now: number,
-  ): Lease {
+  private addLease(k: KeyEntry, claims: LeaseClaims, record: LeaseRecord, probe: boolean, now: number): Lease {
     const lease: Lease = {
       kind: "lease",
       at: 0,
       heapPos: -1,
       heapSeq: 0,
-      id,
+      id: record.leaseId,
       epoch: claims.epoch,
       seq: claims.seq,
       key: k,
-      holder,
-      acquiredAt,
-      expiresAt,
-      ttlMs,
+      record,
       probe,
       watchers: undefined,
     };
-    this.live.set(id, lease);
+    this.live.set(record.leaseId, lease);
     k.leases.add(lease);
     k.active++;
     k.pool.active++;
     if (probe) k.probes++;
-    this.schedule(lease, expiresAt, now);
+    this.schedule(lease, record.expiresAt, now);
     this.changed = true;
     return lease;
   }
@@ -627,11 +621,22 @@ export class PoolEngine {
 
   private tombstone(id: string, reason: LeaseGoneReason, now: number, k: KeyEntry): void {
     const t = this.tombstones;
+    const order = this.tombstoneOrder;
     t.set(id, { reason, at: now, pool: k.pool.cfg.name, keyId: k.cfg.id, lateReported: false });
-    for (const [oldId, old] of t) {
-      if (t.size <= TOMBSTONE_CAP && old.at > now - TOMBSTONE_MAX_AGE_MS) break;
-      t.delete(oldId);
+    order.push(id);
+    // Oldest first from a queue: iterating the Map itself would skip ever more deleted entries.
+    let head = this.tombstoneHead;
+    while (head < order.length) {
+      const oldest = t.get(order[head]!);
+      if (oldest && t.size <= TOMBSTONE_CAP && oldest.at > now - TOMBSTONE_MAX_AGE_MS) break;
+      t.delete(order[head]!);
+      head++;
     }
+    if (head > 4096 && head * 2 > order.length) {
+      order.splice(0, head);
+      head = 0;
+    }
+    this.tombstoneHead = head;
   }
 
   /**
@@ -669,7 +674,8 @@ export class PoolEngine {
   private adopt(id: string, c: LeaseClaims, now: number): Lease | undefined {
     const k = this.pools.get(c.pool)?.keys.get(c.keyId);
     if (!k || k.cfg.disabled || k.autoDisabled || (k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency)) return undefined;
-    const lease = this.addLease(k, id, c, "", c.issuedAt, c.issuedAt + c.ttlMs, c.ttlMs, false, now);
+    const record = { leaseId: id, pool: c.pool, keyId: c.keyId, holder: "", acquiredAt: c.issuedAt, expiresAt: c.issuedAt + c.ttlMs, ttlMs: c.ttlMs };
+    const lease = this.addLease(k, c, record, false, now);
     this.emit("lease_granted", now, c.pool, c.keyId, id, "re-adopted after restart");
     return lease;
   }
@@ -739,7 +745,7 @@ export class PoolEngine {
       const probesFull = k.circuitState === "half_open" && k.probes >= pool.cfg.halfOpenProbes;
       if (full || probesFull) {
         let firstExpiry = Infinity;
-        for (const l of k.leases) if ((full || l.probe) && l.expiresAt < firstExpiry) firstExpiry = l.expiresAt;
+        for (const l of k.leases) if ((full || l.probe) && l.record.expiresAt < firstExpiry) firstExpiry = l.record.expiresAt;
         if (firstExpiry === Infinity) continue;
         at = Math.max(at, firstExpiry);
       }
@@ -833,6 +839,7 @@ export class PoolEngine {
   private autoDisable(k: KeyEntry, cause: "auth" | "quota", message: string, now: number): void {
     if (k.autoDisabled) return;
     k.autoDisabled = { cause, message, at: now };
+    refreshHot(k);
     this.changed = true;
     this.emit("key_auto_disabled", now, k.pool.cfg.name, k.cfg.id, `${cause}: ${message}`);
   }
@@ -893,6 +900,7 @@ export class PoolEngine {
       b.tokensResetAt = now + tokensReset;
     }
     if (tokensLimit !== undefined) b.tokensLimit = tokensLimit;
+    refreshHot(k);
     this.scheduleBudgetWake(k, now);
     this.changed = true;
     return optionalCount(h?.retryAfterMs);
@@ -1033,6 +1041,7 @@ export class PoolEngine {
     k.grants = [...r.recentGrants];
     k.grantsHead = 0;
     k.budget = { ...r.budget };
+    refreshHot(k);
     k.totalLeases = r.totalLeases;
     k.inputTokens = r.inputTokens;
     k.outputTokens = r.outputTokens;
@@ -1050,6 +1059,7 @@ export class PoolEngine {
       return;
     }
     k.draining = undefined;
+    refreshHot(k);
     this.changed = true;
   }
 

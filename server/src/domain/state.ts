@@ -8,6 +8,7 @@ import type {
   KeyRuntime,
   KeyState,
   LeaseGoneReason,
+  LeaseRecord,
   PoolConfig,
   ProviderBudget,
 } from "./types.js";
@@ -24,10 +25,8 @@ export interface Lease extends Scheduled {
   epoch: number;
   seq: number;
   key: KeyEntry;
-  holder: string;
-  acquiredAt: number;
-  expiresAt: number;
-  ttlMs: number;
+  /** Never mutated, replaced on renewal, so snapshots share it instead of copying. */
+  record: LeaseRecord;
   /** Granted while the key's circuit was half-open: holds one of its probe slots. */
   probe: boolean;
   watchers?: Array<(reason: LeaseGoneReason, message: string) => void>;
@@ -52,6 +51,16 @@ export type TimerItem = Lease | Waiter | KeyTimer;
 export interface KeyEntry {
   cfg: KeyConfig;
   pool: PoolEntry;
+  // Copies of what the eligibility scan reads, kept on the entry so a scan over 10,000 keys
+  // touches one object per key; refreshHot() recomputes them after every change to their sources.
+  lendable: boolean;
+  maxConcurrency: number;
+  weight: number;
+  /** Requests budget read as 0: blocked until this instant (0 when not). */
+  requestsBlockedUntil: number;
+  /** Tokens budget known until this instant (0 when unknown), with the tokens left. */
+  tokensKnownUntil: number;
+  tokensLeft: number;
   /** Index in pool.keyList. */
   slot: number;
   active: number;
@@ -103,6 +112,12 @@ export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
   const key = {
     cfg,
     pool,
+    lendable: false,
+    maxConcurrency: 0,
+    weight: 1,
+    requestsBlockedUntil: 0,
+    tokensKnownUntil: 0,
+    tokensLeft: 0,
     slot: -1,
     active: 0,
     leases: new Set<Lease>(),
@@ -129,7 +144,19 @@ export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
   key.cooldownTimer = { kind: "cooldown", key, at: 0, heapPos: -1, heapSeq: 0 };
   key.circuitTimer = { kind: "circuit", key, at: 0, heapPos: -1, heapSeq: 0 };
   key.budgetTimer = { kind: "budget", key, at: 0, heapPos: -1, heapSeq: 0 };
+  refreshHot(key);
   return key;
+}
+
+/** Recomputes the scan's copies from configuration, disable state and budget. */
+export function refreshHot(k: KeyEntry): void {
+  k.lendable = !k.cfg.disabled && !k.autoDisabled && !k.draining;
+  k.maxConcurrency = k.cfg.maxConcurrency;
+  k.weight = k.cfg.weight;
+  const b = k.budget;
+  k.requestsBlockedUntil = b.requestsRemaining === 0 ? (b.requestsResetAt ?? 0) : 0;
+  k.tokensKnownUntil = b.tokensRemaining !== undefined ? (b.tokensResetAt ?? 0) : 0;
+  k.tokensLeft = b.tokensRemaining ?? 0;
 }
 
 export function keyState(k: KeyEntry): KeyState {
@@ -148,21 +175,12 @@ export function keyStateReason(k: KeyEntry): string {
 
 /** Rule 6. Pure: the timer heap has already applied every deadline up to `now`. */
 export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): boolean {
-  if (k.cfg.disabled || k.autoDisabled || k.draining) return false;
-  if (k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency) return false;
+  if (!k.lendable) return false;
+  if (k.maxConcurrency > 0 && k.active >= k.maxConcurrency) return false;
   if (k.cooldownUntil !== undefined && k.cooldownUntil > now) return false;
-  if (k.circuitState === "open") return false;
-  if (k.circuitState === "half_open" && k.probes >= k.pool.cfg.halfOpenProbes) return false;
-  const b = k.budget;
-  if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined && b.requestsResetAt > now) return false;
-  if (
-    b.tokensRemaining !== undefined &&
-    b.tokensResetAt !== undefined &&
-    b.tokensResetAt > now &&
-    (b.tokensRemaining === 0 || b.tokensRemaining < estimatedTokens)
-  ) {
-    return false;
-  }
+  if (k.circuitState !== "closed" && (k.circuitState === "open" || k.probes >= k.pool.cfg.halfOpenProbes)) return false;
+  if (k.requestsBlockedUntil > now) return false;
+  if (k.tokensKnownUntil > now && (k.tokensLeft === 0 || k.tokensLeft < estimatedTokens)) return false;
   return exclude === undefined || !exclude.has(k.cfg.id);
 }
 

@@ -43,11 +43,11 @@ function firstFrom(
 ): KeyEntry | undefined {
   const keys = pool.keyList;
   const n = keys.length;
-  for (let i = 0; i < n; i++) {
-    const slot = (start + i) % n;
-    const k = keys[slot]!;
+  const from = n > 0 ? start % n : 0;
+  for (let i = from, seen = 0; seen < n; seen++, i = i + 1 === n ? 0 : i + 1) {
+    const k = keys[i]!;
     if (isEligible(k, now, estimatedTokens, exclude)) {
-      if (advanceCursor) pool.cursor = (slot + 1) % n;
+      if (advanceCursor) pool.cursor = i + 1 === n ? 0 : i + 1;
       return k;
     }
   }
@@ -78,8 +78,9 @@ function lowest(
   const n = keys.length;
   let best: KeyEntry | undefined;
   let bestValue = Infinity;
-  for (let i = 0; i < n; i++) {
-    const k = keys[(pool.cursor + i) % n]!;
+  const from = n > 0 ? pool.cursor % n : 0;
+  for (let i = from, seen = 0; seen < n; seen++, i = i + 1 === n ? 0 : i + 1) {
+    const k = keys[i]!;
     if (!isEligible(k, now, estimatedTokens, exclude)) continue;
     const v = metricOf(k, metric, now);
     if (best === undefined || v < bestValue) {
@@ -87,7 +88,7 @@ function lowest(
       bestValue = v;
     }
   }
-  if (best) pool.cursor = (best.slot + 1) % n;
+  if (best) pool.cursor = best.slot + 1 === n ? 0 : best.slot + 1;
   return best;
 }
 
@@ -102,8 +103,8 @@ function smoothWeighted(
   let total = 0;
   for (const k of pool.keyList) {
     if (!isEligible(k, now, estimatedTokens, exclude)) continue;
-    k.swrrCurrent += k.cfg.weight;
-    total += k.cfg.weight;
+    k.swrrCurrent += k.weight;
+    total += k.weight;
     if (best === undefined || k.swrrCurrent > best.swrrCurrent) best = k;
   }
   if (best) best.swrrCurrent -= total;

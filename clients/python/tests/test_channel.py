@@ -4,8 +4,9 @@ server on port 0 (the same behaviour against the real server is in test_e2e_*.py
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent import futures
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -63,6 +64,15 @@ class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
             ttl=Duration(seconds=30),
             renew_interval=Duration(seconds=10),
         )
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture
@@ -124,8 +134,8 @@ def test_a_scoped_lease_renews_at_once_and_releases_with_its_latency(server) -> 
     addr, servicer = server
     with Client(addr) as client:
         with client.lease("p") as lease:
+            assert wait_until(lambda: servicer.renewals >= 1)
             assert not lease.revoked
-    assert servicer.renewals >= 1
     [(method, request)] = servicer.ended
     assert method == "Release" and request.lease_id == lease.lease_id and request.HasField("latency")
 
@@ -160,8 +170,7 @@ async def test_an_async_revocation_sets_the_event_and_cancellation_still_ends_th
                 await asyncio.sleep(30)
 
         task = asyncio.create_task(hold())
-        while servicer.renewals < 2:
-            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(wait_until, lambda: servicer.renewals >= 2)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

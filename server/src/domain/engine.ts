@@ -322,7 +322,7 @@ export class PoolEngine {
       pool.exhausted = true;
       this.emit("pool_exhausted", now, pool.cfg.name);
     }
-    if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now);
+    if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now, input.estimatedTokens, exclude);
     if (signal?.aborted) throw new DomainError("cancelled", "acquire was cancelled");
     return new Promise<Grant>((resolve, reject) => {
       const w: Waiter = {
@@ -721,8 +721,8 @@ export class PoolEngine {
     if (w.signal && w.onAbort) w.signal.removeEventListener("abort", w.onAbort);
   }
 
-  private noKeyAvailable(pool: PoolEntry, now: number): DomainError {
-    const at = this.earliestAvailability(pool, now);
+  private noKeyAvailable(pool: PoolEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): DomainError {
+    const at = this.earliestAvailability(pool, now, estimatedTokens, exclude);
     return new DomainError(
       "no_key_available",
       `no key of pool "${pool.cfg.name}" became available in time`,
@@ -730,17 +730,16 @@ export class PoolEngine {
     );
   }
 
-  /** The earliest instant some enabled key is known to become eligible, if any. */
-  private earliestAvailability(pool: PoolEntry, now: number): number | undefined {
+  /** The earliest instant some key this caller may use is known to become eligible, if any. */
+  private earliestAvailability(pool: PoolEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): number | undefined {
     let best: number | undefined;
     for (const k of pool.keyList) {
-      if (k.cfg.disabled || k.autoDisabled || k.draining) continue;
+      if (!k.lendable || exclude?.has(k.cfg.id)) continue;
       let at = now;
       if (k.cooldownUntil !== undefined) at = Math.max(at, k.cooldownUntil);
       if (k.circuitState === "open" && k.circuitOpenUntil !== undefined) at = Math.max(at, k.circuitOpenUntil);
-      const b = k.budget;
-      if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined) at = Math.max(at, b.requestsResetAt);
-      if (b.tokensRemaining === 0 && b.tokensResetAt !== undefined) at = Math.max(at, b.tokensResetAt);
+      at = Math.max(at, k.requestsBlockedUntil);
+      if (k.tokensLeft === 0 || k.tokensLeft < estimatedTokens) at = Math.max(at, k.tokensKnownUntil);
       const full = k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency;
       const probesFull = k.circuitState === "half_open" && k.probes >= pool.cfg.halfOpenProbes;
       if (full || probesFull) {
@@ -951,7 +950,7 @@ export class PoolEngine {
       }
       case "waiter":
         this.dropWaiter(item);
-        item.reject(this.noKeyAvailable(item.pool, now));
+        item.reject(this.noKeyAvailable(item.pool, now, item.input.estimatedTokens, item.exclude));
         return;
       case "cooldown":
         this.onCooldownEnd(item, now);

@@ -106,7 +106,7 @@ export interface PoolEntry {
   exhausted: boolean;
 }
 
-export const LEAST_USED_WINDOW_MS = 60_000;
+const LEAST_USED_WINDOW_MS = 60_000;
 
 export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
   const key = {

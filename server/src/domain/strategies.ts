@@ -3,7 +3,7 @@
 import { isEligible, recentGrants, type KeyEntry, type PoolEntry } from "./state.js";
 
 /** Share of latency-strategy picks that explore a random eligible key instead of the fastest. */
-export const LATENCY_EXPLORATION = 0.05;
+const LATENCY_EXPLORATION = 0.05;
 
 type Metric = "active" | "recent" | "latency";
 

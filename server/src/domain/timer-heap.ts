@@ -15,10 +15,6 @@ export class TimerHeap<T extends Scheduled> {
   private readonly items: T[] = [];
   private seq = 0;
 
-  get size(): number {
-    return this.items.length;
-  }
-
   peek(): T | undefined {
     return this.items[0];
   }

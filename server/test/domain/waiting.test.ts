@@ -96,11 +96,16 @@ describe("waiting", () => {
     expect(w.error?.code).toBe("no_key_available");
     expect(w.error?.details.retryAfterMs).toBe(10_000);
     expect(engine.stats("p").waiters).toBe(0);
-    try {
-      engine.acquire(req());
-    } catch (e) {
-      expect((e as DomainError).details.retryAfterMs).toBe(10_000);
-    }
+    const hint = (excludeKeyIds: string[]) => {
+      try {
+        engine.acquire(req("p", { excludeKeyIds }));
+      } catch (e) {
+        return (e as DomainError).details.retryAfterMs;
+      }
+    };
+    expect(hint([])).toBe(10_000);
+    expect(hint(["b"])).toBe(28_000);
+    expect(hint(["a", "b"])).toBeUndefined();
   });
 
   it("a cancelled caller leaves the queue and the next waiter gets the slot", async () => {

@@ -514,6 +514,8 @@ export class PoolEngine {
 
   /** Epoch and generation of an authentic lease id, for the store's grant journal. */
   leaseSeq(leaseId: string): { epoch: number; seq: number } | undefined {
+    const lease = this.live.get(leaseId);
+    if (lease) return { epoch: lease.epoch, seq: lease.seq };
     const c = this.claimsOf(leaseId);
     return c && { epoch: c.epoch, seq: c.seq };
   }

@@ -78,6 +78,7 @@ describe("persistence", () => {
     const snapshot = engine.exportRuntime();
     const unrecorded = grantNow(engine, req("p", { ttlMs: 60_000 }));
     expect(engine.leaseSeq(unrecorded.leaseId)).toEqual({ epoch: 1, seq: 2 });
+    expect(engine.leaseSeq("not-a-lease")).toBeUndefined();
     const down = crash(engine);
     clock.advance(1_000);
     const { engine: next, events } = restart(down, clock, snapshot, { 1: 1 });
@@ -103,6 +104,7 @@ describe("persistence", () => {
     const unrecorded = grantNow(engine, req("p", { ttlMs: 60_000 }));
     const { engine: next } = restart(crash(engine), clock, snapshot, { 1: 2 });
     expect(codeOf(() => next.renew(ended.leaseId))).toBe("lease_released");
+    expect(next.leaseSeq(ended.leaseId)).toEqual({ epoch: 1, seq: 1 });
     // The snapshot still holds the only slot, so the unrecorded lease cannot come back.
     expect(codeOf(() => next.renew(unrecorded.leaseId))).toBe("lease_revoked");
     clock.advance(20_000);

@@ -1,5 +1,6 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
+import type * as grpc from "@grpc/grpc-js";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { PoolEngine } from "../domain/engine.js";
@@ -9,7 +10,7 @@ import { file_keymesh_v1_admin, PoolAdminService } from "../gen/keymesh/v1/admin
 import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.js";
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
 import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
-import type { Logger } from "../ops/logger.js";
+import { scrubSecrets, type Logger } from "../ops/logger.js";
 import { createMetrics, type Metrics } from "../ops/metrics.js";
 import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
@@ -38,7 +39,17 @@ export interface RunningServer extends BoundPorts {
   shutdown(): Promise<void>;
 }
 
-export async function startServer(cfg: ServerConfig, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
+export interface StartHooks {
+  /** Called with the grpc-js server before it binds (the benchmark mounts its echo baseline here). */
+  beforeListen?(grpcServer: grpc.Server): void;
+}
+
+export async function startServer(
+  cfg: ServerConfig,
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  hooks: StartHooks = {},
+): Promise<RunningServer> {
   const declared: DeclarativeConfig | undefined = cfg.configFile ? loadConfigFile(cfg.configFile, env) : undefined;
   const authorizer = createAuthorizer([...parseAuthTokensEnv(env.KEYMESH_AUTH_TOKENS), ...(declared?.tokens ?? [])]);
   checkAuthBinding(cfg.host, authorizer.enabled);
@@ -47,7 +58,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, env: NodeJS.Pr
 
   const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log });
   try {
-    return await startOnDatabase(cfg, log, env, db, { declared, authorizer, tls });
+    return await startOnDatabase(cfg, log, env, db, { declared, authorizer, tls, hooks });
   } catch (e) {
     await db.close().catch(() => undefined);
     throw e;
@@ -59,7 +70,7 @@ async function startOnDatabase(
   log: Logger,
   env: NodeJS.ProcessEnv,
   db: Database,
-  opts: { declared?: DeclarativeConfig; authorizer: ReturnType<typeof createAuthorizer>; tls?: { cert: Buffer; key: Buffer } },
+  opts: { declared?: DeclarativeConfig; authorizer: ReturnType<typeof createAuthorizer>; tls?: { cert: Buffer; key: Buffer }; hooks: StartHooks },
 ): Promise<RunningServer> {
   await migrate(db.sql, { log });
   const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
@@ -102,13 +113,14 @@ async function startOnDatabase(
   }
 
   const tokens = new LeaseTokens(leaseSecret);
-  const guard = createGuard(opts.authorizer, (leaseId) => {
+  const leasePool = (leaseId: string) => {
     try {
       return tokens.verify(leaseId)?.pool;
     } catch {
       return undefined;
     }
-  });
+  };
+  const guard = createGuard(opts.authorizer, leasePool);
   const journal = {
     record: (grant: Grant, holder: string) => {
       const seq = engine.leaseSeq(grant.leaseId)!;
@@ -126,9 +138,9 @@ async function startOnDatabase(
     },
   };
   const services = [
-    { service: KeyPoolService, impl: new KeyPoolServiceImpl(engine, journal, guard, metrics) },
+    { service: KeyPoolService, impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, leasePool, scrub: scrubSecrets }) },
     { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
-  ] as Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+  ] as unknown as Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
 
   const snapshotter = new Snapshotter({
     store,
@@ -165,6 +177,7 @@ async function startOnDatabase(
     },
     metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metricsText() }),
   });
+  opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
   store.onAvailability((up) => listeners.setServing(up));

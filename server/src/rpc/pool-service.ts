@@ -3,7 +3,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { PoolEngine } from "../domain/engine.js";
 import { DomainError } from "../domain/errors.js";
-import type { Grant, LeaseGoneReason } from "../domain/types.js";
+import type { FailureClass, Grant, LeaseGoneReason } from "../domain/types.js";
 import { ErrorReason } from "../gen/keymesh/v1/common_pb.js";
 import type {
   AcquireRequest,
@@ -26,8 +26,20 @@ export interface GrantJournal {
 }
 
 /** Hot-path instrumentation (metrics); counters only, nothing that waits. */
-export interface AcquireObserver {
+export interface PoolObserver {
   observeAcquire(pool: string, result: "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error", durationMs: number, waitedMs?: number): void;
+  countOutcome(pool: string, outcome: "success" | "rate_limited" | FailureClass): void;
+}
+
+export interface PoolServiceDeps {
+  engine: PoolEngine;
+  journal: GrantJournal;
+  guard: Guard;
+  observer: PoolObserver;
+  /** The pool a lease id names (undefined when it is not an authentic lease id). */
+  leasePool: (leaseId: string) => string | undefined;
+  /** Removes anything that looks like a credential from holder-supplied text before it is stored or shown. */
+  scrub: (text: string) => string;
 }
 
 function acquireResult(err: unknown): "exhausted" | "pool_not_found" | "cancelled" | "error" {
@@ -71,12 +83,19 @@ function grantToProto(g: Grant): MessageInitShape<typeof AcquireResponseSchema> 
 }
 
 export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
-  constructor(
-    private readonly engine: PoolEngine,
-    private readonly journal: GrantJournal,
-    private readonly guard: Guard,
-    private readonly observer: AcquireObserver,
-  ) {}
+  private readonly engine: PoolEngine;
+  private readonly journal: GrantJournal;
+  private readonly guard: Guard;
+  private readonly observer: PoolObserver;
+
+  constructor(private readonly deps: PoolServiceDeps) {
+    ({ engine: this.engine, journal: this.journal, guard: this.guard, observer: this.observer } = deps);
+  }
+
+  private countOutcome(leaseId: string, outcome: "success" | "rate_limited" | FailureClass): void {
+    const pool = this.deps.leasePool(leaseId);
+    if (pool !== undefined) this.observer.countOutcome(pool, outcome);
+  }
 
   async acquire(req: AcquireRequest, ctx: HandlerContext) {
     this.guard.usePool(ctx, req.pool);
@@ -128,6 +147,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       outputTokens: req.usage ? Number(req.usage.outputTokens) : undefined,
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
+    this.countOutcome(req.leaseId, "success");
     return {};
   }
 
@@ -136,9 +156,10 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     const applied = this.engine.markFailed(req.leaseId, {
       reason: failureFromProto(req.reason),
       httpStatus: req.httpStatus,
-      message: req.message,
+      message: this.deps.scrub(req.message),
       latencyMs: optionalMs(req.latency, "latency"),
     });
+    this.countOutcome(req.leaseId, applied);
     return { classifiedAs: failureToProto(applied) };
   }
 
@@ -148,6 +169,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       retryAfterMs: optionalMs(req.retryAfter, "retry_after"),
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
+    this.countOutcome(req.leaseId, "rate_limited");
     return { cooldownUntil: ts(cooldownUntil) };
   }
 
@@ -196,7 +218,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
             const reason = e instanceof DomainError ? errorGone[e.code] : undefined;
             if (reason === undefined) throw e;
             unwatch(req.leaseId);
-            out.push(gone(req.leaseId, reason, e.message));
+            out.push(gone(req.leaseId, reason, (e as DomainError).message));
           }
         }
       } finally {

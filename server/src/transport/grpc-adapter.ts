@@ -220,7 +220,8 @@ function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts:
 }
 
 async function* readRequests<I extends DescMessage>(call: grpc.ServerDuplexStream<Buffer, Uint8Array>, schema: I) {
-  for await (const chunk of call as AsyncIterable<Buffer>) yield decode(schema, chunk);
+  // A plain `for await` destroys the duplex when the client half-closes, and with it the status we still owe.
+  for await (const chunk of call.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) yield decode(schema, chunk);
 }
 
 async function pump(

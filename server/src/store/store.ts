@@ -63,6 +63,13 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 /** Domain records are plain JSON data; the driver's JSONValue type cannot see that through their interfaces. */
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
+/** Rows compared between yields to the event loop while diffing a snapshot. */
+const DIFF_SLICE = 5000;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+const runtimeId = (pool: string, keyId: string): string => `${pool}\u0000${keyId}`;
+
 const secretContext = (pool: string, keyId: string): string => `key:${pool}\u0000${keyId}`;
 
 export class Store {
@@ -88,6 +95,10 @@ export class Store {
   #drainWaiters: Array<{ ticket: number; resolve: () => void }> = [];
   #dropped = 0;
   #probeTimer: TimerHandle | undefined;
+  /** Whether the database's runtime tables are known to equal the images below (false: next snapshot is full). */
+  #reconciled = false;
+  #runtimeInDb = new Map<string, string>();
+  #leasesInDb = new Map<string, LeaseImage>();
   #availabilityListeners: Array<(up: boolean) => void> = [];
   #probeDelay: number;
 
@@ -270,34 +281,49 @@ export class Store {
    * Writes the runtime state in one transaction of batched statements. Call it in the same tick as the
    * engine's export: grants journaled up to that moment are then either live in `s` or ended, so leases
    * journaled before it and absent from `s` are deleted, and later grants are kept.
+   * The first snapshot of a process, and the first after an outage, reconcile whole tables; the rest
+   * write only the rows that changed since the last committed snapshot.
    */
   async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
     const epoch = this.#epoch;
     const mark = this.#maxSubmittedSeq;
     // A grant still in flight would otherwise commit after this snapshot deleted it as ended.
     if (this.#up) await this.#journalDrained(this.#tickets);
-    const runtime = s.keys.map(({ pool, keyId, ...state }) => ({ pool, keyId, state }));
+    const full = !this.#reconciled;
+    const delta = await this.#diff(s, epoch, mark, full);
     const now = this.#clock.now();
     await this.#run(() =>
       this.#sql.begin(async (tx) => {
         // Each batch travels as one jsonb parameter: one statement per purpose, whatever the row count.
-        await tx`
-          delete from key_runtime r
-          where not exists (
-            select 1 from jsonb_to_recordset(${tx.json(asJson(runtime))}::jsonb) as s(pool text, "keyId" text)
-            where s.pool = r.pool and s."keyId" = r.key_id)`;
+        const runtime = tx.json(asJson(delta.runtime));
+        const leases = tx.json(asJson(delta.leases));
+        if (full) {
+          await tx`
+            delete from key_runtime r
+            where not exists (
+              select 1 from jsonb_to_recordset(${runtime}::jsonb) as s(pool text, "keyId" text)
+              where s.pool = r.pool and s."keyId" = r.key_id)`;
+          await tx`
+            delete from leases l
+            where not exists (
+              select 1 from jsonb_to_recordset(${leases}::jsonb) as s("leaseId" text) where s."leaseId" = l.lease_id)
+              and not (l.epoch = ${epoch} and l.seq > ${mark})`;
+        } else {
+          await tx`
+            delete from key_runtime r
+            using jsonb_to_recordset(${tx.json(asJson(delta.runtimeGone))}::jsonb) as s(pool text, "keyId" text)
+            where s.pool = r.pool and s."keyId" = r.key_id`;
+          await tx`
+            delete from leases l
+            where l.lease_id in (select jsonb_array_elements_text(${tx.json(delta.leasesGone)}::jsonb))
+              and not (l.epoch = ${epoch} and l.seq > ${mark})`;
+        }
         await tx`
           insert into key_runtime (pool, key_id, state)
           select s.pool, s."keyId", s.state
-          from jsonb_to_recordset(${tx.json(asJson(runtime))}::jsonb) as s(pool text, "keyId" text, state jsonb)
+          from jsonb_to_recordset(${runtime}::jsonb) as s(pool text, "keyId" text, state jsonb)
           join keys k on k.pool = s.pool and k.id = s."keyId"
           on conflict (pool, key_id) do update set state = excluded.state`;
-        const leases = tx.json(asJson(s.leases));
-        await tx`
-          delete from leases l
-          where not exists (
-            select 1 from jsonb_to_recordset(${leases}::jsonb) as s("leaseId" text) where s."leaseId" = l.lease_id)
-            and not (l.epoch = ${epoch} and l.seq > ${mark})`;
         // Leases known only from memory (restored or re-adopted) carry epoch 0: no journal covers them.
         await tx`
           insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
@@ -315,7 +341,58 @@ export class Store {
                 epoch = excluded.epoch, seq_mark = excluded.seq_mark`;
       }),
     );
+    this.#applyDelta(delta, full, epoch, mark);
     this.#supersede(epoch, mark);
+  }
+
+  /** Rows of `s` that differ from what the database holds (all of them when `full`), and rows it no longer has. */
+  async #diff(s: RuntimeSnapshot, epoch: number, mark: number, full: boolean): Promise<SnapshotDelta> {
+    const delta: SnapshotDelta = { runtime: [], runtimeGone: [], leases: [], leasesGone: [], runtimeImages: new Map(), leaseIds: new Set() };
+    let step = 0;
+    for (const { pool, keyId, ...state } of s.keys) {
+      const id = runtimeId(pool, keyId);
+      const image = JSON.stringify(state);
+      delta.runtimeImages.set(id, image);
+      if (full || this.#runtimeInDb.get(id) !== image) delta.runtime.push({ pool, keyId, state });
+      // Long snapshots are diffed in slices so Acquire never waits behind the whole comparison.
+      if (++step % DIFF_SLICE === 0) await yieldToEventLoop();
+    }
+    for (const lease of s.leases) {
+      delta.leaseIds.add(lease.leaseId);
+      const image = this.#leasesInDb.get(lease.leaseId);
+      if (full || !image || image.expiresAt !== lease.expiresAt || image.holder !== lease.holder || image.ttlMs !== lease.ttlMs) {
+        delta.leases.push(lease);
+      }
+      if (++step % DIFF_SLICE === 0) await yieldToEventLoop();
+    }
+    if (!full) {
+      for (const id of this.#runtimeInDb.keys()) {
+        if (!delta.runtimeImages.has(id)) {
+          const [pool, keyId] = id.split("\u0000");
+          delta.runtimeGone.push({ pool, keyId });
+        }
+      }
+      for (const [leaseId, image] of this.#leasesInDb) {
+        if (!delta.leaseIds.has(leaseId) && !(image.epoch === epoch && image.seq > mark)) delta.leasesGone.push(leaseId);
+      }
+    }
+    return delta;
+  }
+
+  /** Brings the in-memory image of the database up to the snapshot just committed. */
+  #applyDelta(delta: SnapshotDelta, full: boolean, epoch: number, mark: number): void {
+    this.#runtimeInDb = delta.runtimeImages;
+    const leases = new Map<string, LeaseImage>();
+    for (const lease of delta.leases) {
+      const known = this.#leasesInDb.get(lease.leaseId);
+      leases.set(lease.leaseId, { holder: lease.holder, expiresAt: lease.expiresAt, ttlMs: lease.ttlMs, epoch: known?.epoch ?? 0, seq: known?.seq ?? 0 });
+    }
+    for (const [leaseId, image] of this.#leasesInDb) {
+      const kept = delta.leaseIds.has(leaseId) || (image.epoch === epoch && image.seq > mark);
+      if (kept && !leases.has(leaseId)) leases.set(leaseId, image);
+    }
+    this.#leasesInDb = leases;
+    if (full) this.#reconciled = true;
   }
 
   /** Writes what the journal still holds (when the database is up) and stops probing. */
@@ -363,6 +440,8 @@ export class Store {
   }
 
   #markDown(err?: unknown): void {
+    // A write cut off mid-commit may or may not have landed: reconcile whole tables next time.
+    this.#reconciled = false;
     if (this.#up) {
       this.#up = false;
       this.#log.warn({ code: (err as { code?: string } | undefined)?.code }, "database unreachable: lending from memory");
@@ -417,6 +496,9 @@ export class Store {
         this.#inflight = [];
         this.journalStats.batches += 1;
         this.journalStats.grants += batch.length;
+        for (const { rec } of batch) {
+          this.#leasesInDb.set(rec.leaseId, { holder: rec.holder, expiresAt: rec.expiresAt, ttlMs: rec.ttlMs, epoch: rec.epoch, seq: rec.seq });
+        }
         for (const entry of batch) entry.settle?.resolve();
       } catch (err) {
         this.#inflight = [];
@@ -540,6 +622,25 @@ export class Store {
 }
 
 type KeyRuntimeState = Omit<KeyRuntime, "pool" | "keyId">;
+
+/** A lease row as this process last wrote or read it. */
+interface LeaseImage {
+  holder: string;
+  expiresAt: number;
+  ttlMs: number;
+  epoch: number;
+  seq: number;
+}
+
+interface SnapshotDelta {
+  runtime: Array<{ pool: string; keyId: string; state: KeyRuntimeState }>;
+  runtimeGone: Array<{ pool: string; keyId: string }>;
+  leases: LeaseRecord[];
+  leasesGone: string[];
+  /** The snapshot's runtime rows as JSON, and its lease ids: the database's content once committed. */
+  runtimeImages: Map<string, string>;
+  leaseIds: Set<string>;
+}
 
 interface PoolRow {
   name: string;

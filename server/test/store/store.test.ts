@@ -106,17 +106,8 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(row.whole).not.toContain(Buffer.from(key.secret).toString("hex"));
     expect(row.secret_hint).toBe(`sk-…${key.secret.slice(-4)}`);
 
-    let dataDir: string;
-    if (kind === "postgres") {
-      await db.sql`checkpoint`;
-      dataDir = process.env.KEYMESH_TEST_PG_DATA ?? path.join(ROOT, ".tmp/pg/data");
-    } else {
-      await store.close();
-      await db.close();
-      dataDir = db.dataDir!;
-      db = await embedded(dataDir, true);
-      store = await Store.open(db.sql, box, captureLog().log);
-    }
+    await db.sql`checkpoint`;
+    const dataDir = kind === "postgres" ? (process.env.KEYMESH_TEST_PG_DATA ?? path.join(ROOT, ".tmp/pg/data")) : db.dataDir!;
     // The label is stored in clear: finding it proves the scan reaches the rows on disk.
     expect((await filesContaining(dataDir, key.label)).length).toBeGreaterThan(0);
     expect(await filesContaining(dataDir, key.secret)).toEqual([]);
@@ -224,6 +215,16 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     loaded = await store.loadAll();
     expect(loaded.runtime?.leases.filter((l) => l.pool === name).sort((a, b) => a.leaseId.localeCompare(b.leaseId))).toEqual([late, renewed]);
     expect(loaded.runtime?.takenAt).toBe(t + 1000);
+
+    // Steady state: an unchanged row is not rewritten; ended leases and removed keys' runtime go.
+    const xmin = async () => (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x;
+    const k1Version = await xmin();
+    const third: RuntimeSnapshot = { takenAt: t + 2000, keys: [k1], leases: [late] };
+    await store.writeSnapshot(third);
+    expect(await xmin()).toBe(k1Version);
+    loaded = await store.loadAll();
+    expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1]);
+    expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
   });
 
   it("numbers epochs upwards from one start to the next", async () => {

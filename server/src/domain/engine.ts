@@ -547,6 +547,8 @@ export class PoolEngine {
     this.addLease(k, claims, record, probe, now);
     k.totalLeases++;
     k.grants.push(now);
+    // Pruning here keeps the window bounded whatever the strategy.
+    recentGrants(k, now);
     pool.exhausted = false;
     this.emit("lease_granted", now, cfg.name, k.cfg.id, id);
     return {

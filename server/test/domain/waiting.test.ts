@@ -82,6 +82,24 @@ describe("waiting", () => {
     expect(w2.value?.keyId).toBe("a");
   });
 
+  it("wakes a waiter when a key update or pool update admits more leases", async () => {
+    const { engine, clock } = harness();
+    addPool(engine, { failureThreshold: 1, openDurationMs: 1_000 });
+    addKeys(engine, "p", ["a"], { maxConcurrency: 1 });
+    grantNow(engine, req());
+    const w1 = settle(engine.acquire(req("p", { waitTimeoutMs: 60_000 })) as Promise<Grant>);
+    engine.updateKey(engine.prepareKey({ pool: "p", id: "a", maxConcurrency: 5 }, engine.getKeyConfig("p", "a")));
+    await flush();
+    expect(w1.value?.keyId).toBe("a");
+    engine.markFailed(grantNow(engine, req()).leaseId, { reason: "transient", httpStatus: 500, message: "" });
+    clock.advance(1_000);
+    grantNow(engine, req());
+    const w2 = settle(engine.acquire(req("p", { waitTimeoutMs: 60_000 })) as Promise<Grant>);
+    engine.updatePool(engine.preparePool({ name: "p", halfOpenProbes: 2 }, engine.getPool("p")));
+    await flush();
+    expect(w2.value?.keyId).toBe("a");
+  });
+
   it("times out with no_key_available and the earliest known availability", async () => {
     const { engine, clock } = harness();
     addPool(engine);

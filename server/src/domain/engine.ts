@@ -358,7 +358,8 @@ export class PoolEngine {
 
   release(leaseId: string, report: SuccessReport): void {
     const now = this.tick();
-    const lease = this.findLease(leaseId, now, (k) => this.recordSuccess(k, report, now));
+    // The late-report callback is only built off the hot path.
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.recordSuccess(k, report, now));
     const k = lease.key;
     this.endLease(lease, "released", "released", now);
     this.recordSuccess(k, report, now);
@@ -369,7 +370,7 @@ export class PoolEngine {
   markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
     const now = this.tick();
     const outcome = report.reason ?? classifyStatus(report.httpStatus);
-    const lease = this.findLease(leaseId, now, (k) => this.recordFailure(k, outcome, report, now));
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.recordFailure(k, outcome, report, now));
     const k = lease.key;
     this.endLease(lease, "released", outcome === "rate_limited" ? "rate_limited" : "failed", now);
     this.recordFailure(k, outcome, report, now);
@@ -379,7 +380,7 @@ export class PoolEngine {
 
   markRateLimited(leaseId: string, report: RateLimitedReport): { cooldownUntil: number } {
     const now = this.tick();
-    const lease = this.findLease(leaseId, now, (k) => this.recordRateLimit(k, report, now));
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.recordRateLimit(k, report, now));
     const k = lease.key;
     this.endLease(lease, "released", "rate_limited", now);
     const cooldownUntil = this.recordRateLimit(k, report, now);

@@ -25,6 +25,7 @@ type Client struct {
 
 	conn           *grpc.ClientConn
 	defaultTimeout time.Duration
+	keeper         *keeper
 }
 
 // Option configures NewClient.
@@ -95,11 +96,13 @@ func NewClient(addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	pool := keymeshv1.NewKeyPoolServiceClient(conn)
 	return &Client{
-		KeyPoolServiceClient:   keymeshv1.NewKeyPoolServiceClient(conn),
+		KeyPoolServiceClient:   pool,
 		PoolAdminServiceClient: keymeshv1.NewPoolAdminServiceClient(conn),
 		conn:                   conn,
 		defaultTimeout:         cfg.defaultTimeout,
+		keeper:                 newKeeper(pool),
 	}, nil
 }
 

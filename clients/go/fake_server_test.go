@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,8 +28,10 @@ type fakePool struct {
 	ttl           time.Duration
 	renewInterval time.Duration
 	keepAliveErr  error  // when set, KeepAlive fails with it at once
+	refuse        bool   // when set, every renewal is answered "gone: expired"
 	token         string // when set, every call must carry it
 
+	streams  atomic.Int32 // KeepAlive streams opened
 	mu       sync.Mutex
 	seq      int
 	acquires []*keymeshv1.AcquireRequest
@@ -136,6 +139,7 @@ func (f *fakePool) MarkRateLimited(_ context.Context, req *keymeshv1.MarkRateLim
 }
 
 func (f *fakePool) KeepAlive(stream grpc.BidiStreamingServer[keymeshv1.KeepAliveRequest, keymeshv1.KeepAliveResponse]) error {
+	f.streams.Add(1)
 	if f.keepAliveErr != nil {
 		return f.keepAliveErr
 	}
@@ -161,6 +165,14 @@ func (f *fakePool) KeepAlive(stream grpc.BidiStreamingServer[keymeshv1.KeepAlive
 		req, err := stream.Recv()
 		if err != nil {
 			return nil
+		}
+		if f.refuse {
+			if err := send(&keymeshv1.KeepAliveResponse{LeaseId: req.GetLeaseId(), Result: &keymeshv1.KeepAliveResponse_Gone{
+				Gone: &keymeshv1.LeaseGone{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "expired"},
+			}}); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := send(&keymeshv1.KeepAliveResponse{LeaseId: req.GetLeaseId(), Result: &keymeshv1.KeepAliveResponse_Renewed{
 			Renewed: &keymeshv1.LeaseRenewed{

@@ -2,7 +2,6 @@ package keymesh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -216,15 +215,11 @@ func (c *Client) acquire(ctx context.Context, pool string, cfg leaseConfig, excl
 // run executes fn under an acquired lease and ends it; it returns the outcome it reported.
 func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Lease) error, cfg leaseConfig) (outcome Outcome, err error) {
 	leaseCtx, cancel := context.WithCancelCause(ctx)
-	kept := make(chan struct{})
-	go func() {
-		defer close(kept)
-		c.keepAlive(leaseCtx, l, cfg.ttl, cancel)
-	}()
+	stopKeeping := c.keeper.keep(l, cfg.ttl, func(g *LeaseGoneError) { cancel(l.end(g)) })
 	start := time.Now()
 	stop := func() {
+		stopKeeping()
 		cancel(context.Canceled)
-		<-kept
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -297,90 +292,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
-}
-
-// keepAlive renews l over KeepAlive streams until ctx ends, reopening a broken stream until the
-// lease would expire. A "gone" from the server, or expiry without renewal, ends the lease.
-func (c *Client) keepAlive(ctx context.Context, l *Lease, ttl time.Duration, gone context.CancelCauseFunc) {
-	for ctx.Err() == nil {
-		err := c.keepAliveStream(ctx, l, ttl)
-		if ctx.Err() != nil {
-			return
-		}
-		var g *LeaseGoneError
-		if errors.As(err, &g) || leaseEnded(err) {
-			if g == nil {
-				g = &LeaseGoneError{Reason: ReasonOf(err), Message: "renewal refused"}
-			}
-			gone(l.end(g))
-			return
-		}
-		wait := min(l.renewInterval()/2, time.Second)
-		if time.Now().Add(wait).After(l.ExpiresAt()) {
-			gone(l.end(&LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal succeeded before expiry"}))
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
-}
-
-// keepAliveStream renews at once (so the server ties the lease to the stream and can push a
-// revocation) and then every renew interval; it returns the error that ended the stream.
-func (c *Client) keepAliveStream(ctx context.Context, l *Lease, ttl time.Duration) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.KeepAlive(ctx)
-	if err != nil {
-		return err
-	}
-	received := make(chan error, 1)
-	go func() {
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				received <- err
-				return
-			}
-			if resp.GetLeaseId() != l.ID {
-				continue
-			}
-			if r := resp.GetRenewed(); r != nil {
-				l.renewed(r.GetTtl().AsDuration(), r.GetRenewInterval().AsDuration(), time.Now())
-			} else if g := resp.GetGone(); g != nil {
-				received <- &LeaseGoneError{Reason: g.GetReason(), Message: g.GetMessage()}
-				return
-			}
-		}
-	}()
-	req := &keymeshv1.KeepAliveRequest{LeaseId: l.ID}
-	if ttl > 0 {
-		req.Ttl = durationpb.New(ttl)
-	}
-	for {
-		if err := stream.Send(req); err != nil {
-			// Send reports io.EOF for a stream the server ended; the real status comes from Recv.
-			select {
-			case err := <-received:
-				return err
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		timer := time.NewTimer(l.renewInterval())
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return ctx.Err()
-		case err := <-received:
-			timer.Stop()
-			return err
-		case <-timer.C:
-		}
-		if time.Now().After(l.ExpiresAt()) {
-			return &LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal answered before expiry"}
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -94,16 +95,83 @@ func TestWithLeaseRevocationCancelsContext(t *testing.T) {
 
 func TestWithLeaseEndsWhenRenewalIsRefused(t *testing.T) {
 	f := newFakePool("a")
-	f.keepAliveErr = withDetail(codes.NotFound, keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, 0)
+	f.refuse = true
 	c := f.serve(t)
 	_ = c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
-		<-ctx.Done()
+		awaitDone(t, ctx)
 		if g := l.Gone(); g == nil || g.Reason != keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED {
 			t.Errorf("gone = %v", g)
 		}
 		return nil
 	})
 	f.nextEnd(t)
+}
+
+func TestWithLeaseEndsWhenNoStreamRenewsItBeforeExpiry(t *testing.T) {
+	f := newFakePool("a")
+	f.ttl = 200 * time.Millisecond
+	f.keepAliveErr = status.Error(codes.Unavailable, "down")
+	c := f.serve(t)
+	_ = c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
+		awaitDone(t, ctx)
+		if g := l.Gone(); g == nil || g.Reason != keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED {
+			t.Errorf("gone = %v", g)
+		}
+		if time.Now().Before(l.ExpiresAt()) {
+			t.Errorf("lease ended before its expiry %v", l.ExpiresAt())
+		}
+		return nil
+	})
+	f.nextEnd(t)
+}
+
+func TestOneStreamRenewsEveryLeaseOfAClient(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	started := make(chan string, 3)
+	done := make(chan struct{})
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			errs <- c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
+				started <- l.ID
+				<-done
+				return nil
+			})
+		}()
+	}
+	ids := map[string]bool{}
+	for range 3 {
+		ids[<-started] = true
+	}
+	for renewed := map[string]bool{}; len(renewed) < 3; {
+		select {
+		case id := <-f.renewals:
+			if ids[id] {
+				renewed[id] = true
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("renewed only %v of %v", renewed, ids)
+		}
+	}
+	close(done)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := f.streams.Load(); n != 1 {
+		t.Errorf("%d KeepAlive streams for 3 concurrent leases, want 1", n)
+	}
+}
+
+func awaitDone(t *testing.T, ctx context.Context) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("lease context never ended")
+	}
 }
 
 func TestWithLeaseReportsClassifiedErrors(t *testing.T) {

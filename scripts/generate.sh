@@ -9,6 +9,9 @@ ensure_venv
 
 buf lint
 buf generate
+buf generate node_modules/grpc-health-check/proto --template buf.gen.grpc.yaml
+buf generate node_modules/@grpc/reflection/build/proto --template buf.gen.grpc.yaml \
+  --path node_modules/@grpc/reflection/build/proto/grpc/reflection
 
 PY_OUT=clients/python/src
 rm -rf "$PY_OUT/keymesh/v1"
@@ -17,4 +20,4 @@ mkdir -p "$PY_OUT/keymesh/v1"
   --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
   proto/keymesh/v1/*.proto
 : > "$PY_OUT/keymesh/v1/__init__.py"
-echo "generated: server/src/gen clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"
+echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"

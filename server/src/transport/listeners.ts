@@ -5,7 +5,8 @@ import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
 import { addServiceToGrpc } from "./grpc-adapter.js";
-import { addReflection } from "./reflection.js";
+import { reflectionServices } from "./reflection.js";
+import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
 
 export interface ListenerOptions {
@@ -48,7 +49,10 @@ export class Listeners {
       addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown });
     }
     this.health.addToServer(this.grpc);
-    addReflection(this.grpc, opts.files);
+    const described = [...opts.services.map((s) => s.service), Health];
+    for (const { service, impl } of reflectionServices(described, [...opts.files, file_health_v1_health])) {
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown });
+    }
     const handler = createHttpHandler(
       { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics },
       { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, tls: opts.tls },

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,7 @@ func startFakeProvider(t *testing.T, keys ...string) string {
 		t.Skip("node_modules not installed: no fake provider")
 	}
 	cmd := exec.Command(tsx, "../../test/fake-provider/main.ts", "--port", "0", "--keys", strings.Join(keys, ","), "--rpm-per-key", "2", "--window-ms", "1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // tsx runs node as a child: stop the whole group
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +59,10 @@ func startFakeProvider(t *testing.T, keys ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatalf("fake provider did not start: %v", err)

@@ -2,6 +2,7 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { PoolAdminService } from "./gen/keymesh/v1/admin_pb.js";
 import { KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
+import { Keeper } from "./keeper.js";
 import { type Lease, type LeaseOptions, withKey } from "./lease.js";
 import { callWithRetry, type RetryOptions } from "./retry.js";
 
@@ -44,7 +45,7 @@ export function createKeyMeshClient(options: KeyMeshClientOptions): KeyMeshClien
   const transport = typeof options.transport === "object" ? options.transport : createTransport(options, defaultTimeoutMs);
   const pool = createClient(KeyPoolService, transport);
   const admin = createClient(PoolAdminService, transport);
-  const ctx = { pool, defaultTimeoutMs };
+  const ctx = { pool, keeper: new Keeper(pool), defaultTimeoutMs };
   return {
     pool,
     admin,

@@ -1,12 +1,11 @@
 import { hostname } from "node:os";
 import { inspect } from "node:util";
-import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import { ErrorReason } from "./gen/keymesh/v1/common_pb.js";
-import { type AcquireResponse, type KeepAliveRequest, KeepAliveRequestSchema, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
+import { type AcquireResponse, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { classify, failureReasonOf, type Outcome } from "./classify.js";
 import { durationFromMs, msFromDuration } from "./duration.js";
-import { isLeaseEnded, keymeshErrorReason, LeaseGoneError, ProviderCallError } from "./errors.js";
+import { isLeaseEnded, LeaseGoneError, ProviderCallError } from "./errors.js";
+import type { Keeper } from "./keeper.js";
 import { type HeadersLike, parseRateLimitHeaders, rateLimitToProto } from "./ratelimit.js";
 
 export interface LeaseOptions {
@@ -27,6 +26,7 @@ export interface LeaseOptions {
 /** What withKey needs from the client. */
 export interface LeaseContext {
   pool: Client<typeof KeyPoolService>;
+  keeper: Keeper;
   defaultTimeoutMs: number;
 }
 
@@ -177,11 +177,10 @@ export async function acquire(ctx: LeaseContext, pool: string, opts: LeaseOption
 
 /** Runs fn under an acquired lease and ends the lease with the call's outcome. */
 export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease) => Promise<T>, opts: LeaseOptions): Promise<RunResult<T>> {
-  const stop = new AbortController();
   const onCallerAbort = () => lease.end(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onCallerAbort, { once: true });
   if (opts.signal?.aborted) onCallerAbort();
-  const kept = keepAlive(ctx, lease, opts.ttlMs, stop.signal);
+  const stopKeeping = ctx.keeper.keep(lease, opts.ttlMs, (gone) => lease.end(gone));
   const start = performance.now();
   let result: { ok: true; value: T } | { ok: false; error: unknown };
   try {
@@ -190,9 +189,8 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
     result = { ok: false, error };
   }
   const latencyMs = performance.now() - start;
-  stop.abort();
+  stopKeeping();
   opts.signal?.removeEventListener("abort", onCallerAbort);
-  await kept;
 
   let outcome: Outcome;
   if (lease.reported) {
@@ -249,90 +247,4 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
-}
-
-/** An async iterable of stream requests that the sender pushes into. */
-class RequestQueue<T> implements AsyncIterable<T> {
-  #items: T[] = [];
-  #wake: (() => void) | undefined;
-  #ended = false;
-
-  push(item: T): void {
-    if (this.#ended) return;
-    this.#items.push(item);
-    this.#wake?.();
-  }
-
-  end(): void {
-    this.#ended = true;
-    this.#wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (;;) {
-      while (this.#items.length > 0) yield this.#items.shift()!;
-      if (this.#ended) return;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-      this.#wake = undefined;
-    }
-  }
-}
-
-/** Renews the lease until stop aborts, reopening a broken stream until the lease would expire. */
-async function keepAlive(ctx: LeaseContext, lease: Lease, ttlMs: number | undefined, stop: AbortSignal): Promise<void> {
-  while (!stop.aborted) {
-    let failure: unknown;
-    try {
-      await keepAliveStream(ctx, lease, ttlMs, stop);
-    } catch (err) {
-      failure = err;
-    }
-    if (stop.aborted) return;
-    if (failure instanceof LeaseGoneError) return lease.end(failure);
-    if (isLeaseEnded(failure)) return lease.end(new LeaseGoneError(keymeshErrorReason(failure), "renewal refused"));
-    const pause = Math.min(lease.renewIntervalMs / 2, 1_000);
-    if (Date.now() + pause > lease.deadlineMs) {
-      return lease.end(new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal succeeded before expiry"));
-    }
-    await sleep(pause, stop);
-  }
-}
-
-/**
- * One KeepAlive stream: renews at once (so the server ties the lease to the stream and can push a
- * revocation), then every renew interval. Throws LeaseGoneError for a definite end.
- */
-async function keepAliveStream(ctx: LeaseContext, lease: Lease, ttlMs: number | undefined, stop: AbortSignal): Promise<void> {
-  const streamAbort = new AbortController();
-  const onStop = () => streamAbort.abort();
-  stop.addEventListener("abort", onStop, { once: true });
-  const requests = new RequestQueue<KeepAliveRequest>();
-  const request = create(KeepAliveRequestSchema, { leaseId: lease.id, ttl: ttlMs ? durationFromMs(ttlMs) : undefined });
-  const sender = (async () => {
-    while (!streamAbort.signal.aborted) {
-      requests.push(request);
-      await sleep(lease.renewIntervalMs, streamAbort.signal);
-      if (!streamAbort.signal.aborted && Date.now() > lease.deadlineMs) {
-        throw new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal answered before expiry");
-      }
-    }
-  })();
-  const reader = (async () => {
-    for await (const resp of ctx.pool.keepAlive(requests, { signal: streamAbort.signal, timeoutMs: 0 })) {
-      if (resp.leaseId !== lease.id) continue;
-      if (resp.result.case === "renewed") {
-        lease.renewed(msFromDuration(resp.result.value.ttl), msFromDuration(resp.result.value.renewInterval));
-      } else if (resp.result.case === "gone") {
-        throw new LeaseGoneError(resp.result.value.reason, resp.result.value.message);
-      }
-    }
-  })();
-  try {
-    await Promise.race([sender, reader]);
-  } finally {
-    streamAbort.abort();
-    requests.end();
-    stop.removeEventListener("abort", onStop);
-    await Promise.allSettled([sender, reader]);
-  }
 }

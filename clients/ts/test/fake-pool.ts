@@ -51,6 +51,10 @@ export class FakePool {
   ttlMs = 60_000;
   renewIntervalMs = 5;
   keepAliveError: ConnectError | undefined;
+  /** When set, every renewal is answered "gone: expired". */
+  refuse = false;
+  /** KeepAlive streams opened. */
+  streams = 0;
   acquires: AcquireRequest[] = [];
   ended = new Channel<Ended>();
   renewals = new Channel<string>();
@@ -115,6 +119,7 @@ export class FakePool {
   }
 
   async *#keepAlive(reqs: AsyncIterable<KeepAliveRequest>, signal: AbortSignal): AsyncGenerator<KeepAliveResponse> {
+    this.streams++;
     if (this.keepAliveError) throw this.keepAliveError;
     const out = new Channel<KeepAliveResponse | null>();
     const revocations = new Channel<string>();
@@ -126,6 +131,10 @@ export class FakePool {
     })().catch(() => {});
     (async () => {
       for await (const req of reqs) {
+        if (this.refuse) {
+          out.push(create(KeepAliveResponseSchema, { leaseId: req.leaseId, result: { case: "gone", value: { reason: ErrorReason.LEASE_EXPIRED, message: "expired" } } }));
+          continue;
+        }
         out.push(
           create(KeepAliveResponseSchema, {
             leaseId: req.leaseId,

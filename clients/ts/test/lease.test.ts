@@ -1,7 +1,7 @@
 import { inspect } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { ErrorDetailSchema, ErrorReason } from "../src/gen/keymesh/v1/common_pb.js";
+import { ErrorReason } from "../src/gen/keymesh/v1/common_pb.js";
 import { FailureReason } from "../src/gen/keymesh/v1/pool_pb.js";
 import { keymeshErrorReason, keymeshRetryAfterMs, LeaseGoneError, ProviderCallError } from "../src/index.js";
 import { durationFromMs } from "../src/duration.js";
@@ -51,7 +51,7 @@ describe("withKey", () => {
       .withKey("p", async (lease) => {
         await fake.awaitRenewals(lease.id, 1);
         fake.revoke(lease.id);
-        await new Promise((resolve) => lease.signal.addEventListener("abort", resolve));
+        await aborted(lease.signal);
         expect(lease.revoked).toBe(true);
         expect(lease.signal.reason).toBeInstanceOf(LeaseGoneError);
         expect((lease.signal.reason as LeaseGoneError).reason).toBe(ErrorReason.LEASE_REVOKED);
@@ -65,12 +65,46 @@ describe("withKey", () => {
 
   it("ends the lease when renewal is refused for good", async () => {
     const fake = new FakePool(["a"]);
-    fake.keepAliveError = new ConnectError("expired", Code.NotFound, undefined, [{ desc: ErrorDetailSchema, value: { reason: ErrorReason.LEASE_EXPIRED } }]);
+    fake.refuse = true;
     await fake.client().withKey("p", async (lease) => {
-      await new Promise((resolve) => lease.signal.addEventListener("abort", resolve));
+      await aborted(lease.signal);
       expect(lease.gone?.reason).toBe(ErrorReason.LEASE_EXPIRED);
     });
     await fake.ended.next();
+  });
+
+  it("ends the lease when no stream renews it before its expiry", async () => {
+    const fake = new FakePool(["a"]);
+    fake.ttlMs = 200;
+    fake.keepAliveError = new ConnectError("down", Code.Unavailable);
+    await fake.client().withKey("p", async (lease) => {
+      await aborted(lease.signal);
+      expect(lease.gone?.reason).toBe(ErrorReason.LEASE_EXPIRED);
+      expect(Date.now()).toBeGreaterThanOrEqual(lease.expiresAt.getTime());
+    });
+    await fake.ended.next();
+  });
+
+  it("renews every lease of a client over one stream", async () => {
+    const fake = new FakePool(["a"]);
+    const client = fake.client();
+    let release!: () => void;
+    const done = new Promise<void>((resolve) => (release = resolve));
+    const ids: string[] = [];
+    const running = [1, 2, 3].map(() =>
+      client.withKey("p", async (lease) => {
+        ids.push(lease.id);
+        await done;
+      }),
+    );
+    const renewed = new Set<string>();
+    while (renewed.size < 3) {
+      const id = await fake.renewals.next();
+      if (ids.includes(id)) renewed.add(id);
+    }
+    release();
+    await Promise.all(running);
+    expect(fake.streams).toBe(1);
   });
 
   const failures: [string, unknown, (e: Awaited<ReturnType<FakePool["ended"]["next"]>>) => void][] = [
@@ -173,6 +207,14 @@ describe("withKey", () => {
     });
   });
 });
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve());
+    setTimeout(() => reject(new Error("lease signal never aborted")), 5_000);
+  });
+}
 
 function failed(reason: FailureReason, httpStatus: number) {
   return (e: Awaited<ReturnType<FakePool["ended"]["next"]>>) => {

@@ -245,7 +245,7 @@ export class PoolEngine {
       k.cfg = { ...k.cfg, disabled: true, disabledReason: "removing: draining" };
       refreshHot(k);
       this.changed = true;
-      this.emit("key_disabled", now, pool, keyId, "removing: draining");
+      this.emit("key_disabled", now, pool, keyId, undefined, "removing: draining");
       return { removedNow: false };
     }
     k.draining = undefined;
@@ -276,7 +276,7 @@ export class PoolEngine {
     const k = this.keyEntry(pool, keyId);
     k.cfg = { ...k.cfg, disabled: true, disabledReason: reason };
     this.changed = true;
-    this.emit("key_disabled", now, pool, keyId, reason);
+    this.emit("key_disabled", now, pool, keyId, undefined, reason);
     if (drain && k.active > 0 && !k.draining) k.draining = { remove: false };
     refreshHot(k);
     if (!drain) {
@@ -845,7 +845,7 @@ export class PoolEngine {
     k.autoDisabled = { cause, message, at: now };
     refreshHot(k);
     this.changed = true;
-    this.emit("key_auto_disabled", now, k.pool.cfg.name, k.cfg.id, `${cause}: ${message}`);
+    this.emit("key_auto_disabled", now, k.pool.cfg.name, k.cfg.id, undefined, `${cause}: ${message}`);
   }
 
   /** Cooldowns only grow: the later of the current end and `until` wins. */

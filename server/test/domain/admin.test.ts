@@ -220,6 +220,20 @@ describe("key configuration", () => {
     );
   });
 
+  it("puts disable reasons in the event's reason, never in its lease id", () => {
+    const { engine, events } = harness();
+    addPool(engine);
+    addKeys(engine, "p", ["a", "b"]);
+    engine.disableKey("p", "a", false, "rotating");
+    engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 401, message: "invalid api key" });
+    const disabled = events.find((e) => e.type === "key_disabled")!;
+    expect(disabled).toMatchObject({ keyId: "a", reason: "rotating" });
+    expect(disabled.leaseId).toBeUndefined();
+    const auto = events.find((e) => e.type === "key_auto_disabled")!;
+    expect(auto).toMatchObject({ keyId: "b", reason: "auth: invalid api key" });
+    expect(auto.leaseId).toBeUndefined();
+  });
+
   it("survives a subscriber that throws", () => {
     const engine = new PoolEngine({
       clock: new FakeClock(),

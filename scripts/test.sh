@@ -11,6 +11,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "install"
 ensure_node_modules
 ensure_go_plugins
+ensure_grpcurl
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
 
@@ -46,7 +47,7 @@ vitest run
 step "a KeyMesh server for the client suites"
 server_log="$TOOLS/client-server.log"
 server_data="$(mktemp -d)"
-KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_DATA_DIR="$server_data" KEYMESH_MASTER_KEY_FILE="$server_data/master.key" \
+KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_DATA_DIR="$server_data" KEYMESH_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
   KEYMESH_LOG_LEVEL=info tsx server/src/main.ts >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 150); do

@@ -5,6 +5,7 @@ TOOLS="$ROOT/.tmp"
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 GRPCIO_TOOLS_VERSION=1.85.1
+GRPCURL_VERSION=v1.9.3
 export GOBIN="$TOOLS/bin"
 export PATH="$TOOLS/bin:$ROOT/node_modules/.bin:$PATH"
 VENV="$TOOLS/venv"
@@ -32,5 +33,12 @@ ensure_venv() {
   if ! "$VENV/bin/python" -c "import grpc_tools" 2>/dev/null \
     || [ "$("$VENV/bin/pip" show grpcio-tools 2>/dev/null | sed -n 's/^Version: //p')" != "$GRPCIO_TOOLS_VERSION" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+  fi
+}
+
+ensure_grpcurl() {
+  mkdir -p "$GOBIN"
+  if ! "$GOBIN/grpcurl" -version 2>&1 | grep -q "${GRPCURL_VERSION#v}"; then
+    go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
   fi
 }

@@ -4,7 +4,7 @@ import { ErrorReason } from "./gen/keymesh/v1/common_pb.js";
 import { type KeepAliveRequest, KeepAliveRequestSchema, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { durationFromMs, msFromDuration } from "./duration.js";
 import { LeaseGoneError } from "./errors.js";
-import type { Lease } from "./lease.js";
+import { type Lease, leaseState } from "./lease.js";
 
 interface KeptLease {
   lease: Lease;
@@ -108,10 +108,10 @@ export class Keeper {
   #expire(): number {
     let pause = 1_000;
     for (const [id, kept] of [...this.#leases]) {
-      if (Date.now() > kept.lease.deadlineMs) {
+      if (Date.now() > leaseState(kept.lease).deadlineMs) {
         this.#end(id, new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal succeeded before expiry"));
       } else {
-        pause = Math.min(pause, kept.lease.renewIntervalMs / 2);
+        pause = Math.min(pause, leaseState(kept.lease).renewIntervalMs / 2);
       }
     }
     return pause;
@@ -128,7 +128,7 @@ export class Keeper {
         const kept = this.#leases.get(resp.leaseId);
         if (!kept) continue;
         if (resp.result.case === "renewed") {
-          kept.lease.renewed(msFromDuration(resp.result.value.ttl), msFromDuration(resp.result.value.renewInterval));
+          leaseState(kept.lease).renewed(msFromDuration(resp.result.value.ttl), msFromDuration(resp.result.value.renewInterval));
         } else if (resp.result.case === "gone") {
           this.#end(resp.leaseId, new LeaseGoneError(resp.result.value.reason, resp.result.value.message));
         }
@@ -155,13 +155,13 @@ export class Keeper {
     const due: KeepAliveRequest[] = [];
     let nextMs = nowMs + 60_000;
     for (const [id, kept] of [...this.#leases]) {
-      if (nowMs > kept.lease.deadlineMs) {
+      if (nowMs > leaseState(kept.lease).deadlineMs) {
         this.#end(id, new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal answered before expiry"));
         continue;
       }
       if (kept.dueMs <= nowMs) {
         due.push(kept.request);
-        kept.dueMs = nowMs + kept.lease.renewIntervalMs;
+        kept.dueMs = nowMs + leaseState(kept.lease).renewIntervalMs;
       }
       nextMs = Math.min(nextMs, kept.dueMs);
     }

@@ -33,6 +33,44 @@ export interface LeaseContext {
 /** Bounds the report that ends a lease, which runs even when the caller's signal aborted. */
 const FINAL_REPORT_TIMEOUT_MS = 5_000;
 
+/** The mutable side of a lease, shared by withKey and the Keeper; not part of the public API. */
+export class LeaseState {
+  readonly abort = new AbortController();
+  deadlineMs: number;
+  #renewIntervalMs: number;
+  gone: LeaseGoneError | undefined;
+  reported: Outcome | undefined;
+  usage: { inputTokens: bigint; outputTokens: bigint } | undefined;
+
+  constructor(ttlMs: number, renewIntervalMs: number) {
+    this.deadlineMs = Date.now() + ttlMs;
+    this.#renewIntervalMs = renewIntervalMs;
+  }
+
+  /** The server's recommended renewal interval (1 s when it recommends none). */
+  get renewIntervalMs(): number {
+    return this.#renewIntervalMs > 0 ? this.#renewIntervalMs : 1_000;
+  }
+
+  renewed(ttlMs: number, renewIntervalMs: number): void {
+    this.deadlineMs = Date.now() + ttlMs;
+    if (renewIntervalMs > 0) this.#renewIntervalMs = renewIntervalMs;
+  }
+
+  /** Ends the lease early (the first reason wins) and aborts its signal. */
+  end(reason: unknown): void {
+    if (reason instanceof LeaseGoneError) this.gone ??= reason;
+    this.abort.abort(reason);
+  }
+}
+
+let stateOfLease: (lease: Lease) => LeaseState;
+
+/** The internal state of a lease (for withKey and the Keeper). */
+export function leaseState(lease: Lease): LeaseState {
+  return stateOfLease(lease);
+}
+
 /**
  * A key lent by KeyMesh for the duration of a withKey callback. Use `key` with the provider's SDK;
  * never log it (console.log and JSON.stringify of a Lease leave it out).
@@ -47,12 +85,11 @@ export class Lease {
   /** Aborts when the server revokes the lease, renewal fails for good, or the caller's signal aborts. */
   readonly signal: AbortSignal;
   readonly #key: string;
-  readonly #abort: AbortController;
-  #deadlineMs: number;
-  #renewIntervalMs: number;
-  #gone: LeaseGoneError | undefined;
-  #reported: Outcome | undefined;
-  #usage: { inputTokens: bigint; outputTokens: bigint } | undefined;
+  readonly #state: LeaseState;
+
+  static {
+    stateOfLease = (lease) => lease.#state;
+  }
 
   constructor(resp: AcquireResponse) {
     this.id = resp.leaseId;
@@ -61,10 +98,8 @@ export class Lease {
     this.keyId = resp.keyId;
     this.keyLabel = resp.keyLabel;
     this.metadata = { ...resp.keyMetadata };
-    this.#abort = new AbortController();
-    this.signal = this.#abort.signal;
-    this.#deadlineMs = Date.now() + msFromDuration(resp.ttl);
-    this.#renewIntervalMs = msFromDuration(resp.renewInterval);
+    this.#state = new LeaseState(msFromDuration(resp.ttl), msFromDuration(resp.renewInterval));
+    this.signal = this.#state.abort.signal;
   }
 
   /** The secret API key. */
@@ -74,27 +109,27 @@ export class Lease {
 
   /** Whether the lease ended while in use (revoked, or not renewed in time). */
   get revoked(): boolean {
-    return this.#gone !== undefined;
+    return this.#state.gone !== undefined;
   }
 
   /** Why the lease ended early, if it did. */
   get gone(): LeaseGoneError | undefined {
-    return this.#gone;
+    return this.#state.gone;
   }
 
   /** When the lease ends unless renewed (local clock). */
   get expiresAt(): Date {
-    return new Date(this.#deadlineMs);
+    return new Date(this.#state.deadlineMs);
   }
 
   /** Sets the call's outcome from its HTTP status and headers; wins over classifying a thrown error. */
   report(status: number, headers?: HeadersLike): void {
-    this.#reported = classify({ status, headers });
+    this.#state.reported = classify({ status, headers });
   }
 
   /** Records the tokens the call consumed; sent with Release. */
   setUsage(inputTokens: number, outputTokens: number): void {
-    this.#usage = { inputTokens: BigInt(inputTokens), outputTokens: BigInt(outputTokens) };
+    this.#state.usage = { inputTokens: BigInt(inputTokens), outputTokens: BigInt(outputTokens) };
   }
 
   toJSON() {
@@ -103,38 +138,6 @@ export class Lease {
 
   [inspect.custom]() {
     return `Lease ${JSON.stringify(this.toJSON())}`;
-  }
-
-  /** @internal */
-  get renewIntervalMs(): number {
-    return this.#renewIntervalMs > 0 ? this.#renewIntervalMs : 1_000;
-  }
-
-  /** @internal */
-  get deadlineMs(): number {
-    return this.#deadlineMs;
-  }
-
-  /** @internal */
-  renewed(ttlMs: number, renewIntervalMs: number): void {
-    this.#deadlineMs = Date.now() + ttlMs;
-    if (renewIntervalMs > 0) this.#renewIntervalMs = renewIntervalMs;
-  }
-
-  /** @internal Ends the lease early (first reason wins) and aborts its signal. */
-  end(reason: unknown): void {
-    if (reason instanceof LeaseGoneError) this.#gone ??= reason;
-    this.#abort.abort(reason);
-  }
-
-  /** @internal */
-  get reported(): Outcome | undefined {
-    return this.#reported;
-  }
-
-  /** @internal */
-  get usage() {
-    return this.#usage;
   }
 }
 
@@ -177,10 +180,11 @@ export async function acquire(ctx: LeaseContext, pool: string, opts: LeaseOption
 
 /** Runs fn under an acquired lease and ends the lease with the call's outcome. */
 export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease) => Promise<T>, opts: LeaseOptions): Promise<RunResult<T>> {
-  const onCallerAbort = () => lease.end(opts.signal?.reason);
+  const state = leaseState(lease);
+  const onCallerAbort = () => state.end(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onCallerAbort, { once: true });
   if (opts.signal?.aborted) onCallerAbort();
-  const stopKeeping = ctx.keeper.keep(lease, opts.ttlMs, (gone) => lease.end(gone));
+  const stopKeeping = ctx.keeper.keep(lease, opts.ttlMs, (gone) => state.end(gone));
   const start = performance.now();
   let result: { ok: true; value: T } | { ok: false; error: unknown };
   try {
@@ -193,8 +197,8 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
   opts.signal?.removeEventListener("abort", onCallerAbort);
 
   let outcome: Outcome;
-  if (lease.reported) {
-    outcome = lease.reported;
+  if (state.reported) {
+    outcome = state.reported;
   } else if (result.ok) {
     outcome = classify({ status: 200 });
   } else if (lease.revoked || (opts.signal?.aborted && result.error === opts.signal.reason)) {
@@ -218,7 +222,7 @@ async function report(ctx: LeaseContext, lease: Lease, o: Outcome, latencyMs: nu
   const rateLimit = rateLimitToProto(o.rateLimit);
   switch (o.kind) {
     case "success":
-      await ctx.pool.release({ leaseId: lease.id, latency, usage: lease.usage, rateLimit }, call);
+      await ctx.pool.release({ leaseId: lease.id, latency, usage: leaseState(lease).usage, rateLimit }, call);
       break;
     case "rate_limited":
       await ctx.pool.markRateLimited(

@@ -242,11 +242,11 @@ func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Le
 		outcome = Outcome{Kind: Success}
 	default:
 		outcome = Classify(0, nil, fnErr)
-		outcome.Message = strings.ReplaceAll(outcome.Message, l.Key, "[key]")
 		if outcome.Message == "" {
-			outcome.Message = strings.ReplaceAll(fnErr.Error(), l.Key, "[key]")
+			outcome.Message = fnErr.Error()
 		}
 	}
+	outcome.Message = redact(outcome.Message, l.Key)
 	reportErr := c.report(ctx, l, outcome, latency)
 	switch {
 	case fnErr != nil:
@@ -287,9 +287,18 @@ func (c *Client) report(ctx context.Context, l *Lease, o Outcome, latency time.D
 	return err
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// redact removes the key from a message bound for the server.
+func redact(msg, key string) string {
+	if key == "" {
+		return msg
 	}
-	return s[:n]
+	return strings.ReplaceAll(msg, key, "[key]")
+}
+
+// truncate cuts s to at most n bytes of valid UTF-8 (proto strings must be valid UTF-8).
+func truncate(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 	"testing"
 	"time"
 
@@ -308,5 +309,16 @@ func TestLeaseFormattingHidesTheKey(t *testing.T) {
 		if strings.Contains(s, "sk-very-secret") {
 			t.Errorf("formatted lease shows the key: %s", s)
 		}
+	}
+}
+
+func TestTruncateKeepsValidUTF8(t *testing.T) {
+	msg := strings.Repeat("é", 150) // 300 bytes
+	got := truncate(msg, 199)
+	if !utf8.ValidString(got) || len(got) > 199 || len(got) < 196 {
+		t.Errorf("truncate = %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if redact("no key here", "") != "no key here" {
+		t.Error("an empty key rewrote the message")
 	}
 }

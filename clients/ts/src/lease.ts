@@ -207,7 +207,7 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
   } else {
     outcome = classify({ error: result.error });
   }
-  outcome = { ...outcome, message: outcome.message.split(lease.key).join("[key]") };
+  if (lease.key !== "") outcome = { ...outcome, message: outcome.message.split(lease.key).join("[key]") };
   const reportError = await report(ctx, lease, outcome, latencyMs).catch((e: unknown) => e);
   if (result.ok && outcome.kind === "success" && reportError !== undefined && !isLeaseEnded(reportError)) {
     return { ok: false, error: reportError, outcome, lease };

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
 	"google.golang.org/grpc/codes"

@@ -1,6 +1,6 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { PoolEngine } from "../domain/engine.js";
@@ -50,6 +50,8 @@ export async function startServer(
   env: NodeJS.ProcessEnv = process.env,
   hooks: StartHooks = {},
 ): Promise<RunningServer> {
+  // grpc-js writes its own diagnostics to stderr; they belong in the structured log, at debug.
+  grpc.setLogger({ error: (...args: unknown[]) => log.debug({ grpc: args.map(String).join(" ") }, "grpc-js") } as Partial<Console>);
   const declared: DeclarativeConfig | undefined = cfg.configFile ? loadConfigFile(cfg.configFile, env) : undefined;
   const authorizer = createAuthorizer([...parseAuthTokensEnv(env.KEYMESH_AUTH_TOKENS), ...(declared?.tokens ?? [])]);
   checkAuthBinding(cfg.host, authorizer.enabled);

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
 	"google.golang.org/grpc/codes"
@@ -53,5 +54,14 @@ func TestReasonOfIgnoresErrorsWithoutDetail(t *testing.T) {
 	}
 	if _, ok := RetryAfter(wrapped); ok {
 		t.Error("retry-after reported where none was sent")
+	}
+}
+
+func TestDefaultTimeoutBoundsUnaryCallsWithoutDeadline(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t, WithDefaultTimeout(50*time.Millisecond))
+	_, err := c.RenewLease(context.Background(), &keymeshv1.RenewLeaseRequest{LeaseId: "lease-1"})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("err = %v, want DeadlineExceeded", err)
 	}
 }

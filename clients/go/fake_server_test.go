@@ -138,6 +138,12 @@ func (f *fakePool) MarkRateLimited(_ context.Context, req *keymeshv1.MarkRateLim
 	return &keymeshv1.MarkRateLimitedResponse{}, nil
 }
 
+// RenewLease never answers, so only the caller's deadline ends it.
+func (f *fakePool) RenewLease(ctx context.Context, _ *keymeshv1.RenewLeaseRequest) (*keymeshv1.RenewLeaseResponse, error) {
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
 func (f *fakePool) KeepAlive(stream grpc.BidiStreamingServer[keymeshv1.KeepAliveRequest, keymeshv1.KeepAliveResponse]) error {
 	f.streams.Add(1)
 	if f.keepAliveErr != nil {

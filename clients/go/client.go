@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ type Client struct {
 	conn           *grpc.ClientConn
 	defaultTimeout time.Duration
 	keeper         *keeper
+	log            *slog.Logger
 }
 
 // Option configures NewClient.
@@ -37,6 +39,7 @@ type clientConfig struct {
 	token          string
 	defaultTimeout time.Duration
 	dialOptions    []grpc.DialOption
+	log            *slog.Logger
 }
 
 // WithTLS connects over TLS with the given configuration (nil: the system roots).
@@ -60,6 +63,12 @@ func WithDefaultTimeout(d time.Duration) Option {
 	return func(c *clientConfig) { c.defaultTimeout = d }
 }
 
+// WithLogger receives the warnings of the lease helpers, e.g. a lease whose final report failed
+// (default slog.Default()). Keys are never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *clientConfig) { c.log = l }
+}
+
 // WithDialOptions passes extra options to grpc.NewClient (interceptors, keepalive, …).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dialOptions = append(c.dialOptions, opts...) }
@@ -72,7 +81,7 @@ var ErrTokenOverPlaintext = errors.New("keymesh: bearer token over plaintext is 
 // NewClient connects lazily to the server at addr ("host:port"). Without WithInsecure the
 // connection uses TLS (system roots unless WithTLS says otherwise).
 func NewClient(addr string, opts ...Option) (*Client, error) {
-	cfg := clientConfig{defaultTimeout: 10 * time.Second}
+	cfg := clientConfig{defaultTimeout: 10 * time.Second, log: slog.Default()}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
@@ -103,6 +112,7 @@ func NewClient(addr string, opts ...Option) (*Client, error) {
 		conn:                   conn,
 		defaultTimeout:         cfg.defaultTimeout,
 		keeper:                 newKeeper(pool),
+		log:                    cfg.log,
 	}, nil
 }
 

@@ -29,6 +29,7 @@ type fakePool struct {
 	renewInterval time.Duration
 	keepAliveErr  error  // when set, KeepAlive fails with it at once
 	refuse        bool   // when set, every renewal is answered "gone: expired"
+	releaseErr    error  // when set, Release fails with it
 	token         string // when set, every call must carry it
 
 	streams  atomic.Int32 // KeepAlive streams opened
@@ -125,6 +126,9 @@ func (f *fakePool) acquireRequests() []*keymeshv1.AcquireRequest {
 
 func (f *fakePool) Release(_ context.Context, req *keymeshv1.ReleaseRequest) (*keymeshv1.ReleaseResponse, error) {
 	f.ended <- req
+	if f.releaseErr != nil {
+		return nil, f.releaseErr
+	}
 	return &keymeshv1.ReleaseResponse{}, nil
 }
 

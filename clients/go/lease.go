@@ -2,7 +2,6 @@ package keymesh
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -167,7 +166,8 @@ const finalReportTimeout = 5 * time.Second
 // nil is a success (Release with the measured latency), an error is classified (Classify) and
 // reported as a rate limit or failure, and a Lease.Report call wins over both. The lease is
 // ended also when ctx is cancelled. WithLease returns fn's error; when fn returned nil it returns
-// a *ProviderError for a failure set with Report, or the error of the final report.
+// a *ProviderError for a failure set with Report. A final report that fails does not change the
+// result (the work is done; the server reclaims the lease at its expiry): it is logged.
 func (c *Client) WithLease(ctx context.Context, pool string, fn func(ctx context.Context, l *Lease) error, opts ...LeaseOption) error {
 	cfg := newLeaseConfig(opts)
 	l, err := c.acquire(ctx, pool, cfg, cfg.exclude, cfg.wait)
@@ -224,7 +224,7 @@ func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Le
 	defer func() {
 		if p := recover(); p != nil {
 			stop()
-			c.report(ctx, l, Outcome{Kind: ClientError, Message: "holder panicked"}, 0)
+			_ = c.report(ctx, l, Outcome{Kind: ClientError, Message: "holder panicked"}, 0)
 			panic(p)
 		}
 	}()
@@ -247,14 +247,15 @@ func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Le
 		}
 	}
 	outcome.Message = redact(outcome.Message, l.Key)
-	reportErr := c.report(ctx, l, outcome, latency)
+	if err := c.report(ctx, l, outcome, latency); err != nil && !leaseEnded(err) {
+		// The call's own result stands; the server reclaims the lease at its expiry.
+		c.log.Warn("keymesh: could not end lease", "pool", l.Pool, "key_id", l.KeyID, "outcome", outcome.Kind, "error", err)
+	}
 	switch {
 	case fnErr != nil:
 		return outcome, fnErr
 	case outcome.Kind != Success:
 		return outcome, &ProviderError{Outcome: outcome}
-	case reportErr != nil && !leaseEnded(reportErr):
-		return outcome, fmt.Errorf("keymesh: release lease: %w", reportErr)
 	}
 	return outcome, nil
 }

@@ -1,9 +1,11 @@
 package keymesh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -320,5 +322,23 @@ func TestTruncateKeepsValidUTF8(t *testing.T) {
 	}
 	if redact("no key here", "") != "no key here" {
 		t.Error("an empty key rewrote the message")
+	}
+}
+
+func TestAFailedReleaseIsLoggedNotReturned(t *testing.T) {
+	f := newFakePool("a")
+	f.releaseErr = status.Error(codes.Unavailable, "database down")
+	var logged bytes.Buffer
+	c := f.serve(t, WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	err := c.WithLease(context.Background(), "p", func(context.Context, *Lease) error { return nil })
+	if err != nil {
+		t.Errorf("a done call failed because its release did: %v", err)
+	}
+	f.nextEnd(t)
+	if !strings.Contains(logged.String(), "could not end lease") || !strings.Contains(logged.String(), "key_id=a") {
+		t.Errorf("log = %q", logged.String())
+	}
+	if strings.Contains(logged.String(), "sk-secret") {
+		t.Errorf("the key was logged: %q", logged.String())
 	}
 }

@@ -26,6 +26,8 @@ export interface KeyMeshClientOptions {
   tls?: TlsOptions;
   /** Deadline for unary calls that set none (default 10 000 ms); streams have none. */
   defaultTimeoutMs?: number;
+  /** Receives the helpers' warnings, e.g. a lease whose final report failed (default console). Keys are never logged. */
+  logger?: Pick<Console, "warn">;
 }
 
 export interface KeyMeshClient {
@@ -45,7 +47,7 @@ export function createKeyMeshClient(options: KeyMeshClientOptions): KeyMeshClien
   const transport = typeof options.transport === "object" ? options.transport : createTransport(options, defaultTimeoutMs);
   const pool = createClient(KeyPoolService, transport);
   const admin = createClient(PoolAdminService, transport);
-  const ctx = { pool, keeper: new Keeper(pool), defaultTimeoutMs };
+  const ctx = { pool, keeper: new Keeper(pool), defaultTimeoutMs, logger: options.logger ?? console };
   return {
     pool,
     admin,

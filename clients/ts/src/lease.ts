@@ -28,6 +28,7 @@ export interface LeaseContext {
   pool: Client<typeof KeyPoolService>;
   keeper: Keeper;
   defaultTimeoutMs: number;
+  logger: Pick<Console, "warn">;
 }
 
 /** Bounds the report that ends a lease, which runs even when the caller's signal aborted. */
@@ -151,6 +152,8 @@ export type RunResult<T> = { outcome: Outcome; lease: Lease } & ({ ok: true; val
  * measured latency), a throw is classified (classify) and reported as a rate limit or a failure
  * before it is rethrown, and `lease.report()` wins over both. The lease is always ended, also when
  * the caller's signal aborts. A failure set with report() while `fn` returned throws ProviderCallError.
+ * A final report that fails does not change the result (the work is done; the server reclaims the
+ * lease at its expiry): it is logged as a warning.
  */
 export async function withKey<T>(ctx: LeaseContext, pool: string, fn: (lease: Lease) => Promise<T>, opts: LeaseOptions = {}): Promise<T> {
   const lease = await acquire(ctx, pool, opts, opts.excludeKeyIds ?? [], opts.waitMs ?? 30_000);
@@ -209,8 +212,9 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
   }
   if (lease.key !== "") outcome = { ...outcome, message: outcome.message.split(lease.key).join("[key]") };
   const reportError = await report(ctx, lease, outcome, latencyMs).catch((e: unknown) => e);
-  if (result.ok && outcome.kind === "success" && reportError !== undefined && !isLeaseEnded(reportError)) {
-    return { ok: false, error: reportError, outcome, lease };
+  if (reportError !== undefined && !isLeaseEnded(reportError)) {
+    // The call's own result stands; the server reclaims the lease at its expiry.
+    ctx.logger.warn(`keymesh: could not end lease of key ${lease.keyId} in pool ${lease.pool} (${outcome.kind}): ${String(reportError)}`);
   }
   return { ...result, outcome, lease };
 }

@@ -53,6 +53,8 @@ export class FakePool {
   keepAliveError: ConnectError | undefined;
   /** When set, every renewal is answered "gone: expired". */
   refuse = false;
+  /** When set, Release fails with it. */
+  releaseError: ConnectError | undefined;
   /** KeepAlive streams opened. */
   streams = 0;
   acquires: AcquireRequest[] = [];
@@ -63,9 +65,11 @@ export class FakePool {
 
   constructor(readonly keys: string[]) {}
 
+  warnings: string[] = [];
+
   client(): KeyMeshClient {
     const transport = createRouterTransport(({ service }) => service(KeyPoolService, this.impl()));
-    return createKeyMeshClient({ baseUrl: "http://in-memory", transport });
+    return createKeyMeshClient({ baseUrl: "http://in-memory", transport, logger: { warn: (msg: string) => this.warnings.push(msg) } });
   }
 
   /** Pushes "gone: revoked" for the lease on every open KeepAlive stream. */
@@ -101,6 +105,7 @@ export class FakePool {
       },
       release: (req) => {
         this.ended.push({ kind: "release", req });
+        if (this.releaseError) throw this.releaseError;
         return {};
       },
       markFailed: (req) => {

@@ -198,6 +198,16 @@ describe("withKey", () => {
     expect(keymeshRetryAfterMs(thrown)).toBe(1_000);
   });
 
+  it("logs, and does not throw, when the final release fails after the work is done", async () => {
+    const fake = new FakePool(["a"]);
+    fake.releaseError = new ConnectError("database down", Code.Unavailable);
+    await expect(fake.client().withKey("p", async () => "done")).resolves.toBe("done");
+    await fake.ended.next();
+    expect(fake.warnings).toHaveLength(1);
+    expect(fake.warnings[0]).toContain("could not end lease of key a");
+    expect(fake.warnings[0]).not.toContain("sk-secret");
+  });
+
   it("keeps the key out of console.log and JSON", async () => {
     const fake = new FakePool(["a"]);
     await fake.client().withKey("p", async (lease) => {

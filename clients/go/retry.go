@@ -13,21 +13,30 @@ import (
 )
 
 // Do runs fn under a lease like WithLease and retries a failed call within a total time budget
-// (RetryBudget, default 30s). Rate limits, auth and quota failures and transient errors move to
-// another key (exclude_key_ids); between attempts it backs off with full jitter. When no other
-// key is eligible it waits for any key (the server keeps a rate-limited key cooling until its
-// retry-after), and gives up at once when that retry-after reaches past the budget. It returns
-// nil on success, otherwise the last error.
+// (RetryBudget, default 30s). Rate limits, auth and quota failures and transient errors move at
+// once to another key (exclude_key_ids). When no other key is eligible, and after an overload, it
+// backs off with full jitter and then waits for any key — the server keeps a rate-limited key
+// cooling until its retry-after — unless that retry-after reaches past the budget, when it gives
+// up at once. Client errors are not retried. It returns nil on success, otherwise the last error.
 func (c *Client) Do(ctx context.Context, pool string, fn func(ctx context.Context, l *Lease) error, opts ...LeaseOption) error {
 	cfg := newLeaseConfig(opts)
 	deadline := time.Now().Add(cfg.budget)
+	waitForAny := func() (*Lease, error) {
+		return c.acquire(ctx, pool, cfg, cfg.exclude, max(min(cfg.wait, time.Until(deadline)), 0))
+	}
 	exclude := slices.Clone(cfg.exclude)
 	var lastErr error
-	pastBudget := false // the last rate-limited key's retry-after ends after the budget
+	l, err := waitForAny()
 	for attempt := 0; ; attempt++ {
-		l, err := c.acquireWithin(ctx, pool, cfg, exclude, deadline, pastBudget)
-		switch {
-		case err == nil:
+		if err != nil {
+			switch {
+			case lastErr != nil && ReasonOf(err) == keymeshv1.ErrorReason_ERROR_REASON_NO_KEY_AVAILABLE:
+				return lastErr
+			case status.Code(err) != codes.Unavailable:
+				return err
+			}
+			lastErr = err
+		} else {
 			outcome, runErr := c.run(ctx, l, fn, cfg)
 			if runErr == nil {
 				return nil
@@ -36,17 +45,18 @@ func (c *Client) Do(ctx context.Context, pool string, fn func(ctx context.Contex
 			if !outcome.Retryable() || ctx.Err() != nil {
 				return runErr
 			}
-			if outcome.Kind != Overloaded && !slices.Contains(exclude, l.KeyID) {
-				exclude = append(exclude, l.KeyID)
+			if outcome.Kind != Overloaded {
+				if !slices.Contains(exclude, l.KeyID) {
+					exclude = append(exclude, l.KeyID)
+				}
+				// Another key needs no backoff.
+				if l, err = c.acquire(ctx, pool, cfg, exclude, 0); err == nil || ReasonOf(err) != keymeshv1.ErrorReason_ERROR_REASON_NO_KEY_AVAILABLE {
+					continue
+				}
+				if ra := outcome.RateLimit.RetryAfter; outcome.Kind == RateLimited && ra != nil && time.Now().Add(*ra).After(deadline) {
+					return runErr
+				}
 			}
-			ra := outcome.RateLimit.RetryAfter
-			pastBudget = outcome.Kind == RateLimited && ra != nil && time.Now().Add(*ra).After(deadline)
-		case lastErr != nil && ReasonOf(err) == keymeshv1.ErrorReason_ERROR_REASON_NO_KEY_AVAILABLE:
-			return lastErr
-		case status.Code(err) == codes.Unavailable:
-			lastErr = err
-		default:
-			return err
 		}
 		pause := fullJitter(cfg.backoffBase, cfg.backoffCap, attempt)
 		if time.Now().Add(pause).After(deadline) {
@@ -57,19 +67,8 @@ func (c *Client) Do(ctx context.Context, pool string, fn func(ctx context.Contex
 			return errors.Join(lastErr, ctx.Err())
 		case <-time.After(pause):
 		}
+		l, err = waitForAny()
 	}
-}
-
-// acquireWithin takes a key not in exclude at once if there is one; otherwise, unless the only
-// candidates cool down past the budget, it waits for any key as long as the budget allows.
-func (c *Client) acquireWithin(ctx context.Context, pool string, cfg leaseConfig, exclude []string, deadline time.Time, pastBudget bool) (*Lease, error) {
-	if len(exclude) > len(cfg.exclude) {
-		l, err := c.acquire(ctx, pool, cfg, exclude, 0)
-		if err == nil || pastBudget || ReasonOf(err) != keymeshv1.ErrorReason_ERROR_REASON_NO_KEY_AVAILABLE {
-			return l, err
-		}
-	}
-	return c.acquire(ctx, pool, cfg, cfg.exclude, max(min(cfg.wait, time.Until(deadline)), 0))
 }
 
 // fullJitter is a random pause in [0, min(ceiling, base·2^attempt)) ("full jitter").

@@ -14,11 +14,14 @@ import (
 // quickBackoff keeps the pauses between attempts short in tests.
 func quickBackoff(c *leaseConfig) { c.backoffBase, c.backoffCap = time.Millisecond, 2*time.Millisecond }
 
+// hourlyBackoff would make any pause outlast the budget: a retry that succeeds took none.
+func hourlyBackoff(c *leaseConfig) { c.backoffBase, c.backoffCap = time.Hour, time.Hour }
+
 func rateLimited(retryAfter string) error {
 	return &openaiError{StatusCode: 429, Code: "rate_limit_exceeded", Response: response(429, map[string]string{"retry-after": retryAfter})}
 }
 
-func TestDoMovesToAnotherKeyAfterARateLimit(t *testing.T) {
+func TestDoMovesToAnotherKeyAfterARateLimitWithoutBackingOff(t *testing.T) {
 	f := newFakePool("a", "b")
 	c := f.serve(t)
 	var used []string
@@ -28,7 +31,7 @@ func TestDoMovesToAnotherKeyAfterARateLimit(t *testing.T) {
 			return rateLimited("20")
 		}
 		return nil
-	}, quickBackoff)
+	}, hourlyBackoff)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,66 +13,55 @@ export interface RetryOptions extends LeaseOptions {
 
 /**
  * withKey with retries within a time budget. Rate limits, auth and quota failures and transient
- * errors move to another key (exclude_key_ids); overloads retry on any key; between attempts it
- * backs off with full jitter. When no other key is eligible it waits for any key (the server keeps
- * a rate-limited key cooling until its retry-after), and gives up at once when that retry-after
- * reaches past the budget. Resolves with fn's value, or rejects with the last error.
+ * errors move at once to another key (exclude_key_ids). When no other key is eligible, and after an
+ * overload, it backs off with full jitter and then waits for any key — the server keeps a
+ * rate-limited key cooling until its retry-after — unless that retry-after reaches past the budget,
+ * when it gives up at once. Client errors are not retried. Resolves with fn's value, or rejects
+ * with the last error.
  */
 export async function callWithRetry<T>(ctx: LeaseContext, pool: string, fn: (lease: Lease) => Promise<T>, opts: RetryOptions = {}): Promise<T> {
   const deadline = Date.now() + (opts.budgetMs ?? 30_000);
   const baseExclude = opts.excludeKeyIds ?? [];
   const exclude = [...baseExclude];
-  let lastError: unknown;
-  let hasLastError = false;
-  let pastBudget = false; // the last rate-limited key's retry-after ends after the budget
-  for (let attempt = 0; ; attempt++) {
-    let lease: Lease | undefined;
-    try {
-      lease = await acquireWithin(ctx, pool, opts, baseExclude, exclude, deadline, pastBudget);
-    } catch (err) {
-      if (hasLastError && keymeshErrorReason(err) === ErrorReason.NO_KEY_AVAILABLE) throw lastError;
-      if (!isUnavailable(err)) throw err;
-      lastError = err;
-      hasLastError = true;
-    }
-    if (lease) {
-      const result = await run(ctx, lease, fn, opts);
+  const waitForAny = () => attempt(() => acquire(ctx, pool, opts, baseExclude, Math.max(Math.min(opts.waitMs ?? 30_000, deadline - Date.now()), 0)));
+  let lastError: { error: unknown } | undefined;
+  let next = await waitForAny();
+  for (let n = 0; ; n++) {
+    if ("error" in next) {
+      if (lastError && keymeshErrorReason(next.error) === ErrorReason.NO_KEY_AVAILABLE) throw lastError.error;
+      if (!isUnavailable(next.error)) throw next.error;
+      lastError = next;
+    } else {
+      const result = await run(ctx, next.lease, fn, opts);
       try {
         return settle(result);
-      } catch (err) {
-        lastError = err;
-        hasLastError = true;
+      } catch (error) {
+        lastError = { error };
       }
-      const { outcome } = result;
-      if (!isRetryable(outcome.kind) || opts.signal?.aborted) throw lastError;
-      if (outcome.kind !== "overloaded" && !exclude.includes(lease.keyId)) exclude.push(lease.keyId);
-      pastBudget = outcome.kind === "rate_limited" && outcome.retryAfterMs !== null && Date.now() + outcome.retryAfterMs > deadline;
+      const { outcome, lease } = result;
+      if (!isRetryable(outcome.kind) || opts.signal?.aborted) throw lastError.error;
+      if (outcome.kind !== "overloaded") {
+        if (!exclude.includes(lease.keyId)) exclude.push(lease.keyId);
+        // Another key needs no backoff.
+        next = await attempt(() => acquire(ctx, pool, opts, exclude, 0));
+        if (!("error" in next) || keymeshErrorReason(next.error) !== ErrorReason.NO_KEY_AVAILABLE) continue;
+        if (outcome.kind === "rate_limited" && outcome.retryAfterMs !== null && Date.now() + outcome.retryAfterMs > deadline) throw lastError.error;
+      }
     }
-    const pause = fullJitterMs(opts.backoffBaseMs ?? 100, opts.backoffCapMs ?? 5_000, attempt);
-    if (Date.now() + pause > deadline) throw lastError;
+    const pause = fullJitterMs(opts.backoffBaseMs ?? 100, opts.backoffCapMs ?? 5_000, n);
+    if (Date.now() + pause > deadline) throw lastError.error;
     await sleep(pause, opts.signal);
-    if (opts.signal?.aborted) throw lastError;
+    if (opts.signal?.aborted) throw lastError.error;
+    next = await waitForAny();
   }
 }
 
-/** A key not in exclude at once if there is one; otherwise, unless that would only find keys cooling past the budget, any key within the budget. */
-async function acquireWithin(
-  ctx: LeaseContext,
-  pool: string,
-  opts: LeaseOptions,
-  baseExclude: string[],
-  exclude: string[],
-  deadline: number,
-  pastBudget: boolean,
-): Promise<Lease> {
-  if (exclude.length > baseExclude.length) {
-    try {
-      return await acquire(ctx, pool, opts, exclude, 0);
-    } catch (err) {
-      if (pastBudget || keymeshErrorReason(err) !== ErrorReason.NO_KEY_AVAILABLE) throw err;
-    }
+async function attempt(acquireLease: () => Promise<Lease>): Promise<{ lease: Lease } | { error: unknown }> {
+  try {
+    return { lease: await acquireLease() };
+  } catch (error) {
+    return { error };
   }
-  return acquire(ctx, pool, opts, baseExclude, Math.max(Math.min(opts.waitMs ?? 30_000, deadline - Date.now()), 0));
 }
 
 /** A random pause in [0, min(capMs, baseMs·2^attempt)) ("full jitter"). */

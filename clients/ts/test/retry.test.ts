@@ -5,10 +5,12 @@ import { FakePool } from "./fake-pool.js";
 import { AnthropicAPIError, OpenAIAPIError } from "./sdk-errors.js";
 
 const quick = { backoffBaseMs: 1, backoffCapMs: 2 };
+/** Any pause would outlast the budget: a retry that succeeds took none. */
+const hourlyBackoff = { backoffBaseMs: 3_600_000, backoffCapMs: 3_600_000 };
 const rateLimited = (retryAfter: string) => new OpenAIAPIError(429, { "retry-after": retryAfter }, "rate_limit_exceeded", "requests", "slow down");
 
 describe("callWithRetry", () => {
-  it("moves to another key after a rate limit", async () => {
+  it("moves to another key after a rate limit without backing off", async () => {
     const fake = new FakePool(["a", "b"]);
     const used: string[] = [];
     const value = await fake.client().callWithRetry(
@@ -18,7 +20,7 @@ describe("callWithRetry", () => {
         if (lease.keyId === "a") throw rateLimited("20");
         return "ok";
       },
-      quick,
+      hourlyBackoff,
     );
     expect(value).toBe("ok");
     expect(used).toEqual(["a", "b"]);

@@ -27,12 +27,12 @@ export interface TestServer {
   databaseUrl?: string;
   dataDir: string;
   env: NodeJS.ProcessEnv;
-  stop(): Promise<void>;
+  /** Graceful shutdown; the data directory is removed unless kept (for a restart on it). */
+  stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
-/** A database of its own on the test Postgres; undefined when tests run without one. */
-export async function freshDatabase(): Promise<string | undefined> {
-  const base = process.env.DATABASE_URL;
+/** A database of its own on `base` (default: the test Postgres); undefined when tests run without one. */
+export async function freshDatabase(base = process.env.DATABASE_URL): Promise<string | undefined> {
   if (!base) return undefined;
   const name = `keymesh_it_${randomBytes(6).toString("hex")}`;
   const admin = postgres(base, { max: 1, onnotice: () => {} });
@@ -84,9 +84,9 @@ export async function startTestServer(
     databaseUrl,
     dataDir,
     env,
-    async stop() {
+    async stop(opts = {}) {
       await server.shutdown();
-      if (!reuse) await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+      if (!reuse && !opts.keepData) await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
     },
   };
 }

@@ -191,16 +191,32 @@ func (s signals) hasCode(codes ...string) bool {
 	return false
 }
 
-// inspect walks err's chain and reads the first SDK-shaped error it finds.
+// inspect walks err's tree (Unwrap() error and Unwrap() []error) and reads the first SDK-shaped
+// error it finds.
 func inspect(err error) signals {
 	var sig signals
-	for e := err; e != nil; e = errors.Unwrap(e) {
+	pending := []error{err}
+	for len(pending) > 0 {
+		e := pending[0]
+		pending = pending[1:]
+		if e == nil {
+			continue
+		}
 		if readShape(e, &sig) {
 			break
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			pending = append(pending, u.Unwrap())
+		case interface{ Unwrap() []error }:
+			pending = append(pending, u.Unwrap()...)
 		}
 	}
 	return sig
 }
+
+// isHTTPStatus tells an HTTP status from other numeric codes (e.g. gRPC's) in a Code field.
+func isHTTPStatus(n int) bool { return n >= 100 && n <= 599 }
 
 // rawJSONer is anthropic-sdk-go's and openai-go's access to the error body.
 type rawJSONer interface{ RawJSON() string }
@@ -218,10 +234,10 @@ func readShape(e error, sig *signals) bool {
 		return false
 	}
 	found := false
-	if n, ok := intField(v, "StatusCode"); ok {
+	if n, ok := intField(v, "StatusCode"); ok && isHTTPStatus(n) {
 		sig.status, found = n, true
 	}
-	if n, ok := intField(v, "Code"); ok && sig.status == 0 {
+	if n, ok := intField(v, "Code"); ok && sig.status == 0 && isHTTPStatus(n) {
 		sig.status, found = n, true // genai's APIError.Code is the HTTP status
 	}
 	for _, name := range []string{"Code", "Type"} {
@@ -245,7 +261,7 @@ func readShape(e error, sig *signals) bool {
 	if f := v.FieldByName("Response"); f.IsValid() && f.CanInterface() {
 		if resp, ok := f.Interface().(*http.Response); ok && resp != nil {
 			sig.header, found = resp.Header, true
-			if sig.status == 0 {
+			if sig.status == 0 && isHTTPStatus(resp.StatusCode) {
 				sig.status = resp.StatusCode
 			}
 		}

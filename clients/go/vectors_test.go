@@ -3,6 +3,8 @@ package keymesh
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -187,4 +189,22 @@ func show(n *int64) string {
 	}
 	b, _ := json.Marshal(*n)
 	return string(b)
+}
+
+// grpcLikeError has a numeric Code that is not an HTTP status.
+type grpcLikeError struct{ Code int }
+
+func (grpcLikeError) Error() string { return "rpc error" }
+
+func TestClassifyReadsJoinedErrorsAndIgnoresNonHTTPCodes(t *testing.T) {
+	joined := errors.Join(errors.New("while answering"), fmt.Errorf("call: %w", &openaiError{StatusCode: 401}))
+	if o := Classify(0, nil, joined); o.Kind != Auth || o.HTTPStatus != 401 {
+		t.Errorf("joined: %+v", o)
+	}
+	if o := Classify(0, nil, grpcLikeError{Code: 5}); o.Kind != Transient || o.HTTPStatus != 0 {
+		t.Errorf("a gRPC code was taken for an HTTP status: %+v", o)
+	}
+	if o := Classify(0, nil, fmt.Errorf("user left: %w", context.Canceled)); o.Kind != ClientError {
+		t.Errorf("cancellation: %+v", o)
+	}
 }

@@ -112,7 +112,7 @@ function inspect(error: unknown): Signals {
     if (name === "TimeoutError" || name === "APIConnectionTimeoutError" || name === "APIConnectionError" || name === "ConnectTimeoutError") {
       return { ...sig, noResponse: true };
     }
-    if (typeof e.status === "number" && e.status > 0) {
+    if (typeof e.status === "number" && e.status >= 100 && e.status <= 599) {
       readStatusError(e, sig);
       return sig;
     }

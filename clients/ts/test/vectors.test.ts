@@ -65,6 +65,20 @@ describe("classification.json", () => {
   });
 });
 
+describe("classify beyond the vectors", () => {
+  it("follows cause to an SDK error", () => {
+    const o = classify({ error: new Error("while answering", { cause: new OpenAIAPIError(401, undefined, "invalid_api_key", null, "bad key") }) });
+    expect([o.kind, o.httpStatus]).toEqual(["auth", 401]);
+  });
+  it("treats a caller's abort as no verdict on the key, and a timeout as transient", () => {
+    expect(classify({ error: new DOMException("aborted", "AbortError") }).kind).toBe("client_error");
+    expect(classify({ error: new DOMException("timed out", "TimeoutError") }).kind).toBe("transient");
+  });
+  it("does not take a non-HTTP numeric status for one", () => {
+    expect(classify({ error: Object.assign(new Error("rpc"), { status: 5 }) })).toMatchObject({ kind: "transient", httpStatus: 0 });
+  });
+});
+
 function nativeError(e: ErrorShape | null): unknown {
   if (e === null) return null;
   switch (e.shape) {

@@ -342,3 +342,22 @@ func TestAFailedReleaseIsLoggedNotReturned(t *testing.T) {
 		t.Errorf("the key was logged: %q", logged.String())
 	}
 }
+
+func TestReportedSuccessCarriesTheProviderBudgetToRelease(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	err := c.WithLease(context.Background(), "p", func(_ context.Context, l *Lease) error {
+		h := http.Header{}
+		h.Set("x-ratelimit-remaining-requests", "5")
+		h.Set("x-ratelimit-reset-tokens", "6m0s")
+		l.Report(http.StatusOK, h)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, ok := f.nextEnd(t).(*keymeshv1.ReleaseRequest)
+	if !ok || rel.GetRateLimit().GetRequestsRemaining() != 5 || rel.GetRateLimit().GetTokensReset().AsDuration() != 6*time.Minute {
+		t.Errorf("release = %v", rel)
+	}
+}

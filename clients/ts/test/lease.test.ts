@@ -198,6 +198,18 @@ describe("withKey", () => {
     expect(keymeshRetryAfterMs(thrown)).toBe(1_000);
   });
 
+  it("carries the provider's budget from a reported success to Release", async () => {
+    const fake = new FakePool(["a"]);
+    await fake.client().withKey("p", async (lease) => {
+      lease.report(200, new Headers({ "x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-tokens": "6m0s" }));
+    });
+    const ended = await fake.ended.next();
+    expect(ended.kind).toBe("release");
+    if (ended.kind !== "release") return;
+    expect(ended.req.rateLimit?.requestsRemaining).toBe(5n);
+    expect(msFromDuration(ended.req.rateLimit?.tokensReset)).toBe(360_000);
+  });
+
   it("logs, and does not throw, when the final release fails after the work is done", async () => {
     const fake = new FakePool(["a"]);
     fake.releaseError = new ConnectError("database down", Code.Unavailable);

@@ -361,3 +361,18 @@ func TestReportedSuccessCarriesTheProviderBudgetToRelease(t *testing.T) {
 		t.Errorf("release = %v", rel)
 	}
 }
+
+func TestWithLeaseReportsTheCallersDeadlineAsTransient(t *testing.T) {
+	f := newFakePool("a")
+	c := f.serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := c.WithLease(ctx, "p", func(ctx context.Context, l *Lease) error {
+		awaitDone(t, ctx)
+		return ctx.Err()
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	wantFailed(keymeshv1.FailureReason_FAILURE_REASON_TRANSIENT, 0)(t, f.nextEnd(t))
+}

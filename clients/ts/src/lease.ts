@@ -204,11 +204,13 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
     outcome = state.reported;
   } else if (result.ok) {
     outcome = classify({ status: 200 });
-  } else if (lease.revoked || (opts.signal?.aborted && result.error === opts.signal.reason)) {
-    // The call was abandoned because the lease or the caller went away: no verdict on the key.
-    outcome = { kind: "client_error", httpStatus: 0, rateLimit: parseRateLimitHeaders(null), retryAfterMs: null, message: "abandoned: lease ended or caller aborted" };
   } else {
     outcome = classify({ error: result.error });
+    const callerGaveUp = opts.signal?.aborted && !isTimeout(opts.signal.reason);
+    if (outcome.httpStatus === 0 && (lease.revoked || callerGaveUp)) {
+      // No answer because the lease or the caller went away: no verdict on the key.
+      outcome = { kind: "client_error", httpStatus: 0, rateLimit: parseRateLimitHeaders(null), retryAfterMs: null, message: "abandoned: lease ended or caller aborted" };
+    }
   }
   if (lease.key !== "") outcome = { ...outcome, message: outcome.message.split(lease.key).join("[key]") };
   const reportError = await report(ctx, lease, outcome, latencyMs).catch((e: unknown) => e);
@@ -218,6 +220,8 @@ export async function run<T>(ctx: LeaseContext, lease: Lease, fn: (lease: Lease)
   }
   return { ...result, outcome, lease };
 }
+
+const isTimeout = (reason: unknown) => reason instanceof Error && reason.name === "TimeoutError";
 
 /** Ends the lease with its outcome, on a fresh deadline so an aborted caller still ends it. */
 async function report(ctx: LeaseContext, lease: Lease, o: Outcome, latencyMs: number): Promise<undefined> {

@@ -184,6 +184,24 @@ describe("withKey", () => {
     expect(ended.kind === "markFailed" && ended.req.reason).toBe(FailureReason.CLIENT_ERROR);
   });
 
+  it("reports a caller's timeout as transient, not as an abandoned call", async () => {
+    const fake = new FakePool(["a"]);
+    const thrown = await fake
+      .client()
+      .withKey(
+        "p",
+        async (lease) => {
+          await aborted(lease.signal);
+          throw lease.signal.reason;
+        },
+        { signal: AbortSignal.timeout(50) },
+      )
+      .catch((e: unknown) => e);
+    expect((thrown as Error).name).toBe("TimeoutError");
+    const ended = await fake.ended.next();
+    expect(ended.kind === "markFailed" && ended.req.reason).toBe(FailureReason.TRANSIENT);
+  });
+
   it("rejects with the server's reason when no key is free, without running fn", async () => {
     const fake = new FakePool([]);
     let ran = false;

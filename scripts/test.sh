@@ -52,13 +52,14 @@ KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_DATA_DIR="$server_data" KEYMESH_
 server_pid=$!
 for _ in $(seq 1 150); do
   grpc_port="$(sed -n 's/.*"grpcPort":\([0-9]*\).*/\1/p' "$server_log" | head -n 1)"
+  http_port="$(sed -n 's/.*"httpPort":\([0-9]*\).*/\1/p' "$server_log" | head -n 1)"
   [ -n "$grpc_port" ] && break
   kill -0 "$server_pid" 2>/dev/null || { cat "$server_log" >&2; exit 1; }
   sleep 0.2
 done
 [ -n "${grpc_port:-}" ] || { echo "server did not start" >&2; cat "$server_log" >&2; exit 1; }
-export KEYMESH_ADDR="127.0.0.1:$grpc_port"
-echo "server at $KEYMESH_ADDR"
+export KEYMESH_ADDR="127.0.0.1:$grpc_port" KEYMESH_HTTP_ADDR="127.0.0.1:$http_port"
+echo "server at $KEYMESH_ADDR (gRPC), $KEYMESH_HTTP_ADDR (HTTP)"
 
 step "TypeScript client (vitest, against the server)"
 vitest run --root clients/ts

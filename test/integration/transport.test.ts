@@ -7,9 +7,10 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { ErrorDetailSchema, ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
-import { AcquireRequestSchema, AcquireResponseSchema } from "../../server/src/gen/keymesh/v1/pool_pb.js";
+import { AcquireRequestSchema, AcquireResponseSchema, KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
 import { Channel } from "../../server/src/rpc/channel.js";
 import { connectJsonClients, startTestServer, uniqueName, type TestServer } from "../support/server.js";
 
@@ -162,6 +163,26 @@ describe("Connect JSON over HTTP/1.1 (connect-node listener)", () => {
     expect((await fetch(`${ts.httpUrl}/readyz`)).status).toBe(200);
     const metrics = await (await fetch(`${ts.httpUrl}/metrics`)).text();
     expect(metrics).toContain("keymesh_acquire_duration_seconds");
+  });
+});
+
+describe("HTTP/2 without TLS on the HTTP listener", () => {
+  it("serves Connect (binary) and gRPC over h2c, bidi streams included", async () => {
+    const { name } = await poolWithKey();
+    for (const transport of [
+      createConnectTransport({ baseUrl: ts.httpUrl, httpVersion: "2", useBinaryFormat: true }),
+      createGrpcTransport({ baseUrl: ts.httpUrl }),
+    ]) {
+      const pool = createClient(KeyPoolService, transport);
+      const lease = await pool.acquire({ pool: name });
+      const input = new Channel<{ leaseId: string }>();
+      input.push({ leaseId: lease.leaseId });
+      const replies = pool.keepAlive(input.drain())[Symbol.asyncIterator]();
+      expect((await replies.next()).value.result.case).toBe("renewed");
+      input.close();
+      expect((await replies.next()).done).toBe(true);
+      await pool.release({ leaseId: lease.leaseId });
+    }
   });
 });
 

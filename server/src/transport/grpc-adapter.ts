@@ -54,8 +54,14 @@ class GrpcHandlerContext implements HandlerContext {
         controller.abort(new ConnectError("call ended", Code.Canceled));
       } else {
         (this.call as NodeJS.EventEmitter).once("cancelled", () => controller.abort(new ConnectError("call cancelled by the client", Code.Canceled)));
-        if (this.shutdown.aborted) controller.abort(this.shutdown.reason);
-        else this.shutdown.addEventListener("abort", () => controller.abort(this.shutdown.reason), { once: true });
+        if (this.shutdown.aborted) {
+          controller.abort(this.shutdown.reason);
+        } else {
+          // Removed when the call ends: the shutdown signal outlives every call.
+          const onShutdown = () => controller.abort(this.shutdown.reason);
+          this.shutdown.addEventListener("abort", onShutdown, { once: true });
+          controller.signal.addEventListener("abort", () => this.shutdown.removeEventListener("abort", onShutdown), { once: true });
+        }
         const remaining = this.timeoutMs();
         if (remaining !== undefined) {
           const timer = setTimeout(() => controller.abort(new ConnectError("deadline exceeded", Code.DeadlineExceeded)), Math.max(0, remaining));

@@ -4,6 +4,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { Duplex } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -104,10 +105,14 @@ export function createHttpListener(handler: Handler, opts: HttpListenerOptions):
     socket.once("close", () => sockets.delete(socket));
     socket.once("data", (chunk: Buffer) => {
       socket.pause();
-      socket.unshift(chunk);
-      const isH2 = chunk.length >= 3 && H2_PREFACE.subarray(0, Math.min(chunk.length, H2_PREFACE.length)).equals(chunk.subarray(0, Math.min(chunk.length, H2_PREFACE.length)));
-      (isH2 ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      const prefix = Math.min(chunk.length, H2_PREFACE.length);
+      if (chunk.length >= 3 && H2_PREFACE.subarray(0, prefix).equals(chunk.subarray(0, prefix))) {
+        h2.emit("connection", replaying(socket, chunk));
+      } else {
+        socket.unshift(chunk);
+        h1.emit("connection", socket);
+        socket.resume();
+      }
     });
   });
   return {
@@ -124,6 +129,36 @@ export function createHttpListener(handler: Handler, opts: HttpListenerOptions):
       clearTimeout(force);
     },
   };
+}
+
+/**
+ * The socket as a stream that first replays `first`. The HTTP/2 server reads a net.Socket's native
+ * handle directly, which would skip bytes already read from it; through a plain Duplex it cannot.
+ */
+function replaying(socket: net.Socket, first: Buffer): Duplex {
+  const stream = new Duplex({
+    read: () => {
+      socket.resume();
+    },
+    write: (chunk, encoding, callback) => {
+      socket.write(chunk, encoding, callback);
+    },
+    final: (callback) => {
+      socket.end(callback);
+    },
+    destroy: (err, callback) => {
+      socket.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  stream.push(first);
+  socket.on("data", (data: Buffer) => {
+    if (!stream.push(data)) socket.pause();
+  });
+  socket.once("end", () => stream.push(null));
+  socket.once("error", (err) => stream.destroy(err));
+  socket.once("close", () => stream.destroy());
+  return stream;
 }
 
 function closeServer(server: net.Server): Promise<void> {

@@ -8,7 +8,18 @@
 
 PG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-_pg_dir() { echo "$PG_ROOT/.tmp/${KEYMESH_PG_NAME:-pg}"; }
+# The cluster lives in the repository's .tmp/, unless the postgres user cannot reach it (a checkout under
+# /root, say): then under /tmp, in a directory named after the checkout.
+_pg_dir() {
+  local base="$PG_ROOT/.tmp"
+  mkdir -p "$base"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$base" 2>/dev/null; then
+    base="/tmp/keymesh-pg-$(echo "$PG_ROOT" | md5sum | cut -c1-8)"
+    mkdir -p "$base"
+    chmod 755 "$base"
+  fi
+  echo "$base/${KEYMESH_PG_NAME:-pg}"
+}
 
 _pg_bin() {
   local ctl
@@ -18,7 +29,8 @@ _pg_bin() {
 
 # Postgres refuses to run as root, so as root every server command runs as the `postgres` user.
 _pg_as() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # fd 9 is pg_start's lock: a server started with it open would hold the lock for its whole life.
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@" 9>&-); else "$@" 9>&-; fi
 }
 
 _pg_install() {
@@ -116,22 +128,24 @@ _pg_launch() {
       sleep 1
     done
   fi
-  _pg_export "$dir"
+}
+
+_pg_createdb() {
+  local port
+  port="$(cat "$1/port")"
+  if [ -z "$(_pg_as "$(_pg_bin)/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc \
+    "select 1 from pg_database where datname = 'keymesh_test'")" ]; then
+    _pg_as "$(_pg_bin)/createdb" -h 127.0.0.1 -p "$port" -U postgres keymesh_test
+  fi
 }
 
 pg_start() {
   _pg_install || return 1
   local dir
   dir="$(_pg_dir)"
-  mkdir -p "$PG_ROOT/.tmp"
-  _pg_init "$dir" || return 1
-  _pg_launch "$dir" || return 1
-  local port
-  port="$(cat "$dir/port")"
-  if [ -z "$(_pg_as "$(_pg_bin)/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc \
-    "select 1 from pg_database where datname = 'keymesh_test'")" ]; then
-    _pg_as "$(_pg_bin)/createdb" -h 127.0.0.1 -p "$port" -U postgres keymesh_test
-  fi
+  # Test workers may start the same cluster at once; one of them initialises it.
+  (flock 9 && _pg_init "$dir" && _pg_launch "$dir" && _pg_createdb "$dir") 9>"$dir.lock" || return 1
+  _pg_export "$dir"
 }
 
 pg_stop() {
@@ -153,5 +167,6 @@ pg_restart() {
   dir="$(_pg_dir)"
   [ -f "$dir/port" ] || { pg_start; return; }
   pg_stop
-  _pg_launch "$dir"
+  (flock 9 && _pg_launch "$dir") 9>"$dir.lock" || return 1
+  _pg_export "$dir"
 }

@@ -13,19 +13,24 @@ import type { StoreLog } from "../../src/store/log.js";
 
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
-/** Runs a scripts/pg.sh function for the cluster `name` and returns the DATABASE_URL it exports. */
-export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): string {
-  const out = execFileSync("bash", ["-c", `source scripts/pg.sh && ${fn} >&2 && echo "$DATABASE_URL"`], {
+/** Runs a scripts/pg.sh function for the cluster `name`; returns the DATABASE_URL and data directory it exports. */
+export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): { url: string; dataDir: string } {
+  const out = execFileSync("bash", ["-c", `source scripts/pg.sh && ${fn} >&2 && echo "$DATABASE_URL $KEYMESH_TEST_PG_DATA"`], {
     cwd: ROOT,
     env: { ...process.env, KEYMESH_PG_NAME: name },
     encoding: "utf8",
   });
-  return out.trim();
+  const [url, dataDir] = out.trim().split(" ");
+  return { url, dataDir };
 }
 
 /** The shared real Postgres: DATABASE_URL from the test command, or the cluster scripts/pg.sh starts. */
 export function realDatabaseUrl(): string {
-  process.env.DATABASE_URL ||= pgScript("pg_start");
+  if (!process.env.DATABASE_URL) {
+    const { url, dataDir } = pgScript("pg_start");
+    process.env.DATABASE_URL = url;
+    process.env.KEYMESH_TEST_PG_DATA = dataDir;
+  }
   return process.env.DATABASE_URL;
 }
 

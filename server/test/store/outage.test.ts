@@ -14,7 +14,7 @@ describe("database outage", () => {
   let db: TestDb;
 
   beforeAll(async () => {
-    db = await freshSchema(pgScript("pg_start", CLUSTER));
+    db = await freshSchema(pgScript("pg_start", CLUSTER).url);
     await migrate(db.sql);
   }, 60_000);
   afterAll(async () => {
@@ -37,14 +37,14 @@ describe("database outage", () => {
     await store.journalGrant(grant(1));
 
     const live = [leaseRecord("p", "k1", "lease-1")];
-    const source: SnapshotSource & { change(): void } = {
-      dirty: false,
-      change() {
-        this.dirty = true;
+    let changed = false;
+    const source: SnapshotSource = {
+      get dirty() {
+        return changed;
       },
       exportRuntime: (): RuntimeSnapshot => ({ takenAt: clock.now(), keys: [keyRuntime("p", "k1", { cooldownUntil: clock.now() + 300_000 })], leases: [...live] }),
-      markClean() {
-        this.dirty = false;
+      markClean: () => {
+        changed = false;
       },
     };
     const snapshotter = new Snapshotter({ store, source, log, clock, intervalMs: 1000 });
@@ -66,7 +66,7 @@ describe("database outage", () => {
     expect(store.pendingGrants).toBe(2);
     live.push(leaseRecord("p", "k1", "lease-2"), leaseRecord("p", "k1", "lease-3"));
 
-    source.change();
+    changed = true;
     await clock.advance(1000);
     await vi.waitFor(() => expect(snapshotter.failures).toBe(1), { timeout: 5000 });
     expect(lines.some((l) => l.level === "warn" && l.msg === "snapshot not written: database unreachable")).toBe(true);

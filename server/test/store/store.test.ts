@@ -14,7 +14,6 @@ import {
   keyRuntime,
   leaseRecord,
   poolConfig,
-  ROOT,
   type TestDb,
 } from "./helpers.js";
 
@@ -107,10 +106,11 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(row.secret_hint).toBe(`sk-…${key.secret.slice(-4)}`);
 
     await db.sql`checkpoint`;
-    const dataDir = kind === "postgres" ? (process.env.KEYMESH_TEST_PG_DATA ?? path.join(ROOT, ".tmp/pg/data")) : db.dataDir!;
+    const dataDir = kind === "postgres" ? process.env.KEYMESH_TEST_PG_DATA : db.dataDir;
+    expect(dataDir, "KEYMESH_TEST_PG_DATA (exported by scripts/pg.sh) locates the cluster's files").toBeTruthy();
     // The label is stored in clear: finding it proves the scan reaches the rows on disk.
-    expect((await filesContaining(dataDir, key.label)).length).toBeGreaterThan(0);
-    expect(await filesContaining(dataDir, key.secret)).toEqual([]);
+    expect((await filesContaining(dataDir!, key.label)).length).toBeGreaterThan(0);
+    expect(await filesContaining(dataDir!, key.secret)).toEqual([]);
     expect((await store.loadAll()).keys.find((k) => k.pool === name)?.secret).toBe(key.secret);
   }, 30_000);
 

@@ -532,7 +532,9 @@ export class Store {
       ), journaled as (
         insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
         select g."leaseId", g.pool, g."keyId", g.holder, g."acquiredAt", g."expiresAt", g."ttlMs", g.epoch, g.seq
-        from g join keys k on k.pool = g.pool and k.id = g."keyId"
+        from g
+        -- A per-row probe of the key's index: a join would be planned as a scan of every key.
+        where (select true from keys k where k.pool = g.pool and k.id = g."keyId")
         on conflict (lease_id) do nothing
       )
       update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)

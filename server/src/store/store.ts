@@ -64,7 +64,10 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
 /** Rows compared between yields to the event loop while diffing a snapshot. */
-const DIFF_SLICE = 5000;
+const DIFF_SLICE = 1000;
+
+/** Rows per upsert statement of a snapshot. */
+const WRITE_SLICE = 5000;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -295,18 +298,17 @@ export class Store {
     await this.#run(() =>
       this.#sql.begin(async (tx) => {
         // Each batch travels as one jsonb parameter: one statement per purpose, whatever the row count.
-        const runtime = tx.json(asJson(delta.runtime));
-        const leases = tx.json(asJson(delta.leases));
         if (full) {
           await tx`
             delete from key_runtime r
             where not exists (
-              select 1 from jsonb_to_recordset(${runtime}::jsonb) as s(pool text, "keyId" text)
+              select 1 from jsonb_to_recordset(${tx.json(asJson(delta.runtime))}::jsonb) as s(pool text, "keyId" text)
               where s.pool = r.pool and s."keyId" = r.key_id)`;
           await tx`
             delete from leases l
             where not exists (
-              select 1 from jsonb_to_recordset(${leases}::jsonb) as s("leaseId" text) where s."leaseId" = l.lease_id)
+              select 1 from jsonb_array_elements_text(${tx.json([...delta.leaseIds])}::jsonb) as s(lease_id)
+              where s.lease_id = l.lease_id)
               and not (l.epoch = ${epoch} and l.seq > ${mark})`;
         } else {
           await tx`
@@ -318,21 +320,26 @@ export class Store {
             where l.lease_id in (select jsonb_array_elements_text(${tx.json(delta.leasesGone)}::jsonb))
               and not (l.epoch = ${epoch} and l.seq > ${mark})`;
         }
-        await tx`
-          insert into key_runtime (pool, key_id, state)
-          select s.pool, s."keyId", s.state
-          from jsonb_to_recordset(${runtime}::jsonb) as s(pool text, "keyId" text, state jsonb)
-          join keys k on k.pool = s.pool and k.id = s."keyId"
-          on conflict (pool, key_id) do update set state = excluded.state`;
+        // Upserts go in slices: each slice's JSON is encoded on the event loop, so no single one stalls Acquire long.
+        for (let i = 0; i < delta.runtime.length; i += WRITE_SLICE) {
+          await tx`
+            insert into key_runtime (pool, key_id, state)
+            select s.pool, s."keyId", s.state
+            from jsonb_to_recordset(${tx.json(asJson(delta.runtime.slice(i, i + WRITE_SLICE)))}::jsonb) as s(pool text, "keyId" text, state jsonb)
+            join keys k on k.pool = s.pool and k.id = s."keyId"
+            on conflict (pool, key_id) do update set state = excluded.state`;
+        }
         // Leases known only from memory (restored or re-adopted) carry epoch 0: no journal covers them.
-        await tx`
-          insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-          select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
-          from jsonb_to_recordset(${leases}::jsonb) as s(
-            "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
-          join keys k on k.pool = s.pool and k.id = s."keyId"
-          on conflict (lease_id) do update
-            set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
+        for (let i = 0; i < delta.leases.length; i += WRITE_SLICE) {
+          await tx`
+            insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
+            select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
+            from jsonb_to_recordset(${tx.json(asJson(delta.leases.slice(i, i + WRITE_SLICE)))}::jsonb) as s(
+              "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
+            join keys k on k.pool = s.pool and k.id = s."keyId"
+            on conflict (lease_id) do update
+              set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
+        }
         await tx`
           insert into snapshot_meta (taken_at, written_at, epoch, seq_mark)
           values (${s.takenAt}, ${now}, ${epoch}, ${mark})

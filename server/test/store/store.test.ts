@@ -227,6 +227,19 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
   });
 
+  it("writes snapshots larger than one statement slice, in full and as a delta", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(keyConfig(name, "k1"));
+    const leases = Array.from({ length: 12_000 }, (_, i) => leaseRecord(name, "k1", `${name}-${i}`, { expiresAt: 1_000_000 + i }));
+    await store.writeSnapshot({ takenAt: 1, keys: [keyRuntime(name, "k1")], leases });
+    const count = async () => (await db.sql`select count(*)::int as n, max(expires_at) as m from leases where pool = ${name}`)[0];
+    expect(await count()).toEqual({ n: 12_000, m: 1_011_999 });
+    const kept = leases.slice(6000).map((l) => ({ ...l, expiresAt: l.expiresAt + 5000 }));
+    await store.writeSnapshot({ takenAt: 2, keys: [keyRuntime(name, "k1")], leases: kept });
+    expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
+  });
+
   it("numbers epochs upwards from one start to the next", async () => {
     const a = await store.beginEpoch();
     const b = await store.beginEpoch();

@@ -9,27 +9,19 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CircuitState } from "../../server/src/gen/keymesh/v1/admin_pb.js";
-import { ErrorDetailSchema, ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
+import { ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
 import { FailureReason, KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
+import { reasonOf, rejection } from "../support/errors.js";
 import { listening, spawnServer } from "../support/process.js";
 import { freshDatabase, startTestServer, type TestServer } from "../support/server.js";
 
 const SECRET_A = "sk-persist-AAAAAAAAAAAAAAAAAAAAAAAA";
 const SECRET_B = "sk-persist-BBBBBBBBBBBBBBBBBBBBBBBB";
 
-async function rejection(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  throw new Error("expected the call to fail");
-}
 
-const reasonOf = (e: ConnectError) => e.findDetails(ErrorDetailSchema)[0]?.reason;
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -12,23 +12,12 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { ErrorDetailSchema, ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
 import { AcquireRequestSchema, AcquireResponseSchema, KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
 import { Channel } from "../../server/src/rpc/channel.js";
+import { reasonOf, rejection } from "../support/errors.js";
 import { connectJsonClients, startTestServer, uniqueName, type TestServer } from "../support/server.js";
 
 const require = createRequire(import.meta.url);
 
-function reasonOf(err: unknown): ErrorReason | undefined {
-  const ce = ConnectError.from(err);
-  return ce.findDetails(ErrorDetailSchema)[0]?.reason;
-}
 
-async function rejection(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  throw new Error("expected the call to fail");
-}
 
 let ts: TestServer;
 

@@ -5,6 +5,7 @@ import os from "node:os";
 import { execFileSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import postgres from "postgres";
 import { fileURLToPath } from "node:url";
 import { Strategy } from "../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../test/fake-provider/provider.js";
@@ -19,8 +20,8 @@ const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
 const P = quick
-  ? { unarySec: 2, warmupSec: 0.5, embeddedSec: 2, renewSec: 2, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, goodputSec: 4, goodputWarmupSec: 1 }
-  : { unarySec: 10, warmupSec: 2, embeddedSec: 5, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, goodputSec: 20, goodputWarmupSec: 2 };
+  ? { unarySec: 1.5, warmupSec: 0.5, embeddedSec: 1.5, renewSec: 1.5, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleTombstones: 20_000, goodputSec: 2, goodputWarmupSec: 0.5 }
+  : { unarySec: 10, warmupSec: 2, embeddedSec: 5, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleTombstones: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
 const CONCURRENCY = [1, 16, 64];
 const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
@@ -59,6 +60,35 @@ async function embeddedCycle() {
   }
 }
 
+/**
+ * The grant journal commits before Acquire answers. scripts/pg.sh runs Postgres with fsync off (a test
+ * cluster); this turns fsync on in the bench's own cluster for one run, so the commit pays a real flush.
+ */
+async function durableCycle() {
+  const admin = postgres(postgresUrl!, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe("alter system set fsync = on");
+    await admin.unsafe("select pg_reload_conf()");
+    await new Promise((r) => setTimeout(r, 200));
+    const [{ fsync }] = await admin.unsafe<[{ fsync: string }]>("show fsync");
+    process.stderr.write(`server on Postgres with fsync=${fsync}\n`);
+    const bs = await startBenchServer({ postgresUrl });
+    try {
+      await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b") });
+      const out: Record<number, UnaryResult> = {};
+      for (const c of [1, 64]) out[c] = await unary(bs.addr, "cycle", c, P.embeddedSec);
+      return { fsync, cycle: out };
+    } finally {
+      await bs.stop();
+    }
+  } finally {
+    // Back to pg.sh's setting (postgresql.auto.conf says fsync = off).
+    await admin.unsafe("alter system set fsync = off").catch(() => undefined);
+    await admin.unsafe("select pg_reload_conf()").catch(() => undefined);
+    await admin.end();
+  }
+}
+
 async function renewals(bs: BenchServer) {
   await createPool(bs.admin, { name: "renew", keys: benchKeys(4, "r") });
   const out: Record<number, RenewResult> = {};
@@ -86,29 +116,40 @@ async function wake(bs: BenchServer) {
 
 const GOODPUT = { keys: 4, perKeyPerWindow: 5, windowMs: 100, latencyMs: 20, budgetMs: 5000 };
 
+// (a) one key, (b) client-side round robin without KeyMesh, (c) KeyMesh through the Go helper's Do on a
+// least_busy pool (the headline), and two diagnostics: the same on a round_robin pool, and the raw
+// lease RPCs with no client backoff (separates the server's key choice from the helper's retry policy).
+const GOODPUT_SCENARIOS = [
+  { name: "one", scenario: "one" },
+  { name: "rr", scenario: "rr" },
+  { name: "keymesh", scenario: "keymesh", strategy: Strategy.LEAST_BUSY },
+  { name: "keymesh_round_robin", scenario: "keymesh", strategy: Strategy.ROUND_ROBIN },
+  { name: "keymesh_raw_rpcs", scenario: "keymesh-rpc", strategy: Strategy.LEAST_BUSY },
+] as const;
+
 async function goodput(bs: BenchServer) {
   const keys = Array.from({ length: GOODPUT.keys }, (_, i) => `sk-fake-goodput-${i}-0123456789`);
   const perKeyRps = (GOODPUT.perKeyPerWindow * 1000) / GOODPUT.windowMs;
   const aggregate = perKeyRps * GOODPUT.keys;
+  // At the aggregate limit: above one key's limit, and the only load at which >= 95% of the limit is
+  // reachable without turning the excess into failures.
   const offered = aggregate;
-  await createPool(bs.admin, {
-    name: "goodput",
-    keys: keys.map((secret, i) => ({ id: `g${i}`, secret })),
-    strategy: Strategy.ROUND_ROBIN,
-    defaultCooldownMs: 1000,
-  });
-  const out: Record<string, GoodputResult & { provider_429s: number }> = {};
-  for (const scenario of ["one", "rr", "keymesh"] as const) {
-    // A fresh provider per scenario: every run starts with full buckets.
+  const out: Record<string, GoodputResult & { provider_429s: number; load_avg: number[] }> = {};
+  for (const sc of GOODPUT_SCENARIOS) {
+    // A fresh pool and provider per scenario: every run starts with full buckets and no cooldowns.
+    const pool = "strategy" in sc ? `goodput-${sc.name.replaceAll("_", "-")}` : "";
+    if ("strategy" in sc) {
+      await createPool(bs.admin, { name: pool, keys: keys.map((secret, i) => ({ id: `g${i}`, secret })), strategy: sc.strategy, defaultCooldownMs: 1000 });
+    }
     const provider = await startFakeProvider({ port: 0, keys, limits: { requestsPerWindow: GOODPUT.perKeyPerWindow, windowMs: GOODPUT.windowMs }, latencyMs: GOODPUT.latencyMs });
     try {
-      process.stderr.write(`  goodput ${scenario} … `);
+      process.stderr.write(`  goodput ${sc.name} … `);
       const r = await runLoadgen<GoodputResult>(
         {
           mode: "goodput",
-          scenario,
+          scenario: sc.scenario,
           addr: bs.addr,
-          pool: "goodput",
+          pool: pool || "none",
           provider: provider.url,
           keys: keys.join(","),
           rate: offered,
@@ -119,13 +160,16 @@ async function goodput(bs: BenchServer) {
         limit(P.goodputSec + P.goodputWarmupSec + GOODPUT.budgetMs / 1000),
       );
       const stats = provider.stats();
-      out[scenario] = { ...r, provider_429s: Object.values(stats.keys).reduce((n, k) => n + k.rateLimited, 0) };
-      process.stderr.write(`${r.success_per_sec.toFixed(1)} ok/s, ${r.failed}/${r.requests} failed\n`);
+      out[sc.name] = { ...r, provider_429s: Object.values(stats.keys).reduce((n, k) => n + k.rateLimited, 0), load_avg: os.loadavg() };
+      process.stderr.write(`${r.success_per_sec.toFixed(1)} ok/s, ${r.failed}/${r.requests} failed, ${r.rate_limited_answers} 429s\n`);
     } finally {
       await provider.close();
     }
   }
-  return { setup: { ...GOODPUT, per_key_rps: perKeyRps, aggregate_rps: aggregate, offered_rps: offered }, scenarios: out };
+  return {
+    setup: { ...GOODPUT, per_key_rps: perKeyRps, aggregate_rps: aggregate, offered_rps: offered, arrivals: "poisson", headline_pool_strategy: "least_busy" },
+    scenarios: out,
+  };
 }
 
 function goVersion(): string {
@@ -145,22 +189,34 @@ async function main() {
   };
 
   process.stderr.write(`KeyMesh bench (${quick ? "quick" : "full"})\nserver on Postgres\n`);
+  // Other processes on the machine skew every figure: each section records the load averages around it.
+  const sections: Record<string, { seconds: number; load_avg_before: number[]; load_avg_after: number[] }> = {};
+  const section = async <T>(name: string, run: () => Promise<T>): Promise<T | undefined> => {
+    if (!want(name)) return undefined;
+    const t0 = Date.now();
+    const before = os.loadavg().map((l) => Math.round(l * 100) / 100);
+    const r = await run();
+    sections[name] = { seconds: (Date.now() - t0) / 1000, load_avg_before: before, load_avg_after: os.loadavg().map((l) => Math.round(l * 100) / 100) };
+    return r;
+  };
   const bs = await startBenchServer({ postgresUrl });
   try {
-    if (want("hot")) result.hot = await hotPath(bs);
-    if (want("renew")) result.renew = await renewals(bs);
-    if (want("wake")) result.wake = await wake(bs);
-    if (want("goodput")) result.goodput = await goodput(bs);
+    result.hot = await section("hot", () => hotPath(bs));
+    result.renew = await section("renew", () => renewals(bs));
+    result.wake = await section("wake", () => wake(bs));
+    result.goodput = await section("goodput", () => goodput(bs));
   } finally {
     await bs.stop();
   }
-  if (want("embedded")) result.embedded_cycle = await embeddedCycle();
-  if (want("scale")) {
+  result.embedded_cycle = await section("embedded", embeddedCycle);
+  result.durable_cycle = await section("durable", durableCycle);
+  result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
-    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, snapshots: P.scaleSnapshots });
+    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, snapshots: P.scaleSnapshots, tombstones: P.scaleTombstones });
     process.stderr.write(`done\n`);
-    result.scale = s;
-  }
+    return s;
+  });
+  result.sections = sections;
   result.duration_seconds = (Date.now() - started) / 1000;
 
   const summary = printReport(result);

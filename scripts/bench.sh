@@ -3,7 +3,7 @@
 # runs bench/run.ts and writes bench/results/latest.json. Loopback only.
 #   npm run bench                 full run (about 6-8 minutes on 2 cores)
 #   npm run bench -- --quick      the same fields with smaller counts (under a minute)
-#   npm run bench -- --only=hot,wake,renew,goodput,embedded,scale   a subset (written to a .tmp file)
+#   npm run bench -- --only=hot,renew,wake,goodput,embedded,durable,scale   a subset (written to a .tmp file)
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -19,6 +19,16 @@ export KEYMESH_PG_NAME=pg-bench
 source scripts/pg.sh
 pg_start
 trap pg_stop EXIT
+
+# --profile=MODE[:C[:SECONDS[:DB[:WAIT]]]]: one load run under node --cpu-prof, then a summary of where the server's time went.
+if [ "${1:-}" != "${1#--profile=}" ]; then
+  IFS=: read -r mode conc secs db wait <<<"${1#--profile=}"
+  prof_dir="$TOOLS/bench/profiles"
+  rm -rf "$prof_dir" && mkdir -p "$prof_dir"
+  node --cpu-prof --cpu-prof-dir="$prof_dir" --import tsx bench/profile.ts "$mode" "${conc:-64}" "${secs:-8}" "${db:-postgres}" "${wait:-1s}"
+  tsx bench/cpuprofile.ts "$(ls "$prof_dir"/*.cpuprofile | head -n 1)" 30
+  exit 0
+fi
 
 # Node and Postgres share the machine's cores with the load generator: nothing else should run meanwhile.
 node --expose-gc --import tsx bench/run.ts "$@"

@@ -59,6 +59,8 @@ export interface ScaleOptions {
   callers: number;
   /** Snapshots written while probing. */
   snapshots: number;
+  /** Acquire+Release cycles whose tombstones are weighed. */
+  tombstones: number;
 }
 
 export interface ScaleResult {
@@ -73,7 +75,15 @@ export interface ScaleResult {
   /** The same while snapshots are being written back to back. */
   acquire_during_snapshot_ms: Summary;
   snapshot_p99_ratio: number;
+  /** Arrival → grant with no journal (a quarter of the callers): the event-loop stall alone, idle and during snapshots. */
+  loop_acquire_ms: Summary;
+  loop_acquire_during_snapshot_ms: Summary;
+  /** The first (full) and a steady-state snapshot with nothing else running, then those written while probing. */
+  first_snapshot: { export_ms: number; write_ms: number };
+  steady_snapshot: { export_ms: number; write_ms: number };
   snapshot: { export_ms: Summary; write_ms: Summary; total_ms: Summary; rows: number };
+  /** Heap kept per ended lease: the engine remembers ended ids (tombstones) to answer late calls. */
+  heap_bytes_per_ended_lease: number;
   /** Least-busy scans every key per pick: its acquire cost at this pool size, for comparison. */
   least_busy_engine_acquire_us: Summary;
 }
@@ -136,8 +146,15 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     await Promise.all(pending);
     gc();
     const heapPerLease = (process.memoryUsage().heapUsed - heapBefore) / o.leases;
-    // The first snapshot at this size: it writes every lease row once, as the server's first one after a restart would.
-    await store.writeSnapshot(engine.exportRuntime());
+    // The first snapshot of a process reconciles every row; later ones write what changed since.
+    const timeSnapshot = async () => {
+      const t0 = performance.now();
+      const s = engine.exportRuntime();
+      const t1 = performance.now();
+      await store.writeSnapshot(s);
+      return { export_ms: t1 - t0, write_ms: performance.now() - t1 };
+    };
+    const firstSnapshot = await timeSnapshot();
     const setupSeconds = (performance.now() - setupStart) / 1000;
 
     const engineUs: number[] = [];
@@ -150,27 +167,33 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
 
     // Each probe is an arrival that must wait for the event loop (as a request on a socket does),
     // then is granted and journaled before it "answers", and is released right after.
-    const probe = async (count: number, running: () => boolean, out: number[]) => {
-      const caller = async () => {
-        while (running() && out.length < count) {
+    // `loop` gets the same arrivals without the journal: the event-loop stall alone.
+    const probe = async (count: number, running: () => boolean, out: number[], loop: number[]) => {
+      const caller = async (journaled: boolean) => {
+        const samples = journaled ? out : loop;
+        while (running() && samples.length < count) {
           const arrived = performance.now();
           await nextTurn();
           const g = engine.acquire(input) as Grant;
-          await journal(g);
-          out.push(performance.now() - arrived);
+          if (journaled) await journal(g);
+          samples.push(performance.now() - arrived);
           engine.release(g.leaseId, {});
         }
       };
-      await Promise.all(Array.from({ length: o.callers }, caller));
+      await Promise.all(Array.from({ length: o.callers }, (_, i) => caller(i % 4 !== 3)));
     };
 
     const idle: number[] = [];
-    await probe(o.probes, () => true, idle);
+    const idleLoop: number[] = [];
+    await probe(o.probes, () => true, idle, idleLoop);
+    // A steady-state snapshot with nothing else running, after the churn of the probes above.
+    const steadySnapshot = await timeSnapshot();
 
     const exportMs: number[] = [];
     const writeMs: number[] = [];
     const totalMs: number[] = [];
     const busy: number[] = [];
+    const busyLoop: number[] = [];
     let snapshotting = true;
     const snapshots = (async () => {
       for (let i = 0; i < o.snapshots; i++) {
@@ -185,14 +208,21 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       }
       snapshotting = false;
     })();
-    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy);
+    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy, busyLoop);
     await snapshots;
+
+    gc();
+    const heapBeforeEnded = process.memoryUsage().heapUsed;
+    for (let i = 0; i < o.tombstones; i++) engine.release((engine.acquire(input) as Grant).leaseId, {});
+    gc();
+    const heapPerEnded = (process.memoryUsage().heapUsed - heapBeforeEnded) / o.tombstones;
 
     const leastBusy = newEngine(epoch + 1);
     leastBusy.createPool(leastBusy.preparePool({ name: "lb", strategy: "least_busy", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 }));
     for (let i = 0; i < o.keys; i++) leastBusy.addKey(leastBusy.prepareKey({ pool: "lb", id: `k${i}`, secret: `sk-bench-lb-${i}` }));
     const lbInput = { ...input, pool: "lb" };
-    for (let i = 0; i < o.leases; i++) leastBusy.acquire(lbInput);
+    // The scan cost depends on the key count, so a lease per key is enough to load the pool.
+    for (let i = 0; i < o.keys; i++) leastBusy.acquire(lbInput);
     const lbUs: number[] = [];
     for (let i = 0; i < Math.min(o.probes, 2000); i++) {
       const t = performance.now();
@@ -211,10 +241,15 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       leases: o.leases,
       setup_seconds: setupSeconds,
       heap_bytes_per_lease: Math.round(heapPerLease),
+      heap_bytes_per_ended_lease: Math.round(heapPerEnded),
       engine_acquire_us: summarize(engineUs),
       acquire_ms: acquireIdle,
       acquire_during_snapshot_ms: acquireBusy,
       snapshot_p99_ratio: acquireBusy.p99 / acquireIdle.p99,
+      loop_acquire_ms: summarize(idleLoop),
+      loop_acquire_during_snapshot_ms: summarize(busyLoop),
+      first_snapshot: firstSnapshot,
+      steady_snapshot: steadySnapshot,
       snapshot: { export_ms: summarize(exportMs), write_ms: summarize(writeMs), total_ms: summarize(totalMs), rows: o.keys + o.leases },
       least_busy_engine_acquire_us: summarize(lbUs),
     };

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	keymesh "github.com/keymesh/keymesh/clients/go"
+	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // GoodputResult is one scenario against the fake provider: Poisson arrivals at a fixed rate, each
@@ -156,6 +158,46 @@ func throughKeyMesh(p *provider, c *keymesh.Client, pool string) func(ctx contex
 	}
 }
 
+// throughKeyMeshRPCs: the lease loop with the raw RPCs and no client-side backoff: Acquire (waiting),
+// call, then Release with the provider's budget or MarkRateLimited with its retry-after, and on a 429
+// straight back to Acquire. It separates the server's key choice from the helper's retry policy.
+func throughKeyMeshRPCs(p *provider, c *keymesh.Client, pool string) func(ctx context.Context, deadline time.Time) error {
+	return func(ctx context.Context, deadline time.Time) error {
+		for {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return errBudget
+			}
+			lease, err := c.Acquire(ctx, &keymeshv1.AcquireRequest{Pool: pool, Holder: "bench-goodput", WaitTimeout: durationpb.New(wait)})
+			if err != nil {
+				return err
+			}
+			a, err := p.call(ctx, lease.GetKey())
+			if err != nil {
+				_, _ = c.MarkFailed(context.WithoutCancel(ctx), &keymeshv1.MarkFailedRequest{LeaseId: lease.GetLeaseId(), HttpStatus: 0, Message: "no response"})
+				return err
+			}
+			o := keymesh.Classify(a.status, a.header, nil)
+			switch o.Kind {
+			case keymesh.Success:
+				_, err = c.Release(context.WithoutCancel(ctx), &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId(), RateLimit: o.RateLimit.Proto()})
+				return err
+			case keymesh.RateLimited:
+				req := &keymeshv1.MarkRateLimitedRequest{LeaseId: lease.GetLeaseId(), RateLimit: o.RateLimit.Proto()}
+				if o.RateLimit.RetryAfter != nil {
+					req.RetryAfter = durationpb.New(*o.RateLimit.RetryAfter)
+				}
+				if _, err := c.MarkRateLimited(context.WithoutCancel(ctx), req); err != nil {
+					return err
+				}
+			default:
+				_, _ = c.MarkFailed(context.WithoutCancel(ctx), &keymeshv1.MarkFailedRequest{LeaseId: lease.GetLeaseId(), HttpStatus: int32(a.status)})
+				return fmt.Errorf("status %d", a.status)
+			}
+		}
+	}
+}
+
 func failureCause(err error) string {
 	msg := err.Error()
 	switch {
@@ -187,13 +229,17 @@ func runGoodput(o options) (*GoodputResult, error) {
 		do = oneKey(p, keys[0])
 	case "rr":
 		do = roundRobin(p, keys)
-	case "keymesh":
+	case "keymesh", "keymesh-rpc":
 		c, err := keymesh.NewClient(o.addr, keymesh.WithInsecure())
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
-		do = throughKeyMesh(p, c, o.pool)
+		if o.scenario == "keymesh" {
+			do = throughKeyMesh(p, c, o.pool)
+		} else {
+			do = throughKeyMeshRPCs(p, c, o.pool)
+		}
 	default:
 		return nil, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}

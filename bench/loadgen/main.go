@@ -22,6 +22,7 @@ type options struct {
 	duration    time.Duration
 	warmup      time.Duration
 	payload     int
+	wait        time.Duration
 	streams     int
 	window      int
 	leases      int
@@ -42,6 +43,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle)")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before it")
+	flag.DurationVar(&o.wait, "wait", time.Second, "Acquire wait_timeout (cycle); 0 sends none")
 	flag.IntVar(&o.payload, "payload", 0, "echo payload bytes (0: the size of a marshalled AcquireRequest)")
 	flag.IntVar(&o.streams, "streams", 1, "KeepAlive streams (renew)")
 	flag.IntVar(&o.window, "window", 64, "renewals in flight per stream (renew)")

@@ -44,8 +44,13 @@ type UnaryResult struct {
 	Release     *Latency `json:"release,omitempty"`
 }
 
-func acquireRequest(pool string) *keymeshv1.AcquireRequest {
-	return &keymeshv1.AcquireRequest{Pool: pool, Holder: "bench-loadgen", WaitTimeout: durationpb.New(time.Second)}
+// acquireRequest asks for a key of pool, waiting up to wait for one (0: answer at once).
+func acquireRequest(pool string, wait time.Duration) *keymeshv1.AcquireRequest {
+	req := &keymeshv1.AcquireRequest{Pool: pool, Holder: "bench-loadgen"}
+	if wait > 0 {
+		req.WaitTimeout = durationpb.New(wait)
+	}
+	return req
 }
 
 func runUnary(o options) (*UnaryResult, error) {
@@ -58,7 +63,7 @@ func runUnary(o options) (*UnaryResult, error) {
 
 	payloadSize := o.payload
 	if payloadSize == 0 {
-		b, _ := proto.Marshal(acquireRequest(o.pool))
+		b, _ := proto.Marshal(acquireRequest(o.pool, o.wait))
 		payloadSize = len(b)
 	}
 	payload := make([]byte, payloadSize)
@@ -81,7 +86,7 @@ func runUnary(o options) (*UnaryResult, error) {
 			return sample{total: time.Since(start)}, err
 		}
 	case "cycle":
-		req := acquireRequest(o.pool)
+		req := acquireRequest(o.pool, o.wait)
 		op = func(ctx context.Context) (sample, error) {
 			start := time.Now()
 			lease, err := pool.Acquire(ctx, req)

@@ -1,0 +1,19 @@
+// Profiling aid: one server, one load generator run, nothing else, so `node --cpu-prof` sees only the
+// hot path. scripts/bench.sh --profile=cycle|echo|renew[:concurrency[:seconds[:postgres|embedded[:wait]]]] runs it and summarizes
+// the profile with bench/cpuprofile.ts.
+import { runLoadgen } from "./lib/loadgen.js";
+import { createPool, startBenchServer } from "./lib/server.js";
+
+const [mode = "cycle", c = "64", seconds = "8", db = "postgres", wait = "1s"] = process.argv.slice(2);
+const bs = await startBenchServer({ postgresUrl: db === "embedded" ? undefined : process.env.DATABASE_URL });
+try {
+  await createPool(bs.admin, { name: "bench", keys: Array.from({ length: 8 }, (_, i) => ({ id: `b${i}`, secret: `sk-bench-b${i}-0123456789` })) });
+  const args: Record<string, string | number> =
+    mode === "renew"
+      ? { mode, addr: bs.addr, pool: "bench", streams: Number(c), window: Math.max(1, Math.floor(64 / Number(c))), leases: 64, duration: `${seconds}s`, warmup: "1s" }
+      : { mode, addr: bs.addr, pool: "bench", c, duration: `${seconds}s`, warmup: "1s", wait };
+  const r = await runLoadgen<Record<string, unknown>>(args, (Number(seconds) + 60) * 1000);
+  console.log(JSON.stringify(r));
+} finally {
+  await bs.stop();
+}

@@ -21,14 +21,15 @@ pg_start
 trap pg_stop EXIT
 
 # --profile=MODE[:C[:SECONDS[:DB[:WAIT]]]]: one load run under node --cpu-prof, then a summary of where the server's time went.
-if [ "${1:-}" != "${1#--profile=}" ]; then
+case "${1:-}" in --profile=*)
   IFS=: read -r mode conc secs db wait <<<"${1#--profile=}"
   prof_dir="$TOOLS/bench/profiles"
   rm -rf "$prof_dir" && mkdir -p "$prof_dir"
   node --cpu-prof --cpu-prof-dir="$prof_dir" --import tsx bench/profile.ts "$mode" "${conc:-64}" "${secs:-8}" "${db:-postgres}" "${wait:-1s}"
   tsx bench/cpuprofile.ts "$(ls "$prof_dir"/*.cpuprofile | head -n 1)" 30
   exit 0
-fi
+  ;;
+esac
 
 # Node and Postgres share the machine's cores with the load generator: nothing else should run meanwhile.
 node --expose-gc --import tsx bench/run.ts "$@"

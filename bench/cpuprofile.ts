@@ -35,6 +35,7 @@ function source(url: string): string {
 }
 
 const byFn = new Map<string, number>();
+const byCategory = new Map<string, number>();
 const bySource = new Map<string, number>();
 for (const [id, us] of selfUs) {
   const n = byId.get(id)!;
@@ -43,9 +44,29 @@ for (const [id, us] of selfUs) {
   byFn.set(name, (byFn.get(name) ?? 0) + us);
   const s = source(f.url);
   bySource.set(s, (bySource.get(s) ?? 0) + us);
+  const c = category(f.functionName, s);
+  byCategory.set(c, (byCategory.get(c) ?? 0) + us);
 }
+// Coarse buckets for "where does one RPC's time go": the transport stack vs KeyMesh's own layers.
+function category(fn: string, src: string): string {
+  if (fn === "(idle)") return "idle";
+  if (fn === "(garbage collector)") return "gc";
+  if (fn === "(program)" || src === "(native/V8)") return "v8/native (buffers, writes, microtasks)";
+  if (src === "tsx" || src.startsWith("node:internal/modules") || src.startsWith("node:internal/deps/cjs")) return "module loading (startup)";
+  if (src.startsWith("node:internal/http2") || src === "@grpc/grpc-js" || /^node:internal\/(stream|net|buffer|timers)|^node:(net|buffer|timers|events)$|^node:internal\/process\/task_queues/.test(src)) return "transport (grpc-js, http2, streams, timers)";
+  if (src === "@bufbuild/protobuf") return "protobuf-es";
+  if (src.startsWith("node:internal/crypto") || src.endsWith("lease-token.ts")) return "lease tokens (HMAC, base64, JSON)";
+  if (src.startsWith("server/src/domain")) return "engine";
+  if (src.startsWith("server/src/rpc") || src.startsWith("server/src/transport") || src === "@connectrpc/connect" || src.startsWith("node:internal/abort") || src.startsWith("node:internal/event_target")) return "rpc layer + adapter (contexts, signals, errors)";
+  if (src.startsWith("server/src/store") || src === "postgres") return "store + postgres driver (journal)";
+  if (src === "prom-client" || src.endsWith("metrics.ts")) return "metrics";
+  return "other";
+}
+
 const pct = (us: number) => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
-console.log(`total sampled ${(total / 1e6).toFixed(2)} s\n\nself time by source:`);
+console.log(`total sampled ${(total / 1e6).toFixed(2)} s\n\nself time by category:`);
+for (const [c, us] of [...byCategory].sort((a, b) => b[1] - a[1])) console.log(`${pct(us)}  ${(us / 1e6).toFixed(2).padStart(6)} s  ${c}`);
+console.log("\nself time by source:");
 for (const [s, us] of [...bySource].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(us)}  ${s}`);
 console.log("\nself time by function:");
 for (const [s, us] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(us)}  ${s}`);

@@ -12,8 +12,11 @@ try {
     mode === "renew"
       ? { mode, addr: bs.addr, pool: "bench", streams: Number(c), window: Math.max(1, Math.floor(64 / Number(c))), leases: 64, duration: `${seconds}s`, warmup: "1s" }
       : { mode, addr: bs.addr, pool: "bench", c, duration: `${seconds}s`, warmup: "1s", wait };
+  const cpu0 = process.cpuUsage();
   const r = await runLoadgen<Record<string, unknown>>(args, (Number(seconds) + 60) * 1000);
-  console.log(JSON.stringify(r));
+  const cpu = process.cpuUsage(cpu0);
+  const rpcs = Number(r.ops_all ?? 0) * (mode === "cycle" ? 2 : 1);
+  console.log(JSON.stringify({ ...r, server_cpu_us_per_rpc: rpcs > 0 ? (cpu.user + cpu.system) / rpcs : undefined }));
 } finally {
   await bs.stop();
 }

@@ -21,6 +21,10 @@ export interface UnaryResult {
   rps: number;
   errors: number;
   first_error?: string;
+  ops_all: number;
+  client_cpu_us_per_rpc: number;
+  /** Filled in by the harness: the server process's CPU over the whole run per RPC answered. */
+  server_cpu_us_per_rpc?: number;
   latency: Latency;
   acquire?: Latency;
   release?: Latency;

@@ -12,7 +12,9 @@ const r1 = (n: number) => Math.round(n * 10) / 10;
 const r3 = (n: number) => Math.round(n * 1000) / 1000;
 
 export function printReport(result: Record<string, unknown>): Record<string, unknown> {
-  const hot = result.hot as { echo: Record<number, UnaryResult>; cycle: Record<number, UnaryResult> } | undefined;
+  const hot = result.hot as
+    | { echo: Record<number, UnaryResult>; cycle: Record<number, UnaryResult>; paced: UnaryResult & { paced_cycles_per_sec: number } }
+    | undefined;
   const renew = result.renew as Record<number, RenewResult> | undefined;
   const wake = result.wake as { e2e: WakeResult; engine: EngineWake } | undefined;
   const embedded = result.embedded_cycle as Record<number, UnaryResult> | undefined;
@@ -43,10 +45,25 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
         `${Math.round(e.rps)} | ${Math.round(y.rps)} | ${r3(y.rps / e.rps)}`,
       ]);
     }
+    summary.server_cpu_us_per_rpc = Object.fromEntries(
+      Object.keys(hot.echo).map((c) => [c, { echo: r1(hot.echo[Number(c)]!.server_cpu_us_per_rpc ?? 0), cycle: r1(hot.cycle[Number(c)]!.server_cpu_us_per_rpc ?? 0) }]),
+    );
+    for (const c of Object.keys(hot.echo)) {
+      const e = hot.echo[Number(c)]!;
+      const y = hot.cycle[Number(c)]!;
+      rows.push([
+        `c=${c}: CPU µs per RPC, server echo | cycle; client echo | cycle`,
+        `${r1(e.server_cpu_us_per_rpc ?? 0)} | ${r1(y.server_cpu_us_per_rpc ?? 0)}; ${r1(e.client_cpu_us_per_rpc)} | ${r1(y.client_cpu_us_per_rpc)}`,
+      ]);
+    }
     for (const c of Object.keys(hot.cycle)) {
       const a = hot.cycle[Number(c)]!.acquire!;
       rows.push([`c=${c}: Acquire p50 / p99 (ms)`, `${r3(a.p50_ms)} / ${r3(a.p99_ms)}`]);
     }
+    const pa = hot.paced.acquire!;
+    summary.acquire_p99_ms_paced = r3(pa.p99_ms);
+    summary.acquire_paced_cycles_per_sec = hot.paced.paced_cycles_per_sec;
+    rows.push([`c=64 paced at ${hot.paced.paced_cycles_per_sec} cycles/s: Acquire p50 / p99 (ms)`, `${r3(pa.p50_ms)} / ${r3(pa.p99_ms)}`]);
   }
   if (embedded) {
     summary.cycle_rps_embedded_db = Object.fromEntries(Object.entries(embedded).map(([c, r]) => [c, Math.round(r.rps)]));
@@ -65,6 +82,7 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     summary.wake_p99_ms = r3(wake.e2e.wake.p99_ms);
     summary.wake_p50_ms = r3(wake.e2e.wake.p50_ms);
     summary.wake_engine_p99_ms = r3(wake.engine.wake_us.p99 / 1000);
+    summary.wake_release_rtt_p99_ms = r3(wake.e2e.release_rtt.p99_ms);
     rows.push(["wake, loopback Release→Acquire p50 / p99 (ms)", `${r3(wake.e2e.wake.p50_ms)} / ${r3(wake.e2e.wake.p99_ms)}`]);
     rows.push(["  (Release round trip p50 / p99, ms)", `${r3(wake.e2e.release_rtt.p50_ms)} / ${r3(wake.e2e.release_rtt.p99_ms)}`]);
     rows.push(["wake, in the engine p50 / p99 (µs)", `${r1(wake.engine.wake_us.p50)} / ${r1(wake.engine.wake_us.p99)}`]);

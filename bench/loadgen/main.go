@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&o.samples, "samples", 1000, "wake-ups measured (wake)")
 	flag.StringVar(&o.provider, "provider", "", "fake provider base URL (goodput)")
 	flag.StringVar(&o.keys, "keys", "", "comma-separated provider keys (goodput scenarios one and rr)")
-	flag.Float64Var(&o.rate, "rate", 0, "offered requests per second, Poisson arrivals (goodput)")
+	flag.Float64Var(&o.rate, "rate", 0, "offered requests per second: Poisson arrivals (goodput), or paced callers (echo, cycle; 0: back to back)")
 	flag.DurationVar(&o.budget, "budget", 5*time.Second, "time a request may take, retries included (goodput)")
 	flag.StringVar(&o.scenario, "scenario", "", "one | rr | keymesh (goodput)")
 	flag.Uint64Var(&o.seed, "seed", 7, "arrival process seed (goodput)")

@@ -2,8 +2,18 @@ package main
 
 import (
 	"slices"
+	"syscall"
 	"time"
 )
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // Latency is a distribution summary in milliseconds.
 type Latency struct {

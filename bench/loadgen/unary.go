@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,17 +32,21 @@ func (rawCodec) Name() string { return "proto" }
 // UnaryResult is one (mode, concurrency) run. For cycle, Ops counts Acquire+Release pairs and RPS
 // counts RPCs (2 per pair).
 type UnaryResult struct {
-	Mode        string   `json:"mode"`
-	Concurrency int      `json:"concurrency"`
-	Seconds     float64  `json:"seconds"`
-	Ops         int64    `json:"ops"`
-	OpsPerSec   float64  `json:"ops_per_sec"`
-	RPS         float64  `json:"rps"`
-	Errors      int64    `json:"errors"`
-	FirstError  string   `json:"first_error,omitempty"`
-	Latency     Latency  `json:"latency"`
-	Acquire     *Latency `json:"acquire,omitempty"`
-	Release     *Latency `json:"release,omitempty"`
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	Seconds     float64 `json:"seconds"`
+	Ops         int64   `json:"ops"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	RPS         float64 `json:"rps"`
+	Errors      int64   `json:"errors"`
+	// OpsAll counts every completed op, warm-up included, so the server's CPU over the whole run can be
+	// divided by it; ClientCPUPerRPC is this process's CPU per RPC in the measured window.
+	OpsAll          int64    `json:"ops_all"`
+	ClientCPUPerRPC float64  `json:"client_cpu_us_per_rpc"`
+	FirstError      string   `json:"first_error,omitempty"`
+	Latency         Latency  `json:"latency"`
+	Acquire         *Latency `json:"acquire,omitempty"`
+	Release         *Latency `json:"release,omitempty"`
 }
 
 // acquireRequest asks for a key of pool, waiting up to wait for one (0: answer at once).
@@ -112,6 +117,7 @@ func runUnary(o options) (*UnaryResult, error) {
 		measuring atomic.Bool
 		stop      atomic.Bool
 		ops       atomic.Int64
+		opsAll    atomic.Int64
 		errs      atomic.Int64
 		firstErr  atomic.Value
 		mu        sync.Mutex
@@ -126,11 +132,25 @@ func runUnary(o options) (*UnaryResult, error) {
 		go func() {
 			defer wg.Done()
 			var t, a, r []time.Duration
+			// Paced callers (-rate) start a call every concurrency/rate seconds, from a random phase.
+			var interval time.Duration
+			var next time.Time
+			if o.rate > 0 {
+				interval = time.Duration(float64(o.concurrency) / o.rate * float64(time.Second))
+				next = time.Now().Add(time.Duration(rand.Int64N(int64(interval))))
+			}
 			for !stop.Load() {
+				if interval > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
 				counted := measuring.Load()
 				callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				s, err := op(callCtx)
 				cancel()
+				if err == nil {
+					opsAll.Add(1)
+				}
 				if !counted || !measuring.Load() {
 					continue
 				}
@@ -155,10 +175,10 @@ func runUnary(o options) (*UnaryResult, error) {
 	}
 	time.Sleep(o.warmup)
 	measuring.Store(true)
-	begin := time.Now()
+	begin, cpuBegin := time.Now(), cpuTime()
 	time.Sleep(o.duration)
 	measuring.Store(false)
-	elapsed := time.Since(begin).Seconds()
+	elapsed, cpu := time.Since(begin).Seconds(), cpuTime()-cpuBegin
 	stop.Store(true)
 	wg.Wait()
 
@@ -172,6 +192,14 @@ func runUnary(o options) (*UnaryResult, error) {
 		Latency:     summarize(totals),
 	}
 	res.RPS = res.OpsPerSec
+	res.OpsAll = opsAll.Load() + 1
+	rpcs := float64(res.Ops)
+	if o.mode == "cycle" {
+		rpcs *= 2
+	}
+	if rpcs > 0 {
+		res.ClientCPUPerRPC = float64(cpu.Microseconds()) / rpcs
+	}
 	if o.mode == "cycle" {
 		res.RPS = 2 * res.OpsPerSec
 		acq, rel := summarize(acquires), summarize(releases)

@@ -108,6 +108,10 @@ describe("kill -9 between snapshots (real Postgres)", () => {
     await admin.createPool({ pool: { name: "crash" } });
     await admin.addKey({ pool: "crash", key: { id: "only", maxConcurrency: 1 }, secret: SECRET_A });
     const lease = await pool.acquire({ pool: "crash", leaseTtl: durationFromMs(600_000) });
+    // An unlimited key's grant is not awaited by Acquire; after the crash its lease must still be usable.
+    await admin.addKey({ pool: "crash", key: { id: "open" }, secret: SECRET_B });
+    const open = await pool.acquire({ pool: "crash", leaseTtl: durationFromMs(600_000) });
+    expect(open.keyId).toBe("open");
     crashed.child.kill("SIGKILL");
     await crashed.exited;
 
@@ -116,10 +120,12 @@ describe("kill -9 between snapshots (real Postgres)", () => {
       const ports = await listening(restarted);
       const t2 = createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.grpcPort}` });
       const pool2 = createClient(KeyPoolService, t2);
-      const held = await rejection(pool2.acquire({ pool: "crash" }));
+      const held = await rejection(pool2.acquire({ pool: "crash", excludeKeyIds: ["open"] }));
       expect(held.code).toBe(Code.ResourceExhausted);
+      await pool2.renewLease({ leaseId: open.leaseId });
+      await pool2.release({ leaseId: open.leaseId });
       await pool2.release({ leaseId: lease.leaseId });
-      const next = await pool2.acquire({ pool: "crash" });
+      const next = await pool2.acquire({ pool: "crash", excludeKeyIds: ["open"] });
       expect(next.keyId).toBe("only");
       expect(restarted.stdout() + crashed.stdout()).not.toContain(SECRET_A);
     } finally {

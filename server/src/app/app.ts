@@ -11,7 +11,7 @@ import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
 import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
 import { scrubSecrets, type Logger } from "../ops/logger.js";
-import { createMetrics, type Metrics } from "../ops/metrics.js";
+import { createMetrics, type Metrics, type OutcomeClass } from "../ops/metrics.js";
 import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
@@ -31,6 +31,14 @@ export const systemClock: Clock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
+
+/** The outcome class a lease_ended event reports ("released", "rate_limited", "failed: <class>"). */
+function outcomeOf(reason: string | undefined): OutcomeClass | undefined {
+  if (reason === "released") return "success";
+  if (reason === "rate_limited") return "rate_limited";
+  if (reason?.startsWith("failed: ")) return reason.slice("failed: ".length) as OutcomeClass;
+  return undefined;
+}
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -87,6 +95,10 @@ async function startOnDatabase(
   const onEvent = (e: DomainEvent) => {
     events.publish(e);
     if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
+    if (e.type === "lease_ended") {
+      const outcome = outcomeOf(e.reason);
+      if (outcome) metrics.countOutcome(e.pool, outcome);
+    }
     if (e.type === "key_removed") {
       // A drained key leaves the database when its last lease ends; deleting twice is harmless.
       store.deleteKey(e.pool, e.keyId!).catch((err: unknown) => log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
@@ -140,7 +152,7 @@ async function startOnDatabase(
     },
   };
   const services = [
-    { service: KeyPoolService, impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, leasePool, scrub: scrubSecrets }) },
+    { service: KeyPoolService, impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, scrub: scrubSecrets }) },
     { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
   ] as unknown as Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
 

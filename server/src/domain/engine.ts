@@ -76,7 +76,7 @@ const EMA_ALPHA = 0.2;
 const OUTCOME_WINDOW = 100;
 const OUTCOME_WINDOW_MS = 300_000;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
-const TOMBSTONE_CAP = 250_000;
+const TOMBSTONE_CAP = 100_000;
 /** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
 const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
@@ -303,8 +303,9 @@ export class PoolEngine {
   /**
    * A Grant when a key is eligible now; otherwise a promise that waits first-in first-out up to
    * waitTimeoutMs. Failures decided at once (unknown pool, no keys, wait 0) throw synchronously.
+   * `cancellation` is only called when the caller must queue (making a signal costs the fast path).
    */
-  acquire(input: AcquireInput, signal?: AbortSignal): Grant | Promise<Grant> {
+  acquire(input: AcquireInput, cancellation?: () => AbortSignal): Grant | Promise<Grant> {
     const now = this.tick();
     if (this.closed) throw new DomainError("cancelled", "the engine is shutting down");
     const pool = this.poolEntry(input.pool);
@@ -323,6 +324,7 @@ export class PoolEngine {
       this.emit("pool_exhausted", now, pool.cfg.name);
     }
     if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now, input.estimatedTokens, exclude);
+    const signal = cancellation?.();
     if (signal?.aborted) throw new DomainError("cancelled", "acquire was cancelled");
     return new Promise<Grant>((resolve, reject) => {
       const w: Waiter = {
@@ -372,7 +374,7 @@ export class PoolEngine {
     const outcome = report.reason ?? classifyStatus(report.httpStatus);
     const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.recordFailure(k, outcome, report, now));
     const k = lease.key;
-    this.endLease(lease, "released", outcome === "rate_limited" ? "rate_limited" : "failed", now);
+    this.endLease(lease, "released", outcome === "rate_limited" ? "rate_limited" : `failed: ${outcome}`, now);
     this.recordFailure(k, outcome, report, now);
     this.pump(k.pool, now);
     return outcome;
@@ -563,6 +565,7 @@ export class PoolEngine {
       expiresAt: now + ttl,
       ttlMs: ttl,
       renewIntervalMs: Math.floor(ttl / 3),
+      maxConcurrency: k.cfg.maxConcurrency,
     };
   }
 

@@ -96,6 +96,8 @@ export interface Grant {
   expiresAt: number;
   ttlMs: number;
   renewIntervalMs: number;
+  /** The key's concurrency limit when granted (0: unlimited). */
+  maxConcurrency: number;
 }
 
 export interface Renewal {

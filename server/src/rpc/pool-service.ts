@@ -3,7 +3,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { PoolEngine } from "../domain/engine.js";
 import { DomainError } from "../domain/errors.js";
-import type { FailureClass, Grant, LeaseGoneReason } from "../domain/types.js";
+import type { Grant, LeaseGoneReason } from "../domain/types.js";
 import { ErrorReason } from "../gen/keymesh/v1/common_pb.js";
 import type {
   AcquireRequest,
@@ -20,15 +20,14 @@ import { Channel } from "./channel.js";
 import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
 import type { Guard } from "./guard.js";
 
-/** Makes a grant durable before Acquire answers (the store's group commit); see README "Crash safety". */
+/** Makes a grant durable (the store's group commit); see README "Persistence and crash safety". */
 export interface GrantJournal {
-  record(grant: Grant, holder: string): Promise<void> | void;
+  record(grant: Grant, holder: string): Promise<void>;
 }
 
 /** Hot-path instrumentation (metrics); counters only, nothing that waits. */
 export interface PoolObserver {
   observeAcquire(pool: string, result: "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error", durationMs: number, waitedMs?: number): void;
-  countOutcome(pool: string, outcome: "success" | "rate_limited" | FailureClass): void;
 }
 
 export interface PoolServiceDeps {
@@ -36,8 +35,6 @@ export interface PoolServiceDeps {
   journal: GrantJournal;
   guard: Guard;
   observer: PoolObserver;
-  /** The pool a lease id names (undefined when it is not an authentic lease id). */
-  leasePool: (leaseId: string) => string | undefined;
   /** Removes anything that looks like a credential from holder-supplied text before it is stored or shown. */
   scrub: (text: string) => string;
 }
@@ -92,11 +89,6 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     ({ engine: this.engine, journal: this.journal, guard: this.guard, observer: this.observer } = deps);
   }
 
-  private countOutcome(leaseId: string, outcome: "success" | "rate_limited" | FailureClass): void {
-    const pool = this.deps.leasePool(leaseId);
-    if (pool !== undefined) this.observer.countOutcome(pool, outcome);
-  }
-
   async acquire(req: AcquireRequest, ctx: HandlerContext) {
     this.guard.usePool(ctx, req.pool);
     let waitTimeoutMs = optionalMs(req.waitTimeout, "wait_timeout") ?? 0;
@@ -115,7 +107,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
           estimatedTokens: Number(req.estimatedTokens),
           excludeKeyIds: req.excludeKeyIds,
         },
-        waitTimeoutMs > 0 ? ctx.signal : undefined,
+        () => ctx.signal,
       );
     } catch (e) {
       this.observer.observeAcquire(req.pool, acquireResult(e), performance.now() - started);
@@ -134,7 +126,12 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     } else {
       grant = granted;
     }
-    await this.journal.record(grant, req.holder);
+    // Only a limited key can be over-lent after a crash, so only its grant must be durable before the
+    // reply. Batches commit in grant order, so an unlimited key's grant that is lost in a crash lies
+    // above the high-water mark and its lease is re-adopted from its id.
+    const durable = this.journal.record(grant, req.holder);
+    if (grant.maxConcurrency > 0) await durable;
+    else durable.catch(() => undefined); // the store logs a failed write; the lease stands either way
     this.observer.observeAcquire(req.pool, "granted", performance.now() - started, waitedMs);
     return grantToProto(grant);
   }
@@ -147,7 +144,6 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       outputTokens: req.usage ? Number(req.usage.outputTokens) : undefined,
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
-    this.countOutcome(req.leaseId, "success");
     return {};
   }
 
@@ -159,7 +155,6 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       message: this.deps.scrub(req.message),
       latencyMs: optionalMs(req.latency, "latency"),
     });
-    this.countOutcome(req.leaseId, applied);
     return { classifiedAs: failureToProto(applied) };
   }
 
@@ -169,7 +164,6 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       retryAfterMs: optionalMs(req.retryAfter, "retry_after"),
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
-    this.countOutcome(req.leaseId, "rate_limited");
     return { cooldownUntil: ts(cooldownUntil) };
   }
 

@@ -15,6 +15,9 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
 type AnyImpl = (input: unknown, ctx: HandlerContext) => unknown;
 
+/** Why a handler's signal aborts once its call is over; one instance, as ending a call is the hot path. */
+const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
+
 /** Called for every error a handler throws; returns what goes on the wire. */
 export type ErrorMapper = (err: unknown) => ConnectError;
 
@@ -51,7 +54,7 @@ class GrpcHandlerContext implements HandlerContext {
       const controller = new AbortController();
       this.controller = controller;
       if (this.ended || this.call.cancelled) {
-        controller.abort(new ConnectError("call ended", Code.Canceled));
+        controller.abort(CALL_ENDED);
       } else {
         (this.call as NodeJS.EventEmitter).once("cancelled", () => controller.abort(new ConnectError("call cancelled by the client", Code.Canceled)));
         if (this.shutdown.aborted) {
@@ -114,7 +117,7 @@ class GrpcHandlerContext implements HandlerContext {
 
   end(): void {
     this.ended = true;
-    this.controller?.abort(new ConnectError("call ended", Code.Canceled));
+    this.controller?.abort(CALL_ENDED);
   }
 }
 

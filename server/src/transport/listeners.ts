@@ -1,5 +1,6 @@
 // Both listeners around one set of service implementations. Built without listening; listen() binds
 // (port 0 picks a free port) and shutdown() stops them gracefully.
+import { setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
@@ -41,6 +42,8 @@ export class Listeners {
 
   constructor(private readonly opts: ListenerOptions) {
     const shutdown = this.shutdownController.signal;
+    // Every call in flight that waits or streams listens for shutdown; there is no leak to warn about.
+    setMaxListeners(0, shutdown);
     this.grpc = new grpc.Server({
       "grpc.max_receive_message_length": opts.maxMessageBytes,
       "grpc.keepalive_permit_without_calls": 1,

@@ -96,7 +96,7 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       });
       const ac = rnd() < 0.2 ? new AbortController() : undefined;
       try {
-        const r = engine.acquire(input, ac?.signal);
+        const r = engine.acquire(input, ac ? () => ac.signal : undefined);
         if (r instanceof Promise) {
           if (ac) aborts.push(ac);
           const id = waiterSeq++;

@@ -132,7 +132,7 @@ describe("waiting", () => {
     addKeys(engine, "p", ["a"], { maxConcurrency: 1 });
     const held = grantNow(engine, req());
     const ac = new AbortController();
-    const first = settle(engine.acquire(req("p", { waitTimeoutMs: 5_000, holder: "first" }), ac.signal) as Promise<Grant>);
+    const first = settle(engine.acquire(req("p", { waitTimeoutMs: 5_000, holder: "first" }), () => ac.signal) as Promise<Grant>);
     const second = settle(engine.acquire(req("p", { waitTimeoutMs: 5_000, holder: "second" })) as Promise<Grant>);
     ac.abort();
     await flush();

@@ -9,7 +9,7 @@ import { openDatabase } from "../../server/src/store/database.js";
 import { migrate } from "../../server/src/store/migrate.js";
 import { SecretBox } from "../../server/src/store/secrets.js";
 import { Store } from "../../server/src/store/store.js";
-import { freshDatabase } from "./server.js";
+import { scratchDatabase } from "../../test/support/database.js";
 import { summarize, type Summary } from "./stats.js";
 
 const quietLog = { info() {}, warn() {}, error() {} };
@@ -97,7 +97,7 @@ function gc(): void {
 
 export async function scale(o: ScaleOptions): Promise<ScaleResult> {
   const setupStart = performance.now();
-  const db = await freshDatabase(o.postgresUrl, "keymesh_scale");
+  const db = await scratchDatabase(o.postgresUrl, "keymesh_scale");
   const handle = await openDatabase({ databaseUrl: db.url, dataDir: "/nonexistent", log: quietLog });
   try {
     await migrate(handle.sql, { log: quietLog });

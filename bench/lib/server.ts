@@ -1,12 +1,12 @@
 // A KeyMesh server for the bench: the real startServer on loopback port 0, a database of its own (a
 // fresh one on the bench Postgres, or the embedded database in a temporary directory), and the bare
 // echo method mounted on the same grpc-js server as the transport ceiling.
+import { randomBytes } from "node:crypto";
+import { scratchDatabase } from "../../test/support/database.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
-import postgres from "postgres";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startServer, type RunningServer } from "../../server/src/app/app.js";
@@ -39,30 +39,6 @@ export function mountEcho(server: grpc.Server): void {
   );
 }
 
-/** A database of its own on the Postgres at `base`, dropped by the returned function. */
-export async function freshDatabase(base: string, prefix: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `${prefix}_${randomBytes(5).toString("hex")}`;
-  const admin = postgres(base, { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const sql = postgres(base, { max: 1, onnotice: () => {} });
-      try {
-        await sql.unsafe(`drop database if exists ${name} with (force)`);
-      } finally {
-        await sql.end();
-      }
-    },
-  };
-}
-
 export interface BenchServer {
   server: RunningServer;
   addr: string;
@@ -73,7 +49,7 @@ export interface BenchServer {
 
 export async function startBenchServer(opts: { postgresUrl?: string; snapshotInterval?: string }): Promise<BenchServer> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keymesh-bench-"));
-  const db = opts.postgresUrl ? await freshDatabase(opts.postgresUrl, "keymesh_bench") : undefined;
+  const db = opts.postgresUrl ? await scratchDatabase(opts.postgresUrl, "keymesh_bench") : undefined;
   const env: NodeJS.ProcessEnv = {
     KEYMESH_HOST: "127.0.0.1",
     KEYMESH_GRPC_PORT: "0",

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import postgres from "postgres";
+import { scratchDatabase } from "./database.js";
 import { Writable } from "node:stream";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -33,17 +33,7 @@ export interface TestServer {
 
 /** A database of its own on `base` (default: the test Postgres); undefined when tests run without one. */
 export async function freshDatabase(base = process.env.DATABASE_URL): Promise<string | undefined> {
-  if (!base) return undefined;
-  const name = `keymesh_it_${randomBytes(6).toString("hex")}`;
-  const admin = postgres(base, { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return base ? (await scratchDatabase(base, "keymesh_it")).url : undefined;
 }
 
 export async function startTestServer(

@@ -2,6 +2,7 @@
 // (DESIGN "Semantics", rules 1-12). Pure and synchronous: no I/O, time only from the injected Clock,
 // and every deadline on one heap driving one clock timer.
 import { randomInt } from "node:crypto";
+import { applyRequestsReport, budgetView, debitRequest, requestsBlockedUntil } from "./budget.js";
 import { validateKey, validatePool } from "./config.js";
 import { DomainError, invalidArgument } from "./errors.js";
 import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
@@ -550,6 +551,7 @@ export class PoolEngine {
     this.addLease(k, claims, record, probe, now);
     k.totalLeases++;
     k.grants.push(now);
+    if (k.budget.requestsRemaining !== undefined) this.debitBudget(k, now);
     // Pruning here keeps the window bounded whatever the strategy.
     recentGrants(k, now);
     pool.exhausted = false;
@@ -886,17 +888,16 @@ export class PoolEngine {
     const h = report.headers && Object.keys(report.headers).length > 0 ? parseRateLimitHeaders(report.headers, now) : undefined;
     const b = k.budget;
     const fallbackReset = now + k.pool.cfg.defaultCooldownMs;
-    const requestsRemaining = optionalCount(report.requestsRemaining) ?? optionalCount(h?.requestsRemaining);
-    const requestsReset = optionalCount(report.requestsResetMs) ?? optionalCount(h?.requestsResetMs);
-    const requestsLimit = optionalCount(report.requestsLimit) ?? optionalCount(h?.requestsLimit);
-    if (requestsRemaining !== undefined) {
-      b.requestsRemaining = requestsRemaining;
-      // A budget read as exhausted with no reset is trusted for one default cooldown.
-      b.requestsResetAt = requestsReset !== undefined ? now + requestsReset : requestsRemaining === 0 ? fallbackReset : undefined;
-    } else if (requestsReset !== undefined) {
-      b.requestsResetAt = now + requestsReset;
-    }
-    if (requestsLimit !== undefined) b.requestsLimit = requestsLimit;
+    applyRequestsReport(
+      b,
+      {
+        remaining: optionalCount(report.requestsRemaining) ?? optionalCount(h?.requestsRemaining),
+        limit: optionalCount(report.requestsLimit) ?? optionalCount(h?.requestsLimit),
+        resetMs: optionalCount(report.requestsResetMs) ?? optionalCount(h?.requestsResetMs),
+      },
+      now,
+      fallbackReset,
+    );
     const tokensRemaining = optionalCount(report.tokensRemaining) ?? optionalCount(h?.tokensRemaining);
     const tokensReset = optionalCount(report.tokensResetMs) ?? optionalCount(h?.tokensResetMs);
     const tokensLimit = optionalCount(report.tokensLimit) ?? optionalCount(h?.tokensLimit);
@@ -913,11 +914,18 @@ export class PoolEngine {
     return optionalCount(h?.retryAfterMs);
   }
 
-  /** Wakes waiters at the next budget reset that can make the key eligible again. */
+  /** A grant spends one request of the estimate; running it out arms the wake for the next one. */
+  private debitBudget(k: KeyEntry, now: number): void {
+    debitRequest(k.budget, now, now + k.pool.cfg.defaultCooldownMs);
+    k.requestsBlockedUntil = requestsBlockedUntil(k.budget);
+    if (k.requestsBlockedUntil > now) this.scheduleBudgetWake(k, now);
+  }
+
+  /** Wakes waiters when the request budget next allows one, or at the next token budget reset. */
   private scheduleBudgetWake(k: KeyEntry, now: number): void {
     const b = k.budget;
     let at = Infinity;
-    if (b.requestsRemaining === 0 && b.requestsResetAt !== undefined && b.requestsResetAt > now) at = b.requestsResetAt;
+    if (k.requestsBlockedUntil > now) at = k.requestsBlockedUntil;
     if (b.tokensRemaining !== undefined && b.tokensResetAt !== undefined && b.tokensResetAt > now) at = Math.min(at, b.tokensResetAt);
     if (at === Infinity) this.heap.cancel(k.budgetTimer);
     else this.schedule(k.budgetTimer, at, now);
@@ -1132,7 +1140,7 @@ export class PoolEngine {
       circuitOpenUntil: k.circuitOpenUntil,
       cooldownUntil: k.cooldownUntil,
       cooldownRemainingMs: k.cooldownUntil !== undefined ? Math.max(0, k.cooldownUntil - now) : 0,
-      budget: { ...k.budget },
+      budget: budgetView(k.budget, now),
       totalLeases: k.totalLeases,
       recentLeases: recentGrants(k, now),
       inputTokens: k.inputTokens,

@@ -1,4 +1,5 @@
 // The engine's in-memory state: pools, keys, leases and waiters, and the eligibility rule (DESIGN rule 6).
+import { requestsBlockedUntil } from "./budget.js";
 import type { Scheduled } from "./timer-heap.js";
 import type {
   AcquireInput,
@@ -56,7 +57,7 @@ export interface KeyEntry {
   lendable: boolean;
   maxConcurrency: number;
   weight: number;
-  /** Requests budget read as 0: blocked until this instant (0 when not). */
+  /** The request budget allows no request before this instant (0 when it does). */
   requestsBlockedUntil: number;
   /** Tokens budget known until this instant (0 when unknown), with the tokens left. */
   tokensKnownUntil: number;
@@ -154,7 +155,7 @@ export function refreshHot(k: KeyEntry): void {
   k.maxConcurrency = k.cfg.maxConcurrency;
   k.weight = k.cfg.weight;
   const b = k.budget;
-  k.requestsBlockedUntil = b.requestsRemaining === 0 ? (b.requestsResetAt ?? 0) : 0;
+  k.requestsBlockedUntil = requestsBlockedUntil(b);
   k.tokensKnownUntil = b.tokensRemaining !== undefined ? (b.tokensResetAt ?? 0) : 0;
   k.tokensLeft = b.tokensRemaining ?? 0;
 }

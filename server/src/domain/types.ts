@@ -57,9 +57,14 @@ export type FailureClass = "auth" | "quota_exhausted" | "transient" | "overloade
 
 /** The provider's view of a key's budget, with resets as absolute instants (server clock). */
 export interface ProviderBudget {
+  /** The provider's last report less the grants since (refilled up to requestsCountedAt); may be fractional. */
   requestsRemaining?: number;
   requestsLimit?: number;
   requestsResetAt?: number;
+  /** The instant requestsRemaining was last brought up to date: a report or a grant. */
+  requestsCountedAt?: number;
+  /** Time the provider takes to refill the request budget from empty, learned from a report. */
+  requestsWindowMs?: number;
   tokensRemaining?: number;
   tokensLimit?: number;
   tokensResetAt?: number;

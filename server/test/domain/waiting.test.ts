@@ -170,12 +170,12 @@ describe("waiting", () => {
     expect(picky.value?.keyId).toBe("b");
   });
 
-  it("a key with an exhausted provider budget is skipped until the reset, then wakes waiters", async () => {
+  it("a key with an exhausted provider budget and no known refill is skipped until the reset, then wakes waiters", async () => {
     const { engine, clock } = harness();
     addPool(engine);
     addKeys(engine, "p", ["a"]);
     const g = grantNow(engine, req());
-    engine.release(g.leaseId, { rateLimit: { requestsRemaining: 0, requestsLimit: 60, requestsResetMs: 4_000 } });
+    engine.release(g.leaseId, { rateLimit: { requestsRemaining: 0, requestsResetMs: 4_000 } });
     expect(engine.stats("p").keys[0]!.eligible).toBe(false);
     const w = settle(engine.acquire(req("p", { waitTimeoutMs: 10_000 })) as Promise<Grant>);
     clock.advance(3_999);

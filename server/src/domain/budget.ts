@@ -1,0 +1,89 @@
+// The provider's request budget as the engine estimates it between reports (DESIGN rule 6).
+// OpenAI's x-ratelimit-reset-requests and Anthropic's requests-reset are the time until the bucket
+// is full again, so a report (remaining R, limit L, reset in T) implies a refill of L per window
+// W = T·L/(L−R). Each grant debits one; the next report replaces the estimate. Without a known
+// refill the budget holds until its reset and is unknown after it.
+import type { ProviderBudget } from "./types.js";
+
+/** Requests a report carries, typed fields already merged over parsed headers. */
+export interface RequestsReport {
+  remaining: number | undefined;
+  limit: number | undefined;
+  resetMs: number | undefined;
+}
+
+/** Float error in a refill that should land on a whole millisecond must not cost one more. */
+const EPSILON_MS = 1e-6;
+
+function ceilMs(t: number): number {
+  return Math.ceil(t - EPSILON_MS);
+}
+
+/** The refill is known: a limit and the window in which the provider refills it from empty. */
+function refillOf(b: ProviderBudget): { limit: number; windowMs: number } | undefined {
+  const limit = b.requestsLimit;
+  const windowMs = b.requestsWindowMs;
+  return limit !== undefined && limit > 0 && windowMs !== undefined && windowMs > 0 ? { limit, windowMs } : undefined;
+}
+
+/** The provider is the source of truth: a report replaces the estimate. `fallbackResetAt` bounds a 0 with no reset. */
+export function applyRequestsReport(b: ProviderBudget, r: RequestsReport, now: number, fallbackResetAt: number): void {
+  if (r.limit !== undefined) b.requestsLimit = r.limit;
+  if (r.remaining === undefined) {
+    if (r.resetMs !== undefined) b.requestsResetAt = now + r.resetMs;
+    return;
+  }
+  b.requestsRemaining = r.remaining;
+  b.requestsCountedAt = now;
+  // A budget read as exhausted with no reset is trusted for one default cooldown.
+  b.requestsResetAt = r.resetMs !== undefined ? now + r.resetMs : r.remaining === 0 ? fallbackResetAt : undefined;
+  const limit = b.requestsLimit;
+  // A full bucket (R = L, T = 0) says nothing about the rate: the window learned before stays.
+  if (r.resetMs !== undefined && r.resetMs > 0 && limit !== undefined && limit > r.remaining) {
+    b.requestsWindowMs = (r.resetMs * limit) / (limit - r.remaining);
+  }
+}
+
+/** One request lent against the budget; `fallbackResetAt` bounds an estimate run out with no reset known. */
+export function debitRequest(b: ProviderBudget, now: number, fallbackResetAt: number): void {
+  const remaining = b.requestsRemaining;
+  if (remaining === undefined) return;
+  const refill = refillOf(b);
+  if (refill) {
+    b.requestsRemaining = refilled(remaining, b.requestsCountedAt ?? now, now, refill) - 1;
+    b.requestsCountedAt = now;
+    return;
+  }
+  // Past its reset a budget with no known refill is unknown until the next report.
+  if (b.requestsResetAt !== undefined && b.requestsResetAt <= now) return;
+  b.requestsRemaining = remaining - 1;
+  b.requestsCountedAt = now;
+  if (b.requestsRemaining < 1 && b.requestsResetAt === undefined) b.requestsResetAt = fallbackResetAt;
+}
+
+function refilled(remaining: number, countedAt: number, now: number, refill: { limit: number; windowMs: number }): number {
+  if (remaining >= refill.limit) return remaining;
+  return Math.min(refill.limit, remaining + (Math.max(0, now - countedAt) * refill.limit) / refill.windowMs);
+}
+
+/** The instant (whole ms) the budget next allows one request; 0 when it allows one now or is unknown. */
+export function requestsBlockedUntil(b: ProviderBudget): number {
+  const remaining = b.requestsRemaining;
+  if (remaining === undefined || remaining >= 1) return 0;
+  const refill = refillOf(b);
+  if (refill) return ceilMs((b.requestsCountedAt ?? 0) + ((1 - remaining) * refill.windowMs) / refill.limit);
+  return b.requestsResetAt ?? 0;
+}
+
+/** The budget as of now for stats: whole requests left and, with a known refill, when the bucket is full. */
+export function budgetView(b: ProviderBudget, now: number): ProviderBudget {
+  const view = { ...b };
+  const remaining = b.requestsRemaining;
+  const refill = refillOf(b);
+  if (remaining === undefined || !refill) return view;
+  const level = refilled(remaining, b.requestsCountedAt ?? now, now, refill);
+  view.requestsRemaining = Math.max(0, Math.floor(level + EPSILON_MS));
+  view.requestsCountedAt = now;
+  view.requestsResetAt = now + Math.max(0, ceilMs(((refill.limit - level) * refill.windowMs) / refill.limit));
+  return view;
+}

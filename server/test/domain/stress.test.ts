@@ -62,6 +62,13 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       if (k.maxConcurrency > 0) expect(k.activeLeases, `step ${step}: key ${k.keyId} over max_concurrency`).toBeLessThanOrEqual(k.maxConcurrency);
     }
     expect(stats.waiters).toBe(pending.size);
+    for (const k of stats.keys) {
+      const b = k.budget;
+      const known = b.requestsWindowMs !== undefined || (b.requestsResetAt ?? Infinity) > clock.now();
+      if (k.eligible && b.requestsRemaining !== undefined && known) {
+        expect(b.requestsRemaining, `step ${step}: key ${k.keyId} lent with no request budget`).toBeGreaterThanOrEqual(1);
+      }
+    }
     const eligible = stats.keys.filter((k) => k.eligible).map((k) => k.keyId);
     for (const exclude of pending.values()) {
       expect(eligible.filter((id) => !exclude.has(id)), `step ${step}: waiter left behind`).toEqual([]);
@@ -120,7 +127,9 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       }
     } else if (op < 45) {
       const id = anyLease();
-      const budget = rnd() < 0.2 ? { rateLimit: { requestsRemaining: 0, requestsResetMs: int(1_500), tokensRemaining: int(1_000), tokensResetMs: int(1_500) } } : {};
+      // Half the reports carry a limit, so the request budget refills between them; the rest hold until their reset.
+      const rateLimit = { requestsRemaining: int(3), requestsLimit: rnd() < 0.5 ? 2 + int(4) : undefined, requestsResetMs: int(1_500) };
+      const budget = rnd() < 0.2 ? { rateLimit: { ...rateLimit, tokensRemaining: int(1_000), tokensResetMs: int(1_500) } } : {};
       expectLeaseCall(() => engine.release(id!, { latencyMs: int(500), ...budget }), id);
     } else if (op < 53) {
       const id = anyLease();

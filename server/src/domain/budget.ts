@@ -19,11 +19,18 @@ function ceilMs(t: number): number {
   return Math.ceil(t - EPSILON_MS);
 }
 
-/** The refill is known: a limit and the window in which the provider refills it from empty. */
-function refillOf(b: ProviderBudget): { limit: number; windowMs: number } | undefined {
+/** Requests the provider refills per ms (a limit per window), or 0 when no refill is known. */
+function refillPerMs(b: ProviderBudget): number {
   const limit = b.requestsLimit;
   const windowMs = b.requestsWindowMs;
-  return limit !== undefined && limit > 0 && windowMs !== undefined && windowMs > 0 ? { limit, windowMs } : undefined;
+  return limit !== undefined && limit > 0 && windowMs !== undefined && windowMs > 0 ? limit / windowMs : 0;
+}
+
+/** The estimate at `now`, refilled since it was counted (the limit caps the refill, not a reported excess). */
+function refilled(b: ProviderBudget, remaining: number, rate: number, now: number): number {
+  const limit = b.requestsLimit!;
+  if (remaining >= limit) return remaining;
+  return Math.min(limit, remaining + Math.max(0, now - (b.requestsCountedAt ?? now)) * rate);
 }
 
 /** The provider is the source of truth: a report replaces the estimate. `fallbackResetAt` bounds a 0 with no reset. */
@@ -48,9 +55,9 @@ export function applyRequestsReport(b: ProviderBudget, r: RequestsReport, now: n
 export function debitRequest(b: ProviderBudget, now: number, fallbackResetAt: number): void {
   const remaining = b.requestsRemaining;
   if (remaining === undefined) return;
-  const refill = refillOf(b);
-  if (refill) {
-    b.requestsRemaining = refilled(remaining, b.requestsCountedAt ?? now, now, refill) - 1;
+  const rate = refillPerMs(b);
+  if (rate > 0) {
+    b.requestsRemaining = refilled(b, remaining, rate, now) - 1;
     b.requestsCountedAt = now;
     return;
   }
@@ -61,17 +68,12 @@ export function debitRequest(b: ProviderBudget, now: number, fallbackResetAt: nu
   if (b.requestsRemaining < 1 && b.requestsResetAt === undefined) b.requestsResetAt = fallbackResetAt;
 }
 
-function refilled(remaining: number, countedAt: number, now: number, refill: { limit: number; windowMs: number }): number {
-  if (remaining >= refill.limit) return remaining;
-  return Math.min(refill.limit, remaining + (Math.max(0, now - countedAt) * refill.limit) / refill.windowMs);
-}
-
 /** The instant (whole ms) the budget next allows one request; 0 when it allows one now or is unknown. */
 export function requestsBlockedUntil(b: ProviderBudget): number {
   const remaining = b.requestsRemaining;
   if (remaining === undefined || remaining >= 1) return 0;
-  const refill = refillOf(b);
-  if (refill) return ceilMs((b.requestsCountedAt ?? 0) + ((1 - remaining) * refill.windowMs) / refill.limit);
+  const rate = refillPerMs(b);
+  if (rate > 0) return ceilMs((b.requestsCountedAt ?? 0) + (1 - remaining) / rate);
   return b.requestsResetAt ?? 0;
 }
 
@@ -79,11 +81,11 @@ export function requestsBlockedUntil(b: ProviderBudget): number {
 export function budgetView(b: ProviderBudget, now: number): ProviderBudget {
   const view = { ...b };
   const remaining = b.requestsRemaining;
-  const refill = refillOf(b);
-  if (remaining === undefined || !refill) return view;
-  const level = refilled(remaining, b.requestsCountedAt ?? now, now, refill);
+  const rate = refillPerMs(b);
+  if (remaining === undefined || rate === 0) return view;
+  const level = refilled(b, remaining, rate, now);
   view.requestsRemaining = Math.max(0, Math.floor(level + EPSILON_MS));
   view.requestsCountedAt = now;
-  view.requestsResetAt = now + Math.max(0, ceilMs(((refill.limit - level) * refill.windowMs) / refill.limit));
+  view.requestsResetAt = now + Math.max(0, ceilMs((b.requestsLimit! - level) / rate));
   return view;
 }

@@ -5,13 +5,6 @@
 // refill the budget holds until its reset and is unknown after it.
 import type { ProviderBudget } from "./types.js";
 
-/** Requests a report carries, typed fields already merged over parsed headers. */
-export interface RequestsReport {
-  remaining: number | undefined;
-  limit: number | undefined;
-  resetMs: number | undefined;
-}
-
 /** Float error in a refill that should land on a whole millisecond must not cost one more. */
 const EPSILON_MS = 1e-6;
 
@@ -33,8 +26,13 @@ function refilled(b: ProviderBudget, remaining: number, rate: number, now: numbe
   return Math.min(limit, remaining + Math.max(0, now - (b.requestsCountedAt ?? now)) * rate);
 }
 
-/** The provider is the source of truth: a report replaces the estimate. `fallbackResetAt` bounds a 0 with no reset. */
-export function applyRequestsReport(b: ProviderBudget, r: RequestsReport, now: number, fallbackResetAt: number): void {
+/** A report is the source of truth and replaces the estimate; `fallbackResetAt` bounds a 0 with no reset. */
+export function applyRequestsReport(
+  b: ProviderBudget,
+  r: { remaining: number | undefined; limit: number | undefined; resetMs: number | undefined },
+  now: number,
+  fallbackResetAt: number,
+): void {
   if (r.limit !== undefined) b.requestsLimit = r.limit;
   if (r.remaining === undefined) {
     if (r.resetMs !== undefined) b.requestsResetAt = now + r.resetMs;

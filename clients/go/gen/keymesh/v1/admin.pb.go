@@ -799,14 +799,15 @@ func (x *Lease) GetTtl() *durationpb.Duration {
 	return nil
 }
 
-// ProviderBudget is the last budget the provider reported for a key.
+// ProviderBudget is the key's provider budget as KeyMesh estimates it: the provider's last report,
+// less the leases granted since, refilled at the rate the report implies.
 type ProviderBudget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Requests left, when known.
+	// Requests left now (estimated), when known.
 	RequestsRemaining *int64 `protobuf:"varint,1,opt,name=requests_remaining,json=requestsRemaining,proto3,oneof" json:"requests_remaining,omitempty"`
 	// Request limit, when known.
 	RequestsLimit *int64 `protobuf:"varint,2,opt,name=requests_limit,json=requestsLimit,proto3,oneof" json:"requests_limit,omitempty"`
-	// When the request budget resets.
+	// When the request budget is full again (or resets, when the provider gave no limit).
 	RequestsResetAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=requests_reset_at,json=requestsResetAt,proto3" json:"requests_reset_at,omitempty"`
 	// Tokens left, when known.
 	TokensRemaining *int64 `protobuf:"varint,4,opt,name=tokens_remaining,json=tokensRemaining,proto3,oneof" json:"tokens_remaining,omitempty"`
@@ -917,7 +918,7 @@ type KeyStats struct {
 	CircuitOpenUntil *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=circuit_open_until,json=circuitOpenUntil,proto3" json:"circuit_open_until,omitempty"`
 	// Time left in the current cooldown (zero when none).
 	CooldownRemaining *durationpb.Duration `protobuf:"bytes,12,opt,name=cooldown_remaining,json=cooldownRemaining,proto3" json:"cooldown_remaining,omitempty"`
-	// The last budget the provider reported.
+	// The provider budget as currently estimated.
 	Budget *ProviderBudget `protobuf:"bytes,13,opt,name=budget,proto3" json:"budget,omitempty"`
 	// Leases granted since the key was added.
 	TotalLeases uint64 `protobuf:"varint,14,opt,name=total_leases,json=totalLeases,proto3" json:"total_leases,omitempty"`

@@ -316,13 +316,14 @@ export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
   messageDesc(file_keymesh_v1_admin, 3);
 
 /**
- * ProviderBudget is the last budget the provider reported for a key.
+ * ProviderBudget is the key's provider budget as KeyMesh estimates it: the provider's last report,
+ * less the leases granted since, refilled at the rate the report implies.
  *
  * @generated from message keymesh.v1.ProviderBudget
  */
 export type ProviderBudget = Message<"keymesh.v1.ProviderBudget"> & {
   /**
-   * Requests left, when known.
+   * Requests left now (estimated), when known.
    *
    * @generated from field: optional int64 requests_remaining = 1;
    */
@@ -336,7 +337,7 @@ export type ProviderBudget = Message<"keymesh.v1.ProviderBudget"> & {
   requestsLimit?: bigint | undefined;
 
   /**
-   * When the request budget resets.
+   * When the request budget is full again (or resets, when the provider gave no limit).
    *
    * @generated from field: google.protobuf.Timestamp requests_reset_at = 3;
    */
@@ -462,7 +463,7 @@ export type KeyStats = Message<"keymesh.v1.KeyStats"> & {
   cooldownRemaining?: Duration | undefined;
 
   /**
-   * The last budget the provider reported.
+   * The provider budget as currently estimated.
    *
    * @generated from field: keymesh.v1.ProviderBudget budget = 13;
    */

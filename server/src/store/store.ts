@@ -30,6 +30,8 @@ export interface StoreOptions {
   clock?: Clock;
   /** Most grants written by one journal statement (default 2000). */
   maxBatch?: number;
+  /** Most rows per snapshot statement (default 2000); a steady snapshot commits each statement on its own. */
+  snapshotChunk?: number;
   /** Most grants held in memory while the database is down (default 100,000); the oldest are dropped beyond it. */
   maxPending?: number;
   /** Reconnect probe delay while down: first and cap (default 250 ms, 5 s), doubling in between. */
@@ -63,13 +65,31 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 /** Domain records are plain JSON data; the driver's JSONValue type cannot see that through their interfaces. */
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
-/** Rows compared between yields to the event loop while diffing a snapshot. */
-const DIFF_SLICE = 1000;
+/** Synchronous work between yields to the event loop while a snapshot is diffed or applied. */
+const SLICE_MS = 1;
 
-/** Rows per upsert statement of a snapshot. */
-const WRITE_SLICE = 5000;
+/** OID of text: a parameter already encoded as JSON is sent as text and cast, not encoded again. */
+const TEXT_OID = 25;
+
+/** Rows per snapshot statement: its JSON is encoded on the event loop, so this bounds the stall it causes. */
+const SNAPSHOT_CHUNK = 2000;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Splits a long loop into slices of about SLICE_MS: `if (pace.due()) await pace.pause()` once per row. */
+class Pacer {
+  #since = performance.now();
+  #rows = 0;
+
+  due(): boolean {
+    return ++this.#rows % 64 === 0 && performance.now() - this.#since >= SLICE_MS;
+  }
+
+  async pause(): Promise<void> {
+    await yieldToEventLoop();
+    this.#since = performance.now();
+  }
+}
 
 const runtimeId = (pool: string, keyId: string): string => `${pool}\u0000${keyId}`;
 
@@ -83,6 +103,7 @@ export class Store {
   readonly #log: StoreLog;
   readonly #clock: Clock;
   readonly #maxBatch: number;
+  readonly #snapshotChunk: number;
   readonly #maxPending: number;
   readonly #probeMinMs: number;
   readonly #probeMaxMs: number;
@@ -111,6 +132,7 @@ export class Store {
     this.#log = log;
     this.#clock = options.clock ?? systemClock;
     this.#maxBatch = options.maxBatch ?? 2000;
+    this.#snapshotChunk = options.snapshotChunk ?? SNAPSHOT_CHUNK;
     this.#maxPending = options.maxPending ?? 100_000;
     this.#probeMinMs = options.probeMinMs ?? 250;
     this.#probeMaxMs = options.probeMaxMs ?? 5000;
@@ -281,11 +303,15 @@ export class Store {
   }
 
   /**
-   * Writes the runtime state in one transaction of batched statements. Call it in the same tick as the
-   * engine's export: grants journaled up to that moment are then either live in `s` or ended, so leases
-   * journaled before it and absent from `s` are deleted, and later grants are kept.
-   * The first snapshot of a process, and the first after an outage, reconcile whole tables; the rest
-   * write only the rows that changed since the last committed snapshot.
+   * Writes the runtime state. Call it in the same tick as the engine's export: grants journaled up to that
+   * moment are then either live in `s` or ended, so leases journaled before it and absent from `s` are
+   * deleted, and later grants are kept.
+   * The first snapshot of a process, and the first after an outage or a failed snapshot, reconcile whole
+   * tables in one transaction. The rest write only the rows that changed since the last committed snapshot,
+   * each statement of at most `snapshotChunk` rows committing on its own, so a journal commit never waits
+   * behind a long transaction (nor, on the embedded database's one connection, behind more than one chunk).
+   * A crash between chunks leaves each row either as before or as in `s`, which is safe row by row: only
+   * leases ended at the export are deleted, and the mark is recorded last, once every chunk has committed.
    */
   async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
     const epoch = this.#epoch;
@@ -294,75 +320,70 @@ export class Store {
     if (this.#up) await this.#journalDrained(this.#tickets);
     const full = !this.#reconciled;
     const delta = await this.#diff(s, epoch, mark, full);
-    const now = this.#clock.now();
-    await this.#run(() =>
-      this.#sql.begin(async (tx) => {
-        // Each batch travels as one jsonb parameter: one statement per purpose, whatever the row count.
-        if (full) {
-          await tx`
-            delete from key_runtime r
-            where not exists (
-              select 1 from jsonb_to_recordset(${tx.json(asJson(delta.runtime))}::jsonb) as s(pool text, "keyId" text)
-              where s.pool = r.pool and s."keyId" = r.key_id)`;
-          await tx`
-            delete from leases l
-            where not exists (
-              select 1 from jsonb_array_elements_text(${tx.json([...delta.leaseIds])}::jsonb) as s(lease_id)
-              where s.lease_id = l.lease_id)
-              and not (l.epoch = ${epoch} and l.seq > ${mark})`;
-        } else {
-          await tx`
-            delete from key_runtime r
-            using jsonb_to_recordset(${tx.json(asJson(delta.runtimeGone))}::jsonb) as s(pool text, "keyId" text)
-            where s.pool = r.pool and s."keyId" = r.key_id`;
-          await tx`
-            delete from leases l
-            where l.lease_id in (select jsonb_array_elements_text(${tx.json(delta.leasesGone)}::jsonb))
-              and not (l.epoch = ${epoch} and l.seq > ${mark})`;
-        }
-        // Upserts go in slices: each slice's JSON is encoded on the event loop, so no single one stalls Acquire long.
-        for (let i = 0; i < delta.runtime.length; i += WRITE_SLICE) {
-          await tx`
-            insert into key_runtime (pool, key_id, state)
-            select s.pool, s."keyId", s.state
-            from jsonb_to_recordset(${tx.json(asJson(delta.runtime.slice(i, i + WRITE_SLICE)))}::jsonb) as s(pool text, "keyId" text, state jsonb)
-            join keys k on k.pool = s.pool and k.id = s."keyId"
-            on conflict (pool, key_id) do update set state = excluded.state`;
-        }
-        // Leases known only from memory (restored or re-adopted) carry epoch 0: no journal covers them.
-        for (let i = 0; i < delta.leases.length; i += WRITE_SLICE) {
-          await tx`
-            insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-            select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
-            from jsonb_to_recordset(${tx.json(asJson(delta.leases.slice(i, i + WRITE_SLICE)))}::jsonb) as s(
-              "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
-            join keys k on k.pool = s.pool and k.id = s."keyId"
-            on conflict (lease_id) do update
-              set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
-        }
-        await tx`
-          insert into snapshot_meta (taken_at, written_at, epoch, seq_mark)
-          values (${s.takenAt}, ${now}, ${epoch}, ${mark})
-          on conflict (singleton) do update
-            set taken_at = excluded.taken_at, written_at = excluded.written_at,
-                epoch = excluded.epoch, seq_mark = excluded.seq_mark`;
-      }),
-    );
-    this.#applyDelta(delta, full, epoch, mark);
+    const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch, seq_mark: mark };
+    try {
+      if (full) {
+        await this.#run(() => this.#sql.begin((tx) => this.#writeFull(tx, delta, epoch, mark, meta)));
+      } else {
+        await this.#writeDelta(delta, epoch, mark, meta);
+      }
+    } catch (err) {
+      // Some chunks may have committed: the next snapshot reconciles whole tables.
+      this.#reconciled = false;
+      throw err;
+    }
+    await this.#applyDelta(delta, full, epoch, mark);
     this.#supersede(epoch, mark);
+  }
+
+  async #writeFull(tx: Queryable, delta: SnapshotDelta, epoch: number, mark: number, meta: SnapshotMeta): Promise<void> {
+    // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
+    await tx`
+      delete from key_runtime r
+      where not exists (
+        select 1 from jsonb_to_recordset(${tx.json(delta.runtime.map(({ pool, keyId }) => ({ pool, keyId })))}::jsonb) as s(pool text, "keyId" text)
+        where s.pool = r.pool and s."keyId" = r.key_id)`;
+    await tx`
+      delete from leases l
+      where not exists (
+        select 1 from jsonb_array_elements_text(${tx.json([...delta.leaseIds])}::jsonb) as s(lease_id)
+        where s.lease_id = l.lease_id)
+        and not (l.epoch = ${epoch} and l.seq > ${mark})`;
+    for (const chunk of chunks(delta.runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
+    for (const chunk of chunks(delta.leases, this.#snapshotChunk)) await upsertLeases(tx, chunk);
+    await writeMeta(tx, meta);
+  }
+
+  async #writeDelta(delta: SnapshotDelta, epoch: number, mark: number, meta: SnapshotMeta): Promise<void> {
+    const sql = this.#sql;
+    for (const chunk of chunks(delta.runtimeGone, this.#snapshotChunk)) {
+      await this.#run(() => sql`
+        delete from key_runtime r
+        using jsonb_to_recordset(${sql.json(asJson(chunk))}::jsonb) as s(pool text, "keyId" text)
+        where s.pool = r.pool and s."keyId" = r.key_id`);
+    }
+    for (const chunk of chunks(delta.runtime, this.#snapshotChunk)) await this.#run(() => upsertRuntime(sql, chunk));
+    for (const chunk of chunks(delta.leasesGone, this.#snapshotChunk)) {
+      await this.#run(() => sql`
+        delete from leases l
+        where l.lease_id in (select jsonb_array_elements_text(${sql.json(chunk)}::jsonb))
+          and not (l.epoch = ${epoch} and l.seq > ${mark})`);
+    }
+    for (const chunk of chunks(delta.leases, this.#snapshotChunk)) await this.#run(() => upsertLeases(sql, chunk));
+    await this.#run(() => writeMeta(sql, meta));
   }
 
   /** Rows of `s` that differ from what the database holds (all of them when `full`), and rows it no longer has. */
   async #diff(s: RuntimeSnapshot, epoch: number, mark: number, full: boolean): Promise<SnapshotDelta> {
     const delta: SnapshotDelta = { runtime: [], runtimeGone: [], leases: [], leasesGone: [], runtimeImages: new Map(), leaseIds: new Set() };
-    let step = 0;
+    // Long snapshots are diffed in slices so Acquire never waits behind the whole comparison.
+    const pace = new Pacer();
     for (const { pool, keyId, ...state } of s.keys) {
       const id = runtimeId(pool, keyId);
       const image = JSON.stringify(state);
       delta.runtimeImages.set(id, image);
-      if (full || this.#runtimeInDb.get(id) !== image) delta.runtime.push({ pool, keyId, state });
-      // Long snapshots are diffed in slices so Acquire never waits behind the whole comparison.
-      if (++step % DIFF_SLICE === 0) await yieldToEventLoop();
+      if (full || this.#runtimeInDb.get(id) !== image) delta.runtime.push({ pool, keyId, image });
+      if (pace.due()) await pace.pause();
     }
     for (const lease of s.leases) {
       delta.leaseIds.add(lease.leaseId);
@@ -370,7 +391,7 @@ export class Store {
       if (full || !image || image.expiresAt !== lease.expiresAt || image.holder !== lease.holder || image.ttlMs !== lease.ttlMs) {
         delta.leases.push(lease);
       }
-      if (++step % DIFF_SLICE === 0) await yieldToEventLoop();
+      if (pace.due()) await pace.pause();
     }
     if (!full) {
       for (const id of this.#runtimeInDb.keys()) {
@@ -378,28 +399,39 @@ export class Store {
           const [pool, keyId] = id.split("\u0000");
           delta.runtimeGone.push({ pool, keyId });
         }
+        if (pace.due()) await pace.pause();
       }
       for (const [leaseId, image] of this.#leasesInDb) {
         if (!delta.leaseIds.has(leaseId) && !(image.epoch === epoch && image.seq > mark)) delta.leasesGone.push(leaseId);
+        if (pace.due()) await pace.pause();
       }
     }
     return delta;
   }
 
-  /** Brings the in-memory image of the database up to the snapshot just committed. */
-  #applyDelta(delta: SnapshotDelta, full: boolean, epoch: number, mark: number): void {
-    this.#runtimeInDb = delta.runtimeImages;
-    const leases = new Map<string, LeaseImage>();
-    for (const lease of delta.leases) {
-      const known = this.#leasesInDb.get(lease.leaseId);
-      leases.set(lease.leaseId, { holder: lease.holder, expiresAt: lease.expiresAt, ttlMs: lease.ttlMs, epoch: known?.epoch ?? 0, seq: known?.seq ?? 0 });
-    }
-    for (const [leaseId, image] of this.#leasesInDb) {
-      const kept = delta.leaseIds.has(leaseId) || (image.epoch === epoch && image.seq > mark);
-      if (kept && !leases.has(leaseId)) leases.set(leaseId, image);
-    }
-    this.#leasesInDb = leases;
+  /**
+   * Brings the in-memory image of the database up to the snapshot just committed, in place and in slices
+   * (grants journaled meanwhile land in the same map and are kept: their seq is above the mark).
+   */
+  async #applyDelta(delta: SnapshotDelta, full: boolean, epoch: number, mark: number): Promise<void> {
+    // Set first: an outage noticed while this yields must still force the next snapshot to reconcile.
     if (full) this.#reconciled = true;
+    this.#runtimeInDb = delta.runtimeImages;
+    const leases = this.#leasesInDb;
+    const pace = new Pacer();
+    if (full) {
+      for (const [leaseId, image] of leases) {
+        if (!delta.leaseIds.has(leaseId) && !(image.epoch === epoch && image.seq > mark)) leases.delete(leaseId);
+        if (pace.due()) await pace.pause();
+      }
+    } else {
+      for (const leaseId of delta.leasesGone) leases.delete(leaseId);
+    }
+    for (const lease of delta.leases) {
+      const known = leases.get(lease.leaseId);
+      leases.set(lease.leaseId, { holder: lease.holder, expiresAt: lease.expiresAt, ttlMs: lease.ttlMs, epoch: known?.epoch ?? 0, seq: known?.seq ?? 0 });
+      if (pace.due()) await pace.pause();
+    }
   }
 
   /** Writes what the journal still holds (when the database is up) and stops probing. */
@@ -642,13 +674,56 @@ interface LeaseImage {
 }
 
 interface SnapshotDelta {
-  runtime: Array<{ pool: string; keyId: string; state: KeyRuntimeState }>;
+  /** Changed runtime rows, each with its state already encoded as JSON (the diff's image). */
+  runtime: Array<{ pool: string; keyId: string; image: string }>;
   runtimeGone: Array<{ pool: string; keyId: string }>;
   leases: LeaseRecord[];
   leasesGone: string[];
   /** The snapshot's runtime rows as JSON, and its lease ids: the database's content once committed. */
   runtimeImages: Map<string, string>;
   leaseIds: Set<string>;
+}
+
+interface SnapshotMeta {
+  taken_at: number;
+  written_at: number;
+  epoch: number;
+  seq_mark: number;
+}
+
+function* chunks<T>(rows: T[], size: number): Generator<T[]> {
+  for (let i = 0; i < rows.length; i += size) yield rows.slice(i, i + size);
+}
+
+/** The diff already encoded each state for comparison; the rows' JSON reuses it instead of encoding again. */
+function upsertRuntime(db: Queryable, rows: SnapshotDelta["runtime"]) {
+  const json = `[${rows.map((r) => `{"pool":${JSON.stringify(r.pool)},"keyId":${JSON.stringify(r.keyId)},"state":${r.image}}`).join(",")}]`;
+  return db`
+    insert into key_runtime (pool, key_id, state)
+    select s.pool, s."keyId", s.state
+    from jsonb_to_recordset(${db.typed(json, TEXT_OID)}::jsonb) as s(pool text, "keyId" text, state jsonb)
+    join keys k on k.pool = s.pool and k.id = s."keyId"
+    on conflict (pool, key_id) do update set state = excluded.state`;
+}
+
+/** Leases known only from memory (restored or re-adopted) carry epoch 0: no journal covers them. */
+function upsertLeases(db: Queryable, rows: LeaseRecord[]) {
+  return db`
+    insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
+    select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
+    from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as s(
+      "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
+    join keys k on k.pool = s.pool and k.id = s."keyId"
+    on conflict (lease_id) do update
+      set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
+}
+
+function writeMeta(db: Queryable, meta: SnapshotMeta) {
+  return db`
+    insert into snapshot_meta ${db(meta)}
+    on conflict (singleton) do update
+      set taken_at = excluded.taken_at, written_at = excluded.written_at,
+          epoch = excluded.epoch, seq_mark = excluded.seq_mark`;
 }
 
 interface PoolRow {

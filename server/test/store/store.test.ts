@@ -10,6 +10,7 @@ import {
   captureLog,
   embedded,
   freshSchema,
+  sameSchema,
   keyConfig,
   keyRuntime,
   leaseRecord,
@@ -250,5 +251,115 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   it("answers ping and reports up while the database is reachable", async () => {
     expect(await store.ping()).toBe(true);
     expect(store.up).toBe(true);
+  });
+});
+
+describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (kind) => {
+  let db: TestDb;
+  let store: Store;
+  const pool = "chunked";
+  const keyIds = Array.from({ length: 20 }, (_, i) => `k${String(i).padStart(2, "0")}`);
+  let epoch: number;
+
+  beforeAll(async () => {
+    db = kind === "postgres" ? await freshSchema() : await embedded();
+    await migrate(db.sql);
+    store = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
+    await store.insertPool(poolConfig(pool));
+    for (const id of keyIds) await store.insertKey(keyConfig(pool, id));
+    epoch = await store.beginEpoch();
+  }, 60_000);
+  afterAll(async () => {
+    await store?.close();
+    await db?.close();
+  });
+
+  /** Calls `fn` once, when the driver first sends a statement containing `text` (the driver's debug hook). */
+  const onStatement = (sql: TestDb["sql"], text: string, fn: () => void) => {
+    // The driver reads its parsed options on every statement, so the hook can be set on a live client.
+    const options = sql.options;
+    options.debug = (_connection, query) => {
+      if (!query.includes(text)) return;
+      options.debug = false;
+      fn();
+    };
+  };
+
+  const grant = (leaseId: string, seq: number, keyId = "k00"): JournaledGrant => ({ ...leaseRecord(pool, keyId, leaseId), epoch, seq });
+
+  it("commits a grant sent after a steady snapshot began before that snapshot finishes, even on one connection", async () => {
+    // One connection, as the embedded database has: the grant can only go between two of the snapshot's statements.
+    const sql = kind === "postgres" ? sameSchema(db as TestDb & { url: string; schema: string }, 1) : db.sql;
+    const single = await Store.open(sql, box, captureLog().log, { snapshotChunk: 2 });
+    await single.beginEpoch();
+    await single.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, recentGrants: [5] }));
+    const order: string[] = [];
+    let journaled: Promise<void> | undefined;
+    // Ten runtime chunks: the grant arrives once the first has been sent.
+    onStatement(sql, "insert into key_runtime", () => {
+      journaled = single.journalGrant({ ...leaseRecord(pool, "k00", "during"), epoch: single.epoch, seq: 1 }).then(() => void order.push("journal"));
+    });
+    await single.writeSnapshot({ takenAt: 2, keys: changed, leases: [] }).then(() => order.push("snapshot"));
+    await journaled;
+    expect(order).toEqual(["journal", "snapshot"]);
+    const loaded = await single.loadAll();
+    expect(loaded.runtime?.takenAt).toBe(2);
+    expect(loaded.runtime?.keys).toEqual(changed);
+    expect(loaded.runtime?.leases.map((l) => l.leaseId)).toEqual(["during"]);
+    await single.close();
+    if (sql !== db.sql) await sql.end();
+  });
+
+  it("keeps the last mark and later grants when a snapshot fails between chunks, and reconciles on the next", async () => {
+    await store.writeSnapshot({ takenAt: 2, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const leases = Array.from({ length: 6 }, (_, i) => grant(`l${i + 1}`, 10 + i, keyIds[i]));
+    await Promise.all(leases.map((g) => store.journalGrant(g)));
+    await store.writeSnapshot({ takenAt: 3, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [...leases] });
+    await db.sql.unsafe(`
+      create function km_refuse_delete() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$;
+      create trigger km_refuse_delete before delete on leases for each row when (old.lease_id = 'l5') execute function km_refuse_delete();`);
+    // l1..l5 ended at this export; l7 is granted after it. Ended leases go two per statement: the third fails.
+    const ended = { takenAt: 4, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 2 })), leases: [leases[5]] };
+    const write = store.writeSnapshot(ended);
+    const late = grant("l7", 16);
+    await store.journalGrant(late);
+    await expect(write).rejects.toThrow(/refused/);
+
+    const ids = async () => (await db.sql`select lease_id from leases order by lease_id`).map((r) => r.lease_id);
+    const left = await ids();
+    expect(left).toEqual(expect.arrayContaining(["l5", "l6", "l7"]));
+    expect(left.length).toBeLessThan(7);
+    const [meta] = await db.sql`select taken_at, seq_mark from snapshot_meta`;
+    expect(meta).toEqual({ taken_at: 3, seq_mark: 15 });
+    const loaded = await store.loadAll();
+    expect(loaded.grantHighWater[epoch]).toBe(16);
+
+    await db.sql.unsafe(`drop trigger km_refuse_delete on leases; drop function km_refuse_delete();`);
+    await store.writeSnapshot({ takenAt: 5, keys: ended.keys, leases: [leases[5], late] });
+    expect(await ids()).toEqual(["l6", "l7"]);
+    expect((await store.loadAll()).runtime?.takenAt).toBe(5);
+  });
+
+  it.skipIf(kind === "embedded")("commits a grant while a snapshot transaction holding its row locks is open", async () => {
+    // A new store's first snapshot reconciles whole tables in one transaction; hold it at its last statement.
+    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
+    await fresh.beginEpoch();
+    const blocker = await db.sql.reserve();
+    await blocker`begin`.then(() => blocker`lock table snapshot_meta in exclusive mode`);
+    let snapshotDone = false;
+    const write = fresh
+      .writeSnapshot({ takenAt: 6, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 3 })), leases: [] })
+      .then(() => void (snapshotDone = true));
+    const waiting = async () =>
+      (await db.sql`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%snapshot_meta%'`)[0].n;
+    await expect.poll(waiting, { timeout: 10_000 }).toBe(1);
+    await fresh.journalGrant({ ...leaseRecord(pool, "k01", "while-open"), epoch: fresh.epoch, seq: 1 });
+    const [{ n }] = await db.sql`select count(*)::int as n from leases where lease_id = 'while-open'`;
+    expect({ n, snapshotDone }).toEqual({ n: 1, snapshotDone: false });
+    await blocker`commit`.then(() => blocker.release());
+    await write;
+    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["while-open"]);
+    await fresh.close();
   });
 });

@@ -84,7 +84,8 @@ async function startOnDatabase(
 ): Promise<RunningServer> {
   await migrate(db.sql, { log });
   const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
-  const store = new Store(db.sql, box, log);
+  // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
+  const store = new Store(db.sql, box, log, { snapshotChunk: db.embedded ? 250 : 2000 });
   await store.verifyMasterKey();
   const epoch = await store.beginEpoch();
   const loaded = await store.loadAll();

@@ -27,13 +27,16 @@ const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
 const limit = (s: number) => (s + 60) * 1000;
 
-const benchKeys = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, secret: `sk-bench-${prefix}${i}-0123456789` }));
+const benchKeys = (n: number, prefix: string, maxConcurrency = 0) =>
+  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, secret: `sk-bench-${prefix}${i}-0123456789`, maxConcurrency }));
+/** Keys with a concurrency limit never reached here: each grant is journaled before Acquire answers. */
+const LIMITED = 10_000;
 
-async function unary(addr: string, mode: "echo" | "cycle", c: number, seconds = P.unarySec, rate = 0): Promise<UnaryResult> {
-  process.stderr.write(`  ${mode} c=${c}${rate ? ` paced at ${rate}/s` : ""} … `);
+async function unary(addr: string, mode: "echo" | "cycle", c: number, seconds = P.unarySec, rate = 0, pool = "bench"): Promise<UnaryResult> {
+  process.stderr.write(`  ${mode} c=${c}${rate ? ` paced at ${rate}/s` : ""}${pool === "bench" ? "" : ` (${pool})`} … `);
   // The server runs in this process, idle but for it while the load generator runs.
   const cpu0 = process.cpuUsage();
-  const r = await runLoadgen<UnaryResult>({ mode, addr, pool: "bench", c, duration: sec(seconds), warmup: sec(P.warmupSec), rate }, limit(seconds));
+  const r = await runLoadgen<UnaryResult>({ mode, addr, pool, c, duration: sec(seconds), warmup: sec(P.warmupSec), rate }, limit(seconds));
   const cpu = process.cpuUsage(cpu0);
   r.server_cpu_us_per_rpc = (cpu.user + cpu.system) / (r.ops_all * (mode === "cycle" ? 2 : 1));
   process.stderr.write(`${Math.round(r.rps)} rpc/s, server ${Math.round(r.server_cpu_us_per_rpc)} µs CPU/rpc${r.errors ? ` (${r.errors} errors: ${r.first_error})` : ""}\n`);
@@ -52,14 +55,18 @@ async function hotPath(bs: BenchServer) {
   // that pace themselves at a third of the measured capacity show the latency of a server with headroom.
   const pacedRate = Math.max(100, Math.round(cycle[64]!.ops_per_sec / 3));
   const paced = await unary(bs.addr, "cycle", 64, P.unarySec, pacedRate);
-  return { echo, cycle, paced: { ...paced, paced_cycles_per_sec: pacedRate } };
+  // The same cycle on keys with a concurrency limit: Acquire then waits for the grant journal's commit.
+  await createPool(bs.admin, { name: "bench-limited", keys: benchKeys(8, "l", LIMITED) });
+  const limited: Record<number, UnaryResult> = {};
+  for (const c of [1, 64]) limited[c] = await unary(bs.addr, "cycle", c, P.unarySec, 0, "bench-limited");
+  return { echo, cycle, paced: { ...paced, paced_cycles_per_sec: pacedRate }, limited };
 }
 
 async function embeddedCycle() {
   process.stderr.write("server on the embedded database (PGlite)\n");
   const bs = await startBenchServer({});
   try {
-    await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b") });
+    await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b", LIMITED) });
     const out: Record<number, UnaryResult> = {};
     for (const c of [1, 64]) out[c] = await unary(bs.addr, "cycle", c, P.embeddedSec);
     return out;
@@ -82,7 +89,7 @@ async function durableCycle() {
     process.stderr.write(`server on Postgres with fsync=${fsync}\n`);
     const bs = await startBenchServer({ postgresUrl });
     try {
-      await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b") });
+      await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b", LIMITED) });
       const out: Record<number, UnaryResult> = {};
       for (const c of [1, 64]) out[c] = await unary(bs.addr, "cycle", c, P.embeddedSec);
       return { fsync, cycle: out };

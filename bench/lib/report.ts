@@ -13,7 +13,12 @@ const r3 = (n: number) => Math.round(n * 1000) / 1000;
 
 export function printReport(result: Record<string, unknown>): Record<string, unknown> {
   const hot = result.hot as
-    | { echo: Record<number, UnaryResult>; cycle: Record<number, UnaryResult>; paced: UnaryResult & { paced_cycles_per_sec: number } }
+    | {
+        echo: Record<number, UnaryResult>;
+        cycle: Record<number, UnaryResult>;
+        paced: UnaryResult & { paced_cycles_per_sec: number };
+        limited: Record<number, UnaryResult>;
+      }
     | undefined;
   const renew = result.renew as Record<number, RenewResult> | undefined;
   const wake = result.wake as { e2e: WakeResult; engine: EngineWake } | undefined;
@@ -64,6 +69,11 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     summary.acquire_p99_ms_paced = r3(pa.p99_ms);
     summary.acquire_paced_cycles_per_sec = hot.paced.paced_cycles_per_sec;
     rows.push([`c=64 paced at ${hot.paced.paced_cycles_per_sec} cycles/s: Acquire p50 / p99 (ms)`, `${r3(pa.p50_ms)} / ${r3(pa.p99_ms)}`]);
+    summary.cycle_rps_limited_keys = Object.fromEntries(Object.entries(hot.limited).map(([c, r]) => [c, Math.round(r.rps)]));
+    summary.acquire_p99_ms_limited_keys = r3(hot.limited[64]!.acquire!.p99_ms);
+    for (const [c, r] of Object.entries(hot.limited)) {
+      rows.push([`keys with max_concurrency (journal awaited), c=${c}: cycle rpc/s | Acquire p50 / p99 ms`, `${Math.round(r.rps)} | ${r3(r.acquire!.p50_ms)} / ${r3(r.acquire!.p99_ms)}`]);
+    }
   }
   if (embedded) {
     summary.cycle_rps_embedded_db = Object.fromEntries(Object.entries(embedded).map(([c, r]) => [c, Math.round(r.rps)]));

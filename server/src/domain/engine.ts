@@ -38,7 +38,6 @@ import type {
   KeyView,
   LeaseGoneReason,
   LeaseRecord,
-  LeaseView,
   PoolConfig,
   PoolInput,
   PoolStatsView,
@@ -412,10 +411,10 @@ export class PoolEngine {
     this.pump(lease.key.pool, now);
   }
 
-  listLeases(pool: string, keyId?: string): LeaseView[] {
+  listLeases(pool: string, keyId?: string): LeaseRecord[] {
     this.tick();
     const keys = keyId ? [this.keyEntry(pool, keyId)] : this.poolEntry(pool).keyList;
-    const out: LeaseView[] = [];
+    const out: LeaseRecord[] = [];
     for (const k of keys) {
       for (const l of k.leases) {
         out.push({ ...l.record });

@@ -132,16 +132,6 @@ export interface RateLimitedReport {
   rateLimit?: RateLimitReport;
 }
 
-export interface LeaseView {
-  leaseId: string;
-  pool: string;
-  keyId: string;
-  holder: string;
-  acquiredAt: number;
-  expiresAt: number;
-  ttlMs: number;
-}
-
 export interface KeyView {
   config: KeyConfig;
   state: KeyState;
@@ -224,7 +214,7 @@ export interface KeyRuntime {
   outputTokens: number;
 }
 
-/** A live lease as persisted. */
+/** A live lease: as persisted, and as operators list it. */
 export interface LeaseRecord {
   leaseId: string;
   pool: string;

@@ -9,7 +9,7 @@ import type {
   FailureClass,
   KeyStatsView,
   KeyView,
-  LeaseView,
+  LeaseRecord,
   PoolConfig,
   PoolStatsView,
   ProviderBudget,
@@ -168,7 +168,7 @@ export function keyToProto(k: KeyView, mask: (secret: string) => string): Messag
   };
 }
 
-export function leaseToProto(l: LeaseView): MessageInitShape<typeof LeaseSchema> {
+export function leaseToProto(l: LeaseRecord): MessageInitShape<typeof LeaseSchema> {
   return {
     leaseId: l.leaseId,
     pool: l.pool,

@@ -1,16 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { DomainError } from "../../src/domain/errors.js";
 import type { Grant, RateLimitReport, RuntimeSnapshot } from "../../src/domain/types.js";
-import { addKeys, addPool, flush, grantNow, harness, req } from "./helpers.js";
-
-function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
-  const out: { value?: T; error?: DomainError } = {};
-  p.then(
-    (v) => (out.value = v),
-    (e: DomainError) => (out.error = e),
-  );
-  return out;
-}
+import { addKeys, addPool, flush, grantNow, harness, req, settle } from "./helpers.js";
 
 /** One key "a" whose provider just reported `rateLimit` on a released lease. */
 function reported(rateLimit: RateLimitReport) {

@@ -1,4 +1,5 @@
 // Builders shared by the engine tests.
+import type { DomainError } from "../../src/domain/errors.js";
 import { PoolEngine } from "../../src/domain/engine.js";
 import type { AcquireInput, DomainEvent, Grant, PoolInput } from "../../src/domain/types.js";
 import { FakeClock } from "./fake-clock.js";
@@ -55,4 +56,14 @@ export function codeOf(fn: () => unknown): string | undefined {
     return (e as { code?: string }).code;
   }
   return undefined;
+}
+
+/** Observes a promise without awaiting it, so a test can advance the fake clock and then look. */
+export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
+  const out: { value?: T; error?: DomainError } = {};
+  p.then(
+    (v) => (out.value = v),
+    (e: DomainError) => (out.error = e),
+  );
+  return out;
 }

@@ -1,16 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { DomainError } from "../../src/domain/errors.js";
 import type { Grant } from "../../src/domain/types.js";
-import { addKeys, addPool, codeOf, flush, grantNow, harness, req } from "./helpers.js";
-
-function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
-  const out: { value?: T; error?: DomainError } = {};
-  p.then(
-    (v) => (out.value = v),
-    (e: DomainError) => (out.error = e),
-  );
-  return out;
-}
+import { addKeys, addPool, codeOf, flush, grantNow, harness, req, settle } from "./helpers.js";
 
 describe("waiting", () => {
   it("serves waiters first-in first-out as slots free, and a new arrival does not barge", async () => {

@@ -90,19 +90,11 @@ export interface HttpListener {
 export function createHttpListener(handler: Handler, opts: HttpListenerOptions): HttpListener {
   if (opts.tls) {
     const server = http2.createSecureServer({ ...opts.tls, allowHTTP1: true }, handler);
-    return { server, close: () => closeServer(server) };
+    return { server, close: gracefulClose(server, server) };
   }
   const h1 = http.createServer(handler);
   const h2 = http2.createServer(handler);
-  const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.Http2Session>();
-  h2.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
   const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
     socket.once("data", (chunk: Buffer) => {
       socket.pause();
       const prefix = Math.min(chunk.length, H2_PREFACE.length);
@@ -115,19 +107,34 @@ export function createHttpListener(handler: Handler, opts: HttpListenerOptions):
       }
     });
   });
-  return {
-    server,
-    close: async () => {
-      for (const s of sessions) s.close();
-      h1.closeIdleConnections();
-      const closed = closeServer(server);
-      const force = setTimeout(() => {
-        for (const s of sockets) s.destroy();
-      }, 2000);
-      force.unref();
-      await closed;
-      clearTimeout(force);
-    },
+  return { server, close: gracefulClose(server, h2, h1) };
+}
+
+/**
+ * Stops accepting, asks HTTP/2 clients to go away and closes idle HTTP/1.1 connections; whatever is
+ * still open two seconds later is destroyed, so a client holding a session cannot stall shutdown.
+ */
+function gracefulClose(server: net.Server, h2: http2.Http2Server | http2.Http2SecureServer, h1?: http.Server): () => Promise<void> {
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.Http2Session>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  h2.on("session", (session: http2.Http2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  return async () => {
+    for (const session of sessions) session.close();
+    h1?.closeIdleConnections();
+    const closed = closeServer(server);
+    const force = setTimeout(() => {
+      for (const socket of sockets) socket.destroy();
+    }, 2000);
+    force.unref();
+    await closed;
+    clearTimeout(force);
   };
 }
 

@@ -47,17 +47,21 @@ vitest run
 step "a KeyMesh server for the client suites"
 server_log="$TOOLS/client-server.log"
 server_data="$(mktemp -d)"
+# The file exists before the server starts, so polling it never races the background redirect.
+: >"$server_log"
 KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_DATA_DIR="$server_data" KEYMESH_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
-  KEYMESH_LOG_LEVEL=info tsx server/src/main.ts >"$server_log" 2>&1 &
+  KEYMESH_LOG_LEVEL=info node --import tsx server/src/main.ts >>"$server_log" 2>&1 &
 server_pid=$!
-for _ in $(seq 1 150); do
-  grpc_port="$(sed -n 's/.*"grpcPort":\([0-9]*\).*/\1/p' "$server_log" | head -n 1)"
-  http_port="$(sed -n 's/.*"httpPort":\([0-9]*\).*/\1/p' "$server_log" | head -n 1)"
-  [ -n "$grpc_port" ] && break
+listening=""
+for _ in $(seq 1 300); do
+  listening="$(grep -m 1 '"msg":"listening"' "$server_log" || true)"
+  [ -n "$listening" ] && break
   kill -0 "$server_pid" 2>/dev/null || { cat "$server_log" >&2; exit 1; }
   sleep 0.2
 done
-[ -n "${grpc_port:-}" ] || { echo "server did not start" >&2; cat "$server_log" >&2; exit 1; }
+[ -n "$listening" ] || { echo "server did not start" >&2; cat "$server_log" >&2; exit 1; }
+grpc_port="$(sed -n 's/.*"grpcPort":\([0-9]*\).*/\1/p' <<<"$listening")"
+http_port="$(sed -n 's/.*"httpPort":\([0-9]*\).*/\1/p' <<<"$listening")"
 export KEYMESH_ADDR="127.0.0.1:$grpc_port" KEYMESH_HTTP_ADDR="127.0.0.1:$http_port"
 echo "server at $KEYMESH_ADDR (gRPC), $KEYMESH_HTTP_ADDR (HTTP)"
 

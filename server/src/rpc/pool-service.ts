@@ -84,9 +84,14 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
   private readonly journal: GrantJournal;
   private readonly guard: Guard;
   private readonly observer: PoolObserver;
+  private readonly scrub: (text: string) => string;
 
-  constructor(private readonly deps: PoolServiceDeps) {
-    ({ engine: this.engine, journal: this.journal, guard: this.guard, observer: this.observer } = deps);
+  constructor(deps: PoolServiceDeps) {
+    this.engine = deps.engine;
+    this.journal = deps.journal;
+    this.guard = deps.guard;
+    this.observer = deps.observer;
+    this.scrub = deps.scrub;
   }
 
   async acquire(req: AcquireRequest, ctx: HandlerContext) {
@@ -94,7 +99,6 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     let waitTimeoutMs = optionalMs(req.waitTimeout, "wait_timeout") ?? 0;
     const remaining = ctx.timeoutMs();
     if (remaining !== undefined) waitTimeoutMs = Math.max(0, Math.min(waitTimeoutMs, remaining - DEADLINE_MARGIN_MS));
-    if (req.estimatedTokens < 0n) throw new DomainError("invalid_argument", "estimated_tokens: must not be negative", { field: "estimated_tokens" });
     const started = performance.now();
     let granted: Grant | Promise<Grant>;
     try {
@@ -152,7 +156,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     const applied = this.engine.markFailed(req.leaseId, {
       reason: failureFromProto(req.reason),
       httpStatus: req.httpStatus,
-      message: this.deps.scrub(req.message),
+      message: this.scrub(req.message),
       latencyMs: optionalMs(req.latency, "latency"),
     });
     return { classifiedAs: failureToProto(applied) };

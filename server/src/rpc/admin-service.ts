@@ -3,7 +3,7 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { PoolEngine } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
-import type { KeyConfig, PoolConfig, PoolInput } from "../domain/types.js";
+import type { KeyConfig, PoolConfig } from "../domain/types.js";
 import type { AdminOps } from "../app/admin.js";
 import type {
   AddKeyRequest,
@@ -72,7 +72,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   async createPool(req: CreatePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
-    const cfg = await this.d.ops.createPool(stripUndefined(poolFieldsFromProto(req.pool)) as PoolInput);
+    const cfg = await this.d.ops.createPool({ ...poolFieldsFromProto(req.pool), name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
@@ -93,7 +93,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     const paths = req.updateMask?.paths.map(snake) ?? [];
     let changes: Partial<PoolConfig>;
     if (paths.length === 0) {
-      changes = stripUndefined(fields);
+      changes = fields;
     } else {
       changes = {};
       for (const path of paths) {
@@ -212,8 +212,4 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
       yield { event: eventToProto(item, this.d.now()) };
     }
   }
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

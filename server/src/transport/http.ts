@@ -23,7 +23,6 @@ export interface HttpListenerOptions {
   readMaxBytes: number;
   shutdown: AbortSignal;
   mapError: (err: unknown) => ConnectError;
-  tls?: { cert: Buffer; key: Buffer };
 }
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
@@ -87,9 +86,9 @@ export interface HttpListener {
 }
 
 /** Creates (does not listen) a server that speaks HTTP/1.1 and HTTP/2 on one port. */
-export function createHttpListener(handler: Handler, opts: HttpListenerOptions): HttpListener {
-  if (opts.tls) {
-    const server = http2.createSecureServer({ ...opts.tls, allowHTTP1: true }, handler);
+export function createHttpListener(handler: Handler, tls?: { cert: Buffer; key: Buffer }): HttpListener {
+  if (tls) {
+    const server = http2.createSecureServer({ ...tls, allowHTTP1: true }, handler);
     return { server, close: gracefulClose(server, server) };
   }
   const h1 = http.createServer(handler);

@@ -58,9 +58,9 @@ export class Listeners {
     }
     const handler = createHttpHandler(
       { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics },
-      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, tls: opts.tls },
+      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError },
     );
-    this.http = createHttpListener(handler, { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, tls: opts.tls });
+    this.http = createHttpListener(handler, opts.tls);
   }
 
   /** Sets grpc.health.v1 status for the server as a whole and for each KeyMesh service. */

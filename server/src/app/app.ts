@@ -1,8 +1,6 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
 import * as grpc from "@grpc/grpc-js";
-import type { DescService } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
 import { PoolEngine } from "../domain/engine.js";
 import { LeaseTokens } from "../domain/lease-token.js";
 import type { Clock, DomainEvent, Grant } from "../domain/types.js";
@@ -16,13 +14,13 @@ import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
 import { createGuard } from "../rpc/guard.js";
-import { KeyPoolServiceImpl } from "../rpc/pool-service.js";
+import { KeyPoolServiceImpl, poolResponseEncoders } from "../rpc/pool-service.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { migrate } from "../store/migrate.js";
 import { loadSecretBox, mask } from "../store/secrets.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Store } from "../store/store.js";
-import { Listeners, type BoundPorts } from "../transport/listeners.js";
+import { Listeners, type BoundPorts, type ListenerOptions } from "../transport/listeners.js";
 import { AdminOps } from "./admin.js";
 import type { ServerConfig } from "./config.js";
 
@@ -153,9 +151,13 @@ async function startOnDatabase(
     },
   };
   const services = [
-    { service: KeyPoolService, impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, scrub: scrubSecrets }) },
+    {
+      service: KeyPoolService,
+      impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, scrub: scrubSecrets }),
+      encoders: poolResponseEncoders,
+    },
     { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
-  ] as unknown as Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+  ] as unknown as ListenerOptions["services"];
 
   const snapshotter = new Snapshotter({
     store,

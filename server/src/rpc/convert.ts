@@ -41,9 +41,17 @@ export function optionalMs(d: Duration | undefined, field: string): number | und
   return ms;
 }
 
-export const ts = (ms: number | undefined): Timestamp | undefined => (ms === undefined ? undefined : timestampFromMs(ms));
-export const dur = (ms: number | undefined): Duration | undefined =>
-  ms === undefined ? undefined : durationFromMs(Math.max(0, Math.round(ms)));
+export function ts(ms: number): Timestamp;
+export function ts(ms: number | undefined): Timestamp | undefined;
+export function ts(ms: number | undefined): Timestamp | undefined {
+  return ms === undefined ? undefined : timestampFromMs(ms);
+}
+
+export function dur(ms: number): Duration;
+export function dur(ms: number | undefined): Duration | undefined;
+export function dur(ms: number | undefined): Duration | undefined {
+  return ms === undefined ? undefined : durationFromMs(Math.max(0, Math.round(ms)));
+}
 
 const strategies: Record<StrategyEnum, Strategy | undefined> = {
   [StrategyEnum.UNSPECIFIED]: undefined,

@@ -7,7 +7,6 @@ import type { Grant, LeaseGoneReason } from "../domain/types.js";
 import { ErrorReason } from "../gen/keymesh/v1/common_pb.js";
 import type {
   AcquireRequest,
-  AcquireResponseSchema,
   KeepAliveRequest,
   KeepAliveResponseSchema,
   KeyPoolService,
@@ -16,6 +15,7 @@ import type {
   ReleaseRequest,
   RenewLeaseRequest,
 } from "../gen/keymesh/v1/pool_pb.js";
+import { encodeAcquireResponse, type AcquireReply } from "./acquire-wire.js";
 import { Channel } from "./channel.js";
 import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
 import type { Guard } from "./guard.js";
@@ -65,7 +65,7 @@ const errorGone: Partial<Record<DomainError["code"], ErrorReason>> = {
   lease_id_malformed: ErrorReason.LEASE_ID_MALFORMED,
 };
 
-function grantToProto(g: Grant): MessageInitShape<typeof AcquireResponseSchema> {
+function grantToProto(g: Grant): AcquireReply {
   return {
     leaseId: g.leaseId,
     key: g.secret,
@@ -78,6 +78,9 @@ function grantToProto(g: Grant): MessageInitShape<typeof AcquireResponseSchema> 
     pool: g.pool,
   };
 }
+
+/** Responses the gRPC listener writes without protobuf-es reflection (see acquire-wire.ts). */
+export const poolResponseEncoders = { acquire: encodeAcquireResponse };
 
 export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
   private readonly engine: PoolEngine;

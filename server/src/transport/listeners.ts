@@ -5,13 +5,13 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
-import { addServiceToGrpc } from "./grpc-adapter.js";
+import { addServiceToGrpc, type ResponseEncoders } from "./grpc-adapter.js";
 import { reflectionServices } from "./reflection.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
 
 export interface ListenerOptions {
-  services: Array<{ service: DescService; impl: ServiceImpl<DescService> }>;
+  services: Array<{ service: DescService; impl: ServiceImpl<DescService>; encoders?: ResponseEncoders }>;
   /** Proto files served by reflection. */
   files: DescFile[];
   mapError: (err: unknown) => ConnectError;
@@ -48,8 +48,8 @@ export class Listeners {
       "grpc.max_receive_message_length": opts.maxMessageBytes,
       "grpc.keepalive_permit_without_calls": 1,
     });
-    for (const { service, impl } of opts.services) {
-      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown });
+    for (const { service, impl, encoders } of opts.services) {
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, encoders });
     }
     this.health.addToServer(this.grpc);
     const described = [...opts.services.map((s) => s.service), Health];

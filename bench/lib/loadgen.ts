@@ -45,6 +45,8 @@ export interface WakeResult {
   samples: number;
   wake: Latency;
   release_rtt: Latency;
+  /** A bare echo round trip just before each Release: the transport's floor in the same state. */
+  echo_rtt: Latency;
 }
 
 export interface GoodputResult {

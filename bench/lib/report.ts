@@ -61,9 +61,12 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
         `${r1(e.server_cpu_us_per_rpc ?? 0)} | ${r1(y.server_cpu_us_per_rpc ?? 0)}; ${r1(e.client_cpu_us_per_rpc)} | ${r1(y.client_cpu_us_per_rpc)}`,
       ]);
     }
+    // The bare echo's own latency at the same concurrency: the floor any method on this transport sees.
+    summary.echo_p99_ms = r3(hot.echo[64]!.latency.p99_ms);
     for (const c of Object.keys(hot.cycle)) {
       const a = hot.cycle[Number(c)]!.acquire!;
-      rows.push([`c=${c}: Acquire p50 / p99 (ms)`, `${r3(a.p50_ms)} / ${r3(a.p99_ms)}`]);
+      const e = hot.echo[Number(c)]!.latency;
+      rows.push([`c=${c}: Acquire p50 / p99 (ms) | bare echo p50 / p99`, `${r3(a.p50_ms)} / ${r3(a.p99_ms)} | ${r3(e.p50_ms)} / ${r3(e.p99_ms)}`]);
     }
     const pa = hot.paced.acquire!;
     summary.acquire_p99_ms_paced = r3(pa.p99_ms);
@@ -93,8 +96,10 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     summary.wake_p50_ms = r3(wake.e2e.wake.p50_ms);
     summary.wake_engine_p99_ms = r3(wake.engine.wake_us.p99 / 1000);
     summary.wake_release_rtt_p99_ms = r3(wake.e2e.release_rtt.p99_ms);
+    summary.wake_echo_rtt_p99_ms = r3(wake.e2e.echo_rtt.p99_ms);
     rows.push(["wake, loopback Release→Acquire p50 / p99 (ms)", `${r3(wake.e2e.wake.p50_ms)} / ${r3(wake.e2e.wake.p99_ms)}`]);
     rows.push(["  (Release round trip p50 / p99, ms)", `${r3(wake.e2e.release_rtt.p50_ms)} / ${r3(wake.e2e.release_rtt.p99_ms)}`]);
+    rows.push(["  (bare echo round trip just before, p50 / p99, ms)", `${r3(wake.e2e.echo_rtt.p50_ms)} / ${r3(wake.e2e.echo_rtt.p99_ms)}`]);
     rows.push(["wake, in the engine p50 / p99 (µs)", `${r1(wake.engine.wake_us.p50)} / ${r1(wake.engine.wake_us.p99)}`]);
   }
   if (renew) {

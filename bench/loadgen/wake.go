@@ -6,6 +6,7 @@ import (
 	"time"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -16,6 +17,8 @@ type WakeResult struct {
 	Wake    Latency `json:"wake"`
 	// ReleaseRTT is the Release round trip of the same iterations, for comparison.
 	ReleaseRTT Latency `json:"release_rtt"`
+	// EchoRTT is a bare echo round trip sent just before each Release: the transport's own floor in the same state.
+	EchoRTT Latency `json:"echo_rtt"`
 }
 
 func runWake(o options) (*WakeResult, error) {
@@ -38,6 +41,8 @@ func runWake(o options) (*WakeResult, error) {
 	}
 	wakes := make([]time.Duration, 0, o.samples)
 	rtts := make([]time.Duration, 0, o.samples)
+	echoes := make([]time.Duration, 0, o.samples)
+	echoReq := make([]byte, 64)
 	held, err := acquire(time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("holder acquire: %w", err)
@@ -60,6 +65,12 @@ func runWake(o options) (*WakeResult, error) {
 			}
 			queued = stats.GetStats().GetWaiters() == 1
 		}
+		var echoResp []byte
+		echoSent := time.Now()
+		if err := conn.Invoke(ctx, EchoMethod, &echoReq, &echoResp, grpc.ForceCodec(rawCodec{})); err != nil {
+			return nil, fmt.Errorf("echo: %w", err)
+		}
+		echoes = append(echoes, time.Since(echoSent))
 		sent := time.Now()
 		if _, err := pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: held.GetLeaseId()}); err != nil {
 			return nil, fmt.Errorf("holder release: %w", err)
@@ -73,5 +84,5 @@ func runWake(o options) (*WakeResult, error) {
 		held = &keymeshv1.AcquireResponse{LeaseId: w.lease}
 	}
 	_, _ = pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: held.GetLeaseId()})
-	return &WakeResult{Samples: len(wakes), Wake: summarize(wakes), ReleaseRTT: summarize(rtts)}, nil
+	return &WakeResult{Samples: len(wakes), Wake: summarize(wakes), ReleaseRTT: summarize(rtts), EchoRTT: summarize(echoes)}, nil
 }

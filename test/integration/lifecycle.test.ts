@@ -1,5 +1,6 @@
 // The process as an operator runs it: SIGTERM ends open streams cleanly and exits 0 within 5 s, a
-// port already in use is one line on stderr and a non-zero exit, a bad variable names itself.
+// port already in use is one line on stderr and a non-zero exit, so is an embedded data directory in use,
+// and a bad variable names itself.
 import { describe, expect, it } from "vitest";
 import { mkdtemp } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -44,6 +45,24 @@ describe("process lifecycle", () => {
       blocker.close();
     }
   }, 30_000);
+
+  it("refuses an embedded data directory another server is using, and takes it over once that server is killed", async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), "keymesh-life-"));
+    const env = { DATABASE_URL: "", KEYMESH_DATA_DIR: dataDir };
+    const first = spawnServer(env);
+    await listening(first);
+    const second = spawnServer(env);
+    expect(await second.exited).toBe(1);
+    expect(second.stderr().trim()).toBe(
+      `keymesh: data directory ${dataDir} is in use by another KeyMesh server (pid ${first.child.pid}); stop it or choose another KEYMESH_DATA_DIR`,
+    );
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const third = spawnServer(env);
+    await listening(third);
+    third.child.kill("SIGTERM");
+    expect(await third.exited).toBe(0);
+  }, 60_000);
 
   it("names a bad variable", async () => {
     const p = await startProcess({ KEYMESH_SNAPSHOT_INTERVAL: "soon" });

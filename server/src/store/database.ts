@@ -5,6 +5,7 @@ import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
 import postgres from "postgres";
+import { lockDataDir } from "./data-dir-lock.js";
 import type { StoreLog } from "./log.js";
 
 export interface Database {
@@ -48,28 +49,38 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
 async function openEmbedded(dataDir: string, log: StoreLog): Promise<Database> {
   const pgdata = path.join(dataDir, "pgdata");
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const db = await PGlite.create(pgdata);
-  // PGlite is one backend that runs one transaction at a time, so the driver keeps a single connection;
-  // the server admits a second so a reconnect is not refused while the old socket is still closing.
-  const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections: 2 });
-  await server.start();
-  const address = server.getServerConn();
-  const port = Number(address.slice(address.lastIndexOf(":") + 1));
-  const sql = postgres({
-    ...driverOptions(1),
-    host: "127.0.0.1",
-    port,
-    database: "postgres",
-    username: "postgres",
-  });
-  log.info({ dataDir: pgdata }, "embedded database started");
-  return {
-    sql,
-    embedded: true,
-    close: async () => {
-      await sql.end({ timeout: 5 });
-      await server.stop();
-      await db.close();
-    },
-  };
+  const unlock = await lockDataDir(dataDir);
+  let db: PGlite | undefined;
+  try {
+    db = await PGlite.create(pgdata);
+    // PGlite is one backend that runs one transaction at a time, so the driver keeps a single connection;
+    // the server admits a second so a reconnect is not refused while the old socket is still closing.
+    const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections: 2 });
+    await server.start();
+    const address = server.getServerConn();
+    const port = Number(address.slice(address.lastIndexOf(":") + 1));
+    const sql = postgres({
+      ...driverOptions(1),
+      host: "127.0.0.1",
+      port,
+      database: "postgres",
+      username: "postgres",
+    });
+    log.info({ dataDir: pgdata }, "embedded database started");
+    const opened = db;
+    return {
+      sql,
+      embedded: true,
+      close: async () => {
+        await sql.end({ timeout: 5 });
+        await server.stop();
+        await opened.close();
+        await unlock();
+      },
+    };
+  } catch (e) {
+    await db?.close().catch(() => undefined);
+    await unlock();
+    throw e;
+  }
 }

@@ -14,7 +14,7 @@ import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
 import { createGuard } from "../rpc/guard.js";
-import { KeyPoolServiceImpl, poolResponseEncoders } from "../rpc/pool-service.js";
+import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { migrate } from "../store/migrate.js";
 import { loadSecretBox, mask } from "../store/secrets.js";
@@ -154,7 +154,7 @@ async function startOnDatabase(
     {
       service: KeyPoolService,
       impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, scrub: scrubSecrets }),
-      encoders: poolResponseEncoders,
+      codecs: poolWireCodecs,
     },
     { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
   ] as unknown as ListenerOptions["services"];

@@ -17,6 +17,7 @@ import type {
 } from "../gen/keymesh/v1/pool_pb.js";
 import { encodeAcquireResponse, type AcquireReply } from "./acquire-wire.js";
 import { Channel } from "./channel.js";
+import { decodeAcquireRequest, decodeReleaseRequest } from "./request-wire.js";
 import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
 import type { Guard } from "./guard.js";
 
@@ -79,8 +80,11 @@ function grantToProto(g: Grant): AcquireReply {
   };
 }
 
-/** Responses the gRPC listener writes without protobuf-es reflection (see acquire-wire.ts). */
-export const poolResponseEncoders = { acquire: encodeAcquireResponse };
+/** The lease cycle's messages, read and written by hand on the gRPC listener (acquire-wire.ts, request-wire.ts). */
+export const poolWireCodecs = {
+  acquire: { decode: decodeAcquireRequest, encode: encodeAcquireResponse },
+  release: { decode: decodeReleaseRequest },
+};
 
 export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
   private readonly engine: PoolEngine;

@@ -139,22 +139,27 @@ function toStatus(err: ConnectError, trailer: grpc.Metadata | undefined): Partia
   return { code: err.code as number as grpc.status, details: err.rawMessage, metadata };
 }
 
-function decode<I extends DescMessage>(schema: I, bytes: Buffer) {
-  try {
-    return fromBinary(schema, bytes);
-  } catch (e) {
-    throw new ConnectError(`malformed ${schema.typeName}: ${(e as Error).message}`, Code.InvalidArgument);
-  }
+function decoder(schema: DescMessage, read: (bytes: Uint8Array) => unknown = (bytes) => fromBinary(schema, bytes)): (bytes: Buffer) => unknown {
+  return (bytes) => {
+    try {
+      return read(bytes);
+    } catch (e) {
+      throw new ConnectError(`malformed ${schema.typeName}: ${(e as Error).message}`, Code.InvalidArgument);
+    }
+  };
 }
 
-/** Hand-written response encoders by method local name, used instead of protobuf-es reflection on hot methods. */
-export type ResponseEncoders = Record<string, (out: never) => Uint8Array>;
+/**
+ * Hand-written codecs by method local name, used instead of protobuf-es reflection on hot methods. A
+ * decoder must accept and reject exactly what fromBinary does; its errors become INVALID_ARGUMENT.
+ */
+export type WireCodecs = Record<string, { decode?: (bytes: Uint8Array) => unknown; encode?: (out: never) => Uint8Array }>;
 
 export interface GrpcMountOptions {
   mapError: ErrorMapper;
   /** Aborted on graceful shutdown: every open handler's signal aborts with it. */
   shutdown: AbortSignal;
-  encoders?: ResponseEncoders;
+  codecs?: WireCodecs;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -194,14 +199,16 @@ export function addServiceToGrpc<S extends DescService>(
 }
 
 function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts: GrpcMountOptions): grpc.UntypedHandleCall {
-  const encode = (opts.encoders?.[method.localName] as ((out: unknown) => Uint8Array) | undefined) ?? reflectiveEncoder(method.output);
+  const codec = opts.codecs?.[method.localName];
+  const encode = (codec?.encode as ((out: unknown) => Uint8Array) | undefined) ?? reflectiveEncoder(method.output);
+  const decode = decoder(method.input, codec?.decode);
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, Uint8Array>, callback: grpc.sendUnaryData<Uint8Array>) => {
         const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
         let result: unknown;
         try {
-          result = fn(decode(method.input, call.request), ctx);
+          result = fn(decode(call.request), ctx);
         } catch (e) {
           answerUnary(ctx, call, callback, encode, opts.mapError, e ?? new Error("threw"), undefined);
           return;
@@ -218,12 +225,12 @@ function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts:
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, Uint8Array>) => {
         const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
-        void pump(ctx, call, () => fn(decode(method.input, call.request), ctx) as AsyncIterable<unknown>, encode, opts);
+        void pump(ctx, call, () => fn(decode(call.request), ctx) as AsyncIterable<unknown>, encode, opts);
       };
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) => {
         const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
-        const requests = readRequests(call, method.input);
+        const requests = readRequests(call, decode);
         void pump(ctx, call, () => fn(requests, ctx) as AsyncIterable<unknown>, encode, opts);
       };
     default:
@@ -258,9 +265,9 @@ function answerUnary(
   callback(null, bytes, ctx.trailerMetadata());
 }
 
-async function* readRequests<I extends DescMessage>(call: grpc.ServerDuplexStream<Buffer, Uint8Array>, schema: I) {
+async function* readRequests(call: grpc.ServerDuplexStream<Buffer, Uint8Array>, decode: (bytes: Buffer) => unknown) {
   // A plain `for await` destroys the duplex when the client half-closes, and with it the status we still owe.
-  for await (const chunk of call.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) yield decode(schema, chunk);
+  for await (const chunk of call.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) yield decode(chunk);
 }
 
 async function pump(

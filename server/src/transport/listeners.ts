@@ -5,13 +5,13 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
-import { addServiceToGrpc, type ResponseEncoders } from "./grpc-adapter.js";
+import { addServiceToGrpc, type WireCodecs } from "./grpc-adapter.js";
 import { reflectionServices } from "./reflection.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
 
 export interface ListenerOptions {
-  services: Array<{ service: DescService; impl: ServiceImpl<DescService>; encoders?: ResponseEncoders }>;
+  services: Array<{ service: DescService; impl: ServiceImpl<DescService>; codecs?: WireCodecs }>;
   /** Proto files served by reflection. */
   files: DescFile[];
   mapError: (err: unknown) => ConnectError;
@@ -47,9 +47,11 @@ export class Listeners {
     this.grpc = new grpc.Server({
       "grpc.max_receive_message_length": opts.maxMessageBytes,
       "grpc.keepalive_permit_without_calls": 1,
+      // No channelz service is served, so its per-call and per-message bookkeeping would be pure cost.
+      "grpc.enable_channelz": 0,
     });
-    for (const { service, impl, encoders } of opts.services) {
-      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, encoders });
+    for (const { service, impl, codecs } of opts.services) {
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, codecs });
     }
     this.health.addToServer(this.grpc);
     const described = [...opts.services.map((s) => s.service), Health];

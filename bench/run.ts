@@ -55,11 +55,13 @@ async function hotPath(bs: BenchServer) {
   // that pace themselves at a third of the measured capacity show the latency of a server with headroom.
   const pacedRate = Math.max(100, Math.round(cycle[64]!.ops_per_sec / 3));
   const paced = await unary(bs.addr, "cycle", 64, P.unarySec, pacedRate);
+  // The bare echo at the same RPC rate (two RPCs a cycle): the latency floor of a server with that headroom.
+  const pacedEcho = await unary(bs.addr, "echo", 64, P.unarySec, 2 * pacedRate);
   // The same cycle on keys with a concurrency limit: Acquire then waits for the grant journal's commit.
   await createPool(bs.admin, { name: "bench-limited", keys: benchKeys(8, "l", LIMITED) });
   const limited: Record<number, UnaryResult> = {};
   for (const c of [1, 64]) limited[c] = await unary(bs.addr, "cycle", c, P.unarySec, 0, "bench-limited");
-  return { echo, cycle, paced: { ...paced, paced_cycles_per_sec: pacedRate }, limited };
+  return { echo, cycle, paced: { ...paced, paced_cycles_per_sec: pacedRate }, pacedEcho, limited };
 }
 
 async function embeddedCycle() {

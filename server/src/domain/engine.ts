@@ -12,6 +12,7 @@ import {
   keyState,
   keyStateReason,
   newKeyEntry,
+  OutcomeWindow,
   recentGrants,
   refreshHot,
   type KeyEntry,
@@ -44,6 +45,7 @@ import type {
   RateLimitedReport,
   RateLimitReport,
   Renewal,
+  RuntimeChanges,
   RuntimeSnapshot,
   SuccessReport,
   TimerHandle,
@@ -73,10 +75,10 @@ interface Tombstone {
 }
 
 const EMA_ALPHA = 0.2;
-const OUTCOME_WINDOW = 100;
-const OUTCOME_WINDOW_MS = 300_000;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
 const TOMBSTONE_CAP = 100_000;
+/** Most ended lease ids kept for the next export of changes; beyond it the next export must be full. */
+const ENDED_LEASES_CAP = 100_000;
 /** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
 const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
@@ -129,6 +131,12 @@ export class PoolEngine {
   private seq = 0;
   private grantHighWater: Record<number, number> = {};
   private changed = false;
+  // Changes since the last export, besides each changed key's `unsaved` mark.
+  private touchedLeases = new Set<Lease>();
+  private endedLeases: string[] = [];
+  private removedKeys: Array<{ pool: string; keyId: string }> = [];
+  /** More ended than ENDED_LEASES_CAP since the last export: only a full export is right. */
+  private changesLost = false;
   private closed = false;
 
   constructor(opts: EngineOptions) {
@@ -198,6 +206,7 @@ export class PoolEngine {
       refreshHot(k);
       this.revokeAll(k, now, "pool deleted");
       this.cancelKeyTimers(k);
+      this.removedKeys.push({ pool: name, keyId: k.cfg.id });
     }
     for (let w = pool.waitHead; w; w = pool.waitHead) {
       this.dropWaiter(w);
@@ -244,7 +253,7 @@ export class PoolEngine {
       k.draining = { remove: true };
       k.cfg = { ...k.cfg, disabled: true, disabledReason: "removing: draining" };
       refreshHot(k);
-      this.changed = true;
+      this.touch(k);
       this.emit("key_disabled", now, pool, keyId, undefined, "removing: draining");
       return { removedNow: false };
     }
@@ -264,7 +273,7 @@ export class PoolEngine {
     k.autoDisabled = undefined;
     k.draining = undefined;
     refreshHot(k);
-    this.changed = true;
+    this.touch(k);
     this.emit("key_enabled", now, pool, keyId);
     this.pump(k.pool, now);
     return this.view(k);
@@ -275,7 +284,7 @@ export class PoolEngine {
     const now = this.tick();
     const k = this.keyEntry(pool, keyId);
     k.cfg = { ...k.cfg, disabled: true, disabledReason: reason };
-    this.changed = true;
+    this.touch(k);
     this.emit("key_disabled", now, pool, keyId, undefined, reason);
     if (drain && k.active > 0 && !k.draining) k.draining = { remove: false };
     refreshHot(k);
@@ -400,6 +409,7 @@ export class PoolEngine {
     const expiresAt = now + ttl;
     lease.record = { ...lease.record, expiresAt, ttlMs: ttl };
     this.schedule(lease, expiresAt, now);
+    this.touchedLeases.add(lease);
     this.changed = true;
     return { leaseId, expiresAt, ttlMs: ttl, renewIntervalMs: Math.floor(ttl / 3) };
   }
@@ -451,37 +461,44 @@ export class PoolEngine {
 
   /** A consistent copy of runtime state and live leases (never secrets); lease records are shared and read-only. */
   exportRuntime(): RuntimeSnapshot {
-    const now = this.clock.now();
     const keys: KeyRuntime[] = [];
     for (const pool of this.pools.values()) {
       for (const k of pool.keyList) {
-        keys.push({
-          pool: pool.cfg.name,
-          keyId: k.cfg.id,
-          autoDisabled: k.autoDisabled && { ...k.autoDisabled },
-          draining: k.draining && { ...k.draining },
-          cooldownUntil: k.cooldownUntil,
-          rateLimitStreak: k.rateLimitStreak,
-          rateLimitStreakStart: k.rateLimitStreakStart,
-          circuitState: k.circuitState,
-          circuitOpenUntil: k.circuitOpenUntil,
-          circuitOpenCount: k.circuitOpenCount,
-          consecutiveFailures: k.consecutiveFailures,
-          emaLatencyMs: k.emaLatencyMs,
-          // Outcome pairs are never mutated once recorded, so sharing them keeps this a snapshot.
-          outcomes: k.outcomes.slice(),
-          recentGrants: k.grants.slice(k.grantsHead),
-          budget: { ...k.budget },
-          totalLeases: k.totalLeases,
-          inputTokens: k.inputTokens,
-          outputTokens: k.outputTokens,
-        });
+        keys.push(this.keyRuntime(k));
+        k.unsaved = false;
       }
     }
     const leases: LeaseRecord[] = new Array(this.live.size);
     let i = 0;
     for (const l of this.live.values()) leases[i++] = l.record;
-    return { takenAt: now, keys, leases };
+    this.touchedLeases.clear();
+    this.endedLeases = [];
+    this.removedKeys = [];
+    this.changesLost = false;
+    return { takenAt: this.clock.now(), keys, leases };
+  }
+
+  /**
+   * What changed since the previous export (of either kind), so a steady snapshot copies only that;
+   * undefined when too much changed to keep track of: export in full instead.
+   */
+  exportChanges(): RuntimeChanges | undefined {
+    if (this.changesLost) return undefined;
+    const keys: KeyRuntime[] = [];
+    for (const pool of this.pools.values()) {
+      for (const k of pool.keyList) {
+        if (!k.unsaved) continue;
+        keys.push(this.keyRuntime(k));
+        k.unsaved = false;
+      }
+    }
+    const leases: LeaseRecord[] = [];
+    for (const l of this.touchedLeases) leases.push(l.record);
+    this.touchedLeases.clear();
+    const changes = { takenAt: this.clock.now(), keys, removedKeys: this.removedKeys, leases, endedLeases: this.endedLeases };
+    this.endedLeases = [];
+    this.removedKeys = [];
+    return changes;
   }
 
   /** Restores configuration and the last snapshot before traffic starts; deadlines are absolute, so nothing resets. */
@@ -548,6 +565,7 @@ export class PoolEngine {
     const probe = k.circuitState === "half_open";
     const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
     this.addLease(k, claims, record, probe, now);
+    this.touch(k);
     k.totalLeases++;
     k.grants.push(now);
     if (k.budget.requestsRemaining !== undefined) this.debitBudget(k, now);
@@ -590,6 +608,7 @@ export class PoolEngine {
     k.pool.active++;
     if (probe) k.probes++;
     this.schedule(lease, record.expiresAt, now);
+    this.touchedLeases.add(lease);
     this.changed = true;
     return lease;
   }
@@ -604,6 +623,8 @@ export class PoolEngine {
     k.pool.active--;
     if (lease.probe) k.probes--;
     this.tombstone(lease.id, reason, now, k);
+    this.touchedLeases.delete(lease);
+    this.noteEnded(lease.id);
     this.changed = true;
     this.emit("lease_ended", now, k.pool.cfg.name, k.cfg.id, lease.id, cause);
     if (reason === "revoked" && lease.watchers) {
@@ -616,6 +637,25 @@ export class PoolEngine {
       }
     }
     if (k.draining && k.active === 0) this.finishDrain(k, now);
+  }
+
+  /** The key's runtime state changed: it goes into the next snapshot. */
+  private touch(k: KeyEntry): void {
+    k.unsaved = true;
+    this.changed = true;
+  }
+
+  private noteEnded(leaseId: string): void {
+    if (this.changesLost) return;
+    if (this.endedLeases.length < ENDED_LEASES_CAP) {
+      this.endedLeases.push(leaseId);
+      return;
+    }
+    // Nobody exported for a long while (no snapshotter, or a long outage): stop keeping track.
+    this.changesLost = true;
+    this.endedLeases = [];
+    this.touchedLeases.clear();
+    this.removedKeys = [];
   }
 
   private revoke(lease: Lease, now: number, message: string): void {
@@ -813,42 +853,32 @@ export class PoolEngine {
     if (k.cfg.quotaGroup !== "") {
       for (const other of k.pool.keyList) if (other !== k && other.cfg.quotaGroup === k.cfg.quotaGroup) this.coolDown(other, until, now);
     }
-    this.changed = true;
+    this.touch(k);
     return k.cooldownUntil ?? until;
   }
 
   private recordLatency(k: KeyEntry, latencyMs: number | undefined): void {
     if (latencyMs === undefined || !Number.isFinite(latencyMs) || latencyMs < 0) return;
     k.emaLatencyMs = k.emaLatencyMs === undefined ? latencyMs : k.emaLatencyMs + EMA_ALPHA * (latencyMs - k.emaLatencyMs);
-    this.changed = true;
+    this.touch(k);
   }
 
   private recordOutcome(k: KeyEntry, ok: 0 | 1, now: number): void {
-    k.outcomes.push([now, ok]);
-    this.pruneOutcomes(k, now);
-    this.changed = true;
-  }
-
-  private pruneOutcomes(k: KeyEntry, now: number): void {
-    const o = k.outcomes;
-    let drop = Math.max(0, o.length - OUTCOME_WINDOW);
-    while (drop < o.length && o[drop]![0] <= now - OUTCOME_WINDOW_MS) drop++;
-    if (drop > 0) o.splice(0, drop);
+    k.outcomes.record(now, ok);
+    this.touch(k);
   }
 
   private successRate(k: KeyEntry, now: number): number {
-    this.pruneOutcomes(k, now);
-    if (k.outcomes.length === 0) return 1;
-    let ok = 0;
-    for (const [, v] of k.outcomes) ok += v;
-    return ok / k.outcomes.length;
+    // Ageing out is a change the next export carries, though it makes nothing to write by itself.
+    if (k.outcomes.prune(now)) k.unsaved = true;
+    return k.outcomes.rate();
   }
 
   private autoDisable(k: KeyEntry, cause: "auth" | "quota", message: string, now: number): void {
     if (k.autoDisabled) return;
     k.autoDisabled = { cause, message, at: now };
     refreshHot(k);
-    this.changed = true;
+    this.touch(k);
     this.emit("key_auto_disabled", now, k.pool.cfg.name, k.cfg.id, undefined, `${cause}: ${message}`);
   }
 
@@ -857,7 +887,7 @@ export class PoolEngine {
     if (k.cooldownUntil !== undefined && k.cooldownUntil >= until) return;
     k.cooldownUntil = until;
     this.schedule(k.cooldownTimer, until, now);
-    this.changed = true;
+    this.touch(k);
     this.emit("cooldown_started", now, k.pool.cfg.name, k.cfg.id, undefined, undefined, until);
   }
 
@@ -868,7 +898,7 @@ export class PoolEngine {
     k.circuitState = "open";
     k.circuitOpenUntil = now + duration;
     this.schedule(k.circuitTimer, k.circuitOpenUntil, now);
-    this.changed = true;
+    this.touch(k);
     this.emit("circuit_opened", now, cfg.name, k.cfg.id, undefined, undefined, k.circuitOpenUntil);
   }
 
@@ -877,7 +907,7 @@ export class PoolEngine {
     k.circuitOpenUntil = undefined;
     k.circuitOpenCount = 0;
     this.heap.cancel(k.circuitTimer);
-    this.changed = true;
+    this.touch(k);
     this.emit("circuit_closed", now, k.pool.cfg.name, k.cfg.id);
   }
 
@@ -909,7 +939,7 @@ export class PoolEngine {
     if (tokensLimit !== undefined) b.tokensLimit = tokensLimit;
     refreshHot(k);
     this.scheduleBudgetWake(k, now);
-    this.changed = true;
+    this.touch(k);
     return optionalCount(h?.retryAfterMs);
   }
 
@@ -983,7 +1013,7 @@ export class PoolEngine {
   private onCooldownEnd(t: KeyTimer, now: number): void {
     const k = t.key;
     k.cooldownUntil = undefined;
-    this.changed = true;
+    this.touch(k);
     this.emit("cooldown_ended", now, k.pool.cfg.name, k.cfg.id);
     this.pump(k.pool, now);
   }
@@ -993,7 +1023,7 @@ export class PoolEngine {
     if (k.circuitState !== "open") return;
     k.circuitState = "half_open";
     k.circuitOpenUntil = undefined;
-    this.changed = true;
+    this.touch(k);
     this.emit("circuit_half_opened", now, k.pool.cfg.name, k.cfg.id);
     this.pump(k.pool, now);
   }
@@ -1041,6 +1071,29 @@ export class PoolEngine {
     return k;
   }
 
+  private keyRuntime(k: KeyEntry): KeyRuntime {
+    return {
+      pool: k.pool.cfg.name,
+      keyId: k.cfg.id,
+      autoDisabled: k.autoDisabled && { ...k.autoDisabled },
+      draining: k.draining && { ...k.draining },
+      cooldownUntil: k.cooldownUntil,
+      rateLimitStreak: k.rateLimitStreak,
+      rateLimitStreakStart: k.rateLimitStreakStart,
+      circuitState: k.circuitState,
+      circuitOpenUntil: k.circuitOpenUntil,
+      circuitOpenCount: k.circuitOpenCount,
+      consecutiveFailures: k.consecutiveFailures,
+      emaLatencyMs: k.emaLatencyMs,
+      outcomes: k.outcomes.toArray(),
+      recentGrants: k.grants.slice(k.grantsHead),
+      budget: { ...k.budget },
+      totalLeases: k.totalLeases,
+      inputTokens: k.inputTokens,
+      outputTokens: k.outputTokens,
+    };
+  }
+
   private restoreKey(k: KeyEntry, r: KeyRuntime, now: number): void {
     k.autoDisabled = r.autoDisabled && { ...r.autoDisabled };
     k.draining = r.draining && { ...r.draining };
@@ -1051,7 +1104,7 @@ export class PoolEngine {
     k.circuitOpenCount = r.circuitOpenCount;
     k.consecutiveFailures = r.consecutiveFailures;
     k.emaLatencyMs = r.emaLatencyMs;
-    k.outcomes = r.outcomes.map(([t, ok]) => [t, ok]);
+    k.outcomes = OutcomeWindow.from(r.outcomes);
     k.grants = [...r.recentGrants];
     k.grantsHead = 0;
     k.budget = { ...r.budget };
@@ -1074,7 +1127,7 @@ export class PoolEngine {
     }
     k.draining = undefined;
     refreshHot(k);
-    this.changed = true;
+    this.touch(k);
   }
 
   private dropKey(k: KeyEntry, now: number): void {
@@ -1086,6 +1139,7 @@ export class PoolEngine {
       last.slot = k.slot;
     }
     pool.keys.delete(k.cfg.id);
+    this.removedKeys.push({ pool: pool.cfg.name, keyId: k.cfg.id });
     this.changed = true;
     this.emit("key_removed", now, pool.cfg.name, k.cfg.id);
   }

@@ -78,7 +78,7 @@ export interface KeyEntry {
   circuitOpenCount: number;
   consecutiveFailures: number;
   emaLatencyMs: number | undefined;
-  outcomes: Array<[number, 0 | 1]>;
+  outcomes: OutcomeWindow;
   /** Grant instants, oldest first; entries before grantsHead have left the least_used window. */
   grants: number[];
   grantsHead: number;
@@ -88,6 +88,8 @@ export interface KeyEntry {
   outputTokens: number;
   /** Smooth weighted round robin running weight. */
   swrrCurrent: number;
+  /** Its runtime state changed since the last export (PoolEngine.exportChanges). */
+  unsaved: boolean;
   cooldownTimer: KeyTimer;
   circuitTimer: KeyTimer;
   budgetTimer: KeyTimer;
@@ -108,6 +110,65 @@ export interface PoolEntry {
 }
 
 const LEAST_USED_WINDOW_MS = 60_000;
+const OUTCOME_WINDOW = 100;
+const OUTCOME_WINDOW_MS = 300_000;
+
+/**
+ * The success-rate window (DESIGN rule 8): the newest OUTCOME_WINDOW outcomes younger than
+ * OUTCOME_WINDOW_MS, oldest first, in a ring so recording one never shifts the others.
+ */
+export class OutcomeWindow {
+  /** Pairs are never mutated once recorded, so an export shares them. */
+  private readonly ring: Array<[number, 0 | 1]> = [];
+  private head = 0;
+  private size = 0;
+  private successes = 0;
+
+  static from(pairs: ReadonlyArray<readonly [number, 0 | 1]>): OutcomeWindow {
+    const w = new OutcomeWindow();
+    for (const [at, ok] of pairs) w.append(at, ok);
+    return w;
+  }
+
+  record(now: number, ok: 0 | 1): void {
+    this.append(now, ok);
+    this.prune(now);
+  }
+
+  /** Drops outcomes that left the window by age; true when it dropped any. */
+  prune(now: number): boolean {
+    const before = this.size;
+    while (this.size > 0 && this.ring[this.head]![0] <= now - OUTCOME_WINDOW_MS) this.dropOldest();
+    return this.size !== before;
+  }
+
+  /** Share of successes, 1 when the window is empty; prune first. */
+  rate(): number {
+    return this.size === 0 ? 1 : this.successes / this.size;
+  }
+
+  toArray(): Array<[number, 0 | 1]> {
+    const out: Array<[number, 0 | 1]> = new Array(this.size);
+    for (let i = 0; i < this.size; i++) out[i] = this.ring[(this.head + i) % OUTCOME_WINDOW]!;
+    return out;
+  }
+
+  private append(at: number, ok: 0 | 1): void {
+    if (this.size === OUTCOME_WINDOW) this.dropOldest();
+    const slot = (this.head + this.size) % OUTCOME_WINDOW;
+    // The ring grows to its capacity only as outcomes arrive: most keys never fill it.
+    if (slot === this.ring.length) this.ring.push([at, ok]);
+    else this.ring[slot] = [at, ok];
+    this.size++;
+    this.successes += ok;
+  }
+
+  private dropOldest(): void {
+    this.successes -= this.ring[this.head]![1];
+    this.head = (this.head + 1) % OUTCOME_WINDOW;
+    this.size--;
+  }
+}
 
 export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
   const key = {
@@ -133,7 +194,7 @@ export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
     circuitOpenCount: 0,
     consecutiveFailures: 0,
     emaLatencyMs: undefined,
-    outcomes: [],
+    outcomes: new OutcomeWindow(),
     grants: [],
     grantsHead: 0,
     budget: {},
@@ -141,6 +202,7 @@ export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
     inputTokens: 0,
     outputTokens: 0,
     swrrCurrent: 0,
+    unsaved: true,
   } as Omit<KeyEntry, "cooldownTimer" | "circuitTimer" | "budgetTimer"> as KeyEntry;
   key.cooldownTimer = { kind: "cooldown", key, at: 0, heapPos: -1, heapSeq: 0 };
   key.circuitTimer = { kind: "circuit", key, at: 0, heapPos: -1, heapSeq: 0 };
@@ -185,12 +247,14 @@ export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, ex
   return exclude === undefined || !exclude.has(k.cfg.id);
 }
 
-/** Grants within the least_used window; drops older ones as it goes. */
+/** Grants within the least_used window; drops older ones as it goes (a change the next export carries). */
 export function recentGrants(k: KeyEntry, now: number): number {
   const g = k.grants;
   const cutoff = now - LEAST_USED_WINDOW_MS;
   let head = k.grantsHead;
   while (head < g.length && g[head]! <= cutoff) head++;
+  if (head !== k.grantsHead) k.unsaved = true;
+
   if (head > 1024 && head * 2 > g.length) {
     g.splice(0, head);
     head = 0;

@@ -231,3 +231,16 @@ export interface RuntimeSnapshot {
   keys: KeyRuntime[];
   leases: LeaseRecord[];
 }
+
+/** What changed in runtime state since the previous export: applied to that export, it gives this one. */
+export interface RuntimeChanges {
+  takenAt: number;
+  /** Keys whose runtime state changed, as it is now. */
+  keys: KeyRuntime[];
+  /** Keys gone since (removed, or their pool deleted); a key re-added since is also in `keys`. */
+  removedKeys: Array<{ pool: string; keyId: string }>;
+  /** Live leases granted or renewed since, as they are now. */
+  leases: LeaseRecord[];
+  /** Ids of leases that ended since, including those granted since. */
+  endedLeases: string[];
+}

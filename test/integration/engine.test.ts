@@ -165,3 +165,36 @@ describe("strategies over the wire", () => {
     await ts.pool.release({ leaseId: excluded.leaseId });
   });
 });
+
+describe("listing", () => {
+  it("pages through 2,100 live leases: each exactly once, oldest first; a token is refused on another pool", async () => {
+    const name = await pool([{ id: "a" }, { id: "b" }]);
+    const granted: string[] = [];
+    for (let i = 0; i < 2100; i += 100) {
+      const batch = await Promise.all(Array.from({ length: 100 }, () => ts.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) })));
+      granted.push(...batch.map((l) => l.leaseId));
+    }
+    const seen: Array<{ id: string; at: bigint }> = [];
+    const sizes: number[] = [];
+    let pageToken = "";
+    do {
+      const res = await ts.admin.listLeases({ pool: name, pageToken });
+      sizes.push(res.leases.length);
+      seen.push(...res.leases.map((l) => ({ id: l.leaseId, at: l.acquireTime!.seconds * 1000n + BigInt(l.acquireTime!.nanos / 1e6) })));
+      pageToken = res.nextPageToken;
+    } while (pageToken !== "");
+    expect(sizes).toEqual([1000, 1000, 100]);
+    expect(new Set(seen.map((l) => l.id))).toEqual(new Set(granted));
+    expect(seen.map((l) => l.at)).toEqual([...seen.map((l) => l.at)].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)));
+
+    const small = await ts.admin.listLeases({ pool: name, keyId: "a", pageSize: 5 });
+    expect(small.leases).toHaveLength(5);
+    const wrongScope = await rejection(ts.admin.listLeases({ pool: name, pageToken: small.nextPageToken }));
+    expect(wrongScope.code).toBe(Code.InvalidArgument);
+    expect(wrongScope.rawMessage).toBe("page_token: belongs to a request with other filters");
+    const keys = await ts.admin.listKeys({ pool: name, pageSize: 1 });
+    expect(keys.keys.map((k) => k.id)).toEqual(["a"]);
+    expect((await ts.admin.listKeys({ pool: name, pageSize: 1, pageToken: keys.nextPageToken })).keys.map((k) => k.id)).toEqual(["b"]);
+    for (const leaseId of granted) await ts.pool.release({ leaseId });
+  }, 60_000);
+});

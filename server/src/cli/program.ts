@@ -75,6 +75,18 @@ function metadataArg(value: string, previous: Record<string, string> = {}): Reco
 }
 
 /** gRPC code names as the wire spells them in lower case: NotFound → "not_found". */
+/** Every page of a list call, gathered into the first response: the CLI shows whole lists. */
+async function everyPage<R extends { nextPageToken: string }>(list: (pageToken: string) => Promise<R>, items: (r: R) => unknown[]): Promise<R> {
+  const first = await list("");
+  for (let token = first.nextPageToken; token; ) {
+    const next = await list(token);
+    items(first).push(...items(next));
+    token = next.nextPageToken;
+  }
+  first.nextPageToken = "";
+  return first;
+}
+
 export function codeName(code: Code): string {
   return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }
@@ -317,7 +329,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .argument("<pool>")
     .description("list the keys of a pool (secrets masked)")
     .action(async (pool: string) => {
-      const res = await admin().listKeys({ pool }, call);
+      const res = await everyPage((pageToken) => admin().listKeys({ pool, pageToken }, call), (r) => r.keys);
       emit(ListKeysResponseSchema, res, () => keysTable(res.keys));
     });
   addKeyFlags(keys.command("update").argument("<pool>").argument("<key>").description("change a key; a secret flag rotates it"))
@@ -367,7 +379,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option("--key <key>", "only this key's leases")
     .description("list the live leases of a pool, oldest first")
     .action(async (pool: string, flags: { key?: string }) => {
-      const res = await admin().listLeases({ pool, keyId: flags.key ?? "" }, call);
+      const res = await everyPage((pageToken) => admin().listLeases({ pool, keyId: flags.key ?? "", pageToken }, call), (r) => r.leases);
       emit(ListLeasesResponseSchema, res, () => leasesTable(res.leases));
     });
   leases

@@ -26,6 +26,7 @@ import type {
 import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
 import { eventToProto, keyToProto, leaseToProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
 import type { EventHub } from "./event-hub.js";
+import { page, sortable } from "./paging.js";
 import type { Guard } from "./guard.js";
 
 export interface AdminDeps {
@@ -140,7 +141,8 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
 
   listKeys(req: ListKeysRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { keys: this.d.engine.listKeys(req.pool).map((k) => keyToProto(k, this.mask)) };
+    const { items, nextPageToken } = page(this.d.engine.listKeys(req.pool), (k) => [k.config.id], req, [req.pool]);
+    return { keys: items.map((k) => keyToProto(k, this.mask)), nextPageToken };
   }
 
   async updateKey(req: UpdateKeyRequest, ctx: HandlerContext) {
@@ -191,7 +193,9 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
 
   listLeases(req: ListLeasesRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { leases: this.d.engine.listLeases(req.pool, req.keyId || undefined).map(leaseToProto) };
+    const leases = this.d.engine.listLeases(req.pool, req.keyId || undefined);
+    const { items, nextPageToken } = page(leases, (l) => [sortable(l.acquiredAt), l.leaseId], req, [req.pool, req.keyId]);
+    return { leases: items.map(leaseToProto), nextPageToken };
   }
 
   revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {

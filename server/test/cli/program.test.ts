@@ -11,7 +11,9 @@ import {
   KeySchema,
   KeyState,
   KeyStatsSchema,
+  ListLeasesResponseSchema,
   ListPoolsResponseSchema,
+  type ListLeasesResponse,
   PoolSchema,
   PoolStatsSchema,
   Strategy,
@@ -196,11 +198,26 @@ describe("keymesh CLI", () => {
   it("lists and revokes leases", async () => {
     const lease = { leaseId: "lk1.abc.def", pool: "openai", keyId: "k1", holder: "worker-7", acquireTime: timestampFromMs(NOW), expiresAt: timestampFromMs(NOW + 60_000), ttl: durationFromMs(60_000) };
     const listed = await run(["leases", "list", "openai", "--key", "k1"], { listLeases: () => ({ leases: [lease] }) });
-    expect(listed.calls[0].req).toEqual({ pool: "openai", keyId: "k1" });
+    expect(listed.calls[0].req).toEqual({ pool: "openai", keyId: "k1", pageToken: "" });
     expect(listed.stdout.split("\n")[1].split(/\s{2,}/)).toEqual(["lk1.abc.def", "k1", "worker-7", "2026-01-01T00:00:00.000Z", "2026-01-01T00:01:00.000Z", "1m"]);
     const revoked = await run(["leases", "revoke", "lk1.abc.def", "--reason", "stuck"], { revokeLease: () => ({}) });
     expect(revoked.calls[0].req).toEqual({ leaseId: "lk1.abc.def", reason: "stuck" });
     expect(revoked.stdout).toBe("revoked lease lk1.abc.def\n");
+  });
+
+  it("gathers every page of a list into one table, or one JSON response", async () => {
+    const lease = (id: string) => ({ leaseId: id, pool: "openai", keyId: "k1", holder: "w", acquireTime: timestampFromMs(NOW), expiresAt: timestampFromMs(NOW + 60_000), ttl: durationFromMs(60_000) });
+    const pages: Record<string, ListLeasesResponse> = {
+      "": create(ListLeasesResponseSchema, { leases: [lease("lk1.a.1"), lease("lk1.a.2")], nextPageToken: "t1" }),
+      t1: create(ListLeasesResponseSchema, { leases: [lease("lk1.a.3")], nextPageToken: "" }),
+    };
+    const answers = { listLeases: (req: { pageToken: string }) => pages[req.pageToken] };
+    const table = await run(["leases", "list", "openai"], answers);
+    expect(table.calls.map((c) => c.req.pageToken)).toEqual(["", "t1"]);
+    expect(table.stdout.trimEnd().split("\n").slice(1).map((line) => line.split(/\s{2,}/)[0])).toEqual(["lk1.a.1", "lk1.a.2", "lk1.a.3"]);
+    const json = JSON.parse((await run(["--json", "leases", "list", "openai"], answers)).stdout);
+    expect(json.leases.map((l: { leaseId: string }) => l.leaseId)).toEqual(["lk1.a.1", "lk1.a.2", "lk1.a.3"]);
+    expect(json.nextPageToken).toBeUndefined();
   });
 
   it("shows pool stats per key: state, active leases, EMA latency, success rate, cooldown left, circuit", async () => {

@@ -1943,11 +1943,15 @@ func (x *GetKeyResponse) GetKey() *Key {
 	return nil
 }
 
-// ListKeysRequest lists the keys of a pool.
+// ListKeysRequest lists the keys of a pool, a page at a time.
 type ListKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pool.
-	Pool          string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Most keys to return; 0 means 1000, and more than 1000 is read as 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1989,11 +1993,27 @@ func (x *ListKeysRequest) GetPool() string {
 	return ""
 }
 
-// ListKeysResponse is the keys of a pool, by id.
+func (x *ListKeysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListKeysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListKeysResponse is a page of the keys of a pool, by id.
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The keys (secrets masked).
-	Keys          []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Keys []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2033,6 +2053,13 @@ func (x *ListKeysResponse) GetKeys() []*Key {
 		return x.Keys
 	}
 	return nil
+}
+
+func (x *ListKeysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // UpdateKeyRequest changes a key.
@@ -2466,13 +2493,17 @@ func (x *DisableKeyResponse) GetKey() *Key {
 	return nil
 }
 
-// ListLeasesRequest lists live leases.
+// ListLeasesRequest lists live leases, a page at a time.
 type ListLeasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pool.
 	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Only this key's leases, when set.
-	KeyId         string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Most leases to return; 0 means 1000, and more than 1000 is read as 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same pool and key_id; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2521,11 +2552,27 @@ func (x *ListLeasesRequest) GetKeyId() string {
 	return ""
 }
 
-// ListLeasesResponse is the live leases.
+func (x *ListLeasesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListLeasesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListLeasesResponse is a page of the live leases.
 type ListLeasesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The leases, oldest first.
-	Leases        []*Lease `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	Leases []*Lease `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Token for the next page; empty on the last page. Leases granted meanwhile may be missed.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2565,6 +2612,13 @@ func (x *ListLeasesResponse) GetLeases() []*Lease {
 		return x.Leases
 	}
 	return nil
+}
+
+func (x *ListLeasesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // RevokeLeaseRequest revokes a lease.
@@ -2988,11 +3042,15 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"3\n" +
 	"\x0eGetKeyResponse\x12!\n" +
-	"\x03key\x18\x01 \x01(\v2\x0f.keymesh.v1.KeyR\x03key\"%\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keymesh.v1.KeyR\x03key\"a\n" +
 	"\x0fListKeysRequest\x12\x12\n" +
-	"\x04pool\x18\x01 \x01(\tR\x04pool\"7\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"_\n" +
 	"\x10ListKeysResponse\x12#\n" +
-	"\x04keys\x18\x01 \x03(\v2\x0f.keymesh.v1.KeyR\x04keys\"\x8a\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x0f.keymesh.v1.KeyR\x04keys\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x01\n" +
 	"\x10UpdateKeyRequest\x12!\n" +
 	"\x03key\x18\x01 \x01(\v2\x0f.keymesh.v1.KeyR\x03key\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
@@ -3016,12 +3074,16 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x05drain\x18\x03 \x01(\bR\x05drain\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"7\n" +
 	"\x12DisableKeyResponse\x12!\n" +
-	"\x03key\x18\x01 \x01(\v2\x0f.keymesh.v1.KeyR\x03key\">\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keymesh.v1.KeyR\x03key\"z\n" +
 	"\x11ListLeasesRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"?\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"g\n" +
 	"\x12ListLeasesResponse\x12)\n" +
-	"\x06leases\x18\x01 \x03(\v2\x11.keymesh.v1.LeaseR\x06leases\"G\n" +
+	"\x06leases\x18\x01 \x03(\v2\x11.keymesh.v1.LeaseR\x06leases\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
 	"\x12RevokeLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x15\n" +

@@ -34,9 +34,12 @@ tsc --noEmit -p .
 step "postgres"
 source scripts/pg.sh
 pg_start
-server_pid=""
+server_pids=()
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  local pid
+  for pid in "${server_pids[@]}"; do
+    { kill "$pid" && wait "$pid"; } 2>/dev/null || true
+  done
   pg_stop || true
 }
 trap cleanup EXIT
@@ -44,26 +47,44 @@ trap cleanup EXIT
 step "server and TypeScript tests (vitest)"
 vitest run
 
+# Starts a KeyMesh server on port 0 with the extra environment given ("NAME=value" …), logging to $1, and
+# waits until it listens; sets grpc_port and http_port. Its pid joins server_pids at once, for cleanup.
+start_keymesh() {
+  local log="$1" listening=""
+  shift
+  # The file exists before the server starts, so polling it never races the background redirect.
+  : >"$log"
+  env KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
+    KEYMESH_LOG_LEVEL=info "$@" node --import tsx server/src/main.ts >>"$log" 2>&1 &
+  local pid=$!
+  server_pids+=("$pid")
+  for _ in $(seq 1 300); do
+    listening="$(grep -m 1 '"msg":"listening"' "$log" || true)"
+    [ -n "$listening" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.2
+  done
+  [ -n "$listening" ] || { echo "server did not start" >&2; cat "$log" >&2; exit 1; }
+  grpc_port="$(sed -n 's/.*"grpcPort":\([0-9]*\).*/\1/p' <<<"$listening")"
+  http_port="$(sed -n 's/.*"httpPort":\([0-9]*\).*/\1/p' <<<"$listening")"
+}
+
 step "a KeyMesh server for the client suites"
-server_log="$TOOLS/client-server.log"
-server_data="$(mktemp -d)"
-# The file exists before the server starts, so polling it never races the background redirect.
-: >"$server_log"
-KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_DATA_DIR="$server_data" KEYMESH_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
-  KEYMESH_LOG_LEVEL=info node --import tsx server/src/main.ts >>"$server_log" 2>&1 &
-server_pid=$!
-listening=""
-for _ in $(seq 1 300); do
-  listening="$(grep -m 1 '"msg":"listening"' "$server_log" || true)"
-  [ -n "$listening" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$server_log" >&2; exit 1; }
-  sleep 0.2
-done
-[ -n "$listening" ] || { echo "server did not start" >&2; cat "$server_log" >&2; exit 1; }
-grpc_port="$(sed -n 's/.*"grpcPort":\([0-9]*\).*/\1/p' <<<"$listening")"
-http_port="$(sed -n 's/.*"httpPort":\([0-9]*\).*/\1/p' <<<"$listening")"
+start_keymesh "$TOOLS/client-server.log" KEYMESH_DATA_DIR="$(mktemp -d)"
 export KEYMESH_ADDR="127.0.0.1:$grpc_port" KEYMESH_HTTP_ADDR="127.0.0.1:$http_port"
 echo "server at $KEYMESH_ADDR (gRPC), $KEYMESH_HTTP_ADDR (HTTP)"
+
+step "a second one over TLS, with a throwaway self-signed certificate"
+# openssl comes with Debian's postgresql (postgresql-common needs ssl-cert, which needs openssl).
+tls_dir="$TOOLS/client-tls"
+mkdir -p "$tls_dir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
+# The embedded database: a second server must not share the first one's Postgres database.
+start_keymesh "$TOOLS/client-tls-server.log" DATABASE_URL= KEYMESH_DATA_DIR="$(mktemp -d)" \
+  KEYMESH_TLS_CERT="$tls_dir/cert.pem" KEYMESH_TLS_KEY="$tls_dir/key.pem"
+export KEYMESH_TLS_ADDR="127.0.0.1:$grpc_port" KEYMESH_TLS_HTTP_ADDR="127.0.0.1:$http_port" KEYMESH_TLS_CA="$tls_dir/cert.pem"
+echo "TLS server at $KEYMESH_TLS_ADDR (gRPC), $KEYMESH_TLS_HTTP_ADDR (HTTPS), CA $KEYMESH_TLS_CA"
 
 step "TypeScript client (vitest, against the server)"
 vitest run --root clients/ts

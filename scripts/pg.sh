@@ -3,6 +3,7 @@
 #                DATABASE_URL and KEYMESH_TEST_PG_DATA
 #   pg_stop      fast shutdown          pg_kill     immediate shutdown (an outage, as after a crash)
 #   pg_restart   start again after pg_stop or pg_kill, on the same port
+#   pg_fresh_db NAME   drop NAME if it exists, create it empty, and print its URL
 # KEYMESH_PG_NAME (default "pg") picks the cluster directory $ROOT/.tmp/$KEYMESH_PG_NAME, so a test
 # that kills its Postgres can run its own cluster beside the shared one.
 
@@ -146,6 +147,15 @@ pg_start() {
   # Test workers may start the same cluster at once; one of them initialises it.
   (flock 9 && _pg_init "$dir" && _pg_launch "$dir" && _pg_createdb "$dir") 9>"$dir.lock" || return 1
   _pg_export "$dir"
+}
+
+pg_fresh_db() {
+  local dir port
+  dir="$(_pg_dir)"
+  port="$(cat "$dir/port")"
+  _pg_as "$(_pg_bin)/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "drop database if exists \"$1\" with (force)" >/dev/null 2>&1 &&
+    _pg_as "$(_pg_bin)/createdb" -h 127.0.0.1 -p "$port" -U postgres "$1" &&
+    echo "postgres://postgres@127.0.0.1:$port/$1"
 }
 
 pg_stop() {

@@ -35,11 +35,14 @@ step "postgres"
 source scripts/pg.sh
 pg_start
 server_pids=()
+# The client-suite servers' data directories, removed with them.
+data_dirs=()
 cleanup() {
   local pid
   for pid in "${server_pids[@]}"; do
     { kill "$pid" && wait "$pid"; } 2>/dev/null || true
   done
+  rm -rf "${data_dirs[@]}"
   pg_stop || true
 }
 trap cleanup EXIT
@@ -70,7 +73,11 @@ start_keymesh() {
 }
 
 step "a KeyMesh server for the client suites"
-start_keymesh "$TOOLS/client-server.log" KEYMESH_DATA_DIR="$(mktemp -d)"
+# A database of its own, made afresh: the server's master key is new each run, and a database that kept
+# the last run's sealed secrets would refuse it.
+clients_db="$(pg_fresh_db keymesh_clients)"
+data_dirs+=("$(mktemp -d)")
+start_keymesh "$TOOLS/client-server.log" KEYMESH_DATA_DIR="${data_dirs[-1]}" DATABASE_URL="$clients_db"
 export KEYMESH_ADDR="127.0.0.1:$grpc_port" KEYMESH_HTTP_ADDR="127.0.0.1:$http_port"
 echo "server at $KEYMESH_ADDR (gRPC), $KEYMESH_HTTP_ADDR (HTTP)"
 
@@ -81,7 +88,8 @@ mkdir -p "$tls_dir"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
 # The embedded database: a second server must not share the first one's Postgres database.
-start_keymesh "$TOOLS/client-tls-server.log" DATABASE_URL= KEYMESH_DATA_DIR="$(mktemp -d)" \
+data_dirs+=("$(mktemp -d)")
+start_keymesh "$TOOLS/client-tls-server.log" DATABASE_URL= KEYMESH_DATA_DIR="${data_dirs[-1]}" \
   KEYMESH_TLS_CERT="$tls_dir/cert.pem" KEYMESH_TLS_KEY="$tls_dir/key.pem"
 export KEYMESH_TLS_ADDR="127.0.0.1:$grpc_port" KEYMESH_TLS_HTTP_ADDR="127.0.0.1:$http_port" KEYMESH_TLS_CA="$tls_dir/cert.pem"
 echo "TLS server at $KEYMESH_TLS_ADDR (gRPC), $KEYMESH_TLS_HTTP_ADDR (HTTPS), CA $KEYMESH_TLS_CA"

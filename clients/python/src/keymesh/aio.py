@@ -12,8 +12,8 @@ import grpc
 import grpc.aio
 
 from keymesh._channel import aio_channel
+from keymesh._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
 from keymesh.classify import Outcome, OutcomeKind
-from keymesh.client import FINAL_RENEWAL_CODES, RENEWAL_RETRY_PAUSE_S
 from keymesh.errors import KeyMeshError, ProviderError
 from keymesh.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, seconds
 from keymesh.retry import RetryState
@@ -42,8 +42,10 @@ class AsyncClient:
         )
         self.pool = pool_pb2_grpc.KeyPoolServiceStub(self._channel)
         self.admin = admin_pb2_grpc.PoolAdminServiceStub(self._channel)
+        self._keeper = _AsyncKeeper(self.pool)
 
     async def close(self) -> None:
+        await self._keeper.close()
         await self._channel.close()
 
     async def __aenter__(self) -> "AsyncClient":
@@ -151,14 +153,13 @@ class AsyncLeaseScope:
         self._pool = pool
         self._options = options
         self._lease = lease
-        self._renewer: Optional[_AsyncRenewer] = None
         self._started = 0.0
         self.outcome: Optional[Outcome] = None
 
     async def __aenter__(self) -> Lease:
         if self._lease is None:
             self._lease = await self._client._acquire(self._pool, self._options)
-        self._renewer = _AsyncRenewer(self._client.pool, self._lease, self._options.ttl)
+        self._client._keeper.watch(self._lease, self._options.ttl)
         self._started = time.monotonic()
         return self._lease
 
@@ -166,7 +167,8 @@ class AsyncLeaseScope:
         self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
         latency = time.monotonic() - self._started
-        assert self._lease is not None and self._renewer is not None
+        assert self._lease is not None
+        self._client._keeper.unwatch(self._lease)
         self.outcome = self._lease.final_outcome(exc)
         method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
         # Shielded: a cancelled block must still end its lease.
@@ -186,68 +188,99 @@ class AsyncLeaseScope:
             log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
 
     async def _end(self, method: str, request: Any) -> None:
-        assert self._renewer is not None
-        await self._renewer.stop()
         await getattr(self._client.pool, method)(request, timeout=FINAL_REPORT_TIMEOUT_S)
 
 
-class _AsyncRenewer:
-    """Renews one lease over a KeepAlive stream in a background task until stopped or gone."""
+class _AsyncKeeper:
+    """Renews every lease of an AsyncClient over one KeepAlive stream, open while some lease is watched.
 
-    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub, lease: Lease, ttl: Optional[Seconds]) -> None:
+    One task per client reads the stream's answers and reopens it when it breaks; the request
+    iterator, which grpc.aio consumes in its own task, sends each renewal when it falls due.
+    """
+
+    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
         self._stub = stub
-        self._lease = lease
-        self._ttl = ttl
-        self._stopped = asyncio.Event()
+        self._renewals = Renewals()
+        self._changed = asyncio.Event()
+        self._task: Optional[asyncio.Task[None]] = None
         self._call: Any = None
-        self._task = asyncio.create_task(self._run(), name=f"keymesh-renew-{lease.key_id}")
+        self._closed = False
 
-    async def stop(self) -> None:
-        self._stopped.set()
-        if self._call is not None:
-            self._call.cancel()
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+    def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
+        if self._closed:
+            raise ValueError("the client is closed")
+        self._renewals.watch(lease, ttl, time.monotonic())
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="keymesh-keepalive")
+        self._changed.set()
 
-    async def _requests(self) -> AsyncIterator[pool_pb2.KeepAliveRequest]:
-        # Renew at once: the server pushes revocations only for leases the stream has renewed.
-        yield self._lease.keep_alive_request(self._ttl)
-        while not await _wait(self._stopped, self._lease.renew_interval.total_seconds()):
-            yield self._lease.keep_alive_request(self._ttl)
+    def unwatch(self, lease: Lease) -> None:
+        self._renewals.unwatch(lease)
+        self._changed.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
 
     async def _run(self) -> None:
+        broke = False
         try:
-            await self._renew_until_stopped_or_gone()
+            while True:
+                if broke:
+                    await asyncio.sleep(RENEWAL_RETRY_PAUSE_S)
+                if self._closed or not self._renewals:
+                    return
+                stream = Stream()
+                self._renewals.stream_opened(time.monotonic())
+                self._call = self._stub.KeepAlive(self._requests(stream))
+                broke = await self._serve(self._call, stream)
         finally:
+            self._task = None
             if self._call is not None:
                 self._call.cancel()
+                self._call = None
 
-    async def _renew_until_stopped_or_gone(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._call = self._stub.KeepAlive(self._requests())
-                async for response in self._call:
-                    if not self._lease._apply(response):
-                        return
-            except grpc.aio.AioRpcError as error:
-                if self._stopped.is_set():
-                    return
-                if error.code() in FINAL_RENEWAL_CODES:
-                    self._lease._gone(KeyMeshError.from_rpc_error(error).reason, error.details() or "")
-                    return
-            if time.monotonic() >= self._lease.local_deadline:
-                self._lease._gone("LEASE_EXPIRED", "renewal failed until the lease expired")
+    async def _serve(self, call: Any, stream: Stream) -> bool:
+        """Dispatches one stream's answers until it ends; True when it broke rather than closed."""
+        error: Optional[grpc.RpcError] = None
+        try:
+            async for response in call:
+                self._renewals.answer(response)
+        except grpc.aio.AioRpcError as failure:
+            error = failure
+        stream.ended = True
+        self._call = None
+        self._changed.set()
+        if error is None and stream.half_closed:
+            return False
+        self._renewals.broken(error, time.monotonic())
+        return True
+
+    async def _requests(self, stream: Stream) -> AsyncIterator[pool_pb2.KeepAliveRequest]:
+        while True:
+            self._changed.clear()
+            if self._closed or stream.ended:
                 return
-            await _wait(self._stopped, RENEWAL_RETRY_PAUSE_S)
+            now = time.monotonic()
+            requests, next_due = self._renewals.due(now)
+            if requests:
+                for request in requests:
+                    yield request
+            elif next_due is None:
+                # Nothing left to renew: half-close, and the stream ends.
+                stream.half_closed = True
+                return
+            else:
+                await self._change(next_due - now)
 
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for event up to timeout_s; True if it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout_s)
-    except asyncio.TimeoutError:
-        return False
-    return True
+    async def _change(self, timeout_s: float) -> None:
+        """Wait until a lease joins or leaves, the stream ends, or timeout_s passes (no task per wait)."""
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._changed.set)
+        try:
+            await self._changed.wait()
+        finally:
+            timer.cancel()

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 import grpc
 
 from keymesh._channel import sync_channel
+from keymesh._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
 from keymesh.classify import Outcome, OutcomeKind
 from keymesh.errors import KeyMeshError, ProviderError
 from keymesh.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, seconds
@@ -19,18 +20,6 @@ from keymesh.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
 
 T = TypeVar("T")
 log = logging.getLogger("keymesh")
-
-# Stream failures after which renewing can never succeed: the lease is gone.
-FINAL_RENEWAL_CODES = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-RENEWAL_RETRY_PAUSE_S = 0.2
 
 
 class Client:
@@ -56,8 +45,10 @@ class Client:
         )
         self.pool = pool_pb2_grpc.KeyPoolServiceStub(self._channel)
         self.admin = admin_pb2_grpc.PoolAdminServiceStub(self._channel)
+        self._keeper = _Keeper(self.pool)
 
     def close(self) -> None:
+        self._keeper.close()
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -175,15 +166,13 @@ class LeaseScope:
         self._pool = pool
         self._options = options
         self._lease = lease
-        self._renewer: Optional[_Renewer] = None
         self._started = 0.0
         self.outcome: Optional[Outcome] = None
 
     def __enter__(self) -> Lease:
         if self._lease is None:
             self._lease = self._client._acquire(self._pool, self._options)
-        self._renewer = _Renewer(self._client.pool, self._lease, self._options.ttl)
-        self._renewer.start()
+        self._client._keeper.watch(self._lease, self._options.ttl)
         self._started = time.monotonic()
         return self._lease
 
@@ -191,8 +180,8 @@ class LeaseScope:
         self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
         latency = time.monotonic() - self._started
-        assert self._lease is not None and self._renewer is not None
-        self._renewer.stop()
+        assert self._lease is not None
+        self._client._keeper.unwatch(self._lease)
         self.outcome = self._lease.final_outcome(exc)
         method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
         try:
@@ -205,59 +194,91 @@ class LeaseScope:
             log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
 
 
-class _Renewer:
-    """Renews one lease over a KeepAlive stream on a background thread until stopped or gone."""
+class _Keeper:
+    """Renews every lease of a Client over one KeepAlive stream, open while some lease is watched.
 
-    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub, lease: Lease, ttl: Optional[Seconds]) -> None:
+    One thread per client reads the stream's answers and reopens it when it breaks; the request
+    iterator, which grpcio consumes on its own thread, sends each renewal when it falls due.
+    """
+
+    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
         self._stub = stub
-        self._lease = lease
-        self._ttl = ttl
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._renewals = Renewals()
+        self._changed = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
         self._call: Any = None
-        self._thread = threading.Thread(target=self._run, name=f"keymesh-renew-{lease.key_id}", daemon=True)
+        self._closed = False
 
-    def start(self) -> None:
-        self._thread.start()
+    def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
+        with self._changed:
+            if self._closed:
+                raise ValueError("the client is closed")
+            self._renewals.watch(lease, ttl, time.monotonic())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
 
-    def stop(self) -> None:
-        with self._lock:
-            self._stop.set()
-            if self._call is not None:
-                self._call.cancel()
-        self._thread.join()
+    def unwatch(self, lease: Lease) -> None:
+        with self._changed:
+            self._renewals.unwatch(lease)
+            self._changed.notify_all()
 
-    def _requests(self) -> Iterator[pool_pb2.KeepAliveRequest]:
-        # Renew at once: the server pushes revocations only for leases the stream has renewed.
-        yield self._lease.keep_alive_request(self._ttl)
-        while not self._stop.wait(self._lease.renew_interval.total_seconds()):
-            yield self._lease.keep_alive_request(self._ttl)
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread, call = self._thread, self._call
+        if call is not None:
+            call.cancel()
+        if thread is not None:
+            thread.join()
 
     def _run(self) -> None:
-        try:
-            self._renew_until_stopped_or_gone()
-        finally:
-            with self._lock:
-                if self._call is not None:
-                    self._call.cancel()
+        broke = False
+        while True:
+            with self._changed:
+                if broke:
+                    self._changed.wait_for(lambda: self._closed, RENEWAL_RETRY_PAUSE_S)
+                if self._closed or not self._renewals:
+                    self._thread = None
+                    return
+                stream = Stream()
+                self._renewals.stream_opened(time.monotonic())
+                self._call = call = self._stub.KeepAlive(self._requests(stream))
+            broke = self._serve(call, stream)
 
-    def _renew_until_stopped_or_gone(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._lock:
-                    if self._stop.is_set():
+    def _serve(self, call: Any, stream: Stream) -> bool:
+        """Dispatches one stream's answers until it ends; True when it broke rather than closed."""
+        error: Optional[grpc.RpcError] = None
+        try:
+            for response in call:
+                with self._changed:
+                    self._renewals.answer(response)
+        except grpc.RpcError as failure:
+            error = failure
+        with self._changed:
+            stream.ended = True
+            self._call = None
+            self._changed.notify_all()
+            if self._closed or (error is None and stream.half_closed):
+                return False
+            self._renewals.broken(error, time.monotonic())
+            return True
+
+    def _requests(self, stream: Stream) -> Iterator[pool_pb2.KeepAliveRequest]:
+        while True:
+            with self._changed:
+                while True:
+                    if self._closed or stream.ended:
                         return
-                    self._call = self._stub.KeepAlive(self._requests())
-                for response in self._call:
-                    if not self._lease._apply(response):
+                    now = time.monotonic()
+                    requests, next_due = self._renewals.due(now)
+                    if requests:
+                        break
+                    if next_due is None:
+                        # Nothing left to renew: half-close, and the stream ends.
+                        stream.half_closed = True
                         return
-            except grpc.RpcError as error:
-                if self._stop.is_set():
-                    return
-                if error.code() in FINAL_RENEWAL_CODES:
-                    self._lease._gone(KeyMeshError.from_rpc_error(error).reason, error.details() or "")
-                    return
-            if time.monotonic() >= self._lease.local_deadline:
-                self._lease._gone("LEASE_EXPIRED", "renewal failed until the lease expired")
-                return
-            self._stop.wait(RENEWAL_RETRY_PAUSE_S)
+                    self._changed.wait(next_due - now)
+            yield from requests

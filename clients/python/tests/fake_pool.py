@@ -1,0 +1,243 @@
+"""In-memory KeyPoolService stubs (sync and asyncio) whose KeepAlive streams the test drives by hand.
+
+Like grpcio, a stream pulls its request iterator on its own thread (sync) or task (asyncio); the
+test reads what was sent with `take`, then answers, breaks or ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from typing import Any, AsyncIterator, Iterator, Optional
+
+import grpc
+import grpc.aio
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from keymesh.v1 import common_pb2, pool_pb2
+
+TAKE_TIMEOUT_S = 5.0
+# What a stream's request iterator sent last when it ended on its own (the client half-closed).
+HALF_CLOSED = "half-closed"
+_END = object()
+
+
+def grant(lease_id: str, pool: str = "p", ttl_s: int = 30, renew_interval_s: int = 10) -> pool_pb2.AcquireResponse:
+    return pool_pb2.AcquireResponse(
+        lease_id=lease_id,
+        pool=pool,
+        key=f"sk-{lease_id}",
+        key_id="k0",
+        expires_at=Timestamp(seconds=1_767_225_600),
+        ttl=Duration(seconds=ttl_s),
+        renew_interval=Duration(seconds=renew_interval_s),
+    )
+
+
+def renewed(lease_id: str, ttl_s: int = 30, renew_interval_s: int = 10) -> pool_pb2.KeepAliveResponse:
+    return pool_pb2.KeepAliveResponse(
+        lease_id=lease_id,
+        renewed=pool_pb2.LeaseRenewed(
+            expires_at=Timestamp(seconds=1_767_225_600), ttl=Duration(seconds=ttl_s), renew_interval=Duration(seconds=renew_interval_s)
+        ),
+    )
+
+
+def gone(lease_id: str, reason: int = common_pb2.ERROR_REASON_LEASE_REVOKED) -> pool_pb2.KeepAliveResponse:
+    return pool_pb2.KeepAliveResponse(lease_id=lease_id, gone=pool_pb2.LeaseGone(reason=reason, message="revoked"))
+
+
+class FakeRpcError(grpc.RpcError):
+    """What a failed grpcio stream raises."""
+
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:
+        return ()
+
+
+def aio_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def _lease_ids(items: list[Any]) -> list[str]:
+    return [item if item == HALF_CLOSED else item.lease_id for item in items]
+
+
+class FakeCall:
+    """A sync KeepAlive call: its requests are pulled on a thread of its own, as grpcio does."""
+
+    def __init__(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> None:
+        self.sent: "queue.Queue[Any]" = queue.Queue()
+        self.cancelled = threading.Event()
+        self._responses: "queue.Queue[Any]" = queue.Queue()
+        self._done = False
+        threading.Thread(target=self._consume, args=(requests,), name="fake-keepalive-requests", daemon=True).start()
+
+    def _consume(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> None:
+        for request in requests:
+            if self._done:
+                return
+            self.sent.put(request)
+        if not self._done:
+            self.sent.put(HALF_CLOSED)
+            self.end()
+
+    def take(self, n: int) -> list[str]:
+        """The lease ids of the next n requests sent (the half-close as HALF_CLOSED)."""
+        return _lease_ids([self.sent.get(timeout=TAKE_TIMEOUT_S) for _ in range(n)])
+
+    def __iter__(self) -> "FakeCall":
+        return self
+
+    def __next__(self) -> pool_pb2.KeepAliveResponse:
+        item = self._responses.get()
+        if item is _END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, pool_pb2.KeepAliveResponse)
+        return item
+
+    def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
+        for response in responses:
+            self._responses.put(response)
+
+    def fail(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._done = True
+        self._responses.put(FakeRpcError(code, details))
+
+    def end(self) -> None:
+        self._done = True
+        self._responses.put(_END)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.fail(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+
+
+class FakePool:
+    """The sync KeyPoolService stub: Acquire grants lease-1, lease-2, …; Release and MarkFailed are recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[FakeCall] = []
+        self.released: list[str] = []
+        self.failed: list[str] = []
+        self._opened = threading.Condition()
+        self._ids = itertools.count(1)
+
+    def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
+        return grant(f"lease-{next(self._ids)}", request.pool)
+
+    def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
+        self.released.append(request.lease_id)
+        return pool_pb2.ReleaseResponse()
+
+    def MarkFailed(self, request: pool_pb2.MarkFailedRequest, timeout: Optional[float] = None) -> pool_pb2.MarkFailedResponse:
+        self.failed.append(request.lease_id)
+        return pool_pb2.MarkFailedResponse()
+
+    def KeepAlive(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> FakeCall:
+        with self._opened:
+            self.calls.append(FakeCall(requests))
+            self._opened.notify_all()
+            return self.calls[-1]
+
+    def stream(self, n: int) -> FakeCall:
+        """The n-th stream opened (1-based), once it is."""
+        with self._opened:
+            assert self._opened.wait_for(lambda: len(self.calls) >= n, TAKE_TIMEOUT_S), f"stream {n} was never opened"
+            return self.calls[n - 1]
+
+
+class FakeAioCall:
+    """An asyncio KeepAlive call: its requests are pulled in a task of its own, as grpc.aio does."""
+
+    def __init__(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> None:
+        self.sent: "asyncio.Queue[Any]" = asyncio.Queue()
+        self.cancelled = False
+        self._responses: "asyncio.Queue[Any]" = asyncio.Queue()
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(requests), name="fake-keepalive-requests")
+
+    async def _consume(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> None:
+        async for request in requests:
+            self.sent.put_nowait(request)
+        self.sent.put_nowait(HALF_CLOSED)
+        self.end()
+
+    async def take(self, n: int) -> list[str]:
+        """The lease ids of the next n requests sent (the half-close as HALF_CLOSED)."""
+        return _lease_ids([await asyncio.wait_for(self.sent.get(), TAKE_TIMEOUT_S) for _ in range(n)])
+
+    def __aiter__(self) -> "FakeAioCall":
+        return self
+
+    async def __anext__(self) -> pool_pb2.KeepAliveResponse:
+        item = await self._responses.get()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, pool_pb2.KeepAliveResponse)
+        return item
+
+    def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
+        for response in responses:
+            self._responses.put_nowait(response)
+
+    def fail(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._consumer.cancel()
+        self._responses.put_nowait(aio_error(code, details))
+
+    def end(self) -> None:
+        self._responses.put_nowait(_END)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._consumer.cancel()
+
+
+class FakeAioPool:
+    """The asyncio KeyPoolService stub, as FakePool."""
+
+    def __init__(self) -> None:
+        self.calls: list[FakeAioCall] = []
+        self.released: list[str] = []
+        self.failed: list[str] = []
+        self._opened = asyncio.Event()
+        self._ids = itertools.count(1)
+
+    async def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
+        return grant(f"lease-{next(self._ids)}", request.pool)
+
+    async def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
+        self.released.append(request.lease_id)
+        return pool_pb2.ReleaseResponse()
+
+    async def MarkFailed(self, request: pool_pb2.MarkFailedRequest, timeout: Optional[float] = None) -> pool_pb2.MarkFailedResponse:
+        self.failed.append(request.lease_id)
+        return pool_pb2.MarkFailedResponse()
+
+    def KeepAlive(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> FakeAioCall:
+        self.calls.append(FakeAioCall(requests))
+        self._opened.set()
+        return self.calls[-1]
+
+    async def stream(self, n: int) -> FakeAioCall:
+        """The n-th stream opened (1-based), once it is."""
+        while len(self.calls) < n:
+            self._opened.clear()
+            await asyncio.wait_for(self._opened.wait(), TAKE_TIMEOUT_S)
+        return self.calls[n - 1]

@@ -84,7 +84,8 @@ class FakeCall:
         self.cancelled = threading.Event()
         self._responses: "queue.Queue[Any]" = queue.Queue()
         self._done = False
-        threading.Thread(target=self._consume, args=(requests,), name="fake-keepalive-requests", daemon=True).start()
+        self.consumer = threading.Thread(target=self._consume, args=(requests,), name="fake-keepalive-requests", daemon=True)
+        self.consumer.start()
 
     def _consume(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> None:
         for request in requests:
@@ -169,13 +170,17 @@ class FakeAioCall:
         self.sent: "asyncio.Queue[Any]" = asyncio.Queue()
         self.cancelled = False
         self._responses: "asyncio.Queue[Any]" = asyncio.Queue()
-        self._consumer = asyncio.get_running_loop().create_task(self._consume(requests), name="fake-keepalive-requests")
+        self._done = False
+        self.consumer = asyncio.get_running_loop().create_task(self._consume(requests), name="fake-keepalive-requests")
 
     async def _consume(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> None:
         async for request in requests:
+            if self._done:
+                return
             self.sent.put_nowait(request)
-        self.sent.put_nowait(HALF_CLOSED)
-        self.end()
+        if not self._done:
+            self.sent.put_nowait(HALF_CLOSED)
+            self.end()
 
     async def take(self, n: int) -> list[str]:
         """The lease ids of the next n requests sent (the half-close as HALF_CLOSED)."""
@@ -198,15 +203,16 @@ class FakeAioCall:
             self._responses.put_nowait(response)
 
     def fail(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._consumer.cancel()
+        self._done = True
         self._responses.put_nowait(aio_error(code, details))
 
     def end(self) -> None:
+        self._done = True
         self._responses.put_nowait(_END)
 
     def cancel(self) -> None:
         self.cancelled = True
-        self._consumer.cancel()
+        self.consumer.cancel()
 
 
 class FakeAioPool:

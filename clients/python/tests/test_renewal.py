@@ -205,6 +205,9 @@ def test_a_broken_stream_is_reopened_and_every_watched_lease_renewed_on_it(fake:
         assert second.take(2) == [a.lease_id, b.lease_id]
         assert not a.revoked and not b.revoked and not c.revoked
         assert len(keepers()) == 1
+        # The broken stream's request iterator ended too: grpcio's thread pulling it is not left waiting.
+        first.consumer.join(TAKE_TIMEOUT_S)
+        assert not first.consumer.is_alive()
 
 
 def test_a_refused_renewal_ends_its_lease_and_the_others_move_to_a_new_stream(fake: FakePool, sync_client: Client) -> None:

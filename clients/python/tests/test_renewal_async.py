@@ -93,6 +93,8 @@ async def test_a_broken_stream_is_reopened_and_every_watched_lease_renewed_on_it
         assert await second.take(2) == [a.lease_id, b.lease_id]
         assert not a.revoked and not b.revoked and not c.revoked
         assert len(keepers()) == 1
+        # The broken stream's request iterator ended too: grpc.aio's task pulling it is not left waiting.
+        await asyncio.wait_for(first.consumer, TAKE_TIMEOUT_S)
 
 
 @pytest.mark.asyncio

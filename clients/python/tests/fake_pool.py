@@ -46,7 +46,7 @@ def renewed(lease_id: str, ttl_s: int = 30, renew_interval_s: int = 10) -> pool_
     )
 
 
-def gone(lease_id: str, reason: int = common_pb2.ERROR_REASON_LEASE_REVOKED) -> pool_pb2.KeepAliveResponse:
+def gone(lease_id: str, reason: common_pb2.ErrorReason = common_pb2.ERROR_REASON_LEASE_REVOKED) -> pool_pb2.KeepAliveResponse:
     return pool_pb2.KeepAliveResponse(lease_id=lease_id, gone=pool_pb2.LeaseGone(reason=reason, message="revoked"))
 
 

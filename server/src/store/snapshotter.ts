@@ -1,18 +1,27 @@
-// Write-behind of runtime state: every interval, if the engine changed, export it and write one snapshot.
-// Off the hot path: the engine only pays for the synchronous export. Failures retry with backoff.
-import type { Clock, RuntimeSnapshot, TimerHandle } from "../domain/types.js";
+// Write-behind of runtime state: every interval, if the engine changed, export what changed and write it.
+// Off the hot path: the engine only pays for the synchronous export, of what changed unless the store needs
+// everything (first snapshot, after a failure). Failures retry with backoff.
+import type { Clock, RuntimeChanges, RuntimeSnapshot, TimerHandle } from "../domain/types.js";
 import { StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
 
-/** What the engine offers: its runtime state and whether it changed since the last export. */
+/** What the engine offers: its runtime state, what changed since the last export, and whether anything did. */
 export interface SnapshotSource {
   exportRuntime(): RuntimeSnapshot;
+  /** Undefined when only a full export is right. */
+  exportChanges(): RuntimeChanges | undefined;
   readonly dirty: boolean;
   markClean(): void;
 }
 
+export interface SnapshotStore {
+  readonly needsFullSnapshot: boolean;
+  writeSnapshot(s: RuntimeSnapshot): Promise<void>;
+  writeChanges(c: RuntimeChanges): Promise<void>;
+}
+
 export interface SnapshotterOptions {
-  store: { writeSnapshot(s: RuntimeSnapshot): Promise<void> };
+  store: SnapshotStore;
   source: SnapshotSource;
   log: StoreLog;
   clock?: Clock;
@@ -71,14 +80,17 @@ export class Snapshotter {
     this.#schedule(this.#intervalMs);
   }
 
-  /** Writes now if anything is unwritten; rejects when the write fails (it is retried on schedule). */
+  /** Writes now if anything is unwritten or the store needs a full snapshot; rejects when the write fails (it is retried on schedule). */
   async flush(): Promise<void> {
     while (this.#writing) await this.#writing.catch(() => undefined);
-    if (!this.#source.dirty && this.#failures === 0) return;
+    // A full snapshot is due on a process's first and to repair the tables after an outage, changed or not.
+    if (!this.#source.dirty && this.#failures === 0 && !this.#store.needsFullSnapshot) return;
     const started = this.#clock.now();
-    const snapshot = this.#source.exportRuntime();
+    // Export and write in one tick: the store takes its grant mark when the write starts.
+    const changes = this.#store.needsFullSnapshot ? undefined : this.#source.exportChanges();
+    const snapshot = changes ?? this.#source.exportRuntime();
     this.#source.markClean();
-    this.#writing = this.#store.writeSnapshot(snapshot);
+    this.#writing = changes ? this.#store.writeChanges(changes) : this.#store.writeSnapshot(snapshot);
     try {
       await this.#writing;
     } catch (err) {

@@ -1,7 +1,7 @@
 // Postgres access for the server: write-through configuration, the grant journal (group commit) and
 // runtime snapshots. Values reach SQL only through porsager/postgres tagged templates.
 import type postgres from "postgres";
-import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, RuntimeSnapshot, Strategy, TimerHandle } from "../domain/types.js";
+import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, RuntimeChanges, RuntimeSnapshot, Strategy, TimerHandle } from "../domain/types.js";
 import { isConnectionError, MasterKeyMismatch, sqlState, StoreConflict, StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
 import { mask, type SecretBox } from "./secrets.js";
@@ -30,7 +30,7 @@ export interface StoreOptions {
   clock?: Clock;
   /** Most grants written by one journal statement (default 2000). */
   maxBatch?: number;
-  /** Most rows per snapshot statement (default 2000); a steady snapshot commits each statement on its own. */
+  /** Most rows per snapshot statement (default 500); a snapshot of changes commits each statement on its own. */
   snapshotChunk?: number;
   /** Most grants held in memory while the database is down (default 100,000); the oldest are dropped beyond it. */
   maxPending?: number;
@@ -65,14 +65,14 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 /** Domain records are plain JSON data; the driver's JSONValue type cannot see that through their interfaces. */
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
-/** Synchronous work between yields to the event loop while a snapshot is diffed or applied. */
+/** Synchronous work between yields to the event loop while a snapshot is prepared. */
 const SLICE_MS = 1;
 
 /** OID of text: a parameter already encoded as JSON is sent as text and cast, not encoded again. */
 const TEXT_OID = 25;
 
-/** Rows per snapshot statement: its JSON is encoded on the event loop, so this bounds the stall it causes. */
-const SNAPSHOT_CHUNK = 2000;
+/** Rows per snapshot statement: its JSON is encoded on the event loop and it competes with the journal, so this bounds both. */
+const SNAPSHOT_CHUNK = 500;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -90,8 +90,6 @@ class Pacer {
     this.#since = performance.now();
   }
 }
-
-const runtimeId = (pool: string, keyId: string): string => `${pool}\u0000${keyId}`;
 
 const secretContext = (pool: string, keyId: string): string => `key:${pool}\u0000${keyId}`;
 
@@ -119,10 +117,12 @@ export class Store {
   #drainWaiters: Array<{ ticket: number; resolve: () => void }> = [];
   #dropped = 0;
   #probeTimer: TimerHandle | undefined;
-  /** Whether the database's runtime tables are known to equal the images below (false: next snapshot is full). */
+  /** Whether the runtime tables are known to hold the last snapshot written and the journal since (false: next is full). */
   #reconciled = false;
-  #runtimeInDb = new Map<string, string>();
-  #leasesInDb = new Map<string, LeaseImage>();
+  /** Grants the journal wrote, by lease id, while their row is as granted: a snapshot need not write them again. */
+  #journaled = new Map<string, JournaledGrant>();
+  /** The highest grant seq of this epoch that a snapshot written (or being written) accounts for. */
+  #coveredSeq = 0;
   #availabilityListeners: Array<(up: boolean) => void> = [];
   #probeDelay: number;
 
@@ -212,6 +212,7 @@ export class Store {
     );
     this.#epoch = row.epoch;
     this.#maxSubmittedSeq = 0;
+    this.#coveredSeq = 0;
     return row.epoch;
   }
 
@@ -303,135 +304,129 @@ export class Store {
   }
 
   /**
-   * Writes the runtime state. Call it in the same tick as the engine's export: grants journaled up to that
-   * moment are then either live in `s` or ended, so leases journaled before it and absent from `s` are
-   * deleted, and later grants are kept.
-   * The first snapshot of a process, and the first after an outage or a failed snapshot, reconcile whole
-   * tables in one transaction. The rest write only the rows that changed since the last committed snapshot,
-   * each statement of at most `snapshotChunk` rows committing on its own, so a journal commit never waits
-   * behind a long transaction (nor, on the embedded database's one connection, behind more than one chunk).
-   * A crash between chunks leaves each row either as before or as in `s`, which is safe row by row: only
-   * leases ended at the export are deleted, and the mark is recorded last, once every chunk has committed.
+   * Whether the next snapshot must be a full one (writeSnapshot) rather than changes (writeChanges): the first
+   * of a process, and the first after an outage or a failed snapshot, whose chunks may have partly committed.
+   */
+  get needsFullSnapshot(): boolean {
+    return !this.#reconciled;
+  }
+
+  /**
+   * Writes the whole runtime state, reconciling whole tables in one transaction. Call it (and writeChanges) in
+   * the same tick as the engine's export: grants journaled up to that moment are then either live in `s` or
+   * ended, so leases journaled before it and absent from `s` are deleted, and later grants are kept.
    */
   async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
     const epoch = this.#epoch;
     const mark = this.#maxSubmittedSeq;
     // A grant still in flight would otherwise commit after this snapshot deleted it as ended.
     if (this.#up) await this.#journalDrained(this.#tickets);
-    const full = !this.#reconciled;
-    const delta = await this.#diff(s, epoch, mark, full);
+    // Set first: an outage noticed while this writes must still force the next snapshot to reconcile.
+    this.#reconciled = true;
+    this.#coveredSeq = Math.max(this.#coveredSeq, mark);
+    // Rows of `s` are written below; grants journaled from here on are recorded afresh.
+    this.#journaled = new Map();
+    const runtime = await encodeRuntime(s.keys);
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch, seq_mark: mark };
     try {
-      if (full) {
-        await this.#run(() => this.#sql.begin((tx) => this.#writeFull(tx, delta, epoch, mark, meta)));
-      } else {
-        await this.#writeDelta(delta, epoch, mark, meta);
-      }
+      await this.#run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, epoch, mark, meta)));
+    } catch (err) {
+      this.#reconciled = false;
+      throw err;
+    }
+    this.#supersede(epoch, mark);
+  }
+
+  /**
+   * Writes what changed since the previous snapshot, each statement of at most `snapshotChunk` rows committing
+   * on its own, so a journal commit never waits behind a long transaction (nor, on the embedded database's one
+   * connection, behind more than one chunk). A crash between chunks leaves each row either as before or as in
+   * `c`, which is safe row by row: only leases ended at the export are deleted, and the mark is recorded last,
+   * once every chunk has committed. Between statements it leaves the database to the journal for as long as
+   * the last one took: on a busy server, grants commit faster while a snapshot is written, which takes longer.
+   * Written when a full snapshot is due too (an outage noticed meanwhile): it
+   * is right row by row, and the next snapshot still reconciles.
+   */
+  async writeChanges(c: RuntimeChanges): Promise<void> {
+    const epoch = this.#epoch;
+    const mark = this.#maxSubmittedSeq;
+    if (this.#up) await this.#journalDrained(this.#tickets);
+    this.#coveredSeq = Math.max(this.#coveredSeq, mark);
+    const runtime = await encodeRuntime(c.keys);
+    const leases: LeaseRecord[] = [];
+    const pace = new Pacer();
+    for (const lease of c.leases) {
+      const granted = this.#journaled.get(lease.leaseId);
+      if (!granted || granted.expiresAt !== lease.expiresAt || granted.ttlMs !== lease.ttlMs || granted.holder !== lease.holder) leases.push(lease);
+      if (pace.due()) await pace.pause();
+    }
+    const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch, seq_mark: mark };
+    try {
+      await this.#writeChanges(runtime, c.removedKeys, leases, c.endedLeases, epoch, mark, meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
       throw err;
     }
-    await this.#applyDelta(delta, full, epoch, mark);
+    for (const leaseId of c.endedLeases) {
+      this.#journaled.delete(leaseId);
+      if (pace.due()) await pace.pause();
+    }
+    for (const lease of leases) this.#journaled.delete(lease.leaseId);
     this.#supersede(epoch, mark);
   }
 
-  async #writeFull(tx: Queryable, delta: SnapshotDelta, epoch: number, mark: number, meta: SnapshotMeta): Promise<void> {
+  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], epoch: number, mark: number, meta: SnapshotMeta): Promise<void> {
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
     await tx`
       delete from key_runtime r
       where not exists (
-        select 1 from jsonb_to_recordset(${tx.json(delta.runtime.map(({ pool, keyId }) => ({ pool, keyId })))}::jsonb) as s(pool text, "keyId" text)
+        select 1 from jsonb_to_recordset(${tx.json(runtime.map(({ pool, keyId }) => ({ pool, keyId })))}::jsonb) as s(pool text, "keyId" text)
         where s.pool = r.pool and s."keyId" = r.key_id)`;
     await tx`
       delete from leases l
       where not exists (
-        select 1 from jsonb_array_elements_text(${tx.json([...delta.leaseIds])}::jsonb) as s(lease_id)
+        select 1 from jsonb_array_elements_text(${tx.json(leases.map((lease) => lease.leaseId))}::jsonb) as s(lease_id)
         where s.lease_id = l.lease_id)
         and not (l.epoch = ${epoch} and l.seq > ${mark})`;
-    for (const chunk of chunks(delta.runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
-    for (const chunk of chunks(delta.leases, this.#snapshotChunk)) await upsertLeases(tx, chunk);
+    for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
+    for (const chunk of chunks(leases, this.#snapshotChunk)) await upsertLeases(tx, chunk);
     await writeMeta(tx, meta);
   }
 
-  async #writeDelta(delta: SnapshotDelta, epoch: number, mark: number, meta: SnapshotMeta): Promise<void> {
+  async #writeChanges(
+    runtime: EncodedRuntime[],
+    removedKeys: RuntimeChanges["removedKeys"],
+    leases: LeaseRecord[],
+    endedLeases: string[],
+    epoch: number,
+    mark: number,
+    meta: SnapshotMeta,
+  ): Promise<void> {
     const sql = this.#sql;
-    for (const chunk of chunks(delta.runtimeGone, this.#snapshotChunk)) {
-      await this.#run(() => sql`
+    let rest = 0;
+    const paced = async (statement: () => Promise<unknown>): Promise<void> => {
+      if (rest > 0) await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, rest));
+      const started = this.#clock.now();
+      await this.#run(statement);
+      rest = this.#clock.now() - started;
+    };
+    // Removals first: a key removed and added again since has its new state among `runtime`.
+    for (const chunk of chunks(removedKeys, this.#snapshotChunk)) {
+      await paced(() => sql`
         delete from key_runtime r
         using jsonb_to_recordset(${sql.json(asJson(chunk))}::jsonb) as s(pool text, "keyId" text)
         where s.pool = r.pool and s."keyId" = r.key_id`);
     }
-    for (const chunk of chunks(delta.runtime, this.#snapshotChunk)) await this.#run(() => upsertRuntime(sql, chunk));
-    for (const chunk of chunks(delta.leasesGone, this.#snapshotChunk)) {
-      await this.#run(() => sql`
+    for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(() => upsertRuntime(sql, chunk));
+    for (const chunk of chunks(endedLeases, this.#snapshotChunk)) {
+      await paced(() => sql`
         delete from leases l
         where l.lease_id in (select jsonb_array_elements_text(${sql.json(chunk)}::jsonb))
           and not (l.epoch = ${epoch} and l.seq > ${mark})`);
     }
-    for (const chunk of chunks(delta.leases, this.#snapshotChunk)) await this.#run(() => upsertLeases(sql, chunk));
-    await this.#run(() => writeMeta(sql, meta));
-  }
-
-  /** Rows of `s` that differ from what the database holds (all of them when `full`), and rows it no longer has. */
-  async #diff(s: RuntimeSnapshot, epoch: number, mark: number, full: boolean): Promise<SnapshotDelta> {
-    const delta: SnapshotDelta = { runtime: [], runtimeGone: [], leases: [], leasesGone: [], runtimeImages: new Map(), leaseIds: new Set() };
-    // Long snapshots are diffed in slices so Acquire never waits behind the whole comparison.
-    const pace = new Pacer();
-    for (const { pool, keyId, ...state } of s.keys) {
-      const id = runtimeId(pool, keyId);
-      const image = JSON.stringify(state);
-      delta.runtimeImages.set(id, image);
-      if (full || this.#runtimeInDb.get(id) !== image) delta.runtime.push({ pool, keyId, image });
-      if (pace.due()) await pace.pause();
-    }
-    for (const lease of s.leases) {
-      delta.leaseIds.add(lease.leaseId);
-      const image = this.#leasesInDb.get(lease.leaseId);
-      if (full || !image || image.expiresAt !== lease.expiresAt || image.holder !== lease.holder || image.ttlMs !== lease.ttlMs) {
-        delta.leases.push(lease);
-      }
-      if (pace.due()) await pace.pause();
-    }
-    if (!full) {
-      for (const id of this.#runtimeInDb.keys()) {
-        if (!delta.runtimeImages.has(id)) {
-          const [pool, keyId] = id.split("\u0000");
-          delta.runtimeGone.push({ pool, keyId });
-        }
-        if (pace.due()) await pace.pause();
-      }
-      for (const [leaseId, image] of this.#leasesInDb) {
-        if (!delta.leaseIds.has(leaseId) && !(image.epoch === epoch && image.seq > mark)) delta.leasesGone.push(leaseId);
-        if (pace.due()) await pace.pause();
-      }
-    }
-    return delta;
-  }
-
-  /**
-   * Brings the in-memory image of the database up to the snapshot just committed, in place and in slices
-   * (grants journaled meanwhile land in the same map and are kept: their seq is above the mark).
-   */
-  async #applyDelta(delta: SnapshotDelta, full: boolean, epoch: number, mark: number): Promise<void> {
-    // Set first: an outage noticed while this yields must still force the next snapshot to reconcile.
-    if (full) this.#reconciled = true;
-    this.#runtimeInDb = delta.runtimeImages;
-    const leases = this.#leasesInDb;
-    const pace = new Pacer();
-    if (full) {
-      for (const [leaseId, image] of leases) {
-        if (!delta.leaseIds.has(leaseId) && !(image.epoch === epoch && image.seq > mark)) leases.delete(leaseId);
-        if (pace.due()) await pace.pause();
-      }
-    } else {
-      for (const leaseId of delta.leasesGone) leases.delete(leaseId);
-    }
-    for (const lease of delta.leases) {
-      const known = leases.get(lease.leaseId);
-      leases.set(lease.leaseId, { holder: lease.holder, expiresAt: lease.expiresAt, ttlMs: lease.ttlMs, epoch: known?.epoch ?? 0, seq: known?.seq ?? 0 });
-      if (pace.due()) await pace.pause();
-    }
+    for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => upsertLeases(sql, chunk));
+    await paced(() => writeMeta(sql, meta));
   }
 
   /** Writes what the journal still holds (when the database is up) and stops probing. */
@@ -535,9 +530,10 @@ export class Store {
         this.#inflight = [];
         this.journalStats.batches += 1;
         this.journalStats.grants += batch.length;
-        for (const { rec } of batch) {
-          this.#leasesInDb.set(rec.leaseId, { holder: rec.holder, expiresAt: rec.expiresAt, ttlMs: rec.ttlMs, epoch: rec.epoch, seq: rec.seq });
-        }
+        for (const { rec } of batch) this.#journaled.set(rec.leaseId, rec);
+        // Only after an outage (the drain before a snapshot lets no such grant through): a grant that a snapshot
+        // already accounted for may have ended, and its row is then a stray that only a full snapshot removes.
+        if (batch.some(({ rec }) => rec.epoch === this.#epoch && rec.seq <= this.#coveredSeq)) this.#reconciled = false;
         for (const entry of batch) entry.settle?.resolve();
       } catch (err) {
         this.#inflight = [];
@@ -664,24 +660,11 @@ export class Store {
 
 type KeyRuntimeState = Omit<KeyRuntime, "pool" | "keyId">;
 
-/** A lease row as this process last wrote or read it. */
-interface LeaseImage {
-  holder: string;
-  expiresAt: number;
-  ttlMs: number;
-  epoch: number;
-  seq: number;
-}
-
-interface SnapshotDelta {
-  /** Changed runtime rows, each with its state already encoded as JSON (the diff's image). */
-  runtime: Array<{ pool: string; keyId: string; image: string }>;
-  runtimeGone: Array<{ pool: string; keyId: string }>;
-  leases: LeaseRecord[];
-  leasesGone: string[];
-  /** The snapshot's runtime rows as JSON, and its lease ids: the database's content once committed. */
-  runtimeImages: Map<string, string>;
-  leaseIds: Set<string>;
+/** A key's runtime row, its state already encoded as JSON. */
+interface EncodedRuntime {
+  pool: string;
+  keyId: string;
+  image: string;
 }
 
 interface SnapshotMeta {
@@ -695,8 +678,19 @@ function* chunks<T>(rows: T[], size: number): Generator<T[]> {
   for (let i = 0; i < rows.length; i += size) yield rows.slice(i, i + size);
 }
 
-/** The diff already encoded each state for comparison; the rows' JSON reuses it instead of encoding again. */
-function upsertRuntime(db: Queryable, rows: SnapshotDelta["runtime"]) {
+/** Encodes each key's state in slices, so Acquire never waits behind the whole encoding. */
+async function encodeRuntime(keys: KeyRuntime[]): Promise<EncodedRuntime[]> {
+  const out: EncodedRuntime[] = [];
+  const pace = new Pacer();
+  for (const { pool, keyId, ...state } of keys) {
+    out.push({ pool, keyId, image: JSON.stringify(state) });
+    if (pace.due()) await pace.pause();
+  }
+  return out;
+}
+
+/** Each state is encoded already; the rows' JSON wraps it instead of encoding it again. */
+function upsertRuntime(db: Queryable, rows: EncodedRuntime[]) {
   const json = `[${rows.map((r) => `{"pool":${JSON.stringify(r.pool)},"keyId":${JSON.stringify(r.keyId)},"state":${r.image}}`).join(",")}]`;
   return db`
     insert into key_runtime (pool, key_id, state)

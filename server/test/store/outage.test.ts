@@ -43,6 +43,10 @@ describe("database outage", () => {
         return changed;
       },
       exportRuntime: (): RuntimeSnapshot => ({ takenAt: clock.now(), keys: [keyRuntime("p", "k1", { cooldownUntil: clock.now() + 300_000 })], leases: [...live] }),
+      // A new store, and one back from an outage, reconcile whole tables: only full exports are asked for.
+      exportChanges: () => {
+        throw new Error("changes exported while a full snapshot is due");
+      },
       markClean: () => {
         changed = false;
       },

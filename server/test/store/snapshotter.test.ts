@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { RuntimeSnapshot } from "../../src/domain/types.js";
+import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { StoreUnavailable } from "../../src/store/errors.js";
 import { Snapshotter, type SnapshotSource } from "../../src/store/snapshotter.js";
 import { captureLog, FakeClock, keyRuntime } from "./helpers.js";
@@ -21,25 +21,44 @@ class FakeSource implements SnapshotSource {
     return { takenAt: this.clock.now(), keys: [keyRuntime("p", `v${this.version}`)], leases: [] };
   }
 
+  exportChanges(): RuntimeChanges {
+    this.exports += 1;
+    return { takenAt: this.clock.now(), keys: [keyRuntime("p", `v${this.version}`)], removedKeys: [], leases: [], endedLeases: [] };
+  }
+
   markClean(): void {
     this.dirty = false;
   }
 }
 
-/** Records each write's time and content; fails while `failWith` is set; can hold a write open. */
+/** Records each write's time, kind and content; fails while `failWith` is set; can hold a write open. */
 class FakeStore {
-  writes: Array<{ at: number; snapshot: RuntimeSnapshot }> = [];
+  writes: Array<{ at: number; full: boolean; snapshot: { keys: RuntimeSnapshot["keys"] } }> = [];
   attempts: number[] = [];
   failWith: Error | undefined;
   hold: Promise<void> | undefined;
+  /** As the real store: until a full snapshot lands, and again after any failed write. */
+  needsFullSnapshot = true;
 
   constructor(private readonly clock: FakeClock) {}
 
-  async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+  writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+    return this.write(true, s);
+  }
+
+  writeChanges(c: RuntimeChanges): Promise<void> {
+    return this.write(false, c);
+  }
+
+  private async write(full: boolean, snapshot: { keys: RuntimeSnapshot["keys"] }): Promise<void> {
     this.attempts.push(this.clock.now());
     if (this.hold) await this.hold;
-    if (this.failWith) throw this.failWith;
-    this.writes.push({ at: this.clock.now(), snapshot: s });
+    if (this.failWith) {
+      this.needsFullSnapshot = true;
+      throw this.failWith;
+    }
+    if (full) this.needsFullSnapshot = false;
+    this.writes.push({ at: this.clock.now(), full, snapshot });
   }
 }
 
@@ -65,23 +84,41 @@ function setup() {
 }
 
 describe("Snapshotter", () => {
-  it("writes once per interval, only when the source changed", async () => {
+  it("writes once per interval, only when the source changed or the store needs a full snapshot", async () => {
     const { clock, source, store, snapshotter, snapshots, t0 } = setup();
     snapshotter.start();
     await clock.advance(3000);
-    expect(store.attempts).toEqual([]);
+    // The first snapshot of a process reconciles the tables, whether or not anything changed since the start.
+    expect(store.writes.map((w) => [w.at, w.full])).toEqual([[t0 + 1000, true]]);
     source.change();
     await clock.advance(1000);
-    expect(store.writes.map((w) => w.at)).toEqual([t0 + 4000]);
+    expect(store.writes.map((w) => [w.at, w.full])).toEqual([[t0 + 1000, true], [t0 + 4000, false]]);
     expect(source.dirty).toBe(false);
-    expect(snapshots).toEqual([t0 + 4000]);
+    expect(snapshots).toEqual([t0 + 1000, t0 + 4000]);
     await clock.advance(5000);
-    expect(store.writes).toHaveLength(1);
+    expect(store.writes).toHaveLength(2);
     source.change();
     source.change();
     await clock.advance(1000);
-    expect(store.writes).toHaveLength(2);
-    expect(store.writes[1].snapshot.keys[0].keyId).toBe("v3");
+    expect(store.writes).toHaveLength(3);
+    expect(store.writes[2].snapshot.keys[0].keyId).toBe("v3");
+    // The store found the tables need repair (a grant journaled after a snapshot covered it): a full one follows.
+    store.needsFullSnapshot = true;
+    await clock.advance(1000);
+    expect(store.writes.map((w) => w.full)).toEqual([true, false, false, true]);
+    await snapshotter.stop();
+  });
+
+  it("writes in full first and after a failed write, and only changes otherwise", async () => {
+    const { clock, source, store, snapshotter } = setup();
+    snapshotter.start();
+    for (const fail of [false, false, false, true, false, false]) {
+      store.failWith = fail ? new Error("boom") : undefined;
+      source.change();
+      await clock.advance(fail ? 1000 : 2000);
+    }
+    expect(store.writes.map((w) => w.full)).toEqual([true, false, false, true, false]);
+    expect(store.writes.map((w) => w.snapshot.keys[0].keyId)).toEqual(["v1", "v2", "v3", "v5", "v6"]);
     await snapshotter.stop();
   });
 

@@ -2,13 +2,14 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { RuntimeSnapshot } from "../../src/domain/types.js";
+import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
 import { SecretBox } from "../../src/store/secrets.js";
 import { Store, type JournaledGrant } from "../../src/store/store.js";
 import {
   captureLog,
   embedded,
+  FakeClock,
   freshSchema,
   sameSchema,
   keyConfig,
@@ -217,18 +218,23 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.leases.filter((l) => l.pool === name).sort((a, b) => a.leaseId.localeCompare(b.leaseId))).toEqual([late, renewed]);
     expect(loaded.runtime?.takenAt).toBe(t + 1000);
 
-    // Steady state: an unchanged row is not rewritten; ended leases and removed keys' runtime go.
-    const xmin = async () => (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x;
-    const k1Version = await xmin();
-    const third: RuntimeSnapshot = { takenAt: t + 2000, keys: [k1], leases: [late] };
-    await store.writeSnapshot(third);
-    expect(await xmin()).toBe(k1Version);
+    // Changes: an unchanged key and a lease as journaled are not rewritten; ended leases and removed keys' runtime go.
+    expect(store.needsFullSnapshot).toBe(false);
+    const versions = async () => [
+      (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x,
+      (await db.sql`select xmin::text as x from leases where lease_id = ${late.leaseId}`)[0].x,
+    ];
+    const before = await versions();
+    const third: RuntimeChanges = { takenAt: t + 2000, keys: [], removedKeys: [{ pool: name, keyId: "k2" }], leases: [late], endedLeases: [renewed.leaseId] };
+    await store.writeChanges(third);
+    expect(await versions()).toEqual(before);
     loaded = await store.loadAll();
+    expect(loaded.runtime?.takenAt).toBe(t + 2000);
     expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1]);
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
   });
 
-  it("writes snapshots larger than one statement slice, in full and as a delta", async () => {
+  it("writes snapshots larger than one statement slice, in full and as changes", async () => {
     const name = uniq("pool");
     await store.insertPool(poolConfig(name));
     await store.insertKey(keyConfig(name, "k1"));
@@ -237,7 +243,8 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const count = async () => (await db.sql`select count(*)::int as n, max(expires_at) as m from leases where pool = ${name}`)[0];
     expect(await count()).toEqual({ n: 12_000, m: 1_011_999 });
     const kept = leases.slice(6000).map((l) => ({ ...l, expiresAt: l.expiresAt + 5000 }));
-    await store.writeSnapshot({ takenAt: 2, keys: [keyRuntime(name, "k1")], leases: kept });
+    const endedLeases = leases.slice(0, 6000).map((l) => l.leaseId);
+    await store.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
     expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
   });
 
@@ -287,7 +294,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
 
   const grant = (leaseId: string, seq: number, keyId = "k00"): JournaledGrant => ({ ...leaseRecord(pool, keyId, leaseId), epoch, seq });
 
-  it("commits a grant sent after a steady snapshot began before that snapshot finishes, even on one connection", async () => {
+  it("commits a grant sent after a snapshot of changes began before that snapshot finishes, even on one connection", async () => {
     // One connection, as the embedded database has: the grant can only go between two of the snapshot's statements.
     const sql = kind === "postgres" ? sameSchema(db as TestDb & { url: string; schema: string }, 1) : db.sql;
     const single = await Store.open(sql, box, captureLog().log, { snapshotChunk: 2 });
@@ -300,7 +307,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     onStatement(sql, "insert into key_runtime", () => {
       journaled = single.journalGrant({ ...leaseRecord(pool, "k00", "during"), epoch: single.epoch, seq: 1 }).then(() => void order.push("journal"));
     });
-    await single.writeSnapshot({ takenAt: 2, keys: changed, leases: [] }).then(() => order.push("snapshot"));
+    await single.writeChanges({ takenAt: 2, keys: changed, removedKeys: [], leases: [], endedLeases: [] }).then(() => order.push("snapshot"));
     await journaled;
     expect(order).toEqual(["journal", "snapshot"]);
     const loaded = await single.loadAll();
@@ -315,13 +322,13 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     await store.writeSnapshot({ takenAt: 2, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const leases = Array.from({ length: 6 }, (_, i) => grant(`l${i + 1}`, 10 + i, keyIds[i]));
     await Promise.all(leases.map((g) => store.journalGrant(g)));
-    await store.writeSnapshot({ takenAt: 3, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [...leases] });
+    await store.writeChanges({ takenAt: 3, keys: [], removedKeys: [], leases: [...leases], endedLeases: [] });
     await db.sql.unsafe(`
       create function km_refuse_delete() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$;
       create trigger km_refuse_delete before delete on leases for each row when (old.lease_id = 'l5') execute function km_refuse_delete();`);
     // l1..l5 ended at this export; l7 is granted after it. Ended leases go two per statement: the third fails.
-    const ended = { takenAt: 4, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 2 })), leases: [leases[5]] };
-    const write = store.writeSnapshot(ended);
+    const ended = { takenAt: 4, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 2 })), removedKeys: [], leases: [], endedLeases: leases.slice(0, 5).map((l) => l.leaseId) };
+    const write = store.writeChanges(ended);
     const late = grant("l7", 16);
     await store.journalGrant(late);
     await expect(write).rejects.toThrow(/refused/);
@@ -334,11 +341,51 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     expect(meta).toEqual({ taken_at: 3, seq_mark: 15 });
     const loaded = await store.loadAll();
     expect(loaded.grantHighWater[epoch]).toBe(16);
+    expect(store.needsFullSnapshot).toBe(true);
 
     await db.sql.unsafe(`drop trigger km_refuse_delete on leases; drop function km_refuse_delete();`);
     await store.writeSnapshot({ takenAt: 5, keys: ended.keys, leases: [leases[5], late] });
     expect(await ids()).toEqual(["l6", "l7"]);
     expect((await store.loadAll()).runtime?.takenAt).toBe(5);
+  });
+
+  it("keeps a grant journaled while changes are written, and deletes it with the changes it ended in", async () => {
+    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
+    const freshEpoch = await fresh.beginEpoch();
+    await fresh.writeSnapshot({ takenAt: 7, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const during = { ...leaseRecord(pool, "k02", "between-exports"), epoch: freshEpoch, seq: 1 };
+    let journaled: Promise<void> | undefined;
+    // Granted after the export of these changes (seq above their mark), journaled while they are written.
+    onStatement(db.sql, "insert into key_runtime", () => {
+      journaled = fresh.journalGrant(during);
+    });
+    await fresh.writeChanges({ takenAt: 8, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 4 })), removedKeys: [], leases: [], endedLeases: [] });
+    await journaled;
+    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
+    await fresh.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
+    const loaded = await fresh.loadAll();
+    expect({ takenAt: loaded.runtime?.takenAt, leases: loaded.runtime?.leases }).toEqual({ takenAt: 9, leases: [] });
+    await fresh.close();
+  });
+
+  it("after an outage, asks for a full snapshot when a grant it already accounted for reaches the table late", async () => {
+    const fresh = await Store.open(db.sql, box, captureLog().log, { clock: new FakeClock(Date.now()) });
+    const freshEpoch = await fresh.beginEpoch();
+    await fresh.writeSnapshot({ takenAt: 10, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    // The store believes the database is down: the grant waits in memory, and the lease ends before the snapshot.
+    fresh.up = false;
+    const stray = { ...leaseRecord(pool, "k03", "stray"), epoch: freshEpoch, seq: 1 };
+    await fresh.journalGrant(stray);
+    expect(fresh.needsFullSnapshot).toBe(true);
+    // The reconciling snapshot finds the database back (deleting no row yet), which then takes the late grant.
+    await fresh.writeSnapshot({ takenAt: 11, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    expect(await fresh.ping()).toBe(true);
+    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["stray"]);
+    expect(fresh.needsFullSnapshot).toBe(true);
+    await fresh.writeSnapshot({ takenAt: 12, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    expect(fresh.needsFullSnapshot).toBe(false);
+    expect((await fresh.loadAll()).runtime?.leases).toEqual([]);
+    await fresh.close();
   });
 
   it.skipIf(kind === "embedded")("commits a grant while a snapshot transaction holding its row locks is open", async () => {

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { PoolEngine } from "../../server/src/domain/engine.js";
-import type { Grant, KeyConfig } from "../../server/src/domain/types.js";
+import type { Grant, KeyConfig, KeyRuntime } from "../../server/src/domain/types.js";
 import { systemClock } from "../../server/src/app/app.js";
 import { openDatabase } from "../../server/src/store/database.js";
 import { migrate } from "../../server/src/store/migrate.js";
@@ -158,13 +158,22 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       exported = { ms: performance.now() - t0, rows: rows(r) };
       return r;
     };
+    // Keys of a snapshot of changes are read as the store writes them: count them then.
+    function* counted(keys: Iterable<KeyRuntime>): Generator<KeyRuntime> {
+      for (const k of keys) {
+        exported.rows++;
+        yield k;
+      }
+    }
     const snapshotter = new Snapshotter({
       store,
       log: quietLog,
       source: {
         exportRuntime: () => timed(() => engine.exportRuntime(), (s) => s.keys.length + s.leases.length),
-        exportChanges: () =>
-          timed(() => engine.exportChanges(), (c) => (c ? c.keys.length + c.removedKeys.length + c.leases.length + c.endedLeases.length : 0)),
+        exportChanges: () => {
+          const c = timed(() => engine.exportChanges(), (c) => (c ? c.removedKeys.length + c.leases.length + c.endedLeases.length : 0));
+          return c && { ...c, keys: counted(c.keys) };
+        },
         get dirty() {
           return engine.dirty;
         },

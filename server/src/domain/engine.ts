@@ -484,18 +484,18 @@ export class PoolEngine {
    */
   exportChanges(): RuntimeChanges | undefined {
     if (this.changesLost) return undefined;
-    const keys: KeyRuntime[] = [];
+    const changed: KeyEntry[] = [];
     for (const pool of this.pools.values()) {
       for (const k of pool.keyList) {
         if (!k.unsaved) continue;
-        keys.push(this.keyRuntime(k));
+        changed.push(k);
         k.unsaved = false;
       }
     }
     const leases: LeaseRecord[] = [];
     for (const l of this.touchedLeases) leases.push(l.record);
     this.touchedLeases.clear();
-    const changes = { takenAt: this.clock.now(), keys, removedKeys: this.removedKeys, leases, endedLeases: this.endedLeases };
+    const changes = { takenAt: this.clock.now(), keys: this.readKeys(changed), removedKeys: this.removedKeys, leases, endedLeases: this.endedLeases };
     this.endedLeases = [];
     this.removedKeys = [];
     return changes;
@@ -1069,6 +1069,13 @@ export class PoolEngine {
     pool.keyList.push(k);
     pool.keys.set(cfg.id, k);
     return k;
+  }
+
+  /** Each key's runtime state when the store reads it, skipping keys removed (or whose pool was deleted) since. */
+  private *readKeys(changed: KeyEntry[]): Generator<KeyRuntime> {
+    for (const k of changed) {
+      if (this.pools.get(k.pool.cfg.name)?.keys.get(k.cfg.id) === k) yield this.keyRuntime(k);
+    }
   }
 
   private keyRuntime(k: KeyEntry): KeyRuntime {

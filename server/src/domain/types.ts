@@ -235,8 +235,11 @@ export interface RuntimeSnapshot {
 /** What changed in runtime state since the previous export: applied to that export, it gives this one. */
 export interface RuntimeChanges {
   takenAt: number;
-  /** Keys whose runtime state changed, as it is now. */
-  keys: KeyRuntime[];
+  /**
+   * Keys whose runtime state changed, each read as it is when iterated (once), so a long list costs the export
+   * nothing; a key changed again meanwhile is also in the next export, one gone meanwhile is skipped.
+   */
+  keys: Iterable<KeyRuntime>;
   /** Keys gone since (removed, or their pool deleted); a key re-added since is also in `keys`. */
   removedKeys: Array<{ pool: string; keyId: string }>;
   /** Live leases granted or renewed since, as they are now. */

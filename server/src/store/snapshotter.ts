@@ -86,11 +86,7 @@ export class Snapshotter {
     // A full snapshot is due on a process's first and to repair the tables after an outage, changed or not.
     if (!this.#source.dirty && this.#failures === 0 && !this.#store.needsFullSnapshot) return;
     const started = this.#clock.now();
-    // Export and write in one tick: the store takes its grant mark when the write starts.
-    const changes = this.#store.needsFullSnapshot ? undefined : this.#source.exportChanges();
-    const snapshot = changes ?? this.#source.exportRuntime();
-    this.#source.markClean();
-    this.#writing = changes ? this.#store.writeChanges(changes) : this.#store.writeSnapshot(snapshot);
+    const takenAt = this.#startWrite();
     try {
       await this.#writing;
     } catch (err) {
@@ -102,7 +98,22 @@ export class Snapshotter {
     }
     this.#failures = 0;
     if (!this.#databaseUp) this.#setDatabaseUp(true);
-    this.#onSnapshot?.(this.#clock.now() - started, snapshot.takenAt);
+    this.#onSnapshot?.(this.#clock.now() - started, takenAt);
+  }
+
+  /** Exports what changed (everything when the store needs it) and starts writing it; returns the export's instant. */
+  #startWrite(): number {
+    // Export and write in one tick: the store takes its grant mark when the write starts.
+    const changes = this.#store.needsFullSnapshot ? undefined : this.#source.exportChanges();
+    if (changes) {
+      this.#source.markClean();
+      this.#writing = this.#store.writeChanges(changes);
+      return changes.takenAt;
+    }
+    const snapshot = this.#source.exportRuntime();
+    this.#source.markClean();
+    this.#writing = this.#store.writeSnapshot(snapshot);
+    return snapshot.takenAt;
   }
 
   /** Stops the loop and writes a final snapshot if anything changed (graceful shutdown); never throws. */

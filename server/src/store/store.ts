@@ -679,7 +679,7 @@ function* chunks<T>(rows: T[], size: number): Generator<T[]> {
 }
 
 /** Encodes each key's state in slices, so Acquire never waits behind the whole encoding. */
-async function encodeRuntime(keys: KeyRuntime[]): Promise<EncodedRuntime[]> {
+async function encodeRuntime(keys: Iterable<KeyRuntime>): Promise<EncodedRuntime[]> {
   const out: EncodedRuntime[] = [];
   const pace = new Pacer();
   for (const { pool, keyId, ...state } of keys) {

@@ -70,7 +70,28 @@ describe("exporting changes", () => {
     ({ full: base } = expectChangesMatch(engine, base));
 
     // Nothing changed: nothing to write.
-    expect(engine.exportChanges()).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [] });
+    const nothing = engine.exportChanges()!;
+    expect({ ...nothing, keys: [...nothing.keys] }).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [] });
+  });
+
+  it("reads each changed key when the store does: a later change is in it and in the next export, a removed key is skipped", () => {
+    const { engine } = harness();
+    addPool(engine);
+    addKeys(engine, "p", ["a", "b", "c"]);
+    const held = grantNow(engine, req("p", { excludeKeyIds: ["b", "c"] }));
+    engine.exportRuntime();
+    const other = grantNow(engine, req("p", { excludeKeyIds: ["a", "c"] }));
+    engine.release(held.leaseId, { inputTokens: 1 });
+    engine.release(other.leaseId, {});
+    const changes = engine.exportChanges()!;
+    // After the export, before the store reads the keys: "a" changes again and "b" goes.
+    engine.release(grantNow(engine, req("p", { excludeKeyIds: ["b", "c"] })).leaseId, { inputTokens: 10 });
+    engine.removeKey("p", "b", false);
+    expect([...changes.keys].map((k) => [k.keyId, k.inputTokens, k.totalLeases])).toEqual([["a", 11, 2]]);
+    expect(changes.endedLeases).toEqual([held.leaseId, other.leaseId]);
+    const next = engine.exportChanges()!;
+    expect([...next.keys].map((k) => k.keyId)).toEqual(["a"]);
+    expect(next.removedKeys).toEqual([{ pool: "p", keyId: "b" }]);
   });
 
   it("carries outcomes and grants that aged out of their windows when stats or least_used read them", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
+import type { KeyRuntime, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { StoreUnavailable } from "../../src/store/errors.js";
 import { Snapshotter, type SnapshotSource } from "../../src/store/snapshotter.js";
 import { captureLog, FakeClock, keyRuntime } from "./helpers.js";
@@ -50,7 +50,7 @@ class FakeStore {
     return this.write(false, c);
   }
 
-  private async write(full: boolean, snapshot: { keys: RuntimeSnapshot["keys"] }): Promise<void> {
+  private async write(full: boolean, { keys }: { keys: Iterable<KeyRuntime> }): Promise<void> {
     this.attempts.push(this.clock.now());
     if (this.hold) await this.hold;
     if (this.failWith) {
@@ -58,7 +58,7 @@ class FakeStore {
       throw this.failWith;
     }
     if (full) this.needsFullSnapshot = false;
-    this.writes.push({ at: this.clock.now(), full, snapshot });
+    this.writes.push({ at: this.clock.now(), full, snapshot: { keys: [...keys] } });
   }
 }
 

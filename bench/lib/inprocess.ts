@@ -1,7 +1,7 @@
 // Engine-level measurements in this process: the wake-up path without a network, and the scale run
 // (10,000 keys, 100,000 live leases) against the real store on a fresh Postgres database.
 import { randomBytes } from "node:crypto";
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { PoolEngine } from "../../server/src/domain/engine.js";
 import type { Grant, KeyConfig, KeyRuntime } from "../../server/src/domain/types.js";
 import { systemClock } from "../../server/src/app/app.js";
@@ -14,6 +14,9 @@ import { scratchDatabase } from "../../test/support/database.js";
 import { summarize, type Summary } from "./stats.js";
 
 const quietLog = { info() {}, warn() {}, error() {} };
+
+/** The server's default snapshot interval. */
+const SNAPSHOT_INTERVAL_MS = 1000;
 
 function newEngine(epoch = 1): PoolEngine {
   return new PoolEngine({ clock: systemClock, leaseSecret: randomBytes(32), epoch });
@@ -58,7 +61,7 @@ export interface ScaleOptions {
   probes: number;
   /** Concurrent probing callers. */
   callers: number;
-  /** Least snapshots written while probing (more are written until `probes` cycles were sampled). */
+  /** Least snapshots written while probing, a server's interval apart (more until `probes` cycles overlapped one). */
   snapshots: number;
   /** Acquire+Release cycles whose tombstones are weighed. */
   tombstones: number;
@@ -73,7 +76,7 @@ export interface ScaleResult {
   engine_acquire_us: Summary;
   /** Arrival → grant journaled (as the server answers), no snapshot running. */
   acquire_ms: Summary;
-  /** The same while snapshots are being written back to back. */
+  /** The same for arrivals that overlapped a snapshot's export or write (snapshots a server's interval apart). */
   acquire_during_snapshot_ms: Summary;
   snapshot_p99_ratio: number;
   /** Arrival → grant with no journal (a quarter of the callers): the event-loop stall alone, idle and during snapshots. */
@@ -83,7 +86,7 @@ export interface ScaleResult {
   first_snapshot: { export_ms: number; write_ms: number; rows: number };
   steady_snapshot: { export_ms: number; write_ms: number; rows: number };
   snapshot: { export_ms: Summary; write_ms: Summary; total_ms: Summary; rows: number };
-  /** Rows (keys and leases) each snapshot written while probing carried: what changed since the one before. */
+  /** Rows (keys and leases) each snapshot written while probing carried: what changed in the interval before it. */
   snapshot_rows: Summary;
   /** Heap kept per ended lease: the engine remembers ended ids (tombstones) to answer late calls. */
   heap_bytes_per_ended_lease: number;
@@ -197,18 +200,24 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       engine.release(g.leaseId, {});
     }
 
+    // Whether a snapshot is being exported or written, and how often that began or ended: a probe overlapped
+    // one when it was under way at the probe's arrival or began or ended before its answer.
+    const snapshotWindow = { open: false, edges: 0 };
+
     // Each probe is an arrival that must wait for the event loop (as a request on a socket does),
     // then is granted and journaled before it "answers", and is released right after.
     // `loop` gets the same arrivals without the journal: the event-loop stall alone.
-    const probe = async (count: number, running: () => boolean, out: number[], loop: number[]) => {
+    // With `overlapping`, only probes that overlapped a snapshot are kept.
+    const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping = false) => {
       const caller = async (journaled: boolean) => {
         const samples = journaled ? out : loop;
         while (running() && samples.length < count) {
           const arrived = performance.now();
+          const [open, edges] = [snapshotWindow.open, snapshotWindow.edges];
           await nextTurn();
           const g = engine.acquire(input) as Grant;
           if (journaled) await journal(g);
-          samples.push(performance.now() - arrived);
+          if (!overlapping || open || snapshotWindow.edges !== edges) samples.push(performance.now() - arrived);
           engine.release(g.leaseId, {});
         }
       };
@@ -229,11 +238,15 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     const busyLoop: number[] = [];
     let snapshotting = true;
     const snapshots = (async () => {
-      // At least `snapshots`, and as many as it takes to sample as many probes as the idle run did.
+      // At least `snapshots`, and as many as it takes to sample as many probes during them as the idle run did,
+      // each a server's interval after the last (KEYMESH_SNAPSHOT_INTERVAL's default).
       while (exportMs.length < o.snapshots || busy.length < o.probes) {
-        // As the server does, a snapshot is written once something changed: here, as soon as the probes change anything.
-        while (!engine.dirty) await nextTurn();
+        await sleep(SNAPSHOT_INTERVAL_MS);
+        snapshotWindow.open = true;
+        snapshotWindow.edges++;
         const t = await timeSnapshot();
+        snapshotWindow.open = false;
+        snapshotWindow.edges++;
         exportMs.push(t.export_ms);
         writeMs.push(t.write_ms);
         totalMs.push(t.export_ms + t.write_ms);
@@ -241,7 +254,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       }
       snapshotting = false;
     })();
-    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy, busyLoop);
+    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy, busyLoop, true);
     await snapshots;
 
     gc();

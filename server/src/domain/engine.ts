@@ -61,6 +61,8 @@ export interface EngineOptions {
   random?: () => number;
   /** Called synchronously for every event; exceptions are swallowed. */
   onEvent?: (e: DomainEvent) => void;
+  /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
+  maxEndedUnexported?: number;
 }
 
 export type PoolWithCount = PoolConfig & { keyCount: number };
@@ -77,8 +79,8 @@ interface Tombstone {
 const EMA_ALPHA = 0.2;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
 const TOMBSTONE_CAP = 100_000;
-/** Most ended lease ids kept for the next export of changes; beyond it the next export must be full. */
-const ENDED_LEASES_CAP = 100_000;
+/** The engine alone ends over 100,000 leases a second, and snapshots may come 10 s apart while the database is away. */
+const ENDED_LEASES_CAP = 1_000_000;
 /** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
 const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
@@ -120,6 +122,7 @@ export class PoolEngine {
   private readonly epoch: number;
   private readonly random: () => number;
   private readonly onEvent: ((e: DomainEvent) => void) | undefined;
+  private readonly maxEndedUnexported: number;
   private readonly pools = new Map<string, PoolEntry>();
   private readonly live = new Map<string, Lease>();
   private readonly tombstones = new Map<string, Tombstone>();
@@ -145,6 +148,7 @@ export class PoolEngine {
     this.epoch = opts.epoch;
     this.random = opts.random ?? Math.random;
     this.onEvent = opts.onEvent;
+    this.maxEndedUnexported = opts.maxEndedUnexported ?? ENDED_LEASES_CAP;
   }
 
   /** Something in runtime state changed since markClean(). */
@@ -647,7 +651,7 @@ export class PoolEngine {
 
   private noteEnded(leaseId: string): void {
     if (this.changesLost) return;
-    if (this.endedLeases.length < ENDED_LEASES_CAP) {
+    if (this.endedLeases.length < this.maxEndedUnexported) {
       this.endedLeases.push(leaseId);
       return;
     }

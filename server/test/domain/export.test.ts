@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { PoolEngine } from "../../src/domain/engine.js";
+import { PoolEngine } from "../../src/domain/engine.js";
 import { OutcomeWindow } from "../../src/domain/state.js";
 import type { KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
+import { FakeClock } from "./fake-clock.js";
 import { addKeys, addPool, grantNow, harness, req } from "./helpers.js";
 
 const keyOf = (k: { pool: string; keyId: string }) => `${k.pool}/${k.keyId}`;
@@ -117,11 +118,13 @@ describe("exporting changes", () => {
   });
 
   it("gives up tracking when too many leases ended since the last export, until a full export", () => {
-    const { engine } = harness();
+    const engine = new PoolEngine({ clock: new FakeClock(), leaseSecret: new Uint8Array(32), epoch: 1, maxEndedUnexported: 10 });
     addPool(engine);
     addKeys(engine, "p", ["a"]);
     engine.exportRuntime();
-    for (let i = 0; i < 100_001; i++) engine.release(grantNow(engine, req()).leaseId, {});
+    for (let i = 0; i < 10; i++) engine.release(grantNow(engine, req()).leaseId, {});
+    expect(engine.exportChanges()?.endedLeases).toHaveLength(10);
+    for (let i = 0; i < 11; i++) engine.release(grantNow(engine, req()).leaseId, {});
     expect(engine.exportChanges()).toBeUndefined();
     const live = grantNow(engine, req());
     const full = engine.exportRuntime();

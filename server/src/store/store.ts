@@ -119,8 +119,8 @@ export class Store {
   #probeTimer: TimerHandle | undefined;
   /** Whether the runtime tables are known to hold the last snapshot written and the journal since (false: next is full). */
   #reconciled = false;
-  /** Grants the journal wrote, by lease id, while their row is as granted: a snapshot need not write them again. */
-  #journaled = new Map<string, JournaledGrant>();
+  /** Lease rows as this store last wrote them (journal or snapshot): one it never wrote needs no delete, nor an unchanged one a rewrite. */
+  #leaseRows = new Map<string, LeaseRecord>();
   /** The highest grant seq of this epoch that a snapshot written (or being written) accounts for. */
   #coveredSeq = 0;
   #availabilityListeners: Array<(up: boolean) => void> = [];
@@ -324,8 +324,9 @@ export class Store {
     // Set first: an outage noticed while this writes must still force the next snapshot to reconcile.
     this.#reconciled = true;
     this.#coveredSeq = Math.max(this.#coveredSeq, mark);
-    // Rows of `s` are written below; grants journaled from here on are recorded afresh.
-    this.#journaled = new Map();
+    // Rows of `s` are recorded once written; grants journaled from here on are recorded as they commit.
+    const leaseRows = new Map<string, LeaseRecord>();
+    this.#leaseRows = leaseRows;
     const runtime = await encodeRuntime(s.keys);
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch, seq_mark: mark };
     try {
@@ -335,6 +336,11 @@ export class Store {
       throw err;
     }
     this.#supersede(epoch, mark);
+    const pace = new Pacer();
+    for (const lease of s.leases) {
+      if (!leaseRows.has(lease.leaseId)) leaseRows.set(lease.leaseId, lease);
+      if (pace.due()) await pace.pause();
+    }
   }
 
   /**
@@ -353,26 +359,32 @@ export class Store {
     if (this.#up) await this.#journalDrained(this.#tickets);
     this.#coveredSeq = Math.max(this.#coveredSeq, mark);
     const runtime = await encodeRuntime(c.keys);
+    const rows = this.#leaseRows;
     const leases: LeaseRecord[] = [];
+    const ended: string[] = [];
     const pace = new Pacer();
     for (const lease of c.leases) {
-      const granted = this.#journaled.get(lease.leaseId);
-      if (!granted || granted.expiresAt !== lease.expiresAt || granted.ttlMs !== lease.ttlMs || granted.holder !== lease.holder) leases.push(lease);
+      const row = rows.get(lease.leaseId);
+      if (!row || row.expiresAt !== lease.expiresAt || row.ttlMs !== lease.ttlMs || row.holder !== lease.holder) leases.push(lease);
+      if (pace.due()) await pace.pause();
+    }
+    for (const leaseId of c.endedLeases) {
+      if (rows.has(leaseId)) ended.push(leaseId);
       if (pace.due()) await pace.pause();
     }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch, seq_mark: mark };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, c.endedLeases, epoch, mark, meta);
+      await this.#writeChanges(runtime, c.removedKeys, leases, ended, epoch, mark, meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
       throw err;
     }
-    for (const leaseId of c.endedLeases) {
-      this.#journaled.delete(leaseId);
+    for (const leaseId of ended) {
+      rows.delete(leaseId);
       if (pace.due()) await pace.pause();
     }
-    for (const lease of leases) this.#journaled.delete(lease.leaseId);
+    for (const lease of leases) rows.set(lease.leaseId, lease);
     this.#supersede(epoch, mark);
   }
 
@@ -530,7 +542,7 @@ export class Store {
         this.#inflight = [];
         this.journalStats.batches += 1;
         this.journalStats.grants += batch.length;
-        for (const { rec } of batch) this.#journaled.set(rec.leaseId, rec);
+        for (const { rec } of batch) this.#leaseRows.set(rec.leaseId, rec);
         // Only after an outage (the drain before a snapshot lets no such grant through): a grant that a snapshot
         // already accounted for may have ended, and its row is then a stray that only a full snapshot removes.
         if (batch.some(({ rec }) => rec.epoch === this.#epoch && rec.seq <= this.#coveredSeq)) this.#reconciled = false;

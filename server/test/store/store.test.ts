@@ -368,6 +368,18 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     await fresh.close();
   });
 
+  it("deletes an ended lease that only a snapshot wrote (re-adopted, never journaled)", async () => {
+    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
+    await fresh.beginEpoch();
+    await fresh.writeSnapshot({ takenAt: 13, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const adopted = leaseRecord(pool, "k04", "adopted");
+    await fresh.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: ["never-written"] });
+    expect((await fresh.loadAll()).runtime?.leases).toEqual([adopted]);
+    await fresh.writeChanges({ takenAt: 15, keys: [], removedKeys: [], leases: [], endedLeases: [adopted.leaseId] });
+    expect((await fresh.loadAll()).runtime?.leases).toEqual([]);
+    await fresh.close();
+  });
+
   it("after an outage, asks for a full snapshot when a grant it already accounted for reaches the table late", async () => {
     const fresh = await Store.open(db.sql, box, captureLog().log, { clock: new FakeClock(Date.now()) });
     const freshEpoch = await fresh.beginEpoch();

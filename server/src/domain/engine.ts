@@ -8,6 +8,7 @@ import { DomainError, invalidArgument } from "./errors.js";
 import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
 import { parseRateLimitHeaders } from "./rate-limit-headers.js";
 import {
+  GrantWindow,
   isEligible,
   keyState,
   keyStateReason,
@@ -571,7 +572,7 @@ export class PoolEngine {
     this.addLease(k, claims, record, probe, now);
     this.touch(k);
     k.totalLeases++;
-    k.grants.push(now);
+    k.grants.add(now);
     if (k.budget.requestsRemaining !== undefined) this.debitBudget(k, now);
     // Pruning here keeps the window bounded whatever the strategy.
     recentGrants(k, now);
@@ -1097,7 +1098,7 @@ export class PoolEngine {
       consecutiveFailures: k.consecutiveFailures,
       emaLatencyMs: k.emaLatencyMs,
       outcomes: k.outcomes.toArray(),
-      recentGrants: k.grants.slice(k.grantsHead),
+      grantsPerSecond: k.grants.toArray(),
       budget: { ...k.budget },
       totalLeases: k.totalLeases,
       inputTokens: k.inputTokens,
@@ -1116,8 +1117,7 @@ export class PoolEngine {
     k.consecutiveFailures = r.consecutiveFailures;
     k.emaLatencyMs = r.emaLatencyMs;
     k.outcomes = OutcomeWindow.from(r.outcomes);
-    k.grants = [...r.recentGrants];
-    k.grantsHead = 0;
+    k.grants = GrantWindow.from(r.grantsPerSecond);
     k.budget = { ...r.budget };
     refreshHot(k);
     k.totalLeases = r.totalLeases;

@@ -79,9 +79,7 @@ export interface KeyEntry {
   consecutiveFailures: number;
   emaLatencyMs: number | undefined;
   outcomes: OutcomeWindow;
-  /** Grant instants, oldest first; entries before grantsHead have left the least_used window. */
-  grants: number[];
-  grantsHead: number;
+  grants: GrantWindow;
   budget: ProviderBudget;
   totalLeases: number;
   inputTokens: number;
@@ -170,6 +168,51 @@ export class OutcomeWindow {
   }
 }
 
+/**
+ * Grants in the least_used window, counted per second of their instant: memory and snapshot rows stay
+ * a few dozen numbers however busy the key (as instants they grew to 30,000 a minute on a key lent 500
+ * times a second, all written by every snapshot). The window's edge moves a second at a time.
+ */
+export class GrantWindow {
+  /** [second, grants in it], oldest first, one entry per second that had grants. */
+  private readonly seconds: Array<[number, number]> = [];
+  private total = 0;
+
+  static from(perSecond: ReadonlyArray<readonly [number, number]>): GrantWindow {
+    const w = new GrantWindow();
+    for (const [second, count] of perSecond) {
+      w.seconds.push([second, count]);
+      w.total += count;
+    }
+    return w;
+  }
+
+  add(now: number): void {
+    const second = Math.floor(now / 1000);
+    const last = this.seconds[this.seconds.length - 1];
+    if (last !== undefined && last[0] === second) last[1]++;
+    else this.seconds.push([second, 1]);
+    this.total++;
+  }
+
+  /** Drops the seconds that left the window (every instant of them at or before now - LEAST_USED_WINDOW_MS); true when it dropped any. */
+  prune(now: number): boolean {
+    const first = Math.floor((now - LEAST_USED_WINDOW_MS + 1) / 1000);
+    let drop = 0;
+    while (drop < this.seconds.length && this.seconds[drop]![0] < first) this.total -= this.seconds[drop++]![1];
+    if (drop > 0) this.seconds.splice(0, drop);
+    return drop > 0;
+  }
+
+  get count(): number {
+    return this.total;
+  }
+
+  toArray(): Array<[number, number]> {
+    return this.seconds.map(([second, count]) => [second, count]);
+  }
+}
+
 export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
   const key = {
     cfg,
@@ -195,8 +238,7 @@ export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
     consecutiveFailures: 0,
     emaLatencyMs: undefined,
     outcomes: new OutcomeWindow(),
-    grants: [],
-    grantsHead: 0,
+    grants: new GrantWindow(),
     budget: {},
     totalLeases: 0,
     inputTokens: 0,
@@ -249,16 +291,6 @@ export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, ex
 
 /** Grants within the least_used window; drops older ones as it goes (a change the next export carries). */
 export function recentGrants(k: KeyEntry, now: number): number {
-  const g = k.grants;
-  const cutoff = now - LEAST_USED_WINDOW_MS;
-  let head = k.grantsHead;
-  while (head < g.length && g[head]! <= cutoff) head++;
-  if (head !== k.grantsHead) k.unsaved = true;
-
-  if (head > 1024 && head * 2 > g.length) {
-    g.splice(0, head);
-    head = 0;
-  }
-  k.grantsHead = head;
-  return g.length - head;
+  if (k.grants.prune(now)) k.unsaved = true;
+  return k.grants.count;
 }

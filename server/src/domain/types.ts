@@ -206,8 +206,8 @@ export interface KeyRuntime {
   emaLatencyMs?: number;
   /** Outcomes in the success-rate window: [instant, 1 success | 0 failure]. */
   outcomes: Array<[number, 0 | 1]>;
-  /** Grant instants within the least_used window. */
-  recentGrants: number[];
+  /** Grants in the least_used window: [second since 1970, grants in that second], oldest first. */
+  grantsPerSecond: Array<[number, number]>;
   budget: ProviderBudget;
   totalLeases: number;
   inputTokens: number;

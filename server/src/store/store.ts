@@ -221,7 +221,7 @@ export class Store {
     const read = async (tx: Queryable) => {
       const pools = await tx<PoolRow[]>`select * from pools order by created_at, name`;
       const keys = await tx<KeyRow[]>`select * from keys order by pool, created_at, id`;
-      const runtime = await tx<{ pool: string; key_id: string; state: KeyRuntimeState }[]>`
+      const runtime = await tx<{ pool: string; key_id: string; state: StoredRuntimeState }[]>`
         select r.pool, r.key_id, r.state from key_runtime r order by r.pool, r.key_id`;
       const leases = await tx<LeaseRow[]>`select * from leases order by acquired_at, lease_id`;
       const [meta] = await tx<{ taken_at: number; epoch: number; seq_mark: number }[]>`
@@ -245,7 +245,7 @@ export class Store {
       runtime: hasRuntime
         ? {
             takenAt: rows.meta?.taken_at ?? 0,
-            keys: rows.runtime.map((r) => ({ ...r.state, pool: r.pool, keyId: r.key_id })),
+            keys: rows.runtime.map((r) => runtimeFromRow(r.pool, r.key_id, r.state)),
             leases: rows.leases.map(leaseFromRow),
           }
         : undefined,
@@ -671,6 +671,22 @@ export class Store {
 }
 
 type KeyRuntimeState = Omit<KeyRuntime, "pool" | "keyId">;
+
+/** A row as earlier versions wrote it: the least_used window as grant instants (ms), not per-second counts. */
+type StoredRuntimeState = KeyRuntimeState | (Omit<KeyRuntimeState, "grantsPerSecond"> & { recentGrants: number[] });
+
+function runtimeFromRow(pool: string, keyId: string, state: StoredRuntimeState): KeyRuntime {
+  if ("grantsPerSecond" in state) return { ...state, pool, keyId };
+  const { recentGrants, ...rest } = state;
+  const grantsPerSecond: Array<[number, number]> = [];
+  for (const at of recentGrants) {
+    const second = Math.floor(at / 1000);
+    const last = grantsPerSecond[grantsPerSecond.length - 1];
+    if (last !== undefined && last[0] === second) last[1]++;
+    else grantsPerSecond.push([second, 1]);
+  }
+  return { ...rest, grantsPerSecond, pool, keyId };
+}
 
 /** A key's runtime row, its state already encoded as JSON. */
 interface EncodedRuntime {

@@ -195,7 +195,7 @@ export function keyRuntime(pool: string, keyId: string, overrides: Partial<KeyRu
     circuitOpenCount: 0,
     consecutiveFailures: 0,
     outcomes: [],
-    recentGrants: [],
+    grantsPerSecond: [],
     budget: {},
     totalLeases: 0,
     inputTokens: 0,

@@ -39,7 +39,7 @@ function snapshotAt(now: number, changed: number): RuntimeSnapshot {
         cooldownUntil: now + (i % 7) * 1000,
         emaLatencyMs: 100 + (i % 50),
         outcomes: Array.from({ length: 10 }, (_, j) => [now - j * 100, (j % 3 ? 1 : 0) as 0 | 1]),
-        recentGrants: Array.from({ length: 10 }, (_, j) => now - j * 50),
+        grantsPerSecond: Array.from({ length: 10 }, (_, j) => [Math.floor(now / 1000) - 9 + j, j + 1] as [number, number]),
         totalLeases: i + (changed < 1 && i % 100 === 0 ? 1 : 0),
       }),
     ),

@@ -183,7 +183,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
       consecutiveFailures: 3,
       emaLatencyMs: 123.5,
       outcomes: [[t - 10, 1], [t - 5, 0]],
-      recentGrants: [t - 100, t - 50],
+      grantsPerSecond: [[Math.floor(t / 1000) - 1, 2], [Math.floor(t / 1000), 1]],
       budget: { requestsRemaining: 0, requestsLimit: 60, requestsResetAt: t + 1000, tokensRemaining: 5, tokensLimit: 100 },
       totalLeases: 42,
       inputTokens: 1000,
@@ -232,6 +232,19 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.takenAt).toBe(t + 2000);
     expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1]);
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
+  });
+
+  it("reads a runtime row an earlier version wrote, its least_used window as grant instants, as per-second counts", async () => {
+    const name = uniq("pool");
+    await store.insertPool(poolConfig(name));
+    await store.insertKey(keyConfig(name, "k1"));
+    const { grantsPerSecond, ...rest } = keyRuntime(name, "k1", { totalLeases: 3 });
+    const { pool, keyId, ...state } = rest;
+    const legacy = { ...state, recentGrants: [1_700_000_000_100, 1_700_000_000_900, 1_700_000_002_000] };
+    await db.sql`insert into key_runtime (pool, key_id, state) values (${pool}, ${keyId}, ${JSON.stringify(legacy)}::text::jsonb)`;
+    const loaded = (await store.loadAll()).runtime?.keys.find((k) => k.pool === name);
+    expect(grantsPerSecond).toEqual([]);
+    expect(loaded).toEqual({ ...rest, grantsPerSecond: [[1_700_000_000, 2], [1_700_000_002, 1]] });
   });
 
   it("writes snapshots larger than one statement slice, in full and as changes", async () => {
@@ -300,7 +313,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const single = await Store.open(sql, box, captureLog().log, { snapshotChunk: 2 });
     await single.beginEpoch();
     await single.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
-    const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, recentGrants: [5] }));
+    const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: [[5, 1]] }));
     const order: string[] = [];
     let journaled: Promise<void> | undefined;
     // Ten runtime chunks: the grant arrives once the first has been sent.

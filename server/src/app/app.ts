@@ -19,7 +19,7 @@ import { openDatabase, type Database } from "../store/database.js";
 import { migrate } from "../store/migrate.js";
 import { loadSecretBox, mask } from "../store/secrets.js";
 import { Snapshotter } from "../store/snapshotter.js";
-import { Store } from "../store/store.js";
+import { Store, type JournaledGrant } from "../store/store.js";
 import { Listeners, type BoundPorts, type ListenerOptions } from "../transport/listeners.js";
 import { AdminOps } from "./admin.js";
 import type { ServerConfig } from "./config.js";
@@ -134,21 +134,23 @@ async function startOnDatabase(
     }
   };
   const guard = createGuard(opts.authorizer, leasePool);
+  const journaled = (grant: Grant, holder: string): JournaledGrant => {
+    const seq = engine.leaseSeq(grant.leaseId)!;
+    return {
+      leaseId: grant.leaseId,
+      pool: grant.pool,
+      keyId: grant.keyId,
+      holder,
+      acquiredAt: grant.expiresAt - grant.ttlMs,
+      expiresAt: grant.expiresAt,
+      ttlMs: grant.ttlMs,
+      epoch: seq.epoch,
+      seq: seq.seq,
+    };
+  };
   const journal = {
-    record: (grant: Grant, holder: string) => {
-      const seq = engine.leaseSeq(grant.leaseId)!;
-      return store.journalGrant({
-        leaseId: grant.leaseId,
-        pool: grant.pool,
-        keyId: grant.keyId,
-        holder,
-        acquiredAt: grant.expiresAt - grant.ttlMs,
-        expiresAt: grant.expiresAt,
-        ttlMs: grant.ttlMs,
-        epoch: seq.epoch,
-        seq: seq.seq,
-      });
-    },
+    record: (grant: Grant, holder: string) => store.journalGrant(journaled(grant, holder)),
+    recordBehind: (grant: Grant, holder: string) => store.journalGrantBehind(journaled(grant, holder)),
   };
   const services = [
     {

@@ -21,9 +21,12 @@ import { decodeAcquireRequest, decodeReleaseRequest } from "./request-wire.js";
 import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
 import type { Guard } from "./guard.js";
 
-/** Makes a grant durable (the store's group commit); see README "Persistence and crash safety". */
+/** Makes grants durable (the store's group commit); see README "Persistence and crash safety". */
 export interface GrantJournal {
+  /** Resolves once the grant is durable. */
   record(grant: Grant, holder: string): Promise<void>;
+  /** Writes the grant soon, with nobody waiting. */
+  recordBehind(grant: Grant, holder: string): void;
 }
 
 /** Hot-path instrumentation (metrics); counters only, nothing that waits. */
@@ -140,9 +143,8 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
     // Only a limited key can be over-lent after a crash, so only its grant must be durable before the
     // reply. Batches commit in grant order, so an unlimited key's grant that is lost in a crash lies
     // above the high-water mark and its lease is re-adopted from its id.
-    const durable = this.journal.record(grant, req.holder);
-    if (grant.maxConcurrency > 0) await durable;
-    else durable.catch(() => undefined); // the store logs a failed write; the lease stands either way
+    if (grant.maxConcurrency > 0) await this.journal.record(grant, req.holder);
+    else this.journal.recordBehind(grant, req.holder);
     this.observer.observeAcquire(req.pool, "granted", performance.now() - started, waitedMs);
     return grantToProto(grant);
   }

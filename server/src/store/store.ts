@@ -65,6 +65,12 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 /** Domain records are plain JSON data; the driver's JSONValue type cannot see that through their interfaces. */
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
+/**
+ * Longest a grant nobody waits for lingers before its statement: at one caller, grants share statements
+ * instead of paying one each (the crash window it adds is covered by re-adoption from the lease id).
+ */
+const JOURNAL_LINGER_MS = 10;
+
 /** Synchronous work between yields to the event loop while a snapshot is prepared. */
 const SLICE_MS = 1;
 
@@ -114,6 +120,8 @@ export class Store {
   #queue: JournalEntry[] = [];
   #inflight: JournalEntry[] = [];
   #flushing = false;
+  /** Pending while grants nobody waits for linger for company (journalGrantBehind). */
+  #linger: TimerHandle | undefined;
   #drainWaiters: Array<{ ticket: number; resolve: () => void }> = [];
   #dropped = 0;
   #probeTimer: TimerHandle | undefined;
@@ -309,6 +317,26 @@ export class Store {
    */
   get needsFullSnapshot(): boolean {
     return !this.#reconciled;
+  }
+
+  /**
+   * Journals a grant whose reply does not wait for it: its key has no max_concurrency, so nothing can be
+   * over-lent after a crash, and a lease the journal missed is re-adopted from its id. Unless a statement is
+   * in flight (the grant then joins the next), it waits up to JOURNAL_LINGER_MS for company, less when a
+   * grant that is waited for arrives. A failed write is logged; the next snapshot covers the lease.
+   */
+  journalGrantBehind(rec: JournaledGrant): void {
+    if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
+    this.#queue.push({ rec, ticket: ++this.#tickets });
+    if (!this.#up || this.#closed) {
+      this.#boundPending();
+      return;
+    }
+    if (this.#flushing || this.#linger !== undefined) return;
+    this.#linger = this.#clock.setTimeout(() => {
+      this.#linger = undefined;
+      this.#kick();
+    }, JOURNAL_LINGER_MS);
   }
 
   /**
@@ -527,6 +555,10 @@ export class Store {
   }
 
   #kick(): void {
+    if (this.#linger !== undefined) {
+      this.#clock.clearTimeout(this.#linger);
+      this.#linger = undefined;
+    }
     if (this.#flushing || !this.#up || this.#queue.length === 0) return;
     this.#flushing = true;
     // Let every grant of the current tick join the first statement.
@@ -599,6 +631,8 @@ export class Store {
   /** Resolves once every grant up to `ticket` has left the journal (written, or the database went down). */
   #journalDrained(ticket: number): Promise<void> {
     if (!this.#up || this.#oldestTicket() > ticket) return Promise.resolve();
+    // Someone waits: lingering grants go now.
+    if (this.#linger !== undefined) this.#kick();
     return new Promise((resolve) => this.#drainWaiters.push({ ticket, resolve }));
   }
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
 import { SecretBox } from "../../src/store/secrets.js";
@@ -151,6 +151,39 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const loaded = await store.loadAll();
     expect(loaded.grantHighWater[epoch]).toBe(600);
     expect(loaded.runtime?.leases.find((l) => l.leaseId === `${name}-lease-0`)).toEqual(leaseRecord(name, "k1", `${name}-lease-0`));
+  });
+
+  it("lets grants nobody waits for linger for company, and sends them with the next grant that is waited for", async () => {
+    const clock = new FakeClock();
+    const behind = await Store.open(db.sql, box, captureLog().log, { clock });
+    const name = uniq("pool");
+    await behind.insertPool(poolConfig(name));
+    await behind.insertKey(keyConfig(name, "k1"));
+    const epoch = await behind.beginEpoch();
+    const grants: JournaledGrant[] = Array.from({ length: 6 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    const stats = () => ({ ...behind.journalStats });
+    const before = stats();
+    for (const g of grants.slice(0, 3)) behind.journalGrantBehind(g);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(stats().batches - before.batches).toBe(0);
+    expect(clock.pending()).toEqual([clock.now() + 10]);
+
+    await behind.journalGrant(grants[3]!);
+    expect([stats().batches - before.batches, stats().grants - before.grants]).toEqual([1, 4]);
+    expect(clock.pending()).toEqual([]);
+
+    // Alone, it goes when its linger ends.
+    behind.journalGrantBehind(grants[4]!);
+    await clock.advance(9);
+    expect(stats().grants - before.grants).toBe(4);
+    await clock.advance(1);
+    await vi.waitFor(() => expect([stats().batches - before.batches, stats().grants - before.grants]).toEqual([2, 5]));
+
+    // One lingering when the store closes is written before close returns.
+    behind.journalGrantBehind(grants[5]!);
+    await behind.close();
+    const [{ n }] = await db.sql`select count(*)::int as n from leases where pool = ${name}`;
+    expect(n).toBe(6);
   });
 
   it("skips grants for keys that no longer exist without failing their batch", async () => {

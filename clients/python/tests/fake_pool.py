@@ -76,7 +76,29 @@ def _lease_ids(items: list[Any]) -> list[str]:
     return [item if item == HALF_CLOSED else item.lease_id for item in items]
 
 
-class FakeCall:
+class _Answers:
+    """What a test makes a fake call answer: responses, a failure, or the end of the stream."""
+
+    _responses: Any
+    _done: bool
+
+    def _error(self, code: grpc.StatusCode, details: str) -> BaseException:
+        raise NotImplementedError
+
+    def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
+        for response in responses:
+            self._responses.put_nowait(response)
+
+    def fail(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._done = True
+        self._responses.put_nowait(self._error(code, details))
+
+    def end(self) -> None:
+        self._done = True
+        self._responses.put_nowait(_END)
+
+
+class FakeCall(_Answers):
     """A sync KeepAlive call: its requests are pulled on a thread of its own, as grpcio does."""
 
     def __init__(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> None:
@@ -112,17 +134,8 @@ class FakeCall:
         assert isinstance(item, pool_pb2.KeepAliveResponse)
         return item
 
-    def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
-        for response in responses:
-            self._responses.put(response)
-
-    def fail(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._done = True
-        self._responses.put(FakeRpcError(code, details))
-
-    def end(self) -> None:
-        self._done = True
-        self._responses.put(_END)
+    def _error(self, code: grpc.StatusCode, details: str) -> BaseException:
+        return FakeRpcError(code, details)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -163,7 +176,7 @@ class FakePool:
             return self.calls[n - 1]
 
 
-class FakeAioCall:
+class FakeAioCall(_Answers):
     """An asyncio KeepAlive call: its requests are pulled in a task of its own, as grpc.aio does."""
 
     def __init__(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> None:
@@ -198,17 +211,8 @@ class FakeAioCall:
         assert isinstance(item, pool_pb2.KeepAliveResponse)
         return item
 
-    def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
-        for response in responses:
-            self._responses.put_nowait(response)
-
-    def fail(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._done = True
-        self._responses.put_nowait(aio_error(code, details))
-
-    def end(self) -> None:
-        self._done = True
-        self._responses.put_nowait(_END)
+    def _error(self, code: grpc.StatusCode, details: str) -> BaseException:
+        return aio_error(code, details)
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -56,33 +56,30 @@ class Reader {
   }
 }
 
-function duration(r: Reader): Duration {
+/** A nested message of two varint fields, 1 and 2 (Duration, Usage), zero when absent. */
+function twoVarints(r: Reader): [number, number] {
   const start = r.span();
   const inner = new Reader(r.buf, start, r.pos);
-  let seconds = 0;
-  let nanos = 0;
+  let first = 0;
+  let second = 0;
   while (inner.pos < inner.end) {
     const tag = inner.varint();
-    if (tag === ((1 << 3) | VARINT)) seconds = inner.varint();
-    else if (tag === ((2 << 3) | VARINT)) nanos = inner.varint();
+    if (tag === ((1 << 3) | VARINT)) first = inner.varint();
+    else if (tag === ((2 << 3) | VARINT)) second = inner.varint();
     else throw UNCOMMON;
   }
+  return [first, second];
+}
+
+function duration(r: Reader): Duration {
+  const [seconds, nanos] = twoVarints(r);
   // int32 nanos: values at or above 2^31 wrap to negative, which protobuf-es does and this does not.
   if (nanos >= 2 ** 31) throw UNCOMMON;
   return { $typeName: "google.protobuf.Duration", seconds: BigInt(seconds), nanos };
 }
 
 function usage(r: Reader): Usage {
-  const start = r.span();
-  const inner = new Reader(r.buf, start, r.pos);
-  let inputTokens = 0;
-  let outputTokens = 0;
-  while (inner.pos < inner.end) {
-    const tag = inner.varint();
-    if (tag === ((1 << 3) | VARINT)) inputTokens = inner.varint();
-    else if (tag === ((2 << 3) | VARINT)) outputTokens = inner.varint();
-    else throw UNCOMMON;
-  }
+  const [inputTokens, outputTokens] = twoVarints(r);
   return { $typeName: "keymesh.v1.Usage", inputTokens: BigInt(inputTokens), outputTokens: BigInt(outputTokens) };
 }
 

@@ -31,6 +31,8 @@ const benchKeys = (n: number, prefix: string, maxConcurrency = 0) =>
   Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, secret: `sk-bench-${prefix}${i}-0123456789`, maxConcurrency }));
 /** Keys with a concurrency limit never reached here: each grant is journaled before Acquire answers. */
 const LIMITED = 10_000;
+/** Scale probes paced at about the Acquire+Release cycles a second the server serves over gRPC here (hot section). */
+const SCALE_PACED_RATE = 4000;
 
 async function unary(addr: string, mode: "echo" | "cycle", c: number, seconds = P.unarySec, rate = 0, pool = "bench"): Promise<UnaryResult> {
   process.stderr.write(`  ${mode} c=${c}${rate ? ` paced at ${rate}/s` : ""}${pool === "bench" ? "" : ` (${pool})`} … `);
@@ -229,7 +231,7 @@ async function main() {
   result.durable_cycle = await section("durable", durableCycle);
   result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
-    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, snapshots: P.scaleSnapshots, tombstones: P.scaleTombstones });
+    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, tombstones: P.scaleTombstones });
     process.stderr.write(`done\n`);
     return s;
   });

@@ -61,6 +61,8 @@ export interface ScaleOptions {
   probes: number;
   /** Concurrent probing callers. */
   callers: number;
+  /** Acquire+Release cycles a second for the paced (open-loop) probes. */
+  pacedRate: number;
   /** Least snapshots written while probing, a server's interval apart (more until `probes` cycles overlapped one). */
   snapshots: number;
   /** Acquire+Release cycles whose tombstones are weighed. */
@@ -79,6 +81,15 @@ export interface ScaleResult {
   /** The same for arrivals that overlapped a snapshot's export or write (snapshots a server's interval apart). */
   acquire_during_snapshot_ms: Summary;
   snapshot_p99_ratio: number;
+  /** The same figures with probes arriving on schedule at `cycles_per_sec` (open loop). */
+  paced: {
+    cycles_per_sec: number;
+    acquire_ms: Summary;
+    acquire_during_snapshot_ms: Summary;
+    loop_acquire_ms: Summary;
+    loop_acquire_during_snapshot_ms: Summary;
+    snapshot_p99_ratio: number;
+  };
   /** Arrival → grant with no journal (a quarter of the callers): the event-loop stall alone, idle and during snapshots. */
   loop_acquire_ms: Summary;
   loop_acquire_during_snapshot_ms: Summary;
@@ -208,11 +219,16 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     // then is granted and journaled before it "answers", and is released right after.
     // `loop` gets the same arrivals without the journal: the event-loop stall alone.
     // With `overlapping`, only probes that overlapped a snapshot are kept.
-    const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping = false) => {
+    const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping: boolean, rate: number) => {
       const caller = async (journaled: boolean) => {
         const samples = journaled ? out : loop;
+        const interval = rate > 0 ? (1000 * o.callers) / rate : 0;
+        let next = performance.now() + Math.random() * interval;
         while (running() && samples.length < count) {
-          const arrived = performance.now();
+          if (interval > 0 && next > performance.now()) await sleep(next - performance.now());
+          // Paced, an arrival is due at its scheduled instant: a late start counts against the answer.
+          const arrived = interval > 0 ? next : performance.now();
+          next += interval;
           const [open, edges] = [snapshotWindow.open, snapshotWindow.edges];
           await nextTurn();
           const g = engine.acquire(input) as Grant;
@@ -226,7 +242,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
 
     const idle: number[] = [];
     const idleLoop: number[] = [];
-    await probe(o.probes, () => true, idle, idleLoop);
+    await probe(o.probes, () => true, idle, idleLoop, false, 0);
     // A steady-state snapshot with nothing else running, after the churn of the probes above.
     const steadySnapshot = await timeSnapshot();
 
@@ -234,28 +250,41 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     const writeMs: number[] = [];
     const totalMs: number[] = [];
     const rows: number[] = [];
-    const busy: number[] = [];
-    const busyLoop: number[] = [];
-    let snapshotting = true;
-    const snapshots = (async () => {
-      // At least `snapshots`, and as many as it takes to sample as many probes during them as the idle run did,
-      // each a server's interval after the last (KEYMESH_SNAPSHOT_INTERVAL's default).
-      while (exportMs.length < o.snapshots || busy.length < o.probes) {
-        await sleep(SNAPSHOT_INTERVAL_MS);
-        snapshotWindow.open = true;
-        snapshotWindow.edges++;
-        const t = await timeSnapshot();
-        snapshotWindow.open = false;
-        snapshotWindow.edges++;
-        exportMs.push(t.export_ms);
-        writeMs.push(t.write_ms);
-        totalMs.push(t.export_ms + t.write_ms);
-        rows.push(t.rows);
-      }
-      snapshotting = false;
-    })();
-    await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy, busyLoop, true);
-    await snapshots;
+    /** Probes while snapshots are written a server's interval apart: at least `snapshots`, and until as many probes overlapped one as `enough`. */
+    const duringSnapshots = async (rate: number, enough: number) => {
+      const busy: number[] = [];
+      const busyLoop: number[] = [];
+      let snapshotting = true;
+      const snapshots = (async () => {
+        let written = 0;
+        while (written < o.snapshots || busy.length < enough) {
+          await sleep(SNAPSHOT_INTERVAL_MS);
+          snapshotWindow.open = true;
+          snapshotWindow.edges++;
+          const t = await timeSnapshot();
+          snapshotWindow.open = false;
+          snapshotWindow.edges++;
+          written++;
+          exportMs.push(t.export_ms);
+          writeMs.push(t.write_ms);
+          totalMs.push(t.export_ms + t.write_ms);
+          rows.push(t.rows);
+        }
+        snapshotting = false;
+      })();
+      await probe(Number.MAX_SAFE_INTEGER, () => snapshotting, busy, busyLoop, true, rate);
+      await snapshots;
+      return { busy, busyLoop };
+    };
+    const { busy, busyLoop } = await duringSnapshots(0, o.probes);
+
+    // The same at a rate a server can serve (open loop): arrivals come on schedule, so a stall delays every
+    // arrival due during it, where back-to-back callers simply arrive less often while the loop is stalled.
+    const pacedProbes = Math.min(o.probes, Math.round(o.pacedRate * 5));
+    const pacedIdle: number[] = [];
+    const pacedIdleLoop: number[] = [];
+    await probe(pacedProbes, () => true, pacedIdle, pacedIdleLoop, false, o.pacedRate);
+    const paced = await duringSnapshots(o.pacedRate, pacedProbes);
 
     gc();
     const heapBeforeEnded = process.memoryUsage().heapUsed;
@@ -292,6 +321,14 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       acquire_ms: acquireIdle,
       acquire_during_snapshot_ms: acquireBusy,
       snapshot_p99_ratio: acquireBusy.p99 / acquireIdle.p99,
+      paced: {
+        cycles_per_sec: o.pacedRate,
+        acquire_ms: summarize(pacedIdle),
+        acquire_during_snapshot_ms: summarize(paced.busy),
+        loop_acquire_ms: summarize(pacedIdleLoop),
+        loop_acquire_during_snapshot_ms: summarize(paced.busyLoop),
+        snapshot_p99_ratio: summarize(paced.busy).p99 / summarize(pacedIdle).p99,
+      },
       loop_acquire_ms: summarize(idleLoop),
       loop_acquire_during_snapshot_ms: summarize(busyLoop),
       first_snapshot: firstSnapshot,

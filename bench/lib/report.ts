@@ -124,6 +124,16 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     rows.push(["  Acquire incl. journal, p50 / p99 (ms), idle", `${r3(scale.acquire_ms.p50)} / ${r3(scale.acquire_ms.p99)}`]);
     rows.push(["  Acquire incl. journal, p50 / p99 (ms), during snapshot", `${r3(scale.acquire_during_snapshot_ms.p50)} / ${r3(scale.acquire_during_snapshot_ms.p99)}`]);
     rows.push(["  event-loop wait + Acquire, no journal, p99 idle / during snapshot (ms)", `${r3(scale.loop_acquire_ms.p99)} / ${r3(scale.loop_acquire_during_snapshot_ms.p99)}`]);
+    const paced = scale.paced;
+    summary.snapshot_p99_ratio_paced = r3(paced.snapshot_p99_ratio);
+    rows.push([
+      `  paced at ${paced.cycles_per_sec} cycles/s (open loop): Acquire incl. journal p99 idle / during snapshot (ms)`,
+      `${r3(paced.acquire_ms.p99)} / ${r3(paced.acquire_during_snapshot_ms.p99)}`,
+    ]);
+    rows.push([
+      `  paced, event-loop wait + Acquire, no journal, p99 idle / during snapshot (ms)`,
+      `${r3(paced.loop_acquire_ms.p99)} / ${r3(paced.loop_acquire_during_snapshot_ms.p99)}`,
+    ]);
     rows.push(["  heap per live lease / per ended lease (bytes)", `${scale.heap_bytes_per_lease} / ${scale.heap_bytes_per_ended_lease}`]);
     rows.push(["  snapshot export + write (ms): first (full)", `${r1(scale.first_snapshot.export_ms)} + ${r1(scale.first_snapshot.write_ms)}`]);
     rows.push(["  snapshot export + write (ms): steady, idle", `${r1(scale.steady_snapshot.export_ms)} + ${r1(scale.steady_snapshot.write_ms)}`]);

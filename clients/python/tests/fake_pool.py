@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import queue
 import threading
+from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Iterator, Optional
 
 import grpc
@@ -76,14 +77,15 @@ def _lease_ids(items: list[Any]) -> list[str]:
     return [item if item == HALF_CLOSED else item.lease_id for item in items]
 
 
-class _Answers:
+class _Answers(ABC):
     """What a test makes a fake call answer: responses, a failure, or the end of the stream."""
 
     _responses: Any
     _done: bool
 
+    @abstractmethod
     def _error(self, code: grpc.StatusCode, details: str) -> BaseException:
-        raise NotImplementedError
+        """The failure as this kind of call raises it."""
 
     def answer(self, *responses: pool_pb2.KeepAliveResponse) -> None:
         for response in responses:

@@ -217,27 +217,40 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
 
     // Each probe is an arrival that must wait for the event loop (as a request on a socket does),
     // then is granted and journaled before it "answers", and is released right after.
-    // `loop` gets the same arrivals without the journal: the event-loop stall alone.
+    // `loop` gets the same arrivals without the journal (a quarter of them): the event-loop stall alone.
     // With `overlapping`, only probes that overlapped a snapshot are kept.
+    const probeOnce = async (journaled: boolean, arrived: number, samples: number[], overlapping: boolean) => {
+      const [open, edges] = [snapshotWindow.open, snapshotWindow.edges];
+      await nextTurn();
+      const g = engine.acquire(input) as Grant;
+      if (journaled) await journal(g);
+      if (!overlapping || open || snapshotWindow.edges !== edges) samples.push(performance.now() - arrived);
+      engine.release(g.leaseId, {});
+    };
+    // rate 0: `callers` back-to-back callers (closed loop). Otherwise arrivals on schedule at `rate` a second,
+    // each answered on its own however many are in flight (open loop, as independent requests reach a server),
+    // and timed from its scheduled instant, so a stall counts against every arrival due during it.
     const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping: boolean, rate: number) => {
-      const caller = async (journaled: boolean) => {
-        const samples = journaled ? out : loop;
-        const interval = rate > 0 ? (1000 * o.callers) / rate : 0;
-        let next = performance.now() + Math.random() * interval;
-        while (running() && samples.length < count) {
-          if (interval > 0 && next > performance.now()) await sleep(next - performance.now());
-          // Paced, an arrival is due at its scheduled instant: a late start counts against the answer.
-          const arrived = interval > 0 ? next : performance.now();
-          next += interval;
-          const [open, edges] = [snapshotWindow.open, snapshotWindow.edges];
-          await nextTurn();
-          const g = engine.acquire(input) as Grant;
-          if (journaled) await journal(g);
-          if (!overlapping || open || snapshotWindow.edges !== edges) samples.push(performance.now() - arrived);
-          engine.release(g.leaseId, {});
-        }
-      };
-      await Promise.all(Array.from({ length: o.callers }, (_, i) => caller(i % 4 !== 3)));
+      if (rate === 0) {
+        const caller = async (journaled: boolean) => {
+          const samples = journaled ? out : loop;
+          while (running() && samples.length < count) await probeOnce(journaled, performance.now(), samples, overlapping);
+        };
+        await Promise.all(Array.from({ length: o.callers }, (_, i) => caller(i % 4 !== 3)));
+        return;
+      }
+      const inFlight = new Set<Promise<void>>();
+      const interval = 1000 / rate;
+      let next = performance.now();
+      for (let i = 0; running() && out.length < count; i++) {
+        if (next > performance.now()) await sleep(next - performance.now());
+        const journaled = i % 4 !== 3;
+        const p = probeOnce(journaled, next, journaled ? out : loop, overlapping);
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        next += interval;
+      }
+      await Promise.all(inFlight);
     };
 
     const idle: number[] = [];

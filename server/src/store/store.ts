@@ -1,6 +1,7 @@
 // Postgres access for the server: write-through configuration, the grant journal (group commit) and
 // runtime snapshots. Values reach SQL only through porsager/postgres tagged templates.
 import type postgres from "postgres";
+import { GrantWindow } from "../domain/state.js";
 import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, RuntimeChanges, RuntimeSnapshot, Strategy, TimerHandle } from "../domain/types.js";
 import { isConnectionError, MasterKeyMismatch, sqlState, StoreConflict, StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
@@ -297,18 +298,22 @@ export class Store {
    * Call it in grant order, synchronously at grant time: snapshots rely on seq order (see writeSnapshot).
    */
   journalGrant(rec: JournaledGrant): Promise<void> {
-    if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
-    const entry: JournalEntry = { rec, ticket: ++this.#tickets };
-    if (!this.#up || this.#closed) {
-      this.#queue.push(entry);
-      this.#boundPending();
-      return Promise.resolve();
-    }
+    const entry = this.#enqueue(rec);
+    if (!entry) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       entry.settle = { resolve, reject };
-      this.#queue.push(entry);
       this.#kick();
     });
+  }
+
+  /** Queues a grant in seq order; undefined while the database is down or the store closed (it is kept, bounded). */
+  #enqueue(rec: JournaledGrant): JournalEntry | undefined {
+    if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
+    const entry: JournalEntry = { rec, ticket: ++this.#tickets };
+    this.#queue.push(entry);
+    if (this.#up && !this.#closed) return entry;
+    this.#boundPending();
+    return undefined;
   }
 
   /**
@@ -326,13 +331,7 @@ export class Store {
    * grant that is waited for arrives. A failed write is logged; the next snapshot covers the lease.
    */
   journalGrantBehind(rec: JournaledGrant): void {
-    if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
-    this.#queue.push({ rec, ticket: ++this.#tickets });
-    if (!this.#up || this.#closed) {
-      this.#boundPending();
-      return;
-    }
-    if (this.#flushing || this.#linger !== undefined) return;
+    if (!this.#enqueue(rec) || this.#flushing || this.#linger !== undefined) return;
     this.#linger = this.#clock.setTimeout(() => {
       this.#linger = undefined;
       this.#kick();
@@ -378,8 +377,8 @@ export class Store {
    * `c`, which is safe row by row: only leases ended at the export are deleted, and the mark is recorded last,
    * once every chunk has committed. Between statements it leaves the database to the journal for as long as
    * the last one took: on a busy server, grants commit faster while a snapshot is written, which takes longer.
-   * Written when a full snapshot is due too (an outage noticed meanwhile): it
-   * is right row by row, and the next snapshot still reconciles.
+   * Written when a full snapshot is due too (an outage noticed meanwhile): it is right row by row, and the
+   * next snapshot still reconciles.
    */
   async writeChanges(c: RuntimeChanges): Promise<void> {
     const epoch = this.#epoch;
@@ -712,14 +711,9 @@ type StoredRuntimeState = KeyRuntimeState | (Omit<KeyRuntimeState, "grantsPerSec
 function runtimeFromRow(pool: string, keyId: string, state: StoredRuntimeState): KeyRuntime {
   if ("grantsPerSecond" in state) return { ...state, pool, keyId };
   const { recentGrants, ...rest } = state;
-  const grantsPerSecond: Array<[number, number]> = [];
-  for (const at of recentGrants) {
-    const second = Math.floor(at / 1000);
-    const last = grantsPerSecond[grantsPerSecond.length - 1];
-    if (last !== undefined && last[0] === second) last[1]++;
-    else grantsPerSecond.push([second, 1]);
-  }
-  return { ...rest, grantsPerSecond, pool, keyId };
+  const grants = new GrantWindow();
+  for (const at of recentGrants) grants.add(at);
+  return { ...rest, grantsPerSecond: grants.toArray(), pool, keyId };
 }
 
 /** A key's runtime row, its state already encoded as JSON. */

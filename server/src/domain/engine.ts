@@ -64,6 +64,8 @@ export interface EngineOptions {
   onEvent?: (e: DomainEvent) => void;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
+  /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
+  endedReasons?: number;
 }
 
 export type PoolWithCount = PoolConfig & { keyCount: number };
@@ -80,6 +82,9 @@ interface Tombstone {
 const EMA_ALPHA = 0.2;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
 const TOMBSTONE_CAP = 100_000;
+/** An ended-reason byte: the reason in the low bits, and a flag once a late outcome report was applied. */
+const ENDED_REASONS: ReadonlyArray<LeaseGoneReason | undefined> = [undefined, "released", "expired", "revoked"];
+const LATE_REPORTED = 4;
 /** The engine alone ends over 100,000 leases a second, and snapshots may come 10 s apart while the database is away. */
 const ENDED_LEASES_CAP = 1_000_000;
 /** Node clamps longer timer delays to 1 ms; longer deadlines re-arm when this fires. */
@@ -126,9 +131,12 @@ export class PoolEngine {
   private readonly maxEndedUnexported: number;
   private readonly pools = new Map<string, PoolEntry>();
   private readonly live = new Map<string, Lease>();
+  /** Leases of earlier boots that ended here; this boot's own are in `endedBySeq`. */
   private readonly tombstones = new Map<string, Tombstone>();
   private readonly tombstoneOrder: string[] = [];
   private tombstoneHead = 0;
+  /** Why this boot's lease `seq` ended, at seq mod its length: no object per ended lease for the GC to keep. */
+  private readonly endedBySeq: Uint8Array;
   private readonly heap = new TimerHeap<TimerItem>();
   private armed: TimerHandle | undefined;
   private armedAt: number | undefined;
@@ -150,6 +158,7 @@ export class PoolEngine {
     this.random = opts.random ?? Math.random;
     this.onEvent = opts.onEvent;
     this.maxEndedUnexported = opts.maxEndedUnexported ?? ENDED_LEASES_CAP;
+    this.endedBySeq = new Uint8Array(opts.endedReasons ?? 2 ** 20);
   }
 
   /** Something in runtime state changed since markClean(). */
@@ -526,7 +535,7 @@ export class PoolEngine {
       if (!k || !claims || this.live.has(l.leaseId)) continue;
       if (claims.epoch === this.epoch) this.seq = Math.max(this.seq, claims.seq);
       if (l.expiresAt <= now) {
-        this.tombstone(l.leaseId, "expired", now, k);
+        this.noteGone(l.leaseId, claims, "expired", now, k);
         continue;
       }
       this.addLease(k, claims, { ...l }, false, now);
@@ -627,7 +636,7 @@ export class PoolEngine {
     k.active--;
     k.pool.active--;
     if (lease.probe) k.probes--;
-    this.tombstone(lease.id, reason, now, k);
+    this.noteGone(lease.id, lease, reason, now, k);
     this.touchedLeases.delete(lease);
     this.noteEnded(lease.id);
     this.changed = true;
@@ -673,6 +682,12 @@ export class PoolEngine {
     for (const lease of [...k.leases]) this.revoke(lease, now, message);
   }
 
+  /** Remembers why a lease ended, for late calls on it. */
+  private noteGone(id: string, { epoch, seq }: { epoch: number; seq: number }, reason: LeaseGoneReason, now: number, k: KeyEntry): void {
+    if (epoch === this.epoch) this.endedBySeq[seq % this.endedBySeq.length] = ENDED_REASONS.indexOf(reason);
+    else this.tombstone(id, reason, now, k);
+  }
+
   private tombstone(id: string, reason: LeaseGoneReason, now: number, k: KeyEntry): void {
     const t = this.tombstones;
     const order = this.tombstoneOrder;
@@ -716,12 +731,29 @@ export class PoolEngine {
     if (!c) throw goneError("unknown");
     const endedBy: LeaseGoneReason = c.issuedAt + c.ttlMs <= now ? "expired" : "released";
     if (c.epoch > this.epoch || (c.epoch === this.epoch && c.seq > this.seq)) throw goneError("unknown");
-    if (c.epoch === this.epoch) throw goneError(endedBy);
+    if (c.epoch === this.epoch) throw goneError(this.endedReason(c, now, late) ?? endedBy);
     const highWater = this.grantHighWater[c.epoch];
     if ((highWater !== undefined && c.seq <= highWater) || endedBy === "expired") throw goneError(endedBy);
     const adopted = this.adopt(id, c, now);
     if (!adopted) throw goneError("revoked", "its key is gone, disabled or full since the restart");
     return adopted;
+  }
+
+  /** Why a lease of this boot ended, if it is among the latest remembered; applies a late outcome report once. */
+  private endedReason(c: LeaseClaims, now: number, late: ((k: KeyEntry) => void) | undefined): LeaseGoneReason | undefined {
+    if (c.seq <= this.seq - this.endedBySeq.length) return undefined;
+    const slot = c.seq % this.endedBySeq.length;
+    const code = this.endedBySeq[slot]!;
+    const reason = ENDED_REASONS[code & 3];
+    if (late && reason !== undefined && reason !== "released" && !(code & LATE_REPORTED)) {
+      this.endedBySeq[slot] = code | LATE_REPORTED;
+      const k = this.pools.get(c.pool)?.keys.get(c.keyId);
+      if (k) {
+        late(k);
+        this.pump(k.pool, now);
+      }
+    }
+    return reason;
   }
 
   /** A lease granted in an earlier boot that no snapshot or journal recorded (e.g. the database was down). */

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { PoolEngine } from "../../src/domain/engine.js";
 import { DomainError } from "../../src/domain/errors.js";
+import { FakeClock } from "./fake-clock.js";
 import { addKeys, addPool, codeOf, grantNow, harness, req } from "./helpers.js";
 
 describe("leases", () => {
@@ -134,6 +136,25 @@ describe("leases", () => {
     expect(s.consecutiveFailures).toBe(1);
     expect(s.activeLeases).toBe(1);
     engine.release(g2.leaseId, {});
+  });
+
+  it("remembers why each recent lease ended past its TTL, then answers from the token alone", () => {
+    const clock = new FakeClock();
+    const engine = new PoolEngine({ clock, leaseSecret: new Uint8Array(32), epoch: 1, endedReasons: 8 });
+    addPool(engine, { defaultTtlMs: 10_000 });
+    addKeys(engine, "p", ["a"]);
+    const released = grantNow(engine, req());
+    const revoked = grantNow(engine, req());
+    const expired = grantNow(engine, req("p", { ttlMs: 1_000 }));
+    engine.release(released.leaseId, {});
+    engine.revokeLease(revoked.leaseId, "operator");
+    clock.advance(60_000);
+    engine.acquire(req());
+    const codes = () => [released, revoked, expired].map((g) => codeOf(() => engine.renew(g.leaseId)));
+    expect(codes()).toEqual(["lease_released", "lease_revoked", "lease_expired"]);
+    // Eight grants later their reasons are forgotten; the token still says the lease is over, and past its TTL.
+    for (let i = 0; i < 8; i++) engine.release(grantNow(engine, req()).leaseId, {});
+    expect(codes()).toEqual(["lease_expired", "lease_expired", "lease_expired"]);
   });
 
   it("rejects bad acquire input naming the field", () => {

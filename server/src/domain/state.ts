@@ -108,23 +108,32 @@ export interface PoolEntry {
 }
 
 const LEAST_USED_WINDOW_MS = 60_000;
+/** Seconds an instant in the least_used window can fall in: (now - 60 s, now] spans 61 of them. */
+const GRANT_SLOTS = LEAST_USED_WINDOW_MS / 1000 + 1;
 const OUTCOME_WINDOW = 100;
 const OUTCOME_WINDOW_MS = 300_000;
 
 /**
  * The success-rate window (DESIGN rule 8): the newest OUTCOME_WINDOW outcomes younger than
- * OUTCOME_WINDOW_MS, oldest first, in a ring so recording one never shifts the others.
+ * OUTCOME_WINDOW_MS, oldest first. Instants and results sit in two rings of plain numbers: an array
+ * per outcome made 10,000 busy keys some 65 MB of small objects for every major GC to walk.
  */
 export class OutcomeWindow {
-  /** Pairs are never mutated once recorded, so an export shares them. */
-  private readonly ring: Array<[number, 0 | 1]> = [];
+  private readonly at: number[] = [];
+  /** 1 success, 0 failure. */
+  private readonly ok: number[] = [];
   private head = 0;
   private size = 0;
   private successes = 0;
 
-  static from(pairs: ReadonlyArray<readonly [number, 0 | 1]>): OutcomeWindow {
+  static from({ gaps, failed }: KeyRuntime["outcomes"]): OutcomeWindow {
     const w = new OutcomeWindow();
-    for (const [at, ok] of pairs) w.append(at, ok);
+    const failures = new Set(failed);
+    let at = 0;
+    for (let i = 0; i < gaps.length; i++) {
+      at += gaps[i]!;
+      w.append(at, failures.has(i) ? 0 : 1);
+    }
     return w;
   }
 
@@ -136,7 +145,7 @@ export class OutcomeWindow {
   /** Drops outcomes that left the window by age; true when it dropped any. */
   prune(now: number): boolean {
     const before = this.size;
-    while (this.size > 0 && this.ring[this.head]![0] <= now - OUTCOME_WINDOW_MS) this.dropOldest();
+    while (this.size > 0 && this.at[this.head]! <= now - OUTCOME_WINDOW_MS) this.dropOldest();
     return this.size !== before;
   }
 
@@ -145,72 +154,120 @@ export class OutcomeWindow {
     return this.size === 0 ? 1 : this.successes / this.size;
   }
 
-  toArray(): Array<[number, 0 | 1]> {
-    const out: Array<[number, 0 | 1]> = new Array(this.size);
-    for (let i = 0; i < this.size; i++) out[i] = this.ring[(this.head + i) % OUTCOME_WINDOW]!;
-    return out;
+  /** The window as KeyRuntime carries it: delta-coded instants, oldest first, and where the failures are. */
+  export(): KeyRuntime["outcomes"] {
+    const gaps: number[] = [];
+    const failed: number[] = [];
+    let previous = 0;
+    for (let i = 0; i < this.size; i++) {
+      const slot = (this.head + i) % OUTCOME_WINDOW;
+      gaps.push(this.at[slot]! - previous);
+      previous = this.at[slot]!;
+      if (this.ok[slot] === 0) failed.push(i);
+    }
+    return { gaps, failed };
   }
 
   private append(at: number, ok: 0 | 1): void {
     if (this.size === OUTCOME_WINDOW) this.dropOldest();
     const slot = (this.head + this.size) % OUTCOME_WINDOW;
-    // The ring grows to its capacity only as outcomes arrive: most keys never fill it.
-    if (slot === this.ring.length) this.ring.push([at, ok]);
-    else this.ring[slot] = [at, ok];
+    // The rings grow to their capacity only as outcomes arrive: most keys never fill them.
+    if (slot === this.at.length) {
+      this.at.push(at);
+      this.ok.push(ok);
+    } else {
+      this.at[slot] = at;
+      this.ok[slot] = ok;
+    }
     this.size++;
     this.successes += ok;
   }
 
   private dropOldest(): void {
-    this.successes -= this.ring[this.head]![1];
+    this.successes -= this.ok[this.head]!;
     this.head = (this.head + 1) % OUTCOME_WINDOW;
     this.size--;
   }
 }
 
 /**
- * Grants in the least_used window, counted per second of their instant: memory and snapshot rows stay
- * a few dozen numbers however busy the key (as instants they grew to 30,000 a minute on a key lent 500
- * times a second, all written by every snapshot). The window's edge moves a second at a time.
+ * Grants in the least_used window, counted per second of their instant in a ring of GRANT_SLOTS counters:
+ * recording one allocates nothing, and memory and snapshot rows stay a few dozen numbers however busy the
+ * key (as instants they grew to 30,000 a minute on a key lent 500 times a second). The window's edge moves
+ * a second at a time.
  */
 export class GrantWindow {
-  /** [second, grants in it], oldest first, one entry per second that had grants. */
-  private readonly seconds: Array<[number, number]> = [];
+  /** Second s counts in slot s mod GRANT_SLOTS, for s from `oldest` to `newest`; every other slot is 0. */
+  private readonly counts: number[] = new Array<number>(GRANT_SLOTS).fill(0);
+  private oldest = 0;
+  private newest = 0;
   private total = 0;
 
-  static from(perSecond: ReadonlyArray<readonly [number, number]>): GrantWindow {
+  static from({ until, counts }: KeyRuntime["grantsPerSecond"]): GrantWindow {
     const w = new GrantWindow();
-    for (const [second, count] of perSecond) {
-      w.seconds.push([second, count]);
-      w.total += count;
-    }
+    for (let i = 0; i < counts.length; i++) w.addCount(until - counts.length + 1 + i, counts[i]!);
     return w;
   }
 
   add(now: number): void {
-    const second = Math.floor(now / 1000);
-    const last = this.seconds[this.seconds.length - 1];
-    if (last !== undefined && last[0] === second) last[1]++;
-    else this.seconds.push([second, 1]);
-    this.total++;
+    this.addCount(Math.floor(now / 1000), 1);
+  }
+
+  /** Counts `n` grants in `second`; a second a whole window older than the newest one counted is left out. */
+  addCount(second: number, n: number): void {
+    if (!(n > 0)) return;
+    if (this.total > 0 && second > this.newest) {
+      this.drop(second - GRANT_SLOTS + 1);
+      if (this.total > 0) this.newest = second;
+    }
+    if (this.total === 0) {
+      this.oldest = second;
+      this.newest = second;
+    } else if (second <= this.newest - GRANT_SLOTS) {
+      return;
+    } else if (second < this.oldest) {
+      this.oldest = second;
+    }
+    this.counts[slotOf(second)]! += n;
+    this.total += n;
   }
 
   /** Drops the seconds that left the window (every instant of them at or before now - LEAST_USED_WINDOW_MS); true when it dropped any. */
   prune(now: number): boolean {
-    const first = Math.floor((now - LEAST_USED_WINDOW_MS + 1) / 1000);
-    let drop = 0;
-    while (drop < this.seconds.length && this.seconds[drop]![0] < first) this.total -= this.seconds[drop++]![1];
-    if (drop > 0) this.seconds.splice(0, drop);
-    return drop > 0;
+    return this.drop(Math.floor((now - LEAST_USED_WINDOW_MS + 1) / 1000));
   }
 
   get count(): number {
     return this.total;
   }
 
-  toArray(): Array<[number, number]> {
-    return this.seconds.map(([second, count]) => [second, count]);
+  /** The window as KeyRuntime carries it: a count per second up to the newest, from the oldest with grants. */
+  export(): KeyRuntime["grantsPerSecond"] {
+    if (this.total === 0) return { until: 0, counts: [] };
+    let from = this.oldest;
+    while (this.counts[slotOf(from)] === 0) from++;
+    const counts: number[] = [];
+    for (let s = from; s <= this.newest; s++) counts.push(this.counts[slotOf(s)]!);
+    return { until: this.newest, counts };
   }
+
+  /** Clears the seconds before `first`; true when that dropped grants. */
+  private drop(first: number): boolean {
+    if (this.total === 0 || first <= this.oldest) return false;
+    const before = this.total;
+    const last = Math.min(first - 1, this.newest);
+    for (let s = this.oldest; s <= last; s++) {
+      const slot = slotOf(s);
+      this.total -= this.counts[slot]!;
+      this.counts[slot] = 0;
+    }
+    this.oldest = first;
+    return this.total !== before;
+  }
+}
+
+function slotOf(second: number): number {
+  return ((second % GRANT_SLOTS) + GRANT_SLOTS) % GRANT_SLOTS;
 }
 
 export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {

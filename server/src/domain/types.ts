@@ -204,10 +204,14 @@ export interface KeyRuntime {
   circuitOpenCount: number;
   consecutiveFailures: number;
   emaLatencyMs?: number;
-  /** Outcomes in the success-rate window: [instant, 1 success | 0 failure]. */
-  outcomes: Array<[number, 0 | 1]>;
-  /** Grants in the least_used window: [second since 1970, grants in that second], oldest first. */
-  grantsPerSecond: Array<[number, number]>;
+  /**
+   * Outcomes in the success-rate window, oldest first, delta-coded to keep snapshot rows small: `gaps[0]` is
+   * the oldest outcome's instant, each later gap the ms since the outcome before; `failed` holds the indices
+   * of failures (every other outcome is a success).
+   */
+  outcomes: { gaps: number[]; failed: number[] };
+  /** Grants in the least_used window: one count per second, oldest first, the last for second `until` since 1970. */
+  grantsPerSecond: { until: number; counts: number[] };
   budget: ProviderBudget;
   totalLeases: number;
   inputTokens: number;

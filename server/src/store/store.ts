@@ -1,7 +1,7 @@
 // Postgres access for the server: write-through configuration, the grant journal (group commit) and
 // runtime snapshots. Values reach SQL only through porsager/postgres tagged templates.
 import type postgres from "postgres";
-import { GrantWindow } from "../domain/state.js";
+import { GrantWindow, OutcomeWindow } from "../domain/state.js";
 import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, RuntimeChanges, RuntimeSnapshot, Strategy, TimerHandle } from "../domain/types.js";
 import { isConnectionError, MasterKeyMismatch, sqlState, StoreConflict, StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
@@ -705,15 +705,34 @@ export class Store {
 
 type KeyRuntimeState = Omit<KeyRuntime, "pool" | "keyId">;
 
-/** A row as earlier versions wrote it: the least_used window as grant instants (ms), not per-second counts. */
-type StoredRuntimeState = KeyRuntimeState | (Omit<KeyRuntimeState, "grantsPerSecond"> & { recentGrants: number[] });
+/**
+ * A row as this or an earlier version wrote it. Earlier versions kept the success-rate window as
+ * [instant, 1 | 0] pairs and the least_used window as [second, count] pairs, or before that as instants.
+ */
+type StoredRuntimeState = Omit<KeyRuntimeState, "outcomes" | "grantsPerSecond"> & {
+  outcomes: KeyRuntime["outcomes"] | Array<[number, 0 | 1]>;
+  grantsPerSecond?: KeyRuntime["grantsPerSecond"] | Array<[number, number]>;
+  recentGrants?: number[];
+};
 
 function runtimeFromRow(pool: string, keyId: string, state: StoredRuntimeState): KeyRuntime {
-  if ("grantsPerSecond" in state) return { ...state, pool, keyId };
-  const { recentGrants, ...rest } = state;
-  const grants = new GrantWindow();
-  for (const at of recentGrants) grants.add(at);
-  return { ...rest, grantsPerSecond: grants.toArray(), pool, keyId };
+  const { outcomes, grantsPerSecond, recentGrants, ...rest } = state;
+  return { ...rest, outcomes: outcomesFromRow(outcomes), grantsPerSecond: grantsFromRow(grantsPerSecond, recentGrants), pool, keyId };
+}
+
+function outcomesFromRow(stored: StoredRuntimeState["outcomes"]): KeyRuntime["outcomes"] {
+  if (!Array.isArray(stored)) return stored;
+  const window = new OutcomeWindow();
+  for (const [at, ok] of stored) window.record(at, ok);
+  return window.export();
+}
+
+function grantsFromRow(stored: StoredRuntimeState["grantsPerSecond"], instants: number[] = []): KeyRuntime["grantsPerSecond"] {
+  if (stored !== undefined && !Array.isArray(stored)) return stored;
+  const window = new GrantWindow();
+  for (const [second, count] of stored ?? []) window.addCount(second, count);
+  for (const at of instants) window.add(at);
+  return window.export();
 }
 
 /** A key's runtime row, its state already encoded as JSON. */

@@ -104,11 +104,14 @@ describe("exporting changes", () => {
     clock.advance(61_000);
     engine.stats("p");
     ({ full: base } = expectChangesMatch(engine, base));
-    expect(base.keys.find((k) => k.keyId === "a")).toMatchObject({ outcomes: [[clock.now() - 61_000, 1]], grantsPerSecond: [] });
+    expect(base.keys.find((k) => k.keyId === "a")).toMatchObject({
+      outcomes: { gaps: [clock.now() - 61_000], failed: [] },
+      grantsPerSecond: { until: 0, counts: [] },
+    });
     clock.advance(240_000);
     engine.stats("p");
     ({ full: base } = expectChangesMatch(engine, base));
-    expect(base.keys.find((k) => k.keyId === "a")).toMatchObject({ outcomes: [], grantsPerSecond: [] });
+    expect(base.keys.find((k) => k.keyId === "a")).toMatchObject({ outcomes: { gaps: [], failed: [] }, grantsPerSecond: { until: 0, counts: [] } });
     engine.release(grantNow(engine, req("p", { excludeKeyIds: ["a"] })).leaseId, {});
     base = engine.exportRuntime();
     clock.advance(61_000);
@@ -135,6 +138,11 @@ describe("exporting changes", () => {
 });
 
 describe("outcome window", () => {
+  const pairs = ({ gaps, failed }: KeyRuntime["outcomes"]): Array<[number, 0 | 1]> => {
+    let at = 0;
+    return gaps.map((gap, i) => [(at += gap), failed.includes(i) ? 0 : 1]);
+  };
+
   /** The window as specified: the newest 100 outcomes younger than five minutes. */
   function reference() {
     let o: Array<[number, 0 | 1]> = [];
@@ -167,8 +175,18 @@ describe("outcome window", () => {
         w.prune(at);
         expect(w.rate()).toBe(ref.rate(at));
       }
-      expect(w.toArray()).toEqual(ref.pairs());
+      expect(pairs(w.export())).toEqual(ref.pairs());
     }
-    expect(OutcomeWindow.from(w.toArray()).toArray()).toEqual(w.toArray());
+    expect(OutcomeWindow.from(w.export()).export()).toEqual(w.export());
+  });
+
+  it("exports instants as gaps from the one before and failures by position", () => {
+    const w = new OutcomeWindow();
+    w.record(1_000, 1);
+    w.record(1_250, 0);
+    w.record(1_250, 1);
+    w.record(4_000, 0);
+    expect(w.export()).toEqual({ gaps: [1_000, 250, 0, 2_750], failed: [1, 3] });
+    expect(new OutcomeWindow().export()).toEqual({ gaps: [], failed: [] });
   });
 });

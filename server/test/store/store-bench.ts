@@ -38,8 +38,8 @@ function snapshotAt(now: number, changed: number): RuntimeSnapshot {
       keyRuntime("bench", k.id, {
         cooldownUntil: now + (i % 7) * 1000,
         emaLatencyMs: 100 + (i % 50),
-        outcomes: Array.from({ length: 10 }, (_, j) => [now - j * 100, (j % 3 ? 1 : 0) as 0 | 1]),
-        grantsPerSecond: Array.from({ length: 10 }, (_, j) => [Math.floor(now / 1000) - 9 + j, j + 1] as [number, number]),
+        outcomes: { gaps: [now - 900, ...Array.from({ length: 9 }, () => 100)], failed: [0, 3, 6, 9] },
+        grantsPerSecond: { until: Math.floor(now / 1000), counts: Array.from({ length: 10 }, (_, j) => j + 1) },
         totalLeases: i + (changed < 1 && i % 100 === 0 ? 1 : 0),
       }),
     ),

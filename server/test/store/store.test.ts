@@ -215,8 +215,8 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
       circuitOpenCount: 1,
       consecutiveFailures: 3,
       emaLatencyMs: 123.5,
-      outcomes: [[t - 10, 1], [t - 5, 0]],
-      grantsPerSecond: [[Math.floor(t / 1000) - 1, 2], [Math.floor(t / 1000), 1]],
+      outcomes: { gaps: [t - 10, 5], failed: [1] },
+      grantsPerSecond: { until: Math.floor(t / 1000), counts: [2, 1] },
       budget: { requestsRemaining: 0, requestsLimit: 60, requestsResetAt: t + 1000, tokensRemaining: 5, tokensLimit: 100 },
       totalLeases: 42,
       inputTokens: 1000,
@@ -267,17 +267,26 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
   });
 
-  it("reads a runtime row an earlier version wrote, its least_used window as grant instants, as per-second counts", async () => {
+  it("reads runtime rows earlier versions wrote: windows as pairs, or the least_used window as grant instants", async () => {
     const name = uniq("pool");
     await store.insertPool(poolConfig(name));
     await store.insertKey(keyConfig(name, "k1"));
-    const { grantsPerSecond, ...rest } = keyRuntime(name, "k1", { totalLeases: 3 });
-    const { pool, keyId, ...state } = rest;
-    const legacy = { ...state, recentGrants: [1_700_000_000_100, 1_700_000_000_900, 1_700_000_002_000] };
-    await db.sql`insert into key_runtime (pool, key_id, state) values (${pool}, ${keyId}, ${JSON.stringify(legacy)}::text::jsonb)`;
-    const loaded = (await store.loadAll()).runtime?.keys.find((k) => k.pool === name);
-    expect(grantsPerSecond).toEqual([]);
-    expect(loaded).toEqual({ ...rest, grantsPerSecond: [[1_700_000_000, 2], [1_700_000_002, 1]] });
+    await store.insertKey(keyConfig(name, "k2"));
+    const { outcomes, grantsPerSecond, pool, keyId, ...state } = keyRuntime(name, "k1", { totalLeases: 3 });
+    const t = 1_700_000_000_000;
+    const rows = {
+      k1: { ...state, outcomes: [[t + 100, 1], [t + 400, 0], [t + 900, 1]], recentGrants: [t + 100, t + 900, t + 2_000] },
+      k2: { ...state, outcomes: [], grantsPerSecond: [[1_700_000_000, 2], [1_700_000_003, 1]] },
+    };
+    for (const [id, row] of Object.entries(rows)) {
+      await db.sql`insert into key_runtime (pool, key_id, state) values (${pool}, ${id}, ${JSON.stringify(row)}::text::jsonb)`;
+    }
+    const loaded = (await store.loadAll()).runtime?.keys.filter((k) => k.pool === name);
+    expect([outcomes, grantsPerSecond]).toEqual([{ gaps: [], failed: [] }, { until: 0, counts: [] }]);
+    expect(loaded).toEqual([
+      { ...state, pool, keyId, outcomes: { gaps: [t + 100, 300, 500], failed: [1] }, grantsPerSecond: { until: 1_700_000_002, counts: [2, 0, 1] } },
+      { ...state, pool, keyId: "k2", outcomes: { gaps: [], failed: [] }, grantsPerSecond: { until: 1_700_000_003, counts: [2, 0, 0, 1] } },
+    ]);
   });
 
   it("writes snapshots larger than one statement slice, in full and as changes", async () => {
@@ -346,7 +355,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const single = await Store.open(sql, box, captureLog().log, { snapshotChunk: 2 });
     await single.beginEpoch();
     await single.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
-    const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: [[5, 1]] }));
+    const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: { until: 5, counts: [1] } }));
     const order: string[] = [];
     let journaled: Promise<void> | undefined;
     // Ten runtime chunks: the grant arrives once the first has been sent.

@@ -20,8 +20,8 @@ const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
 const P = quick
-  ? { unarySec: 1.5, warmupSec: 0.5, embeddedSec: 1.5, renewSec: 1.5, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleTombstones: 20_000, goodputSec: 2, goodputWarmupSec: 0.5 }
-  : { unarySec: 10, warmupSec: 2, embeddedSec: 5, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleTombstones: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
+  ? { unarySec: 1.5, warmupSec: 0.5, embeddedSec: 1.5, renewSec: 1.5, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 2, goodputWarmupSec: 0.5 }
+  : { unarySec: 10, warmupSec: 2, embeddedSec: 5, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
 const CONCURRENCY = [1, 16, 64];
 const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
@@ -231,7 +231,7 @@ async function main() {
   result.durable_cycle = await section("durable", durableCycle);
   result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
-    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, tombstones: P.scaleTombstones });
+    const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });
     process.stderr.write(`done\n`);
     return s;
   });

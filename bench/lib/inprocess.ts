@@ -1,6 +1,7 @@
 // Engine-level measurements in this process: the wake-up path without a network, and the scale run
 // (10,000 keys, 100,000 live leases) against the real store on a fresh Postgres database.
 import { randomBytes } from "node:crypto";
+import { constants as perf, PerformanceObserver } from "node:perf_hooks";
 import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { PoolEngine } from "../../server/src/domain/engine.js";
 import type { Grant, KeyConfig, KeyRuntime } from "../../server/src/domain/types.js";
@@ -65,8 +66,45 @@ export interface ScaleOptions {
   pacedRate: number;
   /** Least snapshots written while probing, a server's interval apart (more until `probes` cycles overlapped one). */
   snapshots: number;
-  /** Acquire+Release cycles whose tombstones are weighed. */
-  tombstones: number;
+  /** Acquire+Release cycles whose ended leases are weighed. */
+  endedLeases: number;
+}
+
+/** This process's GC pauses within one phase of probes. */
+export interface GcPauses {
+  /** Mark-compact pauses (the end of a major GC; its incremental marking steps are not reported on their own). */
+  major: number;
+  /** Scavenges (young generation). */
+  minor: number;
+  /** The longest pause of either kind, and all pauses together, in ms. */
+  max_ms: number;
+  total_ms: number;
+}
+
+/** Records GC pauses from perf_hooks, so a figure can say whether its stalls lined up with a major GC. */
+function watchGc() {
+  const pauses: Array<{ at: number; ms: number; major: boolean }> = [];
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      pauses.push({ at: e.startTime, ms: e.duration, major: kind === perf.NODE_PERFORMANCE_GC_MAJOR });
+    }
+  });
+  observer.observe({ entryTypes: ["gc"] });
+  return {
+    async between(from: number, to: number): Promise<GcPauses> {
+      // Entries reach the observer on a later turn.
+      await sleep(10);
+      const inside = pauses.filter((p) => p.at >= from && p.at < to);
+      return {
+        major: inside.filter((p) => p.major).length,
+        minor: inside.filter((p) => !p.major).length,
+        max_ms: Math.max(0, ...inside.map((p) => p.ms)),
+        total_ms: inside.reduce((sum, p) => sum + p.ms, 0),
+      };
+    },
+    stop: () => observer.disconnect(),
+  };
 }
 
 export interface ScaleResult {
@@ -99,8 +137,10 @@ export interface ScaleResult {
   snapshot: { export_ms: Summary; write_ms: Summary; total_ms: Summary; rows: number };
   /** Rows (keys and leases) each snapshot written while probing carried: what changed in the interval before it. */
   snapshot_rows: Summary;
-  /** Heap kept per ended lease: the engine remembers ended ids (tombstones) to answer late calls. */
+  /** Heap kept per ended lease once a snapshot has written its end (why it ended stays in a preallocated ring). */
   heap_bytes_per_ended_lease: number;
+  /** GC pauses during each phase of probes: back-to-back and paced, idle and while snapshots are written. */
+  gc: { idle: GcPauses; during_snapshots: GcPauses; paced_idle: GcPauses; paced_during_snapshots: GcPauses };
   /** Least-busy scans every key per pick: its acquire cost at this pool size, for comparison. */
   least_busy_engine_acquire_us: Summary;
 }
@@ -253,9 +293,15 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       await Promise.all(inFlight);
     };
 
+    const gcWatch = watchGc();
+    const phase = async <T>(run: () => Promise<T>): Promise<[T, GcPauses]> => {
+      const from = performance.now();
+      const result = await run();
+      return [result, await gcWatch.between(from, performance.now())];
+    };
     const idle: number[] = [];
     const idleLoop: number[] = [];
-    await probe(o.probes, () => true, idle, idleLoop, false, 0);
+    const [, idleGc] = await phase(() => probe(o.probes, () => true, idle, idleLoop, false, 0));
     // A steady-state snapshot with nothing else running, after the churn of the probes above.
     const steadySnapshot = await timeSnapshot();
 
@@ -289,21 +335,23 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       await snapshots;
       return { busy, busyLoop };
     };
-    const { busy, busyLoop } = await duringSnapshots(0, o.probes);
+    const [{ busy, busyLoop }, busyGc] = await phase(() => duringSnapshots(0, o.probes));
 
     // The same at a rate a server can serve (open loop): arrivals come on schedule, so a stall delays every
     // arrival due during it, where back-to-back callers simply arrive less often while the loop is stalled.
     const pacedProbes = Math.min(o.probes, Math.round(o.pacedRate * 5));
     const pacedIdle: number[] = [];
     const pacedIdleLoop: number[] = [];
-    await probe(pacedProbes, () => true, pacedIdle, pacedIdleLoop, false, o.pacedRate);
-    const paced = await duringSnapshots(o.pacedRate, pacedProbes);
-
+    const [, pacedIdleGc] = await phase(() => probe(pacedProbes, () => true, pacedIdle, pacedIdleLoop, false, o.pacedRate));
+    const [paced, pacedBusyGc] = await phase(() => duringSnapshots(o.pacedRate, pacedProbes));
+    gcWatch.stop();
+    await timeSnapshot();
     gc();
     const heapBeforeEnded = process.memoryUsage().heapUsed;
-    for (let i = 0; i < o.tombstones; i++) engine.release((engine.acquire(input) as Grant).leaseId, {});
+    for (let i = 0; i < o.endedLeases; i++) engine.release((engine.acquire(input) as Grant).leaseId, {});
+    await timeSnapshot();
     gc();
-    const heapPerEnded = (process.memoryUsage().heapUsed - heapBeforeEnded) / o.tombstones;
+    const heapPerEnded = (process.memoryUsage().heapUsed - heapBeforeEnded) / o.endedLeases;
 
     const leastBusy = newEngine(epoch + 1);
     leastBusy.createPool(leastBusy.preparePool({ name: "lb", strategy: "least_busy", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 }));
@@ -330,6 +378,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       setup_seconds: setupSeconds,
       heap_bytes_per_lease: Math.round(heapPerLease),
       heap_bytes_per_ended_lease: Math.round(heapPerEnded),
+      gc: { idle: idleGc, during_snapshots: busyGc, paced_idle: pacedIdleGc, paced_during_snapshots: pacedBusyGc },
       engine_acquire_us: summarize(engineUs),
       acquire_ms: acquireIdle,
       acquire_during_snapshot_ms: acquireBusy,

@@ -1,5 +1,5 @@
 // The headline figures (the JSON's top-level fields), the targets they are held against, and the table.
-import type { EngineWake, ScaleResult } from "./inprocess.js";
+import type { EngineWake, GcPauses, ScaleResult } from "./inprocess.js";
 import type { GoodputResult, RenewResult, UnaryResult, WakeResult } from "./loadgen.js";
 
 interface Target {
@@ -133,6 +133,11 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     rows.push([
       `  paced, event-loop wait + Acquire, no journal, p99 idle / during snapshot (ms)`,
       `${r3(paced.loop_acquire_ms.p99)} / ${r3(paced.loop_acquire_during_snapshot_ms.p99)}`,
+    ]);
+    const pauses = (g: GcPauses) => `${g.major} / ${r1(g.max_ms)}`;
+    rows.push([
+      "  GC: major GCs / longest pause (ms), idle | during snapshots | paced idle | paced during snapshots",
+      `${pauses(scale.gc.idle)} | ${pauses(scale.gc.during_snapshots)} | ${pauses(scale.gc.paced_idle)} | ${pauses(scale.gc.paced_during_snapshots)}`,
     ]);
     rows.push(["  heap per live lease / per ended lease (bytes)", `${scale.heap_bytes_per_lease} / ${scale.heap_bytes_per_ended_lease}`]);
     rows.push(["  snapshot export + write (ms): first (full)", `${r1(scale.first_snapshot.export_ms)} + ${r1(scale.first_snapshot.write_ms)}`]);

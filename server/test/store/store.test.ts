@@ -235,6 +235,12 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1, k2]);
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([live]);
     expect(loaded.grantHighWater[epoch]).toBe(2);
+    // The windows' number lists are strings in the row: jsonb keeps those as they are.
+    const [row] = await db.sql`select state from key_runtime where pool = ${name} and key_id = 'k1'`;
+    expect(row!.state).toMatchObject({
+      outcomes: { gaps: `${t - 10},5`, failed: "1" },
+      grantsPerSecond: { until: Math.floor(t / 1000), counts: "2,1" },
+    });
 
     // Renewed in memory, then a grant journaled after the export: the snapshot must not delete it.
     const renewed = { ...live, expiresAt: t + 120_000 };

@@ -82,8 +82,10 @@ interface Tombstone {
 const EMA_ALPHA = 0.2;
 const TOMBSTONE_MAX_AGE_MS = 3_600_000;
 const TOMBSTONE_CAP = 100_000;
-/** An ended-reason byte: the reason in the low bits, and a flag once a late outcome report was applied. */
-const ENDED_REASONS: ReadonlyArray<LeaseGoneReason | undefined> = [undefined, "released", "expired", "revoked"];
+/** How a lease ended: every gone reason but "unknown". */
+type EndReason = Exclude<LeaseGoneReason, "unknown">;
+/** An ended-reason byte: the reason's index in the low bits (0: none known), and a flag once a late outcome report was applied. */
+const ENDED_REASONS: ReadonlyArray<EndReason | undefined> = [undefined, "released", "expired", "revoked"];
 const LATE_REPORTED = 4;
 /** The engine alone ends over 100,000 leases a second, and snapshots may come 10 s apart while the database is away. */
 const ENDED_LEASES_CAP = 1_000_000;
@@ -628,7 +630,7 @@ export class PoolEngine {
   }
 
   /** The only place a lease ends: frees its slot once and leaves a tombstone for late calls. */
-  private endLease(lease: Lease, reason: LeaseGoneReason, cause: string, now: number, message = ""): void {
+  private endLease(lease: Lease, reason: EndReason, cause: string, now: number, message = ""): void {
     this.live.delete(lease.id);
     this.heap.cancel(lease);
     const k = lease.key;
@@ -683,7 +685,7 @@ export class PoolEngine {
   }
 
   /** Remembers why a lease ended, for late calls on it. */
-  private noteGone(id: string, { epoch, seq }: { epoch: number; seq: number }, reason: LeaseGoneReason, now: number, k: KeyEntry): void {
+  private noteGone(id: string, { epoch, seq }: { epoch: number; seq: number }, reason: EndReason, now: number, k: KeyEntry): void {
     if (epoch === this.epoch) this.endedBySeq[seq % this.endedBySeq.length] = ENDED_REASONS.indexOf(reason);
     else this.tombstone(id, reason, now, k);
   }
@@ -740,7 +742,7 @@ export class PoolEngine {
   }
 
   /** Why a lease of this boot ended, if it is among the latest remembered; applies a late outcome report once. */
-  private endedReason(c: LeaseClaims, now: number, late: ((k: KeyEntry) => void) | undefined): LeaseGoneReason | undefined {
+  private endedReason(c: LeaseClaims, now: number, late: ((k: KeyEntry) => void) | undefined): EndReason | undefined {
     if (c.seq <= this.seq - this.endedBySeq.length) return undefined;
     const slot = c.seq % this.endedBySeq.length;
     const code = this.endedBySeq[slot]!;

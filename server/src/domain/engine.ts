@@ -721,11 +721,7 @@ export class PoolEngine {
     if (tomb) {
       if (late && !tomb.lateReported && tomb.reason !== "released") {
         tomb.lateReported = true;
-        const k = this.pools.get(tomb.pool)?.keys.get(tomb.keyId);
-        if (k) {
-          late(k);
-          this.pump(k.pool, now);
-        }
+        this.reportLate(tomb.pool, tomb.keyId, late, now);
       }
       throw goneError(tomb.reason);
     }
@@ -749,13 +745,17 @@ export class PoolEngine {
     const reason = ENDED_REASONS[code & 3];
     if (late && reason !== undefined && reason !== "released" && !(code & LATE_REPORTED)) {
       this.endedBySeq[slot] = code | LATE_REPORTED;
-      const k = this.pools.get(c.pool)?.keys.get(c.keyId);
-      if (k) {
-        late(k);
-        this.pump(k.pool, now);
-      }
+      this.reportLate(c.pool, c.keyId, late, now);
     }
     return reason;
+  }
+
+  /** Applies a late outcome report to the key an ended lease was on, if the key is still there. */
+  private reportLate(pool: string, keyId: string, late: (k: KeyEntry) => void, now: number): void {
+    const k = this.pools.get(pool)?.keys.get(keyId);
+    if (!k) return;
+    late(k);
+    this.pump(k.pool, now);
   }
 
   /** A lease granted in an earlier boot that no snapshot or journal recorded (e.g. the database was down). */

@@ -107,6 +107,7 @@ async function startOnDatabase(
     }
   };
   const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
+  store.skipEndedLeases((leaseId) => engine.isLive(leaseId));
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 

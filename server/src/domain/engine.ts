@@ -548,6 +548,11 @@ export class PoolEngine {
     this.arm(now);
   }
 
+  /** Whether the lease is live (granted and not yet ended) in this engine. */
+  isLive(leaseId: string): boolean {
+    return this.live.has(leaseId);
+  }
+
   /** Epoch and generation of an authentic lease id, for the store's grant journal. */
   leaseSeq(leaseId: string): { epoch: number; seq: number } | undefined {
     const lease = this.live.get(leaseId);

@@ -43,8 +43,10 @@ export interface StoreOptions {
 export interface JournalStats {
   /** Journal statements committed. */
   batches: number;
-  /** Grants those statements carried. */
+  /** Grants those statements wrote. */
   grants: number;
+  /** Grants whose lease had ended before their statement: counted in the high-water mark, never written. */
+  ended: number;
 }
 
 interface JournalEntry {
@@ -67,10 +69,11 @@ const MASTER_KEY_CHECK_CONTEXT = "master_key_check";
 const asJson = (value: object): postgres.JSONValue => value as postgres.JSONValue;
 
 /**
- * Longest a grant nobody waits for lingers before its statement: at one caller, grants share statements
- * instead of paying one each (the crash window it adds is covered by re-adoption from the lease id).
+ * Longest that grants nobody waits for gather before their statement (journalGrantBehind). They share
+ * statements, and a lease that ends meanwhile is never written, nor deleted by the next snapshot. The crash
+ * window it adds is covered by re-adoption from the lease id.
  */
-const JOURNAL_LINGER_MS = 10;
+const JOURNAL_LINGER_MS = 100;
 
 /** Synchronous work between yields to the event loop while a snapshot is prepared. */
 const SLICE_MS = 1;
@@ -101,7 +104,7 @@ class Pacer {
 const secretContext = (pool: string, keyId: string): string => `key:${pool}\u0000${keyId}`;
 
 export class Store {
-  readonly journalStats: JournalStats = { batches: 0, grants: 0 };
+  readonly journalStats: JournalStats = { batches: 0, grants: 0, ended: 0 };
 
   readonly #sql: postgres.Sql;
   readonly #box: SecretBox;
@@ -121,8 +124,12 @@ export class Store {
   #queue: JournalEntry[] = [];
   #inflight: JournalEntry[] = [];
   #flushing = false;
-  /** Pending while grants nobody waits for linger for company (journalGrantBehind). */
+  /** Entries up to this ticket are due now: a caller waits for one of them, or for the journal to drain. */
+  #dueTicket = 0;
+  /** Pending while grants nobody waits for gather (journalGrantBehind); when it fires, every queued grant is due. */
   #linger: TimerHandle | undefined;
+  /** Whether a lease is still live; a grant whose lease ended before its statement is not written. */
+  #isLive: (leaseId: string) => boolean = () => true;
   #drainWaiters: Array<{ ticket: number; resolve: () => void }> = [];
   #dropped = 0;
   #probeTimer: TimerHandle | undefined;
@@ -168,6 +175,11 @@ export class Store {
   /** Calls `listener` whenever the database becomes unreachable (false) or reachable again (true). */
   onAvailability(listener: (up: boolean) => void): void {
     this.#availabilityListeners.push(listener);
+  }
+
+  /** Tells the journal which leases are still live: a grant whose lease has ended by its statement is not written. */
+  skipEndedLeases(isLive: (leaseId: string) => boolean): void {
+    this.#isLive = isLive;
   }
 
   /** Grants waiting to be journaled (held in memory while the database is down). */
@@ -300,6 +312,7 @@ export class Store {
   journalGrant(rec: JournaledGrant): Promise<void> {
     const entry = this.#enqueue(rec);
     if (!entry) return Promise.resolve();
+    this.#dueTicket = entry.ticket;
     return new Promise<void>((resolve, reject) => {
       entry.settle = { resolve, reject };
       this.#kick();
@@ -326,14 +339,20 @@ export class Store {
 
   /**
    * Journals a grant whose reply does not wait for it: its key has no max_concurrency, so nothing can be
-   * over-lent after a crash, and a lease the journal missed is re-adopted from its id. Unless a statement is
-   * in flight (the grant then joins the next), it waits up to JOURNAL_LINGER_MS for company, less when a
-   * grant that is waited for arrives. A failed write is logged; the next snapshot covers the lease.
+   * over-lent after a crash, and a lease the journal missed is re-adopted from its id. It waits up to
+   * JOURNAL_LINGER_MS for company, less when a grant that is waited for arrives after it or a snapshot drains
+   * the journal; if its lease has ended by then, only the epoch's high-water mark records it. A failed write
+   * is logged; the next snapshot covers the lease.
    */
   journalGrantBehind(rec: JournaledGrant): void {
-    if (!this.#enqueue(rec) || this.#flushing || this.#linger !== undefined) return;
+    if (this.#enqueue(rec) && this.#linger === undefined) this.#armLinger();
+  }
+
+  /** Every queued grant goes when JOURNAL_LINGER_MS is up. */
+  #armLinger(): void {
     this.#linger = this.#clock.setTimeout(() => {
       this.#linger = undefined;
+      this.#dueTicket = this.#tickets;
       this.#kick();
     }, JOURNAL_LINGER_MS);
   }
@@ -509,6 +528,8 @@ export class Store {
     this.#probeTimer = undefined;
     this.#log.info({ pendingGrants: this.pendingGrants }, "database reachable again");
     for (const listener of this.#availabilityListeners) listener(true);
+    // What queued during the outage goes now.
+    this.#dueTicket = this.#tickets;
     this.#kick();
   }
 
@@ -554,29 +575,34 @@ export class Store {
   }
 
   #kick(): void {
-    if (this.#linger !== undefined) {
-      this.#clock.clearTimeout(this.#linger);
-      this.#linger = undefined;
-    }
-    if (this.#flushing || !this.#up || this.#queue.length === 0) return;
+    if (this.#flushing || !this.#up || !this.#due()) return;
     this.#flushing = true;
     // Let every grant of the current tick join the first statement.
     queueMicrotask(() => void this.#flush());
   }
 
+  /** Whether the oldest queued grant is due (grants go in ticket order, so a due one takes all before it along). */
+  #due(): boolean {
+    return this.#queue.length > 0 && this.#queue[0]!.ticket <= this.#dueTicket;
+  }
+
   async #flush(): Promise<void> {
-    while (this.#up && this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
+    while (this.#up && this.#due()) {
+      let n = 1;
+      while (n < this.#queue.length && n < this.#maxBatch && this.#queue[n]!.ticket <= this.#dueTicket) n++;
+      const batch = this.#queue.splice(0, n);
       this.#inflight = batch;
+      const recs = batch.map((e) => e.rec).filter((rec) => this.#isLive(rec.leaseId));
       try {
-        await this.#writeGrants(batch.map((e) => e.rec));
+        await this.#writeGrants(recs, highWater(batch));
         this.#inflight = [];
         this.journalStats.batches += 1;
-        this.journalStats.grants += batch.length;
-        for (const { rec } of batch) this.#leaseRows.set(rec.leaseId, rec);
+        this.journalStats.grants += recs.length;
+        this.journalStats.ended += batch.length - recs.length;
+        for (const rec of recs) this.#leaseRows.set(rec.leaseId, rec);
         // Only after an outage (the drain before a snapshot lets no such grant through): a grant that a snapshot
         // already accounted for may have ended, and its row is then a stray that only a full snapshot removes.
-        if (batch.some(({ rec }) => rec.epoch === this.#epoch && rec.seq <= this.#coveredSeq)) this.#reconciled = false;
+        if (recs.some((rec) => rec.epoch === this.#epoch && rec.seq <= this.#coveredSeq)) this.#reconciled = false;
         for (const entry of batch) entry.settle?.resolve();
       } catch (err) {
         this.#inflight = [];
@@ -595,13 +621,21 @@ export class Store {
       this.#notifyDrained();
     }
     this.#flushing = false;
+    if (this.#queue.length === 0 && this.#linger !== undefined) {
+      this.#clock.clearTimeout(this.#linger);
+      this.#linger = undefined;
+    } else if (this.#queue.length > 0 && this.#linger === undefined && this.#up) {
+      this.#armLinger();
+    }
     this.#kick();
   }
 
-  async #writeGrants(recs: JournaledGrant[]): Promise<void> {
+  /** Writes `recs` and raises each epoch's high-water mark to `marks`, which also covers grants left out as ended. */
+  async #writeGrants(recs: JournaledGrant[], marks: Array<{ epoch: number; seq: number }>): Promise<void> {
     const sql = this.#sql;
     // One statement, hence one transaction: the leases and the epoch's high-water mark commit together.
     const grants = sql.json(asJson(recs));
+    const highWaters = sql.json(marks);
     const write = () => sql`
       with g as (
         select * from jsonb_to_recordset(${grants}::jsonb) as g(
@@ -616,7 +650,7 @@ export class Store {
         on conflict (lease_id) do nothing
       )
       update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
-      from (select epoch, max(seq) as seq from g group by epoch) m
+      from jsonb_to_recordset(${highWaters}::jsonb) as m(epoch bigint, seq bigint)
       where e.epoch = m.epoch`;
     try {
       await write();
@@ -631,7 +665,8 @@ export class Store {
   #journalDrained(ticket: number): Promise<void> {
     if (!this.#up || this.#oldestTicket() > ticket) return Promise.resolve();
     // Someone waits: lingering grants go now.
-    if (this.#linger !== undefined) this.#kick();
+    this.#dueTicket = Math.max(this.#dueTicket, ticket);
+    this.#kick();
     return new Promise((resolve) => this.#drainWaiters.push({ ticket, resolve }));
   }
 
@@ -768,6 +803,17 @@ interface SnapshotMeta {
   written_at: number;
   epoch: number;
   seq_mark: number;
+}
+
+/** The highest seq of each epoch among `batch`: what a journal statement accounts for, written or ended. */
+function highWater(batch: JournalEntry[]): Array<{ epoch: number; seq: number }> {
+  const marks: Array<{ epoch: number; seq: number }> = [];
+  for (const { rec } of batch) {
+    const mark = marks.find((m) => m.epoch === rec.epoch);
+    if (!mark) marks.push({ epoch: rec.epoch, seq: rec.seq });
+    else if (rec.seq > mark.seq) mark.seq = rec.seq;
+  }
+  return marks;
 }
 
 function* chunks<T>(rows: T[], size: number): Generator<T[]> {

@@ -160,30 +160,65 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     await behind.insertPool(poolConfig(name));
     await behind.insertKey(keyConfig(name, "k1"));
     const epoch = await behind.beginEpoch();
-    const grants: JournaledGrant[] = Array.from({ length: 6 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    const grants: JournaledGrant[] = Array.from({ length: 7 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
     const stats = () => ({ ...behind.journalStats });
     const before = stats();
+    const written = () => [stats().batches - before.batches, stats().grants - before.grants];
     for (const g of grants.slice(0, 3)) behind.journalGrantBehind(g);
     await new Promise((resolve) => setImmediate(resolve));
     expect(stats().batches - before.batches).toBe(0);
-    expect(clock.pending()).toEqual([clock.now() + 10]);
+    expect(clock.pending()).toEqual([clock.now() + 100]);
 
     await behind.journalGrant(grants[3]!);
-    expect([stats().batches - before.batches, stats().grants - before.grants]).toEqual([1, 4]);
+    expect(written()).toEqual([1, 4]);
     expect(clock.pending()).toEqual([]);
 
-    // Alone, it goes when its linger ends.
+    // Without one, they go when the first one's linger ends.
     behind.journalGrantBehind(grants[4]!);
-    await clock.advance(9);
-    expect(stats().grants - before.grants).toBe(4);
+    await clock.advance(50);
+    behind.journalGrantBehind(grants[5]!);
+    await clock.advance(49);
+    expect(written()).toEqual([1, 4]);
     await clock.advance(1);
-    await vi.waitFor(() => expect([stats().batches - before.batches, stats().grants - before.grants]).toEqual([2, 5]));
+    await vi.waitFor(() => expect(written()).toEqual([2, 6]));
+    expect(clock.pending()).toEqual([]);
 
     // One lingering when the store closes is written before close returns.
-    behind.journalGrantBehind(grants[5]!);
+    behind.journalGrantBehind(grants[6]!);
     await behind.close();
     const [{ n }] = await db.sql`select count(*)::int as n from leases where pool = ${name}`;
-    expect(n).toBe(6);
+    expect(n).toBe(7);
+  });
+
+  it("does not write a grant whose lease ended before its statement, and still counts it in the high-water mark", async () => {
+    const clock = new FakeClock();
+    const behind = await Store.open(db.sql, box, captureLog().log, { clock });
+    const name = uniq("pool");
+    await behind.insertPool(poolConfig(name));
+    await behind.insertKey(keyConfig(name, "k1"));
+    const epoch = await behind.beginEpoch();
+    const grants: JournaledGrant[] = Array.from({ length: 4 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    const ended = new Set([grants[1]!.leaseId, grants[3]!.leaseId]);
+    behind.skipEndedLeases((leaseId) => !ended.has(leaseId));
+    const before = { ...behind.journalStats };
+    for (const g of grants) behind.journalGrantBehind(g);
+    await clock.advance(100);
+    await vi.waitFor(() => expect(behind.journalStats.batches - before.batches).toBe(1));
+    expect([behind.journalStats.grants - before.grants, behind.journalStats.ended - before.ended]).toEqual([2, 2]);
+
+    const rows = await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`;
+    expect(rows.map((r) => r.lease_id)).toEqual([grants[0]!.leaseId, grants[2]!.leaseId]);
+    // The last grant ended unwritten, yet a restart must read its id as ended, not as one to re-adopt.
+    expect((await behind.loadAll()).grantHighWater[epoch]).toBe(4);
+
+    // Nothing but ended grants: the statement still raises the mark.
+    const later = { ...leaseRecord(name, "k1", `${name}-4`), epoch, seq: 5 };
+    ended.add(later.leaseId);
+    behind.journalGrantBehind(later);
+    await clock.advance(100);
+    await vi.waitFor(() => expect(behind.journalStats.batches - before.batches).toBe(2));
+    expect((await behind.loadAll()).grantHighWater[epoch]).toBe(5);
+    await behind.close();
   });
 
   it("skips grants for keys that no longer exist without failing their batch", async () => {

@@ -34,13 +34,13 @@ const LIMITED = 10_000;
 /** Scale probes paced at about the Acquire+Release cycles a second the server serves over gRPC here (hot section). */
 const SCALE_PACED_RATE = 4000;
 
-async function unary(addr: string, mode: "echo" | "cycle", c: number, seconds = P.unarySec, rate = 0, pool = "bench"): Promise<UnaryResult> {
+async function unary(addr: string, mode: UnaryResult["mode"], c: number, seconds = P.unarySec, rate = 0, pool = "bench"): Promise<UnaryResult> {
   process.stderr.write(`  ${mode} c=${c}${rate ? ` paced at ${rate}/s` : ""}${pool === "bench" ? "" : ` (${pool})`} … `);
   // The server runs in this process, idle but for it while the load generator runs.
   const cpu0 = process.cpuUsage();
   const r = await runLoadgen<UnaryResult>({ mode, addr, pool, c, duration: sec(seconds), warmup: sec(P.warmupSec), rate }, limit(seconds));
   const cpu = process.cpuUsage(cpu0);
-  r.server_cpu_us_per_rpc = (cpu.user + cpu.system) / (r.ops_all * (mode === "cycle" ? 2 : 1));
+  r.server_cpu_us_per_rpc = (cpu.user + cpu.system) / (r.ops_all * (mode === "echo" ? 1 : 2));
   process.stderr.write(`${Math.round(r.rps)} rpc/s, server ${Math.round(r.server_cpu_us_per_rpc)} µs CPU/rpc${r.errors ? ` (${r.errors} errors: ${r.first_error})` : ""}\n`);
   return r;
 }
@@ -53,6 +53,8 @@ async function hotPath(bs: BenchServer) {
     echo[c] = await unary(bs.addr, "echo", c);
     cycle[c] = await unary(bs.addr, "cycle", c);
   }
+  // The same cycle's messages through the same adapter with KeyMesh's own work left out: the floor of `ratio`.
+  const floor = await unary(bs.addr, "floor", 64);
   // Back-to-back callers saturate the server, so their latency is queueing (Little's law); 64 callers
   // that pace themselves at a third of the measured capacity show the latency of a server with headroom.
   const pacedRate = Math.max(100, Math.round(cycle[64]!.ops_per_sec / 3));
@@ -63,7 +65,7 @@ async function hotPath(bs: BenchServer) {
   await createPool(bs.admin, { name: "bench-limited", keys: benchKeys(8, "l", LIMITED) });
   const limited: Record<number, UnaryResult> = {};
   for (const c of [1, 64]) limited[c] = await unary(bs.addr, "cycle", c, P.unarySec, 0, "bench-limited");
-  return { echo, cycle, paced: { ...paced, paced_cycles_per_sec: pacedRate }, pacedEcho, limited };
+  return { echo, cycle, floor, paced: { ...paced, paced_cycles_per_sec: pacedRate }, pacedEcho, limited };
 }
 
 async function embeddedCycle() {

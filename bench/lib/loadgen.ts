@@ -13,7 +13,7 @@ export interface Latency {
 }
 
 export interface UnaryResult {
-  mode: "echo" | "cycle";
+  mode: "echo" | "cycle" | "floor";
   concurrency: number;
   seconds: number;
   ops: number;

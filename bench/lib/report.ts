@@ -16,6 +16,7 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     | {
         echo: Record<number, UnaryResult>;
         cycle: Record<number, UnaryResult>;
+        floor: UnaryResult;
         paced: UnaryResult & { paced_cycles_per_sec: number };
         pacedEcho: UnaryResult;
         limited: Record<number, UnaryResult>;
@@ -62,6 +63,13 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
         `${r1(e.server_cpu_us_per_rpc ?? 0)} | ${r1(y.server_cpu_us_per_rpc ?? 0)}; ${r1(e.client_cpu_us_per_rpc)} | ${r1(y.client_cpu_us_per_rpc)}`,
       ]);
     }
+    summary.floor_rps = Math.round(hot.floor.rps);
+    summary.floor_ratio = r3(hot.floor.rps / ceiling);
+    summary.floor_server_cpu_us_per_rpc = r1(hot.floor.server_cpu_us_per_rpc ?? 0);
+    rows.push([
+      "c=64: floor (cycle's messages and adapter, no engine) rpc/s | ratio | server CPU µs per RPC",
+      `${Math.round(hot.floor.rps)} | ${r3(hot.floor.rps / ceiling)} | ${r1(hot.floor.server_cpu_us_per_rpc ?? 0)}`,
+    ]);
     // The bare echo's own latency at the same concurrency: the floor any method on this transport sees.
     summary.echo_p99_ms = r3(hot.echo[64]!.latency.p99_ms);
     for (const c of Object.keys(hot.cycle)) {

@@ -1,6 +1,6 @@
 // A KeyMesh server for the bench: the real startServer on loopback port 0, a database of its own (a
-// fresh one on the bench Postgres, or the embedded database in a temporary directory), and the bare
-// echo method mounted on the same grpc-js server as the transport ceiling.
+// fresh one on the bench Postgres, or the embedded database in a temporary directory), and on the same
+// grpc-js server the bare echo method (the transport ceiling) and the lease-cycle floor.
 import { randomBytes } from "node:crypto";
 import { scratchDatabase } from "../../test/support/database.js";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,6 +13,13 @@ import { startServer, type RunningServer } from "../../server/src/app/app.js";
 import { configFromEnv } from "../../server/src/app/config.js";
 import { createLogger } from "../../server/src/ops/logger.js";
 import { PoolAdminService, Strategy } from "../../server/src/gen/keymesh/v1/admin_pb.js";
+import { KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
+import { addServiceToGrpc } from "../../server/src/transport/grpc-adapter.js";
+import { poolWireCodecs } from "../../server/src/rpc/pool-service.js";
+import type { AcquireReply } from "../../server/src/rpc/acquire-wire.js";
+import { createErrorMapper } from "../../server/src/rpc/errors.js";
+import { dur, ts } from "../../server/src/rpc/convert.js";
+import { LeaseTokens } from "../../server/src/domain/lease-token.js";
 
 export const ECHO_PATH = "/keymesh.bench.v1.Echo/Echo";
 
@@ -39,6 +46,37 @@ export function mountEcho(server: grpc.Server): void {
   );
 }
 
+/**
+ * KeyPoolService's Acquire and Release under another name, with the same messages, hand-written codecs and
+ * adapter as the real ones, answering a fixed lease: what the lease cycle costs on this transport when
+ * KeyMesh's own work (engine, lease token, journal, metrics) costs nothing.
+ */
+export function mountFloor(server: grpc.Server): void {
+  const now = Date.now();
+  const reply: AcquireReply = {
+    leaseId: new LeaseTokens(randomBytes(32)).issue({ pool: "bench", keyId: "b0", epoch: 1, seq: 1, issuedAt: now, ttlMs: 60_000 }),
+    key: "sk-bench-b0-0123456789",
+    keyId: "b0",
+    keyLabel: "",
+    keyMetadata: {},
+    expiresAt: ts(now + 60_000),
+    ttl: dur(60_000),
+    renewInterval: dur(20_000),
+    pool: "bench",
+  };
+  const service = {
+    ...KeyPoolService,
+    typeName: "keymesh.bench.v1.LeaseFloor",
+    methods: KeyPoolService.methods.filter((m) => m.localName === "acquire" || m.localName === "release"),
+  };
+  const impl = { acquire: () => reply, release: () => ({}) };
+  addServiceToGrpc(server, service as unknown as typeof KeyPoolService, impl as never, {
+    mapError: createErrorMapper(() => undefined),
+    shutdown: new AbortController().signal,
+    codecs: poolWireCodecs,
+  });
+}
+
 export interface BenchServer {
   server: RunningServer;
   addr: string;
@@ -61,7 +99,12 @@ export async function startBenchServer(opts: { postgresUrl?: string; snapshotInt
     ...(db ? { DATABASE_URL: db.url } : {}),
   };
   const log = createLogger("warn");
-  const server = await startServer(configFromEnv(env), log, env, { beforeListen: mountEcho });
+  const server = await startServer(configFromEnv(env), log, env, {
+    beforeListen: (grpcServer) => {
+      mountEcho(grpcServer);
+      mountFloor(grpcServer);
+    },
+  });
   const addr = `127.0.0.1:${server.grpcPort}`;
   const admin = createClient(PoolAdminService, createGrpcTransport({ baseUrl: `http://${addr}` }));
   return {

@@ -37,7 +37,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "", "echo | cycle | renew | wake | goodput")
+	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | renew | wake | goodput")
 	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port (loopback)")
 	flag.StringVar(&o.pool, "pool", "bench", "pool name")
 	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle)")
@@ -62,7 +62,7 @@ func main() {
 		err error
 	)
 	switch o.mode {
-	case "echo", "cycle":
+	case "echo", "cycle", "floor":
 		out, err = runUnary(o)
 	case "renew":
 		out, err = runRenew(o)

@@ -17,6 +17,10 @@ import (
 // EchoMethod is the bare unary method bench/run.ts mounts on the same grpc-js server as KeyMesh.
 const EchoMethod = "/keymesh.bench.v1.Echo/Echo"
 
+// FloorService answers Acquire and Release with KeyMesh's messages, codecs and adapter but no engine
+// (bench/lib/server.ts): the floor of the lease cycle on this transport.
+const FloorService = "/keymesh.bench.v1.LeaseFloor/"
+
 // rawCodec sends and receives bytes as they are, matching the echo handler's identity serializers.
 type rawCodec struct{}
 
@@ -29,7 +33,7 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 // Name is the content-subtype sent on the wire: "proto" keeps content-type application/grpc+proto.
 func (rawCodec) Name() string { return "proto" }
 
-// UnaryResult is one (mode, concurrency) run. For cycle, Ops counts Acquire+Release pairs and RPS
+// UnaryResult is one (mode, concurrency) run. For cycle and floor, Ops counts Acquire+Release pairs and RPS
 // counts RPCs (2 per pair).
 type UnaryResult struct {
 	Mode        string  `json:"mode"`
@@ -90,20 +94,32 @@ func runUnary(o options) (*UnaryResult, error) {
 			}
 			return sample{total: time.Since(start)}, err
 		}
-	case "cycle":
+	case "cycle", "floor":
 		req := acquireRequest(o.pool, o.wait)
+		acquire, release := pool.Acquire, pool.Release
+		if o.mode == "floor" {
+			acquire = func(ctx context.Context, in *keymeshv1.AcquireRequest, _ ...grpc.CallOption) (*keymeshv1.AcquireResponse, error) {
+				out := new(keymeshv1.AcquireResponse)
+				return out, conn.Invoke(ctx, FloorService+"Acquire", in, out)
+			}
+			release = func(ctx context.Context, in *keymeshv1.ReleaseRequest, _ ...grpc.CallOption) (*keymeshv1.ReleaseResponse, error) {
+				out := new(keymeshv1.ReleaseResponse)
+				return out, conn.Invoke(ctx, FloorService+"Release", in, out)
+			}
+		}
 		op = func(ctx context.Context) (sample, error) {
 			start := time.Now()
-			lease, err := pool.Acquire(ctx, req)
+			lease, err := acquire(ctx, req)
 			if err != nil {
 				return sample{}, err
 			}
 			acquired := time.Now()
-			_, err = pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
+			_, err = release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
 			end := time.Now()
 			return sample{total: end.Sub(start), acquire: acquired.Sub(start), release: end.Sub(acquired)}, err
 		}
 	}
+	pair := o.mode == "cycle" || o.mode == "floor"
 
 	// Connect before the clock starts, so the first calls do not pay the HTTP/2 handshake.
 	warmCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -161,7 +177,7 @@ func runUnary(o options) (*UnaryResult, error) {
 				}
 				ops.Add(1)
 				t = append(t, s.total)
-				if o.mode == "cycle" {
+				if pair {
 					a = append(a, s.acquire)
 					r = append(r, s.release)
 				}
@@ -194,13 +210,13 @@ func runUnary(o options) (*UnaryResult, error) {
 	res.RPS = res.OpsPerSec
 	res.OpsAll = opsAll.Load() + 1
 	rpcs := float64(res.Ops)
-	if o.mode == "cycle" {
+	if pair {
 		rpcs *= 2
 	}
 	if rpcs > 0 {
 		res.ClientCPUPerRPC = float64(cpu.Microseconds()) / rpcs
 	}
-	if o.mode == "cycle" {
+	if pair {
 		res.RPS = 2 * res.OpsPerSec
 		acq, rel := summarize(acquires), summarize(releases)
 		res.Acquire, res.Release = &acq, &rel

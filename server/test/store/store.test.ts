@@ -153,14 +153,20 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.leases.find((l) => l.leaseId === `${name}-lease-0`)).toEqual(leaseRecord(name, "k1", `${name}-lease-0`));
   });
 
-  it("lets grants nobody waits for linger for company, and sends them with the next grant that is waited for", async () => {
+  /** A store of its own on a fake clock, with a pool of one key and `n` grants of a new epoch to journal. */
+  async function journalOnFakeClock(n: number) {
     const clock = new FakeClock();
     const behind = await Store.open(db.sql, box, captureLog().log, { clock });
     const name = uniq("pool");
     await behind.insertPool(poolConfig(name));
     await behind.insertKey(keyConfig(name, "k1"));
     const epoch = await behind.beginEpoch();
-    const grants: JournaledGrant[] = Array.from({ length: 7 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    const grants: JournaledGrant[] = Array.from({ length: n }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    return { clock, behind, name, epoch, grants };
+  }
+
+  it("lets grants nobody waits for linger for company, and sends them with the next grant that is waited for", async () => {
+    const { clock, behind, name, grants } = await journalOnFakeClock(7);
     const stats = () => ({ ...behind.journalStats });
     const before = stats();
     const written = () => [stats().batches - before.batches, stats().grants - before.grants];
@@ -191,13 +197,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   });
 
   it("does not write a grant whose lease ended before its statement, and still counts it in the high-water mark", async () => {
-    const clock = new FakeClock();
-    const behind = await Store.open(db.sql, box, captureLog().log, { clock });
-    const name = uniq("pool");
-    await behind.insertPool(poolConfig(name));
-    await behind.insertKey(keyConfig(name, "k1"));
-    const epoch = await behind.beginEpoch();
-    const grants: JournaledGrant[] = Array.from({ length: 4 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
+    const { clock, behind, name, epoch, grants } = await journalOnFakeClock(4);
     const ended = new Set([grants[1]!.leaseId, grants[3]!.leaseId]);
     behind.skipEndedLeases((leaseId) => !ended.has(leaseId));
     const before = { ...behind.journalStats };

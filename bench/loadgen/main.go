@@ -40,7 +40,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | renew | wake | goodput")
 	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port (loopback)")
 	flag.StringVar(&o.pool, "pool", "bench", "pool name")
-	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle)")
+	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle, floor)")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before it")
 	flag.DurationVar(&o.wait, "wait", time.Second, "Acquire wait_timeout (cycle); 0 sends none")

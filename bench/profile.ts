@@ -1,7 +1,7 @@
 // Profiling aid: one server, one load generator run, nothing else, so `node --cpu-prof` sees only the
 // hot path. scripts/bench.sh --profile=cycle|floor|echo|renew[:concurrency[:seconds[:postgres|embedded[:wait]]]] runs it and summarizes
 // the profile with bench/cpuprofile.ts.
-import { runLoadgen } from "./lib/loadgen.js";
+import { rpcsPerOp, runLoadgen } from "./lib/loadgen.js";
 import { createPool, startBenchServer } from "./lib/server.js";
 
 const [mode = "cycle", c = "64", seconds = "8", db = "postgres", wait = "1s"] = process.argv.slice(2);
@@ -15,7 +15,7 @@ try {
   const cpu0 = process.cpuUsage();
   const r = await runLoadgen<Record<string, unknown>>(args, (Number(seconds) + 60) * 1000);
   const cpu = process.cpuUsage(cpu0);
-  const rpcs = Number(r.ops_all ?? 0) * (mode === "cycle" || mode === "floor" ? 2 : 1);
+  const rpcs = Number(r.ops_all ?? 0) * rpcsPerOp(mode);
   console.log(JSON.stringify({ ...r, server_cpu_us_per_rpc: rpcs > 0 ? (cpu.user + cpu.system) / rpcs : undefined }));
 } finally {
   await bs.stop();

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { Strategy } from "../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../test/fake-provider/provider.js";
 import { engineWake, scale } from "./lib/inprocess.js";
-import { runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
+import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
 import { createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 
@@ -40,7 +40,7 @@ async function unary(addr: string, mode: UnaryResult["mode"], c: number, seconds
   const cpu0 = process.cpuUsage();
   const r = await runLoadgen<UnaryResult>({ mode, addr, pool, c, duration: sec(seconds), warmup: sec(P.warmupSec), rate }, limit(seconds));
   const cpu = process.cpuUsage(cpu0);
-  r.server_cpu_us_per_rpc = (cpu.user + cpu.system) / (r.ops_all * (mode === "echo" ? 1 : 2));
+  r.server_cpu_us_per_rpc = (cpu.user + cpu.system) / (r.ops_all * rpcsPerOp(mode));
   process.stderr.write(`${Math.round(r.rps)} rpc/s, server ${Math.round(r.server_cpu_us_per_rpc)} µs CPU/rpc${r.errors ? ` (${r.errors} errors: ${r.first_error})` : ""}\n`);
   return r;
 }

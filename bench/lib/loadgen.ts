@@ -70,6 +70,11 @@ export function loadgenPath(): string {
   return bin;
 }
 
+/** RPCs in one op of a loadgen mode: a cycle (and its floor) is an Acquire and a Release. */
+export function rpcsPerOp(mode: string): number {
+  return mode === "cycle" || mode === "floor" ? 2 : 1;
+}
+
 /** Runs one loadgen mode; `limitMs` bounds the process (it is killed past it). */
 export function runLoadgen<T>(args: Record<string, string | number>, limitMs: number): Promise<T> {
   const argv = Object.entries(args).map(([k, v]) => `-${k}=${v}`);

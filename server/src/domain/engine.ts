@@ -634,7 +634,7 @@ export class PoolEngine {
     return lease;
   }
 
-  /** The only place a lease ends: frees its slot once and leaves a tombstone for late calls. */
+  /** The only place a lease ends: frees its slot once and notes why it ended, for late calls. */
   private endLease(lease: Lease, reason: EndReason, cause: string, now: number, message = ""): void {
     this.live.delete(lease.id);
     this.heap.cancel(lease);

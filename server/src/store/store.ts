@@ -621,11 +621,10 @@ export class Store {
       this.#notifyDrained();
     }
     this.#flushing = false;
+    // A grant left queued waits for its linger, or for the database to return (#markUp sends it); none left, no linger.
     if (this.#queue.length === 0 && this.#linger !== undefined) {
       this.#clock.clearTimeout(this.#linger);
       this.#linger = undefined;
-    } else if (this.#queue.length > 0 && this.#linger === undefined && this.#up) {
-      this.#armLinger();
     }
     this.#kick();
   }

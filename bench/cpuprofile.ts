@@ -55,7 +55,7 @@ function category(fn: string, src: string): string {
   if (src === "tsx" || src.startsWith("node:internal/modules") || src.startsWith("node:internal/deps/cjs")) return "module loading (startup)";
   if (src.startsWith("node:internal/http2") || src === "@grpc/grpc-js" || /^node:internal\/(stream|net|buffer|timers)|^node:(net|buffer|timers|events)$|^node:internal\/process\/task_queues/.test(src)) return "transport (grpc-js, http2, streams, timers)";
   if (src === "@bufbuild/protobuf") return "protobuf-es";
-  if (src.startsWith("node:internal/crypto") || src.endsWith("lease-token.ts")) return "lease tokens (HMAC, base64, JSON)";
+  if (src.startsWith("node:internal/crypto") || src.endsWith("lease-token.ts") || src.endsWith("hmac-sha256.ts")) return "lease tokens (HMAC, base64, JSON)";
   if (src.startsWith("server/src/domain")) return "engine";
   if (src.startsWith("server/src/rpc") || src.startsWith("server/src/transport") || src === "@connectrpc/connect" || src.startsWith("node:internal/abort") || src.startsWith("node:internal/event_target")) return "rpc layer + adapter (contexts, signals, errors)";
   if (src.startsWith("server/src/store") || src === "postgres") return "store + postgres driver (journal)";

@@ -1,6 +1,7 @@
 // Self-validating lease ids: lk1.<base64url payload>.<base64url HMAC-SHA256 truncated to 16 bytes>.
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import { DomainError } from "./errors.js";
+import { HmacSha256 } from "./hmac-sha256.js";
 
 /** What a lease id says about its lease; issuedAt + ttlMs is the expiry the token was minted with. */
 export interface LeaseClaims {
@@ -27,7 +28,11 @@ function isCount(v: unknown): v is number {
 }
 
 export class LeaseTokens {
-  constructor(private readonly secret: Uint8Array) {}
+  private readonly hmac: HmacSha256;
+
+  constructor(secret: Uint8Array) {
+    this.hmac = new HmacSha256(secret);
+  }
 
   issue(c: LeaseClaims): string {
     const payload = Buffer.from(JSON.stringify([c.epoch, c.seq, c.issuedAt, c.ttlMs, c.pool, c.keyId])).toString("base64url");
@@ -47,7 +52,7 @@ export class LeaseTokens {
   }
 
   private mac(payload: string): Buffer {
-    return createHmac("sha256", this.secret).update(payload).digest().subarray(0, MAC_BYTES);
+    return this.hmac.digest(payload).subarray(0, MAC_BYTES);
   }
 }
 

@@ -1,7 +1,7 @@
 // Mapping between wire messages (protobuf-es) and domain values. Durations and timestamps become
 // milliseconds here; the domain never sees a generated type.
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { timestampFromMs, durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
+import { durationMs } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { invalidArgument } from "../domain/errors.js";
 import type {
@@ -41,16 +41,25 @@ export function optionalMs(d: Duration | undefined, field: string): number | und
   return ms;
 }
 
+// ts() and dur() build the messages as literals: protobuf-es's timestampFromMs and durationFromMs go
+// through its reflective create(), and an Acquire answer holds three of them (issue 7).
+
 export function ts(ms: number): Timestamp;
 export function ts(ms: number | undefined): Timestamp | undefined;
 export function ts(ms: number | undefined): Timestamp | undefined {
-  return ms === undefined ? undefined : timestampFromMs(ms);
+  if (ms === undefined) return undefined;
+  const seconds = Math.floor(ms / 1000);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
 }
 
+/** A non-negative Duration of whole milliseconds. */
 export function dur(ms: number): Duration;
 export function dur(ms: number | undefined): Duration | undefined;
 export function dur(ms: number | undefined): Duration | undefined {
-  return ms === undefined ? undefined : durationFromMs(Math.max(0, Math.round(ms)));
+  if (ms === undefined) return undefined;
+  const whole = Math.max(0, Math.round(ms));
+  const seconds = Math.floor(whole / 1000);
+  return { $typeName: "google.protobuf.Duration", seconds: BigInt(seconds), nanos: (whole - seconds * 1000) * 1_000_000 };
 }
 
 const strategies: Record<StrategyEnum, Strategy | undefined> = {

@@ -1,6 +1,7 @@
 // Prometheus metrics on a private registry. The hot path only increments counters and observes
 // histograms; per-key gauges are pulled from the engine's stats at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { HotCounter, HotHistogram } from "./hot-metrics.js";
 import type { CircuitState, FailureClass, PoolStatsView } from "../domain/types.js";
 
 /** How an Acquire ended, as the `result` label. */
@@ -48,25 +49,25 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
   // Before the first snapshot the age counts from start, so a server that never snapshots alerts.
   let lastSnapshotAt = now();
 
-  const acquireDuration = new Histogram({
+  const acquireDuration = new HotHistogram({
     name: "keymesh_acquire_duration_seconds",
     help: "Time from Acquire received to answered, by result.",
-    labelNames: ["pool", "result"] as const,
+    labelNames: ["pool", "result"],
     buckets: ACQUIRE_BUCKETS,
-    registers: [registry],
+    registry,
   });
-  const acquireWait = new Histogram({
+  const acquireWait = new HotHistogram({
     name: "keymesh_acquire_wait_seconds",
     help: "Time an Acquire spent queued waiting for an eligible key.",
-    labelNames: ["pool"] as const,
+    labelNames: ["pool"],
     buckets: ACQUIRE_BUCKETS,
-    registers: [registry],
+    registry,
   });
-  const outcomes = new Counter({
+  const outcomes = new HotCounter({
     name: "keymesh_outcomes_total",
     help: "Outcome reports by class (success, rate_limited, auth, quota_exhausted, transient, overloaded, client_error).",
-    labelNames: ["pool", "outcome"] as const,
-    registers: [registry],
+    labelNames: ["pool", "outcome"],
+    registry,
   });
   const leaseExpiries = new Counter({
     name: "keymesh_lease_expiries_total",
@@ -144,11 +145,11 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     contentType: registry.contentType,
     observeAcquire(pool, result, durationMs, waitedMs) {
       const poolLabel = result === "pool_not_found" ? UNKNOWN_POOL : pool;
-      acquireDuration.observe({ pool: poolLabel, result }, durationMs / 1000);
-      if (waitedMs !== undefined) acquireWait.observe({ pool: poolLabel }, waitedMs / 1000);
+      acquireDuration.observe(durationMs / 1000, poolLabel, result);
+      if (waitedMs !== undefined) acquireWait.observe(waitedMs / 1000, poolLabel);
     },
     countOutcome(pool, outcome) {
-      outcomes.inc({ pool, outcome });
+      outcomes.inc(pool, outcome);
     },
     countLeaseExpiries(pool, count = 1) {
       leaseExpiries.inc({ pool }, count);

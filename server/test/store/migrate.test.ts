@@ -24,14 +24,24 @@ describe("migrations on Postgres", () => {
   it("applies each migration once and records it", async () => {
     const db = await freshSchema();
     opened.push(db);
-    expect(await migrate(db.sql)).toEqual({ applied: [1], current: 1 });
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 1 });
-    const recorded = await db.sql`select version, name, applied_at from schema_migrations`;
-    expect(recorded.map((r) => [r.version, r.name])).toEqual([[1, "init"]]);
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2], current: 2 });
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 2 });
+    const recorded = await db.sql`select version, name, applied_at from schema_migrations order by version`;
+    expect(recorded.map((r) => [r.version, r.name])).toEqual([
+      [1, "init"],
+      [2, "fillfactor"],
+    ]);
     expect(recorded[0].applied_at).toBeGreaterThan(0);
     const present = await db.sql<{ table_name: string }[]>`
       select table_name from information_schema.tables where table_schema = ${db.schema} order by table_name`;
     expect(present.map((r) => r.table_name)).toEqual(tables);
+    const options = await db.sql<{ relname: string; reloptions: string[] }[]>`
+      select c.relname, c.reloptions from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = ${db.schema} and c.relname in ('key_runtime', 'leases') order by c.relname`;
+    expect(options.map((r) => [r.relname, r.reloptions])).toEqual([
+      ["key_runtime", ["fillfactor=50"]],
+      ["leases", ["fillfactor=70"]],
+    ]);
   });
 
   it("lets two servers migrate one database at once and applies each migration exactly once", async () => {
@@ -106,14 +116,14 @@ describe("migrations on the embedded database", () => {
   });
 
   it("applies once, and a restarted embedded database is already migrated", async () => {
-    expect(await migrate(db.sql)).toEqual({ applied: [1], current: 1 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2], current: 2 });
     const [first, second] = await Promise.all([migrate(db.sql), migrate(db.sql)]);
     expect(first.applied).toEqual([]);
     expect(second.applied).toEqual([]);
     await db.close();
     db = await embedded(dataDir, true);
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 1 });
-    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(1);
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 2 });
+    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(2);
     await db.close();
   }, 60_000);
 });

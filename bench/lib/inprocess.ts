@@ -272,9 +272,11 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     // and timed from its scheduled instant, so a stall counts against every arrival due during it.
     const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping: boolean, rate: number) => {
       if (rate === 0) {
+        // Every caller stops when the journaled probes are done, so callers without the journal load the event
+        // loop for the whole phase, idle as during snapshots (they finish ten times as many cycles).
         const caller = async (journaled: boolean) => {
           const samples = journaled ? out : loop;
-          while (running() && samples.length < count) await probeOnce(journaled, performance.now(), samples, overlapping);
+          while (running() && out.length < count) await probeOnce(journaled, performance.now(), samples, overlapping);
         };
         await Promise.all(Array.from({ length: o.callers }, (_, i) => caller(i % 4 !== 3)));
         return;

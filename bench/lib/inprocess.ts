@@ -273,7 +273,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     const probe = async (count: number, running: () => boolean, out: number[], loop: number[], overlapping: boolean, rate: number) => {
       if (rate === 0) {
         // Every caller stops when the journaled probes are done, so callers without the journal load the event
-        // loop for the whole phase, idle as during snapshots (they finish ten times as many cycles).
+        // loop for the whole phase, idle as during snapshots (they finish several times as many cycles).
         const caller = async (journaled: boolean) => {
           const samples = journaled ? out : loop;
           while (running() && out.length < count) await probeOnce(journaled, performance.now(), samples, overlapping);

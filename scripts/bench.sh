@@ -2,7 +2,7 @@
 # The benchmark (issue 7): builds the Go load generator, starts a throwaway Postgres (scripts/pg.sh),
 # runs bench/run.ts and writes bench/results/latest.json. Loopback only.
 #   npm run bench                 full run (about 6-8 minutes on 2 cores)
-#   npm run bench -- --quick      the same fields with smaller counts (under a minute)
+#   npm run bench -- --quick      the same fields with smaller counts (under a minute), written to a .tmp file
 #   npm run bench -- --only=hot,renew,wake,goodput,embedded,durable,scale   a subset (written to a .tmp file)
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"

@@ -1,5 +1,5 @@
 # KeyMesh server image. Build: docker build -t keymesh .   Run: see docker-compose.yml.
-FROM node:20-bookworm-slim
+FROM node:24.22.3-bookworm-slim
 
 ENV NODE_ENV=production \
     KEYMESH_HOST=0.0.0.0 \

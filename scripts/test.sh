@@ -15,6 +15,9 @@ ensure_grpcurl
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
 
+step "runtime"
+require_pinned_node
+
 step "generated code is up to date"
 bash scripts/generate.sh >/dev/null
 if [ -n "$(git status --porcelain -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1)" ]; then

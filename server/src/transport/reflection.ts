@@ -1,10 +1,13 @@
 // gRPC server reflection (v1 and v1alpha), answered from the descriptors compiled into the protobuf-es
 // generated code: the exact FileDescriptorProtos, dependencies included, so grpcurl needs no .proto files.
 // (@grpc/reflection serves protobufjs round-trips of the descriptors, which lose well-known-type
-// imports and map entries; grpcurl's describe fails on those.)
-import { createRegistry, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+// imports and map entries; grpcurl's describe fails on those.) KeyMesh's own files are served with their
+// source info, so `grpcurl describe` shows the proto comments: protoc-gen-es strips it from what it embeds.
+import { createRegistry, fromBinary, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { keymeshDescriptorSet } from "../gen/keymesh/v1/descriptor_set.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
@@ -15,22 +18,28 @@ const NOT_FOUND = 5;
 
 class DescriptorIndex {
   private readonly registry;
-  private readonly byName = new Map<string, DescFile>();
+  private readonly byName: ReadonlyMap<string, DescFile>;
   private readonly encoded = new Map<string, Uint8Array>();
 
+  /**
+   * `documented` holds descriptors with source info by file name, served in place of the compiled ones
+   * (the same proto files, generated together by scripts/generate.sh).
+   */
   constructor(
     files: DescFile[],
     readonly serviceNames: string[],
+    private readonly documented: ReadonlyMap<string, FileDescriptorProto>,
   ) {
     const all = new Map<string, DescFile>();
     const visit = (f: DescFile) => {
-      if (all.has(f.name)) return;
-      all.set(f.name, f);
+      if (all.has(f.proto.name)) return;
+      all.set(f.proto.name, f);
       f.dependencies.forEach(visit);
     };
     files.forEach(visit);
     this.registry = createRegistry(...all.values());
-    for (const f of all.values()) this.byName.set(f.name, f);
+    // By file name as protoc writes it ("keymesh/v1/pool.proto"); DescFile.name drops the ".proto".
+    this.byName = all;
   }
 
   /** The file and everything it imports, each serialized once. */
@@ -38,12 +47,13 @@ class DescriptorIndex {
     const out: Uint8Array[] = [];
     const seen = new Set<string>();
     const visit = (f: DescFile) => {
-      if (seen.has(f.name)) return;
-      seen.add(f.name);
-      let bytes = this.encoded.get(f.name);
+      const name = f.proto.name;
+      if (seen.has(name)) return;
+      seen.add(name);
+      let bytes = this.encoded.get(name);
       if (!bytes) {
-        bytes = toBinary(FileDescriptorProtoSchema, f.proto);
-        this.encoded.set(f.name, bytes);
+        bytes = toBinary(FileDescriptorProtoSchema, this.documented.get(name) ?? f.proto);
+        this.encoded.set(name, bytes);
       }
       out.push(bytes);
       f.dependencies.forEach(visit);
@@ -121,9 +131,11 @@ class ReflectionImpl {
  */
 export function reflectionServices(services: DescService[], files: DescFile[]): Array<{ service: DescService; impl: ServiceImpl<DescService> }> {
   const reflection = [v1.ServerReflection, v1alpha.ServerReflection];
+  const documented = fromBinary(FileDescriptorSetSchema, base64Decode(keymeshDescriptorSet)).file;
   const index = new DescriptorIndex(
     [...files, v1.file_grpc_reflection_v1_reflection, v1alpha.file_grpc_reflection_v1alpha_reflection],
     [...services, ...reflection].map((s) => s.typeName),
+    new Map(documented.map((f) => [f.name, f])),
   );
   const impl = new ReflectionImpl(index) as unknown as ServiceImpl<DescService>;
   return reflection.map((service) => ({ service, impl }));

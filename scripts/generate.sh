@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python, and the
-# descriptors with their comments that server reflection serves.
+# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python; the
+# descriptors with their comments that server reflection serves, and the API reference (docs/api.md).
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -23,7 +23,8 @@ mkdir -p "$PY_OUT/keymesh/v1"
 : > "$PY_OUT/keymesh/v1/__init__.py"
 
 # protoc-gen-es strips the comments (source info) from the descriptors it embeds; reflection serves these
-# instead, so `grpcurl describe` shows the comments.
+# instead, so `grpcurl describe` shows the comments, and the API reference is written from the same bytes.
 buf build --as-file-descriptor-set --exclude-imports -o "$TOOLS/keymesh.binpb"
 tsx scripts/descriptor-set.ts "$TOOLS/keymesh.binpb" server/src/gen/keymesh/v1/descriptor_set.ts
-echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"
+tsx scripts/api-reference.ts docs/api.md
+echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1 docs/api.md"

@@ -20,8 +20,9 @@ require_pinned_node
 
 step "generated code is up to date"
 bash scripts/generate.sh >/dev/null
-if [ -n "$(git status --porcelain -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1)" ]; then
-  git status --short -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1
+generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1 docs/api.md)
+if [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
+  git status --short -- "${generated[@]}"
   echo "generated code differs from proto/: run 'npm run generate' and commit the result" >&2
   exit 1
 fi

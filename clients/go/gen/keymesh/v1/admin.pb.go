@@ -249,11 +249,11 @@ const (
 	EventType_EVENT_TYPE_LEASE_EXPIRED EventType = 15
 	// A lease was revoked.
 	EventType_EVENT_TYPE_LEASE_REVOKED EventType = 16
-	// An Acquire waited and timed out: the pool had no key to lend.
+	// An Acquire found no key to lend (it then waits or fails); sent once until the pool's next grant.
 	EventType_EVENT_TYPE_POOL_EXHAUSTED EventType = 17
 	// A lease was granted (only with include_lease_events).
 	EventType_EVENT_TYPE_LEASE_GRANTED EventType = 18
-	// A lease ended by Release, MarkFailed or MarkRateLimited (only with include_lease_events).
+	// A lease ended, by an outcome report, expiry or revocation; reason says how (only with include_lease_events).
 	EventType_EVENT_TYPE_LEASE_ENDED EventType = 19
 	// The watcher fell behind and events were dropped; re-read state with GetPoolStats.
 	EventType_EVENT_TYPE_LAGGED EventType = 20
@@ -1493,7 +1493,7 @@ func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
 	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
-// ListPoolsResponse is every pool, by name.
+// ListPoolsResponse is every pool, in the order they were created.
 type ListPoolsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pools.

@@ -724,7 +724,7 @@ export const ListPoolsRequestSchema: GenMessage<ListPoolsRequest> = /*@__PURE__*
   messageDesc(file_keymesh_v1_admin, 12);
 
 /**
- * ListPoolsResponse is every pool, by name.
+ * ListPoolsResponse is every pool, in the order they were created.
  *
  * @generated from message keymesh.v1.ListPoolsResponse
  */
@@ -1703,7 +1703,7 @@ export enum EventType {
   LEASE_REVOKED = 16,
 
   /**
-   * An Acquire waited and timed out: the pool had no key to lend.
+   * An Acquire found no key to lend (it then waits or fails); sent once until the pool's next grant.
    *
    * @generated from enum value: EVENT_TYPE_POOL_EXHAUSTED = 17;
    */
@@ -1717,7 +1717,7 @@ export enum EventType {
   LEASE_GRANTED = 18,
 
   /**
-   * A lease ended by Release, MarkFailed or MarkRateLimited (only with include_lease_events).
+   * A lease ended, by an outcome report, expiry or revocation; reason says how (only with include_lease_events).
    *
    * @generated from enum value: EVENT_TYPE_LEASE_ENDED = 19;
    */

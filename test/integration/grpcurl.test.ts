@@ -57,3 +57,22 @@ describe("grpcurl through reflection", () => {
     expect(stats.stats.keys[0]).toMatchObject({ keyId: "openai-1", emaLatency: "0.250s", totalLeases: "1" });
   });
 });
+
+describe("grpcurl describe shows the proto comments", () => {
+  it("of a service and its methods", async () => {
+    const out = await call(ts.grpcAddr, "describe", "keymesh.v1.KeyPoolService");
+    expect(out).toContain("// KeyPoolService is the hot path used by every backend");
+    expect(out).toMatch(/\/\/ Acquire lends one key of the pool under a lease\.[^]*rpc Acquire \( \.keymesh\.v1\.AcquireRequest \)/);
+  });
+
+  it("of a message's fields and of an enum's values", async () => {
+    const acquire = await call(ts.grpcAddr, "describe", "keymesh.v1.AcquireRequest");
+    expect(acquire).toMatch(/\/\/ How long to wait for a key when none is eligible; unset or zero fails at once\.\s+\.google\.protobuf\.Duration wait_timeout = 2;/);
+    const reasons = await call(ts.grpcAddr, "describe", "keymesh.v1.ErrorReason");
+    expect(reasons).toMatch(/\/\/ No key became eligible before the wait ended \(RESOURCE_EXHAUSTED, with retry_after\)\.\s+ERROR_REASON_NO_KEY_AVAILABLE = 9;/);
+  });
+
+  it("of a method named in full", async () => {
+    expect(await call(ts.grpcAddr, "describe", "keymesh.v1.PoolAdminService.WatchEvents")).toContain("// WatchEvents streams what happens in a pool");
+  });
+});

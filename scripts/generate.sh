@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python.
+# Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python; then
+# builds the dashboard (dashboard/build), which bundles the server's generated TypeScript.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -20,4 +21,5 @@ mkdir -p "$PY_OUT/keymesh/v1"
   --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
   proto/keymesh/v1/*.proto
 : > "$PY_OUT/keymesh/v1/__init__.py"
-echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1"
+node dashboard/build.mjs
+echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1 dashboard/build"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (npm packages, Go plugins, a Python
-# venv, Debian's postgresql), checks generated code and the proto, then runs every language's tests
-# against a real Postgres and a real KeyMesh server.
+# venv, Debian's postgresql and chromium), checks generated code, the dashboard build and the proto,
+# then runs every language's tests against a real Postgres and a real KeyMesh server.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -12,14 +12,16 @@ step "install"
 ensure_node_modules
 ensure_go_plugins
 ensure_grpcurl
+ensure_chromium
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
 
-step "generated code is up to date"
+step "generated code and the dashboard build are up to date"
 bash scripts/generate.sh >/dev/null
-if [ -n "$(git status --porcelain -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1)" ]; then
-  git status --short -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1
-  echo "generated code differs from proto/: run 'npm run generate' and commit the result" >&2
+generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1 dashboard/build)
+if [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
+  git status --short -- "${generated[@]}"
+  echo "generated code differs from proto/ or dashboard/build from dashboard/: run 'npm run generate' and commit the result" >&2
   exit 1
 fi
 
@@ -30,6 +32,7 @@ fi
 
 step "typecheck"
 tsc --noEmit -p .
+tsc --noEmit -p dashboard
 
 step "postgres"
 source scripts/pg.sh

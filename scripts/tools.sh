@@ -42,3 +42,15 @@ ensure_grpcurl() {
     go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
   fi
 }
+
+# Debian's chromium, for the dashboard's browser test (playwright-core drives /usr/bin/chromium).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "tools.sh: chromium is not installed and this shell is not root; run: apt-get install -y chromium" >&2
+    return 1
+  fi
+  echo "tools.sh: installing chromium (Debian package)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium </dev/null >/dev/null
+}

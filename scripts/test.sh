@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (npm packages, Go plugins, a Python
-# venv, Debian's postgresql and chromium), checks generated code, the dashboard build and the proto,
-# then runs every language's tests against a real Postgres and a real KeyMesh server.
+# venv, Debian's postgresql, chromium and promtool), checks generated code, the dashboard build and the
+# proto, tests the alert rules, then runs every language's tests against a real Postgres and a real
+# KeyMesh server.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -13,6 +14,7 @@ ensure_node_modules
 ensure_go_plugins
 ensure_grpcurl
 ensure_chromium
+ensure_promtool
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
 
@@ -33,6 +35,10 @@ fi
 step "typecheck"
 tsc --noEmit -p .
 tsc --noEmit -p dashboard
+
+step "alert rules (promtool)"
+promtool check rules deploy/prometheus/keymesh-alerts.yml
+promtool test rules deploy/prometheus/keymesh-alerts.test.yml
 
 step "postgres"
 source scripts/pg.sh

@@ -17,6 +17,7 @@ RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY bin ./bin
 COPY migrations ./migrations
 COPY server/src ./server/src
+COPY dashboard/build ./dashboard/build
 
 # Embedded-database fallback (no DATABASE_URL) keeps its data and master key here.
 RUN mkdir -p /data && chown node:node /data

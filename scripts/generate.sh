@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every language from proto/: TypeScript (server and clients/ts), Go and Python; the
-# descriptors with their comments that server reflection serves, and the API reference (docs/api.md).
+# descriptors with their comments that server reflection serves, and the API reference (docs/api.md);
+# then builds the dashboard (dashboard/build), which bundles the server's generated TypeScript.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -27,4 +28,5 @@ mkdir -p "$PY_OUT/keymesh/v1"
 buf build --as-file-descriptor-set --exclude-imports -o "$TOOLS/keymesh.binpb"
 tsx scripts/descriptor-set.ts "$TOOLS/keymesh.binpb" server/src/gen/keymesh/v1/descriptor_set.ts
 tsx scripts/api-reference.ts docs/api.md
-echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1 docs/api.md"
+node dashboard/build.mjs
+echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1 docs/api.md dashboard/build"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (npm packages, Go plugins, a Python
-# venv, Debian's postgresql), checks generated code and the proto, then runs every language's tests
-# against a real Postgres and a real KeyMesh server.
+# venv, Debian's postgresql, chromium and promtool), checks generated code, the dashboard build and the
+# proto, tests the alert rules, then runs every language's tests against a real Postgres and a real
+# KeyMesh server.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -12,18 +13,20 @@ step "install"
 ensure_node_modules
 ensure_go_plugins
 ensure_grpcurl
+ensure_chromium
+ensure_promtool
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
 
 step "runtime"
 require_pinned_node
 
-step "generated code is up to date"
+step "generated code and the dashboard build are up to date"
 bash scripts/generate.sh >/dev/null
-generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1 docs/api.md)
+generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1 docs/api.md dashboard/build)
 if [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
   git status --short -- "${generated[@]}"
-  echo "generated code differs from proto/: run 'npm run generate' and commit the result" >&2
+  echo "generated code differs from proto/ or dashboard/build from dashboard/: run 'npm run generate' and commit the result" >&2
   exit 1
 fi
 
@@ -34,6 +37,11 @@ fi
 
 step "typecheck"
 tsc --noEmit -p .
+tsc --noEmit -p dashboard
+
+step "alert rules (promtool)"
+promtool check rules deploy/prometheus/keymesh-alerts.yml
+promtool test rules deploy/prometheus/keymesh-alerts.test.yml
 
 step "postgres"
 source scripts/pg.sh

@@ -61,3 +61,33 @@ ensure_grpcurl() {
     go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
   fi
 }
+
+# Debian's chromium, for the dashboard's browser test (playwright-core drives /usr/bin/chromium).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "tools.sh: chromium is not installed and this shell is not root; run: apt-get install -y chromium" >&2
+    return 1
+  fi
+  echo "tools.sh: installing chromium (Debian package)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium </dev/null >/dev/null
+}
+
+# promtool, for the alert rules' tests, taken out of Debian's prometheus package into .tmp/bin:
+# installing the package would also set up (and, on a machine with an init, start) a Prometheus server.
+ensure_promtool() {
+  [ -x "$GOBIN/promtool" ] && return 0
+  local work
+  work="$(mktemp -d)"
+  mkdir -p "$GOBIN"
+  # apt-get download needs the package lists; a fresh machine may have none yet.
+  if ! (cd "$work" && apt-get download prometheus </dev/null >/dev/null 2>&1); then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null >/dev/null &&
+      (cd "$work" && apt-get download prometheus </dev/null >/dev/null 2>&1) ||
+      { echo "tools.sh: could not download Debian's prometheus package (for promtool)" >&2; rm -rf "$work"; return 1; }
+  fi
+  dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -x -C "$work" ./usr/bin/promtool
+  mv "$work/usr/bin/promtool" "$GOBIN/promtool"
+  rm -rf "$work"
+}

@@ -21,6 +21,7 @@ import { loadSecretBox, mask } from "../store/secrets.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Store, type JournaledGrant } from "../store/store.js";
 import { Listeners, type BoundPorts, type ListenerOptions } from "../transport/listeners.js";
+import { loadStaticSite } from "../transport/static-site.js";
 import { AdminOps } from "./admin.js";
 import type { ServerConfig } from "./config.js";
 
@@ -196,6 +197,7 @@ async function startOnDatabase(
       return { status: 200, body: "ready\n" };
     },
     metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metricsText() }),
+    site: loadStaticSite(),
   });
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);

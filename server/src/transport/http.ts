@@ -1,6 +1,7 @@
 // The HTTP listener: Connect (JSON and binary), gRPC-Web and gRPC via connect-node, plus /healthz,
-// /readyz and /metrics. Cleartext HTTP/1.1 (curl, browsers) and h2c (gRPC) share one port: the first
-// bytes of a connection tell which server gets it. With TLS, ALPN does the same job.
+// /readyz, /metrics and the dashboard's static files at /. Cleartext HTTP/1.1 (curl, browsers) and h2c
+// (gRPC) share one port: the first bytes of a connection tell which server gets it. With TLS, ALPN
+// does the same job.
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
@@ -8,6 +9,7 @@ import { Duplex } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { StaticFile, StaticSite } from "./static-site.js";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -17,6 +19,8 @@ export interface HttpRoutes {
   healthz(): { status: number; body: string };
   readyz(): Promise<{ status: number; body: string }>;
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** The dashboard, served to GET and HEAD. */
+  site: StaticSite;
 }
 
 export interface HttpListenerOptions {
@@ -29,12 +33,24 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
 
 interface PlainResponse {
   writeHead(status: number, headers: Record<string, string>): unknown;
-  end(body: string): unknown;
+  end(): unknown;
+  end(body: string | Buffer): unknown;
 }
 
 function send(res: PlainResponse, status: number, contentType: string, body: string): void {
   res.writeHead(status, { "content-type": contentType, "cache-control": "no-store" });
   res.end(body);
+}
+
+function sendFile(req: { method?: string; headers: http.IncomingHttpHeaders }, res: PlainResponse, file: StaticFile): void {
+  if (req.headers["if-none-match"] === file.etag) {
+    res.writeHead(304, file.headers);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { ...file.headers, "content-length": String(file.body.length) });
+  if (req.method === "HEAD") res.end();
+  else res.end(file.body);
 }
 
 export function createHttpHandler(routes: HttpRoutes, opts: HttpListenerOptions): Handler {
@@ -58,8 +74,9 @@ export function createHttpHandler(routes: HttpRoutes, opts: HttpListenerOptions)
       void extras(req, res);
     },
   });
-  const extras = async (req: { method?: string; url?: string }, res: PlainResponse) => {
+  const extras = async (req: { method?: string; url?: string; headers: http.IncomingHttpHeaders }, res: PlainResponse) => {
     const path = (req.url ?? "/").split("?")[0];
+    const file = req.method === "GET" || req.method === "HEAD" ? routes.site.get(path) : undefined;
     try {
       if (req.method === "GET" && path === "/healthz") {
         const r = routes.healthz();
@@ -70,6 +87,8 @@ export function createHttpHandler(routes: HttpRoutes, opts: HttpListenerOptions)
       } else if (req.method === "GET" && path === "/metrics") {
         const r = await routes.metrics();
         send(res, 200, r.contentType, r.body);
+      } else if (file) {
+        sendFile(req, res, file);
       } else {
         send(res, 404, "text/plain; charset=utf-8", "not found\n");
       }

@@ -20,6 +20,7 @@ export interface ListenerOptions {
   healthz: HttpRoutes["healthz"];
   readyz: HttpRoutes["readyz"];
   metrics: HttpRoutes["metrics"];
+  site: HttpRoutes["site"];
 }
 
 export interface BoundPorts {
@@ -59,7 +60,7 @@ export class Listeners {
       addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown });
     }
     const handler = createHttpHandler(
-      { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics },
+      { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics, site: opts.site },
       { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError },
     );
     this.http = createHttpListener(handler, opts.tls);

@@ -1,7 +1,7 @@
 // Structured JSON logs with secrets removed twice: by field name (pino redact) and by shape (a scrub
 // of every output line), so a key that slips into a message, an error or a binding is still masked.
 import { pino, type DestinationStream, type Logger } from "pino";
-import { mask } from "../store/secrets.js";
+import { mask } from "../domain/mask.js";
 
 export type { Logger } from "pino";
 

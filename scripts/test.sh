@@ -31,6 +31,9 @@ fi
 step "typecheck"
 tsc --noEmit -p .
 
+step "unused files, exports and dependencies (knip)"
+knip
+
 step "postgres"
 source scripts/pg.sh
 pg_start

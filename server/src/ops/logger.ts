@@ -8,7 +8,7 @@ export type { Logger } from "pino";
 /** Field names whose values are secrets wherever they appear (top level or one level down). */
 const SECRET_FIELDS = ["secret", "key", "token", "authorization", "apiKey", "api_key", "password", "masterKey"];
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   ...SECRET_FIELDS,
   ...SECRET_FIELDS.map((field) => `*.${field}`),
   "headers.authorization",
@@ -41,7 +41,7 @@ export function scrubSecrets(text: string): string {
 }
 
 /** A destination that scrubs each serialised line before it reaches `target`. */
-export function scrubbingDestination(target: DestinationStream): DestinationStream {
+function scrubbingDestination(target: DestinationStream): DestinationStream {
   return { write: (line: string) => target.write(scrubSecrets(line)) };
 }
 

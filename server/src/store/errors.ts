@@ -18,7 +18,7 @@ export class StoreUnavailable extends StoreError {
 }
 
 /** A uniqueness or reference constraint refused the change (a concurrent writer got there first). */
-export class StoreConflict extends StoreError {
+class StoreConflict extends StoreError {
   readonly code = "conflict";
 
   constructor(

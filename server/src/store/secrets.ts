@@ -70,7 +70,7 @@ export interface LoadSecretBoxOptions {
   log: StoreLog;
 }
 
-export const MASTER_KEY_FILE_NAME = "master.key";
+const MASTER_KEY_FILE_NAME = "master.key";
 
 /** The master key from the environment, or from (created once) dataDir/master.key for the embedded database. */
 export async function loadSecretBox(options: LoadSecretBoxOptions): Promise<SecretBox> {

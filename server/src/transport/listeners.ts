@@ -39,7 +39,7 @@ export interface BoundPorts {
   httpPort: number;
 }
 
-export class PortInUseError extends Error {
+class PortInUseError extends Error {
   constructor(readonly address: string) {
     super(`cannot listen on ${address}: address already in use`);
     this.name = "PortInUseError";

@@ -18,7 +18,7 @@ import { beginEpoch, loadState } from "../../src/store/restore.js";
 import type { SecretBox } from "../../src/store/secrets.js";
 import { PostgresSnapshotStore } from "../../src/store/snapshot-writer.js";
 
-export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 /** Runs a scripts/pg.sh function for the cluster `name`; returns the DATABASE_URL and data directory it exports. */
 export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): { url: string; dataDir: string } {
@@ -32,7 +32,7 @@ export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", 
 }
 
 /** The shared real Postgres: DATABASE_URL from the test command, or the cluster scripts/pg.sh starts. */
-export function realDatabaseUrl(): string {
+function realDatabaseUrl(): string {
   if (!process.env.DATABASE_URL) {
     const { url, dataDir } = pgScript("pg_start");
     process.env.DATABASE_URL = url;

@@ -43,6 +43,9 @@ step "alert rules (promtool)"
 promtool check rules deploy/prometheus/keymesh-alerts.yml
 promtool test rules deploy/prometheus/keymesh-alerts.test.yml
 
+step "unused files, exports and dependencies (knip)"
+knip
+
 step "postgres"
 source scripts/pg.sh
 pg_start

@@ -5,12 +5,16 @@ import { constants as perf, PerformanceObserver } from "node:perf_hooks";
 import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { PoolEngine } from "../../server/src/domain/engine.js";
 import type { Grant, KeyConfig, KeyRuntime } from "../../server/src/domain/types.js";
-import { systemClock } from "../../server/src/app/app.js";
+import { systemClock } from "../../server/src/domain/system-clock.js";
 import { openDatabase } from "../../server/src/store/database.js";
 import { migrate } from "../../server/src/store/migrate.js";
 import { SecretBox } from "../../server/src/store/secrets.js";
 import { Snapshotter } from "../../server/src/store/snapshotter.js";
-import { Store } from "../../server/src/store/store.js";
+import { Availability } from "../../server/src/store/availability.js";
+import { PostgresConfigStore } from "../../server/src/store/config-store.js";
+import { PostgresGrantJournal } from "../../server/src/store/journal.js";
+import { beginEpoch } from "../../server/src/store/restore.js";
+import { PostgresSnapshotStore } from "../../server/src/store/snapshot-writer.js";
 import { scratchDatabase } from "../../test/support/database.js";
 import { summarize, type Summary } from "./stats.js";
 
@@ -158,9 +162,11 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
   const handle = await openDatabase({ databaseUrl: db.url, dataDir: "/nonexistent", log: quietLog });
   try {
     await migrate(handle.sql, { log: quietLog });
-    const store = new Store(handle.sql, new SecretBox(randomBytes(32)), quietLog);
+    const availability = new Availability(handle.sql, quietLog);
+    const store = new PostgresConfigStore(handle.sql, new SecretBox(randomBytes(32)), availability, systemClock);
     await store.verifyMasterKey();
-    const epoch = await store.beginEpoch();
+    const epoch = await beginEpoch(handle.sql, availability, systemClock.now());
+    const grants = new PostgresGrantJournal(handle.sql, availability, quietLog, { epoch, isLive: () => true });
     const engine = newEngine(epoch);
     const pool = engine.preparePool({ name: "scale", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 });
     engine.createPool(pool);
@@ -179,7 +185,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
 
     const journal = (g: Grant) => {
       const seq = engine.leaseSeq(g.leaseId)!;
-      return store.journalGrant({
+      return grants.record({
         leaseId: g.leaseId,
         pool: g.pool,
         keyId: g.keyId,
@@ -220,7 +226,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       }
     }
     const snapshotter = new Snapshotter({
-      store,
+      store: new PostgresSnapshotStore(handle.sql, availability, grants),
       log: quietLog,
       source: {
         exportRuntime: () => timed(() => engine.exportRuntime(), (s) => s.keys.length + s.leases.length),
@@ -373,7 +379,8 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
     const acquireIdle = summarize(idle);
     const acquireBusy = summarize(busy);
     engine.close();
-    await store.close();
+    await grants.close();
+    availability.close();
     return {
       keys: o.keys,
       leases: o.leases,

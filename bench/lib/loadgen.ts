@@ -2,7 +2,7 @@
 // returns the JSON object it prints.
 import { spawn } from "node:child_process";
 
-export interface Latency {
+interface Latency {
   count: number;
   p50_ms: number;
   p90_ms: number;
@@ -64,7 +64,7 @@ export interface GoodputResult {
   latency: Latency;
 }
 
-export function loadgenPath(): string {
+function loadgenPath(): string {
   const bin = process.env.KEYMESH_BENCH_LOADGEN;
   if (!bin) throw new Error("KEYMESH_BENCH_LOADGEN is not set: run the bench with `npm run bench` (scripts/bench.sh builds it)");
   return bin;

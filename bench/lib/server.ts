@@ -21,12 +21,12 @@ import { createErrorMapper } from "../../server/src/rpc/errors.js";
 import { dur, ts } from "../../server/src/rpc/convert.js";
 import { LeaseTokens } from "../../server/src/domain/lease-token.js";
 
-export const ECHO_PATH = "/keymesh.bench.v1.Echo/Echo";
+const ECHO_PATH = "/keymesh.bench.v1.Echo/Echo";
 
 const identity = (b: Buffer): Buffer => b;
 
 /** The stack's own ceiling: a unary method that answers its request bytes, with no decoding at all. */
-export function mountEcho(server: grpc.Server): void {
+function mountEcho(server: grpc.Server): void {
   server.addService(
     {
       Echo: {
@@ -51,7 +51,7 @@ export function mountEcho(server: grpc.Server): void {
  * adapter as the real ones, answering a fixed lease: what the lease cycle costs on this transport when
  * KeyMesh's own work (engine, lease token, journal, metrics) costs nothing.
  */
-export function mountFloor(server: grpc.Server): void {
+function mountFloor(server: grpc.Server): void {
   const now = Date.now();
   const reply: AcquireReply = {
     leaseId: new LeaseTokens(randomBytes(32)).issue({ pool: "bench", keyId: "b0", epoch: 1, seq: 1, issuedAt: now, ttlMs: 60_000 }),

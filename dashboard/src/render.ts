@@ -46,7 +46,7 @@ const big = (n: bigint | undefined) => (n === undefined ? "?" : n.toLocaleString
 /** How long until an instant of the server's, read on this browser's clock. */
 const untilText = (t: Timestamp | undefined, now: number) => (t ? formatDuration(Math.max(0, timestampMs(t) - now)) : "");
 
-export const strategyName = (s: Strategy) => (s === Strategy.UNSPECIFIED ? "round_robin" : Strategy[s].toLowerCase());
+const strategyName = (s: Strategy) => (s === Strategy.UNSPECIFIED ? "round_robin" : Strategy[s].toLowerCase());
 
 /** Each key state's words and the class that colours them. */
 const STATES: Record<KeyState, { text: string; tone: string }> = {

@@ -23,7 +23,7 @@ export interface FakeProviderOptions {
   now?: () => number;
 }
 
-export interface KeyStats {
+interface KeyStats {
   ok: number;
   rateLimited: number;
   unauthorized: number;
@@ -31,7 +31,7 @@ export interface KeyStats {
   maxInFlight: number;
 }
 
-export interface ProviderStats {
+interface ProviderStats {
   /** Per registered key (fake keys are test data, not secrets). */
   keys: Record<string, KeyStats>;
   /** Requests with no key or a key the provider does not know. */

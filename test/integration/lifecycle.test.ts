@@ -21,12 +21,20 @@ describe("process lifecycle", () => {
     const p = await startProcess({});
     const { grpcPort } = await listening(p);
     const admin = createClient(PoolAdminService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
-    const events = admin.watchEvents({});
-    const first = events[Symbol.asyncIterator]().next();
-    await new Promise((r) => setTimeout(r, 200));
+    const events = admin.watchEvents({})[Symbol.asyncIterator]();
+    // The stream is open on the server once it delivers an event: make them until one arrives.
+    const first = events.next();
+    let delivered = false;
+    void first.then(() => (delivered = true));
+    for (let i = 0; i < 50 && !delivered; i++) {
+      await admin.createPool({ pool: { name: `life-${i}` } });
+      await Promise.race([first, new Promise((r) => setTimeout(r, 100))]);
+    }
+    expect((await first).done).toBe(false);
+    const next = events.next();
     const sent = Date.now();
     p.child.kill("SIGTERM");
-    const result = await first;
+    const result = await next;
     expect(result.done).toBe(true);
     expect(await p.exited).toBe(0);
     expect(Date.now() - sent).toBeLessThan(5000);

@@ -9,6 +9,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import postgres from "postgres";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CircuitState } from "../../server/src/gen/keymesh/v1/admin_pb.js";
@@ -20,8 +21,6 @@ import { freshDatabase, startTestServer, type TestServer } from "../support/serv
 
 const SECRET_A = "sk-persist-AAAAAAAAAAAAAAAAAAAAAAAA";
 const SECRET_B = "sk-persist-BBBBBBBBBBBBBBBBBBBBBBBB";
-
-
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -183,7 +182,12 @@ describe("Postgres outage (a cluster of its own)", () => {
     expect((await ts.admin.getPoolStats({ pool: "outage" })).stats!.keys.find((k) => k.keyId === "k")!.totalLeases).toBe(6n);
 
     // What the outage-time snapshot missed is written now: a restart sees the lease granted during it.
-    await new Promise((r) => setTimeout(r, 500));
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await expect.poll(async () => (await sql<{ lease_id: string }[]>`select lease_id from leases`).map((r) => r.lease_id), { timeout: 10_000 }).toContain(held.leaseId);
+    } finally {
+      await sql.end();
+    }
     await ts.stop({ keepData: true });
     ts = await startTestServer({ DATABASE_URL: url }, { databaseUrl: url, dataDir: ts.dataDir });
     expect((await ts.admin.listLeases({ pool: "outage" })).leases.map((l) => l.leaseId)).toEqual([held.leaseId]);

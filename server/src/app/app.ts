@@ -3,7 +3,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { PoolEngine } from "../domain/engine.js";
 import { LeaseTokens } from "../domain/lease-token.js";
-import type { Clock, DomainEvent, Grant } from "../domain/types.js";
+import { systemClock } from "../domain/system-clock.js";
+import type { DomainEvent } from "../domain/types.js";
 import { file_keymesh_v1_admin, PoolAdminService } from "../gen/keymesh/v1/admin_pb.js";
 import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.js";
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
@@ -15,21 +16,20 @@ import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
 import { createGuard } from "../rpc/guard.js";
 import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
+import { Admin } from "../service/admin.js";
+import { Lending } from "../service/lending.js";
+import { Availability } from "../store/availability.js";
+import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
+import { PostgresGrantJournal } from "../store/journal.js";
 import { migrate } from "../store/migrate.js";
-import { loadSecretBox, mask } from "../store/secrets.js";
+import { beginEpoch, loadState } from "../store/restore.js";
+import { loadSecretBox } from "../store/secrets.js";
+import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
-import { Store, type JournaledGrant } from "../store/store.js";
-import { Listeners, type BoundPorts, type ListenerOptions } from "../transport/listeners.js";
+import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
 import { loadStaticSite } from "../transport/static-site.js";
-import { AdminOps } from "./admin.js";
 import type { ServerConfig } from "./config.js";
-
-export const systemClock: Clock = {
-  now: Date.now,
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 /** The outcome class a lease_ended event reports ("released", "rate_limited", "failed: <class>"). */
 function outcomeOf(reason: string | undefined): OutcomeClass | undefined {
@@ -83,47 +83,47 @@ async function startOnDatabase(
 ): Promise<RunningServer> {
   await migrate(db.sql, { log });
   const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
-  // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
-  const store = new Store(db.sql, box, log, { snapshotChunk: db.embedded ? 250 : 2000 });
-  await store.verifyMasterKey();
-  const epoch = await store.beginEpoch();
-  const loaded = await store.loadAll();
+  const availability = new Availability(db.sql, log);
+  const config = new PostgresConfigStore(db.sql, box, availability, systemClock);
+  await config.verifyMasterKey();
+  const epoch = await beginEpoch(db.sql, availability, systemClock.now());
+  const loaded = await loadState(db.sql, box, availability);
 
   const metrics = createMetrics();
   const events = new EventHub();
   const leaseSecret = box.deriveKey("keymesh lease tokens v1");
   const onEvent = (e: DomainEvent) => {
     events.publish(e);
+    lending.onEngineEvent(e);
     if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
     if (e.type === "lease_ended") {
       const outcome = outcomeOf(e.reason);
       if (outcome) metrics.countOutcome(e.pool, outcome);
-    }
-    if (e.type === "key_removed") {
-      // A drained key leaves the database when its last lease ends; deleting twice is harmless.
-      store.deleteKey(e.pool, e.keyId!).catch((err: unknown) => log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
     }
     if (e.type === "key_auto_disabled" || e.type === "circuit_opened" || e.type === "lease_expired") {
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
   };
   const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
-  store.skipEndedLeases((leaseId) => engine.isLive(leaseId));
+  const journal = new PostgresGrantJournal(db.sql, availability, log, { epoch, isLive: (leaseId) => engine.isLive(leaseId) });
+  // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
+  const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
+  const lending = new Lending({ engine, journal, config, observer: metrics, log });
+  const admin = new Admin(engine, config, Date.now);
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
-  const ops = new AdminOps(engine, store, Date.now);
   if (opts.declared) {
     const actions = planBootstrap(opts.declared, { pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
     for (const a of actions) log.info({ source: cfg.configFile }, describeAction(a));
     await applyBootstrap(actions, {
-      createPool: (p) => ops.createPool(p),
-      updatePool: (p) => ops.updatePool(p),
-      addKey: (k) => ops.addKey(k),
-      updateKey: (k) => ops.updateKey({ ...k, id: k.id! }),
-      enableKey: (pool, id) => ops.enableKey(pool, id),
-      disableKey: (pool, id, reason) => ops.disableKey(pool, id, false, reason),
-      removeKey: (pool, id) => ops.removeKey(pool, id, false),
+      createPool: (p) => admin.createPool(p),
+      updatePool: (p) => admin.updatePool(p),
+      addKey: (k) => admin.addKey(k),
+      updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
+      enableKey: (pool, id) => admin.enableKey(pool, id),
+      disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
+      removeKey: (pool, id) => admin.removeKey(pool, id, false),
     }, cfg.configFile!);
   }
 
@@ -136,35 +136,13 @@ async function startOnDatabase(
     }
   };
   const guard = createGuard(opts.authorizer, leasePool);
-  const journaled = (grant: Grant, holder: string): JournaledGrant => {
-    const seq = engine.leaseSeq(grant.leaseId)!;
-    return {
-      leaseId: grant.leaseId,
-      pool: grant.pool,
-      keyId: grant.keyId,
-      holder,
-      acquiredAt: grant.expiresAt - grant.ttlMs,
-      expiresAt: grant.expiresAt,
-      ttlMs: grant.ttlMs,
-      epoch: seq.epoch,
-      seq: seq.seq,
-    };
-  };
-  const journal = {
-    record: (grant: Grant, holder: string) => store.journalGrant(journaled(grant, holder)),
-    recordBehind: (grant: Grant, holder: string) => store.journalGrantBehind(journaled(grant, holder)),
-  };
   const services = [
-    {
-      service: KeyPoolService,
-      impl: new KeyPoolServiceImpl({ engine, journal, guard, observer: metrics, scrub: scrubSecrets }),
-      codecs: poolWireCodecs,
-    },
-    { service: PoolAdminService, impl: new PoolAdminServiceImpl({ engine, ops, events, guard, mask, now: Date.now }) },
-  ] as unknown as ListenerOptions["services"];
+    serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
+    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now })),
+  ];
 
   const snapshotter = new Snapshotter({
-    store,
+    store: snapshots,
     source: engine,
     intervalMs: cfg.snapshotIntervalMs,
     log,
@@ -193,7 +171,7 @@ async function startOnDatabase(
     healthz: () => ({ status: 200, body: "ok\n" }),
     readyz: async () => {
       if (!ready) return { status: 503, body: "starting\n" };
-      if (!store.up) return { status: 503, body: "database unreachable; lending from memory\n" };
+      if (!availability.up) return { status: 503, body: "database unreachable; lending from memory\n" };
       return { status: 200, body: "ready\n" };
     },
     metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metricsText() }),
@@ -202,7 +180,7 @@ async function startOnDatabase(
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
-  store.onAvailability((up) => listeners.setServing(up));
+  availability.onAvailability((up) => listeners.setServing(up));
   listeners.setServing(true);
   ready = true;
   log.info({ host: cfg.host, grpcPort: ports.grpcPort, httpPort: ports.httpPort, database: db.embedded ? "embedded" : "postgres" }, "listening");
@@ -219,7 +197,8 @@ async function startOnDatabase(
         await listeners.shutdown(cfg.shutdownGraceMs);
         await snapshotter.stop();
         engine.close();
-        await store.close();
+        await journal.close();
+        availability.close();
         await db.close();
         log.info({}, "stopped");
       })()),

@@ -19,7 +19,7 @@ export interface ServerConfig {
   shutdownGraceMs: number;
 }
 
-export class ConfigVariableError extends Error {
+class ConfigVariableError extends Error {
   constructor(variable: string, message: string) {
     super(`${variable}: ${message}`);
     this.name = "ConfigVariableError";

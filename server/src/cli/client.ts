@@ -12,7 +12,7 @@ export interface ConnectOptions {
 }
 
 /** "127.0.0.1:50051" → "http://127.0.0.1:50051"; URLs pass through. */
-export function baseUrlFor(addr: string): string {
+function baseUrlFor(addr: string): string {
   return /^https?:\/\//.test(addr) ? addr : `http://${addr}`;
 }
 

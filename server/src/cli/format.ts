@@ -15,7 +15,7 @@ import {
 import { formatDuration } from "../ops/duration.js";
 
 /** Columns padded to their widest cell, separated by two spaces; the last column is not padded. */
-export function table(header: string[], rows: string[][]): string {
+function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) =>
     cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join("  ").trimEnd();
@@ -23,7 +23,7 @@ export function table(header: string[], rows: string[][]): string {
 }
 
 /** An enum value by its short lower-case name: KEY_STATE_AUTO_DISABLED_AUTH → "auto_disabled_auth". */
-export function enumName(schema: DescEnum, value: number): string {
+function enumName(schema: DescEnum, value: number): string {
   return schema.values.find((v) => v.number === value)?.localName.toLowerCase() ?? String(value);
 }
 

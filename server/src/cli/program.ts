@@ -28,7 +28,7 @@ import { parseDuration } from "../ops/duration.js";
 import type { AdminClient, ConnectOptions } from "./client.js";
 import { eventLine, keysTable, leasesTable, poolsTable, statsTable } from "./format.js";
 
-export const DEFAULT_ADDR = "127.0.0.1:50051";
+const DEFAULT_ADDR = "127.0.0.1:50051";
 /** A unary admin call that takes longer than this is reported as a failure rather than hanging. */
 const CALL_TIMEOUT_MS = 15_000;
 
@@ -87,12 +87,12 @@ async function everyPage<R extends { nextPageToken: string }>(list: (pageToken: 
   return first;
 }
 
-export function codeName(code: Code): string {
+function codeName(code: Code): string {
   return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }
 
 /** The one line printed for a failure; never a stack trace. */
-export function errorLine(err: unknown, addr: string): string {
+function errorLine(err: unknown, addr: string): string {
   if (err instanceof ConnectError) {
     const hint = err.code === Code.Unavailable ? ` (is keymesh serving on ${addr}?)` : "";
     return `error: ${codeName(err.code)}: ${err.rawMessage}${hint}`;

@@ -94,7 +94,7 @@ const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
 /** Server-side classification of MarkFailed with no reason (RULES.md). */
-export function classifyStatus(status: number): FailureClass | "rate_limited" {
+function classifyStatus(status: number): FailureClass | "rate_limited" {
   if (status === 401 || status === 403) return "auth";
   if (status === 402) return "quota_exhausted";
   if (status === 429) return "rate_limited";

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 export const KEY_POOL_SERVICE = "keymesh.v1.KeyPoolService";
 export const POOL_ADMIN_SERVICE = "keymesh.v1.PoolAdminService";
 /** Health and reflection stay reachable without a token so probes and grpcurl work. */
-export const OPEN_SERVICES: ReadonlySet<string> = new Set([
+const OPEN_SERVICES: ReadonlySet<string> = new Set([
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -22,12 +22,12 @@ export interface TokenGrant {
   origin: string;
 }
 
-export interface MethodRef {
+interface MethodRef {
   service: string;
   name: string;
 }
 
-export type AuthDecision =
+type AuthDecision =
   | { ok: true }
   | { ok: false; code: "unauthenticated" | "permission_denied"; message: string };
 
@@ -60,7 +60,7 @@ export function parseScope(text: string, origin: string): Scope {
 }
 
 /** Checks a grant: long enough, at least one scope. Throws naming its origin. */
-export function validateGrant(grant: TokenGrant): TokenGrant {
+function validateGrant(grant: TokenGrant): TokenGrant {
   if (grant.token.length < MIN_TOKEN_LENGTH) {
     throw new Error(`${grant.origin}: token must be at least ${MIN_TOKEN_LENGTH} characters`);
   }

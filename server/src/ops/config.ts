@@ -9,9 +9,9 @@ import { MIN_TOKEN_LENGTH, parseScope, type Scope, type TokenGrant } from "./aut
 import { parseDuration } from "./duration.js";
 
 /** Pool settings a file may declare (PoolInput without the name). */
-export type PoolSettings = Omit<PoolInput, "name">;
+type PoolSettings = Omit<PoolInput, "name">;
 
-export interface DeclaredKey {
+interface DeclaredKey {
   id: string;
   /** Resolved plaintext (after `${ENV_VAR}` substitution); never logged. */
   secret: string;
@@ -23,7 +23,7 @@ export interface DeclaredKey {
   disabled?: boolean;
 }
 
-export interface DeclaredPool {
+interface DeclaredPool {
   name: string;
   /** When true, keys of this pool that the file does not list are removed. */
   managed: boolean;
@@ -73,7 +73,7 @@ const DURATION_FIELDS: Array<[string, keyof PoolSettings]> = [
   ["max_cooldown", "maxCooldownMs"],
 ];
 
-export function formatPath(path: Path): string {
+function formatPath(path: Path): string {
   return path.reduce<string>(
     (out, part) => (typeof part === "number" ? `${out}[${part}]` : out ? `${out}.${part}` : part),
     "",

@@ -1,14 +1,14 @@
 // Structured JSON logs with secrets removed twice: by field name (pino redact) and by shape (a scrub
 // of every output line), so a key that slips into a message, an error or a binding is still masked.
 import { pino, type DestinationStream, type Logger } from "pino";
-import { mask } from "../store/secrets.js";
+import { mask } from "../domain/mask.js";
 
 export type { Logger } from "pino";
 
 /** Field names whose values are secrets wherever they appear (top level or one level down). */
 const SECRET_FIELDS = ["secret", "key", "token", "authorization", "apiKey", "api_key", "password", "masterKey"];
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   ...SECRET_FIELDS,
   ...SECRET_FIELDS.map((field) => `*.${field}`),
   "headers.authorization",
@@ -41,7 +41,7 @@ export function scrubSecrets(text: string): string {
 }
 
 /** A destination that scrubs each serialised line before it reaches `target`. */
-export function scrubbingDestination(target: DestinationStream): DestinationStream {
+function scrubbingDestination(target: DestinationStream): DestinationStream {
   return { write: (line: string) => target.write(scrubSecrets(line)) };
 }
 

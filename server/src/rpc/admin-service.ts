@@ -1,10 +1,10 @@
-// PoolAdminService: maps requests (field masks included) to AdminOps, which writes through to the
-// store, and answers reads from the engine.
+// PoolAdminService: maps requests (field masks included) to the Admin service, which writes through to
+// the store, and answers reads from the engine.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { PoolEngine } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
+import { mask } from "../domain/mask.js";
 import type { KeyConfig, PoolConfig } from "../domain/types.js";
-import type { AdminOps } from "../app/admin.js";
 import type {
   AddKeyRequest,
   CreatePoolRequest,
@@ -25,16 +25,18 @@ import type {
 } from "../gen/keymesh/v1/admin_pb.js";
 import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
 import { eventToProto, keyToProto, leaseToProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
+import type { Admin } from "../service/admin.js";
 import type { EventHub } from "./event-hub.js";
 import { page, sortable } from "./paging.js";
 import type { Guard } from "./guard.js";
 
 export interface AdminDeps {
+  /** Reads. */
   engine: PoolEngine;
-  ops: AdminOps;
+  /** Writes. */
+  admin: Admin;
   events: EventHub;
   guard: Guard;
-  mask: (secret: string) => string;
   now: () => number;
 }
 
@@ -68,12 +70,10 @@ const snake = (path: string) => path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase(
 export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService> {
   constructor(private readonly d: AdminDeps) {}
 
-  private mask = (secret: string) => this.d.mask(secret);
-
   async createPool(req: CreatePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
-    const cfg = await this.d.ops.createPool({ ...poolFieldsFromProto(req.pool), name: req.pool.name });
+    const cfg = await this.d.admin.createPool({ ...poolFieldsFromProto(req.pool), name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
@@ -103,13 +103,13 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         for (const t of targets) (changes as Record<string, unknown>)[t] = fields[t as keyof typeof fields];
       }
     }
-    const cfg = await this.d.ops.updatePool({ ...changes, name: req.pool.name });
+    const cfg = await this.d.admin.updatePool({ ...changes, name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
   async deletePool(req: DeletePoolRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    await this.d.ops.deletePool(req.name, req.force);
+    await this.d.admin.deletePool(req.name, req.force);
     return {};
   }
 
@@ -119,7 +119,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     if (k?.state !== undefined && k.state !== KeyState.UNSPECIFIED && k.state !== KeyState.ENABLED && k.state !== KeyState.DISABLED) {
       throw invalidArgument("key.state", "may only be ENABLED or DISABLED when adding a key");
     }
-    const cfg = await this.d.ops.addKey({
+    const cfg = await this.d.admin.addKey({
       pool: req.pool,
       id: k?.id || undefined,
       label: k?.label || undefined,
@@ -131,18 +131,18 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
       disabled: k?.state === KeyState.DISABLED,
       disabledReason: "",
     });
-    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
+    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), mask) };
   }
 
   getKey(req: GetKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { key: keyToProto(this.d.engine.getKey(req.pool, req.keyId), this.mask) };
+    return { key: keyToProto(this.d.engine.getKey(req.pool, req.keyId), mask) };
   }
 
   listKeys(req: ListKeysRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     const { items, nextPageToken } = page(this.d.engine.listKeys(req.pool), (k) => [k.config.id], req, [req.pool]);
-    return { keys: items.map((k) => keyToProto(k, this.mask)), nextPageToken };
+    return { keys: items.map((k) => keyToProto(k, mask)), nextPageToken };
   }
 
   async updateKey(req: UpdateKeyRequest, ctx: HandlerContext) {
@@ -170,25 +170,25 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         (changes as Record<string, unknown>)[field] = given[field];
       }
     }
-    const cfg = await this.d.ops.updateKey({ ...changes, pool: k.pool, id: k.id });
-    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), this.mask) };
+    const cfg = await this.d.admin.updateKey({ ...changes, pool: k.pool, id: k.id });
+    return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), mask) };
   }
 
   async removeKey(req: RemoveKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    await this.d.ops.removeKey(req.pool, req.keyId, req.drain);
+    await this.d.admin.removeKey(req.pool, req.keyId, req.drain);
     return {};
   }
 
   async enableKey(req: EnableKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { key: keyToProto(await this.d.ops.enableKey(req.pool, req.keyId), this.mask) };
+    return { key: keyToProto(await this.d.admin.enableKey(req.pool, req.keyId), mask) };
   }
 
   async disableKey(req: DisableKeyRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
     const reason = req.reason || "disabled by operator";
-    return { key: keyToProto(await this.d.ops.disableKey(req.pool, req.keyId, req.drain, reason), this.mask) };
+    return { key: keyToProto(await this.d.admin.disableKey(req.pool, req.keyId, req.drain, reason), mask) };
   }
 
   listLeases(req: ListLeasesRequest, ctx: HandlerContext) {
@@ -200,7 +200,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
 
   revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    this.d.engine.revokeLease(req.leaseId, req.reason || "revoked by operator");
+    this.d.admin.revokeLease(req.leaseId, req.reason || "revoked by operator");
     return {};
   }
 

@@ -71,12 +71,12 @@ const strategies: Record<StrategyEnum, Strategy | undefined> = {
   [StrategyEnum.LATENCY]: "latency",
 };
 
-export function strategyFromProto(s: StrategyEnum): Strategy | undefined {
+function strategyFromProto(s: StrategyEnum): Strategy | undefined {
   if (!(s in strategies)) throw invalidArgument("strategy", `unknown strategy ${s}`);
   return strategies[s];
 }
 
-export function strategyToProto(s: Strategy): StrategyEnum {
+function strategyToProto(s: Strategy): StrategyEnum {
   return Number(Object.entries(strategies).find(([, v]) => v === s)![0]) as StrategyEnum;
 }
 

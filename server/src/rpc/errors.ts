@@ -6,6 +6,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DomainError, type DomainErrorCode } from "../domain/errors.js";
 import { ErrorDetailSchema, ErrorReason } from "../gen/keymesh/v1/common_pb.js";
+import { StoreError, type StoreErrorCode } from "../store/errors.js";
 
 const domainCodes: Record<DomainErrorCode, [Code, ErrorReason]> = {
   pool_not_found: [Code.NotFound, ErrorReason.POOL_NOT_FOUND],
@@ -39,11 +40,10 @@ export function keymeshError(
   return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }], extra.cause);
 }
 
-/** Errors the store throws carry a kind; matched structurally so this layer does not import the store. */
-function storeErrorKind(err: unknown): string | undefined {
-  if (err instanceof Error && (err.name === "StoreUnavailable" || err.name === "StoreConflict")) return err.name;
-  return undefined;
-}
+const storeCodes: Record<StoreErrorCode, [Code, ErrorReason, string]> = {
+  unavailable: [Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later"],
+  conflict: [Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry"],
+};
 
 export type InternalErrorSink = (err: unknown) => void;
 
@@ -59,11 +59,10 @@ export function createErrorMapper(onInternal: InternalErrorSink): (err: unknown)
       }
       return err;
     }
-    switch (storeErrorKind(err)) {
-      case "StoreUnavailable":
-        return keymeshError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later");
-      case "StoreConflict":
-        return keymeshError(Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry");
+    if (err instanceof StoreError) {
+      // The store's own message could quote row values: each code has a fixed one.
+      const [code, reason, message] = storeCodes[err.code];
+      return keymeshError(code, reason, message);
     }
     onInternal(err);
     return new ConnectError("internal error", Code.Internal);

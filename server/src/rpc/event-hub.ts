@@ -19,10 +19,6 @@ export class EventHub {
 
   constructor(private readonly backlog = 1024) {}
 
-  get watcherCount(): number {
-    return this.watchers.size;
-  }
-
   publish(event: DomainEvent): void {
     for (const w of this.watchers) {
       if (w.filter.pool !== "" && w.filter.pool !== event.pool) continue;

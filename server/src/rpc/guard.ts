@@ -14,7 +14,7 @@ export interface Guard {
   admin(ctx: HandlerContext): void;
 }
 
-export const openGuard: Guard = {
+const openGuard: Guard = {
   usePool() {},
   useLease() {},
   admin() {},

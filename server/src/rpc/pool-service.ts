@@ -1,7 +1,6 @@
-// KeyPoolService: the hot path. Handlers map wire <-> domain and call the engine; nothing else.
+// KeyPoolService: the hot path. Handlers map wire <-> domain and call Lending; nothing else.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { PoolEngine } from "../domain/engine.js";
 import { DomainError } from "../domain/errors.js";
 import type { Grant, LeaseGoneReason } from "../domain/types.js";
 import { ErrorReason } from "../gen/keymesh/v1/common_pb.js";
@@ -15,40 +14,18 @@ import type {
   ReleaseRequest,
   RenewLeaseRequest,
 } from "../gen/keymesh/v1/pool_pb.js";
+import type { Lending } from "../service/lending.js";
 import { encodeAcquireResponse, type AcquireReply } from "./acquire-wire.js";
 import { Channel } from "./channel.js";
 import { decodeAcquireRequest, decodeReleaseRequest } from "./request-wire.js";
 import { dur, failureFromProto, failureToProto, optionalMs, rateLimitFromProto, ts } from "./convert.js";
 import type { Guard } from "./guard.js";
 
-/** Makes grants durable (the store's group commit); see README "Persistence and crash safety". */
-export interface GrantJournal {
-  /** Resolves once the grant is durable. */
-  record(grant: Grant, holder: string): Promise<void>;
-  /** Writes the grant soon, with nobody waiting. */
-  recordBehind(grant: Grant, holder: string): void;
-}
-
-/** Hot-path instrumentation (metrics); counters only, nothing that waits. */
-export interface PoolObserver {
-  observeAcquire(pool: string, result: "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error", durationMs: number, waitedMs?: number): void;
-}
-
 export interface PoolServiceDeps {
-  engine: PoolEngine;
-  journal: GrantJournal;
+  lending: Lending;
   guard: Guard;
-  observer: PoolObserver;
   /** Removes anything that looks like a credential from holder-supplied text before it is stored or shown. */
   scrub: (text: string) => string;
-}
-
-function acquireResult(err: unknown): "exhausted" | "pool_not_found" | "cancelled" | "error" {
-  if (!(err instanceof DomainError)) return "error";
-  if (err.code === "no_key_available" || err.code === "pool_empty") return "exhausted";
-  if (err.code === "pool_not_found") return "pool_not_found";
-  if (err.code === "cancelled") return "cancelled";
-  return "error";
 }
 
 /** Margin kept before the RPC deadline so a timed-out wait answers RESOURCE_EXHAUSTED, not DEADLINE_EXCEEDED. */
@@ -90,80 +67,39 @@ export const poolWireCodecs = {
 };
 
 export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
-  private readonly engine: PoolEngine;
-  private readonly journal: GrantJournal;
+  private readonly lending: Lending;
   private readonly guard: Guard;
-  private readonly observer: PoolObserver;
   private readonly scrub: (text: string) => string;
 
   constructor(deps: PoolServiceDeps) {
-    this.engine = deps.engine;
-    this.journal = deps.journal;
+    this.lending = deps.lending;
     this.guard = deps.guard;
-    this.observer = deps.observer;
     this.scrub = deps.scrub;
   }
 
-  /**
-   * Answers synchronously when a key is free and its grant need not be durable first: a promise and its
-   * microtask cost a tenth of a cycle's throughput (bench floor), so only a wait or a journal commit makes one.
-   */
+  /** Answers synchronously when Lending grants synchronously (see Lending.acquire). */
   acquire(req: AcquireRequest, ctx: HandlerContext): AcquireReply | Promise<AcquireReply> {
     this.guard.usePool(ctx, req.pool);
     let waitTimeoutMs = optionalMs(req.waitTimeout, "wait_timeout") ?? 0;
     const remaining = ctx.timeoutMs();
     if (remaining !== undefined) waitTimeoutMs = Math.max(0, Math.min(waitTimeoutMs, remaining - DEADLINE_MARGIN_MS));
-    const started = performance.now();
-    let granted: Grant | Promise<Grant>;
-    try {
-      granted = this.engine.acquire(
-        {
-          pool: req.pool,
-          waitTimeoutMs,
-          ttlMs: optionalMs(req.leaseTtl, "lease_ttl"),
-          holder: req.holder,
-          estimatedTokens: Number(req.estimatedTokens),
-          excludeKeyIds: req.excludeKeyIds,
-        },
-        () => ctx.signal,
-      );
-    } catch (e) {
-      this.observer.observeAcquire(req.pool, acquireResult(e), performance.now() - started);
-      throw e;
-    }
-    if (granted instanceof Promise) return this.waited(req, granted, started);
-    return this.answer(req, granted, started, undefined);
-  }
-
-  private async waited(req: AcquireRequest, granted: Promise<Grant>, started: number): Promise<AcquireReply> {
-    let grant: Grant;
-    try {
-      grant = await granted;
-    } catch (e) {
-      this.observer.observeAcquire(req.pool, acquireResult(e), performance.now() - started, performance.now() - started);
-      throw e;
-    }
-    return this.answer(req, grant, started, performance.now() - started);
-  }
-
-  private answer(req: AcquireRequest, grant: Grant, started: number, waitedMs: number | undefined): AcquireReply | Promise<AcquireReply> {
-    // Only a limited key can be over-lent after a crash, so only its grant must be durable before the
-    // reply. Batches commit in grant order, so an unlimited key's grant that is lost in a crash lies
-    // above the high-water mark and its lease is re-adopted from its id.
-    if (grant.maxConcurrency > 0) {
-      return this.journal.record(grant, req.holder).then(() => {
-        this.observer.observeAcquire(req.pool, "granted", performance.now() - started, waitedMs);
-        return grantToProto(grant);
-      });
-    }
-    this.journal.recordBehind(grant, req.holder);
-    this.observer.observeAcquire(req.pool, "granted", performance.now() - started, waitedMs);
-    return grantToProto(grant);
+    const granted = this.lending.acquire(
+      {
+        pool: req.pool,
+        waitTimeoutMs,
+        ttlMs: optionalMs(req.leaseTtl, "lease_ttl"),
+        holder: req.holder,
+        estimatedTokens: Number(req.estimatedTokens),
+        excludeKeyIds: req.excludeKeyIds,
+      },
+      () => ctx.signal,
+    );
+    return granted instanceof Promise ? granted.then(grantToProto) : grantToProto(granted);
   }
 
   release(req: ReleaseRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    this.engine.release(req.leaseId, {
+    this.lending.release(req.leaseId, {
       latencyMs: optionalMs(req.latency, "latency"),
       inputTokens: req.usage ? Number(req.usage.inputTokens) : undefined,
       outputTokens: req.usage ? Number(req.usage.outputTokens) : undefined,
@@ -174,7 +110,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
 
   markFailed(req: MarkFailedRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    const applied = this.engine.markFailed(req.leaseId, {
+    const applied = this.lending.markFailed(req.leaseId, {
       reason: failureFromProto(req.reason),
       httpStatus: req.httpStatus,
       message: this.scrub(req.message),
@@ -185,7 +121,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
 
   markRateLimited(req: MarkRateLimitedRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    const { cooldownUntil } = this.engine.markRateLimited(req.leaseId, {
+    const { cooldownUntil } = this.lending.markRateLimited(req.leaseId, {
       retryAfterMs: optionalMs(req.retryAfter, "retry_after"),
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
@@ -194,7 +130,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
 
   renewLease(req: RenewLeaseRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    const r = this.engine.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
+    const r = this.lending.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
     return { leaseId: r.leaseId, expiresAt: ts(r.expiresAt), ttl: dur(r.ttlMs), renewInterval: dur(r.renewIntervalMs) };
   }
 
@@ -219,11 +155,11 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
         for await (const req of requests) {
           try {
             this.guard.useLease(ctx, req.leaseId);
-            const r = this.engine.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
+            const r = this.lending.renew(req.leaseId, optionalMs(req.ttl, "ttl"));
             if (!watched.has(req.leaseId)) {
               watched.set(
                 req.leaseId,
-                this.engine.watchLease(req.leaseId, (reason, message) => {
+                this.lending.watchLease(req.leaseId, (reason, message) => {
                   watched.delete(req.leaseId);
                   out.push(gone(req.leaseId, goneReasons[reason], message));
                 }),

@@ -1,7 +1,16 @@
-// Typed store failures. The RPC layer matches them by `name` (it does not import the store).
+// Typed store failures. Each carries a code; the RPC layer's error mapper switches on it.
+
+export type StoreErrorCode = "unavailable" | "conflict";
+
+/** A failure of a store operation that callers can act on. */
+export abstract class StoreError extends Error {
+  abstract readonly code: StoreErrorCode;
+}
 
 /** The database could not be reached; the operation had no effect. Maps to UNAVAILABLE. */
-export class StoreUnavailable extends Error {
+export class StoreUnavailable extends StoreError {
+  readonly code = "unavailable";
+
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "StoreUnavailable";
@@ -9,7 +18,9 @@ export class StoreUnavailable extends Error {
 }
 
 /** A uniqueness or reference constraint refused the change (a concurrent writer got there first). */
-export class StoreConflict extends Error {
+class StoreConflict extends StoreError {
+  readonly code = "conflict";
+
   constructor(
     message: string,
     readonly constraint: string,
@@ -20,7 +31,7 @@ export class StoreConflict extends Error {
   }
 }
 
-/** The master key cannot open the secrets this database holds. */
+/** The master key cannot open the secrets this database holds (a start-up failure, never a handler's). */
 export class MasterKeyMismatch extends Error {
   constructor() {
     super(
@@ -59,4 +70,15 @@ export function isConnectionError(err: unknown): boolean {
 export function sqlState(err: unknown): string | undefined {
   if (err instanceof Error && err.name === "PostgresError") return (err as { code?: string }).code;
   return undefined;
+}
+
+/** A constraint violation as a StoreConflict; anything else as it is (connection failures are Availability's). */
+export function translateStatementError(err: unknown): unknown {
+  const state = sqlState(err);
+  if (state === "23505" || state === "23503") {
+    const constraint = (err as { constraint_name?: string }).constraint_name ?? "";
+    const what = state === "23505" ? "already exists" : "refers to a row that does not exist";
+    return new StoreConflict(`conflicting change: ${constraint || "row"} ${what}`, constraint, { cause: err });
+  }
+  return err;
 }

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import type postgres from "postgres";
 import type { StoreLog } from "./log.js";
+import { insertAppliedMigration, lockMigrations, selectAppliedVersions } from "./sql/schema-migrations.js";
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../migrations/", import.meta.url));
 
@@ -58,15 +59,13 @@ export async function migrate(
   const applied: number[] = [];
   for (const migration of migrations) {
     const ran = await sql.begin(async (tx) => {
-      await lock(tx);
-      const done = await appliedVersions(tx);
+      await lockMigrations(tx);
+      const done = await selectAppliedVersions(tx);
       check(done, migrations);
       if (done.includes(migration.version)) return false;
       // The file's SQL is the statement itself: migrations are trusted code shipped with the server.
       await tx.unsafe(migration.sql);
-      await tx`
-        insert into schema_migrations (version, name, applied_at)
-        values (${migration.version}, ${migration.name}, ${now()})`;
+      await insertAppliedMigration(tx, migration.version, migration.name, now());
       return true;
     });
     if (ran) {
@@ -75,29 +74,12 @@ export async function migrate(
     }
   }
   const current = await sql.begin(async (tx) => {
-    await lock(tx);
-    const done = await appliedVersions(tx);
+    await lockMigrations(tx);
+    const done = await selectAppliedVersions(tx);
     check(done, migrations);
     return done.length;
   });
   return { applied, current };
-}
-
-async function lock(tx: postgres.TransactionSql): Promise<void> {
-  await tx`select pg_advisory_xact_lock(hashtext('keymesh.migrate:' || current_schema()))`;
-  const [{ exists }] = await tx<{ exists: boolean }[]>`select to_regclass('schema_migrations') is not null as exists`;
-  if (exists) return;
-  await tx`
-    create table schema_migrations (
-      version     integer primary key,
-      name        text   not null,
-      applied_at  bigint not null
-    )`;
-}
-
-async function appliedVersions(tx: postgres.TransactionSql): Promise<number[]> {
-  const rows = await tx<{ version: number }[]>`select version from schema_migrations order by version`;
-  return rows.map((r) => r.version);
 }
 
 function check(done: number[], migrations: Migration[]): void {

@@ -70,7 +70,7 @@ export interface LoadSecretBoxOptions {
   log: StoreLog;
 }
 
-export const MASTER_KEY_FILE_NAME = "master.key";
+const MASTER_KEY_FILE_NAME = "master.key";
 
 /** The master key from the environment, or from (created once) dataDir/master.key for the embedded database. */
 export async function loadSecretBox(options: LoadSecretBoxOptions): Promise<SecretBox> {
@@ -114,12 +114,4 @@ async function readKeyFile(file: string): Promise<string | undefined> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new Error(`cannot read master key file ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
   }
-}
-
-/** The listing form of a secret: "sk-…abcd" (a short prefix up to its first '-', "…", the last four characters). */
-export function mask(secret: string): string {
-  if (secret.length < 12) return "…";
-  const dash = secret.indexOf("-");
-  const prefix = secret.slice(0, dash >= 0 && dash < 3 ? dash + 1 : 3);
-  return `${prefix}…${secret.slice(-4)}`;
 }

@@ -1,6 +1,7 @@
 // Write-behind of runtime state: every interval, if the engine changed, export what changed and write it.
 // Off the hot path: the engine only pays for the synchronous export, of what changed unless the store needs
 // everything (first snapshot, after a failure). Failures retry with backoff.
+import { systemClock } from "../domain/system-clock.js";
 import type { Clock, RuntimeChanges, RuntimeSnapshot, TimerHandle } from "../domain/types.js";
 import { StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
@@ -34,12 +35,6 @@ export interface SnapshotterOptions {
   /** When writes start failing because the database is unreachable (false), and when they succeed again (true). */
   onDatabaseUp?: (up: boolean) => void;
 }
-
-const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 export class Snapshotter {
   readonly #store: SnapshotterOptions["store"];

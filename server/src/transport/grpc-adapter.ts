@@ -19,7 +19,7 @@ type AnyImpl = (input: unknown, ctx: HandlerContext) => unknown;
 const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
 
 /** Called for every error a handler throws; returns what goes on the wire. */
-export type ErrorMapper = (err: unknown) => ConnectError;
+type ErrorMapper = (err: unknown) => ConnectError;
 
 const identity = (b: Buffer): Buffer => b;
 

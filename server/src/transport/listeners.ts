@@ -10,8 +10,20 @@ import { reflectionServices } from "./reflection.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
 
+/** A service and its implementation, as the listeners mount them; made by `serviceEntry`. */
+export interface ServiceEntry {
+  service: DescService;
+  impl: ServiceImpl<DescService>;
+  codecs?: WireCodecs;
+}
+
+/** Pairs `impl` with `service`, checked against each other here; the listeners need no more than the pair. */
+export function serviceEntry<S extends DescService>(service: S, impl: ServiceImpl<S>, codecs?: WireCodecs): ServiceEntry {
+  return { service, impl: impl as ServiceImpl<DescService>, codecs };
+}
+
 export interface ListenerOptions {
-  services: Array<{ service: DescService; impl: ServiceImpl<DescService>; codecs?: WireCodecs }>;
+  services: ServiceEntry[];
   /** Proto files served by reflection. */
   files: DescFile[];
   mapError: (err: unknown) => ConnectError;
@@ -28,7 +40,7 @@ export interface BoundPorts {
   httpPort: number;
 }
 
-export class PortInUseError extends Error {
+class PortInUseError extends Error {
   constructor(readonly address: string) {
     super(`cannot listen on ${address}: address already in use`);
     this.name = "PortInUseError";

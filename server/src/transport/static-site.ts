@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const DASHBOARD_DIR = fileURLToPath(new URL("../../../dashboard/build/", import.meta.url));
+const DASHBOARD_DIR = fileURLToPath(new URL("../../../dashboard/build/", import.meta.url));
 
 const CONTENT_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",

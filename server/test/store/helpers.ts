@@ -7,11 +7,18 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { systemClock } from "../../src/domain/system-clock.js";
 import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, TimerHandle } from "../../src/domain/types.js";
+import { Availability } from "../../src/store/availability.js";
+import { PostgresConfigStore } from "../../src/store/config-store.js";
 import { driverOptions, openDatabase } from "../../src/store/database.js";
+import { PostgresGrantJournal, type JournalOptions } from "../../src/store/journal.js";
 import type { StoreLog } from "../../src/store/log.js";
+import { beginEpoch, loadState } from "../../src/store/restore.js";
+import type { SecretBox } from "../../src/store/secrets.js";
+import { PostgresSnapshotStore } from "../../src/store/snapshot-writer.js";
 
-export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 /** Runs a scripts/pg.sh function for the cluster `name`; returns the DATABASE_URL and data directory it exports. */
 export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): { url: string; dataDir: string } {
@@ -25,7 +32,7 @@ export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", 
 }
 
 /** The shared real Postgres: DATABASE_URL from the test command, or the cluster scripts/pg.sh starts. */
-export function realDatabaseUrl(): string {
+function realDatabaseUrl(): string {
   if (!process.env.DATABASE_URL) {
     const { url, dataDir } = pgScript("pg_start");
     process.env.DATABASE_URL = url;
@@ -94,6 +101,50 @@ export function captureLog(): { log: StoreLog; lines: LogLine[] } {
   const at = (level: LogLine["level"]) => (obj: object, msg?: string) => void lines.push({ level, obj, msg });
   return { log: { info: at("info"), warn: at("warn"), error: at("error") }, lines };
 }
+
+export interface StoreOptions {
+  clock?: Clock;
+  log?: StoreLog;
+  /** Rows per snapshot statement. */
+  snapshotChunk?: number;
+  maxBatch?: number;
+}
+
+/**
+ * The store's parts on `sql`, wired as the server wires them (app.ts), its master key checked: availability,
+ * the config store, the start-up reads, and per epoch a grant journal with its snapshot writer.
+ */
+export async function openStore(sql: postgres.Sql, box: SecretBox, options: StoreOptions = {}) {
+  const log = options.log ?? captureLog().log;
+  const clock = options.clock ?? systemClock;
+  const availability = new Availability(sql, log, { clock });
+  const config = new PostgresConfigStore(sql, box, availability, clock);
+  await config.verifyMasterKey();
+  return {
+    availability,
+    config,
+    loadAll: () => loadState(sql, box, availability),
+    /** Records a new epoch; its journal and snapshot writer. */
+    async beginEpoch(isLive: JournalOptions["isLive"] = () => true) {
+      const epoch = await beginEpoch(sql, availability, clock.now());
+      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch });
+      const snapshots = new PostgresSnapshotStore(sql, availability, journal, { clock, snapshotChunk: options.snapshotChunk });
+      return { epoch, journal, snapshots };
+    },
+  };
+}
+
+/** Counts the journal's statements and the grants they wrote, as each commits. */
+export function journalCommits(journal: PostgresGrantJournal): { batches: number; grants: number } {
+  const counts = { batches: 0, grants: 0 };
+  journal.onCommit((grants) => {
+    counts.batches += 1;
+    counts.grants += grants.length;
+  });
+  return counts;
+}
+
+export type TestStore = Awaited<ReturnType<typeof openStore>>;
 
 /** A clock that moves only when told; timers fire in deadline order during advance(). */
 export class FakeClock implements Clock {

@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
 import { SecretBox } from "../../src/store/secrets.js";
+import type { JournaledGrant } from "../../src/store/journal.js";
 import { Snapshotter, type SnapshotSource } from "../../src/store/snapshotter.js";
-import { Store, type JournaledGrant } from "../../src/store/store.js";
-import { captureLog, FakeClock, freshSchema, keyConfig, keyRuntime, leaseRecord, pgScript, poolConfig, settle, type TestDb } from "./helpers.js";
+import { captureLog, FakeClock, freshSchema, keyConfig, keyRuntime, leaseRecord, openStore, pgScript, poolConfig, settle, type TestDb } from "./helpers.js";
 
 const CLUSTER = "pg-outage";
 
@@ -26,15 +26,15 @@ describe("database outage", () => {
   it("fails writes as StoreUnavailable, lends from memory, and catches up when Postgres returns", async () => {
     const clock = new FakeClock(Date.now());
     const { log, lines } = captureLog();
-    const store = await Store.open(db.sql, new SecretBox(randomBytes(32)), log, { clock });
+    const store = await openStore(db.sql, new SecretBox(randomBytes(32)), { log, clock });
     const availability: boolean[] = [];
-    store.onAvailability((up) => availability.push(up));
-    await store.insertPool(poolConfig("p"));
+    store.availability.onAvailability((up) => availability.push(up));
+    await store.config.insertPool(poolConfig("p"));
     const key = keyConfig("p", "k1");
-    await store.insertKey(key);
-    const epoch = await store.beginEpoch();
+    await store.config.insertKey(key);
+    const { epoch, journal, snapshots } = await store.beginEpoch();
     const grant = (seq: number): JournaledGrant => ({ ...leaseRecord("p", "k1", `lease-${seq}`), epoch, seq });
-    await store.journalGrant(grant(1));
+    await journal.record(grant(1));
 
     const live = [leaseRecord("p", "k1", "lease-1")];
     let changed = false;
@@ -51,27 +51,27 @@ describe("database outage", () => {
         changed = false;
       },
     };
-    const snapshotter = new Snapshotter({ store, source, log, clock, intervalMs: 1000 });
+    const snapshotter = new Snapshotter({ store: snapshots, source, log, clock, intervalMs: 1000 });
     snapshotter.start();
 
     pgScript("pg_kill", CLUSTER);
 
     // The store does not know yet: this grant's statement fails, and the caller goes ahead from memory.
-    expect(store.up).toBe(true);
-    await store.journalGrant(grant(2));
-    expect(store.up).toBe(false);
+    expect(store.availability.up).toBe(true);
+    await journal.record(grant(2));
+    expect(store.availability.up).toBe(false);
     expect(availability).toEqual([false]);
-    expect(store.pendingGrants).toBe(1);
+    expect(journal.pending).toBe(1);
 
-    await expect(store.insertPool(poolConfig("during-outage"))).rejects.toMatchObject({ name: "StoreUnavailable" });
-    await expect(store.updateKey({ ...key, label: "changed" })).rejects.toMatchObject({ name: "StoreUnavailable" });
+    await expect(store.config.insertPool(poolConfig("during-outage"))).rejects.toMatchObject({ name: "StoreUnavailable" });
+    await expect(store.config.updateKey({ ...key, label: "changed" })).rejects.toMatchObject({ name: "StoreUnavailable" });
 
     // Known down: a grant resolves at once and waits in the journal.
     let resolved = false;
-    void store.journalGrant(grant(3)).then(() => (resolved = true));
+    void journal.record(grant(3)).then(() => (resolved = true));
     await settle();
     expect(resolved).toBe(true);
-    expect(store.pendingGrants).toBe(2);
+    expect(journal.pending).toBe(2);
     live.push(leaseRecord("p", "k1", "lease-2"), leaseRecord("p", "k1", "lease-3"));
 
     changed = true;
@@ -83,8 +83,8 @@ describe("database outage", () => {
 
     // The store's probe notices, then flushes the journal; the snapshot retry lands after its backoff.
     await clock.advance(5000);
-    await vi.waitFor(() => expect(store.up).toBe(true), { timeout: 10_000 });
-    await vi.waitFor(() => expect(store.pendingGrants).toBe(0), { timeout: 5000 });
+    await vi.waitFor(() => expect(store.availability.up).toBe(true), { timeout: 10_000 });
+    await vi.waitFor(() => expect(journal.pending).toBe(0), { timeout: 5000 });
     expect(availability).toEqual([false, true]);
     await clock.advance(2000);
     await vi.waitFor(() => expect(snapshotter.failures).toBe(0), { timeout: 10_000 });
@@ -99,6 +99,7 @@ describe("database outage", () => {
     expect(JSON.stringify(lines)).not.toContain(key.secret);
 
     await snapshotter.stop();
-    await store.close();
+    await journal.close();
+    store.availability.close();
   }, 40_000);
 });

@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { loadSecretBox, mask, parseMasterKey, SecretBox } from "../../src/store/secrets.js";
+import { mask } from "../../src/domain/mask.js";
+import { loadSecretBox, parseMasterKey, SecretBox } from "../../src/store/secrets.js";
 import { captureLog } from "./helpers.js";
 
 const dirs: string[] = [];

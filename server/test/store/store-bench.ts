@@ -6,8 +6,7 @@ import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
 import { SecretBox } from "../../src/store/secrets.js";
-import { Store } from "../../src/store/store.js";
-import { captureLog, embedded, freshSchema, keyConfig, keyRuntime, leaseRecord, poolConfig, type TestDb } from "./helpers.js";
+import { embedded, freshSchema, journalCommits, keyConfig, keyRuntime, leaseRecord, openStore, poolConfig, type TestDb } from "./helpers.js";
 
 const KEYS = 10_000;
 const LEASES = 100_000;
@@ -17,14 +16,14 @@ const GRANTS_PER_CALLER = 200;
 const kind = process.argv[2] === "embedded" ? "embedded" : "postgres";
 const db: TestDb = kind === "postgres" ? await freshSchema() : await embedded();
 await migrate(db.sql);
-const store = await Store.open(db.sql, new SecretBox(randomBytes(32)), captureLog().log);
-const epoch = await store.beginEpoch();
+const store = await openStore(db.sql, new SecretBox(randomBytes(32)));
+const { epoch, journal, snapshots } = await store.beginEpoch();
 
-await store.insertPool(poolConfig("bench"));
+await store.config.insertPool(poolConfig("bench"));
 const keys = Array.from({ length: KEYS }, (_, i) => keyConfig("bench", `k${i}`));
 for (let i = 0; i < keys.length; i += 1000) {
-  await store.transaction(async (tx) => {
-    for (const k of keys.slice(i, i + 1000)) await store.insertKey(k, tx);
+  await db.sql.begin(async (tx) => {
+    for (const k of keys.slice(i, i + 1000)) await store.config.insertKey(k, tx);
   });
 }
 
@@ -59,7 +58,7 @@ async function timedSnapshot(label: string, now: number, changed: number): Promi
   const s = snapshotAt(now, changed);
   const exported = performance.now();
   loop.enable();
-  await store.writeSnapshot(s);
+  await snapshots.writeSnapshot(s);
   loop.disable();
   const done = performance.now();
   console.log(
@@ -72,14 +71,14 @@ async function timedSnapshot(label: string, now: number, changed: number): Promi
 // grant before the next, as Acquire handlers would.
 let seq = 0;
 const latencies: number[] = [];
-const before = { ...store.journalStats };
+const stats = journalCommits(journal);
 const started = performance.now();
 await Promise.all(
   Array.from({ length: CALLERS }, async (_, c) => {
     for (let i = 0; i < GRANTS_PER_CALLER; i++) {
       const s = ++seq;
       const t0 = performance.now();
-      await store.journalGrant({ ...leaseRecord("bench", `k${s % KEYS}`, `lk1.grant-${s}`), epoch, seq: s, holder: `caller-${c}` });
+      await journal.record({ ...leaseRecord("bench", `k${s % KEYS}`, `lk1.grant-${s}`), epoch, seq: s, holder: `caller-${c}` });
       latencies.push(performance.now() - t0);
     }
   }),
@@ -87,8 +86,7 @@ await Promise.all(
 const elapsed = performance.now() - started;
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))].toFixed(2);
-const grants = store.journalStats.grants - before.grants;
-const batches = store.journalStats.batches - before.batches;
+const { grants, batches } = stats;
 console.log(
   `${kind} journal: ${grants} grants from ${CALLERS} callers in ${elapsed.toFixed(0)} ms = ${((grants / elapsed) * 1000).toFixed(0)} grants/s; ` +
     `${batches} statements (${(grants / batches).toFixed(1)} grants each); latency p50 ${pct(0.5)} ms p99 ${pct(0.99)} ms max ${pct(1)} ms`,
@@ -98,7 +96,7 @@ const single: number[] = [];
 for (let i = 0; i < 200; i++) {
   const s = ++seq;
   const t0 = performance.now();
-  await store.journalGrant({ ...leaseRecord("bench", "k0", `lk1.single-${s}`), epoch, seq: s });
+  await journal.record({ ...leaseRecord("bench", "k0", `lk1.single-${s}`), epoch, seq: s });
   single.push(performance.now() - t0);
 }
 single.sort((a, b) => a - b);
@@ -117,5 +115,6 @@ for (let i = 0; i < 200; i++) {
 roundTrips.sort((a, b) => a - b);
 console.log(`${kind} baseline, one caller: select 1 round trip p50 ${roundTrips[100].toFixed(2)} ms p99 ${roundTrips[198].toFixed(2)} ms`);
 
-await store.close();
+await journal.close();
+store.availability.close();
 await db.close();

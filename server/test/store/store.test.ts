@@ -4,19 +4,22 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
+import type { JournaledGrant } from "../../src/store/journal.js";
+import { PostgresConfigStore } from "../../src/store/config-store.js";
 import { SecretBox } from "../../src/store/secrets.js";
-import { Store, type JournaledGrant } from "../../src/store/store.js";
 import {
-  captureLog,
   embedded,
   FakeClock,
   freshSchema,
+  journalCommits,
   sameSchema,
   keyConfig,
   keyRuntime,
   leaseRecord,
+  openStore,
   poolConfig,
   type TestDb,
+  type TestStore,
 } from "./helpers.js";
 
 const box = new SecretBox(randomBytes(32));
@@ -37,15 +40,17 @@ async function filesContaining(dir: string, needle: string): Promise<string[]> {
 
 describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   let db: TestDb;
-  let store: Store;
+  let store: TestStore;
+  let config: PostgresConfigStore;
 
   beforeAll(async () => {
     db = kind === "postgres" ? await freshSchema() : await embedded(undefined, true);
     await migrate(db.sql);
-    store = await Store.open(db.sql, box, captureLog().log);
+    store = await openStore(db.sql, box);
+    config = store.config;
   }, 60_000);
   afterAll(async () => {
-    await store?.close();
+    store?.availability.close();
     await db?.close();
   });
 
@@ -54,9 +59,9 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const pool = poolConfig(name, { strategy: "weighted", description: "primary", maxTtlMs: 900_000 });
     const k1 = keyConfig(name, "k1", { metadata: { base_url: "https://api.example" }, quotaGroup: "org-1", weight: 3 });
     const k2 = keyConfig(name, "k2", { disabled: true, disabledReason: "rotating" });
-    await store.insertPool(pool);
-    await store.insertKey(k1);
-    await store.insertKey(k2);
+    await config.insertPool(pool);
+    await config.insertKey(k1);
+    await config.insertKey(k2);
 
     let loaded = await store.loadAll();
     expect(loaded.pools.find((p) => p.name === name)).toEqual(pool);
@@ -64,14 +69,14 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
 
     const pool2 = { ...pool, strategy: "least_busy" as const, failureThreshold: 5, updatedAt: pool.updatedAt + 1 };
     const k1b = { ...k1, secret: "sk-rotated-0123456789abcdef", label: "renamed", maxConcurrency: 7, updatedAt: k1.updatedAt + 1 };
-    await store.updatePool(pool2);
-    await store.updateKey(k1b);
-    await store.deleteKey(name, "k2");
+    await config.updatePool(pool2);
+    await config.updateKey(k1b);
+    await config.deleteKey(name, "k2");
     loaded = await store.loadAll();
     expect(loaded.pools.find((p) => p.name === name)).toEqual(pool2);
     expect(loaded.keys.filter((k) => k.pool === name)).toEqual([k1b]);
 
-    await store.deletePool(name);
+    await config.deletePool(name);
     loaded = await store.loadAll();
     expect(loaded.pools.some((p) => p.name === name)).toBe(false);
     expect(loaded.keys.some((k) => k.pool === name)).toBe(false);
@@ -79,18 +84,18 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
 
   it("throws StoreConflict on a duplicate pool or key, and a failed transaction leaves nothing", async () => {
     const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await expect(store.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "StoreConflict", constraint: "pools_pkey" });
-    await store.insertKey(keyConfig(name, "k1"));
-    await expect(store.insertKey(keyConfig(name, "k1"))).rejects.toMatchObject({ name: "StoreConflict", constraint: "keys_pkey" });
-    await expect(store.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "StoreConflict" });
+    await config.insertPool(poolConfig(name));
+    await expect(config.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "StoreConflict", constraint: "pools_pkey" });
+    await config.insertKey(keyConfig(name, "k1"));
+    await expect(config.insertKey(keyConfig(name, "k1"))).rejects.toMatchObject({ name: "StoreConflict", constraint: "keys_pkey" });
+    await expect(config.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "StoreConflict" });
 
     const other = uniq("pool");
     await expect(
-      store.transaction(async (tx) => {
-        await store.insertPool(poolConfig(other), tx);
-        await store.insertKey(keyConfig(other, "a"), tx);
-        await store.insertKey(keyConfig(other, "a"), tx);
+      db.sql.begin(async (tx) => {
+        await config.insertPool(poolConfig(other), tx);
+        await config.insertKey(keyConfig(other, "a"), tx);
+        await config.insertKey(keyConfig(other, "a"), tx);
       }),
     ).rejects.toMatchObject({ name: "StoreConflict" });
     const loaded = await store.loadAll();
@@ -100,8 +105,8 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   it("stores secrets only as ciphertext with a masked hint, never in the table or the data files", async () => {
     const name = uniq("pool");
     const key = keyConfig(name, "secret-key", { label: `label-${randomBytes(6).toString("hex")}` });
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(key);
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(key);
     const [row] = await db.sql`select k::text as whole, secret_hint from keys k where pool = ${name}`;
     expect(row.whole).not.toContain(key.secret);
     expect(row.whole).not.toContain(Buffer.from(key.secret).toString("hex"));
@@ -117,34 +122,34 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   }, 30_000);
 
   it("refuses to start with a master key other than the one the database was created with", async () => {
-    await expect(Store.open(db.sql, new SecretBox(randomBytes(32)), captureLog().log)).rejects.toThrow(
+    await expect(openStore(db.sql, new SecretBox(randomBytes(32)))).rejects.toThrow(
       "master key does not match the one this database was created with",
     );
-    await expect(Store.open(db.sql, box, captureLog().log)).resolves.toBeInstanceOf(Store);
+    await expect(new PostgresConfigStore(db.sql, box, store.availability, new FakeClock()).verifyMasterKey()).resolves.toBeUndefined();
   });
 
   it("group-commits concurrent grants into few statements, durable when each call resolves", async () => {
     const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(keyConfig(name, "k1"));
-    const epoch = await store.beginEpoch();
-    const before = { ...store.journalStats };
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(keyConfig(name, "k1"));
+    const { epoch, journal } = await store.beginEpoch();
+    const stats = journalCommits(journal);
     const grants: JournaledGrant[] = Array.from({ length: 300 }, (_, i) => ({
       ...leaseRecord(name, "k1", `${name}-lease-${i}`),
       epoch,
       seq: i + 1,
     }));
-    await Promise.all(grants.map((g) => store.journalGrant(g)));
-    expect(store.journalStats.grants - before.grants).toBe(300);
-    expect(store.journalStats.batches - before.batches).toBeLessThanOrEqual(2);
+    await Promise.all(grants.map((g) => journal.record(g)));
+    expect(stats.grants).toBe(300);
+    expect(stats.batches).toBeLessThanOrEqual(2);
 
     // Arriving while a statement is in flight: the stragglers share the next one.
     const more = grants.map((g, i) => ({ ...g, leaseId: `${g.leaseId}-b`, seq: 301 + i }));
-    const first = store.journalGrant(more[0]);
+    const first = journal.record(more[0]);
     await Promise.resolve();
-    const rest = more.slice(1).map((g) => store.journalGrant(g));
+    const rest = more.slice(1).map((g) => journal.record(g));
     await Promise.all([first, ...rest]);
-    expect(store.journalStats.batches - before.batches).toBeLessThanOrEqual(4);
+    expect(stats.batches).toBeLessThanOrEqual(4);
 
     const [{ n }] = await db.sql`select count(*)::int as n from leases where pool = ${name}`;
     expect(n).toBe(600);
@@ -154,35 +159,34 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
   });
 
   /** A store of its own on a fake clock, with a pool of one key and `n` grants of a new epoch to journal. */
-  async function journalOnFakeClock(n: number) {
+  async function journalOnFakeClock(n: number, isLive?: (leaseId: string) => boolean) {
     const clock = new FakeClock();
-    const behind = await Store.open(db.sql, box, captureLog().log, { clock });
+    const own = await openStore(db.sql, box, { clock });
     const name = uniq("pool");
-    await behind.insertPool(poolConfig(name));
-    await behind.insertKey(keyConfig(name, "k1"));
-    const epoch = await behind.beginEpoch();
+    await own.config.insertPool(poolConfig(name));
+    await own.config.insertKey(keyConfig(name, "k1"));
+    const { epoch, journal: behind } = await own.beginEpoch(isLive);
     const grants: JournaledGrant[] = Array.from({ length: n }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${i}`), epoch, seq: i + 1 }));
-    return { clock, behind, name, epoch, grants };
+    return { clock, behind, name, epoch, grants, loadAll: own.loadAll };
   }
 
   it("lets grants nobody waits for linger for company, and sends them with the next grant that is waited for", async () => {
     const { clock, behind, name, grants } = await journalOnFakeClock(7);
-    const stats = () => ({ ...behind.journalStats });
-    const before = stats();
-    const written = () => [stats().batches - before.batches, stats().grants - before.grants];
-    for (const g of grants.slice(0, 3)) behind.journalGrantBehind(g);
+    const stats = journalCommits(behind);
+    const written = () => [stats.batches, stats.grants];
+    for (const g of grants.slice(0, 3)) behind.recordBehind(g);
     await new Promise((resolve) => setImmediate(resolve));
-    expect(stats().batches - before.batches).toBe(0);
+    expect(stats.batches).toBe(0);
     expect(clock.pending()).toEqual([clock.now() + 100]);
 
-    await behind.journalGrant(grants[3]!);
+    await behind.record(grants[3]!);
     expect(written()).toEqual([1, 4]);
     expect(clock.pending()).toEqual([]);
 
     // Without one, they go when the first one's linger ends.
-    behind.journalGrantBehind(grants[4]!);
+    behind.recordBehind(grants[4]!);
     await clock.advance(50);
-    behind.journalGrantBehind(grants[5]!);
+    behind.recordBehind(grants[5]!);
     await clock.advance(49);
     expect(written()).toEqual([1, 4]);
     await clock.advance(1);
@@ -190,45 +194,45 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(clock.pending()).toEqual([]);
 
     // One lingering when the store closes is written before close returns.
-    behind.journalGrantBehind(grants[6]!);
+    behind.recordBehind(grants[6]!);
     await behind.close();
     const [{ n }] = await db.sql`select count(*)::int as n from leases where pool = ${name}`;
     expect(n).toBe(7);
   });
 
   it("does not write a grant whose lease ended before its statement, and still counts it in the high-water mark", async () => {
-    const { clock, behind, name, epoch, grants } = await journalOnFakeClock(4);
-    const ended = new Set([grants[1]!.leaseId, grants[3]!.leaseId]);
-    behind.skipEndedLeases((leaseId) => !ended.has(leaseId));
-    const before = { ...behind.journalStats };
-    for (const g of grants) behind.journalGrantBehind(g);
+    const ended = new Set<string>();
+    const { clock, behind, name, epoch, grants, loadAll } = await journalOnFakeClock(4, (leaseId) => !ended.has(leaseId));
+    ended.add(grants[1]!.leaseId).add(grants[3]!.leaseId);
+    const stats = journalCommits(behind);
+    for (const g of grants) behind.recordBehind(g);
     await clock.advance(100);
-    await vi.waitFor(() => expect(behind.journalStats.batches - before.batches).toBe(1));
-    expect([behind.journalStats.grants - before.grants, behind.journalStats.ended - before.ended]).toEqual([2, 2]);
+    await vi.waitFor(() => expect(stats.batches).toBe(1));
+    expect(stats.grants).toBe(2);
 
     const rows = await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`;
     expect(rows.map((r) => r.lease_id)).toEqual([grants[0]!.leaseId, grants[2]!.leaseId]);
     // The last grant ended unwritten, yet a restart must read its id as ended, not as one to re-adopt.
-    expect((await behind.loadAll()).grantHighWater[epoch]).toBe(4);
+    expect((await loadAll()).grantHighWater[epoch]).toBe(4);
 
     // Nothing but ended grants: the statement still raises the mark.
     const later = { ...leaseRecord(name, "k1", `${name}-4`), epoch, seq: 5 };
     ended.add(later.leaseId);
-    behind.journalGrantBehind(later);
+    behind.recordBehind(later);
     await clock.advance(100);
-    await vi.waitFor(() => expect(behind.journalStats.batches - before.batches).toBe(2));
-    expect((await behind.loadAll()).grantHighWater[epoch]).toBe(5);
+    await vi.waitFor(() => expect(stats.batches).toBe(2));
+    expect((await loadAll()).grantHighWater[epoch]).toBe(5);
     await behind.close();
   });
 
   it("skips grants for keys that no longer exist without failing their batch", async () => {
     const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(keyConfig(name, "k1"));
-    const epoch = await store.beginEpoch();
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(keyConfig(name, "k1"));
+    const { epoch, journal } = await store.beginEpoch();
     await Promise.all([
-      store.journalGrant({ ...leaseRecord(name, "k1", `${name}-ok`), epoch, seq: 1 }),
-      store.journalGrant({ ...leaseRecord(name, "gone", `${name}-gone`), epoch, seq: 2 }),
+      journal.record({ ...leaseRecord(name, "k1", `${name}-ok`), epoch, seq: 1 }),
+      journal.record({ ...leaseRecord(name, "gone", `${name}-gone`), epoch, seq: 2 }),
     ]);
     const rows = await db.sql`select lease_id from leases where pool = ${name}`;
     expect(rows.map((r) => r.lease_id)).toEqual([`${name}-ok`]);
@@ -236,10 +240,10 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
 
   it("round-trips a runtime snapshot with its deadlines, and reconciles leases on the next one", async () => {
     const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(keyConfig(name, "k1"));
-    await store.insertKey(keyConfig(name, "k2"));
-    const epoch = await store.beginEpoch();
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(keyConfig(name, "k1"));
+    await config.insertKey(keyConfig(name, "k2"));
+    const { epoch, journal, snapshots } = await store.beginEpoch();
     const t = Date.UTC(2026, 0, 1, 12);
     const k1 = keyRuntime(name, "k1", {
       cooldownUntil: t + 300_000,
@@ -260,11 +264,11 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const k2 = keyRuntime(name, "k2", { autoDisabled: { cause: "auth", message: "401 from provider", at: t }, draining: { remove: true } });
     const live = leaseRecord(name, "k1", `${name}-live`, { expiresAt: t + 60_000 });
     const ended = leaseRecord(name, "k2", `${name}-ended`);
-    await store.journalGrant({ ...live, epoch, seq: 1 });
-    await store.journalGrant({ ...ended, epoch, seq: 2 });
+    await journal.record({ ...live, epoch, seq: 1 });
+    await journal.record({ ...ended, epoch, seq: 2 });
 
     const first: RuntimeSnapshot = { takenAt: t, keys: [k1, k2], leases: [live] };
-    await store.writeSnapshot(first);
+    await snapshots.writeSnapshot(first);
     let loaded = await store.loadAll();
     expect(loaded.runtime?.takenAt).toBe(t);
     expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1, k2]);
@@ -284,8 +288,8 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     // On Postgres, hold the snapshot at its first statement so the late grant commits before its lease cleanup.
     const blocker = kind === "postgres" ? await db.sql.reserve() : undefined;
     if (blocker) await blocker`begin`.then(() => blocker`lock table key_runtime in exclusive mode`);
-    const write = store.writeSnapshot(second);
-    await store.journalGrant({ ...late, epoch, seq: 3 });
+    const write = snapshots.writeSnapshot(second);
+    await journal.record({ ...late, epoch, seq: 3 });
     if (blocker) await blocker`commit`.then(() => blocker.release());
     await write;
     loaded = await store.loadAll();
@@ -293,14 +297,14 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.takenAt).toBe(t + 1000);
 
     // Changes: an unchanged key and a lease as journaled are not rewritten; ended leases and removed keys' runtime go.
-    expect(store.needsFullSnapshot).toBe(false);
+    expect(snapshots.needsFullSnapshot).toBe(false);
     const versions = async () => [
       (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x,
       (await db.sql`select xmin::text as x from leases where lease_id = ${late.leaseId}`)[0].x,
     ];
     const before = await versions();
     const third: RuntimeChanges = { takenAt: t + 2000, keys: [], removedKeys: [{ pool: name, keyId: "k2" }], leases: [late], endedLeases: [renewed.leaseId] };
-    await store.writeChanges(third);
+    await snapshots.writeChanges(third);
     expect(await versions()).toEqual(before);
     loaded = await store.loadAll();
     expect(loaded.runtime?.takenAt).toBe(t + 2000);
@@ -308,58 +312,37 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
   });
 
-  it("reads runtime rows earlier versions wrote: windows as pairs, or the least_used window as grant instants", async () => {
-    const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(keyConfig(name, "k1"));
-    await store.insertKey(keyConfig(name, "k2"));
-    const { outcomes, grantsPerSecond, pool, keyId, ...state } = keyRuntime(name, "k1", { totalLeases: 3 });
-    const t = 1_700_000_000_000;
-    const rows = {
-      k1: { ...state, outcomes: [[t + 100, 1], [t + 400, 0], [t + 900, 1]], recentGrants: [t + 100, t + 900, t + 2_000] },
-      k2: { ...state, outcomes: [], grantsPerSecond: [[1_700_000_000, 2], [1_700_000_003, 1]] },
-    };
-    for (const [id, row] of Object.entries(rows)) {
-      await db.sql`insert into key_runtime (pool, key_id, state) values (${pool}, ${id}, ${JSON.stringify(row)}::text::jsonb)`;
-    }
-    const loaded = (await store.loadAll()).runtime?.keys.filter((k) => k.pool === name);
-    expect([outcomes, grantsPerSecond]).toEqual([{ gaps: [], failed: [] }, { until: 0, counts: [] }]);
-    expect(loaded).toEqual([
-      { ...state, pool, keyId, outcomes: { gaps: [t + 100, 300, 500], failed: [1] }, grantsPerSecond: { until: 1_700_000_002, counts: [2, 0, 1] } },
-      { ...state, pool, keyId: "k2", outcomes: { gaps: [], failed: [] }, grantsPerSecond: { until: 1_700_000_003, counts: [2, 0, 0, 1] } },
-    ]);
-  });
-
   it("writes snapshots larger than one statement slice, in full and as changes", async () => {
     const name = uniq("pool");
-    await store.insertPool(poolConfig(name));
-    await store.insertKey(keyConfig(name, "k1"));
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(keyConfig(name, "k1"));
     const leases = Array.from({ length: 12_000 }, (_, i) => leaseRecord(name, "k1", `${name}-${i}`, { expiresAt: 1_000_000 + i }));
-    await store.writeSnapshot({ takenAt: 1, keys: [keyRuntime(name, "k1")], leases });
+    const { snapshots } = await store.beginEpoch();
+    await snapshots.writeSnapshot({ takenAt: 1, keys: [keyRuntime(name, "k1")], leases });
     const count = async () => (await db.sql`select count(*)::int as n, max(expires_at) as m from leases where pool = ${name}`)[0];
     expect(await count()).toEqual({ n: 12_000, m: 1_011_999 });
     const kept = leases.slice(6000).map((l) => ({ ...l, expiresAt: l.expiresAt + 5000 }));
     const endedLeases = leases.slice(0, 6000).map((l) => l.leaseId);
-    await store.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
+    await snapshots.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
     expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
   });
 
   it("numbers epochs upwards from one start to the next", async () => {
-    const a = await store.beginEpoch();
-    const b = await store.beginEpoch();
+    const a = (await store.beginEpoch()).epoch;
+    const b = (await store.beginEpoch()).epoch;
     expect(b).toBeGreaterThan(a);
-    expect(store.epoch).toBe(b);
   });
 
   it("answers ping and reports up while the database is reachable", async () => {
-    expect(await store.ping()).toBe(true);
-    expect(store.up).toBe(true);
+    expect(await store.availability.ping()).toBe(true);
+    expect(store.availability.up).toBe(true);
   });
 });
 
 describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (kind) => {
   let db: TestDb;
-  let store: Store;
+  let store: TestStore;
+  let runtime: Awaited<ReturnType<TestStore["beginEpoch"]>>;
   const pool = "chunked";
   const keyIds = Array.from({ length: 20 }, (_, i) => `k${String(i).padStart(2, "0")}`);
   let epoch: number;
@@ -367,13 +350,15 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   beforeAll(async () => {
     db = kind === "postgres" ? await freshSchema() : await embedded();
     await migrate(db.sql);
-    store = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
-    await store.insertPool(poolConfig(pool));
-    for (const id of keyIds) await store.insertKey(keyConfig(pool, id));
-    epoch = await store.beginEpoch();
+    store = await openStore(db.sql, box, { snapshotChunk: 2 });
+    await store.config.insertPool(poolConfig(pool));
+    for (const id of keyIds) await store.config.insertKey(keyConfig(pool, id));
+    runtime = await store.beginEpoch();
+    epoch = runtime.epoch;
   }, 60_000);
   afterAll(async () => {
-    await store?.close();
+    await runtime?.journal.close();
+    store?.availability.close();
     await db?.close();
   });
 
@@ -393,40 +378,42 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   it("commits a grant sent after a snapshot of changes began before that snapshot finishes, even on one connection", async () => {
     // One connection, as the embedded database has: the grant can only go between two of the snapshot's statements.
     const sql = kind === "postgres" ? sameSchema(db as TestDb & { url: string; schema: string }, 1) : db.sql;
-    const single = await Store.open(sql, box, captureLog().log, { snapshotChunk: 2 });
-    await single.beginEpoch();
-    await single.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const singleStore = await openStore(sql, box, { snapshotChunk: 2 });
+    const single = await singleStore.beginEpoch();
+    await single.snapshots.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: { until: 5, counts: [1] } }));
     const order: string[] = [];
     let journaled: Promise<void> | undefined;
     // Ten runtime chunks: the grant arrives once the first has been sent.
     onStatement(sql, "insert into key_runtime", () => {
-      journaled = single.journalGrant({ ...leaseRecord(pool, "k00", "during"), epoch: single.epoch, seq: 1 }).then(() => void order.push("journal"));
+      journaled = single.journal.record({ ...leaseRecord(pool, "k00", "during"), epoch: single.epoch, seq: 1 }).then(() => void order.push("journal"));
     });
-    await single.writeChanges({ takenAt: 2, keys: changed, removedKeys: [], leases: [], endedLeases: [] }).then(() => order.push("snapshot"));
+    await single.snapshots.writeChanges({ takenAt: 2, keys: changed, removedKeys: [], leases: [], endedLeases: [] }).then(() => order.push("snapshot"));
     await journaled;
     expect(order).toEqual(["journal", "snapshot"]);
-    const loaded = await single.loadAll();
+    const loaded = await singleStore.loadAll();
     expect(loaded.runtime?.takenAt).toBe(2);
     expect(loaded.runtime?.keys).toEqual(changed);
     expect(loaded.runtime?.leases.map((l) => l.leaseId)).toEqual(["during"]);
-    await single.close();
+    await single.journal.close();
+    singleStore.availability.close();
     if (sql !== db.sql) await sql.end();
   });
 
   it("keeps the last mark and later grants when a snapshot fails between chunks, and reconciles on the next", async () => {
-    await store.writeSnapshot({ takenAt: 2, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const { journal, snapshots } = runtime;
+    await snapshots.writeSnapshot({ takenAt: 2, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const leases = Array.from({ length: 6 }, (_, i) => grant(`l${i + 1}`, 10 + i, keyIds[i]));
-    await Promise.all(leases.map((g) => store.journalGrant(g)));
-    await store.writeChanges({ takenAt: 3, keys: [], removedKeys: [], leases: [...leases], endedLeases: [] });
+    await Promise.all(leases.map((g) => journal.record(g)));
+    await snapshots.writeChanges({ takenAt: 3, keys: [], removedKeys: [], leases: [...leases], endedLeases: [] });
     await db.sql.unsafe(`
       create function km_refuse_delete() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$;
       create trigger km_refuse_delete before delete on leases for each row when (old.lease_id = 'l5') execute function km_refuse_delete();`);
     // l1..l5 ended at this export; l7 is granted after it. Ended leases go two per statement: the third fails.
     const ended = { takenAt: 4, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 2 })), removedKeys: [], leases: [], endedLeases: leases.slice(0, 5).map((l) => l.leaseId) };
-    const write = store.writeChanges(ended);
+    const write = snapshots.writeChanges(ended);
     const late = grant("l7", 16);
-    await store.journalGrant(late);
+    await journal.record(late);
     await expect(write).rejects.toThrow(/refused/);
 
     const ids = async () => (await db.sql`select lease_id from leases order by lease_id`).map((r) => r.lease_id);
@@ -437,84 +424,90 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     expect(meta).toEqual({ taken_at: 3, seq_mark: 15 });
     const loaded = await store.loadAll();
     expect(loaded.grantHighWater[epoch]).toBe(16);
-    expect(store.needsFullSnapshot).toBe(true);
+    expect(snapshots.needsFullSnapshot).toBe(true);
 
     await db.sql.unsafe(`drop trigger km_refuse_delete on leases; drop function km_refuse_delete();`);
-    await store.writeSnapshot({ takenAt: 5, keys: ended.keys, leases: [leases[5], late] });
+    await snapshots.writeSnapshot({ takenAt: 5, keys: ended.keys, leases: [leases[5], late] });
     expect(await ids()).toEqual(["l6", "l7"]);
     expect((await store.loadAll()).runtime?.takenAt).toBe(5);
   });
 
   it("keeps a grant journaled while changes are written, and deletes it with the changes it ended in", async () => {
-    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
-    const freshEpoch = await fresh.beginEpoch();
-    await fresh.writeSnapshot({ takenAt: 7, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const fresh = await store.beginEpoch();
+    const freshEpoch = fresh.epoch;
+    await fresh.snapshots.writeSnapshot({ takenAt: 7, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const during = { ...leaseRecord(pool, "k02", "between-exports"), epoch: freshEpoch, seq: 1 };
     let journaled: Promise<void> | undefined;
     // Granted after the export of these changes (seq above their mark), journaled while they are written.
     onStatement(db.sql, "insert into key_runtime", () => {
-      journaled = fresh.journalGrant(during);
+      journaled = fresh.journal.record(during);
     });
-    await fresh.writeChanges({ takenAt: 8, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 4 })), removedKeys: [], leases: [], endedLeases: [] });
+    await fresh.snapshots.writeChanges({ takenAt: 8, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 4 })), removedKeys: [], leases: [], endedLeases: [] });
     await journaled;
-    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
-    await fresh.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
-    const loaded = await fresh.loadAll();
+    expect((await store.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
+    await fresh.snapshots.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
+    const loaded = await store.loadAll();
     expect({ takenAt: loaded.runtime?.takenAt, leases: loaded.runtime?.leases }).toEqual({ takenAt: 9, leases: [] });
-    await fresh.close();
+    await fresh.journal.close();
   });
 
   it("deletes an ended lease that only a snapshot wrote (re-adopted, never journaled)", async () => {
-    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
-    await fresh.beginEpoch();
-    await fresh.writeSnapshot({ takenAt: 13, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    const fresh = await store.beginEpoch();
+    await fresh.snapshots.writeSnapshot({ takenAt: 13, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const adopted = leaseRecord(pool, "k04", "adopted");
-    await fresh.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: ["never-written"] });
-    expect((await fresh.loadAll()).runtime?.leases).toEqual([adopted]);
-    await fresh.writeChanges({ takenAt: 15, keys: [], removedKeys: [], leases: [], endedLeases: [adopted.leaseId] });
-    expect((await fresh.loadAll()).runtime?.leases).toEqual([]);
-    await fresh.close();
+    await fresh.snapshots.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: ["never-written"] });
+    expect((await store.loadAll()).runtime?.leases).toEqual([adopted]);
+    await fresh.snapshots.writeChanges({ takenAt: 15, keys: [], removedKeys: [], leases: [], endedLeases: [adopted.leaseId] });
+    expect((await store.loadAll()).runtime?.leases).toEqual([]);
+    await fresh.journal.close();
   });
 
   it("after an outage, asks for a full snapshot when a grant it already accounted for reaches the table late", async () => {
-    const fresh = await Store.open(db.sql, box, captureLog().log, { clock: new FakeClock(Date.now()) });
-    const freshEpoch = await fresh.beginEpoch();
-    await fresh.writeSnapshot({ takenAt: 10, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
-    // The store believes the database is down: the grant waits in memory, and the lease ends before the snapshot.
-    fresh.up = false;
+    const own = await openStore(db.sql, box, { clock: new FakeClock(Date.now()) });
+    const fresh = await own.beginEpoch();
+    const freshEpoch = fresh.epoch;
+    await fresh.snapshots.writeSnapshot({ takenAt: 10, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    // The store finds the database gone (a statement fails as a dropped connection does): the grant waits in
+    // memory, and the lease ends before the snapshot.
+    await db.sql.unsafe(`
+      create function km_drop_connection() returns trigger language plpgsql as $$ begin raise exception 'gone' using errcode = '08006'; end $$;
+      create trigger km_drop_connection before insert on leases for each row when (new.lease_id = 'stray') execute function km_drop_connection();`);
     const stray = { ...leaseRecord(pool, "k03", "stray"), epoch: freshEpoch, seq: 1 };
-    await fresh.journalGrant(stray);
-    expect(fresh.needsFullSnapshot).toBe(true);
+    await fresh.journal.record(stray);
+    expect(own.availability.up).toBe(false);
+    await db.sql.unsafe(`drop trigger km_drop_connection on leases; drop function km_drop_connection();`);
+    expect(fresh.snapshots.needsFullSnapshot).toBe(true);
     // The reconciling snapshot finds the database back (deleting no row yet), which then takes the late grant.
-    await fresh.writeSnapshot({ takenAt: 11, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
-    expect(await fresh.ping()).toBe(true);
-    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["stray"]);
-    expect(fresh.needsFullSnapshot).toBe(true);
-    await fresh.writeSnapshot({ takenAt: 12, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
-    expect(fresh.needsFullSnapshot).toBe(false);
-    expect((await fresh.loadAll()).runtime?.leases).toEqual([]);
-    await fresh.close();
+    await fresh.snapshots.writeSnapshot({ takenAt: 11, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    expect(await own.availability.ping()).toBe(true);
+    await fresh.journal.checkpoint();
+    expect((await own.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["stray"]);
+    expect(fresh.snapshots.needsFullSnapshot).toBe(true);
+    await fresh.snapshots.writeSnapshot({ takenAt: 12, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
+    expect(fresh.snapshots.needsFullSnapshot).toBe(false);
+    expect((await own.loadAll()).runtime?.leases).toEqual([]);
+    await fresh.journal.close();
+    own.availability.close();
   });
 
   it.skipIf(kind === "embedded")("commits a grant while a snapshot transaction holding its row locks is open", async () => {
     // A new store's first snapshot reconciles whole tables in one transaction; hold it at its last statement.
-    const fresh = await Store.open(db.sql, box, captureLog().log, { snapshotChunk: 2 });
-    await fresh.beginEpoch();
+    const fresh = await store.beginEpoch();
     const blocker = await db.sql.reserve();
     await blocker`begin`.then(() => blocker`lock table snapshot_meta in exclusive mode`);
     let snapshotDone = false;
-    const write = fresh
+    const write = fresh.snapshots
       .writeSnapshot({ takenAt: 6, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 3 })), leases: [] })
       .then(() => void (snapshotDone = true));
     const waiting = async () =>
       (await db.sql`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%snapshot_meta%'`)[0].n;
     await expect.poll(waiting, { timeout: 10_000 }).toBe(1);
-    await fresh.journalGrant({ ...leaseRecord(pool, "k01", "while-open"), epoch: fresh.epoch, seq: 1 });
+    await fresh.journal.record({ ...leaseRecord(pool, "k01", "while-open"), epoch: fresh.epoch, seq: 1 });
     const [{ n }] = await db.sql`select count(*)::int as n from leases where lease_id = 'while-open'`;
     expect({ n, snapshotDone }).toEqual({ n: 1, snapshotDone: false });
     await blocker`commit`.then(() => blocker.release());
     await write;
-    expect((await fresh.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["while-open"]);
-    await fresh.close();
+    expect((await store.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["while-open"]);
+    await fresh.journal.close();
   });
 });

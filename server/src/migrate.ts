@@ -1,8 +1,8 @@
 // `npm run migrate`: applies pending migrations to DATABASE_URL, or to the embedded database in
 // KEYMESH_DATA_DIR (default ./.keymesh), and exits non-zero with the reason when it cannot.
-import { createLogger } from "../ops/logger.js";
-import { openDatabase } from "./database.js";
-import { migrate } from "./migrate.js";
+import { createLogger } from "./ops/logger.js";
+import { openDatabase } from "./store/database.js";
+import { migrate } from "./store/migrate.js";
 
 const log = createLogger();
 const db = await openDatabase({

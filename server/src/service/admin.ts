@@ -1,0 +1,95 @@
+// Admin: configuration changes, write-through. The engine validates, the store commits, and only then does
+// the in-memory state change, so a failed database write leaves nothing half-applied (DESIGN rule 12). The
+// admin RPCs and the config-file bootstrap both go through here.
+import type { PoolEngine } from "../domain/engine.js";
+import type { KeyConfig, KeyInput, KeyView, PoolConfig, PoolInput } from "../domain/types.js";
+import type { ConfigStore } from "../store/config-store.js";
+
+export class Admin {
+  readonly #engine: PoolEngine;
+  readonly #store: ConfigStore;
+  readonly #now: () => number;
+
+  constructor(engine: PoolEngine, store: ConfigStore, now: () => number) {
+    this.#engine = engine;
+    this.#store = store;
+    this.#now = now;
+  }
+
+  async createPool(input: PoolInput): Promise<PoolConfig> {
+    const now = this.#now();
+    const cfg = { ...this.#engine.preparePool(input), createdAt: now, updatedAt: now };
+    await this.#store.insertPool(cfg);
+    this.#engine.createPool(cfg);
+    return cfg;
+  }
+
+  /** Changes the fields `input` defines; the rest stay. */
+  async updatePool(input: PoolInput): Promise<PoolConfig> {
+    const existing = this.#engine.getPool(input.name);
+    const { keyCount: _, ...current } = existing;
+    const prepared = this.#engine.preparePool({ ...current, ...defined(input) }, current);
+    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.#now() };
+    await this.#store.updatePool(cfg);
+    this.#engine.updatePool(cfg);
+    return cfg;
+  }
+
+  async deletePool(name: string, force: boolean): Promise<void> {
+    this.#engine.checkDeletePool(name, force);
+    await this.#store.deletePool(name);
+    this.#engine.deletePool(name);
+  }
+
+  async addKey(input: KeyInput): Promise<KeyConfig> {
+    const now = this.#now();
+    const cfg = { ...this.#engine.prepareKey(input), createdAt: now, updatedAt: now };
+    await this.#store.insertKey(cfg);
+    this.#engine.addKey(cfg);
+    return cfg;
+  }
+
+  /** Changes the fields `input` defines (id and pool name the key); the rest stay. */
+  async updateKey(input: KeyInput & { id: string }): Promise<KeyConfig> {
+    const existing = this.#engine.getKeyConfig(input.pool, input.id);
+    const prepared = this.#engine.prepareKey({ ...existing, ...defined(input) }, existing);
+    const cfg = { ...prepared, createdAt: existing.createdAt, updatedAt: this.#now() };
+    await this.#store.updateKey(cfg);
+    this.#engine.updateKey(cfg);
+    return cfg;
+  }
+
+  /** Without drain the key and its leases go now; with drain it lends no more and goes with its last lease (Lending deletes it). */
+  async removeKey(pool: string, keyId: string, drain: boolean): Promise<void> {
+    const existing = this.#engine.getKeyConfig(pool, keyId);
+    if (!drain) {
+      await this.#store.deleteKey(pool, keyId);
+      this.#engine.removeKey(pool, keyId, false);
+      return;
+    }
+    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: "removing: draining", updatedAt: this.#now() });
+    const { removedNow } = this.#engine.removeKey(pool, keyId, true);
+    if (removedNow) await this.#store.deleteKey(pool, keyId);
+  }
+
+  async enableKey(pool: string, keyId: string): Promise<KeyView> {
+    const existing = this.#engine.getKeyConfig(pool, keyId);
+    await this.#store.updateKey({ ...existing, disabled: false, disabledReason: "", updatedAt: this.#now() });
+    return this.#engine.enableKey(pool, keyId);
+  }
+
+  async disableKey(pool: string, keyId: string, drain: boolean, reason: string): Promise<KeyView> {
+    const existing = this.#engine.getKeyConfig(pool, keyId);
+    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.#now() });
+    return this.#engine.disableKey(pool, keyId, drain, reason);
+  }
+
+  /** Ends the lease now; its holder hears of it on KeepAlive. */
+  revokeLease(leaseId: string, reason: string): void {
+    this.#engine.revokeLease(leaseId, reason);
+  }
+}
+
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,77 @@
+// The pools table: its row, and every statement that reads or writes it.
+import type { PoolConfig, Strategy } from "../../domain/types.js";
+import type { Queryable } from "./queryable.js";
+
+interface PoolRow {
+  name: string;
+  strategy: Strategy;
+  min_ttl_ms: number;
+  max_ttl_ms: number;
+  default_ttl_ms: number;
+  default_cooldown_ms: number;
+  max_cooldown_ms: number;
+  failure_threshold: number;
+  open_duration_ms: number;
+  max_open_duration_ms: number;
+  half_open_probes: number;
+  description: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export async function selectPools(db: Queryable): Promise<PoolConfig[]> {
+  const rows = await db<PoolRow[]>`select * from pools order by created_at, name`;
+  return rows.map(poolFromRow);
+}
+
+export function insertPool(db: Queryable, pool: PoolConfig) {
+  return db`insert into pools ${db(poolRow(pool))}`;
+}
+
+export function updatePool(db: Queryable, pool: PoolConfig) {
+  const { name, created_at, ...fields } = poolRow(pool);
+  return db`update pools set ${db(fields)} where name = ${name}`;
+}
+
+/** Its keys, their runtime state and leases go with it (on delete cascade). */
+export function deletePool(db: Queryable, name: string) {
+  return db`delete from pools where name = ${name}`;
+}
+
+function poolRow(p: PoolConfig): PoolRow {
+  return {
+    name: p.name,
+    strategy: p.strategy,
+    min_ttl_ms: p.minTtlMs,
+    max_ttl_ms: p.maxTtlMs,
+    default_ttl_ms: p.defaultTtlMs,
+    default_cooldown_ms: p.defaultCooldownMs,
+    max_cooldown_ms: p.maxCooldownMs,
+    failure_threshold: p.failureThreshold,
+    open_duration_ms: p.openDurationMs,
+    max_open_duration_ms: p.maxOpenDurationMs,
+    half_open_probes: p.halfOpenProbes,
+    description: p.description,
+    created_at: p.createdAt,
+    updated_at: p.updatedAt,
+  };
+}
+
+function poolFromRow(r: PoolRow): PoolConfig {
+  return {
+    name: r.name,
+    strategy: r.strategy,
+    minTtlMs: r.min_ttl_ms,
+    maxTtlMs: r.max_ttl_ms,
+    defaultTtlMs: r.default_ttl_ms,
+    defaultCooldownMs: r.default_cooldown_ms,
+    maxCooldownMs: r.max_cooldown_ms,
+    failureThreshold: r.failure_threshold,
+    openDurationMs: r.open_duration_ms,
+    maxOpenDurationMs: r.max_open_duration_ms,
+    halfOpenProbes: r.half_open_probes,
+    description: r.description,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}

@@ -1,0 +1,133 @@
+// The services in memory: the real engine on a fake clock, Lending and Admin over a recording journal and
+// config store, and the RPC classes on connect's router transport (errors mapped as the listeners map them).
+import { createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { PoolEngine } from "../../src/domain/engine.js";
+import type { KeyConfig, PoolConfig } from "../../src/domain/types.js";
+import { PoolAdminService } from "../../src/gen/keymesh/v1/admin_pb.js";
+import { KeyPoolService } from "../../src/gen/keymesh/v1/pool_pb.js";
+import { createAuthorizer } from "../../src/ops/auth.js";
+import { scrubSecrets } from "../../src/ops/logger.js";
+import { PoolAdminServiceImpl } from "../../src/rpc/admin-service.js";
+import { createErrorMapper } from "../../src/rpc/errors.js";
+import { EventHub } from "../../src/rpc/event-hub.js";
+import { createGuard } from "../../src/rpc/guard.js";
+import { KeyPoolServiceImpl } from "../../src/rpc/pool-service.js";
+import { Admin } from "../../src/service/admin.js";
+import { Lending } from "../../src/service/lending.js";
+import type { ConfigStore } from "../../src/store/config-store.js";
+import type { GrantJournal, JournaledGrant } from "../../src/store/journal.js";
+import { FakeClock } from "../domain/fake-clock.js";
+
+/** Records each grant; a durable one resolves when the test says so (all at once by default). */
+class FakeJournal implements GrantJournal {
+  readonly durable: JournaledGrant[] = [];
+  readonly behind: JournaledGrant[] = [];
+  /** While true, record() stays pending until release(). */
+  hold = false;
+  #held: Array<() => void> = [];
+
+  record(grant: JournaledGrant): Promise<void> {
+    this.durable.push(grant);
+    if (!this.hold) return Promise.resolve();
+    return new Promise((resolve) => this.#held.push(resolve));
+  }
+
+  recordBehind(grant: JournaledGrant): void {
+    this.behind.push(grant);
+  }
+
+  release(): void {
+    for (const resolve of this.#held.splice(0)) resolve();
+  }
+}
+
+/** Every write in order; fails the next write with `failNext` when set. */
+class MemoryConfigStore implements ConfigStore {
+  readonly writes: Array<{ op: string; value: PoolConfig | KeyConfig | string }> = [];
+  failNext: Error | undefined;
+
+  async insertPool(pool: PoolConfig): Promise<void> {
+    this.#write("insertPool", pool);
+  }
+
+  async updatePool(pool: PoolConfig): Promise<void> {
+    this.#write("updatePool", pool);
+  }
+
+  async deletePool(name: string): Promise<void> {
+    this.#write("deletePool", name);
+  }
+
+  async insertKey(key: KeyConfig): Promise<void> {
+    this.#write("insertKey", key);
+  }
+
+  async updateKey(key: KeyConfig): Promise<void> {
+    this.#write("updateKey", key);
+  }
+
+  async deleteKey(pool: string, keyId: string): Promise<void> {
+    this.#write("deleteKey", `${pool}/${keyId}`);
+  }
+
+  #write(op: string, value: PoolConfig | KeyConfig | string): void {
+    const failure = this.failNext;
+    this.failNext = undefined;
+    if (failure) throw failure;
+    this.writes.push({ op, value });
+  }
+}
+
+export function services() {
+  const clock = new FakeClock();
+  const journal = new FakeJournal();
+  const config = new MemoryConfigStore();
+  const warnings: object[] = [];
+  const engine: PoolEngine = new PoolEngine({
+    clock,
+    leaseSecret: new TextEncoder().encode("test-lease-secret"),
+    epoch: 7,
+    onEvent: (e) => {
+      events.publish(e);
+      lending.onEngineEvent(e);
+    },
+  });
+  const events = new EventHub();
+  const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
+  const admin = new Admin(engine, config, () => clock.now());
+  const guard = createGuard(createAuthorizer([]), () => undefined);
+  const internal: unknown[] = [];
+  const mapError = createErrorMapper((err) => void internal.push(err));
+  const mapErrors: Interceptor = (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (e) {
+      throw mapError(e);
+    }
+  };
+  const transport = createRouterTransport(
+    (router) => {
+      router.service(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }));
+      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now() }));
+    },
+    { router: { interceptors: [mapErrors] } },
+  );
+  return {
+    clock,
+    engine,
+    journal,
+    config,
+    lending,
+    admin,
+    warnings,
+    /** Errors the mapper found unexpected (answered INTERNAL). */
+    internal,
+    pool: createClient(KeyPoolService, transport),
+    adminClient: createClient(PoolAdminService, transport),
+  };
+}
+
+/** Lets the in-memory transport's promise chains run. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}

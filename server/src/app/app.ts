@@ -10,6 +10,7 @@ import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } 
 import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
 import { scrubSecrets, type Logger } from "../ops/logger.js";
 import { createMetrics, type Metrics, type OutcomeClass } from "../ops/metrics.js";
+import { settlesWithin, STOP_BOUNDS } from "../ops/stop.js";
 import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
@@ -216,11 +217,20 @@ async function startOnDatabase(
       (stopping ??= (async () => {
         ready = false;
         events.closeAll();
-        await listeners.shutdown(cfg.shutdownGraceMs);
-        await snapshotter.stop();
+        await listeners.shutdown(STOP_BOUNDS.callsMs);
+        if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
+          log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: store.pendingGrants }, "final snapshot not written in time: runtime state since the last snapshot is lost");
+        }
         engine.close();
-        await store.close();
-        await db.close();
+        const closing = (async () => {
+          await store.close();
+          await db.close();
+        })().catch((err: unknown) => log.warn({ err: (err as Error).message }, "database close failed"));
+        // The embedded database closes its files here, so it is never cut off; a remote one may hang after an outage.
+        if (db.embedded) await closing;
+        else if (!(await settlesWithin(closing, STOP_BOUNDS.closeMs))) {
+          log.warn({ boundMs: STOP_BOUNDS.closeMs, pendingGrants: store.pendingGrants }, "database connections not closed in time: exiting without them");
+        }
         log.info({}, "stopped");
       })()),
   };

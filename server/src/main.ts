@@ -1,4 +1,5 @@
-// The process: configuration from the environment, start, and a bounded graceful stop on SIGTERM/SIGINT.
+// The process: configuration from the environment, start, a bounded graceful stop on SIGTERM/SIGINT, and
+// the config file re-applied on SIGHUP.
 // Start-up failures are one line on stderr and a non-zero exit, never a stack trace.
 import { pathToFileURL } from "node:url";
 import { startServer, type RunningServer } from "./app/app.js";
@@ -36,6 +37,10 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
         if (server) stop(signal);
         else stopRequested = signal;
         return;
+      case "reload":
+        if (server) void server.reload();
+        else log?.warn({ signal }, "not started yet: nothing to re-apply");
+        return;
       case "force":
         log?.warn({ signal }, "second interrupt: exiting now, without the final snapshot");
         process.exit(130);
@@ -45,7 +50,7 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
         log?.debug({ signal, decision }, "signal ignored");
     }
   };
-  for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => onSignal(signal));
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => onSignal(signal));
 
   try {
     const cfg = configFromEnv(env);
@@ -53,7 +58,8 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
     log.info({ pid: process.pid, node: process.version }, "starting");
     server = await startServer(cfg, log, env);
   } catch (e) {
-    process.stderr.write(`keymesh: ${(e as Error).message}\n`);
+    // A bad config file has one problem per line; each line names the process.
+    process.stderr.write(`${(e as Error).message.split("\n").map((line) => `keymesh: ${line}`).join("\n")}\n`);
     process.exit(1);
   }
   if (stopRequested) stop(stopRequested);

@@ -7,7 +7,7 @@
 // default, the embedded database, is the point.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -272,6 +272,26 @@ class Relay {
     client.pipe(upstream).pipe(client);
   }
 }
+
+describe("SIGHUP", () => {
+  it("re-applies the config file without a restart, logging what changed, and the server keeps serving", async () => {
+    const dir = await dataDir();
+    const file = path.join(dir, "keymesh.yaml");
+    await writeFile(file, "pools:\n  - name: hup\n    default_ttl: 1m\n");
+    const { env } = await onPostgres();
+    const p = nodeServer({ ...env, KEYMESH_CONFIG: file });
+    const { addr } = await ready(p);
+    await writeFile(file, "pools:\n  - name: hup\n    default_ttl: 2m\n");
+    p.child.kill("SIGHUP");
+    p.child.kill("SIGHUP");
+    await waitFor(p, /"changes":1,"msg":"config re-applied"/);
+    expect(p.out()).toContain('"msg":"update pool hup (defaultTtlMs)"');
+    expect(p.out().match(/config re-applied/g)).toHaveLength(1);
+    expect(Number((await clients(addr).admin.getPool({ name: "hup" })).pool!.defaultTtl!.seconds)).toBe(120);
+    const { code } = await stopTimed(p, () => p.child.kill("SIGTERM"));
+    expect(code).toBe(0);
+  }, 60_000);
+});
 
 describe("stopping around a database outage", () => {
   /** A server on its own database, with a pool whose k1 cools down (see coolKey). */

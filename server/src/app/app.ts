@@ -7,7 +7,7 @@ import type { Clock, DomainEvent, Grant } from "../domain/types.js";
 import { file_keymesh_v1_admin, PoolAdminService } from "../gen/keymesh/v1/admin_pb.js";
 import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.js";
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
-import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
+import { applyConfig, configReloader, loadConfigFile, type BootstrapApi, type DeclarativeConfig, type ReloadResult } from "../ops/config.js";
 import { scrubSecrets, type Logger } from "../ops/logger.js";
 import { createMetrics, type Metrics, type OutcomeClass } from "../ops/metrics.js";
 import { settlesWithin, STOP_BOUNDS } from "../ops/stop.js";
@@ -45,6 +45,8 @@ export interface RunningServer extends BoundPorts {
   metrics: Metrics;
   /** Graceful stop: listeners, open streams, final snapshot, database. */
   shutdown(): Promise<void>;
+  /** Reads KEYMESH_CONFIG again and applies it (SIGHUP); a bad file changes nothing. Resolves to what changed. */
+  reload(): Promise<ReloadResult>;
 }
 
 export interface StartHooks {
@@ -114,19 +116,17 @@ async function startOnDatabase(
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
   const ops = new AdminOps(engine, store, Date.now);
-  if (opts.declared) {
-    const actions = planBootstrap(opts.declared, { pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
-    for (const a of actions) log.info({ source: cfg.configFile }, describeAction(a));
-    await applyBootstrap(actions, {
-      createPool: (p) => ops.createPool(p),
-      updatePool: (p) => ops.updatePool(p),
-      addKey: (k) => ops.addKey(k),
-      updateKey: (k) => ops.updateKey({ ...k, id: k.id! }),
-      enableKey: (pool, id) => ops.enableKey(pool, id),
-      disableKey: (pool, id, reason) => ops.disableKey(pool, id, false, reason),
-      removeKey: (pool, id) => ops.removeKey(pool, id, false),
-    }, cfg.configFile!);
-  }
+  const configApi: BootstrapApi = {
+    createPool: (p) => ops.createPool(p),
+    updatePool: (p) => ops.updatePool(p),
+    addKey: (k) => ops.addKey(k),
+    updateKey: (k) => ops.updateKey({ ...k, id: k.id! }),
+    enableKey: (pool, id) => ops.enableKey(pool, id),
+    disableKey: (pool, id, reason) => ops.disableKey(pool, id, false, reason),
+    removeKey: (pool, id) => ops.removeKey(pool, id, false),
+  };
+  const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
+  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
 
   const tokens = new LeaseTokens(leaseSecret);
   const leasePool = (leaseId: string) => {
@@ -136,7 +136,8 @@ async function startOnDatabase(
       return undefined;
     }
   };
-  const guard = createGuard(opts.authorizer, leasePool);
+  const config = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
+  const guard = createGuard(config.authorizer, leasePool);
   const journaled = (grant: Grant, holder: string): JournaledGrant => {
     const seq = engine.leaseSeq(grant.leaseId)!;
     return {
@@ -213,6 +214,7 @@ async function startOnDatabase(
     ...ports,
     engine,
     metrics,
+    reload: config.reload,
     shutdown: () =>
       (stopping ??= (async () => {
         ready = false;

@@ -28,7 +28,7 @@ export function enumName(schema: DescEnum, value: number): string {
 }
 
 const dash = "-";
-const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+export const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 const duration = (d: Duration | undefined) => (d ? formatDuration(durationMs(d)) : dash);
 const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : dash);
 

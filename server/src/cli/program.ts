@@ -1,7 +1,7 @@
 // The `keymesh` command line: operator commands over the admin API, plus `serve`.
 // Every failure becomes one `error: …` line on stderr and a non-zero exit code.
 import { create, toJson, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { durationFromMs, FieldMaskSchema } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, FieldMaskSchema, type Duration } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { stringify as toYaml } from "yaml";
@@ -27,10 +27,22 @@ import {
   type Key,
   type Pool,
 } from "../gen/keymesh/v1/admin_pb.js";
-import { parseKeyList, type DeclaredKey } from "../ops/config.js";
+import type { KeyConfig, PoolConfig } from "../domain/types.js";
+import {
+  applyConfig,
+  loadConfigFile,
+  parseKeyList,
+  type BootstrapApi,
+  type CurrentConfig,
+  type DeclarativeConfig,
+  type DeclaredKey,
+  type PoolSettings,
+  describeAction,
+} from "../ops/config.js";
+import { mask } from "../store/secrets.js";
 import { formatDuration, parseDuration } from "../ops/duration.js";
 import type { AdminClient, ConnectOptions } from "./client.js";
-import { eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, statsTable } from "./format.js";
+import { count, eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, statsTable } from "./format.js";
 
 /** A unary admin call that takes longer than this (`--timeout`) fails, naming the address. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
@@ -269,6 +281,67 @@ function definedOnly(key: ImportedKey): KeyFlags {
   const flags: KeyFlags = {};
   for (const [field] of KEY_FLAG_PATHS) if (key[field] !== undefined) (flags as Record<string, unknown>)[field] = key[field];
   return flags;
+}
+
+/** Pool settings in the shape the flags take. */
+function flagsOf(settings: PoolSettings): PoolFlags {
+  return {
+    strategy: settings.strategy,
+    minTtl: settings.minTtlMs,
+    maxTtl: settings.maxTtlMs,
+    defaultTtl: settings.defaultTtlMs,
+    defaultCooldown: settings.defaultCooldownMs,
+    maxCooldown: settings.maxCooldownMs,
+    failureThreshold: settings.failureThreshold,
+    openDuration: settings.openDurationMs,
+    maxOpenDuration: settings.maxOpenDurationMs,
+    halfOpenProbes: settings.halfOpenProbes,
+    description: settings.description,
+  };
+}
+
+const ms = (d: Duration | undefined) => (d ? durationMs(d) : 0);
+
+/** A pool as the admin API shows it, in the shape config planning compares. */
+function poolConfigOf(p: Pool): PoolConfig {
+  const b = p.circuitBreaker;
+  return {
+    name: p.name,
+    strategy: (Object.keys(STRATEGIES).find((name) => STRATEGIES[name] === p.strategy) ?? "round_robin") as PoolConfig["strategy"],
+    minTtlMs: ms(p.minTtl),
+    maxTtlMs: ms(p.maxTtl),
+    defaultTtlMs: ms(p.defaultTtl),
+    defaultCooldownMs: ms(p.defaultCooldown),
+    maxCooldownMs: ms(p.maxCooldown),
+    failureThreshold: b?.failureThreshold ?? 0,
+    openDurationMs: ms(b?.openDuration),
+    maxOpenDurationMs: ms(b?.maxOpenDuration),
+    halfOpenProbes: b?.halfOpenProbes ?? 0,
+    description: p.description,
+    createdAt: 0,
+    updatedAt: 0,
+  };
+}
+
+/**
+ * A key as the admin API shows it, for config planning. The API never returns a secret, only its
+ * masked hint: a file's secret whose mask matches the hint counts as the key's own.
+ */
+function keyConfigOf(k: Key, declared: DeclaredKey | undefined): KeyConfig {
+  return {
+    pool: k.pool,
+    id: k.id,
+    label: k.label,
+    secret: declared && mask(declared.secret) === k.secretHint ? declared.secret : k.secretHint,
+    weight: k.weight,
+    maxConcurrency: k.maxConcurrency,
+    quotaGroup: k.quotaGroup,
+    metadata: { ...k.metadata },
+    disabled: k.state !== KeyState.ENABLED,
+    disabledReason: k.stateReason,
+    createdAt: 0,
+    updatedAt: 0,
+  };
 }
 
 /** The secret from exactly one of the three sources, or undefined when none is given. */
@@ -525,6 +598,64 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       const res = await admin().getPoolStats({ pool }, call());
       emit(GetPoolStatsResponseSchema, res, () => (res.stats ? statsTable(res.stats, io.now()) : ""));
     });
+
+  const configCmd = program.command("config").description("check and apply a config file (the format of KEYMESH_CONFIG)");
+  configCmd
+    .command("validate")
+    .argument("<file>")
+    .option("--no-secrets", "do not resolve ${ENV} references and secret files (they may exist only where the server runs)")
+    .description("check a whole config file, with no server and no database; every problem is one line (file:line: field: problem)")
+    .action((file: string, flags: { secrets: boolean }) => {
+      const config = loadConfigFile(file, io.env, { resolveSecrets: flags.secrets });
+      const keys = config.pools.reduce((n, p) => n + p.keys.length, 0);
+      done(`${file}: ok (${count(config.pools.length, "pool")}, ${count(keys, "key")}, ${count(config.tokens.length, "token")})`);
+    });
+  configCmd
+    .command("apply")
+    .argument("<file>")
+    .description("apply a config file's pools and keys through the admin API, as the server does on SIGHUP; only what differs changes")
+    .action(async (file: string) => {
+      const config = loadConfigFile(file, io.env);
+      const changes = await applyOverAdmin(config);
+      if (config.tokens.length > 0) io.stderr(`note: ${file}'s auth tokens are the server's to apply (its own config file, on SIGHUP)\n`);
+      const f = format();
+      if (f === "table") io.stdout(changes.length ? changes.map((c) => `${c}\n`).join("") : `${file}: no changes\n`);
+      else io.stdout(f === "json" ? `${JSON.stringify({ changes }, null, 2)}\n` : toYaml({ changes }));
+    });
+
+  /** The file's pools compared with what the server has, and the differences applied one admin call each. */
+  const applyOverAdmin = async (config: DeclarativeConfig): Promise<string[]> => {
+    const existing = new Set((await admin().listPools({}, call())).pools.map((p) => p.name));
+    const current: CurrentConfig = { pools: [], keys: [] };
+    for (const declared of config.pools) {
+      if (!existing.has(declared.name)) continue;
+      current.pools.push(poolConfigOf((await admin().getPool({ name: declared.name }, call())).pool!));
+      const byId = new Map(declared.keys.map((k) => [k.id, k]));
+      const listed = await everyPage((pageToken) => admin().listKeys({ pool: declared.name, pageToken }, call()), (r) => r.keys);
+      current.keys.push(...listed.keys.map((k) => keyConfigOf(k, byId.get(k.id))));
+    }
+    const api: BootstrapApi = {
+      createPool: (p) => admin().createPool({ pool: poolFromFlags(p.name, flagsOf(p)).pool }, call()),
+      updatePool: (p) => {
+        const { pool, paths } = poolFromFlags(p.name, flagsOf(p));
+        return admin().updatePool({ pool, updateMask: create(FieldMaskSchema, { paths }) }, call());
+      },
+      addKey: (k) => {
+        const { key } = keyFromFlags(k.pool, k.id ?? "", k);
+        if (k.disabled) key.state = KeyState.DISABLED;
+        return admin().addKey({ pool: k.pool, key, secret: k.secret ?? "" }, call());
+      },
+      updateKey: (k) => {
+        const { key, paths } = keyFromFlags(k.pool, k.id!, k);
+        if (k.secret !== undefined) paths.push("secret");
+        return admin().updateKey({ key, updateMask: create(FieldMaskSchema, { paths }), secret: k.secret ?? "" }, call());
+      },
+      enableKey: (pool, keyId) => admin().enableKey({ pool, keyId }, call()),
+      disableKey: (pool, keyId, reason) => admin().disableKey({ pool, keyId, drain: false, reason }, call()),
+      removeKey: (pool, keyId) => admin().removeKey({ pool, keyId, drain: false }, call()),
+    };
+    return (await applyConfig(config, current, api, { info: () => {} })).map(describeAction);
+  };
 
   program
     .command("watch")

@@ -8,7 +8,7 @@ import { LineCounter, isMap, parseDocument, type Document } from "yaml";
 import { POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
 import { DomainError } from "../domain/errors.js";
 import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "../domain/types.js";
-import { MIN_TOKEN_LENGTH, parseScope, type Scope, type TokenGrant } from "./auth.js";
+import { createAuthorizer, MIN_TOKEN_LENGTH, parseAuthTokensEnv, parseScope, type Authorizer, type Scope, type TokenGrant } from "./auth.js";
 import { formatDuration, parseDuration } from "./duration.js";
 
 /** Pool settings a file may declare (PoolInput without the name). */
@@ -62,6 +62,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** What an unresolved secret reads as: long enough for a token, never a real one. */
+const UNRESOLVED = "<not resolved: checked elsewhere>";
+
 /** Thrown inside the reader to abandon the value being read once its problem is recorded. */
 const INVALID = Symbol("invalid");
 
@@ -106,9 +109,17 @@ export function formatPath(path: Path): string {
   );
 }
 
+export interface ReadOptions {
+  /**
+   * False: `${ENV_VAR}` references and secret files are not resolved (each reads as a placeholder), for
+   * checking a file away from the environment the server runs in. Default true.
+   */
+  resolveSecrets?: boolean;
+}
+
 /** Reads and validates a config file; a ConfigError lists every problem with file, line and field. */
-export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): DeclarativeConfig {
-  return parseConfig(readConfigText(file), file, env);
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, options: ReadOptions = {}): DeclarativeConfig {
+  return parseConfig(readConfigText(file), file, env, options);
 }
 
 function readConfigText(file: string): string {
@@ -127,8 +138,8 @@ function readError(err: unknown): string {
 }
 
 /** Parses config text (YAML, or JSON which YAML reads too) attributed to `source`. */
-export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): DeclarativeConfig {
-  return Reader.open(text, source, env).config();
+export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env, options: ReadOptions = {}): DeclarativeConfig {
+  return Reader.open(text, source, env, options).config();
 }
 
 /**
@@ -136,7 +147,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
  * `pools[].keys`, or a mapping with such a list under `keys`. Each key comes with where it is.
  */
 export function parseKeyList(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Array<DeclaredKey & { at: string }> {
-  return Reader.open(text, source, env).keyList();
+  return Reader.open(text, source, env, {}).keyList();
 }
 
 class Reader {
@@ -149,11 +160,12 @@ class Reader {
     private readonly lines: LineCounter,
     private readonly source: string,
     private readonly env: NodeJS.ProcessEnv,
+    private readonly resolveSecrets: boolean,
   ) {
     this.#dir = path.dirname(path.resolve(source));
   }
 
-  static open(text: string, source: string, env: NodeJS.ProcessEnv): Reader {
+  static open(text: string, source: string, env: NodeJS.ProcessEnv, options: ReadOptions): Reader {
     const lineCounter = new LineCounter();
     const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
     if (doc.errors.length > 0) {
@@ -167,7 +179,7 @@ class Reader {
         })),
       );
     }
-    return new Reader(doc, lineCounter, source, env);
+    return new Reader(doc, lineCounter, source, env, options.resolveSecrets ?? true);
   }
 
   config(): DeclarativeConfig {
@@ -263,15 +275,16 @@ class Reader {
     if (raw.circuit_breaker !== undefined) this.attempt(() => this.breaker(raw.circuit_breaker, [...at, "circuit_breaker"], settings));
     const managed = raw.managed === undefined ? false : this.attempt(() => this.boolean(raw.managed, [...at, "managed"]));
     const keys = this.unique(this.each(raw.keys, [...at, "keys"], (k, keyAt) => this.key(k, keyAt)), [...at, "keys"], "id", (k) => k.id, "key id");
-    if (this.#problems.length === before) this.poolRules(at, name!, settings);
+    this.poolRules(at, settings, this.#problems.length === before ? name : undefined);
     return { name: this.#require(name), managed: this.#require(managed), settings, keys };
   }
 
   /**
    * The rules between settings, as the server applies them to a new pool: a bound the file leaves out
-   * counts at its default (so `default_ttl: 2h` alone is above the default max_ttl of 1h).
+   * counts at its default (so `default_ttl: 2h` alone is above the default max_ttl of 1h). `valid` is
+   * the pool's name when nothing else in it was wrong.
    */
-  private poolRules(at: Path, name: string, settings: PoolSettings): void {
+  private poolRules(at: Path, settings: PoolSettings, valid: string | undefined): void {
     for (const [low, lowPath, high, highPath] of ORDERED) {
       const a = settings[low] as number | undefined;
       const b = settings[high] as number | undefined;
@@ -287,8 +300,10 @@ class Reader {
       else this.report([...at, ...lowPath], `must not exceed ${highName}`);
       return;
     }
+    // The engine's own rules last, on a pool that is otherwise sound (so no problem is reported twice).
+    if (valid === undefined) return;
     try {
-      validatePool({ name, ...settings }, undefined, 0);
+      validatePool({ name: valid, ...settings }, undefined, 0);
     } catch (err) {
       this.domainProblem(at, err);
     }
@@ -399,6 +414,7 @@ class Reader {
   /** A secret kept in a file of its own (a Docker or Kubernetes secret): its content, less the final newline. */
   private secretFile(value: unknown, at: Path): string {
     const file = path.resolve(this.#dir, this.string(value, at));
+    if (!this.resolveSecrets) return UNRESOLVED;
     let content: string;
     try {
       content = readFileSync(file, "utf8").replace(/\r?\n$/, "");
@@ -410,6 +426,7 @@ class Reader {
   }
 
   private envValue(variable: string, at: Path): string {
+    if (!this.resolveSecrets) return UNRESOLVED;
     const resolved = this.env[variable];
     if (resolved === undefined || resolved === "") this.fail(at, `environment variable ${variable} is not set`);
     return resolved as string;
@@ -620,6 +637,87 @@ export interface BootstrapApi {
   enableKey(pool: string, keyId: string): unknown;
   disableKey(pool: string, keyId: string, reason: string): unknown;
   removeKey(pool: string, keyId: string): unknown;
+}
+
+/**
+ * Brings the server in line with `config`: plans against `current` and applies each change, logging it
+ * once it is committed (names and fields, never values). Planning again afterwards finds nothing to do.
+ */
+export async function applyConfig(
+  config: DeclarativeConfig,
+  current: CurrentConfig,
+  api: BootstrapApi,
+  log: { info(fields: object, message: string): void },
+): Promise<BootstrapAction[]> {
+  const actions = planBootstrap(config, current);
+  for (const action of actions) {
+    await applyBootstrap([action], api, config.source);
+    log.info({ source: config.source }, describeAction(action));
+  }
+  return actions;
+}
+
+export type ReloadResult = { applied: string[] } | { refused: string };
+
+export interface ConfigReloader {
+  /** The tokens of KEYMESH_AUTH_TOKENS and the file, as of the last reload. */
+  authorizer: Authorizer;
+  /** Reads the file again and applies it (SIGHUP, `keymesh config apply`); a bad file changes nothing. */
+  reload(): Promise<ReloadResult>;
+}
+
+/**
+ * Re-applying the config file while the server runs. Reloads run one at a time, each planned against
+ * what the one before applied; whether auth is on is fixed at start (the listeners' bind check and the
+ * guard decide on it), so a file that would turn it on or off is refused.
+ */
+export function configReloader(opts: {
+  file?: string;
+  env: NodeJS.ProcessEnv;
+  authorizer: Authorizer;
+  api: BootstrapApi;
+  current: () => CurrentConfig;
+  log: { info(fields: object, message: string): void; error(fields: object, message: string): void };
+}): ConfigReloader {
+  let authorizer = opts.authorizer;
+  let last: Promise<unknown> = Promise.resolve();
+  const once = async (): Promise<ReloadResult> => {
+    if (!opts.file) return { refused: "no KEYMESH_CONFIG to re-apply" };
+    let config: DeclarativeConfig;
+    let next: Authorizer;
+    try {
+      config = loadConfigFile(opts.file, opts.env);
+      next = createAuthorizer([...parseAuthTokensEnv(opts.env.KEYMESH_AUTH_TOKENS), ...config.tokens]);
+    } catch (err) {
+      return { refused: (err as Error).message };
+    }
+    if (next.enabled !== authorizer.enabled) return { refused: `turning auth ${next.enabled ? "on" : "off"} needs a restart` };
+    authorizer = next;
+    const actions = await applyConfig(config, opts.current(), opts.api, opts.log);
+    return { applied: actions.map(describeAction) };
+  };
+  return {
+    authorizer: {
+      enabled: authorizer.enabled,
+      authorize: (method, header, pool) => authorizer.authorize(method, header, pool),
+    },
+    reload() {
+      const result = last.then(once).then(
+        (r) => {
+          if ("refused" in r) opts.log.error({ source: opts.file, problems: r.refused.split("\n") }, "config not re-applied");
+          else opts.log.info({ source: opts.file, changes: r.applied.length }, "config re-applied");
+          return r;
+        },
+        (err: unknown): ReloadResult => {
+          // A change the database refused: those before it are committed, and a later reload finishes the rest.
+          opts.log.error({ source: opts.file, err: (err as Error).message }, "config re-applied in part");
+          return { refused: (err as Error).message };
+        },
+      );
+      last = result;
+      return result;
+    },
+  };
 }
 
 /** Applies actions in order; the first failure stops and names the action and the file. */

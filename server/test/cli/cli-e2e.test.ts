@@ -202,6 +202,54 @@ describe("keymesh CLI against a real server", () => {
     }
   });
 
+  it("validates a config file with no server, listing every problem", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-validate-"));
+    const good = path.join(dir, "good.yaml");
+    writeFileSync(good, "pools:\n  - name: p\n    keys:\n      - id: k\n        secret: ${NOT_SET_HERE}\n");
+    const bad = path.join(dir, "bad.yaml");
+    writeFileSync(bad, "pools:\n  - name: p\n    default_ttl: 2h\n    keys:\n      - { id: k, secret: sk-validate-0000000001, weight: 0 }\n");
+    const nowhere = { addr: "127.0.0.1:1" };
+    expect(await keymesh(["config", "validate", good], { ...nowhere, env: { NOT_SET_HERE: "sk-validate-0000000002" } })).toEqual({
+      code: 0,
+      stdout: `${good}: ok (1 pool, 1 key, 0 tokens)\n`,
+      stderr: "",
+    });
+    expect((await keymesh(["config", "validate", good], nowhere)).stderr).toBe(`error: ${good}:5: pools[0].keys[0].secret: environment variable NOT_SET_HERE is not set\n`);
+    expect((await keymesh(["config", "validate", "--no-secrets", good], nowhere)).code).toBe(0);
+    const run = await keymesh(["config", "validate", bad], nowhere);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      `error: ${bad}:3: pools[0].default_ttl: must not exceed max_ttl (1h unless the file sets it)\n` +
+        `error: ${bad}:5: pools[0].keys[0].weight: must be a positive integer\n`,
+    );
+    expect(run.stderr).not.toContain("sk-validate");
+  });
+
+  it("applies a config file through the admin API: only what differs, and nothing the second time", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-apply-"));
+    const file = path.join(dir, "keymesh.yaml");
+    const applied = uniqueName("applied");
+    const write = (weight: number, secretB: string) =>
+      writeFileSync(
+        file,
+        `pools:\n  - name: ${applied}\n    strategy: weighted\n    default_ttl: 30s\n    managed: true\n    keys:\n` +
+          `      - { id: a, secret: sk-apply-a-00000000000001, weight: ${weight} }\n      - { id: b, secret: ${secretB} }\n`,
+      );
+    write(1, "sk-apply-b-00000000000001");
+    const first = await keymesh(["config", "apply", file]);
+    expect(first).toEqual({ code: 0, stdout: `create pool ${applied}\nadd key ${applied}/a\nadd key ${applied}/b\n`, stderr: "" });
+    expect(await keymesh(["config", "apply", file])).toEqual({ code: 0, stdout: `${file}: no changes\n`, stderr: "" });
+    write(3, "sk-apply-b-00000000000002");
+    expect((await keymesh(["config", "apply", file])).stdout).toBe(`update key ${applied}/a (weight)\nupdate key ${applied}/b (secret)\n`);
+    expect((await keymesh(["config", "apply", file])).stdout).toBe(`${file}: no changes\n`);
+    const keys = JSON.parse((await keymesh(["keys", "list", applied, "--json"])).stdout).keys;
+    expect(keys.map((k: { id: string; weight: number; secretHint: string }) => [k.id, k.weight, k.secretHint])).toEqual([
+      ["a", 3, "sk-…0001"],
+      ["b", 1, "sk-…0002"],
+    ]);
+    expect((await keymesh(["pools", "delete", applied, "--force"])).code).toBe(0);
+  });
+
   it("updates and deletes a pool", async () => {
     const updated = await keymesh(["pools", "update", pool, "--default-ttl", "30s"]);
     expect(updated.code).toBe(0);

@@ -154,13 +154,14 @@ describe("config file", () => {
     const error = errorOf(text);
     expect(error.problems.map((p) => `${p.line}: ${p.field}`)).toEqual([
       "3: pools[0].strategy",
+      "4: pools[0].default_ttl",
       "7: pools[0].keys[0].weight",
       "9: pools[0].keys[1].secret",
       "10: pools[0].keys[1].colour",
       "12: pools[1].default_ttl",
       "15: auth.tokens[0].token",
     ]);
-    expect(error.message.split("\n")).toHaveLength(6);
+    expect(error.message.split("\n")).toHaveLength(7);
     expect(error.message).toContain("keymesh.yaml:12: pools[1].default_ttl: must not exceed max_ttl (1h unless the file sets it)");
   });
 

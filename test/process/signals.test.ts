@@ -33,7 +33,17 @@ const dirs: string[] = [];
 const relays: Relay[] = [];
 let cluster: string | undefined;
 
+const launched: ChildProcess[] = [];
+
 afterAll(async () => {
+  // A test that failed part way leaves its server running: end its process group.
+  for (const child of launched.filter((c) => c.exitCode === null && c.signalCode === null)) {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // Gone meanwhile.
+    }
+  }
   await Promise.all(relays.map((r) => r.close()));
   if (cluster) pgScript("pg_stop", CLUSTER);
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
@@ -78,6 +88,7 @@ function baseEnv(data: { dir: string; databaseUrl?: string }): NodeJS.ProcessEnv
 /** `command` in a process group of its own (as a terminal runs it), output captured. */
 function launch(command: string, args: string[], env: NodeJS.ProcessEnv): Proc {
   const child = spawn(command, args, { cwd: ROOT, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  launched.push(child);
   let out = "";
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));

@@ -1,6 +1,14 @@
 #!/usr/bin/env node
-// Launcher for the `keymesh` CLI: registers tsx so the TypeScript sources run as they are.
-import { register } from "tsx/esm/api";
+// The `keymesh` command. In a checkout it runs the TypeScript sources through tsx's loader; an installed
+// package and the image carry them compiled to server/dist (`npm run build`, which `npm pack` runs) and
+// need no tsx.
+import { existsSync } from "node:fs";
 
-register();
-await import(new URL("../server/src/cli/main.ts", import.meta.url).href);
+const source = new URL("../server/src/cli/main.ts", import.meta.url);
+if (existsSync(source)) {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import(source.href);
+} else {
+  await import(new URL("../server/dist/cli/main.js", import.meta.url).href);
+}

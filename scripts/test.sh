@@ -46,6 +46,9 @@ promtool test rules deploy/prometheus/keymesh-alerts.test.yml
 step "unused files, exports and dependencies (knip)"
 knip
 
+step "build (server/dist: what the image runs and an installed package carries)"
+npm run -s build
+
 step "postgres"
 source scripts/pg.sh
 pg_start
@@ -67,13 +70,14 @@ vitest run
 
 # Starts a KeyMesh server on port 0 with the extra environment given ("NAME=value" …), logging to $1, and
 # waits until it listens; sets grpc_port and http_port. Its pid joins server_pids at once, for cleanup.
+# It is the compiled server, as the image runs it (the vitest suites run the sources).
 start_keymesh() {
   local log="$1" listening=""
   shift
   # The file exists before the server starts, so polling it never races the background redirect.
   : >"$log"
   env KEYMESH_GRPC_PORT=0 KEYMESH_HTTP_PORT=0 KEYMESH_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
-    KEYMESH_LOG_LEVEL=info "$@" node --import tsx server/src/main.ts >>"$log" 2>&1 &
+    KEYMESH_LOG_LEVEL=info "$@" node server/dist/main.js >>"$log" 2>&1 &
   local pid=$!
   server_pids+=("$pid")
   for _ in $(seq 1 300); do

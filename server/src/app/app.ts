@@ -8,9 +8,10 @@ import type { DomainEvent } from "../domain/types.js";
 import { file_keymesh_v1_admin, PoolAdminService } from "../gen/keymesh/v1/admin_pb.js";
 import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.js";
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
-import { applyBootstrap, describeAction, loadConfigFile, planBootstrap, type DeclarativeConfig } from "../ops/config.js";
+import { applyConfig, configReloader, loadConfigFile, type BootstrapApi, type DeclarativeConfig, type ReloadResult } from "../ops/config.js";
 import { scrubSecrets, type Logger } from "../ops/logger.js";
 import { createMetrics, type Metrics, type OutcomeClass } from "../ops/metrics.js";
+import { settlesWithin, STOP_BOUNDS } from "../ops/stop.js";
 import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
@@ -44,6 +45,8 @@ export interface RunningServer extends BoundPorts {
   metrics: Metrics;
   /** Graceful stop: listeners, open streams, final snapshot, database. */
   shutdown(): Promise<void>;
+  /** Reads KEYMESH_CONFIG again and applies it (SIGHUP); a bad file changes nothing. Resolves to what changed. */
+  reload(): Promise<ReloadResult>;
 }
 
 export interface StartHooks {
@@ -113,19 +116,17 @@ async function startOnDatabase(
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
-  if (opts.declared) {
-    const actions = planBootstrap(opts.declared, { pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
-    for (const a of actions) log.info({ source: cfg.configFile }, describeAction(a));
-    await applyBootstrap(actions, {
-      createPool: (p) => admin.createPool(p),
-      updatePool: (p) => admin.updatePool(p),
-      addKey: (k) => admin.addKey(k),
-      updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
-      enableKey: (pool, id) => admin.enableKey(pool, id),
-      disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
-      removeKey: (pool, id) => admin.removeKey(pool, id, false),
-    }, cfg.configFile!);
-  }
+  const configApi: BootstrapApi = {
+    createPool: (p) => admin.createPool(p),
+    updatePool: (p) => admin.updatePool(p),
+    addKey: (k) => admin.addKey(k),
+    updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
+    enableKey: (pool, id) => admin.enableKey(pool, id),
+    disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
+    removeKey: (pool, id) => admin.removeKey(pool, id, false),
+  };
+  const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
+  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
 
   const tokens = new LeaseTokens(leaseSecret);
   const leasePool = (leaseId: string) => {
@@ -135,7 +136,8 @@ async function startOnDatabase(
       return undefined;
     }
   };
-  const guard = createGuard(opts.authorizer, leasePool);
+  const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
+  const guard = createGuard(declared.authorizer, leasePool);
   const services = [
     serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
     serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now })),
@@ -190,16 +192,26 @@ async function startOnDatabase(
     ...ports,
     engine,
     metrics,
+    reload: declared.reload,
     shutdown: () =>
       (stopping ??= (async () => {
         ready = false;
         events.closeAll();
-        await listeners.shutdown(cfg.shutdownGraceMs);
-        await snapshotter.stop();
+        await listeners.shutdown(STOP_BOUNDS.callsMs);
+        if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
+          log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: journal.pending }, "final snapshot not written in time: runtime state since the last snapshot is lost");
+        }
         engine.close();
-        await journal.close();
-        availability.close();
-        await db.close();
+        const closing = (async () => {
+          await journal.close();
+          availability.close();
+          await db.close();
+        })().catch((err: unknown) => log.warn({ err: (err as Error).message }, "database close failed"));
+        // The embedded database closes its files here, so it is never cut off; a remote one may hang after an outage.
+        if (db.embedded) await closing;
+        else if (!(await settlesWithin(closing, STOP_BOUNDS.closeMs))) {
+          log.warn({ boundMs: STOP_BOUNDS.closeMs, pendingGrants: journal.pending }, "database connections not closed in time: exiting without them");
+        }
         log.info({}, "stopped");
       })()),
   };

@@ -15,8 +15,6 @@ export interface ServerConfig {
   logLevel: string;
   /** KEYMESH_CONFIG: declarative pools, keys and tokens applied at start. */
   configFile?: string;
-  /** How long graceful shutdown waits for calls in flight. */
-  shutdownGraceMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -61,6 +59,5 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     maxMessageBytes: positiveInt(env, "KEYMESH_MAX_MESSAGE_BYTES", 1024 * 1024),
     logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
-    shutdownGraceMs: 4000,
   };
 }

@@ -28,7 +28,7 @@ function enumName(schema: DescEnum, value: number): string {
 }
 
 const dash = "-";
-const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+export const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 const duration = (d: Duration | undefined) => (d ? formatDuration(durationMs(d)) : dash);
 const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : dash);
 
@@ -53,6 +53,46 @@ const metadataText = (metadata: Record<string, string>) =>
   Object.entries(metadata)
     .map(([k, v]) => `${k}=${v}`)
     .join(",") || dash;
+
+/** One field per line, names aligned: the view of a single pool or key. */
+function fields(rows: Array<[string, string]>): string {
+  const width = Math.max(...rows.map(([name]) => name.length)) + 1;
+  return rows.map(([name, value]) => `${`${name}:`.padEnd(width)}  ${value}`.trimEnd()).join("\n") + "\n";
+}
+
+export function poolDetail(p: Pool): string {
+  const b = p.circuitBreaker;
+  return fields([
+    ["name", p.name],
+    ["strategy", enumName(StrategySchema, p.strategy)],
+    ["keys", String(p.keyCount)],
+    ["ttl", `min ${duration(p.minTtl)}, default ${duration(p.defaultTtl)}, max ${duration(p.maxTtl)}`],
+    ["cooldown", `default ${duration(p.defaultCooldown)}, max ${duration(p.maxCooldown)}`],
+    [
+      "circuit breaker",
+      b ? `${b.failureThreshold} failures open it for ${duration(b.openDuration)} (at most ${duration(b.maxOpenDuration)}), ${b.halfOpenProbes} half-open probe${b.halfOpenProbes === 1 ? "" : "s"}` : dash,
+    ],
+    ["description", p.description || dash],
+    ["created", iso(p.createTime)],
+    ["updated", iso(p.updateTime)],
+  ]);
+}
+
+export function keyDetail(k: Key): string {
+  return fields([
+    ["pool", k.pool],
+    ["id", k.id],
+    ["label", k.label],
+    ["secret", k.secretHint],
+    ["state", enumName(KeyStateSchema, k.state) + (k.stateReason ? ` (${k.stateReason})` : "")],
+    ["weight", String(k.weight)],
+    ["max concurrency", k.maxConcurrency === 0 ? "unlimited" : String(k.maxConcurrency)],
+    ["quota group", k.quotaGroup || dash],
+    ["metadata", metadataText(k.metadata)],
+    ["created", iso(k.createTime)],
+    ["updated", iso(k.updateTime)],
+  ]);
+}
 
 export function keysTable(keys: Key[]): string {
   return table(

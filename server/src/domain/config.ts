@@ -2,7 +2,7 @@
 import { invalidArgument } from "./errors.js";
 import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "./types.js";
 
-const POOL_DEFAULTS = {
+export const POOL_DEFAULTS = {
   strategy: "round_robin" as Strategy,
   minTtlMs: 1_000,
   maxTtlMs: 3_600_000,

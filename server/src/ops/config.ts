@@ -1,19 +1,22 @@
-// KEYMESH_CONFIG: a YAML or JSON file declaring pools, keys and auth tokens, applied at start.
-// Only the fields the file names are managed; anything it leaves out keeps its current value
+// KEYMESH_CONFIG: a YAML or JSON file declaring pools, keys and auth tokens, applied at start and on
+// SIGHUP. Only the fields the file names are managed; anything it leaves out keeps its current value
 // (or the server default on creation). Keys missing from the file are removed only from pools
-// marked `managed: true`.
+// marked `managed: true`. Reading a file checks all of it, without a database, and reports every problem.
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { LineCounter, isMap, parseDocument, type Document } from "yaml";
+import { POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
+import { DomainError } from "../domain/errors.js";
 import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "../domain/types.js";
-import { MIN_TOKEN_LENGTH, parseScope, type Scope, type TokenGrant } from "./auth.js";
-import { parseDuration } from "./duration.js";
+import { createAuthorizer, MIN_TOKEN_LENGTH, parseAuthTokensEnv, parseScope, type Authorizer, type Scope, type TokenGrant } from "./auth.js";
+import { formatDuration, parseDuration } from "./duration.js";
 
 /** Pool settings a file may declare (PoolInput without the name). */
-type PoolSettings = Omit<PoolInput, "name">;
+export type PoolSettings = Omit<PoolInput, "name">;
 
-interface DeclaredKey {
+export interface DeclaredKey {
   id: string;
-  /** Resolved plaintext (after `${ENV_VAR}` substitution); never logged. */
+  /** Resolved plaintext (after `${ENV_VAR}` substitution or from `secret_file`); never logged. */
   secret: string;
   label?: string;
   weight?: number;
@@ -37,18 +40,33 @@ export interface DeclarativeConfig {
   tokens: TokenGrant[];
 }
 
-/** A bad config file: names the file, the line and the field. */
+/** One problem of a config file, where it is. */
+export interface ConfigProblem {
+  file: string;
+  line?: number;
+  /** The field's path ("pools[0].keys[1].weight"); empty for the file as a whole. */
+  field: string;
+  problem: string;
+}
+
+/** "file:line: field: problem". */
+function formatProblem(p: ConfigProblem): string {
+  return `${p.file}${p.line === undefined ? "" : `:${p.line}`}: ${p.field ? `${p.field}: ` : ""}${p.problem}`;
+}
+
+/** A bad config file: every problem found, in file order, one per line of the message. */
 export class ConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly line: number | undefined,
-    readonly field: string,
-    readonly problem: string,
-  ) {
-    super(`${file}${line === undefined ? "" : `:${line}`}: ${field ? `${field}: ` : ""}${problem}`);
+  constructor(readonly problems: ConfigProblem[]) {
+    super(problems.map(formatProblem).join("\n"));
     this.name = "ConfigError";
   }
 }
+
+/** What an unresolved secret reads as: long enough for a token, never a real one. */
+const UNRESOLVED = "<not resolved: checked elsewhere>";
+
+/** Thrown inside the reader to abandon the value being read once its problem is recorded. */
+const INVALID = Symbol("invalid");
 
 type Path = Array<string | number>;
 
@@ -63,8 +81,19 @@ const POOL_FIELDS = new Set([
 ]);
 const BREAKER_FIELDS = new Set(["failure_threshold", "open_duration", "max_open_duration", "half_open_probes"]);
 const KEY_FIELDS = new Set([
-  "id", "secret", "label", "weight", "max_concurrency", "quota_group", "metadata", "disabled",
+  "id", "secret", "secret_file", "label", "weight", "max_concurrency", "quota_group", "metadata", "disabled",
 ]);
+/** Settings that must not exceed another, with their paths in the file. */
+const ORDERED: Array<[keyof PoolSettings, string[], keyof PoolSettings, string[]]> = [
+  ["minTtlMs", ["min_ttl"], "defaultTtlMs", ["default_ttl"]],
+  ["defaultTtlMs", ["default_ttl"], "maxTtlMs", ["max_ttl"]],
+  ["minTtlMs", ["min_ttl"], "maxTtlMs", ["max_ttl"]],
+  ["defaultCooldownMs", ["default_cooldown"], "maxCooldownMs", ["max_cooldown"]],
+  ["openDurationMs", ["circuit_breaker", "open_duration"], "maxOpenDurationMs", ["circuit_breaker", "max_open_duration"]],
+];
+/** Left out, these follow the bounds the file sets instead of their own defaults. */
+const FOLLOWS = new Set<keyof PoolSettings>(["defaultTtlMs", "defaultCooldownMs", "openDurationMs"]);
+
 const DURATION_FIELDS: Array<[string, keyof PoolSettings]> = [
   ["min_ttl", "minTtlMs"],
   ["max_ttl", "maxTtlMs"],
@@ -80,160 +109,300 @@ function formatPath(path: Path): string {
   );
 }
 
-/** Reads and validates a config file; every problem is a ConfigError naming file, line and field. */
-export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): DeclarativeConfig {
-  let text: string;
+export interface ReadOptions {
+  /**
+   * False: `${ENV_VAR}` references and secret files are not resolved (each reads as a placeholder), for
+   * checking a file away from the environment the server runs in. Default true.
+   */
+  resolveSecrets?: boolean;
+}
+
+/** Reads and validates a config file; a ConfigError lists every problem with file, line and field. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, options: ReadOptions = {}): DeclarativeConfig {
+  return parseConfig(readConfigText(file), file, env, options);
+}
+
+function readConfigText(file: string): string {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(file, "utf8");
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
-    throw new ConfigError(path, undefined, "", `cannot read config file: ${reason}`);
+    throw new ConfigError([{ file, field: "", problem: `cannot read config file: ${readError(err)}` }]);
   }
-  return parseConfig(text, path, env);
+}
+
+function readError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES") return "permission denied";
+  return code ?? (err as Error).message;
 }
 
 /** Parses config text (YAML, or JSON which YAML reads too) attributed to `source`. */
-export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): DeclarativeConfig {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
-  const syntax = doc.errors[0];
-  if (syntax) {
-    // The parser's own message may quote file content (a secret); keep only its first clause.
-    const problem = syntax.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
-    const line = syntax.linePos?.[0].line ?? (syntax.pos ? lineCounter.linePos(syntax.pos[0]).line : undefined);
-    throw new ConfigError(source, line, "", `invalid YAML/JSON: ${problem}`);
-  }
-  return new Reader(doc, lineCounter, source, env).read();
+export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env, options: ReadOptions = {}): DeclarativeConfig {
+  return Reader.open(text, source, env, options).config();
+}
+
+/**
+ * A file of keys to import (the CLI's `keys import`): a list of key entries as in a config file's
+ * `pools[].keys`, or a mapping with such a list under `keys`. Each key comes with where it is.
+ */
+export function parseKeyList(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Array<DeclaredKey & { at: string }> {
+  return Reader.open(text, source, env, {}).keyList();
 }
 
 class Reader {
-  constructor(
+  readonly #problems: ConfigProblem[] = [];
+  /** `secret_file:` paths are relative to the file's directory. */
+  readonly #dir: string;
+
+  private constructor(
     private readonly doc: Document,
     private readonly lines: LineCounter,
     private readonly source: string,
     private readonly env: NodeJS.ProcessEnv,
-  ) {}
+    private readonly resolveSecrets: boolean,
+  ) {
+    this.#dir = path.dirname(path.resolve(source));
+  }
 
-  read(): DeclarativeConfig {
+  static open(text: string, source: string, env: NodeJS.ProcessEnv, options: ReadOptions): Reader {
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+    if (doc.errors.length > 0) {
+      throw new ConfigError(
+        doc.errors.map((syntax) => ({
+          file: source,
+          line: syntax.linePos?.[0].line ?? (syntax.pos ? lineCounter.linePos(syntax.pos[0]).line : undefined),
+          field: "",
+          // The parser's own message may quote file content (a secret); keep only its first clause.
+          problem: `invalid YAML/JSON: ${syntax.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")}`,
+        })),
+      );
+    }
+    return new Reader(doc, lineCounter, source, env, options.resolveSecrets ?? true);
+  }
+
+  config(): DeclarativeConfig {
     const root: unknown = this.doc.toJS({ maxAliasCount: 100 });
     if (root === null || root === undefined) return { source: this.source, pools: [], tokens: [] };
-    const top = this.mapping(root, []);
-    this.onlyFields(top, [], new Set(["pools", "auth"]));
-    const pools = top.pools === undefined ? [] : this.list(top.pools, ["pools"]).map((p, i) => this.pool(p, ["pools", i]));
-    const seen = new Map<string, number>();
-    pools.forEach((pool, i) => {
-      if (seen.has(pool.name)) {
-        this.fail(["pools", i, "name"], `duplicate pool "${pool.name}" (also pools[${seen.get(pool.name)}])`);
-      }
-      seen.set(pool.name, i);
+    const config = this.attempt(() => {
+      const top = this.mapping(root, []);
+      this.onlyFields(top, [], new Set(["pools", "auth"]));
+      const pools = this.unique(this.each(top.pools, ["pools"], (p, at) => this.pool(p, at)), ["pools"], "name", (p) => p.name, "pool");
+      return { source: this.source, pools, tokens: this.auth(top.auth) };
     });
-    return { source: this.source, pools, tokens: this.auth(top.auth) };
+    return this.done(config);
+  }
+
+  keyList(): Array<DeclaredKey & { at: string }> {
+    const root: unknown = this.doc.toJS({ maxAliasCount: 100 });
+    if (root === null || root === undefined) return [];
+    const keys = this.attempt(() => {
+      const at: Path = Array.isArray(root) ? [] : ["keys"];
+      const list = Array.isArray(root) ? root : this.mapping(root, [])?.keys;
+      if (!Array.isArray(root)) this.onlyFields(this.mapping(root, []), [], new Set(["keys"]));
+      const keys = this.each(list ?? [], at, (k, keyAt) => ({ ...this.key(k, keyAt), at: this.where(keyAt) }));
+      return this.unique(keys, at, "id", (k) => k.id, "key id");
+    });
+    return this.done(keys);
+  }
+
+  #require<T>(value: T | undefined): T {
+    if (value === undefined) throw INVALID;
+    return value;
+  }
+
+  /** The result, or a ConfigError with every problem found on the way. */
+  private done<T>(value: T | undefined): T {
+    if (this.#problems.length > 0) {
+      throw new ConfigError([...this.#problems].sort((a, b) => (a.line ?? 0) - (b.line ?? 0)));
+    }
+    return this.#require(value);
+  }
+
+  /** Runs `read`; a problem it records abandons only what it was reading. */
+  private attempt<T>(read: () => T): T | undefined {
+    try {
+      return read();
+    } catch (err) {
+      if (err === INVALID) return undefined;
+      throw err;
+    }
+  }
+
+  /** Every item of a list, in place; undefined where an item's problems were recorded. */
+  private each<T>(value: unknown, at: Path, read: (item: unknown, at: Path) => T): Array<T | undefined> {
+    if (value === undefined) return [];
+    return this.list(value, at).map((item, i) => this.attempt(() => read(item, [...at, i])));
+  }
+
+  /** Reports items named twice; returns the items that were read. */
+  private unique<T>(items: Array<T | undefined>, at: Path, field: string, name: (item: T) => string, what: string): T[] {
+    const seen = new Map<string, number>();
+    items.forEach((item, i) => {
+      if (item === undefined) return;
+      const first = seen.get(name(item));
+      if (first !== undefined) this.report([...at, i, field], `duplicate ${what} "${name(item)}" (also ${at.at(-1) ?? ""}[${first}])`);
+      else seen.set(name(item), i);
+    });
+    return items.filter((item): item is T => item !== undefined);
   }
 
   private pool(value: unknown, at: Path): DeclaredPool {
     const raw = this.mapping(value, at);
+    const before = this.#problems.length;
     this.onlyFields(raw, at, POOL_FIELDS);
-    const name = this.requiredString(raw, at, "name");
-    if (!POOL_NAME.test(name)) {
-      this.fail([...at, "name"], "must be 1-63 characters of [a-z0-9._-], starting with a letter or digit");
-    }
+    const name = this.attempt(() => {
+      const name = this.requiredString(raw, at, "name");
+      if (!POOL_NAME.test(name)) {
+        this.fail([...at, "name"], "must be 1-63 characters of [a-z0-9._-], starting with a letter or digit");
+      }
+      return name;
+    });
     const settings: PoolSettings = {};
     if (raw.strategy !== undefined) {
-      if (!STRATEGIES.includes(raw.strategy as Strategy)) {
-        this.fail([...at, "strategy"], `must be one of ${STRATEGIES.join(", ")}`);
-      }
-      settings.strategy = raw.strategy as Strategy;
+      this.attempt(() => {
+        if (!STRATEGIES.includes(raw.strategy as Strategy)) {
+          this.fail([...at, "strategy"], `must be one of ${STRATEGIES.join(", ")}`);
+        }
+        settings.strategy = raw.strategy as Strategy;
+      });
     }
     for (const [field, target] of DURATION_FIELDS) {
-      if (raw[field] !== undefined) (settings as Record<string, number>)[target] = this.duration(raw[field], [...at, field]);
+      if (raw[field] !== undefined) this.attempt(() => ((settings as Record<string, number>)[target] = this.duration(raw[field], [...at, field])));
     }
-    if (raw.description !== undefined) settings.description = this.string(raw.description, [...at, "description"]);
-    if (raw.circuit_breaker !== undefined) this.breaker(raw.circuit_breaker, [...at, "circuit_breaker"], settings);
-    this.ordered(at, settings, "minTtlMs", "min_ttl", "defaultTtlMs", "default_ttl");
-    this.ordered(at, settings, "defaultTtlMs", "default_ttl", "maxTtlMs", "max_ttl");
-    this.ordered(at, settings, "minTtlMs", "min_ttl", "maxTtlMs", "max_ttl");
-    this.ordered(at, settings, "defaultCooldownMs", "default_cooldown", "maxCooldownMs", "max_cooldown");
-    this.ordered([...at, "circuit_breaker"], settings, "openDurationMs", "open_duration", "maxOpenDurationMs", "max_open_duration");
-    const managed = raw.managed === undefined ? false : this.boolean(raw.managed, [...at, "managed"]);
-    const keys = raw.keys === undefined ? [] : this.list(raw.keys, [...at, "keys"]).map((k, i) => this.key(k, [...at, "keys", i]));
-    const ids = new Map<string, number>();
-    keys.forEach((key, i) => {
-      if (ids.has(key.id)) this.fail([...at, "keys", i, "id"], `duplicate key id "${key.id}" (also keys[${ids.get(key.id)}])`);
-      ids.set(key.id, i);
-    });
-    return { name, managed, settings, keys };
+    if (raw.description !== undefined) this.attempt(() => (settings.description = this.string(raw.description, [...at, "description"])));
+    if (raw.circuit_breaker !== undefined) this.attempt(() => this.breaker(raw.circuit_breaker, [...at, "circuit_breaker"], settings));
+    const managed = raw.managed === undefined ? false : this.attempt(() => this.boolean(raw.managed, [...at, "managed"]));
+    const keys = this.unique(this.each(raw.keys, [...at, "keys"], (k, keyAt) => this.key(k, keyAt)), [...at, "keys"], "id", (k) => k.id, "key id");
+    this.poolRules(at, settings, this.#problems.length === before ? name : undefined);
+    return { name: this.#require(name), managed: this.#require(managed), settings, keys };
+  }
+
+  /**
+   * The rules between settings, as the server applies them to a new pool: a bound the file leaves out
+   * counts at its default (so `default_ttl: 2h` alone is above the default max_ttl of 1h). `valid` is
+   * the pool's name when nothing else in it was wrong.
+   */
+  private poolRules(at: Path, settings: PoolSettings, valid: string | undefined): void {
+    for (const [low, lowPath, high, highPath] of ORDERED) {
+      const a = settings[low] as number | undefined;
+      const b = settings[high] as number | undefined;
+      // An unset default_* follows the bounds the file sets; only set values and bounds are compared.
+      if ((a === undefined && FOLLOWS.has(low)) || (b === undefined && FOLLOWS.has(high)) || (a === undefined && b === undefined)) continue;
+      const lowValue = a ?? (POOL_DEFAULTS[low as keyof typeof POOL_DEFAULTS] as number);
+      const highValue = b ?? (POOL_DEFAULTS[high as keyof typeof POOL_DEFAULTS] as number);
+      if (lowValue <= highValue) continue;
+      const lowName = lowPath.at(-1)!;
+      const highName = highPath.at(-1)!;
+      if (a === undefined) this.report([...at, ...highPath], `must not be below ${lowName} (${formatDuration(lowValue)} unless the file sets it)`);
+      else if (b === undefined) this.report([...at, ...lowPath], `must not exceed ${highName} (${formatDuration(highValue)} unless the file sets it)`);
+      else this.report([...at, ...lowPath], `must not exceed ${highName}`);
+      return;
+    }
+    // The engine's own rules last, on a pool that is otherwise sound (so no problem is reported twice).
+    if (valid === undefined) return;
+    try {
+      validatePool({ name: valid, ...settings }, undefined, 0);
+    } catch (err) {
+      this.domainProblem(at, err);
+    }
+  }
+
+  /** A rule the engine enforces that the reader does not know itself, reported where its field is. */
+  private domainProblem(at: Path, err: unknown): void {
+    if (!(err instanceof DomainError) || err.code !== "invalid_argument") throw err;
+    const field = (err.details.field ?? "").replace(/^key\./, "");
+    const problem = err.message.startsWith(`${err.details.field}: `) ? err.message.slice(`${err.details.field}: `.length) : err.message;
+    this.report([...at, ...(field ? field.split(".") : [])], problem);
   }
 
   private breaker(value: unknown, at: Path, settings: PoolSettings): void {
     const raw = this.mapping(value, at);
     this.onlyFields(raw, at, BREAKER_FIELDS);
-    if (raw.failure_threshold !== undefined) settings.failureThreshold = this.positiveInt(raw.failure_threshold, [...at, "failure_threshold"]);
-    if (raw.open_duration !== undefined) settings.openDurationMs = this.duration(raw.open_duration, [...at, "open_duration"]);
-    if (raw.max_open_duration !== undefined) settings.maxOpenDurationMs = this.duration(raw.max_open_duration, [...at, "max_open_duration"]);
-    if (raw.half_open_probes !== undefined) settings.halfOpenProbes = this.positiveInt(raw.half_open_probes, [...at, "half_open_probes"]);
+    if (raw.failure_threshold !== undefined) this.attempt(() => (settings.failureThreshold = this.positiveInt(raw.failure_threshold, [...at, "failure_threshold"])));
+    if (raw.open_duration !== undefined) this.attempt(() => (settings.openDurationMs = this.duration(raw.open_duration, [...at, "open_duration"])));
+    if (raw.max_open_duration !== undefined) this.attempt(() => (settings.maxOpenDurationMs = this.duration(raw.max_open_duration, [...at, "max_open_duration"])));
+    if (raw.half_open_probes !== undefined) this.attempt(() => (settings.halfOpenProbes = this.positiveInt(raw.half_open_probes, [...at, "half_open_probes"])));
   }
 
   private key(value: unknown, at: Path): DeclaredKey {
     const raw = this.mapping(value, at);
+    const before = this.#problems.length;
     this.onlyFields(raw, at, KEY_FIELDS);
-    const id = this.requiredString(raw, at, "id");
-    if (!KEY_ID.test(id)) this.fail([...at, "id"], "must be 1-63 characters of [A-Za-z0-9._-]");
-    if (raw.secret === undefined) this.fail([...at, "secret"], "is required (a value or a ${ENV_VAR} reference)");
-    const key: DeclaredKey = { id, secret: this.secret(raw.secret, [...at, "secret"]) };
-    if (raw.label !== undefined) key.label = this.string(raw.label, [...at, "label"]);
-    if (raw.weight !== undefined) key.weight = this.positiveInt(raw.weight, [...at, "weight"]);
+    const id = this.attempt(() => {
+      const id = this.requiredString(raw, at, "id");
+      if (!KEY_ID.test(id)) this.fail([...at, "id"], "must be 1-63 characters of [A-Za-z0-9._-]");
+      return id;
+    });
+    const secret = this.attempt(() => {
+      if (raw.secret === undefined && raw.secret_file === undefined) {
+        this.fail([...at, "secret"], "is required (a value or a ${ENV_VAR} reference), or secret_file");
+      }
+      if (raw.secret !== undefined && raw.secret_file !== undefined) this.fail([...at, "secret_file"], "give secret or secret_file, not both");
+      return raw.secret !== undefined ? this.secret(raw.secret, [...at, "secret"]) : this.secretFile(raw.secret_file, [...at, "secret_file"]);
+    });
+    const key: Partial<DeclaredKey> = { id, secret };
+    if (raw.label !== undefined) this.attempt(() => (key.label = this.string(raw.label, [...at, "label"])));
+    if (raw.weight !== undefined) this.attempt(() => (key.weight = this.positiveInt(raw.weight, [...at, "weight"])));
     if (raw.max_concurrency !== undefined) {
-      key.maxConcurrency = this.nonNegativeInt(raw.max_concurrency, [...at, "max_concurrency"], "(0 is unlimited)");
+      this.attempt(() => (key.maxConcurrency = this.nonNegativeInt(raw.max_concurrency, [...at, "max_concurrency"], "(0 is unlimited)")));
     }
-    if (raw.quota_group !== undefined) key.quotaGroup = this.string(raw.quota_group, [...at, "quota_group"]);
+    if (raw.quota_group !== undefined) this.attempt(() => (key.quotaGroup = this.string(raw.quota_group, [...at, "quota_group"])));
     if (raw.metadata !== undefined) {
-      const metadata = this.mapping(raw.metadata, [...at, "metadata"]);
-      key.metadata = Object.fromEntries(
-        Object.entries(metadata).map(([k, v]) => [k, this.string(v, [...at, "metadata", k])]),
-      );
+      this.attempt(() => {
+        const metadata = this.mapping(raw.metadata, [...at, "metadata"]);
+        const entries = Object.entries(metadata).map(([k, v]) => [k, this.attempt(() => this.string(v, [...at, "metadata", k]))]);
+        key.metadata = Object.fromEntries(entries);
+      });
     }
-    if (raw.disabled !== undefined) key.disabled = this.boolean(raw.disabled, [...at, "disabled"]);
-    return key;
+    if (raw.disabled !== undefined) this.attempt(() => (key.disabled = this.boolean(raw.disabled, [...at, "disabled"])));
+    if (this.#problems.length > before) throw INVALID;
+    const declared = key as DeclaredKey;
+    try {
+      validateKey({ pool: "", ...declared }, undefined, 0);
+    } catch (err) {
+      this.domainProblem(at, err);
+      throw INVALID;
+    }
+    return declared;
   }
 
   private auth(value: unknown): TokenGrant[] {
     if (value === undefined) return [];
     const raw = this.mapping(value, ["auth"]);
     this.onlyFields(raw, ["auth"], new Set(["tokens"]));
-    if (raw.tokens === undefined) return [];
-    return this.list(raw.tokens, ["auth", "tokens"]).map((entry, i) => {
-      const at: Path = ["auth", "tokens", i];
+    const tokens = this.each(raw.tokens, ["auth", "tokens"], (entry, at) => {
       const t = this.mapping(entry, at);
-      this.onlyFields(t, at, new Set(["token", "token_env", "scopes"]));
-      if ((t.token === undefined) === (t.token_env === undefined)) this.fail(at, "needs exactly one of token, token_env");
-      let token: string;
-      if (t.token !== undefined) {
-        token = this.secret(t.token, [...at, "token"]);
-      } else {
-        const variable = this.string(t.token_env, [...at, "token_env"]);
-        token = this.envValue(variable, [...at, "token_env"]);
-      }
-      if (token.length < MIN_TOKEN_LENGTH) {
-        this.fail([...at, t.token !== undefined ? "token" : "token_env"], `token must be at least ${MIN_TOKEN_LENGTH} characters`);
-      }
-      if (t.scopes === undefined) this.fail([...at, "scopes"], "is required (admin, use:*, use:<pool>)");
-      const scopes = this.list(t.scopes, [...at, "scopes"]).map((s, j): Scope => {
-        const scopeAt: Path = [...at, "scopes", j];
-        try {
-          return parseScope(this.string(s, scopeAt), formatPath(scopeAt));
-        } catch {
-          return this.fail(scopeAt, "must be admin, use:* or use:<pool>");
-        }
+      this.onlyFields(t, at, new Set(["token", "token_env", "token_file", "scopes"]));
+      const sources = ["token", "token_env", "token_file"].filter((f) => t[f] !== undefined);
+      const token = this.attempt(() => {
+        if (sources.length !== 1) this.fail(at, "needs exactly one of token, token_env, token_file");
+        const field = sources[0];
+        const token =
+          field === "token" ? this.secret(t.token, [...at, "token"])
+          : field === "token_env" ? this.envValue(this.string(t.token_env, [...at, "token_env"]), [...at, "token_env"])
+          : this.secretFile(t.token_file, [...at, "token_file"]);
+        if (token.length < MIN_TOKEN_LENGTH) this.fail([...at, field], `token must be at least ${MIN_TOKEN_LENGTH} characters`);
+        return token;
       });
-      if (scopes.length === 0) this.fail([...at, "scopes"], "must name at least one scope");
-      return { token, scopes, origin: `${this.source}: ${formatPath(at)}` };
+      const scopes = this.attempt(() => {
+        if (t.scopes === undefined) this.fail([...at, "scopes"], "is required (admin, use:*, use:<pool>)");
+        const scopes = this.each(t.scopes, [...at, "scopes"], (s, scopeAt): Scope => {
+          try {
+            return parseScope(this.string(s, scopeAt), formatPath(scopeAt));
+          } catch (err) {
+            if (err === INVALID) throw err;
+            return this.fail(scopeAt, "must be admin, use:* or use:<pool>");
+          }
+        });
+        if (scopes.length === 0) this.fail([...at, "scopes"], "must name at least one scope");
+        if (scopes.includes(undefined)) throw INVALID;
+        return scopes as Scope[];
+      });
+      return { token: this.#require(token), scopes: this.#require(scopes), origin: `${this.source}: ${formatPath(at)}` };
     });
-  }
-
-  private ordered(at: Path, settings: PoolSettings, low: keyof PoolSettings, lowName: string, high: keyof PoolSettings, highName: string): void {
-    const a = settings[low] as number | undefined;
-    const b = settings[high] as number | undefined;
-    if (a !== undefined && b !== undefined && a > b) this.fail([...at, lowName], `must not exceed ${highName}`);
+    return tokens.filter((t): t is TokenGrant => t !== undefined);
   }
 
   private secret(value: unknown, at: Path): string {
@@ -242,7 +411,22 @@ class Reader {
     return ref ? this.envValue(ref[1], at) : (value as string);
   }
 
+  /** A secret kept in a file of its own (a Docker or Kubernetes secret): its content, less the final newline. */
+  private secretFile(value: unknown, at: Path): string {
+    const file = path.resolve(this.#dir, this.string(value, at));
+    if (!this.resolveSecrets) return UNRESOLVED;
+    let content: string;
+    try {
+      content = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch (err) {
+      return this.fail(at, `cannot read ${file}: ${readError(err)}`);
+    }
+    if (content === "") this.fail(at, `${file} is empty`);
+    return content;
+  }
+
   private envValue(variable: string, at: Path): string {
+    if (!this.resolveSecrets) return UNRESOLVED;
     const resolved = this.env[variable];
     if (resolved === undefined || resolved === "") this.fail(at, `environment variable ${variable} is not set`);
     return resolved as string;
@@ -293,7 +477,7 @@ class Reader {
 
   private onlyFields(raw: Record<string, unknown>, at: Path, allowed: Set<string>): void {
     for (const field of Object.keys(raw)) {
-      if (!allowed.has(field)) this.fail([...at, field], `unknown field (expected one of ${[...allowed].join(", ")})`);
+      if (!allowed.has(field)) this.report([...at, field], `unknown field (expected one of ${[...allowed].join(", ")})`);
     }
   }
 
@@ -321,8 +505,21 @@ class Reader {
     return range ? this.lines.linePos(range[0]).line : undefined;
   }
 
+  /** "file:line" of the node at `at`. */
+  private where(at: Path): string {
+    const line = this.lineOf(at);
+    return line === undefined ? this.source : `${this.source}:${line}`;
+  }
+
+  /** Records a problem; reading goes on. */
+  private report(at: Path, problem: string): void {
+    this.#problems.push({ file: this.source, line: this.lineOf(at), field: formatPath(at), problem });
+  }
+
+  /** Records a problem and abandons the value being read. */
   private fail(at: Path, problem: string): never {
-    throw new ConfigError(this.source, this.lineOf(at), formatPath(at), problem);
+    this.report(at, problem);
+    throw INVALID;
   }
 }
 
@@ -440,6 +637,87 @@ export interface BootstrapApi {
   enableKey(pool: string, keyId: string): unknown;
   disableKey(pool: string, keyId: string, reason: string): unknown;
   removeKey(pool: string, keyId: string): unknown;
+}
+
+/**
+ * Brings the server in line with `config`: plans against `current` and applies each change, logging it
+ * once it is committed (names and fields, never values). Planning again afterwards finds nothing to do.
+ */
+export async function applyConfig(
+  config: DeclarativeConfig,
+  current: CurrentConfig,
+  api: BootstrapApi,
+  log: { info(fields: object, message: string): void },
+): Promise<BootstrapAction[]> {
+  const actions = planBootstrap(config, current);
+  for (const action of actions) {
+    await applyBootstrap([action], api, config.source);
+    log.info({ source: config.source }, describeAction(action));
+  }
+  return actions;
+}
+
+export type ReloadResult = { applied: string[] } | { refused: string };
+
+export interface ConfigReloader {
+  /** The tokens of KEYMESH_AUTH_TOKENS and the file, as of the last reload. */
+  authorizer: Authorizer;
+  /** Reads the file again and applies it (SIGHUP, `keymesh config apply`); a bad file changes nothing. */
+  reload(): Promise<ReloadResult>;
+}
+
+/**
+ * Re-applying the config file while the server runs. Reloads run one at a time, each planned against
+ * what the one before applied; whether auth is on is fixed at start (the listeners' bind check and the
+ * guard decide on it), so a file that would turn it on or off is refused.
+ */
+export function configReloader(opts: {
+  file?: string;
+  env: NodeJS.ProcessEnv;
+  authorizer: Authorizer;
+  api: BootstrapApi;
+  current: () => CurrentConfig;
+  log: { info(fields: object, message: string): void; error(fields: object, message: string): void };
+}): ConfigReloader {
+  let authorizer = opts.authorizer;
+  let last: Promise<unknown> = Promise.resolve();
+  const once = async (): Promise<ReloadResult> => {
+    if (!opts.file) return { refused: "no KEYMESH_CONFIG to re-apply" };
+    let config: DeclarativeConfig;
+    let next: Authorizer;
+    try {
+      config = loadConfigFile(opts.file, opts.env);
+      next = createAuthorizer([...parseAuthTokensEnv(opts.env.KEYMESH_AUTH_TOKENS), ...config.tokens]);
+    } catch (err) {
+      return { refused: (err as Error).message };
+    }
+    if (next.enabled !== authorizer.enabled) return { refused: `turning auth ${next.enabled ? "on" : "off"} needs a restart` };
+    authorizer = next;
+    const actions = await applyConfig(config, opts.current(), opts.api, opts.log);
+    return { applied: actions.map(describeAction) };
+  };
+  return {
+    authorizer: {
+      enabled: authorizer.enabled,
+      authorize: (method, header, pool) => authorizer.authorize(method, header, pool),
+    },
+    reload() {
+      const result = last.then(once).then(
+        (r) => {
+          if ("refused" in r) opts.log.error({ source: opts.file, problems: r.refused.split("\n") }, "config not re-applied");
+          else opts.log.info({ source: opts.file, changes: r.applied.length }, "config re-applied");
+          return r;
+        },
+        (err: unknown): ReloadResult => {
+          // A change the database refused: those before it are committed, and a later reload finishes the rest.
+          opts.log.error({ source: opts.file, err: (err as Error).message }, "config re-applied in part");
+          return { refused: (err as Error).message };
+        },
+      );
+      last = result;
+      return result;
+    },
+  };
 }
 
 /** Applies actions in order; the first failure stops and names the action and the file. */

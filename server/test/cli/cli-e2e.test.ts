@@ -1,6 +1,11 @@
 // The keymesh CLI as a user runs it (node bin/keymesh.mjs, a child process) against a real server
-// with auth on: exit codes, tables, JSON, one-line errors, watch until Ctrl-C.
+// with auth on: exit codes, tables, JSON, one-line errors, timeouts, imports, watch until Ctrl-C and
+// across a restart of the server.
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Interceptor } from "@connectrpc/connect";
@@ -20,9 +25,9 @@ interface Run {
   stderr: string;
 }
 
-function keymesh(args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+function keymesh(args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv; addr?: string } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "--addr", ts.grpcAddr, ...args], {
+    const child = spawn(process.execPath, [BIN, "--addr", options.addr ?? ts.grpcAddr, ...args], {
       env: { PATH: process.env.PATH, KEYMESH_TOKEN: ADMIN_TOKEN, ...options.env },
     });
     let stdout = "";
@@ -148,6 +153,103 @@ describe("keymesh CLI against a real server", () => {
     expect(stdout).not.toContain("sk-second-key");
   });
 
+  it("prints the package's version", async () => {
+    const { version } = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8"));
+    expect(await keymesh(["--version"])).toEqual({ code: 0, stdout: `${version}\n`, stderr: "" });
+  });
+
+  it("gets one pool and one key; -o yaml", async () => {
+    const got = await keymesh(["pools", "get", pool]);
+    expect(got.code).toBe(0);
+    expect(got.stdout).toMatch(new RegExp(`^name: +${pool}$`, "m"));
+    const key = await keymesh(["keys", "get", pool, "k1", "-o", "yaml"]);
+    expect(key.code).toBe(0);
+    expect(key.stdout).toMatch(/^ {2}id: k1$/m);
+    expect(key.stdout).toMatch(/^ {2}secretHint: sk-…0042$/m);
+    expect(key.stdout).not.toContain(SECRET);
+  });
+
+  it("imports keys from a file, one secret per line, and never prints them", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-import-"));
+    const file = path.join(dir, "keys.txt");
+    const secrets = ["sk-import-e2e-000000000000000001", "sk-import-e2e-000000000000000002"];
+    writeFileSync(file, `${secrets[0]}\n# spare\n${secrets[1]}\n`);
+    const run = await keymesh(["keys", "import", pool, file, "--id-prefix", "bulk", "--quota-group", "org-b"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^bulk-1 .*sk-…0001 .*org-b/m);
+    expect(run.stdout).toMatch(/^bulk-2 .*sk-…0002 .*org-b/m);
+    const again = await keymesh(["keys", "import", pool, file, "--id-prefix", "bulk"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`error: ${file}:1: already_exists:`);
+    expect(again.stderr).toContain("error: 2 of 2 keys not added\n");
+    for (const secret of secrets) expect(run.stdout + run.stderr + again.stdout + again.stderr).not.toContain(secret);
+    for (const id of ["bulk-1", "bulk-2"]) expect((await keymesh(["keys", "remove", pool, id])).code).toBe(0);
+  });
+
+  it("gives up on a port that accepts and never answers after --timeout, naming the address", async () => {
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const addr = `127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    try {
+      const started = performance.now();
+      const run = await keymesh(["--timeout", "500ms", "pools", "list"], { addr });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe(`error: deadline_exceeded: no answer from ${addr} within 500ms (--timeout)\n`);
+      // Well under the 10 s default: the flag is what bounded the wait.
+      expect(performance.now() - started).toBeLessThan(8000);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it("validates a config file with no server, listing every problem", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-validate-"));
+    const good = path.join(dir, "good.yaml");
+    writeFileSync(good, "pools:\n  - name: p\n    keys:\n      - id: k\n        secret: ${NOT_SET_HERE}\n");
+    const bad = path.join(dir, "bad.yaml");
+    writeFileSync(bad, "pools:\n  - name: p\n    default_ttl: 2h\n    keys:\n      - { id: k, secret: sk-validate-0000000001, weight: 0 }\n");
+    const nowhere = { addr: "127.0.0.1:1" };
+    expect(await keymesh(["config", "validate", good], { ...nowhere, env: { NOT_SET_HERE: "sk-validate-0000000002" } })).toEqual({
+      code: 0,
+      stdout: `${good}: ok (1 pool, 1 key, 0 tokens)\n`,
+      stderr: "",
+    });
+    expect((await keymesh(["config", "validate", good], nowhere)).stderr).toBe(`error: ${good}:5: pools[0].keys[0].secret: environment variable NOT_SET_HERE is not set\n`);
+    expect((await keymesh(["config", "validate", "--no-secrets", good], nowhere)).code).toBe(0);
+    const run = await keymesh(["config", "validate", bad], nowhere);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      `error: ${bad}:3: pools[0].default_ttl: must not exceed max_ttl (1h unless the file sets it)\n` +
+        `error: ${bad}:5: pools[0].keys[0].weight: must be a positive integer\n`,
+    );
+    expect(run.stderr).not.toContain("sk-validate");
+  });
+
+  it("applies a config file through the admin API: only what differs, and nothing the second time", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-apply-"));
+    const file = path.join(dir, "keymesh.yaml");
+    const applied = uniqueName("applied");
+    const write = (weight: number, secretB: string) =>
+      writeFileSync(
+        file,
+        `pools:\n  - name: ${applied}\n    strategy: weighted\n    default_ttl: 30s\n    managed: true\n    keys:\n` +
+          `      - { id: a, secret: sk-apply-a-00000000000001, weight: ${weight} }\n      - { id: b, secret: ${secretB} }\n`,
+      );
+    write(1, "sk-apply-b-00000000000001");
+    const first = await keymesh(["config", "apply", file]);
+    expect(first).toEqual({ code: 0, stdout: `create pool ${applied}\nadd key ${applied}/a\nadd key ${applied}/b\n`, stderr: "" });
+    expect(await keymesh(["config", "apply", file])).toEqual({ code: 0, stdout: `${file}: no changes\n`, stderr: "" });
+    write(3, "sk-apply-b-00000000000002");
+    expect((await keymesh(["config", "apply", file])).stdout).toBe(`update key ${applied}/a (weight)\nupdate key ${applied}/b (secret)\n`);
+    expect((await keymesh(["config", "apply", file])).stdout).toBe(`${file}: no changes\n`);
+    const keys = JSON.parse((await keymesh(["keys", "list", applied, "--json"])).stdout).keys;
+    expect(keys.map((k: { id: string; weight: number; secretHint: string }) => [k.id, k.weight, k.secretHint])).toEqual([
+      ["a", 3, "sk-…0001"],
+      ["b", 1, "sk-…0002"],
+    ]);
+    expect((await keymesh(["pools", "delete", applied, "--force"])).code).toBe(0);
+  });
+
   it("updates and deletes a pool", async () => {
     const updated = await keymesh(["pools", "update", pool, "--default-ttl", "30s"]);
     expect(updated.code).toBe(0);
@@ -155,4 +257,50 @@ describe("keymesh CLI against a real server", () => {
     expect(await keymesh(["pools", "delete", pool, "--force"])).toEqual({ code: 0, stdout: `deleted pool ${pool}\n`, stderr: "" });
     expect((await keymesh(["pools", "list"])).stdout).not.toContain(pool);
   });
+});
+
+describe("keymesh watch across a restart of the server", () => {
+  it("reconnects with a line saying so, follows the new server, and exits 1 when it gives up", async () => {
+    const first = await startTestServer({ KEYMESH_AUTH_TOKENS: `${ADMIN_TOKEN}=admin` });
+    const port = first.grpcAddr.split(":")[1];
+    const child = spawn(process.execPath, [BIN, "--addr", first.grpcAddr, "watch", "--retry-for", "3s"], {
+      env: { PATH: process.env.PATH, KEYMESH_TOKEN: ADMIN_TOKEN },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.on("close", resolve));
+    const until = async (check: () => boolean) => {
+      for (let i = 0; i < 400 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(check()).toBe(true);
+    };
+    let second: TestServer | undefined;
+    try {
+      const auth = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
+      // The watch subscribes asynchronously: create pools until one's event shows.
+      const createUntilSeen = async (server: TestServer) => {
+        const seen = stdout.length;
+        for (let i = 0; stdout.length === seen && i < 50; i++) {
+          await server.admin.createPool({ pool: { name: uniqueName("watch") } }, auth);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(stdout).toMatch(/ pool_created pool=watch-/);
+        expect(stdout.length).toBeGreaterThan(seen);
+      };
+      await createUntilSeen(first);
+      await first.stop({ keepData: true });
+      await until(() => /watch: lost 127\.0\.0\.1:\d+ \(.*\); reconnecting in /.test(stderr));
+      second = await startTestServer({ KEYMESH_AUTH_TOKENS: `${ADMIN_TOKEN}=admin`, KEYMESH_GRPC_PORT: port }, { databaseUrl: first.databaseUrl, dataDir: first.dataDir });
+      await until(() => stderr.includes(`watch: reconnected to 127.0.0.1:${port}`));
+      await createUntilSeen(second);
+      await second.stop();
+      second = undefined;
+      expect(await closed).toBe(1);
+      expect(stderr.trimEnd().split("\n").at(-1)).toMatch(new RegExp(`^error: watch: gave up reconnecting to 127\\.0\\.0\\.1:${port} after \\S+: unavailable: `));
+    } finally {
+      child.kill();
+      await second?.stop();
+    }
+  }, 120_000);
 });

@@ -2,12 +2,14 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import type { AdminClient, ConnectOptions } from "../../src/cli/client.js";
 import { runCli, type CliIo } from "../../src/cli/program.js";
 import {
   CircuitState,
   EventSchema,
   EventType,
+  GetKeyResponseSchema,
   KeySchema,
   KeyState,
   KeyStatsSchema,
@@ -44,6 +46,9 @@ async function run(argv: string[], answers: Record<string, (req: any, options?: 
     stdout: (t) => void out.push(t),
     stderr: (t) => void err.push(t),
     readStdin: async () => "",
+    readFile: async (path) => {
+      throw new Error(`ENOENT: no such file or directory, open '${path}'`);
+    },
     env: {},
     connect: (options) => {
       connects.push(options);
@@ -51,7 +56,9 @@ async function run(argv: string[], answers: Record<string, (req: any, options?: 
     },
     runServer: async () => {},
     now: () => NOW,
+    sleep: async () => {},
     onInterrupt: () => {},
+    version: "1.2.3",
     ...extra,
   });
   return { code, stdout: out.join(""), stderr: err.join(""), calls, connects };
@@ -236,18 +243,46 @@ describe("keymesh CLI", () => {
     expect(lines[3].split(/\s{2,}/)).toEqual(["k2", "k2", "enabled", "no", "0", "-", "50.0%", "45s", "open (20s left)", "0"]);
   });
 
-  it("follows events one line each until the stream ends", async () => {
+  it("follows events one line each; reconnects when the stream is lost, saying so; gives up with exit 1", async () => {
+    let clock = NOW;
+    let streams = 0;
+    let probes = 0;
     async function* events() {
-      yield { event: create(EventSchema, { type: EventType.COOLDOWN_STARTED, time: timestampFromMs(NOW), pool: "openai", keyId: "k1", until: timestampFromMs(NOW + 20_000), reason: "retry-after 20s" }) };
-      yield { event: create(EventSchema, { type: EventType.LAGGED, time: timestampFromMs(NOW + 1), pool: "openai" }) };
+      streams += 1;
+      yield { event: create(EventSchema, { type: EventType.KEY_ADDED, time: timestampFromMs(NOW), pool: "openai", keyId: `k${streams}` }) };
+      if (streams === 1) throw new ConnectError("read ECONNRESET", Code.Unavailable);
     }
-    const r = await run(["watch", "openai", "--leases"], { watchEvents: () => events() });
-    expect(r.code).toBe(0);
-    expect(r.calls[0].req).toEqual({ pool: "openai", includeLeaseEvents: true });
-    expect(r.stdout).toBe(
-      '2026-01-01T00:00:00.000Z cooldown_started pool=openai key=k1 until=2026-01-01T00:00:20.000Z reason="retry-after 20s"\n' +
-        "2026-01-01T00:00:00.001Z lagged pool=openai\n",
+    const refused = () => Promise.reject(new ConnectError("connect ECONNREFUSED 127.0.0.1:50051", Code.Unavailable));
+    const r = await run(
+      ["watch", "openai", "--leases", "--retry-for", "10s"],
+      {
+        // Up, down once, up (the stream then ends: the server stopped), then down for good.
+        getPool: () => (++probes === 2 || probes >= 4 ? refused() : { pool: openai }),
+        watchEvents: () => events(),
+      },
+      { now: () => clock, sleep: async (ms) => void (clock += ms) },
     );
+    expect(r.code).toBe(1);
+    expect(r.calls.find((c) => c.method === "watchEvents")!.req).toEqual({ pool: "openai", includeLeaseEvents: true });
+    expect(r.stdout).toBe(
+      "2026-01-01T00:00:00.000Z key_added pool=openai key=k1\n" + "2026-01-01T00:00:00.000Z key_added pool=openai key=k2\n",
+    );
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(lines.slice(0, 4)).toEqual([
+      "watch: lost 127.0.0.1:50051 (unavailable: read ECONNRESET); reconnecting in 500ms",
+      "watch: lost 127.0.0.1:50051 (unavailable: connect ECONNREFUSED 127.0.0.1:50051); reconnecting in 1s",
+      "watch: reconnected to 127.0.0.1:50051; events while disconnected were not received",
+      "watch: lost 127.0.0.1:50051 (the server ended the stream); reconnecting in 500ms",
+    ]);
+    expect(lines.at(-1)).toBe("error: watch: gave up reconnecting to 127.0.0.1:50051 after 12.5s: unavailable: connect ECONNREFUSED 127.0.0.1:50051");
+  });
+
+  it("does not retry a watch that never connected, or that the server refuses", async () => {
+    const never = await run(["watch"], { listPools: () => Promise.reject(new ConnectError("connect ECONNREFUSED 127.0.0.1:50051", Code.Unavailable)) });
+    expect(never.code).toBe(1);
+    expect(never.stderr).toBe("error: unavailable: connect ECONNREFUSED 127.0.0.1:50051 (is keymesh serving on 127.0.0.1:50051?)\n");
+    const missing = await run(["watch", "nope"], { getPool: () => Promise.reject(new ConnectError('pool "nope" not found', Code.NotFound)) });
+    expect(missing.stderr).toBe('error: not_found: pool "nope" not found\n');
   });
 
   it("ends a watch cleanly when interrupted", async () => {
@@ -257,10 +292,84 @@ describe("keymesh CLI", () => {
       ctrlC();
       if (options.signal.aborted) throw new ConnectError("operation was aborted", Code.Canceled);
     }
-    const r = await run(["--json", "watch"], { watchEvents: events }, { onInterrupt: (stop) => void (ctrlC = stop) });
+    const r = await run(["--json", "watch"], { listPools: () => ({ pools: [] }), watchEvents: events }, { onInterrupt: (stop) => void (ctrlC = stop) });
     expect(r.code).toBe(0);
-    expect(r.calls[0].req).toEqual({ pool: "", includeLeaseEvents: false });
+    expect(r.calls[1].req).toEqual({ pool: "", includeLeaseEvents: false });
     expect(JSON.parse(r.stdout)).toEqual({ type: "EVENT_TYPE_KEY_ADDED", pool: "openai", keyId: "k3" });
+  });
+
+  it("prints its version", async () => {
+    const r = await run(["--version"]);
+    expect(r).toMatchObject({ code: 0, stdout: "1.2.3\n" });
+  });
+
+  it("prints -o yaml and -o json; --json is -o json", async () => {
+    const answers = { listPools: () => create(ListPoolsResponseSchema, { pools: [openai] }) };
+    const yaml = await run(["pools", "list", "-o", "yaml"], answers);
+    expect(parseYaml(yaml.stdout)).toMatchObject({ pools: [{ name: "openai", strategy: "STRATEGY_LEAST_BUSY", maxTtl: "3600s" }] });
+    const json = await run(["-o", "json", "pools", "list"], answers);
+    expect(JSON.parse(json.stdout)).toEqual(JSON.parse((await run(["--json", "pools", "list"], answers)).stdout));
+    expect((await run(["-o", "xml", "pools", "list"], answers)).code).not.toBe(0);
+  });
+
+  it("gets one pool and one key, field by field", async () => {
+    const pool = await run(["pools", "get", "openai"], { getPool: () => ({ pool: openai }) });
+    expect(pool.calls[0].req).toEqual({ name: "openai" });
+    expect(pool.stdout).toMatch(/^name: +openai$/m);
+    expect(pool.stdout).toMatch(/^ttl: +min 1s, default 1m, max 1h$/m);
+    expect(pool.stdout).toMatch(/^circuit breaker: +3 failures open it for 30s/m);
+    const key = create(KeySchema, { pool: "openai", id: "k1", label: "primary", secretHint: "sk-…abcd", state: KeyState.AUTO_DISABLED_AUTH, stateReason: "401", weight: 1 });
+    const got = await run(["keys", "get", "openai", "k1", "-o", "json"], { getKey: () => create(GetKeyResponseSchema, { key }) });
+    expect(got.calls[0].req).toEqual({ pool: "openai", keyId: "k1" });
+    expect(got.stderr).toBe("");
+    expect(JSON.parse(got.stdout).key).toMatchObject({ id: "k1", secretHint: "sk-…abcd", state: "KEY_STATE_AUTO_DISABLED_AUTH" });
+    const table = await run(["keys", "get", "openai", "k1"], { getKey: () => ({ key }) });
+    expect(table.stdout).toMatch(/^state: +auto_disabled_auth \(401\)$/m);
+  });
+
+  it("names the address and the limit when a call times out; --timeout sets it", async () => {
+    const r = await run(["--addr", "10.9.9.9:50051", "--timeout", "2s", "pools", "list"], {
+      listPools: (_req, options) => Promise.reject(new ConnectError(`deadline ${options.timeoutMs}`, Code.DeadlineExceeded)),
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("error: deadline_exceeded: no answer from 10.9.9.9:50051 within 2s (--timeout)\n");
+    const byDefault = await run(["pools", "list"], { listPools: (_req, options) => ({ pools: [], timeoutMs: options.timeoutMs }) });
+    expect(byDefault.code).toBe(0);
+  });
+
+  it("imports keys from a file of secrets, one per line, never printing one", async () => {
+    const file = "sk-import-first-000000000001\n\n# a comment\nsk-import-second-00000000002\n";
+    const r = await run(["keys", "import", "openai", "keys.txt", "--id-prefix", "bulk", "--max-concurrency", "4"], {
+      addKey: (req) =>
+        req.key.id === "bulk-2"
+          ? Promise.reject(new ConnectError('key "bulk-2" already exists', Code.AlreadyExists))
+          : { key: create(KeySchema, { ...req.key, secretHint: "sk-…0001" }) },
+    }, { readFile: async () => file });
+    expect(r.calls.map((c) => [c.req.key.id, c.req.key.maxConcurrency, c.req.secret])).toEqual([
+      ["bulk-1", 4, "sk-import-first-000000000001"],
+      ["bulk-2", 4, "sk-import-second-00000000002"],
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^bulk-1 .*sk-…0001/m);
+    expect(r.stderr).toBe('error: keys.txt:4: already_exists: key "bulk-2" already exists\nerror: 1 of 2 keys not added\n');
+    expect(r.stdout + r.stderr).not.toContain("sk-import-");
+  });
+
+  it("imports keys from YAML, checking the whole file first", async () => {
+    const yaml = "- id: a\n  secret: sk-yaml-aaaaaaaaaaaaaaaa\n  weight: 2\n- id: b\n  secret: sk-yaml-bbbbbbbbbbbbbbbb\n  quota_group: org\n";
+    const ok = await run(["keys", "import", "openai", "keys.yaml", "-o", "json"], { addKey: (req) => ({ key: req.key }) }, { readFile: async () => yaml });
+    expect(ok.code).toBe(0);
+    expect(ok.calls.map((c) => [c.req.key.id, c.req.key.weight, c.req.key.quotaGroup, c.req.secret])).toEqual([
+      ["a", 2, "", "sk-yaml-aaaaaaaaaaaaaaaa"],
+      ["b", 0, "org", "sk-yaml-bbbbbbbbbbbbbbbb"],
+    ]);
+    expect(JSON.parse(ok.stdout).keys.map((k: { id: string }) => k.id)).toEqual(["a", "b"]);
+    const bad = await run(["keys", "import", "openai", "keys.yaml"], {}, { readFile: async () => yaml.replace("weight: 2", "weight: 0").replace("id: b", "id: B b") });
+    expect(bad.code).toBe(1);
+    expect(bad.calls).toEqual([]);
+    expect(bad.stderr).toBe(
+      "error: keys.yaml:3: [0].weight: must be a positive integer\nerror: keys.yaml:4: [1].id: must be 1-63 characters of [A-Za-z0-9._-]\n",
+    );
   });
 
   it("prints one error line with the status code name and exits 1", async () => {
@@ -283,6 +392,16 @@ describe("keymesh CLI", () => {
     const r = await run(["pools", "list"], { listPools: () => Promise.reject(new TypeError("boom")) });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("error: boom\n");
+  });
+
+  it("defaults the address to KEYMESH_ADDR, else the server's KEYMESH_HOST and KEYMESH_GRPC_PORT", async () => {
+    const answers = { listPools: () => ({ pools: [] }) };
+    const addr = async (env: NodeJS.ProcessEnv) => (await run(["pools", "list"], answers, { env })).connects[0].addr;
+    expect(await addr({ KEYMESH_GRPC_PORT: "6000" })).toBe("127.0.0.1:6000");
+    expect(await addr({ KEYMESH_HOST: "0.0.0.0", KEYMESH_GRPC_PORT: "6000" })).toBe("127.0.0.1:6000");
+    expect(await addr({ KEYMESH_HOST: "::", KEYMESH_GRPC_PORT: "6000" })).toBe("[::1]:6000");
+    expect(await addr({ KEYMESH_HOST: "10.0.0.5" })).toBe("10.0.0.5:50051");
+    expect(await addr({ KEYMESH_ADDR: "keymesh:7000", KEYMESH_HOST: "10.0.0.5", KEYMESH_GRPC_PORT: "6000" })).toBe("keymesh:7000");
   });
 
   it("takes address and token from flags, or from KEYMESH_ADDR and KEYMESH_TOKEN", async () => {

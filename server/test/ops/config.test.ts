@@ -132,6 +132,79 @@ describe("config file", () => {
     expect(errorOf(broken).message).not.toContain("sk-do-not-print-me");
   });
 
+  it("reports every problem of a file at once, in file order, each with its line", () => {
+    const text = [
+      "pools:", //                                  1
+      "  - name: p", //                             2
+      "    strategy: fastest", //                    3
+      "    default_ttl: 2h", //                      4
+      "    keys:", //                                5
+      "      - id: k1", //                           6
+      "        weight: 0", //                        7
+      "        secret: sk-one-000000000000000", //   8
+      "      - id: k2", //                           9
+      "        colour: blue", //                    10
+      "  - name: q", //                             11
+      "    default_ttl: 2h", //                     12
+      "auth:", //                                   13
+      "  tokens:", //                               14
+      "    - token: short", //                      15
+      "      scopes: [admin]", //                   16
+    ].join("\n");
+    const error = errorOf(text);
+    expect(error.problems.map((p) => `${p.line}: ${p.field}`)).toEqual([
+      "3: pools[0].strategy",
+      "4: pools[0].default_ttl",
+      "7: pools[0].keys[0].weight",
+      "9: pools[0].keys[1].secret",
+      "10: pools[0].keys[1].colour",
+      "12: pools[1].default_ttl",
+      "15: auth.tokens[0].token",
+    ]);
+    expect(error.message.split("\n")).toHaveLength(7);
+    expect(error.message).toContain("keymesh.yaml:12: pools[1].default_ttl: must not exceed max_ttl (1h unless the file sets it)");
+  });
+
+  it.each([
+    ["default_ttl above the default max_ttl", "default_ttl: 2h", "pools[0].default_ttl: must not exceed max_ttl (1h unless the file sets it)"],
+    ["max_ttl below the default min_ttl", "max_ttl: 500ms", "pools[0].max_ttl: must not be below min_ttl (1s unless the file sets it)"],
+    ["max_cooldown below default_cooldown", "default_cooldown: 1m\n    max_cooldown: 30s", "pools[0].default_cooldown: must not exceed max_cooldown"],
+    ["open_duration above the default max_open_duration", "circuit_breaker: { open_duration: 1h }", "pools[0].circuit_breaker.open_duration: must not exceed max_open_duration (10m unless the file sets it)"],
+    ["a weight above the engine's bound", "keys: [{ id: k, secret: s, weight: 2000000 }]", "pools[0].keys[0].weight: must be a whole number in [1, 1000000]"],
+  ])("checks the rules between fields as the server would, before any database: %s", (_name, fields, expected) => {
+    expect(errorOf(`pools:\n  - name: p\n    ${fields}\n`).message).toBe(`keymesh.yaml:3: ${expected}`);
+  });
+
+  it("takes a default_ttl the bounds imply, and a max_ttl that makes room for a long default_ttl", () => {
+    expect(parseConfig("pools:\n  - name: p\n    max_ttl: 30s\n", "f.yaml", {}).pools[0].settings).toEqual({ maxTtlMs: 30_000 });
+    expect(parseConfig("pools:\n  - name: p\n    default_ttl: 2h\n    max_ttl: 3h\n", "f.yaml", {}).pools[0].settings.defaultTtlMs).toBe(7_200_000);
+  });
+
+  it("reads secrets from files (secret_file, token_file) relative to the config file, without their final newline", () => {
+    const dir = mkdtempSync(join(tmpdir(), "keymesh-config-"));
+    writeFileSync(join(dir, "openai.key"), "sk-from-a-file-0000000001\n");
+    writeFileSync(join(dir, "admin.token"), "admin-token-from-a-file-01\n");
+    writeFileSync(
+      join(dir, "keymesh.yaml"),
+      "pools:\n  - name: p\n    keys:\n      - id: k\n        secret_file: openai.key\nauth:\n  tokens:\n    - token_file: admin.token\n      scopes: [admin]\n",
+    );
+    const config = loadConfigFile(join(dir, "keymesh.yaml"), {});
+    expect(config.pools[0].keys[0].secret).toBe("sk-from-a-file-0000000001");
+    expect(config.tokens[0].token).toBe("admin-token-from-a-file-01");
+    writeFileSync(join(dir, "bad.yaml"), "pools:\n  - name: p\n    keys:\n      - id: k\n        secret_file: missing.key\n      - id: j\n        secret: s\n        secret_file: openai.key\n");
+    const problems = (() => {
+      try {
+        loadConfigFile(join(dir, "bad.yaml"), {});
+      } catch (err) {
+        return (err as ConfigError).message;
+      }
+    })();
+    expect(problems).toBe(
+      `${join(dir, "bad.yaml")}:5: pools[0].keys[0].secret_file: cannot read ${join(dir, "missing.key")}: no such file\n` +
+        `${join(dir, "bad.yaml")}:8: pools[0].keys[1].secret_file: give secret or secret_file, not both`,
+    );
+  });
+
   it("names the file when it cannot be read, and reads one that exists", () => {
     const dir = mkdtempSync(join(tmpdir(), "keymesh-config-"));
     expect(() => loadConfigFile(join(dir, "absent.yaml"), ENV)).toThrow(`${join(dir, "absent.yaml")}: cannot read config file: no such file`);

@@ -18,7 +18,7 @@ import { beginEpoch, loadState } from "../../src/store/restore.js";
 import type { SecretBox } from "../../src/store/secrets.js";
 import { PostgresSnapshotStore } from "../../src/store/snapshot-writer.js";
 
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 /** Runs a scripts/pg.sh function for the cluster `name`; returns the DATABASE_URL and data directory it exports. */
 export function pgScript(fn: "pg_start" | "pg_kill" | "pg_restart" | "pg_stop", name = "pg"): { url: string; dataDir: string } {

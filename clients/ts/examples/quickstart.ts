@@ -1,6 +1,6 @@
 // Leases a key of a pool and prints its label.
 //   KEYMESH_ADDR=127.0.0.1:50051 npx tsx clients/ts/examples/quickstart.ts demo
-import { createKeyMeshClient, keymeshErrorReason, ErrorReason } from "../src/index.js";
+import { createKeyMeshClient, keymeshErrorReason, ErrorReason } from "@keymesh/client";
 
 const addr = process.env.KEYMESH_ADDR || "127.0.0.1:50051";
 const pool = process.argv[2] || "demo";

@@ -17,8 +17,8 @@ ensure_venv
 
 step "generated code is up to date"
 bash scripts/generate.sh >/dev/null
-if [ -n "$(git status --porcelain -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1)" ]; then
-  git status --short -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1
+if [ -n "$(git status --porcelain -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh_client/v1)" ]; then
+  git status --short -- server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh_client/v1
   echo "generated code differs from proto/: run 'npm run generate' and commit the result" >&2
   exit 1
 fi

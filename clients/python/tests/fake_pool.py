@@ -18,7 +18,7 @@ import grpc.aio
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keymesh.v1 import common_pb2, pool_pb2
+from keymesh_client.v1 import common_pb2, pool_pb2
 
 TAKE_TIMEOUT_S = 5.0
 # What a stream's request iterator sent last when it ended on its own (the client half-closed).

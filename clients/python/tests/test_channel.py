@@ -15,8 +15,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
-from keymesh import AsyncClient, Client, KeyMeshError
-from keymesh.v1 import common_pb2, pool_pb2, pool_pb2_grpc
+from keymesh_client import AsyncClient, Client, KeyMeshError
+from keymesh_client.v1 import common_pb2, pool_pb2, pool_pb2_grpc
 
 
 class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):

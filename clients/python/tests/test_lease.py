@@ -8,9 +8,9 @@ from datetime import timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keymesh import Lease, Outcome, OutcomeKind
-from keymesh.lease import LeaseOptions
-from keymesh.v1 import common_pb2, pool_pb2
+from keymesh_client import Lease, Outcome, OutcomeKind
+from keymesh_client.lease import LeaseOptions
+from keymesh_client.v1 import common_pb2, pool_pb2
 from sdk_errors import openai_error
 
 SECRET = "sk-live-0123456789abcdef"

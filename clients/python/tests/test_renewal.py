@@ -12,10 +12,10 @@ from typing import Iterator
 import grpc
 import pytest
 
-import keymesh.client
-from keymesh import Client, Lease
-from keymesh._renewal import Renewals
-from keymesh.v1 import pool_pb2, pool_pb2_grpc
+import keymesh_client.client
+from keymesh_client import Client, Lease
+from keymesh_client._renewal import Renewals
+from keymesh_client.v1 import pool_pb2, pool_pb2_grpc
 from fake_pool import HALF_CLOSED, TAKE_TIMEOUT_S, FakePool, FakeRpcError, grant, gone, renewed
 
 
@@ -141,7 +141,7 @@ def test_a_refused_client_ends_every_lease() -> None:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakePool:
     pool = FakePool()
     monkeypatch.setattr(pool_pb2_grpc, "KeyPoolServiceStub", lambda channel: pool)
-    monkeypatch.setattr(keymesh.client, "RENEWAL_RETRY_PAUSE_S", 0)
+    monkeypatch.setattr(keymesh_client.client, "RENEWAL_RETRY_PAUSE_S", 0)
     return pool
 
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-import keymesh.aio
-from keymesh import AsyncClient, Lease
-from keymesh.v1 import pool_pb2_grpc
+import keymesh_client.aio
+from keymesh_client import AsyncClient, Lease
+from keymesh_client.v1 import pool_pb2_grpc
 from fake_pool import HALF_CLOSED, TAKE_TIMEOUT_S, FakeAioPool, gone, renewed
 
 
@@ -20,7 +20,7 @@ from fake_pool import HALF_CLOSED, TAKE_TIMEOUT_S, FakeAioPool, gone, renewed
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeAioPool:
     pool = FakeAioPool()
     monkeypatch.setattr(pool_pb2_grpc, "KeyPoolServiceStub", lambda channel: pool)
-    monkeypatch.setattr(keymesh.aio, "RENEWAL_RETRY_PAUSE_S", 0)
+    monkeypatch.setattr(keymesh_client.aio, "RENEWAL_RETRY_PAUSE_S", 0)
     return pool
 
 

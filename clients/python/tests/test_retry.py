@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from keymesh import KeyMeshError, Outcome, OutcomeKind, ProviderError
-from keymesh.retry import RetryState, full_jitter
+from keymesh_client import KeyMeshError, Outcome, OutcomeKind, ProviderError
+from keymesh_client.retry import RetryState, full_jitter
 
 
 def test_full_jitter_is_random_below_an_exponential_ceiling() -> None:

@@ -8,8 +8,8 @@ from typing import Callable, Optional
 
 import grpc
 
-from keymesh.classify import Outcome, OutcomeKind
-from keymesh.errors import KeyMeshError, ProviderError
+from keymesh_client.classify import Outcome, OutcomeKind
+from keymesh_client.errors import KeyMeshError, ProviderError
 
 RETRYABLE = frozenset(
     {OutcomeKind.RATE_LIMITED, OutcomeKind.TRANSIENT, OutcomeKind.OVERLOADED, OutcomeKind.AUTH, OutcomeKind.QUOTA_EXHAUSTED}

@@ -6,20 +6,20 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 import grpc
 
-from keymesh._channel import sync_channel
-from keymesh._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
-from keymesh.classify import Outcome, OutcomeKind
-from keymesh.errors import KeyMeshError, ProviderError
-from keymesh.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, seconds
-from keymesh.retry import RetryState
-from keymesh.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
+from keymesh_client._channel import sync_channel
+from keymesh_client._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
+from keymesh_client.classify import Outcome, OutcomeKind
+from keymesh_client.errors import KeyMeshError, ProviderError
+from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
+from keymesh_client.retry import RetryState
+from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
 
 T = TypeVar("T")
-log = logging.getLogger("keymesh")
+log = logging.getLogger("keymesh_client")
 
 
 class Client:
@@ -67,7 +67,7 @@ class Client:
         estimated_tokens: int = 0,
         exclude_key_ids: Iterable[str] = (),
     ) -> Lease:
-        """Borrow a key without renewal or reporting: end it yourself with pool.Release/MarkFailed."""
+        """Borrow a key without renewal or reporting: end it with release / mark_failed / mark_rate_limited."""
         options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
         return self._acquire(pool, options)
 
@@ -76,6 +76,47 @@ class Client:
             options.acquire_request(pool, exclude, wait), timeout=options.acquire_timeout(self.default_timeout, wait)
         )
         return Lease(response, threading.Event())
+
+    def release(
+        self,
+        lease: Lease,
+        *,
+        latency: Optional[Seconds] = None,
+        headers: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+    ) -> None:
+        """End `lease` after a successful call: its latency, the provider's budget from `headers`, token usage."""
+        self._report(
+            report_request(
+                lease, OutcomeKind.SUCCESS, latency=latency, headers=headers, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+        )
+
+    def mark_failed(
+        self,
+        lease: Lease,
+        kind: Union[OutcomeKind, str] = OutcomeKind.TRANSIENT,
+        *,
+        http_status: int = 0,
+        message: str = "",
+        latency: Optional[Seconds] = None,
+    ) -> None:
+        """End `lease` after a failed call of the given kind ("auth", "transient", "overloaded", ...)."""
+        self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency))
+
+    def mark_rate_limited(self, lease: Lease, *, retry_after: Optional[Seconds] = None, headers: Any = None) -> None:
+        """End `lease` after a 429; the key cools down for `retry_after` (else the headers', else the pool's default)."""
+        self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers))
+
+    def renew(self, lease: Lease, *, ttl: Optional[Seconds] = None) -> None:
+        """Extend `lease` once (RenewLease); raises KeyMeshError with a LEASE_* reason when it is over."""
+        response = self.pool.RenewLease(renew_request(lease, ttl))
+        lease._renewed(response.expires_at, response.ttl, response.renew_interval)
+
+    def _report(self, rpc: tuple[str, Any]) -> None:
+        method, request = rpc
+        getattr(self.pool, method)(request)
 
     def lease(
         self,

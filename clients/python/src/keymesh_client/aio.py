@@ -6,21 +6,21 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 import grpc
 import grpc.aio
 
-from keymesh._channel import aio_channel
-from keymesh._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
-from keymesh.classify import Outcome, OutcomeKind
-from keymesh.errors import KeyMeshError, ProviderError
-from keymesh.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, seconds
-from keymesh.retry import RetryState
-from keymesh.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
+from keymesh_client._channel import aio_channel
+from keymesh_client._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
+from keymesh_client.classify import Outcome, OutcomeKind
+from keymesh_client.errors import KeyMeshError, ProviderError
+from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
+from keymesh_client.retry import RetryState
+from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
 
 T = TypeVar("T")
-log = logging.getLogger("keymesh")
+log = logging.getLogger("keymesh_client")
 
 
 class AsyncClient:
@@ -64,7 +64,7 @@ class AsyncClient:
         estimated_tokens: int = 0,
         exclude_key_ids: Iterable[str] = (),
     ) -> Lease:
-        """Borrow a key without renewal or reporting: end it yourself with pool.Release/MarkFailed."""
+        """Borrow a key without renewal or reporting: end it with release / mark_failed / mark_rate_limited."""
         options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
         return await self._acquire(pool, options)
 
@@ -75,6 +75,47 @@ class AsyncClient:
             options.acquire_request(pool, exclude, wait), timeout=options.acquire_timeout(self.default_timeout, wait)
         )
         return Lease(response, asyncio.Event())
+
+    async def release(
+        self,
+        lease: Lease,
+        *,
+        latency: Optional[Seconds] = None,
+        headers: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+    ) -> None:
+        """End `lease` after a successful call: its latency, the provider's budget from `headers`, token usage."""
+        await self._report(
+            report_request(
+                lease, OutcomeKind.SUCCESS, latency=latency, headers=headers, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+        )
+
+    async def mark_failed(
+        self,
+        lease: Lease,
+        kind: Union[OutcomeKind, str] = OutcomeKind.TRANSIENT,
+        *,
+        http_status: int = 0,
+        message: str = "",
+        latency: Optional[Seconds] = None,
+    ) -> None:
+        """End `lease` after a failed call of the given kind ("auth", "transient", "overloaded", ...)."""
+        await self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency))
+
+    async def mark_rate_limited(self, lease: Lease, *, retry_after: Optional[Seconds] = None, headers: Any = None) -> None:
+        """End `lease` after a 429; the key cools down for `retry_after` (else the headers', else the pool's default)."""
+        await self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers))
+
+    async def renew(self, lease: Lease, *, ttl: Optional[Seconds] = None) -> None:
+        """Extend `lease` once (RenewLease); raises KeyMeshError with a LEASE_* reason when it is over."""
+        response = await self.pool.RenewLease(renew_request(lease, ttl))
+        lease._renewed(response.expires_at, response.ttl, response.renew_interval)
+
+    async def _report(self, rpc: tuple[str, Any]) -> None:
+        method, request = rpc
+        await getattr(self.pool, method)(request)
 
     def lease(
         self,

@@ -12,9 +12,9 @@ from typing import Iterable, Optional
 
 import grpc
 
-from keymesh.errors import KeyMeshError
-from keymesh.lease import Lease, Seconds
-from keymesh.v1 import pool_pb2
+from keymesh_client.errors import KeyMeshError
+from keymesh_client.lease import Lease, Seconds
+from keymesh_client.v1 import pool_pb2
 
 # Stream failures after which renewing can never succeed: the lease is gone.
 FINAL_RENEWAL_CODES = frozenset(

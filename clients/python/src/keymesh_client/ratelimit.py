@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from google.protobuf.duration_pb2 import Duration
 
-from keymesh.v1 import common_pb2
+from keymesh_client.v1 import common_pb2
 
 _COUNT = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")

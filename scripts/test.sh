@@ -102,3 +102,8 @@ step "Python client (pytest)"
 
 step "Go client (go test)"
 (cd clients/go && go vet ./... && go test ./...)
+
+step "install paths: each client from a scratch project outside the repository"
+bash clients/ts/install-check.sh
+bash clients/python/install-check.sh
+bash clients/go/install-check.sh

@@ -83,7 +83,7 @@ async def test_cancelling_the_task_ends_the_lease(aclient: AsyncClient, client: 
 @pytest.mark.asyncio
 async def test_removing_the_key_revokes_the_lease_inside_the_block(aclient: AsyncClient, make_pool) -> None:
     pool = make_pool()
-    async with aclient.lease(pool, ttl=30) as lease:
+    async with aclient.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         await aclient.admin.RemoveKey(admin_pb2.RemoveKeyRequest(pool=pool, key_id=lease.key_id))
         await asyncio.wait_for(lease.revoked_event.wait(), 5)
         assert lease.gone_reason == "LEASE_REVOKED"

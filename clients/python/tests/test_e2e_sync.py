@@ -117,7 +117,7 @@ def test_keyboard_interrupt_ends_the_lease_without_penalty(client: Client, make_
 
 def test_disabling_the_key_revokes_the_lease_inside_the_block(client: Client, make_pool) -> None:
     pool = make_pool()
-    with client.lease(pool, ttl=30) as lease:
+    with client.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         client.admin.DisableKey(admin_pb2.DisableKeyRequest(pool=pool, key_id=lease.key_id, reason="rotation"))
         assert lease.revoked_event.wait(5)
         assert lease.revoked and lease.gone_reason == "LEASE_REVOKED"
@@ -126,7 +126,7 @@ def test_disabling_the_key_revokes_the_lease_inside_the_block(client: Client, ma
 
 def test_an_operator_revoking_the_lease_reaches_the_block(client: Client, make_pool) -> None:
     pool = make_pool()
-    with client.lease(pool, ttl=30) as lease:
+    with client.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         client.admin.RevokeLease(admin_pb2.RevokeLeaseRequest(lease_id=lease.lease_id, reason="test"))
         assert lease.revoked_event.wait(5)
         assert lease.gone_reason == "LEASE_REVOKED"

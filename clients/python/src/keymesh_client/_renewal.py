@@ -1,35 +1,43 @@
-"""Which of a client's leases to renew when over its one KeepAlive stream, and where each answer goes.
+"""When a client's leases are renewed over its one KeepAlive stream, pinned by test/vectors/keepalive.json.
 
 Plain bookkeeping shared by the sync and asyncio clients: no I/O, no locking, no clock of its own
-(every method is given `now` on the monotonic clock). The sync client calls it under its lock.
+(every method is given `now_ms`, milliseconds on the monotonic clock). The sync client calls it under
+its lock.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
-from typing import Iterable, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
-import grpc
-
-from keymesh_client.errors import KeyMeshError
-from keymesh_client.lease import Lease, Seconds
+from keymesh_client.errors import reason_name
+from keymesh_client.lease import Lease
 from keymesh_client.v1 import pool_pb2
 
-# Stream failures after which renewing can never succeed: the lease is gone.
-FINAL_RENEWAL_CODES = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-# Final codes that refuse the client (its token, or a server without KeepAlive), not one lease.
-_CLIENT_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED})
-RENEWAL_RETRY_PAUSE_S = 0.2
-_EXPIRED_MESSAGE = "renewal failed until the lease expired"
+REOPEN_PAUSE_MS = 200
+REOPEN_PAUSE_CAP_MS = 5_000
+# Never renew in a tight loop, whatever interval the server suggests.
+MIN_INTERVAL_MS = 50
+EXPIRED_MESSAGE = "no renewal was answered before the lease's expiry"
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000
+
+
+@dataclass
+class Step:
+    """What the stream driver must do now."""
+
+    # Open a stream (the previous one is over); `send` then holds every lease.
+    open: bool = False
+    # Half-close the stream: no lease is left.
+    close: bool = False
+    # The leases to renew now.
+    send: list[Lease] = field(default_factory=list)
+    # When to step again unless something happens first; None: only then.
+    wake_at_ms: Optional[float] = None
 
 
 @dataclass
@@ -42,84 +50,117 @@ class Stream:
 
 
 @dataclass
-class _Watched:
+class _Held:
     lease: Lease
-    request: pool_pb2.KeepAliveRequest
-    due: float
+    deadline_ms: float
+    interval_ms: float
+    due_ms: float
+
+
+def _interval(ttl_ms: float, renew_interval_ms: float) -> float:
+    return max(renew_interval_ms if renew_interval_ms > 0 else ttl_ms / 3, MIN_INTERVAL_MS)
 
 
 class Renewals:
-    """The leases a client renews: each at its own renew_interval, the first renewal at once.
+    """The leases a client holds and when each is renewed.
 
-    The server answers renewals in the order it reads them, so the oldest unanswered one is the
-    renewal a stream failed on; pushed revocations ("gone") answer nothing and may come any time.
+    A lease is first renewed at its renew interval (never when its scope starts), so a lease shorter
+    than that costs no stream at all. The stream is opened when a renewal falls due and closed when no
+    lease is left; opening it renews every lease at once, because the server pushes revocations only
+    for the leases a stream renewed. A lease ends only on a "gone" answer or at its local deadline: a
+    failed stream (whatever its status) is reopened after a pause that doubles while no renewal is
+    answered.
     """
 
-    def __init__(self) -> None:
-        self._watched: dict[str, _Watched] = {}
-        self._unanswered: deque[Lease] = deque()
+    def __init__(self, on_end: Callable[[Lease, str, str], None]) -> None:
+        self._held: dict[str, _Held] = {}
+        self._on_end = on_end
+        self.stream = "closed"
+        self._reopen_at_ms = 0.0
+        self._breaks = 0
+        self._wake_at_ms: Optional[float] = None
 
     def __len__(self) -> int:
-        return len(self._watched)
+        return len(self._held)
 
-    def watch(self, lease: Lease, ttl: Optional[Seconds], now: float) -> None:
-        self._watched[lease.lease_id] = _Watched(lease, lease.keep_alive_request(ttl), now)
+    def get(self, lease_id: str) -> Optional[Lease]:
+        held = self._held.get(lease_id)
+        return held.lease if held else None
 
-    def unwatch(self, lease: Lease) -> None:
-        self._watched.pop(lease.lease_id, None)
+    def hold(self, lease: Lease, ttl_ms: float, renew_interval_ms: float, now_ms: float) -> bool:
+        """A lease joins; True when the driver must step now (its next wake-up is later than this lease's first renewal)."""
+        interval = _interval(ttl_ms, renew_interval_ms)
+        due = now_ms + interval
+        self._held[lease.lease_id] = _Held(lease, now_ms + ttl_ms, interval, due)
+        return self._wake_at_ms is None or due < self._wake_at_ms
 
-    def stream_opened(self, now: float) -> None:
-        """A new stream renews every lease at once: the server pushes revocations only for leases it renewed."""
-        self._unanswered.clear()
-        for watched in self._watched.values():
-            watched.due = now
+    def release(self, lease_id: str) -> bool:
+        """A lease leaves (its scope ended); True when the driver must step now to close the stream."""
+        if self._held.pop(lease_id, None) is None:
+            return False
+        return not self._held and self.stream != "closed"
 
-    def due(self, now: float) -> tuple[list[pool_pb2.KeepAliveRequest], Optional[float]]:
-        """The renewals to send now and when the next falls due (None when no lease is watched).
+    def renewed(self, lease_id: str, ttl_ms: float, renew_interval_ms: float, now_ms: float) -> None:
+        held = self._held.get(lease_id)
+        if held is None:
+            return
+        self._breaks = 0
+        held.deadline_ms = now_ms + ttl_ms
+        held.interval_ms = _interval(ttl_ms, renew_interval_ms)
+        held.due_ms = now_ms + held.interval_ms
 
-        A lease past its local deadline is marked expired instead: no renewal was answered in time.
-        """
-        self._end(self._expired(now), "LEASE_EXPIRED", _EXPIRED_MESSAGE)
-        requests = []
-        for watched in self._watched.values():
-            if watched.due <= now:
-                requests.append(watched.request)
-                self._unanswered.append(watched.lease)
-                watched.due = now + watched.lease.renew_interval.total_seconds()
-        return requests, min((w.due for w in self._watched.values()), default=None)
+    def gone(self, lease_id: str, reason: str, message: str = "") -> None:
+        """The server says the lease is over (an ErrorReason name such as "LEASE_REVOKED")."""
+        self._end(lease_id, reason, message)
 
-    def answer(self, response: pool_pb2.KeepAliveResponse) -> None:
-        """Route one KeepAlive response to its lease; a lease no longer watched ignores it."""
-        for i, lease in enumerate(self._unanswered):
-            if lease.lease_id == response.lease_id:
-                del self._unanswered[i]
-                break
-        watched = self._watched.get(response.lease_id)
-        if watched is not None and not watched.lease._apply(response):
-            del self._watched[response.lease_id]
+    def answer(self, response: pool_pb2.KeepAliveResponse, now_ms: float) -> bool:
+        """Applies one KeepAlive answer to its lease; True when it ended the lease."""
+        lease = self.get(response.lease_id)
+        if lease is None:
+            return False
+        if response.HasField("renewed"):
+            r = response.renewed
+            lease._renewed(r.expires_at, r.ttl, r.renew_interval)
+            self.renewed(lease.lease_id, r.ttl.ToMilliseconds(), lease.renew_interval_ms, now_ms)
+            return False
+        if response.HasField("gone"):
+            self.gone(lease.lease_id, reason_name(response.gone.reason), response.gone.message)
+            return True
+        return False
 
-    def broken(self, error: Optional[grpc.RpcError], now: float) -> None:
-        """The stream ended (error None: the server closed it): a final code ends the leases it
-        refused, and leases past their local deadline expire."""
-        code = error.code() if error is not None else None
-        if error is not None and code in FINAL_RENEWAL_CODES:
-            self._end(self._refused(code), KeyMeshError.from_rpc_error(error).reason, error.details() or "")
-        self._end(self._expired(now), "LEASE_EXPIRED", _EXPIRED_MESSAGE)
+    def broken(self, now_ms: float) -> None:
+        """The stream ended or failed while it was needed."""
+        if self.stream != "open":
+            return
+        self.stream = "broken"
+        self._reopen_at_ms = now_ms + min(REOPEN_PAUSE_MS * 2 ** min(self._breaks, 16), REOPEN_PAUSE_CAP_MS)
+        self._breaks += 1
 
-    def _refused(self, code: grpc.StatusCode) -> list[Lease]:
-        culprit = self._unanswered[0] if self._unanswered else None
-        leases = [w.lease for w in self._watched.values()]
-        if culprit is None or code in _CLIENT_REFUSED:
-            return leases
-        if code is grpc.StatusCode.PERMISSION_DENIED:
-            # Access is granted per pool: every lease of the culprit's pool would be refused in turn.
-            return [lease for lease in leases if lease.pool == culprit.pool]
-        return [culprit] if culprit.lease_id in self._watched else []
+    def step(self, now_ms: float) -> Step:
+        out = Step()
+        for lease_id in [i for i, h in self._held.items() if now_ms >= h.deadline_ms]:
+            self._end(lease_id, "LEASE_EXPIRED", EXPIRED_MESSAGE)
+        if not self._held:
+            out.close = self.stream == "open"
+            self.stream = "closed"
+            self._wake_at_ms = None
+            return out
+        if self.stream == "broken" and now_ms >= self._reopen_at_ms:
+            out.open = True
+        if self.stream == "closed" and any(h.due_ms <= now_ms for h in self._held.values()):
+            out.open = True
+        if out.open:
+            self.stream = "open"
+        wake = self._reopen_at_ms if self.stream == "broken" else float("inf")
+        for held in self._held.values():
+            if self.stream == "open" and (out.open or held.due_ms <= now_ms):
+                out.send.append(held.lease)
+                held.due_ms = now_ms + held.interval_ms
+            wake = min(wake, held.deadline_ms, held.due_ms if self.stream != "broken" else wake)
+        self._wake_at_ms = out.wake_at_ms = wake
+        return out
 
-    def _expired(self, now: float) -> list[Lease]:
-        return [w.lease for w in self._watched.values() if now >= w.lease.local_deadline]
-
-    def _end(self, leases: Iterable[Lease], reason: str, message: str) -> None:
-        for lease in leases:
-            del self._watched[lease.lease_id]
-            lease._gone(reason, message)
+    def _end(self, lease_id: str, reason: str, message: str) -> None:
+        held = self._held.pop(lease_id, None)
+        if held is not None:
+            self._on_end(held.lease, reason, message)

@@ -6,17 +6,17 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar, Union, cast
 
 import grpc
 import grpc.aio
 
 from keymesh_client._channel import aio_channel
-from keymesh_client._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
+from keymesh_client._renewal import Renewals, Stream, now_ms
 from keymesh_client.classify import Outcome, OutcomeKind
-from keymesh_client.errors import KeyMeshError, ProviderError
+from keymesh_client.errors import KeyMeshError
 from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
-from keymesh_client.retry import RetryState
+from keymesh_client.retry import Acquire, RetryPolicy, Run, failure_of, retry_loop
 from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
 
 T = TypeVar("T")
@@ -147,44 +147,37 @@ class AsyncClient:
     ) -> T:
         """`await client.call_with_retry(pool, fn)` — see Client.call_with_retry."""
         options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
-        state = RetryState(deadline=time.monotonic() + budget_s, base_exclude=options.exclude_key_ids)
-        attempt = 0
-        while True:
-            try:
-                lease = await self._acquire_within(pool, options, state)
-            except KeyMeshError as error:
-                if not state.after_acquire_error(error):
-                    raise state.final_error(error)
-            else:
-                scope = AsyncLeaseScope(self, pool, options, lease)
-                failure: Optional[Exception] = None
-                try:
-                    async with scope:
-                        result = await fn(lease)
-                except Exception as error:
-                    failure = error
-                outcome = scope.outcome
-                assert outcome is not None  # the scope's exit always sets it
-                if failure is None and outcome.kind is OutcomeKind.SUCCESS:
-                    return result
-                if not state.after_failure(lease.key_id, outcome, failure, time.monotonic()):
-                    raise failure if failure is not None else ProviderError(outcome)
-            pause = state.pause(attempt, backoff_base_s, backoff_cap_s, time.monotonic())
-            if pause is None:
-                raise state.final_error()
-            await asyncio.sleep(pause)
-            attempt += 1
+        policy = RetryPolicy(
+            budget_s, budget_s if wait_timeout is None else seconds(wait_timeout), options.exclude_key_ids, backoff_base_s, backoff_cap_s
+        )
+        loop = retry_loop(policy, time.monotonic)
+        answer: Any = None
+        try:
+            while True:
+                step = loop.send(answer)
+                if isinstance(step, Acquire):
+                    try:
+                        answer = await self._acquire(pool, options, step.exclude, step.wait_s)
+                    except KeyMeshError as error:
+                        answer = error
+                elif isinstance(step, Run):
+                    answer = await self._run_scope(pool, options, step.lease, fn)
+                else:
+                    answer = await asyncio.sleep(step.seconds)
+        except StopIteration as done:
+            return cast(T, done.value)
 
-    async def _acquire_within(self, pool: str, options: LeaseOptions, state: RetryState) -> Lease:
-        if state.moved_away:
-            try:
-                return await self._acquire(pool, options, state.exclude, 0)
-            except KeyMeshError as error:
-                if state.past_budget or error.reason != "NO_KEY_AVAILABLE":
-                    raise
-        wait = state.acquire_wait(None if options.wait_timeout is None else seconds(options.wait_timeout), time.monotonic())
-        return await self._acquire(pool, options, state.base_exclude, wait)
-
+    async def _run_scope(self, pool: str, options: LeaseOptions, lease: Lease, fn: Callable[[Lease], Awaitable[T]]) -> tuple[Outcome, Optional[BaseException], Optional[T]]:
+        scope = AsyncLeaseScope(self, pool, options, lease)
+        failure: Optional[Exception] = None
+        result: Optional[T] = None
+        try:
+            async with scope:
+                result = await fn(lease)
+        except Exception as error:
+            failure = error
+        assert scope.outcome is not None  # the scope's exit always sets it
+        return scope.outcome, failure_of(scope.outcome, failure), result
 
 class AsyncLeaseScope:
     """The async context manager returned by AsyncClient.lease()."""
@@ -233,15 +226,17 @@ class AsyncLeaseScope:
 
 
 class _AsyncKeeper:
-    """Renews every lease of an AsyncClient over one KeepAlive stream, open while some lease is watched.
+    """Renews every lease of an AsyncClient over one KeepAlive stream, on the schedule of Renewals.
 
-    One task per client reads the stream's answers and reopens it when it breaks; the request
-    iterator, which grpc.aio consumes in its own task, sends each renewal when it falls due.
+    One task per client (started with its first lease) opens a stream when a renewal falls due and
+    reads its answers; the request iterator, which grpc.aio consumes in its own task, sends each
+    renewal when it falls due and half-closes the stream when no lease is left.
     """
 
     def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
         self._stub = stub
-        self._renewals = Renewals()
+        self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
+        self._ttls: dict[str, Optional[Seconds]] = {}
         self._changed = asyncio.Event()
         self._task: Optional[asyncio.Task[None]] = None
         self._call: Any = None
@@ -250,14 +245,17 @@ class _AsyncKeeper:
     def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
         if self._closed:
             raise ValueError("the client is closed")
-        self._renewals.watch(lease, ttl, time.monotonic())
+        self._ttls[lease.lease_id] = ttl
+        now = now_ms()
+        if self._renewals.hold(lease, lease.ms_left(now), lease.renew_interval_ms, now):
+            self._changed.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="keymesh-keepalive")
-        self._changed.set()
 
     def unwatch(self, lease: Lease) -> None:
-        self._renewals.unwatch(lease)
-        self._changed.set()
+        self._ttls.pop(lease.lease_id, None)
+        if self._renewals.release(lease.lease_id):
+            self._changed.set()
 
     async def close(self) -> None:
         self._closed = True
@@ -268,60 +266,63 @@ class _AsyncKeeper:
             await asyncio.wait({task})
 
     async def _run(self) -> None:
-        broke = False
         try:
-            while True:
-                if broke:
-                    await asyncio.sleep(RENEWAL_RETRY_PAUSE_S)
-                if self._closed or not self._renewals:
-                    return
+            while not self._closed:
+                self._changed.clear()
+                now = now_ms()
+                step = self._renewals.step(now)
+                if not step.open:
+                    await self._change(step.wake_at_ms, now)
+                    continue
                 stream = Stream()
-                self._renewals.stream_opened(time.monotonic())
-                self._call = self._stub.KeepAlive(self._requests(stream))
-                broke = await self._serve(self._call, stream)
+                self._call = self._stub.KeepAlive(self._requests(stream, step.send))
+                await self._serve(self._call, stream)
         finally:
             self._task = None
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
 
-    async def _serve(self, call: Any, stream: Stream) -> bool:
-        """Dispatches one stream's answers until it ends; True when it broke rather than closed."""
-        error: Optional[grpc.RpcError] = None
+    async def _serve(self, call: Any, stream: Stream) -> None:
+        """Applies one stream's answers until it ends."""
         try:
             async for response in call:
-                self._renewals.answer(response)
-        except grpc.aio.AioRpcError as failure:
-            error = failure
+                if self._renewals.answer(response, now_ms()):
+                    self._changed.set()
+        except grpc.aio.AioRpcError:
+            pass
         stream.ended = True
         self._call = None
+        if not stream.half_closed:
+            self._renewals.broken(now_ms())
         self._changed.set()
-        if error is None and stream.half_closed:
-            return False
-        self._renewals.broken(error, time.monotonic())
-        return True
 
-    async def _requests(self, stream: Stream) -> AsyncIterator[pool_pb2.KeepAliveRequest]:
+    async def _requests(self, stream: Stream, first: list[Lease]) -> AsyncIterator[pool_pb2.KeepAliveRequest]:
+        leases = first
         while True:
-            self._changed.clear()
-            if self._closed or stream.ended:
-                return
-            now = time.monotonic()
-            requests, next_due = self._renewals.due(now)
-            if requests:
-                for request in requests:
-                    yield request
-            elif next_due is None:
-                # Nothing left to renew: half-close, and the stream ends.
-                stream.half_closed = True
-                return
-            else:
-                await self._change(next_due - now)
+            for lease in leases:
+                yield lease.keep_alive_request(self._ttls.get(lease.lease_id))
+            while True:
+                self._changed.clear()
+                if self._closed or stream.ended:
+                    return
+                now = now_ms()
+                step = self._renewals.step(now)
+                if step.close:
+                    stream.half_closed = True
+                    return
+                if step.send:
+                    leases = step.send
+                    break
+                await self._change(step.wake_at_ms, now)
 
-    async def _change(self, timeout_s: float) -> None:
-        """Wait until a lease joins or leaves, the stream ends, or timeout_s passes (no task per wait)."""
-        timer = asyncio.get_running_loop().call_later(timeout_s, self._changed.set)
+    async def _change(self, wake_at_ms: Optional[float], now: float) -> None:
+        """Wait until something changes or wake_at_ms comes (no task per wait)."""
+        timer = None
+        if wake_at_ms is not None:
+            timer = asyncio.get_running_loop().call_later(max(wake_at_ms - now, 0) / 1000, self._changed.set)
         try:
             await self._changed.wait()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()

@@ -6,16 +6,16 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union, cast
 
 import grpc
 
 from keymesh_client._channel import sync_channel
-from keymesh_client._renewal import RENEWAL_RETRY_PAUSE_S, Renewals, Stream
+from keymesh_client._renewal import Renewals, Stream, now_ms
 from keymesh_client.classify import Outcome, OutcomeKind
-from keymesh_client.errors import KeyMeshError, ProviderError
+from keymesh_client.errors import KeyMeshError
 from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
-from keymesh_client.retry import RetryState
+from keymesh_client.retry import Acquire, RetryPolicy, Run, failure_of, retry_loop
 from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
 
 T = TypeVar("T")
@@ -150,54 +150,45 @@ class Client:
         backoff_base_s: float = 0.1,
         backoff_cap_s: float = 5.0,
     ) -> T:
-        """Run fn(lease) under a scoped lease, retrying failures on other keys within budget_s.
+        """Run fn(lease) under a scoped lease, retrying failures within budget_s (see retry.retry_loop).
 
-        Rate limits, auth and quota failures and transient errors move to another key
-        (exclude_key_ids); overloads retry after max(backoff, retry-after). Between attempts it
-        backs off with full jitter. When no other key is eligible it waits for any key (the server
-        keeps a rate-limited key cooling until its retry-after). Gives up by re-raising the last
-        exception, or ProviderError for a failure reported with lease.report().
+        A rate limit, auth or quota failure or transient error moves at once to another key; with no
+        other key, and after an overload, it pauses (full jitter, at least the provider's retry-after
+        after an overload or transient failure), then waits for any key. Gives up by re-raising the
+        last exception, or ProviderError for a failure reported with lease.report().
         """
         options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
-        state = RetryState(deadline=time.monotonic() + budget_s, base_exclude=options.exclude_key_ids)
-        attempt = 0
-        while True:
-            try:
-                lease = self._acquire_within(pool, options, state)
-            except KeyMeshError as error:
-                if not state.after_acquire_error(error):
-                    raise state.final_error(error)
-            else:
-                scope = LeaseScope(self, pool, options, lease)
-                failure: Optional[Exception] = None
-                try:
-                    with scope:
-                        result = fn(lease)
-                except Exception as error:
-                    failure = error
-                outcome = scope.outcome
-                assert outcome is not None  # the scope's exit always sets it
-                if failure is None and outcome.kind is OutcomeKind.SUCCESS:
-                    return result
-                if not state.after_failure(lease.key_id, outcome, failure, time.monotonic()):
-                    raise failure if failure is not None else ProviderError(outcome)
-            pause = state.pause(attempt, backoff_base_s, backoff_cap_s, time.monotonic())
-            if pause is None:
-                raise state.final_error()
-            time.sleep(pause)
-            attempt += 1
+        policy = RetryPolicy(
+            budget_s, budget_s if wait_timeout is None else seconds(wait_timeout), options.exclude_key_ids, backoff_base_s, backoff_cap_s
+        )
+        loop = retry_loop(policy, time.monotonic)
+        answer: Any = None
+        try:
+            while True:
+                step = loop.send(answer)
+                if isinstance(step, Acquire):
+                    try:
+                        answer = self._acquire(pool, options, step.exclude, step.wait_s)
+                    except KeyMeshError as error:
+                        answer = error
+                elif isinstance(step, Run):
+                    answer = self._run_scope(pool, options, step.lease, fn)
+                else:
+                    answer = time.sleep(step.seconds)
+        except StopIteration as done:
+            return cast(T, done.value)
 
-    def _acquire_within(self, pool: str, options: LeaseOptions, state: RetryState) -> Lease:
-        """A key not yet tried at once if there is one; otherwise wait for any key within the budget."""
-        if state.moved_away:
-            try:
-                return self._acquire(pool, options, state.exclude, 0)
-            except KeyMeshError as error:
-                if state.past_budget or error.reason != "NO_KEY_AVAILABLE":
-                    raise
-        wait = state.acquire_wait(None if options.wait_timeout is None else seconds(options.wait_timeout), time.monotonic())
-        return self._acquire(pool, options, state.base_exclude, wait)
-
+    def _run_scope(self, pool: str, options: LeaseOptions, lease: Lease, fn: Callable[[Lease], T]) -> tuple[Outcome, Optional[BaseException], Optional[T]]:
+        scope = LeaseScope(self, pool, options, lease)
+        failure: Optional[Exception] = None
+        result: Optional[T] = None
+        try:
+            with scope:
+                result = fn(lease)
+        except Exception as error:
+            failure = error
+        assert scope.outcome is not None  # the scope's exit always sets it
+        return scope.outcome, failure_of(scope.outcome, failure), result
 
 class LeaseScope:
     """The context manager returned by Client.lease()."""
@@ -236,15 +227,17 @@ class LeaseScope:
 
 
 class _Keeper:
-    """Renews every lease of a Client over one KeepAlive stream, open while some lease is watched.
+    """Renews every lease of a Client over one KeepAlive stream, on the schedule of Renewals.
 
-    One thread per client reads the stream's answers and reopens it when it breaks; the request
-    iterator, which grpcio consumes on its own thread, sends each renewal when it falls due.
+    One thread per client (started with its first lease) opens a stream when a renewal falls due and
+    reads its answers; the request iterator, which grpcio consumes on its own thread, sends each
+    renewal when it falls due and half-closes the stream when no lease is left.
     """
 
     def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
         self._stub = stub
-        self._renewals = Renewals()
+        self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
+        self._ttls: dict[str, Optional[Seconds]] = {}
         self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._call: Any = None
@@ -254,16 +247,19 @@ class _Keeper:
         with self._changed:
             if self._closed:
                 raise ValueError("the client is closed")
-            self._renewals.watch(lease, ttl, time.monotonic())
+            self._ttls[lease.lease_id] = ttl
+            now = now_ms()
+            if self._renewals.hold(lease, lease.ms_left(now), lease.renew_interval_ms, now):
+                self._changed.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
                 self._thread.start()
-            self._changed.notify_all()
 
     def unwatch(self, lease: Lease) -> None:
         with self._changed:
-            self._renewals.unwatch(lease)
-            self._changed.notify_all()
+            self._ttls.pop(lease.lease_id, None)
+            if self._renewals.release(lease.lease_id):
+                self._changed.notify_all()
 
     def close(self) -> None:
         with self._changed:
@@ -276,50 +272,52 @@ class _Keeper:
             thread.join()
 
     def _run(self) -> None:
-        broke = False
         while True:
             with self._changed:
-                if broke:
-                    self._changed.wait_for(lambda: self._closed, RENEWAL_RETRY_PAUSE_S)
-                if self._closed or not self._renewals:
-                    self._thread = None
-                    return
+                while True:
+                    if self._closed:
+                        return
+                    now = now_ms()
+                    step = self._renewals.step(now)
+                    if step.open:
+                        break
+                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
                 stream = Stream()
-                self._renewals.stream_opened(time.monotonic())
-                self._call = call = self._stub.KeepAlive(self._requests(stream))
-            broke = self._serve(call, stream)
+                self._call = call = self._stub.KeepAlive(self._requests(stream, step.send))
+            self._serve(call, stream)
 
-    def _serve(self, call: Any, stream: Stream) -> bool:
-        """Dispatches one stream's answers until it ends; True when it broke rather than closed."""
-        error: Optional[grpc.RpcError] = None
+    def _serve(self, call: Any, stream: Stream) -> None:
+        """Applies one stream's answers until it ends."""
         try:
             for response in call:
                 with self._changed:
-                    self._renewals.answer(response)
-        except grpc.RpcError as failure:
-            error = failure
+                    if self._renewals.answer(response, now_ms()):
+                        self._changed.notify_all()
+        except grpc.RpcError:
+            pass
         with self._changed:
             stream.ended = True
             self._call = None
+            if not stream.half_closed:
+                self._renewals.broken(now_ms())
             self._changed.notify_all()
-            if self._closed or (error is None and stream.half_closed):
-                return False
-            self._renewals.broken(error, time.monotonic())
-            return True
 
-    def _requests(self, stream: Stream) -> Iterator[pool_pb2.KeepAliveRequest]:
+    def _requests(self, stream: Stream, first: list[Lease]) -> Iterator[pool_pb2.KeepAliveRequest]:
+        leases = first
         while True:
+            with self._changed:
+                requests = [lease.keep_alive_request(self._ttls.get(lease.lease_id)) for lease in leases]
+            yield from requests
             with self._changed:
                 while True:
                     if self._closed or stream.ended:
                         return
-                    now = time.monotonic()
-                    requests, next_due = self._renewals.due(now)
-                    if requests:
-                        break
-                    if next_due is None:
-                        # Nothing left to renew: half-close, and the stream ends.
+                    now = now_ms()
+                    step = self._renewals.step(now)
+                    if step.close:
                         stream.half_closed = True
                         return
-                    self._changed.wait(next_due - now)
-            yield from requests
+                    if step.send:
+                        leases = step.send
+                        break
+                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)

@@ -13,7 +13,6 @@ from google.protobuf.duration_pb2 import Duration
 
 from keymesh_client.classify import Outcome, OutcomeKind, classify
 from keymesh_client.ratelimit import ms_to_duration, parse_rate_limit_headers
-from keymesh_client.errors import reason_name
 from keymesh_client.v1 import common_pb2, pool_pb2
 
 Seconds = Union[float, int, timedelta]
@@ -139,16 +138,13 @@ class Lease:
         # Local deadline on the monotonic clock: the server's clock decides, this only bounds retries.
         self.local_deadline: float = time.monotonic() + self.ttl.total_seconds()
 
-    def _apply(self, response: pool_pb2.KeepAliveResponse) -> bool:
-        """Apply one KeepAlive answer; False once the lease is gone."""
-        if response.HasField("renewed"):
-            r = response.renewed
-            self._renewed(r.expires_at, r.ttl, r.renew_interval)
-            return True
-        if response.HasField("gone"):
-            self._gone(reason_name(response.gone.reason), response.gone.message)
-            return False
-        return True
+    @property
+    def renew_interval_ms(self) -> float:
+        return self.renew_interval.total_seconds() * 1000
+
+    def ms_left(self, now_ms: float) -> float:
+        """Milliseconds until the local deadline, from now_ms on the monotonic clock (ms)."""
+        return self.local_deadline * 1000 - now_ms
 
     def _gone(self, reason: str, message: str = "") -> None:
         if not self.revoked_event.is_set():

@@ -1,10 +1,14 @@
-"""Decisions shared by the sync and asyncio retry helpers (call_with_retry)."""
+"""The retry loop shared by Client.call_with_retry and AsyncClient.call_with_retry (test/vectors/retry.json).
+
+The loop is a generator of steps — Acquire, Run, Pause — that the sync and asyncio clients (and the
+vector runner, with a fake clock) carry out and answer, so both clients decide alike.
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Optional, Union
 
 import grpc
 
@@ -21,66 +25,98 @@ def full_jitter(base_s: float, cap_s: float, attempt: int, rand: Callable[[], fl
     return rand() * min(cap_s, base_s * (2 ** min(attempt, 30)))
 
 
-@dataclass
-class RetryState:
-    """What one call_with_retry has learnt so far."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    budget_s: float
+    wait_s: float
+    exclude: tuple[str, ...]
+    backoff_base_s: float
+    backoff_cap_s: float
 
-    deadline: float
-    base_exclude: tuple[str, ...]
-    exclude: list[str] = field(default_factory=list)
-    # The last rate-limited key cools down past the budget: waiting for it is pointless.
-    past_budget: bool = False
-    last_error: Optional[BaseException] = None
-    last_outcome: Optional[Outcome] = None
 
-    def __post_init__(self) -> None:
-        self.exclude = list(self.base_exclude)
+@dataclass(frozen=True)
+class Acquire:
+    """Borrow a key not in `exclude`, waiting up to `wait_s`; answer with the Lease or the KeyMeshError."""
 
-    @property
-    def moved_away(self) -> bool:
-        return len(self.exclude) > len(self.base_exclude)
+    exclude: tuple[str, ...]
+    wait_s: float
 
-    def after_failure(self, key_id: str, outcome: Outcome, error: Optional[BaseException], now: float) -> bool:
-        """Record a failed attempt; True if it is worth another one."""
-        self.last_outcome, self.last_error = outcome, error
-        if outcome.kind not in RETRYABLE:
-            return False
-        # Overload is provider-wide: another key would not help.
-        if outcome.kind is not OutcomeKind.OVERLOADED and key_id not in self.exclude:
-            self.exclude.append(key_id)
-        self.past_budget = (
-            outcome.kind is OutcomeKind.RATE_LIMITED
-            and outcome.retry_after_ms is not None
-            and now + outcome.retry_after_ms / 1000 > self.deadline
-        )
-        return True
 
-    def after_acquire_error(self, error: KeyMeshError) -> bool:
-        """Record a failed Acquire; True if it is worth another one."""
-        if self.last_outcome is not None and error.reason == "NO_KEY_AVAILABLE":
-            return False
-        if error.code is grpc.StatusCode.UNAVAILABLE:
-            self.last_error = error
-            return True
-        return False
+@dataclass(frozen=True)
+class Run:
+    """Call the function under `lease` and end the lease; answer with (outcome, failure or None, value)."""
 
-    def final_error(self, acquire_error: Optional[KeyMeshError] = None) -> BaseException:
-        """What to raise on giving up: a fresh Acquire failure, else the last failure seen."""
-        nothing_left = acquire_error is not None and acquire_error.reason == "NO_KEY_AVAILABLE"
-        if acquire_error is not None and not (nothing_left and self.last_outcome is not None):
-            return acquire_error
-        if self.last_error is not None:
-            return self.last_error
-        assert self.last_outcome is not None
-        return ProviderError(self.last_outcome)
+    lease: Any
 
-    def pause(self, attempt: int, base_s: float, cap_s: float, now: float) -> Optional[float]:
-        """The pause before the next attempt, or None when it would end past the budget."""
-        delay = full_jitter(base_s, cap_s, attempt)
-        if self.last_outcome is not None and self.last_outcome.kind is OutcomeKind.OVERLOADED:
-            delay = max(delay, (self.last_outcome.retry_after_ms or 0) / 1000)
-        return None if now + delay > self.deadline else delay
 
-    def acquire_wait(self, wait_timeout: Optional[float], now: float) -> float:
-        left = max(0.0, self.deadline - now)
-        return left if wait_timeout is None else min(wait_timeout, left)
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+RetryStep = Union[Acquire, Run, Pause]
+
+
+def retry_loop(
+    policy: RetryPolicy, clock: Callable[[], float], rand: Callable[[], float] = random.random
+) -> Generator[RetryStep, Any, Any]:
+    """Yields the steps of one call_with_retry and returns the function's value, or raises the last failure.
+
+    A rate limit, an auth or quota failure or a transient error moves at once, with no pause, to
+    another key (exclude_key_ids). When no other key is eligible, and after an overload
+    (provider-wide, so the same key will do), it pauses — full jitter, and at least the provider's
+    retry-after after an overload or a transient failure — then waits for any key: the server keeps
+    a rate-limited key cooling until its retry-after, so a rate limit whose retry-after ends past the
+    budget gives up at once. Client errors are not retried.
+    """
+    deadline = clock() + policy.budget_s
+    exclude = list(policy.exclude)
+    last: Optional[BaseException] = None
+    pauses = 0
+
+    def wait_for_any() -> Acquire:
+        return Acquire(policy.exclude, max(0.0, min(policy.wait_s, deadline - clock())))
+
+    got = yield wait_for_any()
+    while True:
+        floor = 0.0
+        if isinstance(got, KeyMeshError):
+            if last is not None and got.reason == "NO_KEY_AVAILABLE":
+                raise last
+            if got.code is not grpc.StatusCode.UNAVAILABLE:
+                raise got
+            last = got
+        else:
+            lease = got
+            outcome, failure, value = yield Run(lease)
+            if failure is None:
+                return value
+            last = failure
+            if outcome.kind not in RETRYABLE:
+                raise failure
+            if outcome.kind is not OutcomeKind.OVERLOADED:
+                if lease.key_id not in exclude:
+                    exclude.append(lease.key_id)
+                # Another key needs no pause.
+                got = yield Acquire(tuple(exclude), 0.0)
+                if not isinstance(got, KeyMeshError) or got.reason != "NO_KEY_AVAILABLE":
+                    continue
+                if outcome.kind is OutcomeKind.RATE_LIMITED and outcome.retry_after_ms is not None:
+                    if clock() + outcome.retry_after_ms / 1000 > deadline:
+                        raise failure
+            # The server holds a rate-limited key back itself; after these the provider's word is the floor.
+            if outcome.kind in (OutcomeKind.OVERLOADED, OutcomeKind.TRANSIENT):
+                floor = (outcome.retry_after_ms or 0) / 1000
+        pause = max(full_jitter(policy.backoff_base_s, policy.backoff_cap_s, pauses, rand), floor)
+        if clock() + pause > deadline:
+            raise last
+        yield Pause(pause)
+        pauses += 1
+        got = yield wait_for_any()
+
+
+def failure_of(outcome: Outcome, error: Optional[BaseException]) -> Optional[BaseException]:
+    """What a finished scope failed with: its exception, else ProviderError for a reported failure, else None."""
+    if error is not None:
+        return error
+    return None if outcome.kind is OutcomeKind.SUCCESS else ProviderError(outcome)

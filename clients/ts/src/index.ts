@@ -1,6 +1,7 @@
 export { createKeyMeshClient, type KeyMeshClient, type KeyMeshClientOptions, type TlsOptions } from "./client.js";
 export { Lease, type LeaseOptions } from "./lease.js";
 export { type RetryOptions, fullJitterMs } from "./retry.js";
+export { type Keyed, type WrapOptions } from "./wrap.js";
 export { classify, failureReasonOf, isRetryable, OUTCOME_KINDS, type ClassifyInput, type Outcome, type OutcomeKind } from "./classify.js";
 export { type HeadersLike, type ParsedRateLimit, parseRateLimitHeaders, rateLimitToProto } from "./ratelimit.js";
 export {

@@ -23,6 +23,9 @@ export interface WrapOptions<C> extends RetryOptions {
  * the wrapped client's own.
  */
 export function wrapClient<C extends object>(ctx: LeaseContext, pool: string, client: C, opts: WrapOptions<C> = {}): C {
+  if (!opts.keyed && typeof (client as { withOptions?: unknown }).withOptions !== "function") {
+    throw new TypeError("keymesh: this client has no withOptions(); give wrap() a keyed: (client, lease) => client-with-lease.key");
+  }
   const keyed = opts.keyed ?? withApiKey;
   const call = (path: PropertyKey[], args: unknown[]) =>
     callWithRetry(
@@ -52,10 +55,6 @@ function callsUnder(target: object, path: PropertyKey[], call: (path: PropertyKe
 }
 
 function withApiKey<C>(client: C, lease: Lease): C {
-  const withOptions = (client as { withOptions?: (o: Record<string, unknown>) => C }).withOptions;
-  if (typeof withOptions !== "function") {
-    throw new TypeError("keymesh: this client has no withOptions(); give wrap() a keyed: (client, lease) => client-with-lease.key");
-  }
   const baseURL = lease.metadata.base_url;
-  return withOptions.call(client, { apiKey: lease.key, maxRetries: 0, ...(baseURL ? { baseURL } : {}) });
+  return (client as { withOptions: (o: Record<string, unknown>) => C }).withOptions({ apiKey: lease.key, maxRetries: 0, ...(baseURL ? { baseURL } : {}) });
 }

@@ -105,10 +105,8 @@ describe("wrap() with a client of your own (in memory)", () => {
     expect((await fakePool.ended.next()).kind).toBe("release");
   });
 
-  it("says what to do for a client without withOptions", async () => {
+  it("says what to do, at once, for a client without withOptions", async () => {
     const { FakePool } = await import("./fake-pool.js");
-    const fakePool = new FakePool(["a"]);
-    const wrappedSdk = fakePool.client().wrap("p", { call: async () => "x" });
-    await expect(wrappedSdk.call()).rejects.toThrow(/keyed/);
+    expect(() => new FakePool(["a"]).client().wrap("p", { call: async () => "x" })).toThrow(/keyed/);
   });
 });

@@ -153,7 +153,7 @@ class FakeCall(_Answers):
 class FakePool:
     """The sync KeyPoolService stub: Acquire grants lease-1, lease-2, …; Release and MarkFailed are recorded."""
 
-    def __init__(self, renew_interval_ms: int = 50) -> None:
+    def __init__(self, renew_interval_ms: int = 250) -> None:
         self.renew_interval_ms = renew_interval_ms
         self.calls: list[FakeCall] = []
         self.released: list[str] = []
@@ -237,7 +237,7 @@ class FakeAioCall(_Answers):
 class FakeAioPool:
     """The asyncio KeyPoolService stub, as FakePool."""
 
-    def __init__(self, renew_interval_ms: int = 50) -> None:
+    def __init__(self, renew_interval_ms: int = 250) -> None:
         self.renew_interval_ms = renew_interval_ms
         self.calls: list[FakeAioCall] = []
         self.released: list[str] = []

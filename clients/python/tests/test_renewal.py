@@ -1,5 +1,5 @@
 """The sync client renews every lease over one KeepAlive stream read by one thread (against a fake stub
-whose leases are renewed every 50 ms); the schedule itself is pinned by test_keepalive_vectors.py."""
+whose leases are renewed every 250 ms); the schedule itself is pinned by test_keepalive_vectors.py."""
 
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ def test_concurrent_scopes_share_one_stream_and_one_thread(fake: FakePool, sync_
         inside.wait(TAKE_TIMEOUT_S)
         stream = fake.stream(1)
         everyone = sorted(f"lease-{i}" for i in range(1, n + 1))
-        assert sorted(stream.take(n)) == everyone
+        # Every lease is renewed on this one stream (the stream may open before the last scope is in).
+        renewed: set[str] = set()
+        while renewed != set(everyone):
+            renewed.update(stream.take(1))
         assert len(fake.calls) == 1 and len(keepers()) == 1
         leave.set()
         leases = [holder.result() for holder in holders]

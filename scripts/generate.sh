@@ -15,13 +15,19 @@ buf generate node_modules/grpc-health-check/proto --template buf.gen.grpc.yaml
 buf generate node_modules/@grpc/reflection/build/proto --template buf.gen.grpc.yaml \
   --path node_modules/@grpc/reflection/build/proto/grpc/reflection
 
-PY_OUT=clients/python/src
-rm -rf "$PY_OUT/keymesh/v1"
-mkdir -p "$PY_OUT/keymesh/v1"
+PY_OUT=clients/python/src/keymesh_client/v1
+PY_TMP="$(mktemp -d)"
 "$VENV/bin/python" -m grpc_tools.protoc -Iproto \
-  --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
+  --python_out="$PY_TMP" --pyi_out="$PY_TMP" --grpc_python_out="$PY_TMP" \
   proto/keymesh/v1/*.proto
-: > "$PY_OUT/keymesh/v1/__init__.py"
+rm -rf "$PY_OUT"
+mkdir -p "$PY_OUT"
+mv "$PY_TMP"/keymesh/v1/* "$PY_OUT"/
+rm -rf "$PY_TMP"
+# protoc names the modules after the proto package (keymesh.v1); the import name is keymesh_client,
+# which does not collide with PyPI's keymesh.
+sed -i 's/^from keymesh\.v1 import/from keymesh_client.v1 import/' "$PY_OUT"/*.py "$PY_OUT"/*.pyi
+: > "$PY_OUT/__init__.py"
 
 # protoc-gen-es strips the comments (source info) from the descriptors it embeds; reflection serves these
 # instead, so `grpcurl describe` shows the comments, and the API reference is written from the same bytes.
@@ -29,4 +35,4 @@ buf build --as-file-descriptor-set --exclude-imports -o "$TOOLS/keymesh.binpb"
 tsx scripts/descriptor-set.ts "$TOOLS/keymesh.binpb" server/src/gen/keymesh/v1/descriptor_set.ts
 tsx scripts/api-reference.ts docs/api.md
 node dashboard/build.mjs
-echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT/keymesh/v1 docs/api.md dashboard/build"
+echo "generated: server/src/gen (keymesh, grpc health and reflection) clients/ts/src/gen clients/go/gen $PY_OUT docs/api.md dashboard/build"

@@ -23,7 +23,7 @@ require_pinned_node
 
 step "generated code and the dashboard build are up to date"
 bash scripts/generate.sh >/dev/null
-generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh/v1 docs/api.md dashboard/build)
+generated=(server/src/gen clients/ts/src/gen clients/go/gen clients/python/src/keymesh_client/v1 docs/api.md dashboard/build)
 if [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
   git status --short -- "${generated[@]}"
   echo "generated code differs from proto/ or dashboard/build from dashboard/: run 'npm run generate' and commit the result" >&2
@@ -121,3 +121,8 @@ step "Python client (pytest)"
 
 step "Go client (go test)"
 (cd clients/go && go vet ./... && go test ./...)
+
+step "install paths: each client from a scratch project outside the repository"
+bash clients/ts/install-check.sh
+bash clients/python/install-check.sh
+bash clients/go/install-check.sh

@@ -89,7 +89,7 @@ func TestE2ELeaseOutlivesItsTTLAndIsReleased(t *testing.T) {
 	pool := e2ePool(t, c, "k1")
 	var leaseID string
 	err := c.WithLease(context.Background(), pool, func(ctx context.Context, l *Lease) error {
-		leaseID = l.ID
+		leaseID = l.LeaseID
 		if l.Key != "sk-test-k1" || l.KeyLabel != "label-k1" {
 			t.Errorf("lease = %v key %q", l, l.Key)
 		}
@@ -182,7 +182,7 @@ func TestE2ERevocationCancelsTheHolder(t *testing.T) {
 			t.Errorf("cause = %v", context.Cause(ctx))
 		}
 		return ctx.Err()
-	})
+	}, TTL(3*time.Second)) // a revocation reaches a lease from its first renewal on (ttl/3)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v", err)
 	}

@@ -2,6 +2,7 @@ package keymesh
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,48 +11,63 @@ import (
 )
 
 // keeper renews every lease a Client holds over one KeepAlive stream (etcd's LeaseKeepAlive
-// model), open only while some lease is held. A lease is renewed at once when it joins or the
-// stream reopens, so the server can push its revocation, then every renew interval.
+// model), on the schedule of renewals: nothing when a lease joins, a stream only once a renewal
+// falls due, closed when no lease is left. One goroutine drives it while some lease is held.
 type keeper struct {
 	pool keymeshv1.KeyPoolServiceClient
 
-	mu      sync.Mutex
-	leases  map[string]*keptLease
-	running bool
-	wake    chan struct{} // a lease joined or left
+	mu       sync.Mutex
+	sched    *renewals
+	kept     map[string]*keptLease
+	running  bool
+	wake     chan struct{} // something changed: step now
+	outgoing chan []*keymeshv1.KeepAliveRequest
 }
 
 type keptLease struct {
-	lease *Lease
-	req   *keymeshv1.KeepAliveRequest
-	due   time.Time
-	gone  func(*LeaseGoneError)
+	req  *keymeshv1.KeepAliveRequest
+	gone func(*LeaseGoneError)
 }
 
 func newKeeper(pool keymeshv1.KeyPoolServiceClient) *keeper {
-	return &keeper{pool: pool, leases: map[string]*keptLease{}, wake: make(chan struct{}, 1)}
+	k := &keeper{pool: pool, kept: map[string]*keptLease{}, wake: make(chan struct{}, 1)}
+	k.sched = newRenewals(func(l *Lease, reason, message string) {
+		kl := k.kept[l.LeaseID]
+		delete(k.kept, l.LeaseID)
+		if kl != nil {
+			kl.gone(&LeaseGoneError{Reason: reasonValue(reason), Message: message})
+		}
+	})
+	return k
 }
 
 // keep renews l until the returned stop is called; gone is called (once, instead) when the server
 // ends the lease or no renewal succeeds before it expires.
 func (k *keeper) keep(l *Lease, ttl time.Duration, gone func(*LeaseGoneError)) (stop func()) {
-	req := &keymeshv1.KeepAliveRequest{LeaseId: l.ID}
+	req := &keymeshv1.KeepAliveRequest{LeaseId: l.LeaseID}
 	if ttl > 0 {
 		req.Ttl = durationpb.New(ttl)
 	}
+	now := time.Now()
 	k.mu.Lock()
-	k.leases[l.ID] = &keptLease{lease: l, req: req, due: time.Now(), gone: gone}
+	k.kept[l.LeaseID] = &keptLease{req: req, gone: gone}
+	poke := k.sched.hold(l, l.ExpiresAt().Sub(now), l.renewInterval(), now)
 	if !k.running {
 		k.running = true
 		go k.run()
 	}
 	k.mu.Unlock()
-	k.poke()
+	if poke {
+		k.poke()
+	}
 	return func() {
 		k.mu.Lock()
-		delete(k.leases, l.ID)
+		delete(k.kept, l.LeaseID)
+		poke := k.sched.release(l.LeaseID)
 		k.mu.Unlock()
-		k.poke()
+		if poke {
+			k.poke()
+		}
 	}
 }
 
@@ -62,145 +78,112 @@ func (k *keeper) poke() {
 	}
 }
 
-// end removes a lease and tells its holder why it is over.
-func (k *keeper) end(id string, g *LeaseGoneError) {
-	k.mu.Lock()
-	kl, ok := k.leases[id]
-	delete(k.leases, id)
-	k.mu.Unlock()
-	if ok {
-		kl.gone(g)
-	}
-}
-
-// idle stops the loop when no lease is left; it decides under the lock so keep restarts it.
-func (k *keeper) idle() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.leases) == 0 {
-		k.running = false
-		return true
-	}
-	return false
-}
-
+// run steps the schedule until no lease is left and no stream is open.
 func (k *keeper) run() {
+	var stream keymeshv1.KeyPoolService_KeepAliveClient
+	var streamDone chan struct{} // closed by the stream's reader when the stream ends
+	var cancel context.CancelFunc = func() {}
+	defer func() { cancel() }()
 	for {
-		k.serve()
-		if k.idle() {
+		now := time.Now()
+		k.mu.Lock()
+		step := k.sched.step(now)
+		reqs := make([]*keymeshv1.KeepAliveRequest, 0, len(step.send))
+		for _, l := range step.send {
+			if kl := k.kept[l.LeaseID]; kl != nil {
+				reqs = append(reqs, kl.req)
+			}
+		}
+		idle := step.wake.IsZero() && len(k.kept) == 0
+		if idle {
+			k.running = false
+		}
+		k.mu.Unlock()
+
+		if step.close || step.open {
+			if stream != nil {
+				_ = stream.CloseSend()
+			}
+			cancel()
+			stream, streamDone = nil, nil
+		}
+		if idle {
 			return
 		}
-		pause := k.expire()
-		select {
-		case <-time.After(pause):
-		case <-k.wake:
-		}
-	}
-}
-
-// expire ends the leases that can no longer be renewed in time and returns how long to wait
-// before reopening the stream.
-func (k *keeper) expire() time.Duration {
-	now := time.Now()
-	pause := time.Second
-	var expired []string
-	k.mu.Lock()
-	for id, kl := range k.leases {
-		if now.After(kl.lease.ExpiresAt()) {
-			expired = append(expired, id)
-			continue
-		}
-		pause = min(pause, kl.lease.renewInterval()/2)
-	}
-	k.mu.Unlock()
-	for _, id := range expired {
-		k.end(id, &LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal succeeded before expiry"})
-	}
-	return pause
-}
-
-// serve runs one stream until it breaks or no lease is left.
-func (k *keeper) serve() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := k.pool.KeepAlive(ctx)
-	if err != nil {
-		return
-	}
-	now := time.Now()
-	k.mu.Lock()
-	for _, kl := range k.leases {
-		kl.due = now // a new stream must renew every lease to be told of its revocation
-	}
-	k.mu.Unlock()
-
-	broken := make(chan struct{})
-	go func() {
-		defer close(broken)
-		for {
-			resp, err := stream.Recv()
+		if step.open {
+			ctx, stop := context.WithCancel(context.Background())
+			s, err := k.pool.KeepAlive(ctx)
 			if err != nil {
-				return
-			}
-			if r := resp.GetRenewed(); r != nil {
+				stop()
 				k.mu.Lock()
-				if kl, ok := k.leases[resp.GetLeaseId()]; ok {
-					kl.lease.renewed(r.GetTtl().AsDuration(), r.GetRenewInterval().AsDuration(), time.Now())
-				}
+				k.sched.broken(time.Now())
 				k.mu.Unlock()
-			} else if g := resp.GetGone(); g != nil {
-				k.end(resp.GetLeaseId(), &LeaseGoneError{Reason: g.GetReason(), Message: g.GetMessage()})
+				continue
+			}
+			cancel = stop
+			stream, streamDone = s, make(chan struct{})
+			go k.read(s, streamDone)
+		}
+		if stream != nil {
+			for _, req := range reqs {
+				if stream.Send(req) != nil {
+					break // the reader sees the failure and reports it
+				}
 			}
 		}
-	}()
-
-	for {
-		due, next, empty := k.schedule(time.Now())
-		if empty {
-			_ = stream.CloseSend()
-			return
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !step.wake.IsZero() {
+			timer = time.NewTimer(time.Until(step.wake))
+			fire = timer.C
 		}
-		for _, req := range due {
-			if stream.Send(req) != nil {
-				<-broken
-				return
-			}
-		}
-		timer := time.NewTimer(time.Until(next))
 		select {
-		case <-broken:
-			timer.Stop()
-			return
 		case <-k.wake:
-		case <-timer.C:
+		case <-fire:
+		case <-streamDone:
+			stream, streamDone = nil, nil
+			k.mu.Lock()
+			k.sched.broken(time.Now())
+			k.mu.Unlock()
 		}
-		timer.Stop()
+		if timer != nil {
+			timer.Stop()
+		}
 	}
 }
 
-// schedule returns the renewals due at now (ending leases already past their expiry) and when the
-// next one falls due.
-func (k *keeper) schedule(now time.Time) (due []*keymeshv1.KeepAliveRequest, next time.Time, empty bool) {
-	var expired []string
-	k.mu.Lock()
-	next = now.Add(time.Minute)
-	for id, kl := range k.leases {
-		if now.After(kl.lease.ExpiresAt()) {
-			expired = append(expired, id)
-			continue
+// read applies one stream's answers until it ends, then closes done.
+func (k *keeper) read(s keymeshv1.KeyPoolService_KeepAliveClient, done chan<- struct{}) {
+	defer close(done)
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return
 		}
-		if !kl.due.After(now) {
-			due = append(due, kl.req)
-			kl.due = now.Add(kl.lease.renewInterval())
-		}
-		if kl.due.Before(next) {
-			next = kl.due
+		id := resp.GetLeaseId()
+		k.mu.Lock()
+		if r := resp.GetRenewed(); r != nil {
+			ttl, interval := r.GetTtl().AsDuration(), r.GetRenewInterval().AsDuration()
+			k.sched.renewed(id, ttl, interval, time.Now())
+			if h := k.sched.held[id]; h != nil {
+				h.lease.renewed(ttl, interval, time.Now())
+			}
+			k.mu.Unlock()
+		} else if g := resp.GetGone(); g != nil {
+			k.sched.gone(id, reasonName(g.GetReason()), g.GetMessage())
+			k.mu.Unlock()
+			k.poke()
+		} else {
+			k.mu.Unlock()
 		}
 	}
-	empty = len(k.leases) == len(expired)
-	k.mu.Unlock()
-	for _, id := range expired {
-		k.end(id, &LeaseGoneError{Reason: keymeshv1.ErrorReason_ERROR_REASON_LEASE_EXPIRED, Message: "no renewal answered before expiry"})
-	}
-	return due, next, empty
+}
+
+// reasonName is an ErrorReason's name as every KeyMesh client spells it ("LEASE_REVOKED").
+func reasonName(r keymeshv1.ErrorReason) string {
+	return strings.TrimPrefix(r.String(), "ERROR_REASON_")
+}
+
+func reasonValue(name string) keymeshv1.ErrorReason {
+	return keymeshv1.ErrorReason(keymeshv1.ErrorReason_value["ERROR_REASON_"+name])
 }

@@ -16,7 +16,7 @@ import (
 // Lease is a key lent by KeyMesh for the duration of a WithLease call. Use Key with the
 // provider's SDK; never log it (String and GoString leave it out).
 type Lease struct {
-	ID       string
+	LeaseID  string
 	Pool     string
 	Key      string
 	KeyID    string
@@ -43,7 +43,7 @@ func (e *LeaseGoneError) Error() string {
 	return "keymesh: lease gone: " + e.Reason.String() + ": " + e.Message
 }
 
-func (l *Lease) String() string   { return "keymesh.Lease{" + l.ID + " key " + l.KeyLabel + "}" }
+func (l *Lease) String() string   { return "keymesh.Lease{" + l.LeaseID + " key " + l.KeyLabel + "}" }
 func (l *Lease) GoString() string { return l.String() }
 
 // Revoked reports whether the server ended the lease while fn was running (the ctx passed to fn
@@ -89,12 +89,10 @@ func (l *Lease) renewed(ttl, interval time.Duration, at time.Time) {
 	}
 }
 
+// renewInterval is the server's recommended renewal interval (0: none recommended).
 func (l *Lease) renewInterval() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.renew <= 0 {
-		return time.Second // a server that recommends nothing still gets renewals
-	}
 	return l.renew
 }
 
@@ -201,7 +199,7 @@ func (c *Client) acquire(ctx context.Context, pool string, cfg leaseConfig, excl
 		return nil, err
 	}
 	l := &Lease{
-		ID:       resp.GetLeaseId(),
+		LeaseID:  resp.GetLeaseId(),
 		Pool:     resp.GetPool(),
 		Key:      resp.GetKey(),
 		KeyID:    resp.GetKeyId(),
@@ -274,14 +272,14 @@ func (c *Client) report(ctx context.Context, l *Lease, o Outcome, latency time.D
 		l.mu.Lock()
 		usage := l.usage
 		l.mu.Unlock()
-		_, err = c.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: l.ID, Latency: lat, Usage: usage, RateLimit: o.RateLimit.Proto()})
+		_, err = c.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: l.LeaseID, Latency: lat, Usage: usage, RateLimit: o.RateLimit.Proto()})
 	case RateLimited:
 		_, err = c.MarkRateLimited(ctx, &keymeshv1.MarkRateLimitedRequest{
-			LeaseId: l.ID, RetryAfter: durationOrNil(o.RateLimit.RetryAfter), RateLimit: o.RateLimit.Proto(),
+			LeaseId: l.LeaseID, RetryAfter: durationOrNil(o.RateLimit.RetryAfter), RateLimit: o.RateLimit.Proto(),
 		})
 	default:
 		_, err = c.MarkFailed(ctx, &keymeshv1.MarkFailedRequest{
-			LeaseId: l.ID, Reason: o.Kind.FailureReason(), HttpStatus: int32(o.HTTPStatus),
+			LeaseId: l.LeaseID, Reason: o.Kind.FailureReason(), HttpStatus: int32(o.HTTPStatus),
 			Message: truncate(o.Message, 200), Latency: lat,
 		})
 	}

@@ -25,7 +25,7 @@ func TestWithLeaseReleasesWithLatencyAndUsage(t *testing.T) {
 	err := c.WithLease(context.Background(), "openai", func(ctx context.Context, l *Lease) error {
 		seen = l
 		l.SetUsage(12, 34)
-		f.awaitRenewals(t, l.ID, 1)
+		f.awaitRenewals(t, l.LeaseID, 1)
 		return nil
 	}, Holder("worker-1"), WaitTimeout(2*time.Second), TTL(30*time.Second))
 	if err != nil {
@@ -35,7 +35,7 @@ func TestWithLeaseReleasesWithLatencyAndUsage(t *testing.T) {
 	if !ok {
 		t.Fatalf("lease not released: %T", rel)
 	}
-	if rel.GetLeaseId() != seen.ID || rel.GetUsage().GetInputTokens() != 12 || rel.GetUsage().GetOutputTokens() != 34 {
+	if rel.GetLeaseId() != seen.LeaseID || rel.GetUsage().GetInputTokens() != 12 || rel.GetUsage().GetOutputTokens() != 34 {
 		t.Errorf("release = %v", rel)
 	}
 	if rel.GetLatency().AsDuration() <= 0 {
@@ -56,7 +56,7 @@ func TestWithLeaseRenewsAndExtendsExpiry(t *testing.T) {
 	c := f.serve(t)
 	err := c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
 		before := l.ExpiresAt()
-		f.awaitRenewals(t, l.ID, 3)
+		f.awaitRenewals(t, l.LeaseID, 3)
 		if !l.ExpiresAt().After(before) {
 			t.Errorf("expiry not extended by renewals: %v -> %v", before, l.ExpiresAt())
 		}
@@ -72,8 +72,8 @@ func TestWithLeaseRevocationCancelsContext(t *testing.T) {
 	f := newFakePool("a")
 	c := f.serve(t)
 	err := c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
-		f.awaitRenewals(t, l.ID, 1)
-		f.revoke <- l.ID
+		f.awaitRenewals(t, l.LeaseID, 1)
+		f.revoke <- l.LeaseID
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Second):
@@ -137,7 +137,7 @@ func TestOneStreamRenewsEveryLeaseOfAClient(t *testing.T) {
 	for range 3 {
 		go func() {
 			errs <- c.WithLease(context.Background(), "p", func(ctx context.Context, l *Lease) error {
-				started <- l.ID
+				started <- l.LeaseID
 				<-done
 				return nil
 			})
@@ -260,7 +260,7 @@ func TestWithLeaseEndsTheLeaseWhenCallerCancels(t *testing.T) {
 	c := f.serve(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	err := c.WithLease(ctx, "p", func(ctx context.Context, l *Lease) error {
-		f.awaitRenewals(t, l.ID, 1)
+		f.awaitRenewals(t, l.LeaseID, 1)
 		cancel()
 		<-ctx.Done()
 		return ctx.Err()
@@ -306,7 +306,7 @@ func TestWithLeaseReturnsAcquireErrorWithReason(t *testing.T) {
 }
 
 func TestLeaseFormattingHidesTheKey(t *testing.T) {
-	l := &Lease{ID: "lease-1", Key: "sk-very-secret", KeyLabel: "main"}
+	l := &Lease{LeaseID: "lease-1", Key: "sk-very-secret", KeyLabel: "main"}
 	for _, s := range []string{fmt.Sprint(l), fmt.Sprintf("%v %+v %#v %s", l, l, l, l)} {
 		if strings.Contains(s, "sk-very-secret") {
 			t.Errorf("formatted lease shows the key: %s", s)

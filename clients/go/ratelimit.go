@@ -89,7 +89,15 @@ var (
 	durationPattern = regexp.MustCompile(`^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s|ms|us|µs|ns))+$`)
 	durationPart    = regexp.MustCompile(`([0-9]+)(?:\.([0-9]+))?(h|ms|m|s|us|µs|ns)`)
 	unitNanos       = map[string]int64{"h": 3600e9, "m": 60e9, "s": 1e9, "ms": 1e6, "us": 1e3, "µs": 1e3, "ns": 1}
+	// RFC 3339 as every client reads it: '.' fractions only, offsets within ±23:59 (time.Parse takes
+	// a ',' fraction and a +24:00 offset); the value is upper-cased first, as 't' and 'z' are allowed.
+	rfc3339Pattern = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`)
+	// IMF-fixdate with its names in their case (time.Parse matches them case-insensitively).
+	imfFixdatePattern = regexp.MustCompile(`^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$`)
 )
+
+// maxCount is the largest count every client can hold (JavaScript's safe integers).
+const maxCount = 1<<53 - 1
 
 func firstCount(h http.Header, names ...string) *int64 {
 	for _, name := range names {
@@ -97,7 +105,7 @@ func firstCount(h http.Header, names ...string) *int64 {
 		if !ok || !countPattern.MatchString(v) {
 			continue
 		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= maxCount {
 			return &n
 		}
 	}
@@ -140,6 +148,10 @@ func parseGoDuration(v string) *time.Duration {
 }
 
 func parseInstant(v string, now time.Time) *time.Duration {
+	v = strings.ToUpper(v)
+	if !rfc3339Pattern.MatchString(v) {
+		return nil
+	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
 		return nil
@@ -177,6 +189,9 @@ func parseRetryAfter(h http.Header, now time.Time) *time.Duration {
 	}
 	if m := decimalPattern.FindStringSubmatch(v); m != nil {
 		return msDuration(decimal(m[1], m[2], 1e9))
+	}
+	if !imfFixdatePattern.MatchString(v) {
+		return nil
 	}
 	if t, err := time.Parse(http.TimeFormat, v); err == nil {
 		return truncMs(max(t.Sub(now), 0))

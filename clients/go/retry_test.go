@@ -3,6 +3,7 @@ package keymesh
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -132,7 +133,7 @@ func TestDoDoesNotRetryClientErrors(t *testing.T) {
 func TestFullJitterStaysWithinItsCeiling(t *testing.T) {
 	for attempt := range 40 {
 		for range 50 {
-			d := fullJitter(100*time.Millisecond, 5*time.Second, attempt)
+			d := fullJitter(100*time.Millisecond, 5*time.Second, attempt, rand.Float64)
 			limit := min(5*time.Second, 100*time.Millisecond<<min(attempt, 20))
 			if d < 0 || d >= limit {
 				t.Fatalf("attempt %d: pause %v outside [0, %v)", attempt, d, limit)

@@ -9,11 +9,6 @@ import path from "node:path";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 
-/**
- * Pages other branches are writing, linked already. Each is excused only while it does not exist; once it
- * does, its entry must go (the test says so), and links to it are checked like any other.
- */
-const PENDING = new Set(["docs/migration-python-keymesh.md", "docs/migration-takk-keymesh.md"]);
 
 function markdownUnder(dir: string): string[] {
   return readdirSync(path.join(ROOT, dir), { withFileTypes: true }).flatMap((e) => {
@@ -114,7 +109,7 @@ function check(page: string, text: string): Problem[] {
       continue;
     }
     if (!existsSync(path.join(ROOT, resolved))) {
-      if (!PENDING.has(resolved)) fail(`${resolved} does not exist`);
+      fail(`${resolved} does not exist`);
       continue;
     }
     if (fragment === undefined || !resolved.endsWith(".md") || statSync(path.join(ROOT, resolved)).isDirectory()) continue;
@@ -124,7 +119,7 @@ function check(page: string, text: string): Problem[] {
     // Repository paths in code are written from the root; only "../" climbs, from the page.
     const resolved = name.startsWith("../") ? path.posix.normalize(path.posix.join(path.posix.dirname(page), name)) : path.posix.normalize(name);
     if (resolved === ".." || resolved.startsWith("../")) problems.push({ page, link: `\`${name}\``, problem: "points outside the repository" });
-    else if (!existsSync(path.join(ROOT, resolved)) && !PENDING.has(resolved) && !ignored(resolved)) {
+    else if (!existsSync(path.join(ROOT, resolved)) && !ignored(resolved)) {
       problems.push({ page, link: `\`${name}\``, problem: `${resolved} does not exist` });
     }
   }
@@ -139,11 +134,6 @@ describe("documentation links", () => {
 
   it.each(PAGES)("%s: every relative link resolves inside the repository", (page) => {
     expect(check(page, readFileSync(path.join(ROOT, page), "utf8"))).toEqual([]);
-  });
-
-  it("excuses only pages that are still missing", () => {
-    const written = [...PENDING].filter((p) => existsSync(path.join(ROOT, p)));
-    expect(written, "these pages exist now: remove them from PENDING in test/docs/links.test.ts").toEqual([]);
   });
 });
 

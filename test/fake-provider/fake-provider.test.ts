@@ -27,6 +27,25 @@ describe("formatDuration", () => {
 });
 
 describe("fake provider", () => {
+  it("answers scripted faults before the key's normal answers", async () => {
+    provider = await startFakeProvider({ keys: ["sk-a"] });
+    provider.failNext("sk-a", { status: 503, count: 2 });
+    const scripted = await fetch(`${provider.url}/_fake/faults`, { method: "POST", body: JSON.stringify({ key: "sk-a", status: 429, count: 1, retryAfterS: 7 }) });
+    expect(scripted.status).toBe(201);
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 4; i++) {
+      const res = await chat(provider.url, "sk-a");
+      statuses.push(res.status);
+      if (res.status === 429) retryAfter = res.headers.get("retry-after");
+      if (res.status === 503) expect((await res.json()).error.message).toMatch(/overloaded/);
+    }
+    expect([statuses, retryAfter]).toEqual([[503, 503, 429, 200], "7"]);
+    expect(provider.stats().keys["sk-a"]).toMatchObject({ ok: 1, failed: 2, rateLimited: 1 });
+    const refused = await fetch(`${provider.url}/_fake/faults`, { method: "POST", body: JSON.stringify({ key: "sk-unknown", status: 500, count: 1 }) });
+    expect(refused.status).toBe(400);
+  });
+
   it("answers a known key with a chat completion and x-ratelimit headers", async () => {
     provider = await startFakeProvider({ keys: ["sk-a"], limits: { requestsPerWindow: 4, windowMs: 60_000 }, now: () => 1_000_000 });
     const res = await chat(provider.url, "sk-a");

@@ -26,6 +26,8 @@ export interface FakeProviderOptions {
 interface KeyStats {
   ok: number;
   rateLimited: number;
+  /** Scripted 5xx/529 answers. */
+  failed: number;
   unauthorized: number;
   inFlight: number;
   maxInFlight: number;
@@ -46,7 +48,16 @@ export interface FakeProvider {
   addKey(key: string, limits?: Partial<RateLimits>): void;
   /** Makes the provider answer 401 for a key, as when a key is revoked upstream. */
   revokeKey(key: string): void;
+  /** Answers the key's next `count` requests with `status` (a 429 carries `retry-after: retryAfterS`). */
+  failNext(key: string, fault: Fault): void;
   close(): Promise<void>;
+}
+
+/** A scripted failure: 5xx, 529, or a 429 with a retry-after, for the next `count` requests of a key. */
+interface Fault {
+  status: number;
+  count: number;
+  retryAfterS?: number;
 }
 
 export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000 };
@@ -54,6 +65,7 @@ const MAX_BODY_BYTES = 1 << 20;
 
 interface KeyState {
   limits: RateLimits;
+  faults: Fault[];
   tokens: number;
   refilledAt: number;
   revoked: boolean;
@@ -135,10 +147,11 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     const merged = { ...defaults, ...limits };
     keys.set(key, {
       limits: merged,
+      faults: [],
       tokens: merged.requestsPerWindow,
       refilledAt: now(),
       revoked: false,
-      stats: { ok: 0, rateLimited: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
+      stats: { ok: 0, rateLimited: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
     });
   }
   for (const key of options.keys ?? []) addKey(key);
@@ -188,6 +201,12 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       send(res, 401, errorBody(`Incorrect API key provided: ${maskKey(key)}.`, "invalid_request_error", "invalid_api_key"));
       return;
     }
+    const fault = state.faults[0];
+    if (fault) {
+      if (--fault.count <= 0) state.faults.shift();
+      sendFault(res, state, fault);
+      return;
+    }
     refill(state);
     if (state.tokens < 1) {
       state.stats.rateLimited++;
@@ -230,6 +249,31 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     );
   }
 
+  function sendFault(res: ServerResponse, state: KeyState, fault: Fault): void {
+    if (fault.status === 429) {
+      state.stats.rateLimited++;
+      const headers: Record<string, string> = fault.retryAfterS === undefined ? {} : { "retry-after": String(fault.retryAfterS) };
+      send(res, 429, errorBody("Rate limit reached (scripted).", "requests", "rate_limit_exceeded"), headers);
+      return;
+    }
+    state.stats.failed++;
+    const overloaded = fault.status === 529 || fault.status === 503;
+    const message = overloaded ? "The server is overloaded (scripted)." : "The server had an error while processing your request (scripted).";
+    send(res, fault.status, errorBody(message, overloaded ? "overloaded_error" : "server_error", null));
+  }
+
+  async function scriptFault(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const parsed = await readJsonObject(req);
+    const state = typeof parsed?.key === "string" ? keys.get(parsed.key) : undefined;
+    const { status, count, retryAfterS } = parsed ?? {};
+    if (!state || typeof status !== "number" || status < 400 || status > 599 || typeof count !== "number" || !(count > 0)) {
+      send(res, 400, errorBody('expected {"key": "<known key>", "status": 4xx|5xx, "count": n, "retryAfterS"?: n}', "invalid_request_error", null));
+      return;
+    }
+    state.faults.push({ status, count, retryAfterS: typeof retryAfterS === "number" ? retryAfterS : undefined });
+    send(res, 201, "{}");
+  }
+
   function stats(): ProviderStats {
     const out: Record<string, KeyStats> = {};
     for (const [key, state] of keys) out[key] = { ...state.stats };
@@ -261,6 +305,8 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
           ? Promise.resolve(send(res, 200, JSON.stringify(stats())))
           : route === "POST /_fake/keys"
             ? registerKey(req, res)
+            : route === "POST /_fake/faults"
+              ? scriptFault(req, res)
             : Promise.resolve(
                 send(res, 404, errorBody(`Invalid URL (${req.method} ${path})`, "invalid_request_error", null)),
               );
@@ -280,6 +326,11 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     revokeKey(key: string) {
       const state = keys.get(key);
       if (state) state.revoked = true;
+    },
+    failNext(key: string, fault: Fault) {
+      const state = keys.get(key);
+      if (!state) throw new Error("failNext: unknown key");
+      state.faults.push({ ...fault });
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -17,8 +17,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from keymesh import Client, Lease
-from keymesh.v1 import admin_pb2
+from keymesh_client import Client, Lease
+from keymesh_client.v1 import admin_pb2
 
 
 def post_json(url: str, body: dict, headers: dict[str, str]) -> tuple[int, dict, dict]:

@@ -6,7 +6,7 @@
 import os
 import sys
 
-from keymesh import Client, KeyMeshError
+from keymesh_client import Client, KeyMeshError
 
 
 def main() -> int:

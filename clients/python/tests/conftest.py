@@ -14,8 +14,8 @@ from typing import Callable, Iterator, Optional
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from keymesh import Client
-from keymesh.v1 import admin_pb2
+from keymesh_client import Client
+from keymesh_client.v1 import admin_pb2
 
 REPO = Path(__file__).resolve().parents[3]
 

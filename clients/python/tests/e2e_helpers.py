@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from keymesh import Client
-from keymesh.v1 import admin_pb2
+from keymesh_client import Client
+from keymesh_client.v1 import admin_pb2
 
 
 def live_leases(client: Client, pool: str) -> list[admin_pb2.Lease]:

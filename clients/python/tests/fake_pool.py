@@ -18,7 +18,7 @@ import grpc.aio
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keymesh.v1 import common_pb2, pool_pb2
+from keymesh_client.v1 import common_pb2, pool_pb2
 
 TAKE_TIMEOUT_S = 5.0
 # What a stream's request iterator sent last when it ended on its own (the client half-closed).
@@ -26,7 +26,7 @@ HALF_CLOSED = "half-closed"
 _END = object()
 
 
-def grant(lease_id: str, pool: str = "p", ttl_s: int = 30, renew_interval_s: int = 10) -> pool_pb2.AcquireResponse:
+def grant(lease_id: str, pool: str = "p", ttl_s: int = 30, renew_interval_ms: int = 10_000) -> pool_pb2.AcquireResponse:
     return pool_pb2.AcquireResponse(
         lease_id=lease_id,
         pool=pool,
@@ -34,7 +34,7 @@ def grant(lease_id: str, pool: str = "p", ttl_s: int = 30, renew_interval_s: int
         key_id="k0",
         expires_at=Timestamp(seconds=1_767_225_600),
         ttl=Duration(seconds=ttl_s),
-        renew_interval=Duration(seconds=renew_interval_s),
+        renew_interval=Duration(seconds=renew_interval_ms // 1000, nanos=renew_interval_ms % 1000 * 1_000_000),
     )
 
 
@@ -124,6 +124,12 @@ class FakeCall(_Answers):
         """The lease ids of the next n requests sent (the half-close as HALF_CLOSED)."""
         return _lease_ids([self.sent.get(timeout=TAKE_TIMEOUT_S) for _ in range(n)])
 
+    def half_closed(self) -> bool:
+        """Waits for the client to half-close the stream, skipping the renewals it sent before."""
+        while self.take(1) != [HALF_CLOSED]:
+            pass
+        return True
+
     def __iter__(self) -> "FakeCall":
         return self
 
@@ -147,7 +153,8 @@ class FakeCall(_Answers):
 class FakePool:
     """The sync KeyPoolService stub: Acquire grants lease-1, lease-2, …; Release and MarkFailed are recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, renew_interval_ms: int = 250) -> None:
+        self.renew_interval_ms = renew_interval_ms
         self.calls: list[FakeCall] = []
         self.released: list[str] = []
         self.failed: list[str] = []
@@ -155,7 +162,7 @@ class FakePool:
         self._ids = itertools.count(1)
 
     def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
-        return grant(f"lease-{next(self._ids)}", request.pool)
+        return grant(f"lease-{next(self._ids)}", request.pool, renew_interval_ms=self.renew_interval_ms)
 
     def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
         self.released.append(request.lease_id)
@@ -201,6 +208,12 @@ class FakeAioCall(_Answers):
         """The lease ids of the next n requests sent (the half-close as HALF_CLOSED)."""
         return _lease_ids([await asyncio.wait_for(self.sent.get(), TAKE_TIMEOUT_S) for _ in range(n)])
 
+    async def half_closed(self) -> bool:
+        """Waits for the client to half-close the stream, skipping the renewals it sent before."""
+        while await self.take(1) != [HALF_CLOSED]:
+            pass
+        return True
+
     def __aiter__(self) -> "FakeAioCall":
         return self
 
@@ -224,7 +237,8 @@ class FakeAioCall(_Answers):
 class FakeAioPool:
     """The asyncio KeyPoolService stub, as FakePool."""
 
-    def __init__(self) -> None:
+    def __init__(self, renew_interval_ms: int = 250) -> None:
+        self.renew_interval_ms = renew_interval_ms
         self.calls: list[FakeAioCall] = []
         self.released: list[str] = []
         self.failed: list[str] = []
@@ -232,7 +246,7 @@ class FakeAioPool:
         self._ids = itertools.count(1)
 
     async def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
-        return grant(f"lease-{next(self._ids)}", request.pool)
+        return grant(f"lease-{next(self._ids)}", request.pool, renew_interval_ms=self.renew_interval_ms)
 
     async def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
         self.released.append(request.lease_id)

@@ -15,8 +15,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
-from keymesh import AsyncClient, Client, KeyMeshError
-from keymesh.v1 import common_pb2, pool_pb2, pool_pb2_grpc
+from keymesh_client import AsyncClient, Client, KeyMeshError
+from keymesh_client.v1 import common_pb2, pool_pb2, pool_pb2_grpc
 
 
 class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
@@ -43,7 +43,7 @@ class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
                 gone = pool_pb2.LeaseGone(reason=common_pb2.ERROR_REASON_LEASE_REVOKED, message="key disabled")
                 yield pool_pb2.KeepAliveResponse(lease_id=request.lease_id, gone=gone)
             else:
-                renewed = pool_pb2.LeaseRenewed(ttl=Duration(seconds=30), renew_interval=Duration(seconds=10))
+                renewed = pool_pb2.LeaseRenewed(ttl=Duration(seconds=30), renew_interval=Duration(nanos=50_000_000))
                 yield pool_pb2.KeepAliveResponse(lease_id=request.lease_id, renewed=renewed)
 
     def Acquire(self, request: pool_pb2.AcquireRequest, context: grpc.ServicerContext) -> pool_pb2.AcquireResponse:
@@ -62,7 +62,8 @@ class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
             pool=request.pool,
             expires_at=Timestamp(seconds=1_767_225_600),
             ttl=Duration(seconds=30),
-            renew_interval=Duration(seconds=10),
+            # Short, so a scope sees its first renewal (never sent when it starts) without a long wait.
+            renew_interval=Duration(nanos=50_000_000),
         )
 
 
@@ -130,7 +131,7 @@ async def test_async_client_sends_the_token_and_maps_errors(server) -> None:
     assert raised.value.reason == "POOL_NOT_FOUND"
 
 
-def test_a_scoped_lease_renews_at_once_and_releases_with_its_latency(server) -> None:
+def test_a_scoped_lease_renews_at_its_interval_and_releases_with_its_latency(server) -> None:
     addr, servicer = server
     with Client(addr) as client:
         with client.lease("p") as lease:

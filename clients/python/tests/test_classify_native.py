@@ -8,7 +8,7 @@ import urllib.error
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from keymesh import OutcomeKind, classify
+from keymesh_client import OutcomeKind, classify
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from e2e_helpers import key_stats, live_leases
-from keymesh import AsyncClient, Client, KeyMeshError, OutcomeKind
-from keymesh.v1 import admin_pb2, pool_pb2
+from keymesh_client import AsyncClient, Client, KeyMeshError, OutcomeKind
+from keymesh_client.v1 import admin_pb2, pool_pb2
 from sdk_errors import openai_error
 
 
@@ -83,7 +83,7 @@ async def test_cancelling_the_task_ends_the_lease(aclient: AsyncClient, client: 
 @pytest.mark.asyncio
 async def test_removing_the_key_revokes_the_lease_inside_the_block(aclient: AsyncClient, make_pool) -> None:
     pool = make_pool()
-    async with aclient.lease(pool, ttl=30) as lease:
+    async with aclient.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         await aclient.admin.RemoveKey(admin_pb2.RemoveKeyRequest(pool=pool, key_id=lease.key_id))
         await asyncio.wait_for(lease.revoked_event.wait(), 5)
         assert lease.gone_reason == "LEASE_REVOKED"
@@ -111,3 +111,17 @@ async def test_errors_carry_the_server_reason(aclient: AsyncClient, make_pool) -
         with pytest.raises(KeyMeshError) as busy:
             await aclient.acquire(pool, wait_timeout=0.2)
     assert busy.value.reason == "NO_KEY_AVAILABLE"
+
+
+@pytest.mark.asyncio
+async def test_plain_methods_end_a_bare_lease_without_protobuf(aclient: AsyncClient, client: Client, make_pool) -> None:
+    pool = make_pool(keys=1)
+    lease = await aclient.acquire(pool, ttl=5)
+    await aclient.renew(lease)
+    await aclient.mark_failed(lease, OutcomeKind.TRANSIENT, http_status=502, latency=0.1)
+    assert key_stats(client, pool)[lease.key_id].consecutive_failures == 1
+    again = await aclient.acquire(pool)
+    await aclient.release(again)
+    with pytest.raises(KeyMeshError) as ended:
+        await aclient.release(again)
+    assert ended.value.reason == "LEASE_RELEASED"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e_helpers import live_leases
-from keymesh import AsyncClient, Client, Lease, OutcomeKind
+from keymesh_client import AsyncClient, Client, Lease, OutcomeKind
 
 SCOPES = 50
 # Past the 1 s ttl twice over: only renewals keep the leases alive.

@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from e2e_helpers import key, key_stats, live_leases
-from keymesh import Client, KeyMeshError, OutcomeKind, ProviderError
-from keymesh.v1 import admin_pb2, pool_pb2
+from keymesh_client import Client, KeyMeshError, OutcomeKind, ProviderError
+from keymesh_client.v1 import admin_pb2, pool_pb2
 from sdk_errors import openai_error
 
 
@@ -117,7 +117,7 @@ def test_keyboard_interrupt_ends_the_lease_without_penalty(client: Client, make_
 
 def test_disabling_the_key_revokes_the_lease_inside_the_block(client: Client, make_pool) -> None:
     pool = make_pool()
-    with client.lease(pool, ttl=30) as lease:
+    with client.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         client.admin.DisableKey(admin_pb2.DisableKeyRequest(pool=pool, key_id=lease.key_id, reason="rotation"))
         assert lease.revoked_event.wait(5)
         assert lease.revoked and lease.gone_reason == "LEASE_REVOKED"
@@ -126,7 +126,7 @@ def test_disabling_the_key_revokes_the_lease_inside_the_block(client: Client, ma
 
 def test_an_operator_revoking_the_lease_reaches_the_block(client: Client, make_pool) -> None:
     pool = make_pool()
-    with client.lease(pool, ttl=30) as lease:
+    with client.lease(pool, ttl=3) as lease:  # a revocation reaches a lease from its first renewal on (ttl/3)
         client.admin.RevokeLease(admin_pb2.RevokeLeaseRequest(lease_id=lease.lease_id, reason="test"))
         assert lease.revoked_event.wait(5)
         assert lease.gone_reason == "LEASE_REVOKED"
@@ -262,3 +262,23 @@ def test_workers_lose_no_request_while_keys_rotate_through_cooldowns(client: Cli
     assert sum(ok.values()) == 24 and all(n > 0 for n in ok.values())
     assert all(stats[secret]["unauthorized"] == 0 for secret in secrets)
     assert live_leases(client, pool) == []
+
+
+def test_plain_methods_end_a_bare_lease_without_protobuf(client: Client, make_pool) -> None:
+    pool = make_pool(keys=2, default_cooldown_s=30)
+    first = client.acquire(pool, ttl=5)
+    before = first.local_deadline
+    client.renew(first, ttl=5)
+    assert first.local_deadline >= before
+    client.release(first, latency=0.25, headers={"x-ratelimit-remaining-requests": "7"}, input_tokens=3, output_tokens=4)
+    assert key_stats(client, pool)[first.key_id].ema_latency.ToMilliseconds() == 250
+    second = client.acquire(pool, exclude_key_ids=[first.key_id])
+    client.mark_rate_limited(second, retry_after=20)
+    assert 15_000 < key_stats(client, pool)[second.key_id].cooldown_remaining.ToMilliseconds() <= 20_000
+    third = client.acquire(pool, exclude_key_ids=[second.key_id])
+    client.mark_failed(third, "auth", http_status=401, message="bad key")
+    assert key(client, pool, third.key_id).state == admin_pb2.KEY_STATE_AUTO_DISABLED_AUTH
+    assert live_leases(client, pool) == []
+    with pytest.raises(KeyMeshError) as ended:
+        client.renew(third)
+    assert ended.value.reason == "LEASE_RELEASED"

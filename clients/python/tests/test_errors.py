@@ -9,8 +9,8 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import status_pb2
 
-from keymesh import KeyMeshError
-from keymesh.v1 import common_pb2
+from keymesh_client import KeyMeshError
+from keymesh_client.v1 import common_pb2
 
 
 class FakeRpcError(grpc.RpcError):

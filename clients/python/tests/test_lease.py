@@ -8,9 +8,10 @@ from datetime import timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keymesh import Lease, Outcome, OutcomeKind
-from keymesh.lease import LeaseOptions
-from keymesh.v1 import common_pb2, pool_pb2
+from keymesh_client import Lease, Outcome, OutcomeKind
+from keymesh_client._renewal import Renewals
+from keymesh_client.lease import LeaseOptions
+from keymesh_client.v1 import common_pb2, pool_pb2
 from sdk_errors import openai_error
 
 SECRET = "sk-live-0123456789abcdef"
@@ -91,19 +92,21 @@ def test_a_failure_ends_with_mark_failed_without_the_key_in_the_message() -> Non
 
 def test_keep_alive_answers_renew_or_end_the_lease() -> None:
     lease = make_lease()
+    renewals = Renewals(lambda held, reason, message: held._gone(reason, message))
+    renewals.hold(lease, 30_000, 10_000, 0)
     renewed = pool_pb2.KeepAliveResponse(
         lease_id=lease.lease_id,
         renewed=pool_pb2.LeaseRenewed(expires_at=Timestamp(seconds=1_767_225_700), ttl=Duration(seconds=60), renew_interval=Duration(seconds=20)),
     )
-    assert lease._apply(renewed)
+    assert not renewals.answer(renewed, 0)
     assert (lease.ttl, lease.renew_interval) == (timedelta(seconds=60), timedelta(seconds=20))
     assert not lease.revoked
 
     gone = pool_pb2.KeepAliveResponse(
         lease_id=lease.lease_id, gone=pool_pb2.LeaseGone(reason=common_pb2.ERROR_REASON_LEASE_REVOKED, message="key disabled")
     )
-    assert not lease._apply(gone)
-    assert lease.revoked and lease.revoked_event.is_set()
+    assert renewals.answer(gone, 0)
+    assert lease.revoked and lease.revoked_event.is_set() and len(renewals) == 0
     assert (lease.gone_reason, lease.gone_message) == ("LEASE_REVOKED", "key disabled")
 
 
@@ -120,8 +123,7 @@ def test_acquire_requests_carry_the_options_and_a_deadline_past_the_wait() -> No
 
 def test_renewal_never_spins_and_defaults_to_a_third_of_the_ttl() -> None:
     lease = make_lease()
-    tiny = pool_pb2.KeepAliveResponse(renewed=pool_pb2.LeaseRenewed(ttl=Duration(nanos=1_000_000), renew_interval=Duration(nanos=1)))
-    lease._apply(tiny)
+    lease._renewed(Timestamp(), Duration(nanos=1_000_000), Duration(nanos=1))
     assert lease.renew_interval == timedelta(milliseconds=50)
-    lease._apply(pool_pb2.KeepAliveResponse(renewed=pool_pb2.LeaseRenewed(ttl=Duration(seconds=30))))
+    lease._renewed(Timestamp(), Duration(seconds=30), Duration())
     assert lease.renew_interval == timedelta(seconds=10)

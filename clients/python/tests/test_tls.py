@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keymesh import AsyncClient, Client, KeyMeshError
-from keymesh.v1 import admin_pb2, pool_pb2
+from keymesh_client import AsyncClient, Client, KeyMeshError
+from keymesh_client.v1 import admin_pb2, pool_pb2
 
 
 @pytest.fixture(scope="module")

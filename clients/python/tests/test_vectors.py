@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
-from keymesh.classify import classify
+from keymesh_client.classify import classify
 from sdk_errors import native_error
-from keymesh.ratelimit import parse_rate_limit_headers
+from keymesh_client.ratelimit import parse_rate_limit_headers
 
 VECTORS = Path(__file__).resolve().parents[3] / "test" / "vectors"
 
 
 def _load(name: str) -> tuple[datetime, list[dict[str, Any]]]:
     data = json.loads((VECTORS / name).read_text())
-    return datetime.fromisoformat(data["now"]), data["cases"]
+    # Python 3.10's fromisoformat does not read a "Z" suffix.
+    return datetime.fromisoformat(data["now"].replace("Z", "+00:00")), data["cases"]
 
 
 HEADERS_NOW, HEADER_CASES = _load("headers.json")

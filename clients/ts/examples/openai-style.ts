@@ -3,7 +3,7 @@
 // and callWithRetry moves a 429 to another key.
 //   npx tsx clients/ts/examples/openai-style.ts --pool openai --base-url http://127.0.0.1:8787/v1 --requests 20
 import { parseArgs } from "node:util";
-import { createKeyMeshClient, type Lease, keymeshErrorReason, ErrorReason } from "../src/index.js";
+import { createKeyMeshClient, type Lease, keymeshErrorReason } from "@keymesh/client";
 
 const { values } = parseArgs({
   options: {
@@ -48,7 +48,7 @@ try {
     console.log(answer);
   }
 } catch (err) {
-  console.error(`openai-style: ${String(err)} (reason ${ErrorReason[keymeshErrorReason(err)]})`);
+  console.error(`openai-style: ${String(err)} (reason ${keymeshErrorReason(err)})`);
   process.exit(1);
 }
 console.log(`completed ${total} requests with keys ${JSON.stringify(keysUsed)}`);

@@ -1,6 +1,6 @@
 // Leases a key of a pool and prints its label.
 //   KEYMESH_ADDR=127.0.0.1:50051 npx tsx clients/ts/examples/quickstart.ts demo
-import { createKeyMeshClient, keymeshErrorReason, ErrorReason } from "../src/index.js";
+import { createKeyMeshClient, keymeshErrorReason } from "@keymesh/client";
 
 const addr = process.env.KEYMESH_ADDR || "127.0.0.1:50051";
 const pool = process.argv[2] || "demo";
@@ -16,6 +16,6 @@ try {
     { waitMs: 5_000 },
   );
 } catch (err) {
-  console.error(`quickstart: lease from pool "${pool}": ${String(err)} (reason ${ErrorReason[keymeshErrorReason(err)]})`);
+  console.error(`quickstart: lease from pool "${pool}": ${String(err)} (reason ${keymeshErrorReason(err)})`);
   process.exit(1);
 }

@@ -5,7 +5,9 @@
 import { FailureReason } from "./gen/keymesh/v1/pool_pb.js";
 import { type HeadersLike, normalizeHeaders, type ParsedRateLimit, parseGoDurationMs, parseRateLimitHeaders } from "./ratelimit.js";
 
-export type OutcomeKind = "success" | "rate_limited" | "auth" | "quota_exhausted" | "transient" | "overloaded" | "client_error";
+/** The outcome names every KeyMesh client shares (test/vectors/vocabulary.json). */
+export const OUTCOME_KINDS = ["success", "rate_limited", "auth", "quota_exhausted", "transient", "overloaded", "client_error"] as const;
+export type OutcomeKind = (typeof OUTCOME_KINDS)[number];
 
 export interface Outcome {
   kind: OutcomeKind;

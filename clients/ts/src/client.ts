@@ -5,6 +5,7 @@ import { KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { Keeper } from "./keeper.js";
 import { type Lease, type LeaseOptions, withKey } from "./lease.js";
 import { callWithRetry, type RetryOptions } from "./retry.js";
+import { type WrapOptions, wrapClient } from "./wrap.js";
 
 export interface TlsOptions {
   /** PEM CA bundle to trust instead of the system roots. */
@@ -39,6 +40,8 @@ export interface KeyMeshClient {
   withKey<T>(pool: string, fn: (lease: Lease) => Promise<T>, opts?: LeaseOptions): Promise<T>;
   /** withKey with retries on another key within a time budget. */
   callWithRetry<T>(pool: string, fn: (lease: Lease) => Promise<T>, opts?: RetryOptions): Promise<T>;
+  /** An SDK client (openai-node, @anthropic-ai/sdk, any with `keyed`) whose every call runs under a lease of `pool`, with retries. */
+  wrap<C extends object>(pool: string, client: C, opts?: WrapOptions<C>): C;
 }
 
 /** Connects to a KeyMesh server (lazily: the first call opens the connection). */
@@ -53,6 +56,7 @@ export function createKeyMeshClient(options: KeyMeshClientOptions): KeyMeshClien
     admin,
     withKey: (name, fn, opts) => withKey(ctx, name, fn, opts),
     callWithRetry: (name, fn, opts) => callWithRetry(ctx, name, fn, opts),
+    wrap: (name, client, opts) => wrapClient(ctx, name, client, opts),
   };
 }
 

@@ -9,9 +9,41 @@ export function keymeshErrorDetail(err: unknown): ErrorDetail | undefined {
   return err.findDetails(ErrorDetailSchema)[0];
 }
 
-/** The machine-readable reason of a KeyMesh server error (UNSPECIFIED when it carries none). */
-export function keymeshErrorReason(err: unknown): ErrorReason {
-  return keymeshErrorDetail(err)?.reason ?? ErrorReason.UNSPECIFIED;
+/** An ErrorReason by name, as every KeyMesh client spells it: "NO_KEY_AVAILABLE", "LEASE_EXPIRED", … ("UNSPECIFIED": none). */
+export type ErrorReasonName = keyof typeof ErrorReason;
+
+/** The name of an ErrorReason value (an unknown value is "UNSPECIFIED"). */
+export function errorReasonName(reason: ErrorReason): ErrorReasonName {
+  return (ErrorReason[reason] as ErrorReasonName | undefined) ?? "UNSPECIFIED";
+}
+
+/** The machine-readable reason of a KeyMesh server error, by name ("UNSPECIFIED" when it carries none). */
+export function keymeshErrorReason(err: unknown): ErrorReasonName {
+  return errorReasonName(keymeshErrorDetail(err)?.reason ?? ErrorReason.UNSPECIFIED);
+}
+
+/** A failed KeyMesh call in the words every KeyMesh client uses: code, reason, retry-after, field. */
+export interface KeyMeshErrorInfo {
+  /** The gRPC status code's canonical name, e.g. "RESOURCE_EXHAUSTED". */
+  code: string;
+  reason: ErrorReasonName;
+  /** When a key is expected to be free (RESOURCE_EXHAUSTED), in ms; null when unknown. */
+  retryAfterMs: number | null;
+  /** The offending request field (INVALID_ARGUMENT), or "". */
+  field: string;
+  message: string;
+}
+
+/** What a KeyMesh server error says; undefined for anything that is not an RPC error. */
+export function keymeshError(err: unknown): KeyMeshErrorInfo | undefined {
+  if (!(err instanceof ConnectError)) return undefined;
+  return {
+    code: Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(),
+    reason: keymeshErrorReason(err),
+    retryAfterMs: keymeshRetryAfterMs(err),
+    field: keymeshErrorDetail(err)?.field ?? "",
+    message: err.rawMessage,
+  };
 }
 
 /** The server's hint of when a key is expected to be free (sent with RESOURCE_EXHAUSTED), in ms. */
@@ -23,7 +55,7 @@ export function keymeshRetryAfterMs(err: unknown): number | null {
 /** Whether err says the lease is already over, which makes a final report moot rather than failed. */
 export function isLeaseEnded(err: unknown): boolean {
   const r = keymeshErrorReason(err);
-  return r === ErrorReason.LEASE_EXPIRED || r === ErrorReason.LEASE_RELEASED || r === ErrorReason.LEASE_REVOKED || r === ErrorReason.LEASE_UNKNOWN;
+  return r === "LEASE_EXPIRED" || r === "LEASE_RELEASED" || r === "LEASE_REVOKED" || r === "LEASE_UNKNOWN";
 }
 
 /** Thrown by withKey when the callback returned but reported a failed call with lease.report(). */
@@ -38,10 +70,11 @@ export class ProviderCallError extends Error {
 export class LeaseGoneError extends Error {
   override name = "LeaseGoneError";
   constructor(
-    readonly reason: ErrorReason,
+    /** "LEASE_REVOKED", "LEASE_EXPIRED", … */
+    readonly reason: string,
     readonly detail: string,
   ) {
-    super(`lease gone: ${ErrorReason[reason]}: ${detail}`);
+    super(`lease gone: ${reason}: ${detail}`);
   }
 }
 

@@ -1,15 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import { ErrorReason } from "./gen/keymesh/v1/common_pb.js";
 import { type KeepAliveRequest, KeepAliveRequestSchema, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { durationFromMs, msFromDuration } from "./duration.js";
-import { LeaseGoneError } from "./errors.js";
+import { errorReasonName, LeaseGoneError } from "./errors.js";
 import { type Lease, leaseState } from "./lease.js";
+import { Renewals } from "./renewals.js";
 
 interface KeptLease {
   lease: Lease;
-  request: KeepAliveRequest;
-  dueMs: number;
+  ttlMs: number | undefined;
   gone: (g: LeaseGoneError) => void;
 }
 
@@ -41,15 +40,15 @@ class RequestQueue<T> implements AsyncIterable<T> {
 }
 
 /**
- * Renews every lease a client holds over one KeepAlive stream (etcd's LeaseKeepAlive model), open
- * only while some lease is held. A lease is renewed at once when it joins or the stream reopens, so
- * the server can push its revocation, then every renew interval.
+ * Renews every lease a client holds over one KeepAlive stream (etcd's LeaseKeepAlive model), on the
+ * schedule of Renewals: nothing when a lease joins, a stream only once a renewal falls due, closed
+ * when no lease is left.
  */
 export class Keeper {
   readonly #pool: Client<typeof KeyPoolService>;
-  readonly #leases = new Map<string, KeptLease>();
-  #running = false;
-  #wake: (() => void) | undefined;
+  readonly #renewals = new Renewals<KeptLease>((kept, reason, message) => kept.gone(new LeaseGoneError(reason, message)));
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stream: { requests: RequestQueue<KeepAliveRequest>; abort: AbortController } | undefined;
 
   constructor(pool: Client<typeof KeyPoolService>) {
     this.#pool = pool;
@@ -57,114 +56,59 @@ export class Keeper {
 
   /** Renews lease until the returned stop is called; gone is called instead when it ends early. */
   keep(lease: Lease, ttlMs: number | undefined, gone: (g: LeaseGoneError) => void): () => void {
-    const request = create(KeepAliveRequestSchema, { leaseId: lease.id, ttl: ttlMs ? durationFromMs(ttlMs) : undefined });
-    this.#leases.set(lease.id, { lease, request, dueMs: Date.now(), gone });
-    if (!this.#running) {
-      this.#running = true;
-      void this.#run();
-    }
-    this.#poke();
+    const state = leaseState(lease);
+    const now = Date.now();
+    if (this.#renewals.hold(lease.leaseId, { lease, ttlMs, gone }, state.deadlineMs - now, state.renewIntervalMs, now)) this.#drive();
     return () => {
-      this.#leases.delete(lease.id);
-      this.#poke();
+      if (this.#renewals.release(lease.leaseId)) this.#drive();
     };
   }
 
-  #poke(): void {
-    this.#wake?.();
-  }
-
-  /** Resolves after ms, or earlier when a lease joins or leaves or the stream breaks. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        if (this.#wake === done) this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(ms, 0));
-      this.#wake = done;
-    });
-  }
-
-  #end(id: string, g: LeaseGoneError): void {
-    const kept = this.#leases.get(id);
-    this.#leases.delete(id);
-    kept?.gone(g);
-  }
-
-  async #run(): Promise<void> {
-    for (;;) {
-      await this.#serve();
-      if (this.#leases.size === 0) {
-        this.#running = false;
-        return;
-      }
-      await this.#pause(this.#expire());
+  #drive(): void {
+    const now = Date.now();
+    const step = this.#renewals.step(now);
+    if (step.close || step.open) this.#closeStream();
+    if (step.open) this.#openStream();
+    for (const kept of step.send) {
+      this.#stream?.requests.push(create(KeepAliveRequestSchema, { leaseId: kept.lease.leaseId, ttl: kept.ttlMs ? durationFromMs(kept.ttlMs) : undefined }));
+    }
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (step.wakeAtMs !== null) {
+      // Unreferenced: a pending renewal alone does not keep the process alive.
+      this.#timer = setTimeout(() => this.#drive(), Math.max(step.wakeAtMs - now, 0));
+      this.#timer.unref?.();
     }
   }
 
-  /** Ends leases that can no longer be renewed in time; returns how long to wait before reopening. */
-  #expire(): number {
-    let pause = 1_000;
-    for (const [id, kept] of [...this.#leases]) {
-      if (Date.now() > leaseState(kept.lease).deadlineMs) {
-        this.#end(id, new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal succeeded before expiry"));
-      } else {
-        pause = Math.min(pause, leaseState(kept.lease).renewIntervalMs / 2);
-      }
-    }
-    return pause;
+  #closeStream(): void {
+    this.#stream?.requests.end();
+    this.#stream?.abort.abort();
+    this.#stream = undefined;
   }
 
-  /** Runs one stream until it breaks or no lease is left. */
-  async #serve(): Promise<void> {
-    const abort = new AbortController();
-    const requests = new RequestQueue<KeepAliveRequest>();
-    for (const kept of this.#leases.values()) kept.dueMs = 0; // a new stream must renew every lease
-    let broken = false;
-    const reader = (async () => {
-      for await (const resp of this.#pool.keepAlive(requests, { signal: abort.signal, timeoutMs: 0 })) {
-        const kept = this.#leases.get(resp.leaseId);
-        if (!kept) continue;
+  #openStream(): void {
+    const stream = { requests: new RequestQueue<KeepAliveRequest>(), abort: new AbortController() };
+    this.#stream = stream;
+    void (async () => {
+      for await (const resp of this.#pool.keepAlive(stream.requests, { signal: stream.abort.signal, timeoutMs: 0 })) {
         if (resp.result.case === "renewed") {
-          leaseState(kept.lease).renewed(msFromDuration(resp.result.value.ttl), msFromDuration(resp.result.value.renewInterval));
+          const { ttl, renewInterval } = resp.result.value;
+          this.#renewals.renewed(resp.leaseId, msFromDuration(ttl), msFromDuration(renewInterval), Date.now());
+          const kept = this.#renewals.get(resp.leaseId);
+          if (kept) leaseState(kept.lease).renewed(msFromDuration(ttl), msFromDuration(renewInterval));
         } else if (resp.result.case === "gone") {
-          this.#end(resp.leaseId, new LeaseGoneError(resp.result.value.reason, resp.result.value.message));
+          this.#renewals.gone(resp.leaseId, errorReasonName(resp.result.value.reason), resp.result.value.message);
+          this.#drive();
         }
       }
     })()
       .catch(() => undefined)
       .finally(() => {
-        broken = true;
-        this.#poke();
+        if (this.#stream !== stream) return; // closed on purpose
+        this.#stream = undefined;
+        this.#renewals.broken(Date.now());
+        this.#drive();
       });
-    while (!broken) {
-      const { due, nextMs } = this.#schedule(Date.now());
-      if (this.#leases.size === 0) break;
-      for (const request of due) requests.push(request);
-      await this.#pause(nextMs - Date.now());
-    }
-    requests.end();
-    abort.abort();
-    await reader;
-  }
-
-  /** The renewals due now (ending leases already past expiry) and when the next one falls due. */
-  #schedule(nowMs: number): { due: KeepAliveRequest[]; nextMs: number } {
-    const due: KeepAliveRequest[] = [];
-    let nextMs = nowMs + 60_000;
-    for (const [id, kept] of [...this.#leases]) {
-      if (nowMs > leaseState(kept.lease).deadlineMs) {
-        this.#end(id, new LeaseGoneError(ErrorReason.LEASE_EXPIRED, "no renewal answered before expiry"));
-        continue;
-      }
-      if (kept.dueMs <= nowMs) {
-        due.push(kept.request);
-        kept.dueMs = nowMs + leaseState(kept.lease).renewIntervalMs;
-      }
-      nextMs = Math.min(nextMs, kept.dueMs);
-    }
-    return { due, nextMs };
   }
 }

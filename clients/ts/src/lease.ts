@@ -37,25 +37,22 @@ const FINAL_REPORT_TIMEOUT_MS = 5_000;
 /** The mutable side of a lease, shared by withKey and the Keeper; not part of the public API. */
 export class LeaseState {
   readonly abort = new AbortController();
+  /** When the lease ends unless renewed, on the local clock. */
   deadlineMs: number;
-  #renewIntervalMs: number;
+  /** The server's recommended renewal interval (0: none recommended). */
+  renewIntervalMs: number;
   gone: LeaseGoneError | undefined;
   reported: Outcome | undefined;
   usage: { inputTokens: bigint; outputTokens: bigint } | undefined;
 
   constructor(ttlMs: number, renewIntervalMs: number) {
     this.deadlineMs = Date.now() + ttlMs;
-    this.#renewIntervalMs = renewIntervalMs;
-  }
-
-  /** The server's recommended renewal interval (1 s when it recommends none). */
-  get renewIntervalMs(): number {
-    return this.#renewIntervalMs > 0 ? this.#renewIntervalMs : 1_000;
+    this.renewIntervalMs = renewIntervalMs;
   }
 
   renewed(ttlMs: number, renewIntervalMs: number): void {
     this.deadlineMs = Date.now() + ttlMs;
-    if (renewIntervalMs > 0) this.#renewIntervalMs = renewIntervalMs;
+    if (renewIntervalMs > 0) this.renewIntervalMs = renewIntervalMs;
   }
 
   /** Ends the lease early (the first reason wins) and aborts its signal. */
@@ -77,7 +74,7 @@ export function leaseState(lease: Lease): LeaseState {
  * never log it (console.log and JSON.stringify of a Lease leave it out).
  */
 export class Lease {
-  readonly id: string;
+  readonly leaseId: string;
   readonly pool: string;
   readonly keyId: string;
   readonly keyLabel: string;
@@ -93,7 +90,7 @@ export class Lease {
   }
 
   constructor(resp: AcquireResponse) {
-    this.id = resp.leaseId;
+    this.leaseId = resp.leaseId;
     this.pool = resp.pool;
     this.#key = resp.key;
     this.keyId = resp.keyId;
@@ -134,7 +131,7 @@ export class Lease {
   }
 
   toJSON() {
-    return { id: this.id, pool: this.pool, keyId: this.keyId, keyLabel: this.keyLabel };
+    return { leaseId: this.leaseId, pool: this.pool, keyId: this.keyId, keyLabel: this.keyLabel };
   }
 
   [inspect.custom]() {
@@ -230,17 +227,17 @@ async function report(ctx: LeaseContext, lease: Lease, o: Outcome, latencyMs: nu
   const rateLimit = rateLimitToProto(o.rateLimit);
   switch (o.kind) {
     case "success":
-      await ctx.pool.release({ leaseId: lease.id, latency, usage: leaseState(lease).usage, rateLimit }, call);
+      await ctx.pool.release({ leaseId: lease.leaseId, latency, usage: leaseState(lease).usage, rateLimit }, call);
       break;
     case "rate_limited":
       await ctx.pool.markRateLimited(
-        { leaseId: lease.id, retryAfter: o.retryAfterMs === null ? undefined : durationFromMs(o.retryAfterMs), rateLimit },
+        { leaseId: lease.leaseId, retryAfter: o.retryAfterMs === null ? undefined : durationFromMs(o.retryAfterMs), rateLimit },
         call,
       );
       break;
     default:
       await ctx.pool.markFailed(
-        { leaseId: lease.id, reason: failureReasonOf(o.kind), httpStatus: o.httpStatus, message: o.message.slice(0, 200), latency },
+        { leaseId: lease.leaseId, reason: failureReasonOf(o.kind), httpStatus: o.httpStatus, message: o.message.slice(0, 200), latency },
         call,
       );
   }

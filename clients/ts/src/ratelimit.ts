@@ -108,9 +108,12 @@ function scaled(intPart: string, fracPart: string | undefined, unitNs: bigint): 
   return { value: BigInt(intPart + frac) * unitNs, scale: 10n ** BigInt(frac.length) };
 }
 
+/** The longest duration every client can hold: 2^63-1 ns (Go's time.Duration), in whole ms. */
+const MAX_DURATION_MS = 9_223_372_036_854n;
+
 function truncatedMs(value: bigint, scale: bigint): number | null {
   const ms = value / (scale * 1_000_000n);
-  return ms <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(ms) : null;
+  return ms <= MAX_DURATION_MS ? Number(ms) : null;
 }
 
 /** Sums "1h2m3.5s"-style components exactly and truncates to milliseconds. */
@@ -129,8 +132,8 @@ function parseInstantMs(v: string, nowMs: number): number | null {
   if (!m) return null;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
   const utc = Date.UTC(year, month - 1, day, hour, minute, second);
-  const check = new Date(utc);
-  if (check.getUTCMonth() !== month - 1 || check.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) return null;
+  if (!isCalendarTime(utc, month, day, hour, minute, second)) return null;
+  if (m[9] && (Number(m[10]) > 23 || Number(m[11]) > 59)) return null;
   const fractionMs = m[7] ? Number(m[7].slice(0, 3).padEnd(3, "0")) : 0;
   const offsetMin = m[9] ? (m[9] === "-" ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11])) : 0;
   const instant = utc + fractionMs - offsetMin * 60_000;
@@ -154,9 +157,14 @@ function parseRetryAfter(h: Map<string, string>, nowMs: number): number | null {
     return truncatedMs(value, scale);
   }
   const d = IMF_FIXDATE.exec(v);
-  if (d) {
-    const at = Date.UTC(Number(d[3]), MONTHS.indexOf(d[2]!), Number(d[1]), Number(d[4]), Number(d[5]), Number(d[6]));
-    return Number.isNaN(at) ? null : Math.max(at - nowMs, 0);
-  }
-  return null;
+  if (!d) return null;
+  const [day, month, year, hour, minute, second] = [Number(d[1]), MONTHS.indexOf(d[2]!) + 1, Number(d[3]), Number(d[4]), Number(d[5]), Number(d[6])];
+  const at = Date.UTC(year, month - 1, day, hour, minute, second);
+  return isCalendarTime(at, month, day, hour, minute, second) ? Math.max(at - nowMs, 0) : null;
+}
+
+/** Whether the fields named a real instant (Date.UTC rolls 32 Jan over to 1 Feb; no leap seconds). */
+function isCalendarTime(utcMs: number, month: number, day: number, hour: number, minute: number, second: number): boolean {
+  const check = new Date(utcMs);
+  return check.getUTCMonth() === month - 1 && check.getUTCDate() === day && hour <= 23 && minute <= 59 && second <= 59;
 }

@@ -10,6 +10,7 @@ import { createKeyMeshClient } from "../src/index.js";
 const addr = process.env.KEYMESH_ADDR;
 const token = process.env.KEYMESH_TOKEN || undefined;
 const tsx = fileURLToPath(new URL("../../../node_modules/.bin/tsx", import.meta.url));
+// The examples import the package by name; this condition resolves it to src/ (see package.json "exports").
 const example = (name: string) => fileURLToPath(new URL(`../examples/${name}`, import.meta.url));
 const run = promisify(execFile);
 
@@ -30,12 +31,12 @@ describe.skipIf(!addr)("examples (KEYMESH_ADDR)", () => {
 
   it("quickstart prints the leased key's label and exits 0", async () => {
     const pool = await newPool([{ id: "k1", secret: "sk-test-k1" }]);
-    const { stdout } = await run(tsx, [example("quickstart.ts"), pool], { env: { ...process.env, KEYMESH_ADDR: addr } });
+    const { stdout } = await run(tsx, ["--conditions=keymesh-source", example("quickstart.ts"), pool], { env: { ...process.env, KEYMESH_ADDR: addr } });
     expect(stdout).toBe("leased label-k1\n");
   });
 
   it("quickstart exits non-zero for an unknown pool", async () => {
-    const failed = await run(tsx, [example("quickstart.ts"), "no-such-pool-for-quickstart"], { env: { ...process.env, KEYMESH_ADDR: addr } }).catch((e: { code: number; stderr: string }) => e);
+    const failed = await run(tsx, ["--conditions=keymesh-source", example("quickstart.ts"), "no-such-pool-for-quickstart"], { env: { ...process.env, KEYMESH_ADDR: addr } }).catch((e: { code: number; stderr: string }) => e);
     expect((failed as { code: number }).code).toBe(1);
     expect((failed as { stderr: string }).stderr).toContain("POOL_NOT_FOUND");
   });
@@ -45,7 +46,7 @@ describe.skipIf(!addr)("examples (KEYMESH_ADDR)", () => {
     const provider = await startFakeProvider({ port: 0, keys: secrets, limits: { requestsPerWindow: 2, windowMs: 1_000 } });
     cleanups.push(() => provider.close());
     const pool = await newPool(secrets.map((secret, i) => ({ id: `k${i}`, secret, metadata: { base_url: `${provider.url}/v1` } })));
-    const { stdout } = await run(tsx, [example("openai-style.ts"), "--addr", addr!, "--pool", pool, "--requests", "12"], { env: process.env });
+    const { stdout } = await run(tsx, ["--conditions=keymesh-source", example("openai-style.ts"), "--addr", addr!, "--pool", pool, "--requests", "12"], { env: process.env });
     expect(stdout).toContain("completed 12 requests");
     const stats = Object.values(provider.stats().keys);
     expect(stats.reduce((n, k) => n + k.ok, 0)).toBe(12);

@@ -1,7 +1,6 @@
 import { inspect } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { ErrorReason } from "../src/gen/keymesh/v1/common_pb.js";
 import { FailureReason } from "../src/gen/keymesh/v1/pool_pb.js";
 import { keymeshErrorReason, keymeshRetryAfterMs, LeaseGoneError, ProviderCallError } from "../src/index.js";
 import { durationFromMs } from "../src/duration.js";
@@ -18,7 +17,7 @@ describe("withKey", () => {
       async (lease) => {
         expect([lease.key, lease.keyId, lease.keyLabel, lease.metadata.base_url]).toEqual(["sk-secret-a", "a", "label-a", "http://127.0.0.1:1/v1"]);
         lease.setUsage(12, 34);
-        await fake.awaitRenewals(lease.id, 1);
+        await fake.awaitRenewals(lease.leaseId, 1);
         return "answer";
       },
       { holder: "worker-1", waitMs: 2_000, ttlMs: 30_000 },
@@ -37,7 +36,7 @@ describe("withKey", () => {
     fake.ttlMs = 3_600_000;
     await fake.client().withKey("p", async (lease) => {
       const before = lease.expiresAt.getTime();
-      await fake.awaitRenewals(lease.id, 3);
+      await fake.awaitRenewals(lease.leaseId, 3);
       expect(lease.expiresAt.getTime()).toBeGreaterThanOrEqual(before);
       expect(lease.signal.aborted).toBe(false);
     });
@@ -49,12 +48,12 @@ describe("withKey", () => {
     const thrown = await fake
       .client()
       .withKey("p", async (lease) => {
-        await fake.awaitRenewals(lease.id, 1);
-        fake.revoke(lease.id);
+        await fake.awaitRenewals(lease.leaseId, 1);
+        fake.revoke(lease.leaseId);
         await aborted(lease.signal);
         expect(lease.revoked).toBe(true);
         expect(lease.signal.reason).toBeInstanceOf(LeaseGoneError);
-        expect((lease.signal.reason as LeaseGoneError).reason).toBe(ErrorReason.LEASE_REVOKED);
+        expect((lease.signal.reason as LeaseGoneError).reason).toBe("LEASE_REVOKED");
         throw lease.signal.reason;
       })
       .catch((e: unknown) => e);
@@ -68,7 +67,7 @@ describe("withKey", () => {
     fake.refuse = true;
     await fake.client().withKey("p", async (lease) => {
       await aborted(lease.signal);
-      expect(lease.gone?.reason).toBe(ErrorReason.LEASE_EXPIRED);
+      expect(lease.gone?.reason).toBe("LEASE_EXPIRED");
     });
     await fake.ended.next();
   });
@@ -79,7 +78,7 @@ describe("withKey", () => {
     fake.keepAliveError = new ConnectError("down", Code.Unavailable);
     await fake.client().withKey("p", async (lease) => {
       await aborted(lease.signal);
-      expect(lease.gone?.reason).toBe(ErrorReason.LEASE_EXPIRED);
+      expect(lease.gone?.reason).toBe("LEASE_EXPIRED");
       expect(Date.now()).toBeGreaterThanOrEqual(lease.expiresAt.getTime());
     });
     await fake.ended.next();
@@ -93,7 +92,7 @@ describe("withKey", () => {
     const ids: string[] = [];
     const running = [1, 2, 3].map(() =>
       client.withKey("p", async (lease) => {
-        ids.push(lease.id);
+        ids.push(lease.leaseId);
         await done;
       }),
     );
@@ -171,7 +170,7 @@ describe("withKey", () => {
       .withKey(
         "p",
         async (lease) => {
-          await fake.awaitRenewals(lease.id, 1);
+          await fake.awaitRenewals(lease.leaseId, 1);
           caller.abort(new Error("user went away"));
           expect(lease.signal.aborted).toBe(true);
           throw lease.signal.reason;
@@ -212,7 +211,7 @@ describe("withKey", () => {
       }, { waitMs: 0 })
       .catch((e: unknown) => e);
     expect(ran).toBe(false);
-    expect(keymeshErrorReason(thrown)).toBe(ErrorReason.NO_KEY_AVAILABLE);
+    expect(keymeshErrorReason(thrown)).toBe("NO_KEY_AVAILABLE");
     expect(keymeshRetryAfterMs(thrown)).toBe(1_000);
   });
 

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parseGoDuration, parseRateLimitHeaders, parseRfc3339 } from "../../src/domain/rate-limit-headers.js";
@@ -30,6 +30,8 @@ describe("rate-limit headers", () => {
     expect(parseRfc3339("2026-02-31T00:00:00Z")).toBeNull();
     expect(parseRfc3339("2026-01-01T24:00:00Z")).toBeNull();
     expect(parseRfc3339("tomorrow")).toBeNull();
+    expect(parseRfc3339("2026-01-01T00:00:60Z")).toBeNull();
+    expect(parseRfc3339("2026-01-01T00:00:00+24:00")).toBeNull();
   });
 
   it("reads OpenAI and Anthropic headers case-insensitively, OpenAI first, retry-after-ms over retry-after", () => {
@@ -56,7 +58,7 @@ describe("rate-limit headers", () => {
     expect(parseRateLimitHeaders({ "retry-after": "Thu, 01 Jan 2026 00:00:30 GMT" }, NOW).retryAfterMs).toBe(30_000);
   });
 
-  it.runIf(existsSync(vectorsPath))("passes every conformance vector in test/vectors/headers.json", () => {
+  it("passes every conformance vector in test/vectors/headers.json", () => {
     const file = JSON.parse(readFileSync(vectorsPath, "utf8")) as { now: string; cases: Vector[] };
     const now = Date.parse(file.now);
     expect(file.cases.length).toBeGreaterThan(0);

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import grpc
 import grpc.aio
 
-from keymesh.errors import KeyMeshError
+from keymesh_client.errors import KeyMeshError
 
 
 def _credentials(tls: bool, root_certificates: Optional[bytes]) -> Optional[grpc.ChannelCredentials]:

@@ -9,10 +9,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
-from keymesh.v1 import common_pb2
+from keymesh_client.v1 import common_pb2
 
 if TYPE_CHECKING:
-    from keymesh.classify import Outcome
+    from keymesh_client.classify import Outcome
 
 _DETAILS_TRAILER = "grpc-status-details-bin"
 _REASON_PREFIX = "ERROR_REASON_"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
-from keymesh.ratelimit import RateLimitInfo, normalize_headers, parse_duration_ms, parse_rate_limit_headers
-from keymesh.v1 import pool_pb2
+from keymesh_client.ratelimit import RateLimitInfo, normalize_headers, parse_duration_ms, parse_rate_limit_headers
+from keymesh_client.v1 import pool_pb2
 
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"})
 _OVERLOADED_CODE = "overloaded_error"

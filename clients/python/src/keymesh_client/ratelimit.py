@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from google.protobuf.duration_pb2 import Duration
 
-from keymesh.v1 import common_pb2
+from keymesh_client.v1 import common_pb2
 
 _COUNT = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -32,6 +32,12 @@ _UNIT_MS = {
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+# Surrounding whitespace a value is trimmed of: ASCII only, as every client does.
+_ASCII_SPACE = " \t\r\n\v\f"
+# The largest count every client can hold (JavaScript's safe integers).
+_MAX_COUNT = 2**53 - 1
+# The longest duration every client can hold: 2^63-1 ns (Go's time.Duration), in whole ms.
+_MAX_DURATION_MS = 9_223_372_036_854
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _IMF_FIXDATE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (" + "|".join(_MONTHS) + r") ([0-9]{4}) "
@@ -80,24 +86,32 @@ def normalize_headers(headers: Any) -> dict[str, str]:
     return {str(name).lower(): str(value) for name, value in items}
 
 
+def _duration_ms(ms: Any) -> Optional[int]:
+    ms = int(ms)
+    return ms if ms <= _MAX_DURATION_MS else None
+
+
 def parse_count(value: Optional[str]) -> Optional[int]:
     if value is None:
         return None
-    value = value.strip()
-    return int(value) if _COUNT.fullmatch(value) else None
+    value = value.strip(_ASCII_SPACE)
+    if not _COUNT.fullmatch(value):
+        return None
+    count = int(value)
+    return count if count <= _MAX_COUNT else None
 
 
 def parse_duration_ms(value: Optional[str]) -> Optional[int]:
     """A Go-style duration ("6m0s", "20ms", "1h2m3.5s", "0") in whole milliseconds, truncated."""
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(_ASCII_SPACE)
     if value == "0":
         return 0
     if not _DURATION.fullmatch(value):
         return None
     total = sum(Fraction(number) * _UNIT_MS[unit] for number, unit in _DURATION_PART.findall(value))
-    return int(total)
+    return _duration_ms(total)
 
 
 def _parse_rfc3339(value: str) -> Optional[tuple[datetime, Fraction]]:
@@ -107,6 +121,8 @@ def _parse_rfc3339(value: str) -> Optional[tuple[datetime, Fraction]]:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     if zone in ("Z", "z"):
         tz = timezone.utc
+    elif int(zone[1:3]) > 23 or int(zone[4:6]) > 59:
+        return None
     else:
         sign = -1 if zone[0] == "-" else 1
         tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
@@ -127,7 +143,7 @@ def parse_reset_instant_ms(value: Optional[str], now: datetime) -> Optional[int]
     """An RFC 3339 instant as milliseconds from now, floored at 0."""
     if value is None:
         return None
-    parsed = _parse_rfc3339(value.strip())
+    parsed = _parse_rfc3339(value.strip(_ASCII_SPACE))
     return None if parsed is None else _ms_until(parsed[0], parsed[1], now)
 
 
@@ -135,9 +151,9 @@ def parse_retry_after_ms(value: Optional[str], now: datetime) -> Optional[int]:
     """retry-after as decimal seconds or an IMF-fixdate HTTP date, in milliseconds."""
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(_ASCII_SPACE)
     if _DECIMAL.fullmatch(value):
-        return int(Fraction(value) * 1000)
+        return _duration_ms(Fraction(value) * 1000)
     match = _IMF_FIXDATE.fullmatch(value)
     if not match:
         return None
@@ -154,8 +170,8 @@ def parse_retry_after_ms(value: Optional[str], now: datetime) -> Optional[int]:
 def _retry_after_ms_header(value: Optional[str]) -> Optional[int]:
     if value is None:
         return None
-    value = value.strip()
-    return int(Fraction(value)) if _DECIMAL.fullmatch(value) else None
+    value = value.strip(_ASCII_SPACE)
+    return _duration_ms(Fraction(value)) if _DECIMAL.fullmatch(value) else None
 
 
 def _first(*values: Optional[int]) -> Optional[int]:

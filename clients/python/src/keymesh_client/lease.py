@@ -11,10 +11,9 @@ from typing import Any, Iterable, Optional, Protocol, Union
 
 from google.protobuf.duration_pb2 import Duration
 
-from keymesh.classify import Outcome, OutcomeKind, classify
-from keymesh.errors import reason_name
-from keymesh.ratelimit import ms_to_duration
-from keymesh.v1 import common_pb2, pool_pb2
+from keymesh_client.classify import Outcome, OutcomeKind, classify
+from keymesh_client.ratelimit import ms_to_duration, parse_rate_limit_headers
+from keymesh_client.v1 import common_pb2, pool_pb2
 
 Seconds = Union[float, int, timedelta]
 # Bounds the RPC that ends a lease, which runs even after the block was cancelled.
@@ -139,16 +138,13 @@ class Lease:
         # Local deadline on the monotonic clock: the server's clock decides, this only bounds retries.
         self.local_deadline: float = time.monotonic() + self.ttl.total_seconds()
 
-    def _apply(self, response: pool_pb2.KeepAliveResponse) -> bool:
-        """Apply one KeepAlive answer; False once the lease is gone."""
-        if response.HasField("renewed"):
-            r = response.renewed
-            self._renewed(r.expires_at, r.ttl, r.renew_interval)
-            return True
-        if response.HasField("gone"):
-            self._gone(reason_name(response.gone.reason), response.gone.message)
-            return False
-        return True
+    @property
+    def renew_interval_ms(self) -> float:
+        return self.renew_interval.total_seconds() * 1000
+
+    def ms_left(self, now_ms: float) -> float:
+        """Milliseconds until the local deadline, from now_ms on the monotonic clock (ms)."""
+        return self.local_deadline * 1000 - now_ms
 
     def _gone(self, reason: str, message: str = "") -> None:
         if not self.revoked_event.is_set():
@@ -196,3 +192,27 @@ class Lease:
             message=self._scrub(outcome.message)[:_MESSAGE_LIMIT],
             latency=latency,
         )
+
+
+def report_request(
+    lease: Lease,
+    kind: Union[OutcomeKind, str],
+    *,
+    latency: Optional[Seconds] = None,
+    headers: Any = None,
+    retry_after: Optional[Seconds] = None,
+    http_status: int = 0,
+    message: str = "",
+    input_tokens: Optional[int] = None,
+    output_tokens: Optional[int] = None,
+) -> tuple[str, Any]:
+    """The RPC that ends `lease` with an outcome given in plain values (Client.release and friends)."""
+    rate_limit = parse_rate_limit_headers(headers)
+    retry_after_ms = int(seconds(retry_after) * 1000) if retry_after is not None else rate_limit.retry_after_ms
+    outcome = Outcome(OutcomeKind(kind), retry_after_ms, rate_limit, http_status, message)
+    lease.report(outcome, input_tokens=input_tokens, output_tokens=output_tokens)
+    return lease.final_request(outcome, seconds(latency) if latency is not None else None)
+
+
+def renew_request(lease: Lease, ttl: Optional[Seconds]) -> pool_pb2.RenewLeaseRequest:
+    return pool_pb2.RenewLeaseRequest(lease_id=lease.lease_id, ttl=to_duration(ttl))

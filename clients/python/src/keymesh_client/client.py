@@ -1,0 +1,323 @@
+"""The synchronous KeyMesh client (grpcio)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union, cast
+
+import grpc
+
+from keymesh_client._channel import sync_channel
+from keymesh_client._renewal import Renewals, Stream, now_ms
+from keymesh_client.classify import Outcome, OutcomeKind
+from keymesh_client.errors import KeyMeshError
+from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
+from keymesh_client.retry import Acquire, RetryPolicy, Run, failure_of, retry_loop
+from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
+
+T = TypeVar("T")
+log = logging.getLogger("keymesh_client")
+
+
+class Client:
+    """A KeyMesh client. `pool` is the KeyPoolService stub, `admin` the PoolAdminService stub.
+
+    Every unary RPC gets `default_timeout` unless given one, sends `authorization: Bearer <token>`
+    when a token is set, and raises KeyMeshError on failure.
+    """
+
+    def __init__(
+        self,
+        addr: str = "127.0.0.1:50051",
+        *,
+        tls: bool = False,
+        root_certificates: Optional[bytes] = None,
+        token: Optional[str] = None,
+        default_timeout: Optional[float] = 10.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.default_timeout = default_timeout
+        self._channel = sync_channel(
+            addr, tls=tls, root_certificates=root_certificates, token=token, default_timeout=default_timeout, options=options
+        )
+        self.pool = pool_pb2_grpc.KeyPoolServiceStub(self._channel)
+        self.admin = admin_pb2_grpc.PoolAdminServiceStub(self._channel)
+        self._keeper = _Keeper(self.pool)
+
+    def close(self) -> None:
+        self._keeper.close()
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def acquire(
+        self,
+        pool: str,
+        *,
+        wait_timeout: Optional[Seconds] = None,
+        ttl: Optional[Seconds] = None,
+        holder: Optional[str] = None,
+        estimated_tokens: int = 0,
+        exclude_key_ids: Iterable[str] = (),
+    ) -> Lease:
+        """Borrow a key without renewal or reporting: end it with release / mark_failed / mark_rate_limited."""
+        options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
+        return self._acquire(pool, options)
+
+    def _acquire(self, pool: str, options: LeaseOptions, exclude: Optional[Iterable[str]] = None, wait: Optional[Seconds] = None) -> Lease:
+        response = self.pool.Acquire(
+            options.acquire_request(pool, exclude, wait), timeout=options.acquire_timeout(self.default_timeout, wait)
+        )
+        return Lease(response, threading.Event())
+
+    def release(
+        self,
+        lease: Lease,
+        *,
+        latency: Optional[Seconds] = None,
+        headers: Any = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+    ) -> None:
+        """End `lease` after a successful call: its latency, the provider's budget from `headers`, token usage."""
+        self._report(
+            report_request(
+                lease, OutcomeKind.SUCCESS, latency=latency, headers=headers, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+        )
+
+    def mark_failed(
+        self,
+        lease: Lease,
+        kind: Union[OutcomeKind, str] = OutcomeKind.TRANSIENT,
+        *,
+        http_status: int = 0,
+        message: str = "",
+        latency: Optional[Seconds] = None,
+    ) -> None:
+        """End `lease` after a failed call of the given kind ("auth", "transient", "overloaded", ...)."""
+        self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency))
+
+    def mark_rate_limited(self, lease: Lease, *, retry_after: Optional[Seconds] = None, headers: Any = None) -> None:
+        """End `lease` after a 429; the key cools down for `retry_after` (else the headers', else the pool's default)."""
+        self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers))
+
+    def renew(self, lease: Lease, *, ttl: Optional[Seconds] = None) -> None:
+        """Extend `lease` once (RenewLease); raises KeyMeshError with a LEASE_* reason when it is over."""
+        response = self.pool.RenewLease(renew_request(lease, ttl))
+        lease._renewed(response.expires_at, response.ttl, response.renew_interval)
+
+    def _report(self, rpc: tuple[str, Any]) -> None:
+        method, request = rpc
+        getattr(self.pool, method)(request)
+
+    def lease(
+        self,
+        pool: str,
+        *,
+        wait_timeout: Optional[Seconds] = None,
+        ttl: Optional[Seconds] = None,
+        holder: Optional[str] = None,
+        estimated_tokens: int = 0,
+        exclude_key_ids: Iterable[str] = (),
+    ) -> "LeaseScope":
+        """`with client.lease("openai") as lease:` — acquire, renew while the block runs, report, end.
+
+        On a normal exit the lease is released with the block's latency (or ends with the outcome
+        set by lease.report()); on an exception it is classified and reported, then re-raised.
+        """
+        options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
+        return LeaseScope(self, pool, options)
+
+    def call_with_retry(
+        self,
+        pool: str,
+        fn: Callable[[Lease], T],
+        *,
+        budget_s: float = 30.0,
+        wait_timeout: Optional[float] = None,
+        ttl: Optional[Seconds] = None,
+        holder: Optional[str] = None,
+        estimated_tokens: int = 0,
+        exclude_key_ids: Iterable[str] = (),
+        backoff_base_s: float = 0.1,
+        backoff_cap_s: float = 5.0,
+    ) -> T:
+        """Run fn(lease) under a scoped lease, retrying failures within budget_s (see retry.retry_loop).
+
+        A rate limit, auth or quota failure or transient error moves at once to another key; with no
+        other key, and after an overload, it pauses (full jitter, at least the provider's retry-after
+        after an overload or transient failure), then waits for any key. Gives up by re-raising the
+        last exception, or ProviderError for a failure reported with lease.report().
+        """
+        options = LeaseOptions(wait_timeout, ttl, holder, estimated_tokens, tuple(exclude_key_ids))
+        policy = RetryPolicy(
+            budget_s, budget_s if wait_timeout is None else seconds(wait_timeout), options.exclude_key_ids, backoff_base_s, backoff_cap_s
+        )
+        loop = retry_loop(policy, time.monotonic)
+        answer: Any = None
+        try:
+            while True:
+                step = loop.send(answer)
+                if isinstance(step, Acquire):
+                    try:
+                        answer = self._acquire(pool, options, step.exclude, step.wait_s)
+                    except KeyMeshError as error:
+                        answer = error
+                elif isinstance(step, Run):
+                    answer = self._run_scope(pool, options, step.lease, fn)
+                else:
+                    answer = time.sleep(step.seconds)
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    def _run_scope(self, pool: str, options: LeaseOptions, lease: Lease, fn: Callable[[Lease], T]) -> tuple[Outcome, Optional[BaseException], Optional[T]]:
+        scope = LeaseScope(self, pool, options, lease)
+        failure: Optional[Exception] = None
+        result: Optional[T] = None
+        try:
+            with scope:
+                result = fn(lease)
+        except Exception as error:
+            failure = error
+        assert scope.outcome is not None  # the scope's exit always sets it
+        return scope.outcome, failure_of(scope.outcome, failure), result
+
+class LeaseScope:
+    """The context manager returned by Client.lease()."""
+
+    def __init__(self, client: Client, pool: str, options: LeaseOptions, lease: Optional[Lease] = None) -> None:
+        self._client = client
+        self._pool = pool
+        self._options = options
+        self._lease = lease
+        self._started = 0.0
+        self.outcome: Optional[Outcome] = None
+
+    def __enter__(self) -> Lease:
+        if self._lease is None:
+            self._lease = self._client._acquire(self._pool, self._options)
+        self._client._keeper.watch(self._lease, self._options.ttl)
+        self._started = time.monotonic()
+        return self._lease
+
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        latency = time.monotonic() - self._started
+        assert self._lease is not None
+        self._client._keeper.unwatch(self._lease)
+        self.outcome = self._lease.final_outcome(exc)
+        method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
+        try:
+            getattr(self._client.pool, method)(request, timeout=FINAL_REPORT_TIMEOUT_S)
+        except KeyMeshError as error:
+            if error.lease_ended:
+                return
+            if exc is None:
+                raise
+            log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
+
+
+class _Keeper:
+    """Renews every lease of a Client over one KeepAlive stream, on the schedule of Renewals.
+
+    One thread per client (started with its first lease) opens a stream when a renewal falls due and
+    reads its answers; the request iterator, which grpcio consumes on its own thread, sends each
+    renewal when it falls due and half-closes the stream when no lease is left.
+    """
+
+    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
+        self._stub = stub
+        self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
+        self._ttls: dict[str, Optional[Seconds]] = {}
+        self._changed = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._call: Any = None
+        self._closed = False
+
+    def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
+        with self._changed:
+            if self._closed:
+                raise ValueError("the client is closed")
+            self._ttls[lease.lease_id] = ttl
+            now = now_ms()
+            if self._renewals.hold(lease, lease.ms_left(now), lease.renew_interval_ms, now):
+                self._changed.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
+                self._thread.start()
+
+    def unwatch(self, lease: Lease) -> None:
+        with self._changed:
+            self._ttls.pop(lease.lease_id, None)
+            if self._renewals.release(lease.lease_id):
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread, call = self._thread, self._call
+        if call is not None:
+            call.cancel()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    if self._closed:
+                        return
+                    now = now_ms()
+                    step = self._renewals.step(now)
+                    if step.open:
+                        break
+                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
+                stream = Stream()
+                self._call = call = self._stub.KeepAlive(self._requests(stream, step.send))
+            self._serve(call, stream)
+
+    def _serve(self, call: Any, stream: Stream) -> None:
+        """Applies one stream's answers until it ends."""
+        try:
+            for response in call:
+                with self._changed:
+                    if self._renewals.answer(response, now_ms()):
+                        self._changed.notify_all()
+        except grpc.RpcError:
+            pass
+        with self._changed:
+            stream.ended = True
+            self._call = None
+            if not stream.half_closed:
+                self._renewals.broken(now_ms())
+            self._changed.notify_all()
+
+    def _requests(self, stream: Stream, first: list[Lease]) -> Iterator[pool_pb2.KeepAliveRequest]:
+        leases = first
+        while True:
+            with self._changed:
+                requests = [lease.keep_alive_request(self._ttls.get(lease.lease_id)) for lease in leases]
+            yield from requests
+            with self._changed:
+                while True:
+                    if self._closed or stream.ended:
+                        return
+                    now = now_ms()
+                    step = self._renewals.step(now)
+                    if step.close:
+                        stream.half_closed = True
+                        return
+                    if step.send:
+                        leases = step.send
+                        break
+                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)

@@ -1,6 +1,7 @@
 // The headline figures (the JSON's top-level fields), the targets they are held against, and the table.
 import type { EngineWake, GcPauses, ScaleResult } from "./inprocess.js";
 import type { GoodputResult, RenewResult, UnaryResult, WakeResult } from "./loadgen.js";
+import type { VsEtcdCell } from "./vs-etcd.js";
 
 interface Target {
   value: number | null;
@@ -24,7 +25,7 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     | undefined;
   const renew = result.renew as Record<number, RenewResult> | undefined;
   const wake = result.wake as { e2e: WakeResult; engine: EngineWake } | undefined;
-  const embedded = result.embedded_cycle as Record<number, UnaryResult> | undefined;
+  const vsEtcd = result.vs_etcd as VsEtcdCell[] | undefined;
   const scale = result.scale as ScaleResult | undefined;
   const goodput = result.goodput as
     | { setup: { aggregate_rps: number; offered_rps: number }; scenarios: Record<string, GoodputResult & { provider_429s: number }> }
@@ -92,18 +93,20 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
       rows.push([`keys with max_concurrency (journal awaited), c=${c}: cycle rpc/s | Acquire p50 / p99 ms`, `${Math.round(r.rps)} | ${r3(r.acquire!.p50_ms)} / ${r3(r.acquire!.p99_ms)}`]);
     }
   }
-  if (embedded) {
-    summary.cycle_rps_embedded_db = Object.fromEntries(Object.entries(embedded).map(([c, r]) => [c, Math.round(r.rps)]));
-    for (const [c, r] of Object.entries(embedded)) {
-      rows.push([`embedded DB, c=${c}: cycle rpc/s | Acquire p99 ms`, `${Math.round(r.rps)} | ${r3(r.acquire!.p99_ms)}`]);
+  if (vsEtcd) {
+    const cycleName = { grant_revoke: "grant+revoke", grant_keepalive_revoke: "grant+keepalive+revoke" };
+    rows.push(["vs etcd (cycles/s KeyMesh | etcd | ratio, range of pairs; server CPU µs/cycle KeyMesh | etcd | ratio)", ""]);
+    for (const cell of vsEtcd) {
+      const range = cell.ratio_range[0] === cell.ratio_range[1] ? "" : ` (${r3(cell.ratio_range[0])}-${r3(cell.ratio_range[1])})`;
+      rows.push([
+        `  ${cycleName[cell.cycle]}, ${cell.keys} keys, ${cell.database}, c=${cell.callers}`,
+        `${Math.round(cell.keymesh.cycles_per_sec)} | ${Math.round(cell.etcd.cycles_per_sec)} | ${r3(cell.ratio)}${range}; ` +
+          `${r1(cell.keymesh.cpu_us_per_cycle)} | ${r1(cell.etcd.cpu_us_per_cycle)} | ${r3(cell.cpu_ratio)}`,
+      ]);
     }
-  }
-  const durable = result.durable_cycle as { fsync: string; cycle: Record<number, UnaryResult> } | undefined;
-  if (durable) {
-    summary.cycle_rps_fsync_on = Object.fromEntries(Object.entries(durable.cycle).map(([c, r]) => [c, Math.round(r.rps)]));
-    for (const [c, r] of Object.entries(durable.cycle)) {
-      rows.push([`Postgres fsync=${durable.fsync}, c=${c}: cycle rpc/s | Acquire p99 ms`, `${Math.round(r.rps)} | ${r3(r.acquire!.p99_ms)}`]);
-    }
+    summary.vs_etcd_ratio_min = Math.min(...vsEtcd.map((c) => c.ratio));
+    // The durable path: grants of limited keys are journaled before the reply.
+    summary.vs_etcd_cpu_ratio_max_limited_keys = Math.max(...vsEtcd.filter((c) => c.keys === "limited").map((c) => c.cpu_ratio));
   }
   if (wake) {
     summary.wake_p99_ms = r3(wake.e2e.wake.p99_ms);
@@ -176,18 +179,21 @@ export function printReport(result: Record<string, unknown>): Record<string, unk
     ratio: target(summary.ratio, (v) => v >= 0.8, ">= 0.80"),
     acquire_p99_ms: target(summary.acquire_p99_ms, (v) => v < 5, "< 5"),
     wake_p99_ms: target(summary.wake_p99_ms, (v) => v < 1, "< 1"),
+    vs_etcd_ratio_min: target(summary.vs_etcd_ratio_min, (v) => v >= 1, ">= 1.0"),
+    vs_etcd_cpu_ratio_max_limited_keys: target(summary.vs_etcd_cpu_ratio_max_limited_keys, (v) => v <= 1, "<= 1.0"),
     snapshot_p99_ratio: target(summary.snapshot_p99_ratio, (v) => v < 2, "< 2"),
     goodput_pct: target(summary.goodput_pct, (v) => v >= 95, ">= 95"),
     failed_pct: target(summary.failed_pct, (v) => v < 1, "< 1"),
   };
 
-  const width = Math.max(...rows.map(([k]) => k.length));
+  // A heading (a row without a value) does not widen the column.
+  const width = Math.max(...rows.filter(([, v]) => v).map(([k]) => k.length));
   console.log("");
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  for (const [k, v] of rows) console.log(v ? `${k.padEnd(width)}  ${v}` : k);
   console.log("");
   for (const [name, t] of Object.entries(summary.targets as Record<string, Target>)) {
     const mark = t.met === null ? "n/a " : t.met ? "met " : "MISS";
-    console.log(`${mark} ${name.padEnd(20)} ${String(t.value ?? "-").padStart(10)}  target ${t.target}`);
+    console.log(`${mark} ${name.padEnd(34)} ${String(t.value ?? "-").padStart(10)}  target ${t.target}`);
   }
   return summary;
 }

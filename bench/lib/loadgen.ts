@@ -49,6 +49,8 @@ export interface WakeResult {
   samples: number;
   wake: Latency;
   release_rtt: Latency;
+  /** A Release round trip with nobody waiting, of the same key just before each wake-up. */
+  release_before_rtt: Latency;
   /** A bare echo round trip just before each Release: the transport's floor in the same state. */
   echo_rtt: Latency;
 }

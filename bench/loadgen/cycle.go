@@ -66,50 +66,41 @@ func keymeshCycle(o options, conn *grpc.ClientConn) newOp {
 		}
 	}
 	return func(streams context.Context) (opFn, error) {
-		var stream grpc.BidiStreamingClient[keymeshv1.KeepAliveRequest, keymeshv1.KeepAliveResponse]
+		var renew func(*keymeshv1.AcquireResponse) error
 		if o.keepalive {
-			var err error
-			if stream, err = pool.KeepAlive(streams); err != nil {
+			stream, err := pool.KeepAlive(streams)
+			if err != nil {
 				return nil, fmt.Errorf("open KeepAlive: %w", err)
 			}
-		}
-		renew := func(leaseID string) error {
-			if err := stream.Send(&keymeshv1.KeepAliveRequest{LeaseId: leaseID}); err != nil {
-				return fmt.Errorf("KeepAlive send: %w", err)
-			}
-			// The stream watches every lease it renewed and pushes "gone" when it ends: the previous
-			// cycle's Release left one of those ahead of this renewal's answer.
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					return fmt.Errorf("KeepAlive recv: %w", err)
+			renew = func(lease *keymeshv1.AcquireResponse) error {
+				if err := stream.Send(&keymeshv1.KeepAliveRequest{LeaseId: lease.GetLeaseId()}); err != nil {
+					return fmt.Errorf("KeepAlive send: %w", err)
 				}
-				if resp.GetLeaseId() != leaseID {
-					continue
+				// The stream watches every lease it renewed and pushes "gone" when it ends: the previous
+				// cycle's Release left one of those ahead of this renewal's answer.
+				for {
+					resp, err := stream.Recv()
+					if err != nil {
+						return fmt.Errorf("KeepAlive recv: %w", err)
+					}
+					if resp.GetLeaseId() != lease.GetLeaseId() {
+						continue
+					}
+					if resp.GetRenewed() == nil {
+						return fmt.Errorf("KeepAlive: lease gone: %s", resp.GetGone().GetMessage())
+					}
+					return nil
 				}
-				if resp.GetRenewed() == nil {
-					return fmt.Errorf("KeepAlive: lease gone: %s", resp.GetGone().GetMessage())
-				}
-				return nil
 			}
 		}
 		return func(ctx context.Context) (sample, error) {
-			start := time.Now()
-			lease, err := acquire(ctx, req)
-			if err != nil {
-				return sample{}, err
-			}
-			acquired := time.Now()
-			renewed := acquired
-			if stream != nil {
-				if err := renew(lease.GetLeaseId()); err != nil {
-					return sample{}, err
-				}
-				renewed = time.Now()
-			}
-			_, err = release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
-			end := time.Now()
-			return sample{total: end.Sub(start), acquire: acquired.Sub(start), renew: renewed.Sub(acquired), release: end.Sub(renewed)}, err
+			return timedCycle(ctx,
+				func(ctx context.Context) (*keymeshv1.AcquireResponse, error) { return acquire(ctx, req) },
+				renew,
+				func(ctx context.Context, lease *keymeshv1.AcquireResponse) error {
+					_, err := release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
+					return err
+				})
 		}, nil
 	}
 }
@@ -119,46 +110,57 @@ func keymeshCycle(o options, conn *grpc.ClientConn) newOp {
 func etcdCycle(o options, conn *grpc.ClientConn) newOp {
 	lease := etcdserverpb.NewLeaseClient(conn)
 	return func(streams context.Context) (opFn, error) {
-		var stream grpc.BidiStreamingClient[etcdserverpb.LeaseKeepAliveRequest, etcdserverpb.LeaseKeepAliveResponse]
+		var renew func(int64) error
 		if o.keepalive {
-			var err error
-			if stream, err = lease.LeaseKeepAlive(streams); err != nil {
+			stream, err := lease.LeaseKeepAlive(streams)
+			if err != nil {
 				return nil, fmt.Errorf("open LeaseKeepAlive: %w", err)
 			}
+			renew = func(id int64) error {
+				if err := stream.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: id}); err != nil {
+					return fmt.Errorf("LeaseKeepAlive send: %w", err)
+				}
+				resp, err := stream.Recv()
+				if err != nil {
+					return fmt.Errorf("LeaseKeepAlive recv: %w", err)
+				}
+				if resp.GetID() != id || resp.GetTTL() <= 0 {
+					return fmt.Errorf("LeaseKeepAlive: lease %x answered id %x ttl %d", id, resp.GetID(), resp.GetTTL())
+				}
+				return nil
+			}
 		}
-		renew := func(id int64) error {
-			if err := stream.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: id}); err != nil {
-				return fmt.Errorf("LeaseKeepAlive send: %w", err)
-			}
-			resp, err := stream.Recv()
-			if err != nil {
-				return fmt.Errorf("LeaseKeepAlive recv: %w", err)
-			}
-			if resp.GetID() != id || resp.GetTTL() <= 0 {
-				return fmt.Errorf("LeaseKeepAlive: lease %x answered id %x ttl %d", id, resp.GetID(), resp.GetTTL())
-			}
-			return nil
-		}
-		return func(ctx context.Context) (sample, error) {
-			start := time.Now()
+		grant := func(ctx context.Context) (int64, error) {
 			granted, err := lease.LeaseGrant(ctx, &etcdserverpb.LeaseGrantRequest{TTL: etcdLeaseTTL})
 			if err == nil && granted.GetError() != "" {
 				err = fmt.Errorf("LeaseGrant: %s", granted.GetError())
 			}
-			if err != nil {
-				return sample{}, err
-			}
-			acquired := time.Now()
-			renewed := acquired
-			if stream != nil {
-				if err := renew(granted.GetID()); err != nil {
-					return sample{}, err
-				}
-				renewed = time.Now()
-			}
-			_, err = lease.LeaseRevoke(ctx, &etcdserverpb.LeaseRevokeRequest{ID: granted.GetID()})
-			end := time.Now()
-			return sample{total: end.Sub(start), acquire: acquired.Sub(start), renew: renewed.Sub(acquired), release: end.Sub(renewed)}, err
-		}, nil
+			return granted.GetID(), err
+		}
+		revoke := func(ctx context.Context, id int64) error {
+			_, err := lease.LeaseRevoke(ctx, &etcdserverpb.LeaseRevokeRequest{ID: id})
+			return err
+		}
+		return func(ctx context.Context) (sample, error) { return timedCycle(ctx, grant, renew, revoke) }, nil
 	}
+}
+
+// timedCycle runs one lease cycle, grant, then renew when given, then release, and times each part.
+func timedCycle[L any](ctx context.Context, grant func(context.Context) (L, error), renew func(L) error, release func(context.Context, L) error) (sample, error) {
+	start := time.Now()
+	lease, err := grant(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	granted := time.Now()
+	renewed := granted
+	if renew != nil {
+		if err := renew(lease); err != nil {
+			return sample{}, err
+		}
+		renewed = time.Now()
+	}
+	err = release(ctx, lease)
+	end := time.Now()
+	return sample{total: end.Sub(start), acquire: granted.Sub(start), renew: renewed.Sub(granted), release: end.Sub(renewed)}, err
 }

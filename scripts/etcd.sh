@@ -51,11 +51,13 @@ etcd_start() {
 
 # The member's pid, if that process is alive and is this checkout's etcd (a stale pid file may name another process).
 _etcd_pid() {
-  local pid stat
+  local pid stat cmd
   [ -f "$ETCD_DIR/pid" ] || return 1
   pid="$(cat "$ETCD_DIR/pid")"
   stat="$(ps -o stat= -p "$pid" 2>/dev/null)"
-  [ -n "$stat" ] && [ "${stat#Z}" = "$stat" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--data-dir $ETCD_DIR/data" && echo "$pid"
+  # No pipe into grep -q here: under pipefail, tr's SIGPIPE when grep stops early would read as "not ours".
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+  [ -n "$stat" ] && [ "${stat#Z}" = "$stat" ] && [[ "$cmd" == *"--data-dir $ETCD_DIR/data "* ]] && echo "$pid"
 }
 
 etcd_stop() {

@@ -2,16 +2,15 @@
 // both servers — grant, optionally one keep-alive sent and answered, release — at 1, 16 and 64 callers,
 // for unlimited and limited keys, on Postgres (fsync on) and on the embedded database; interleaved pairs
 // per cell, with each server's CPU per cycle read from /proc.
-import { execFileSync } from "node:child_process";
 import postgres from "postgres";
 import { runLoadgen, type UnaryResult } from "./loadgen.js";
 import { postmasterPid, treeCpuUs } from "./proc.js";
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./server.js";
 
-export type EtcdCycle = "grant_revoke" | "grant_keepalive_revoke";
+type EtcdCycle = "grant_revoke" | "grant_keepalive_revoke";
 
 /** One load run of one side. CPU counts the whole run, warm-up included, divided by every cycle it completed. */
-export interface VsEtcdRun {
+interface VsEtcdRun {
   cycles_per_sec: number;
   cpu_us_per_cycle: number;
   /** KeyMesh on Postgres: the server's own process and its Postgres (postmaster, backends, WAL writer…). */
@@ -24,7 +23,7 @@ export interface VsEtcdRun {
   first_error?: string;
 }
 
-export interface VsEtcdSide {
+interface VsEtcdSide {
   /** Medians over the cell's runs. */
   cycles_per_sec: number;
   cpu_us_per_cycle: number;
@@ -76,9 +75,11 @@ const CYCLES: EtcdCycle[] = ["grant_revoke", "grant_keepalive_revoke"];
 const ETCD_LEASE_TTL_SECONDS = 60;
 const POOLS = { unlimited: "vs-etcd-unlimited", limited: "vs-etcd-limited" } as const;
 
-function etcdVersion(): string {
+/** The member's own answer at /version, e.g. 3.4.23. */
+async function etcdVersion(addr: string): Promise<string> {
   try {
-    return execFileSync("etcd", ["--version"], { encoding: "utf8" }).split("\n")[0]!.trim();
+    const v = (await (await fetch(`http://${addr}/version`)).json()) as { etcdserver?: string };
+    return v.etcdserver ?? "unknown";
   } catch {
     return "unknown";
   }
@@ -231,7 +232,7 @@ export async function vsEtcd(o: VsEtcdOptions): Promise<VsEtcdResult> {
       warmup_seconds: o.warmupSeconds,
       pairs: o.pairs,
       limited_max_concurrency: o.limitedMaxConcurrency,
-      etcd_version: etcdVersion(),
+      etcd_version: await etcdVersion(o.etcdAddr),
       etcd_lease_ttl_seconds: ETCD_LEASE_TTL_SECONDS,
       postgres_settings: postgresSettings,
     },

@@ -1,18 +1,19 @@
 // KeyMesh benchmark (issue 7): transport ceiling vs the Acquire+Release hot path, latency, wake-up,
-// KeepAlive renewals, scale (10k keys, 100k leases, snapshots) and goodput against a rate-limited
-// fake provider. Figures only, never assertions. Run it with `npm run bench` (scripts/bench.sh).
+// KeepAlive renewals, the lease cycle beside etcd's (issue 22), scale (10k keys, 100k leases,
+// snapshots) and goodput against a rate-limited fake provider. Figures only, never assertions. Run it
+// with `npm run bench` (scripts/bench.sh).
 import os from "node:os";
 import { execFileSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import postgres from "postgres";
 import { fileURLToPath } from "node:url";
 import { Strategy } from "../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../test/fake-provider/provider.js";
 import { engineWake, scale } from "./lib/inprocess.js";
 import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
-import { createPool, startBenchServer, type BenchServer } from "./lib/server.js";
+import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
+import { vsEtcd } from "./lib/vs-etcd.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -20,15 +21,13 @@ const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
 const P = quick
-  ? { unarySec: 1, warmupSec: 0.3, embeddedSec: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5 }
-  : { unarySec: 10, warmupSec: 2, embeddedSec: 5, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
+  ? { unarySec: 1, warmupSec: 0.3, etcdSec: 0.5, etcdWarmupSec: 0.2, etcdPairs: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5 }
+  : { unarySec: 10, warmupSec: 2, etcdSec: 3, etcdWarmupSec: 1, etcdPairs: 3, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
 const CONCURRENCY = [1, 16, 64];
 const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
 const limit = (s: number) => (s + 60) * 1000;
 
-const benchKeys = (n: number, prefix: string, maxConcurrency = 0) =>
-  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, secret: `sk-bench-${prefix}${i}-0123456789`, maxConcurrency }));
 /** Keys with a concurrency limit never reached here: each grant is journaled before Acquire answers. */
 const LIMITED = 10_000;
 /** Scale probes paced at about the Acquire+Release cycles a second the server serves over gRPC here (hot section). */
@@ -66,48 +65,6 @@ async function hotPath(bs: BenchServer) {
   const limited: Record<number, UnaryResult> = {};
   for (const c of [1, 64]) limited[c] = await unary(bs.addr, "cycle", c, P.unarySec, 0, "bench-limited");
   return { echo, cycle, floor, paced: { ...paced, paced_cycles_per_sec: pacedRate }, pacedEcho, limited };
-}
-
-async function embeddedCycle() {
-  process.stderr.write("server on the embedded database (PGlite)\n");
-  const bs = await startBenchServer({});
-  try {
-    await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b", LIMITED) });
-    const out: Record<number, UnaryResult> = {};
-    for (const c of [1, 64]) out[c] = await unary(bs.addr, "cycle", c, P.embeddedSec);
-    return out;
-  } finally {
-    await bs.stop();
-  }
-}
-
-/**
- * The grant journal commits before Acquire answers. scripts/pg.sh runs Postgres with fsync off (a test
- * cluster); this turns fsync on in the bench's own cluster for one run, so the commit pays a real flush.
- */
-async function durableCycle() {
-  const admin = postgres(postgresUrl!, { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe("alter system set fsync = on");
-    await admin.unsafe("select pg_reload_conf()");
-    await new Promise((r) => setTimeout(r, 200));
-    const [{ fsync }] = await admin.unsafe<[{ fsync: string }]>("show fsync");
-    process.stderr.write(`server on Postgres with fsync=${fsync}\n`);
-    const bs = await startBenchServer({ postgresUrl });
-    try {
-      await createPool(bs.admin, { name: "bench", keys: benchKeys(8, "b", LIMITED) });
-      const out: Record<number, UnaryResult> = {};
-      for (const c of [1, 64]) out[c] = await unary(bs.addr, "cycle", c, P.embeddedSec);
-      return { fsync, cycle: out };
-    } finally {
-      await bs.stop();
-    }
-  } finally {
-    // Back to pg.sh's setting (postgresql.auto.conf says fsync = off).
-    await admin.unsafe("alter system set fsync = off").catch(() => undefined);
-    await admin.unsafe("select pg_reload_conf()").catch(() => undefined);
-    await admin.end();
-  }
 }
 
 async function renewals(bs: BenchServer) {
@@ -229,8 +186,17 @@ async function main() {
   } finally {
     await bs.stop();
   }
-  result.embedded_cycle = await section("embedded", embeddedCycle);
-  result.durable_cycle = await section("durable", durableCycle);
+  const etcd = await section("etcd", () => {
+    const etcdAddr = process.env.KEYMESH_BENCH_ETCD;
+    const etcdPid = Number(process.env.KEYMESH_BENCH_ETCD_PID);
+    if (!etcdAddr || !etcdPid) throw new Error("KEYMESH_BENCH_ETCD is not set: scripts/bench.sh starts etcd (scripts/etcd.sh) and sets it");
+    process.stderr.write("the lease cycle beside etcd's\n");
+    return vsEtcd({ postgresUrl: postgresUrl!, etcdAddr, etcdPid, seconds: P.etcdSec, warmupSeconds: P.etcdWarmupSec, pairs: P.etcdPairs, limitedMaxConcurrency: LIMITED });
+  });
+  if (etcd) {
+    result.vs_etcd = etcd.cells;
+    result.vs_etcd_setup = etcd.setup;
+  }
   result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
     const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });

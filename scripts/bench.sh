@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark (issue 7): builds the Go load generator, starts a throwaway Postgres (scripts/pg.sh),
-# runs bench/run.ts and writes bench/results/latest.json. Loopback only.
-#   npm run bench                 full run (about 6-8 minutes on 2 cores)
-#   npm run bench -- --quick      the same fields with smaller counts (under a minute), written to a .tmp file
-#   npm run bench -- --only=hot,renew,wake,goodput,embedded,durable,scale   a subset (written to a .tmp file)
+# The benchmark (issue 7): builds the Go load generator, starts a throwaway Postgres (scripts/pg.sh) and
+# etcd (scripts/etcd.sh), runs bench/run.ts and writes bench/results/latest.json. Loopback only.
+#   npm run bench                 full run (about 16 minutes on 2 cores)
+#   npm run bench -- --quick      the same fields with smaller counts (under two minutes), written to a .tmp file
+#   npm run bench -- --only=hot,renew,wake,goodput,etcd,scale   a subset (written to a .tmp file)
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -17,8 +17,9 @@ export KEYMESH_BENCH_LOADGEN="$TOOLS/bench/loadgen"
 # A Postgres cluster of the bench's own (.tmp/pg-bench), so a concurrent test run neither shares nor stops it.
 export KEYMESH_PG_NAME=pg-bench
 source scripts/pg.sh
+source scripts/etcd.sh
 pg_start
-trap pg_stop EXIT
+trap 'etcd_stop; pg_stop' EXIT
 
 # --profile=MODE[:C[:SECONDS[:DB[:WAIT]]]]: one load run under node --cpu-prof, then a summary of where the server's time went.
 case "${1:-}" in --profile=*)
@@ -30,6 +31,13 @@ case "${1:-}" in --profile=*)
   exit 0
   ;;
 esac
+
+# etcd, the baseline of the vs_etcd section, only when that section runs.
+wants_etcd=1
+for arg in "$@"; do
+  case "$arg" in --only=*) [[ ",${arg#--only=}," == *,etcd,* ]] || wants_etcd=0 ;; esac
+done
+if [ "$wants_etcd" = 1 ]; then etcd_start; fi
 
 # Node and Postgres share the machine's cores with the load generator: nothing else should run meanwhile.
 node --expose-gc --import tsx bench/run.ts "$@"

@@ -13,7 +13,8 @@ interface Latency {
 }
 
 export interface UnaryResult {
-  mode: "echo" | "cycle" | "floor";
+  /** etcd: etcd's LeaseGrant and LeaseRevoke (`acquire` and `release` hold their latencies). */
+  mode: "echo" | "cycle" | "floor" | "etcd";
   concurrency: number;
   seconds: number;
   ops: number;
@@ -28,6 +29,9 @@ export interface UnaryResult {
   latency: Latency;
   acquire?: Latency;
   release?: Latency;
+  /** With `keepalive`: one renewal per cycle, sent and answered over the caller's KeepAlive stream. */
+  with_keepalive: boolean;
+  keepalive?: Latency;
 }
 
 export interface RenewResult {
@@ -45,6 +49,8 @@ export interface WakeResult {
   samples: number;
   wake: Latency;
   release_rtt: Latency;
+  /** A Release round trip with nobody waiting, of the same key just before each wake-up. */
+  release_before_rtt: Latency;
   /** A bare echo round trip just before each Release: the transport's floor in the same state. */
   echo_rtt: Latency;
 }
@@ -70,9 +76,9 @@ function loadgenPath(): string {
   return bin;
 }
 
-/** RPCs in one op of a loadgen mode: a cycle (and its floor) is an Acquire and a Release. */
+/** Unary RPCs in one op of a loadgen mode: a cycle (its floor, etcd's) is a grant and a release. */
 export function rpcsPerOp(mode: string): number {
-  return mode === "cycle" || mode === "floor" ? 2 : 1;
+  return mode === "cycle" || mode === "floor" || mode === "etcd" ? 2 : 1;
 }
 
 /** Runs one loadgen mode; `limitMs` bounds the process (it is killed past it). */

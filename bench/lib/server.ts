@@ -129,6 +129,10 @@ export interface PoolSpec {
   defaultCooldownMs?: number;
 }
 
+/** `n` keys with ids `${prefix}0`… and a `max_concurrency` (0: unlimited). */
+export const benchKeys = (n: number, prefix: string, maxConcurrency = 0) =>
+  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, secret: `sk-bench-${prefix}${i}-0123456789`, maxConcurrency }));
+
 export async function createPool(admin: Client<typeof PoolAdminService>, spec: PoolSpec): Promise<void> {
   await admin.createPool({
     pool: {

@@ -23,6 +23,7 @@ type options struct {
 	warmup      time.Duration
 	payload     int
 	wait        time.Duration
+	keepalive   bool
 	streams     int
 	window      int
 	leases      int
@@ -37,13 +38,14 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | renew | wake | goodput")
-	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port (loopback)")
+	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | etcd | renew | wake | goodput")
+	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port, or etcd's client address for mode etcd (loopback)")
 	flag.StringVar(&o.pool, "pool", "bench", "pool name")
-	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle, floor)")
+	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle, floor, etcd)")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before it")
 	flag.DurationVar(&o.wait, "wait", time.Second, "Acquire wait_timeout (cycle); 0 sends none")
+	flag.BoolVar(&o.keepalive, "keepalive", false, "one renewal between grant and release, over a KeepAlive stream per caller (cycle, etcd)")
 	flag.IntVar(&o.payload, "payload", 0, "echo payload bytes (0: the size of a marshalled AcquireRequest)")
 	flag.IntVar(&o.streams, "streams", 1, "KeepAlive streams (renew)")
 	flag.IntVar(&o.window, "window", 64, "renewals in flight per stream (renew)")
@@ -62,7 +64,7 @@ func main() {
 		err error
 	)
 	switch o.mode {
-	case "echo", "cycle", "floor":
+	case "echo", "cycle", "floor", "etcd":
 		out, err = runUnary(o)
 	case "renew":
 		out, err = runRenew(o)

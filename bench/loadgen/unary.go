@@ -9,7 +9,6 @@ import (
 	"time"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -33,8 +32,9 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 // Name is the content-subtype sent on the wire: "proto" keeps content-type application/grpc+proto.
 func (rawCodec) Name() string { return "proto" }
 
-// UnaryResult is one (mode, concurrency) run. For cycle and floor, Ops counts Acquire+Release pairs and RPS
-// counts RPCs (2 per pair).
+// UnaryResult is one (mode, concurrency) run. For cycle, floor and etcd, Ops counts lease cycles (Acquire
+// and Release, or etcd's LeaseGrant and LeaseRevoke, with -keepalive one renewal between them) and RPS
+// counts unary RPCs (2 per cycle).
 type UnaryResult struct {
 	Mode        string  `json:"mode"`
 	Concurrency int     `json:"concurrency"`
@@ -45,12 +45,16 @@ type UnaryResult struct {
 	Errors      int64   `json:"errors"`
 	// OpsAll counts every completed op, warm-up included, so the server's CPU over the whole run can be
 	// divided by it; ClientCPUPerRPC is this process's CPU per RPC in the measured window.
-	OpsAll          int64    `json:"ops_all"`
-	ClientCPUPerRPC float64  `json:"client_cpu_us_per_rpc"`
-	FirstError      string   `json:"first_error,omitempty"`
-	Latency         Latency  `json:"latency"`
-	Acquire         *Latency `json:"acquire,omitempty"`
-	Release         *Latency `json:"release,omitempty"`
+	OpsAll          int64   `json:"ops_all"`
+	ClientCPUPerRPC float64 `json:"client_cpu_us_per_rpc"`
+	FirstError      string  `json:"first_error,omitempty"`
+	Latency         Latency `json:"latency"`
+	// Acquire and Release are etcd's LeaseGrant and LeaseRevoke in mode etcd; KeepAlive is the one
+	// renewal's send-to-answer time of a cycle with -keepalive.
+	Acquire       *Latency `json:"acquire,omitempty"`
+	Release       *Latency `json:"release,omitempty"`
+	KeepAlive     *Latency `json:"keepalive,omitempty"`
+	WithKeepAlive bool     `json:"with_keepalive"`
 }
 
 // acquireRequest asks for a key of pool, waiting up to wait for one (0: answer at once).
@@ -68,8 +72,6 @@ func runUnary(o options) (*UnaryResult, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	pool := keymeshv1.NewKeyPoolServiceClient(conn)
-
 	payloadSize := o.payload
 	if payloadSize == 0 {
 		b, _ := proto.Marshal(acquireRequest(o.pool, o.wait))
@@ -80,50 +82,22 @@ func runUnary(o options) (*UnaryResult, error) {
 		payload[i] = byte('a' + i%26)
 	}
 
-	type sample struct{ total, acquire, release time.Duration }
-	var op func(ctx context.Context) (sample, error)
-	switch o.mode {
-	case "echo":
-		op = func(ctx context.Context) (sample, error) {
-			start := time.Now()
-			req := payload
-			var resp []byte
-			err := conn.Invoke(ctx, EchoMethod, &req, &resp, grpc.ForceCodec(rawCodec{}))
-			if err == nil && len(resp) != len(payload) {
-				err = fmt.Errorf("echo returned %d bytes, sent %d", len(resp), len(payload))
-			}
-			return sample{total: time.Since(start)}, err
-		}
-	case "cycle", "floor":
-		req := acquireRequest(o.pool, o.wait)
-		acquire, release := pool.Acquire, pool.Release
-		if o.mode == "floor" {
-			acquire = func(ctx context.Context, in *keymeshv1.AcquireRequest, _ ...grpc.CallOption) (*keymeshv1.AcquireResponse, error) {
-				out := new(keymeshv1.AcquireResponse)
-				return out, conn.Invoke(ctx, FloorService+"Acquire", in, out)
-			}
-			release = func(ctx context.Context, in *keymeshv1.ReleaseRequest, _ ...grpc.CallOption) (*keymeshv1.ReleaseResponse, error) {
-				out := new(keymeshv1.ReleaseResponse)
-				return out, conn.Invoke(ctx, FloorService+"Release", in, out)
-			}
-		}
-		op = func(ctx context.Context) (sample, error) {
-			start := time.Now()
-			lease, err := acquire(ctx, req)
-			if err != nil {
-				return sample{}, err
-			}
-			acquired := time.Now()
-			_, err = release(ctx, &keymeshv1.ReleaseRequest{LeaseId: lease.GetLeaseId()})
-			end := time.Now()
-			return sample{total: end.Sub(start), acquire: acquired.Sub(start), release: end.Sub(acquired)}, err
-		}
+	makeOp, err := unaryOp(o, conn, payload)
+	if err != nil {
+		return nil, err
 	}
-	pair := o.mode == "cycle" || o.mode == "floor"
+	pair := o.mode != "echo"
+	// Every worker makes its own op: with -keepalive each has its own KeepAlive stream for its whole run.
+	streams, stopStreams := context.WithCancel(context.Background())
+	defer stopStreams()
 
 	// Connect before the clock starts, so the first calls do not pay the HTTP/2 handshake.
+	warmOp, err := makeOp(streams)
+	if err != nil {
+		return nil, fmt.Errorf("first %s call: %w", o.mode, err)
+	}
 	warmCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if _, err := op(warmCtx); err != nil {
+	if _, err := warmOp(warmCtx); err != nil {
 		cancel()
 		return nil, fmt.Errorf("first %s call: %w", o.mode, err)
 	}
@@ -140,6 +114,7 @@ func runUnary(o options) (*UnaryResult, error) {
 		totals    []time.Duration
 		acquires  []time.Duration
 		releases  []time.Duration
+		renewals  []time.Duration
 		wg        sync.WaitGroup
 	)
 	ctx := context.Background()
@@ -147,7 +122,13 @@ func runUnary(o options) (*UnaryResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var t, a, r []time.Duration
+			op, err := makeOp(streams)
+			if err != nil {
+				errs.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			var t, a, r, k []time.Duration
 			// Paced callers (-rate) start a call every concurrency/rate seconds, from a random phase.
 			var interval time.Duration
 			var next time.Time
@@ -181,11 +162,15 @@ func runUnary(o options) (*UnaryResult, error) {
 					a = append(a, s.acquire)
 					r = append(r, s.release)
 				}
+				if o.keepalive {
+					k = append(k, s.renew)
+				}
 			}
 			mu.Lock()
 			totals = append(totals, t...)
 			acquires = append(acquires, a...)
 			releases = append(releases, r...)
+			renewals = append(renewals, k...)
 			mu.Unlock()
 		}()
 	}
@@ -199,13 +184,14 @@ func runUnary(o options) (*UnaryResult, error) {
 	wg.Wait()
 
 	res := &UnaryResult{
-		Mode:        o.mode,
-		Concurrency: o.concurrency,
-		Seconds:     elapsed,
-		Ops:         ops.Load(),
-		OpsPerSec:   float64(ops.Load()) / elapsed,
-		Errors:      errs.Load(),
-		Latency:     summarize(totals),
+		Mode:          o.mode,
+		Concurrency:   o.concurrency,
+		Seconds:       elapsed,
+		Ops:           ops.Load(),
+		OpsPerSec:     float64(ops.Load()) / elapsed,
+		Errors:        errs.Load(),
+		Latency:       summarize(totals),
+		WithKeepAlive: o.keepalive,
 	}
 	res.RPS = res.OpsPerSec
 	res.OpsAll = opsAll.Load() + 1
@@ -220,6 +206,10 @@ func runUnary(o options) (*UnaryResult, error) {
 		res.RPS = 2 * res.OpsPerSec
 		acq, rel := summarize(acquires), summarize(releases)
 		res.Acquire, res.Release = &acq, &rel
+	}
+	if o.keepalive {
+		k := summarize(renewals)
+		res.KeepAlive = &k
 	}
 	if v, ok := firstErr.Load().(string); ok {
 		res.FirstError = v

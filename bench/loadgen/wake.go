@@ -11,12 +11,16 @@ import (
 )
 
 // WakeResult is the time from sending a Release to the return of an Acquire that was queued behind
-// it, over loopback, on a pool whose only key has max_concurrency 1.
+// it, over loopback, on a pool whose only key has max_concurrency 1, beside the round trips it is held
+// against.
 type WakeResult struct {
 	Samples int     `json:"samples"`
 	Wake    Latency `json:"wake"`
-	// ReleaseRTT is the Release round trip of the same iterations, for comparison.
+	// ReleaseRTT is the round trip of the Release that wakes the waiter.
 	ReleaseRTT Latency `json:"release_rtt"`
+	// ReleaseBeforeRTT is a Release round trip with nobody waiting, of the same key just before each
+	// wake-up (released, then acquired again): the wake-up's yardstick.
+	ReleaseBeforeRTT Latency `json:"release_before_rtt"`
 	// EchoRTT is a bare echo round trip sent just before each Release: the transport's own floor in the same state.
 	EchoRTT Latency `json:"echo_rtt"`
 }
@@ -41,6 +45,7 @@ func runWake(o options) (*WakeResult, error) {
 	}
 	wakes := make([]time.Duration, 0, o.samples)
 	rtts := make([]time.Duration, 0, o.samples)
+	before := make([]time.Duration, 0, o.samples)
 	echoes := make([]time.Duration, 0, o.samples)
 	echoReq := make([]byte, 64)
 	held, err := acquire(time.Second)
@@ -48,6 +53,14 @@ func runWake(o options) (*WakeResult, error) {
 		return nil, fmt.Errorf("holder acquire: %w", err)
 	}
 	for i := 0; i < o.samples; i++ {
+		sent := time.Now()
+		if _, err := pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: held.GetLeaseId()}); err != nil {
+			return nil, fmt.Errorf("release with nobody waiting: %w", err)
+		}
+		before = append(before, time.Since(sent))
+		if held, err = acquire(time.Second); err != nil {
+			return nil, fmt.Errorf("holder acquire: %w", err)
+		}
 		done := make(chan woken, 1)
 		go func() {
 			resp, err := acquire(5 * time.Second)
@@ -71,7 +84,7 @@ func runWake(o options) (*WakeResult, error) {
 			return nil, fmt.Errorf("echo: %w", err)
 		}
 		echoes = append(echoes, time.Since(echoSent))
-		sent := time.Now()
+		sent = time.Now()
 		if _, err := pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: held.GetLeaseId()}); err != nil {
 			return nil, fmt.Errorf("holder release: %w", err)
 		}
@@ -84,5 +97,5 @@ func runWake(o options) (*WakeResult, error) {
 		held = &keymeshv1.AcquireResponse{LeaseId: w.lease}
 	}
 	_, _ = pool.Release(ctx, &keymeshv1.ReleaseRequest{LeaseId: held.GetLeaseId()})
-	return &WakeResult{Samples: len(wakes), Wake: summarize(wakes), ReleaseRTT: summarize(rtts), EchoRTT: summarize(echoes)}, nil
+	return &WakeResult{Samples: len(wakes), Wake: summarize(wakes), ReleaseRTT: summarize(rtts), ReleaseBeforeRTT: summarize(before), EchoRTT: summarize(echoes)}, nil
 }

@@ -1,7 +1,6 @@
 // Prometheus metrics on a private registry. The hot path only increments counters and observes
 // histograms; per-key gauges are pulled from the engine's stats at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { HotCounter, HotHistogram } from "./hot-metrics.js";
 import type { CircuitState, FailureClass, PoolStatsView } from "../domain/types.js";
 
 /** How an Acquire ended, as the `result` label. */
@@ -49,25 +48,25 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
   // Before the first snapshot the age counts from start, so a server that never snapshots alerts.
   let lastSnapshotAt = now();
 
-  const acquireDuration = new HotHistogram({
+  const acquireDuration = new Histogram({
     name: "keymesh_acquire_duration_seconds",
     help: "Time from Acquire received to answered, by result.",
-    labelNames: ["pool", "result"],
+    labelNames: ["pool", "result"] as const,
     buckets: ACQUIRE_BUCKETS,
-    registry,
+    registers: [registry],
   });
-  const acquireWait = new HotHistogram({
+  const acquireWait = new Histogram({
     name: "keymesh_acquire_wait_seconds",
     help: "Time an Acquire spent queued waiting for an eligible key.",
-    labelNames: ["pool"],
+    labelNames: ["pool"] as const,
     buckets: ACQUIRE_BUCKETS,
-    registry,
+    registers: [registry],
   });
-  const outcomes = new HotCounter({
+  const outcomes = new Counter({
     name: "keymesh_outcomes_total",
     help: "Outcome reports by class (success, rate_limited, auth, quota_exhausted, transient, overloaded, client_error).",
-    labelNames: ["pool", "outcome"],
-    registry,
+    labelNames: ["pool", "outcome"] as const,
+    registers: [registry],
   });
   const leaseExpiries = new Counter({
     name: "keymesh_lease_expiries_total",
@@ -145,11 +144,11 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     contentType: registry.contentType,
     observeAcquire(pool, result, durationMs, waitedMs) {
       const poolLabel = result === "pool_not_found" ? UNKNOWN_POOL : pool;
-      acquireDuration.observe(durationMs / 1000, poolLabel, result);
-      if (waitedMs !== undefined) acquireWait.observe(waitedMs / 1000, poolLabel);
+      acquireDuration.observe({ pool: poolLabel, result }, durationMs / 1000);
+      if (waitedMs !== undefined) acquireWait.observe({ pool: poolLabel }, waitedMs / 1000);
     },
     countOutcome(pool, outcome) {
-      outcomes.inc(pool, outcome);
+      outcomes.inc({ pool, outcome });
     },
     countLeaseExpiries(pool, count = 1) {
       leaseExpiries.inc({ pool }, count);

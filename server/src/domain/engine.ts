@@ -454,7 +454,7 @@ export class PoolEngine {
     return this.live.has(leaseId);
   }
 
-  /** Epoch and generation of an authentic lease id, for the store's grant journal. */
+  /** Epoch and generation of an authentic lease id, live or not (a Grant carries its own). */
   leaseSeq(leaseId: string): { epoch: number; seq: number } | undefined {
     const lease = this.live.get(leaseId);
     if (lease) return { epoch: lease.epoch, seq: lease.seq };
@@ -501,6 +501,9 @@ export class PoolEngine {
       ttlMs: ttl,
       renewIntervalMs: Math.floor(ttl / 3),
       maxConcurrency: k.cfg.maxConcurrency,
+      record,
+      epoch: this.epoch,
+      seq,
     };
   }
 

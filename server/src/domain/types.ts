@@ -107,6 +107,11 @@ export interface Grant {
   renewIntervalMs: number;
   /** The key's concurrency limit when granted (0: unlimited). */
   maxConcurrency: number;
+  /** The lease as granted, what the grant journal records; shared with the engine, read-only. */
+  record: LeaseRecord;
+  /** The boot that granted it and its sequence number in that boot (the journal's high-water mark). */
+  epoch: number;
+  seq: number;
 }
 
 export interface Renewal {

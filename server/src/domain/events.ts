@@ -16,10 +16,12 @@ export class EventSink {
     this.deliver(e);
   }
 
-  /** lease_ended, its reason in words from how it ended and what the holder reported, if a report ended it. */
+  /** lease_ended, with the outcome the holder reported when a report ended the lease. */
   leaseEnded(time: number, pool: string, keyId: string, leaseId: string, ended: EndReason, outcome: LeaseOutcome | undefined): void {
     if (!this.onEvent) return;
-    this.deliver({ type: "lease_ended", time, pool, keyId, leaseId, reason: endedInWords(ended, outcome) });
+    const e: DomainEvent = { type: "lease_ended", time, pool, keyId, leaseId, reason: endedInWords(ended, outcome) };
+    if (outcome !== undefined) e.outcome = outcome;
+    this.deliver(e);
   }
 
   private deliver(e: DomainEvent): void {

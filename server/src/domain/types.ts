@@ -193,6 +193,8 @@ export interface DomainEvent {
   leaseId?: string;
   reason?: string;
   until?: number;
+  /** lease_ended by Release, MarkFailed or MarkRateLimited: what the holder reported. */
+  outcome?: LeaseOutcome;
 }
 
 /** Why a lease is not live: the reason a late call on it is answered with. */

@@ -37,6 +37,32 @@ describe("leases", () => {
     expect(events.filter((e) => e.type === "lease_ended" && e.leaseId === g.leaseId)).toHaveLength(1);
   });
 
+  it("lease_ended carries the reported outcome, typed, beside its reason in words", () => {
+    const { engine, clock, events } = harness();
+    addPool(engine, { failureThreshold: 100 });
+    addKeys(engine, "p", ["a"]);
+    engine.release(grantNow(engine, req()).leaseId, {});
+    engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 502, message: "" });
+    engine.markFailed(grantNow(engine, req()).leaseId, { reason: "client_error", httpStatus: 400, message: "" });
+    engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 429, message: "" });
+    clock.advance(60_000);
+    engine.markRateLimited(grantNow(engine, req()).leaseId, {});
+    clock.advance(600_000);
+    engine.revokeLease(grantNow(engine, req()).leaseId, "operator");
+    grantNow(engine, req("p", { ttlMs: 1_000 }));
+    clock.advance(1_000);
+    const ended = events.filter((e) => e.type === "lease_ended").map((e) => [e.outcome, e.reason]);
+    expect(ended).toEqual([
+      ["success", "released"],
+      ["transient", "failed: transient"],
+      ["client_error", "failed: client_error"],
+      ["rate_limited", "rate_limited"],
+      ["rate_limited", "rate_limited"],
+      [undefined, "revoked"],
+      [undefined, "expired"],
+    ]);
+  });
+
   it("fences: a stale id never touches the newer lease on the same key", () => {
     const { engine, clock } = harness();
     addPool(engine);

@@ -326,7 +326,7 @@ export class PoolEngine {
   /** Ends the lease and applies the outcome class (given, or derived from httpStatus); returns the class applied. */
   markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
     const now = this.timers.tick();
-    const outcome = report.reason ?? classifyStatus(report.httpStatus);
+    const outcome = report.reason ?? classifyStatus(report.httpStatus, report.message);
     const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, report, now));
     const k = lease.key;
     this.endLease(lease, "released", now, outcome);

@@ -12,12 +12,13 @@ import type { FailureClass, FailureReport, RateLimitedReport, RateLimitReport, S
 
 const EMA_ALPHA = 0.2;
 
-/** Server-side classification of MarkFailed with no reason (rule 10). */
-export function classifyStatus(status: number): FailureClass | "rate_limited" {
+/** Rule 10 for a MarkFailed without a reason: the provider's HTTP status, and for a 503 its message. */
+export function classifyStatus(status: number, message: string): FailureClass | "rate_limited" {
   if (status === 401 || status === 403) return "auth";
   if (status === 402) return "quota_exhausted";
   if (status === 429) return "rate_limited";
-  if (status === 529 || status === 503) return "overloaded";
+  // A 503 is provider-wide only when it says so; otherwise it is a transient failure of this key.
+  if (status === 529 || (status === 503 && message.toLowerCase().includes("overloaded"))) return "overloaded";
   if (status === 0 || status === 408 || (status >= 500 && status <= 599)) return "transient";
   return "client_error";
 }

@@ -2,7 +2,7 @@
 import type { DomainError } from "../../src/domain/errors.js";
 import { PoolEngine } from "../../src/domain/engine.js";
 import type { AcquireInput, DomainEvent, Grant, PoolInput } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 
 export interface Harness {
   clock: FakeClock;
@@ -56,6 +56,16 @@ export function codeOf(fn: () => unknown): string | undefined {
     return (e as { code?: string }).code;
   }
   return undefined;
+}
+
+/** The error fn throws; a test fails here when it throws none. */
+export function thrown(fn: () => unknown): DomainError {
+  try {
+    fn();
+  } catch (e) {
+    return e as DomainError;
+  }
+  throw new Error("expected the call to throw");
 }
 
 /** Observes a promise without awaiting it, so a test can advance the fake clock and then look. */

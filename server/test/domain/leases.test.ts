@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { PoolEngine } from "../../src/domain/engine.js";
-import { DomainError } from "../../src/domain/errors.js";
-import { FakeClock } from "./fake-clock.js";
-import { addKeys, addPool, codeOf, grantNow, harness, req } from "./helpers.js";
+import { FakeClock } from "../fake-clock.js";
+import { addKeys, addPool, codeOf, grantNow, harness, req, thrown } from "./helpers.js";
 
 describe("leases", () => {
   it("clamps the ttl to the pool's [min, max] and recommends renewing at ttl/3", () => {
@@ -127,11 +126,7 @@ describe("leases", () => {
     addKeys(other.engine, "p", ["a"]);
     const foreign = grantNow(other.engine, req());
     expect(codeOf(() => engine.renew(foreign.leaseId))).toBe("lease_unknown");
-    try {
-      engine.renew("x");
-    } catch (e) {
-      expect((e as DomainError).details.field).toBe("lease_id");
-    }
+    expect(thrown(() => engine.renew("x")).details.field).toBe("lease_id");
   });
 
   it("revocation pushes to watchers once and later calls answer lease_revoked", () => {
@@ -187,13 +182,7 @@ describe("leases", () => {
     const { engine } = harness();
     addPool(engine);
     addKeys(engine, "p", ["a"]);
-    const field = (fn: () => unknown) => {
-      try {
-        fn();
-      } catch (e) {
-        return (e as DomainError).details.field;
-      }
-    };
+    const field = (fn: () => unknown) => thrown(fn).details.field;
     expect(field(() => engine.acquire(req("p", { ttlMs: -1 })))).toBe("lease_ttl");
     expect(field(() => engine.acquire(req("p", { waitTimeoutMs: -5 })))).toBe("wait_timeout");
     expect(field(() => engine.acquire(req("p", { estimatedTokens: -1 })))).toBe("estimated_tokens");

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PoolEngine } from "../../src/domain/engine.js";
 import type { KeyConfig, PoolConfig, RuntimeSnapshot } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 import { addKeys, addPool, codeOf, grantNow, harness, req } from "./helpers.js";
 
 function configOf(engine: PoolEngine): { pools: PoolConfig[]; keys: KeyConfig[] } {

@@ -10,7 +10,7 @@ import { file_keymesh_v1_pool, KeyPoolService } from "../gen/keymesh/v1/pool_pb.
 import { checkAuthBinding, createAuthorizer, loadTlsFiles, parseAuthTokensEnv } from "../ops/auth.js";
 import { applyConfig, configReloader, loadConfigFile, type BootstrapApi, type DeclarativeConfig, type ReloadResult } from "../ops/config.js";
 import { scrubSecrets, type Logger } from "../ops/logger.js";
-import { createMetrics, type Metrics, type OutcomeClass } from "../ops/metrics.js";
+import { createMetrics, type Metrics } from "../ops/metrics.js";
 import { settlesWithin, STOP_BOUNDS } from "../ops/stop.js";
 import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
@@ -31,14 +31,6 @@ import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
 import { loadStaticSite } from "../transport/static-site.js";
 import type { ServerConfig } from "./config.js";
-
-/** The outcome class a lease_ended event reports ("released", "rate_limited", "failed: <class>"). */
-function outcomeOf(reason: string | undefined): OutcomeClass | undefined {
-  if (reason === "released") return "success";
-  if (reason === "rate_limited") return "rate_limited";
-  if (reason?.startsWith("failed: ")) return reason.slice("failed: ".length) as OutcomeClass;
-  return undefined;
-}
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -99,10 +91,7 @@ async function startOnDatabase(
     events.publish(e);
     lending.onEngineEvent(e);
     if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
-    if (e.type === "lease_ended") {
-      const outcome = outcomeOf(e.reason);
-      if (outcome) metrics.countOutcome(e.pool, outcome);
-    }
+    if (e.type === "lease_ended" && e.outcome) metrics.countOutcome(e.pool, e.outcome);
     if (e.type === "key_auto_disabled" || e.type === "circuit_opened" || e.type === "lease_expired") {
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }

@@ -27,7 +27,7 @@ import {
   type Key,
   type Pool,
 } from "../gen/keymesh/v1/admin_pb.js";
-import type { KeyConfig, PoolConfig } from "../domain/types.js";
+import { STRATEGIES, type KeyConfig, type PoolConfig, type Strategy as StrategyName } from "../domain/types.js";
 import {
   applyConfig,
   loadConfigFile,
@@ -85,13 +85,10 @@ function defaultAddr(env: NodeJS.ProcessEnv): string {
 /** A mistake in how the command was invoked (exit code 2). */
 class UsageError extends Error {}
 
-const STRATEGIES: Record<string, Strategy> = {
-  round_robin: Strategy.ROUND_ROBIN,
-  least_busy: Strategy.LEAST_BUSY,
-  weighted: Strategy.WEIGHTED,
-  least_used: Strategy.LEAST_USED,
-  latency: Strategy.LATENCY,
-};
+/** A strategy's proto value is its name in upper case. */
+function strategyValue(name: StrategyName): Strategy {
+  return Strategy[name.toUpperCase() as Uppercase<StrategyName>];
+}
 
 function durationArg(value: string): number {
   const ms = parseDuration(value);
@@ -169,7 +166,7 @@ interface PoolFlags {
 
 function addPoolFlags(cmd: Command): Command {
   return cmd
-    .addOption(new Option("--strategy <strategy>", "how keys are chosen").choices(Object.keys(STRATEGIES)))
+    .addOption(new Option("--strategy <strategy>", "how keys are chosen").choices(STRATEGIES))
     .option("--min-ttl <duration>", "smallest lease ttl granted", durationArg)
     .option("--max-ttl <duration>", "largest lease ttl granted", durationArg)
     .option("--default-ttl <duration>", "lease ttl when a request names none", durationArg)
@@ -195,7 +192,7 @@ function poolFromFlags(name: string, flags: PoolFlags): { pool: Pool; paths: str
     ["maxCooldown", "maxCooldown", "max_cooldown"],
   ];
   if (flags.strategy !== undefined) {
-    pool.strategy = STRATEGIES[flags.strategy];
+    pool.strategy = strategyValue(flags.strategy as StrategyName);
     paths.push("strategy");
   }
   for (const [flag, field, path] of durations) {
@@ -307,7 +304,7 @@ function poolConfigOf(p: Pool): PoolConfig {
   const b = p.circuitBreaker;
   return {
     name: p.name,
-    strategy: (Object.keys(STRATEGIES).find((name) => STRATEGIES[name] === p.strategy) ?? "round_robin") as PoolConfig["strategy"],
+    strategy: STRATEGIES.find((name) => strategyValue(name) === p.strategy) ?? "round_robin",
     minTtlMs: ms(p.minTtl),
     maxTtlMs: ms(p.maxTtl),
     defaultTtlMs: ms(p.defaultTtl),

@@ -26,13 +26,20 @@ function refilled(b: ProviderBudget, remaining: number, rate: number, now: numbe
   return Math.min(limit, remaining + Math.max(0, now - (b.requestsCountedAt ?? now)) * rate);
 }
 
+/** One budget (requests or tokens) as a report gives it; the reset is relative (ms). */
+export interface CountReport {
+  remaining: number | undefined;
+  limit: number | undefined;
+  resetMs: number | undefined;
+}
+
+/** A reported count, when it is one: a non-negative safe integer. */
+export function optionalCount(v: number | null | undefined): number | undefined {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+}
+
 /** A report is the source of truth and replaces the estimate; `fallbackResetAt` bounds a 0 with no reset. */
-export function applyRequestsReport(
-  b: ProviderBudget,
-  r: { remaining: number | undefined; limit: number | undefined; resetMs: number | undefined },
-  now: number,
-  fallbackResetAt: number,
-): void {
+export function applyRequestsReport(b: ProviderBudget, r: CountReport, now: number, fallbackResetAt: number): void {
   if (r.limit !== undefined) b.requestsLimit = r.limit;
   if (r.remaining === undefined) {
     if (r.resetMs !== undefined) b.requestsResetAt = now + r.resetMs;
@@ -47,6 +54,17 @@ export function applyRequestsReport(
   if (r.resetMs !== undefined && r.resetMs > 0 && limit !== undefined && limit > r.remaining) {
     b.requestsWindowMs = (r.resetMs * limit) / (limit - r.remaining);
   }
+}
+
+/** The token budget holds what the provider last said until its reset; `fallbackResetAt` bounds a 0 with no reset. */
+export function applyTokensReport(b: ProviderBudget, r: CountReport, now: number, fallbackResetAt: number): void {
+  if (r.remaining !== undefined) {
+    b.tokensRemaining = r.remaining;
+    b.tokensResetAt = r.resetMs !== undefined ? now + r.resetMs : r.remaining === 0 ? fallbackResetAt : undefined;
+  } else if (r.resetMs !== undefined) {
+    b.tokensResetAt = now + r.resetMs;
+  }
+  if (r.limit !== undefined) b.tokensLimit = r.limit;
 }
 
 /** One request lent against the budget; `fallbackResetAt` bounds an estimate run out with no reset known. */

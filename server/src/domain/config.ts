@@ -1,6 +1,6 @@
 // Validation and defaults for pool and key configuration. Invalid input names the proto field path.
 import { invalidArgument } from "./errors.js";
-import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "./types.js";
+import { STRATEGIES, type KeyConfig, type KeyInput, type PoolConfig, type PoolInput, type Strategy } from "./types.js";
 
 export const POOL_DEFAULTS = {
   strategy: "round_robin" as Strategy,
@@ -16,13 +16,27 @@ export const POOL_DEFAULTS = {
   description: "",
 };
 
-const STRATEGIES: ReadonlySet<string> = new Set<Strategy>(["round_robin", "least_busy", "weighted", "least_used", "latency"]);
+const STRATEGY_NAMES: ReadonlySet<string> = new Set(STRATEGIES);
 const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const KEY_ID = /^[A-Za-z0-9._-]{1,63}$/;
 const MAX_LABEL = 256;
 const MAX_DESCRIPTION = 1024;
 const MAX_QUOTA_GROUP = 128;
 const MAX_WEIGHT = 1_000_000;
+
+/** The pool-name rule, for every layer that takes a pool name (admin API, config file, token scopes). */
+export function isPoolName(name: string): boolean {
+  return POOL_NAME.test(name);
+}
+
+/** The key-id rule, for the admin API and the config file. */
+export function isKeyId(id: string): boolean {
+  return KEY_ID.test(id);
+}
+
+export function isStrategy(name: unknown): name is Strategy {
+  return typeof name === "string" && STRATEGY_NAMES.has(name);
+}
 
 function duration(value: number | undefined, field: string, fallback: number): number {
   const v = value ?? fallback;
@@ -39,12 +53,12 @@ function breakerField(value: number | undefined, field: string, current: number,
 
 export function validatePool(input: PoolInput, existing: PoolConfig | undefined, now: number): PoolConfig {
   const base = existing ?? { ...POOL_DEFAULTS, name: input.name, createdAt: now, updatedAt: now };
-  if (typeof input.name !== "string" || !POOL_NAME.test(input.name)) {
+  if (typeof input.name !== "string" || !isPoolName(input.name)) {
     throw invalidArgument("name", "must be 1-63 characters of [a-z0-9._-] starting with a letter or digit");
   }
   if (existing && existing.name !== input.name) throw invalidArgument("name", "cannot be changed");
   const strategy = input.strategy ?? base.strategy;
-  if (!STRATEGIES.has(strategy)) throw invalidArgument("strategy", `unknown strategy "${String(strategy)}"`);
+  if (!isStrategy(strategy)) throw invalidArgument("strategy", `unknown strategy "${String(strategy)}"`);
   const minTtlMs = duration(input.minTtlMs, "min_ttl", base.minTtlMs);
   const maxTtlMs = duration(input.maxTtlMs, "max_ttl", base.maxTtlMs);
   // An unspecified default follows the bounds the operator did set.
@@ -91,7 +105,7 @@ export function validatePool(input: PoolInput, existing: PoolConfig | undefined,
 
 /** Validates a key; `id` must already be set (the engine generates one when the input has none). */
 export function validateKey(input: KeyInput & { id: string }, existing: KeyConfig | undefined, now: number): KeyConfig {
-  if (!KEY_ID.test(input.id)) throw invalidArgument("key.id", "must be 1-63 characters of [A-Za-z0-9._-]");
+  if (!isKeyId(input.id)) throw invalidArgument("key.id", "must be 1-63 characters of [A-Za-z0-9._-]");
   const secret = input.secret || existing?.secret || "";
   if (secret === "") throw invalidArgument("secret", "must not be empty");
   const label = input.label || existing?.label || input.id;

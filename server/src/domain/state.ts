@@ -1,18 +1,8 @@
-// The engine's in-memory state: pools, keys, leases and waiters, and the eligibility rule (DESIGN rule 6).
-import { requestsBlockedUntil } from "./budget.js";
+// The engine's in-memory state besides the keys themselves (key.ts): pools, leases, waiters, the timer
+// items, and the windows a key counts its outcomes and grants in.
+import type { KeyEntry } from "./key.js";
 import type { Scheduled } from "./timer-heap.js";
-import type {
-  AcquireInput,
-  CircuitState,
-  Grant,
-  KeyConfig,
-  KeyRuntime,
-  KeyState,
-  LeaseGoneReason,
-  LeaseRecord,
-  PoolConfig,
-  ProviderBudget,
-} from "./types.js";
+import type { AcquireInput, Grant, KeyRuntime, LeaseGoneReason, LeaseRecord, PoolConfig } from "./types.js";
 
 /** One of a key's own deadlines on the timer heap. */
 export interface KeyTimer extends Scheduled {
@@ -48,50 +38,6 @@ export interface Waiter extends Scheduled {
 }
 
 export type TimerItem = Lease | Waiter | KeyTimer;
-
-export interface KeyEntry {
-  cfg: KeyConfig;
-  pool: PoolEntry;
-  // Copies of what the eligibility scan reads, kept on the entry so a scan over 10,000 keys
-  // touches one object per key; refreshHot() recomputes them after every change to their sources.
-  lendable: boolean;
-  maxConcurrency: number;
-  weight: number;
-  /** The request budget allows no request before this instant (0 when it does). */
-  requestsBlockedUntil: number;
-  /** Tokens budget known until this instant (0 when unknown), with the tokens left. */
-  tokensKnownUntil: number;
-  tokensLeft: number;
-  /** Index in pool.keyList. */
-  slot: number;
-  active: number;
-  leases: Set<Lease>;
-  /** Live leases holding a half-open probe slot. */
-  probes: number;
-  autoDisabled: KeyRuntime["autoDisabled"];
-  draining: KeyRuntime["draining"];
-  cooldownUntil: number | undefined;
-  rateLimitStreak: number;
-  rateLimitStreakStart: number | undefined;
-  circuitState: CircuitState;
-  circuitOpenUntil: number | undefined;
-  circuitOpenCount: number;
-  consecutiveFailures: number;
-  emaLatencyMs: number | undefined;
-  outcomes: OutcomeWindow;
-  grants: GrantWindow;
-  budget: ProviderBudget;
-  totalLeases: number;
-  inputTokens: number;
-  outputTokens: number;
-  /** Smooth weighted round robin running weight. */
-  swrrCurrent: number;
-  /** Its runtime state changed since the last export (PoolEngine.exportChanges). */
-  unsaved: boolean;
-  cooldownTimer: KeyTimer;
-  circuitTimer: KeyTimer;
-  budgetTimer: KeyTimer;
-}
 
 export interface PoolEntry {
   cfg: PoolConfig;
@@ -268,86 +214,4 @@ export class GrantWindow {
 
 function slotOf(second: number): number {
   return ((second % GRANT_SLOTS) + GRANT_SLOTS) % GRANT_SLOTS;
-}
-
-export function newKeyEntry(cfg: KeyConfig, pool: PoolEntry): KeyEntry {
-  const key = {
-    cfg,
-    pool,
-    lendable: false,
-    maxConcurrency: 0,
-    weight: 1,
-    requestsBlockedUntil: 0,
-    tokensKnownUntil: 0,
-    tokensLeft: 0,
-    slot: -1,
-    active: 0,
-    leases: new Set<Lease>(),
-    probes: 0,
-    autoDisabled: undefined,
-    draining: undefined,
-    cooldownUntil: undefined,
-    rateLimitStreak: 0,
-    rateLimitStreakStart: undefined,
-    circuitState: "closed",
-    circuitOpenUntil: undefined,
-    circuitOpenCount: 0,
-    consecutiveFailures: 0,
-    emaLatencyMs: undefined,
-    outcomes: new OutcomeWindow(),
-    grants: new GrantWindow(),
-    budget: {},
-    totalLeases: 0,
-    inputTokens: 0,
-    outputTokens: 0,
-    swrrCurrent: 0,
-    unsaved: true,
-  } as Omit<KeyEntry, "cooldownTimer" | "circuitTimer" | "budgetTimer"> as KeyEntry;
-  key.cooldownTimer = { kind: "cooldown", key, at: 0, heapPos: -1, heapSeq: 0 };
-  key.circuitTimer = { kind: "circuit", key, at: 0, heapPos: -1, heapSeq: 0 };
-  key.budgetTimer = { kind: "budget", key, at: 0, heapPos: -1, heapSeq: 0 };
-  refreshHot(key);
-  return key;
-}
-
-/** Recomputes the scan's copies from configuration, disable state and budget. */
-export function refreshHot(k: KeyEntry): void {
-  k.lendable = !k.cfg.disabled && !k.autoDisabled && !k.draining;
-  k.maxConcurrency = k.cfg.maxConcurrency;
-  k.weight = k.cfg.weight;
-  const b = k.budget;
-  k.requestsBlockedUntil = requestsBlockedUntil(b);
-  k.tokensKnownUntil = b.tokensRemaining !== undefined ? (b.tokensResetAt ?? 0) : 0;
-  k.tokensLeft = b.tokensRemaining ?? 0;
-}
-
-export function keyState(k: KeyEntry): KeyState {
-  if (k.draining && (k.draining.remove || k.active > 0)) return "draining";
-  if (k.cfg.disabled) return "disabled";
-  if (k.autoDisabled) return k.autoDisabled.cause === "auth" ? "auto_disabled_auth" : "auto_disabled_quota";
-  return "enabled";
-}
-
-export function keyStateReason(k: KeyEntry): string {
-  if (k.draining?.remove) return "removing: draining";
-  if (k.cfg.disabled) return k.cfg.disabledReason;
-  if (k.autoDisabled) return k.autoDisabled.message;
-  return "";
-}
-
-/** Rule 6. Pure: the timer heap has already applied every deadline up to `now`. */
-export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): boolean {
-  if (!k.lendable) return false;
-  if (k.maxConcurrency > 0 && k.active >= k.maxConcurrency) return false;
-  if (k.cooldownUntil !== undefined && k.cooldownUntil > now) return false;
-  if (k.circuitState !== "closed" && (k.circuitState === "open" || k.probes >= k.pool.cfg.halfOpenProbes)) return false;
-  if (k.requestsBlockedUntil > now) return false;
-  if (k.tokensKnownUntil > now && (k.tokensLeft === 0 || k.tokensLeft < estimatedTokens)) return false;
-  return exclude === undefined || !exclude.has(k.cfg.id);
-}
-
-/** Grants within the least_used window; drops older ones as it goes (a change the next export carries). */
-export function recentGrants(k: KeyEntry, now: number): number {
-  if (k.grants.prune(now)) k.unsaved = true;
-  return k.grants.count;
 }

@@ -1,6 +1,7 @@
 // Rule 7: choosing among eligible keys. One pass over the pool's keys, no sorting; strategies
 // move only their own cursors and weights, never key state.
-import { isEligible, recentGrants, type KeyEntry, type PoolEntry } from "./state.js";
+import { isEligible, type KeyEntry } from "./key.js";
+import type { PoolEntry } from "./state.js";
 
 /** Share of latency-strategy picks that explore a random eligible key instead of the fastest. */
 const LATENCY_EXPLORATION = 0.05;
@@ -59,7 +60,7 @@ function metricOf(k: KeyEntry, metric: Metric, now: number): number {
     case "active":
       return k.active;
     case "recent":
-      return recentGrants(k, now);
+      return k.recentGrants(now);
     case "latency":
       // Keys never measured count as fastest, so every key gets sampled.
       return k.emaLatencyMs ?? -1;

@@ -10,7 +10,9 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
-export type Strategy = "round_robin" | "least_busy" | "weighted" | "least_used" | "latency";
+/** How a pool chooses among its eligible keys (DESIGN rule 7): the one list every layer reads. */
+export const STRATEGIES = ["round_robin", "least_busy", "weighted", "least_used", "latency"] as const;
+export type Strategy = (typeof STRATEGIES)[number];
 
 export interface PoolConfig {
   name: string;
@@ -54,6 +56,8 @@ export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt">> & { p
 export type KeyState = "enabled" | "disabled" | "auto_disabled_auth" | "auto_disabled_quota" | "draining";
 export type CircuitState = "closed" | "open" | "half_open";
 export type FailureClass = "auth" | "quota_exhausted" | "transient" | "overloaded" | "client_error";
+/** What the holder reported when it ended a lease: a success, a 429, or a classified failure. */
+export type LeaseOutcome = "success" | "rate_limited" | FailureClass;
 
 /** The provider's view of a key's budget, with resets as absolute instants (server clock). */
 export interface ProviderBudget {
@@ -103,6 +107,11 @@ export interface Grant {
   renewIntervalMs: number;
   /** The key's concurrency limit when granted (0: unlimited). */
   maxConcurrency: number;
+  /** The lease as granted, what the grant journal records; shared with the engine, read-only. */
+  record: LeaseRecord;
+  /** The boot that granted it and its sequence number in that boot (the journal's high-water mark). */
+  epoch: number;
+  seq: number;
 }
 
 export interface Renewal {
@@ -184,6 +193,8 @@ export interface DomainEvent {
   leaseId?: string;
   reason?: string;
   until?: number;
+  /** lease_ended by Release, MarkFailed or MarkRateLimited: what the holder reported. */
+  outcome?: LeaseOutcome;
 }
 
 /** Why a lease is not live: the reason a late call on it is answered with. */

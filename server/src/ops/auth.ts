@@ -2,6 +2,7 @@
 // for running without auth, and the TLS files for both listeners.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { isPoolName } from "../domain/config.js";
 
 export const KEY_POOL_SERVICE = "keymesh.v1.KeyPoolService";
 export const POOL_ADMIN_SERVICE = "keymesh.v1.PoolAdminService";
@@ -41,7 +42,6 @@ export interface Authorizer {
   authorize(method: MethodRef, authorizationHeader: string | undefined, requestPool: string | undefined): AuthDecision;
 }
 
-const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /** Shorter tokens can be guessed; a start-up error is kinder than a weak deployment. */
 export const MIN_TOKEN_LENGTH = 16;
 
@@ -55,7 +55,7 @@ function digest(token: string): Buffer {
 export function parseScope(text: string, origin: string): Scope {
   const scope = text.trim();
   if (scope === "admin" || scope === "use:*") return scope;
-  if (scope.startsWith("use:") && POOL_NAME.test(scope.slice(4))) return scope as Scope;
+  if (scope.startsWith("use:") && isPoolName(scope.slice(4))) return scope as Scope;
   throw new Error(`${origin}: scope "${scope}" is not one of admin, use:*, use:<pool>`);
 }
 

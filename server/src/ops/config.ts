@@ -5,9 +5,9 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { LineCounter, isMap, parseDocument, type Document } from "yaml";
-import { POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
+import { isKeyId, isPoolName, isStrategy, POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
 import { DomainError } from "../domain/errors.js";
-import type { KeyConfig, KeyInput, PoolConfig, PoolInput, Strategy } from "../domain/types.js";
+import { STRATEGIES, type KeyConfig, type KeyInput, type PoolConfig, type PoolInput } from "../domain/types.js";
 import { createAuthorizer, MIN_TOKEN_LENGTH, parseAuthTokensEnv, parseScope, type Authorizer, type Scope, type TokenGrant } from "./auth.js";
 import { formatDuration, parseDuration } from "./duration.js";
 
@@ -70,9 +70,6 @@ const INVALID = Symbol("invalid");
 
 type Path = Array<string | number>;
 
-const STRATEGIES: Strategy[] = ["round_robin", "least_busy", "weighted", "least_used", "latency"];
-const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const KEY_ID = /^[A-Za-z0-9._-]{1,63}$/;
 const ENV_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
 
 const POOL_FIELDS = new Set([
@@ -254,7 +251,7 @@ class Reader {
     this.onlyFields(raw, at, POOL_FIELDS);
     const name = this.attempt(() => {
       const name = this.requiredString(raw, at, "name");
-      if (!POOL_NAME.test(name)) {
+      if (!isPoolName(name)) {
         this.fail([...at, "name"], "must be 1-63 characters of [a-z0-9._-], starting with a letter or digit");
       }
       return name;
@@ -262,10 +259,10 @@ class Reader {
     const settings: PoolSettings = {};
     if (raw.strategy !== undefined) {
       this.attempt(() => {
-        if (!STRATEGIES.includes(raw.strategy as Strategy)) {
+        if (!isStrategy(raw.strategy)) {
           this.fail([...at, "strategy"], `must be one of ${STRATEGIES.join(", ")}`);
         }
-        settings.strategy = raw.strategy as Strategy;
+        settings.strategy = raw.strategy;
       });
     }
     for (const [field, target] of DURATION_FIELDS) {
@@ -332,7 +329,7 @@ class Reader {
     this.onlyFields(raw, at, KEY_FIELDS);
     const id = this.attempt(() => {
       const id = this.requiredString(raw, at, "id");
-      if (!KEY_ID.test(id)) this.fail([...at, "id"], "must be 1-63 characters of [A-Za-z0-9._-]");
+      if (!isKeyId(id)) this.fail([...at, "id"], "must be 1-63 characters of [A-Za-z0-9._-]");
       return id;
     });
     const secret = this.attempt(() => {

@@ -1,13 +1,10 @@
 // Prometheus metrics on a private registry. The hot path only increments counters and observes
 // histograms; per-key gauges are pulled from the engine's stats at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CircuitState, FailureClass, PoolStatsView } from "../domain/types.js";
+import type { CircuitState, LeaseOutcome, PoolStatsView } from "../domain/types.js";
 
 /** How an Acquire ended, as the `result` label. */
 export type AcquireResult = "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error";
-
-/** Outcome classes as reported by holders (Release is `success`). */
-export type OutcomeClass = "success" | "rate_limited" | FailureClass;
 
 /** What the scrape reads live state from: the engine's pools and their stats. */
 export interface MetricsSource {
@@ -21,7 +18,7 @@ export interface Metrics {
   /** One finished Acquire: total duration and, when it queued, the time it waited. */
   observeAcquire(pool: string, result: AcquireResult, durationMs: number, waitedMs?: number): void;
   /** One outcome report (Release, MarkFailed, MarkRateLimited). */
-  countOutcome(pool: string, outcome: OutcomeClass): void;
+  countOutcome(pool: string, outcome: LeaseOutcome): void;
   /** Leases reclaimed because their holder did not renew them. */
   countLeaseExpiries(pool: string, count?: number): void;
   /** One snapshot written, taking `durationMs`, completed at `completedAt` (epoch ms). */

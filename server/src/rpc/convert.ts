@@ -4,17 +4,18 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { invalidArgument } from "../domain/errors.js";
-import type {
-  DomainEvent,
-  FailureClass,
-  KeyStatsView,
-  KeyView,
-  LeaseRecord,
-  PoolConfig,
-  PoolStatsView,
-  ProviderBudget,
-  RateLimitReport,
-  Strategy,
+import {
+  STRATEGIES,
+  type DomainEvent,
+  type FailureClass,
+  type KeyStatsView,
+  type KeyView,
+  type LeaseRecord,
+  type PoolConfig,
+  type PoolStatsView,
+  type ProviderBudget,
+  type RateLimitReport,
+  type Strategy,
 } from "../domain/types.js";
 import type { RateLimit } from "../gen/keymesh/v1/common_pb.js";
 import { FailureReason } from "../gen/keymesh/v1/pool_pb.js";
@@ -62,22 +63,18 @@ export function dur(ms: number | undefined): Duration | undefined {
   return { $typeName: "google.protobuf.Duration", seconds: BigInt(seconds), nanos: (whole - seconds * 1000) * 1_000_000 };
 }
 
-const strategies: Record<StrategyEnum, Strategy | undefined> = {
-  [StrategyEnum.UNSPECIFIED]: undefined,
-  [StrategyEnum.ROUND_ROBIN]: "round_robin",
-  [StrategyEnum.LEAST_BUSY]: "least_busy",
-  [StrategyEnum.WEIGHTED]: "weighted",
-  [StrategyEnum.LEAST_USED]: "least_used",
-  [StrategyEnum.LATENCY]: "latency",
-};
-
-function strategyFromProto(s: StrategyEnum): Strategy | undefined {
-  if (!(s in strategies)) throw invalidArgument("strategy", `unknown strategy ${s}`);
-  return strategies[s];
+/** The proto enum value of each domain strategy has the same name in upper case (STRATEGY_ROUND_ROBIN ...). */
+function strategyToProto(s: Strategy): StrategyEnum {
+  return StrategyEnum[s.toUpperCase() as Uppercase<Strategy>];
 }
 
-function strategyToProto(s: Strategy): StrategyEnum {
-  return Number(Object.entries(strategies).find(([, v]) => v === s)![0]) as StrategyEnum;
+const strategies = new Map<StrategyEnum, Strategy>(STRATEGIES.map((s) => [strategyToProto(s), s]));
+
+function strategyFromProto(s: StrategyEnum): Strategy | undefined {
+  if (s === StrategyEnum.UNSPECIFIED) return undefined;
+  const strategy = strategies.get(s);
+  if (strategy === undefined) throw invalidArgument("strategy", `unknown strategy ${s}`);
+  return strategy;
 }
 
 const failureReasons: Record<FailureReason, FailureClass | undefined> = {

@@ -123,7 +123,7 @@ export class Lending {
   }
 
   #lend(input: AcquireInput, grant: Grant, started: number, waitedMs: number | undefined): Grant | Promise<Grant> {
-    const record = journalRecord(grant, input.holder, this.#engine);
+    const record = journalRecord(grant);
     if (mustBeDurable(grant)) {
       return this.#journal.record(record).then(() => {
         this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);
@@ -136,18 +136,7 @@ export class Lending {
   }
 }
 
-/** The journal's record of a grant: the lease as granted, with the epoch and seq its id carries. */
-function journalRecord(grant: Grant, holder: string, engine: PoolEngine): JournaledGrant {
-  const { epoch, seq } = engine.leaseSeq(grant.leaseId)!;
-  return {
-    leaseId: grant.leaseId,
-    pool: grant.pool,
-    keyId: grant.keyId,
-    holder,
-    acquiredAt: grant.expiresAt - grant.ttlMs,
-    expiresAt: grant.expiresAt,
-    ttlMs: grant.ttlMs,
-    epoch,
-    seq,
-  };
+/** The journal's record of a grant: the lease as granted, with its epoch and seq. */
+function journalRecord(grant: Grant): JournaledGrant {
+  return { ...grant.record, epoch: grant.epoch, seq: grant.seq };
 }

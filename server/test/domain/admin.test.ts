@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { PoolEngine } from "../../src/domain/engine.js";
 import type { DomainError } from "../../src/domain/errors.js";
 import type { Grant } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 import { addKeys, addPool, codeOf, flush, grantNow, harness, req } from "./helpers.js";
 
 function fieldOf(fn: () => unknown): string | undefined {

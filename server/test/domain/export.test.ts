@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { PoolEngine } from "../../src/domain/engine.js";
 import { OutcomeWindow } from "../../src/domain/state.js";
 import type { KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 import { addKeys, addPool, grantNow, harness, req } from "./helpers.js";
 
 const keyOf = (k: { pool: string; keyId: string }) => `${k.pool}/${k.keyId}`;

@@ -96,12 +96,23 @@ describe("health and circuit breaker", () => {
     const { engine } = harness();
     addPool(engine, { failureThreshold: 1 });
     addKeys(engine, "p", ["a"]);
-    for (const status of [529, 503, 400, 404, 422]) {
-      expect(engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: status, message: "" })).toMatch(/overloaded|client_error/);
+    const reports: Array<[number, string]> = [[529, ""], [503, "The engine is currently Overloaded"], [400, ""], [404, ""], [422, ""]];
+    for (const [status, message] of reports) {
+      expect(engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: status, message })).toMatch(/overloaded|client_error/);
     }
     engine.markFailed(grantNow(engine, req()).leaseId, { reason: "overloaded", httpStatus: 500, message: "" });
     const s = engine.stats("p").keys[0]!;
     expect(s).toMatchObject({ circuitState: "closed", consecutiveFailures: 0, successRate: 1, state: "enabled", eligible: true });
+  });
+
+  it("a 503 is OVERLOADED only when its message says so, otherwise TRANSIENT and the key's fault", () => {
+    const { engine } = harness();
+    addPool(engine, { failureThreshold: 1 });
+    addKeys(engine, "p", ["a"]);
+    expect(engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 503, message: "model OVERLOADED, retry later" })).toBe("overloaded");
+    expect(engine.stats("p").keys[0]!.circuitState).toBe("closed");
+    expect(engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 503, message: "Service Unavailable" })).toBe("transient");
+    expect(engine.stats("p").keys[0]).toMatchObject({ circuitState: "open", consecutiveFailures: 1 });
   });
 
   it("classifies by http status when no reason is given", () => {

@@ -1,8 +1,12 @@
-// Builders shared by the engine tests.
+// Builders shared by the engine tests, and by the tests of its parts (a pool, a key, a lease on their own).
+import { validateKey, validatePool } from "../../src/domain/config.js";
 import type { DomainError } from "../../src/domain/errors.js";
 import { PoolEngine } from "../../src/domain/engine.js";
-import type { AcquireInput, DomainEvent, Grant, PoolInput } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { KeyEntry } from "../../src/domain/key.js";
+import type { SnapshotChanges } from "../../src/domain/snapshot-changes.js";
+import type { Lease, PoolEntry } from "../../src/domain/state.js";
+import type { AcquireInput, DomainEvent, Grant, KeyInput, PoolInput } from "../../src/domain/types.js";
+import { FakeClock } from "../fake-clock.js";
 
 export interface Harness {
   clock: FakeClock;
@@ -58,6 +62,16 @@ export function codeOf(fn: () => unknown): string | undefined {
   return undefined;
 }
 
+/** The error fn throws; a test fails here when it throws none. */
+export function thrown(fn: () => unknown): DomainError {
+  try {
+    fn();
+  } catch (e) {
+    return e as DomainError;
+  }
+  throw new Error("expected the call to throw");
+}
+
 /** Observes a promise without awaiting it, so a test can advance the fake clock and then look. */
 export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
   const out: { value?: T; error?: DomainError } = {};
@@ -66,4 +80,23 @@ export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
     (e: DomainError) => (out.error = e),
   );
   return out;
+}
+
+export function poolEntry(input: Partial<PoolInput> = {}, now = Date.UTC(2026, 0, 1)): PoolEntry {
+  const cfg = validatePool({ name: "p", ...input }, undefined, now);
+  return { cfg, keys: new Map(), keyList: [], cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false };
+}
+
+/** A key added to `pool`, as the engine adds one. */
+export function keyEntry(pool: PoolEntry, changes: SnapshotChanges, id: string, input: Partial<KeyInput> = {}): KeyEntry {
+  const k = new KeyEntry(validateKey({ pool: pool.cfg.name, id, secret: `sk-${id}`, ...input }, undefined, Date.UTC(2026, 0, 1)), pool, changes);
+  k.slot = pool.keyList.length;
+  pool.keyList.push(k);
+  pool.keys.set(id, k);
+  return k;
+}
+
+export function leaseOn(k: KeyEntry, id: string, seq: number, expiresAt: number): Lease {
+  const record = { leaseId: id, pool: k.pool.cfg.name, keyId: k.cfg.id, holder: "test", acquiredAt: expiresAt - 60_000, expiresAt, ttlMs: 60_000 };
+  return { kind: "lease", at: 0, heapPos: -1, heapSeq: 0, id, epoch: 1, seq, key: k, record, probe: false };
 }

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { PoolEngine } from "../../src/domain/engine.js";
-import { DomainError } from "../../src/domain/errors.js";
-import { FakeClock } from "./fake-clock.js";
-import { addKeys, addPool, codeOf, grantNow, harness, req } from "./helpers.js";
+import { FakeClock } from "../fake-clock.js";
+import { addKeys, addPool, codeOf, grantNow, harness, req, thrown } from "./helpers.js";
 
 describe("leases", () => {
   it("clamps the ttl to the pool's [min, max] and recommends renewing at ttl/3", () => {
@@ -35,6 +34,32 @@ describe("leases", () => {
     expect(codeOf(() => engine.acquire(req()))).toBe("no_key_available");
     engine.release(g2.leaseId, {});
     expect(events.filter((e) => e.type === "lease_ended" && e.leaseId === g.leaseId)).toHaveLength(1);
+  });
+
+  it("lease_ended carries the reported outcome, typed, beside its reason in words", () => {
+    const { engine, clock, events } = harness();
+    addPool(engine, { failureThreshold: 100 });
+    addKeys(engine, "p", ["a"]);
+    engine.release(grantNow(engine, req()).leaseId, {});
+    engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 502, message: "" });
+    engine.markFailed(grantNow(engine, req()).leaseId, { reason: "client_error", httpStatus: 400, message: "" });
+    engine.markFailed(grantNow(engine, req()).leaseId, { httpStatus: 429, message: "" });
+    clock.advance(60_000);
+    engine.markRateLimited(grantNow(engine, req()).leaseId, {});
+    clock.advance(600_000);
+    engine.revokeLease(grantNow(engine, req()).leaseId, "operator");
+    grantNow(engine, req("p", { ttlMs: 1_000 }));
+    clock.advance(1_000);
+    const ended = events.filter((e) => e.type === "lease_ended").map((e) => [e.outcome, e.reason]);
+    expect(ended).toEqual([
+      ["success", "released"],
+      ["transient", "failed: transient"],
+      ["client_error", "failed: client_error"],
+      ["rate_limited", "rate_limited"],
+      ["rate_limited", "rate_limited"],
+      [undefined, "revoked"],
+      [undefined, "expired"],
+    ]);
   });
 
   it("fences: a stale id never touches the newer lease on the same key", () => {
@@ -101,11 +126,7 @@ describe("leases", () => {
     addKeys(other.engine, "p", ["a"]);
     const foreign = grantNow(other.engine, req());
     expect(codeOf(() => engine.renew(foreign.leaseId))).toBe("lease_unknown");
-    try {
-      engine.renew("x");
-    } catch (e) {
-      expect((e as DomainError).details.field).toBe("lease_id");
-    }
+    expect(thrown(() => engine.renew("x")).details.field).toBe("lease_id");
   });
 
   it("revocation pushes to watchers once and later calls answer lease_revoked", () => {
@@ -161,13 +182,7 @@ describe("leases", () => {
     const { engine } = harness();
     addPool(engine);
     addKeys(engine, "p", ["a"]);
-    const field = (fn: () => unknown) => {
-      try {
-        fn();
-      } catch (e) {
-        return (e as DomainError).details.field;
-      }
-    };
+    const field = (fn: () => unknown) => thrown(fn).details.field;
     expect(field(() => engine.acquire(req("p", { ttlMs: -1 })))).toBe("lease_ttl");
     expect(field(() => engine.acquire(req("p", { waitTimeoutMs: -5 })))).toBe("wait_timeout");
     expect(field(() => engine.acquire(req("p", { estimatedTokens: -1 })))).toBe("estimated_tokens");

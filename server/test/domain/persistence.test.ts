@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PoolEngine } from "../../src/domain/engine.js";
 import type { KeyConfig, PoolConfig, RuntimeSnapshot } from "../../src/domain/types.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 import { addKeys, addPool, codeOf, grantNow, harness, req } from "./helpers.js";
 
 function configOf(engine: PoolEngine): { pools: PoolConfig[]; keys: KeyConfig[] } {
@@ -68,6 +68,19 @@ describe("persistence", () => {
     clock.advance(10_000);
     expect(next.stats("p").keys.find((k) => k.keyId === "c")!.circuitState).toBe("half_open");
     expect(pick(next.stats("p"), "a").totalLeases).toBe(2);
+  });
+
+  it("a grant carries what the grant journal records: the lease as listed, its epoch and sequence", () => {
+    const { engine, clock } = harness({ epoch: 7 });
+    addPool(engine);
+    addKeys(engine, "p", ["a"]);
+    grantNow(engine, req());
+    clock.advance(250);
+    const g = grantNow(engine, req("p", { ttlMs: 30_000, holder: "worker-9" }));
+    expect(g.record).toEqual({ leaseId: g.leaseId, pool: "p", keyId: "a", holder: "worker-9", acquiredAt: clock.now(), expiresAt: clock.now() + 30_000, ttlMs: 30_000 });
+    expect(engine.listLeases("p").find((l) => l.leaseId === g.leaseId)).toEqual(g.record);
+    expect([g.epoch, g.seq]).toEqual([7, 2]);
+    expect(engine.leaseSeq(g.leaseId)).toEqual({ epoch: 7, seq: 2 });
   });
 
   it("re-adopts an authentic unexpired lease granted after the last snapshot and journal entry", () => {

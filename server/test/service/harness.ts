@@ -16,7 +16,7 @@ import { Admin } from "../../src/service/admin.js";
 import { Lending } from "../../src/service/lending.js";
 import type { ConfigStore } from "../../src/store/config-store.js";
 import type { GrantJournal, JournaledGrant } from "../../src/store/journal.js";
-import { FakeClock } from "../domain/fake-clock.js";
+import { FakeClock } from "../fake-clock.js";
 
 /** Records each grant; a durable one resolves when the test says so (all at once by default). */
 class FakeJournal implements GrantJournal {

@@ -8,7 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { systemClock } from "../../src/domain/system-clock.js";
-import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig, TimerHandle } from "../../src/domain/types.js";
+import type { Clock, KeyConfig, KeyRuntime, LeaseRecord, PoolConfig } from "../../src/domain/types.js";
 import { Availability } from "../../src/store/availability.js";
 import { PostgresConfigStore } from "../../src/store/config-store.js";
 import { driverOptions, openDatabase } from "../../src/store/database.js";
@@ -17,6 +17,8 @@ import type { StoreLog } from "../../src/store/log.js";
 import { beginEpoch, loadState } from "../../src/store/restore.js";
 import type { SecretBox } from "../../src/store/secrets.js";
 import { PostgresSnapshotStore } from "../../src/store/snapshot-writer.js";
+
+export { FakeClock, settle } from "../fake-clock.js";
 
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
@@ -145,56 +147,6 @@ export function journalCommits(journal: PostgresGrantJournal): { batches: number
 }
 
 export type TestStore = Awaited<ReturnType<typeof openStore>>;
-
-/** A clock that moves only when told; timers fire in deadline order during advance(). */
-export class FakeClock implements Clock {
-  #now: number;
-  #next = 1;
-  #timers = new Map<number, { at: number; fn: () => void }>();
-
-  constructor(start = Date.UTC(2026, 0, 1)) {
-    this.#now = start;
-  }
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.#now + ms, fn });
-    return id;
-  }
-
-  clearTimeout(handle: TimerHandle): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /** Deadlines of the timers still pending. */
-  pending(): number[] {
-    return [...this.#timers.values()].map((t) => t.at).sort((a, b) => a - b);
-  }
-
-  /** Moves time forward by `ms`, running due timers and letting their promise chains settle in between. */
-  async advance(ms: number): Promise<void> {
-    const until = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].fn();
-      await settle();
-    }
-    this.#now = until;
-    await settle();
-  }
-}
-
-/** Lets pending promise callbacks run (no timers involved). */
-export async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise<void>((resolve) => setImmediate(resolve));
-}
 
 const T0 = Date.UTC(2026, 0, 1);
 

@@ -75,18 +75,18 @@ describe("database outage", () => {
     live.push(leaseRecord("p", "k1", "lease-2"), leaseRecord("p", "k1", "lease-3"));
 
     changed = true;
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     await vi.waitFor(() => expect(snapshotter.failures).toBe(1), { timeout: 5000 });
     expect(lines.some((l) => l.level === "warn" && l.msg === "snapshot not written: database unreachable")).toBe(true);
 
     pgScript("pg_restart", CLUSTER);
 
     // The store's probe notices, then flushes the journal; the snapshot retry lands after its backoff.
-    await clock.advance(5000);
+    await clock.advanceAsync(5000);
     await vi.waitFor(() => expect(store.availability.up).toBe(true), { timeout: 10_000 });
     await vi.waitFor(() => expect(journal.pending).toBe(0), { timeout: 5000 });
     expect(availability).toEqual([false, true]);
-    await clock.advance(2000);
+    await clock.advanceAsync(2000);
     await vi.waitFor(() => expect(snapshotter.failures).toBe(0), { timeout: 10_000 });
 
     const leases = await db.sql`select lease_id from leases order by lease_id`;

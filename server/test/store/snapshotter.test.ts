@@ -87,24 +87,24 @@ describe("Snapshotter", () => {
   it("writes once per interval, only when the source changed or the store needs a full snapshot", async () => {
     const { clock, source, store, snapshotter, snapshots, t0 } = setup();
     snapshotter.start();
-    await clock.advance(3000);
+    await clock.advanceAsync(3000);
     // The first snapshot of a process reconciles the tables, whether or not anything changed since the start.
     expect(store.writes.map((w) => [w.at, w.full])).toEqual([[t0 + 1000, true]]);
     source.change();
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     expect(store.writes.map((w) => [w.at, w.full])).toEqual([[t0 + 1000, true], [t0 + 4000, false]]);
     expect(source.dirty).toBe(false);
     expect(snapshots).toEqual([t0 + 1000, t0 + 4000]);
-    await clock.advance(5000);
+    await clock.advanceAsync(5000);
     expect(store.writes).toHaveLength(2);
     source.change();
     source.change();
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     expect(store.writes).toHaveLength(3);
     expect(store.writes[2].snapshot.keys[0].keyId).toBe("v3");
     // The store found the tables need repair (a grant journaled after a snapshot covered it): a full one follows.
     store.needsFullSnapshot = true;
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     expect(store.writes.map((w) => w.full)).toEqual([true, false, false, true]);
     await snapshotter.stop();
   });
@@ -115,7 +115,7 @@ describe("Snapshotter", () => {
     for (const fail of [false, false, false, true, false, false]) {
       store.failWith = fail ? new Error("boom") : undefined;
       source.change();
-      await clock.advance(fail ? 1000 : 2000);
+      await clock.advanceAsync(fail ? 1000 : 2000);
     }
     expect(store.writes.map((w) => w.full)).toEqual([true, false, false, true, false]);
     expect(store.writes.map((w) => w.snapshot.keys[0].keyId)).toEqual(["v1", "v2", "v3", "v5", "v6"]);
@@ -127,7 +127,7 @@ describe("Snapshotter", () => {
     snapshotter.start();
     store.failWith = new StoreUnavailable("database unavailable", { cause: Object.assign(new Error("refused"), { code: "ECONNREFUSED" }) });
     source.change();
-    await clock.advance(1000 + 2000 + 4000 + 8000 + 10_000 + 10_000);
+    await clock.advanceAsync(1000 + 2000 + 4000 + 8000 + 10_000 + 10_000);
     expect(store.attempts.map((t) => t - t0)).toEqual([1000, 3000, 7000, 15_000, 25_000, 35_000]);
     expect(snapshotter.failures).toBe(6);
     expect(ups).toEqual([false]);
@@ -137,12 +137,12 @@ describe("Snapshotter", () => {
     // The state changed meanwhile; the retry carries the newest export, not the failed one.
     source.change();
     store.failWith = undefined;
-    await clock.advance(10_000);
+    await clock.advanceAsync(10_000);
     expect(store.writes.map((w) => w.at - t0)).toEqual([45_000]);
     expect(store.writes[0].snapshot.keys[0].keyId).toBe("v2");
     expect(ups).toEqual([false, true]);
     expect(snapshotter.failures).toBe(0);
-    expect(clock.pending()).toEqual([t0 + 46_000]);
+    expect(clock.deadlines()).toEqual([t0 + 46_000]);
     await snapshotter.stop();
   });
 
@@ -151,10 +151,10 @@ describe("Snapshotter", () => {
     snapshotter.start();
     store.failWith = new Error("boom");
     source.change();
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     expect(source.dirty).toBe(false);
     store.failWith = undefined;
-    await clock.advance(2000);
+    await clock.advanceAsync(2000);
     expect(store.writes).toHaveLength(1);
     await snapshotter.stop();
   });
@@ -165,7 +165,7 @@ describe("Snapshotter", () => {
     let release!: () => void;
     store.hold = new Promise<void>((resolve) => (release = resolve));
     source.change();
-    await clock.advance(1000);
+    await clock.advanceAsync(1000);
     expect(store.attempts).toHaveLength(1);
     source.change();
     const flushed = snapshotter.flush();
@@ -182,9 +182,9 @@ describe("Snapshotter", () => {
     source.change();
     await snapshotter.stop();
     expect(store.writes).toHaveLength(1);
-    expect(clock.pending()).toEqual([]);
+    expect(clock.deadlines()).toEqual([]);
     source.change();
-    await clock.advance(5000);
+    await clock.advanceAsync(5000);
     expect(store.writes).toHaveLength(1);
   });
 

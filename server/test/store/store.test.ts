@@ -177,21 +177,21 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     for (const g of grants.slice(0, 3)) behind.recordBehind(g);
     await new Promise((resolve) => setImmediate(resolve));
     expect(stats.batches).toBe(0);
-    expect(clock.pending()).toEqual([clock.now() + 100]);
+    expect(clock.deadlines()).toEqual([clock.now() + 100]);
 
     await behind.record(grants[3]!);
     expect(written()).toEqual([1, 4]);
-    expect(clock.pending()).toEqual([]);
+    expect(clock.deadlines()).toEqual([]);
 
     // Without one, they go when the first one's linger ends.
     behind.recordBehind(grants[4]!);
-    await clock.advance(50);
+    await clock.advanceAsync(50);
     behind.recordBehind(grants[5]!);
-    await clock.advance(49);
+    await clock.advanceAsync(49);
     expect(written()).toEqual([1, 4]);
-    await clock.advance(1);
+    await clock.advanceAsync(1);
     await vi.waitFor(() => expect(written()).toEqual([2, 6]));
-    expect(clock.pending()).toEqual([]);
+    expect(clock.deadlines()).toEqual([]);
 
     // One lingering when the store closes is written before close returns.
     behind.recordBehind(grants[6]!);
@@ -206,7 +206,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     ended.add(grants[1]!.leaseId).add(grants[3]!.leaseId);
     const stats = journalCommits(behind);
     for (const g of grants) behind.recordBehind(g);
-    await clock.advance(100);
+    await clock.advanceAsync(100);
     await vi.waitFor(() => expect(stats.batches).toBe(1));
     expect(stats.grants).toBe(2);
 
@@ -219,7 +219,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const later = { ...leaseRecord(name, "k1", `${name}-4`), epoch, seq: 5 };
     ended.add(later.leaseId);
     behind.recordBehind(later);
-    await clock.advance(100);
+    await clock.advanceAsync(100);
     await vi.waitFor(() => expect(stats.batches).toBe(2));
     expect((await loadAll()).grantHighWater[epoch]).toBe(5);
     await behind.close();

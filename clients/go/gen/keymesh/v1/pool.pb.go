@@ -27,8 +27,9 @@ const (
 type FailureReason int32
 
 const (
-	// Derive the class from http_status (401/403 AUTH, 429 use MarkRateLimited, 529/503 OVERLOADED,
-	// other 5xx TRANSIENT, other 4xx CLIENT_ERROR, 0 TRANSIENT).
+	// Derive the class from http_status (401/403 AUTH, 402 QUOTA_EXHAUSTED, 429 use MarkRateLimited,
+	// 529 OVERLOADED, 503 OVERLOADED when the message says "overloaded" (any case) and TRANSIENT
+	// otherwise, 408 and other 5xx TRANSIENT, other 4xx CLIENT_ERROR, 0 TRANSIENT).
 	FailureReason_FAILURE_REASON_UNSPECIFIED FailureReason = 0
 	// The key was rejected (401/403): the key is disabled automatically until an operator enables it.
 	FailureReason_FAILURE_REASON_AUTH FailureReason = 1
@@ -36,7 +37,7 @@ const (
 	FailureReason_FAILURE_REASON_QUOTA_EXHAUSTED FailureReason = 2
 	// A 5xx, timeout or network error: counts toward the key's circuit breaker.
 	FailureReason_FAILURE_REASON_TRANSIENT FailureReason = 3
-	// The provider as a whole is overloaded (529, provider-wide 503): no penalty to the key.
+	// The provider as a whole is overloaded (529, or a 503 saying "overloaded"): no penalty to the key.
 	FailureReason_FAILURE_REASON_OVERLOADED FailureReason = 4
 	// The request itself was bad (400-class): no penalty to the key.
 	FailureReason_FAILURE_REASON_CLIENT_ERROR FailureReason = 5

@@ -544,8 +544,9 @@ export const LeaseGoneSchema: GenMessage<LeaseGone> = /*@__PURE__*/
  */
 export enum FailureReason {
   /**
-   * Derive the class from http_status (401/403 AUTH, 429 use MarkRateLimited, 529/503 OVERLOADED,
-   * other 5xx TRANSIENT, other 4xx CLIENT_ERROR, 0 TRANSIENT).
+   * Derive the class from http_status (401/403 AUTH, 402 QUOTA_EXHAUSTED, 429 use MarkRateLimited,
+   * 529 OVERLOADED, 503 OVERLOADED when the message says "overloaded" (any case) and TRANSIENT
+   * otherwise, 408 and other 5xx TRANSIENT, other 4xx CLIENT_ERROR, 0 TRANSIENT).
    *
    * @generated from enum value: FAILURE_REASON_UNSPECIFIED = 0;
    */
@@ -573,7 +574,7 @@ export enum FailureReason {
   TRANSIENT = 3,
 
   /**
-   * The provider as a whole is overloaded (529, provider-wide 503): no penalty to the key.
+   * The provider as a whole is overloaded (529, or a 503 saying "overloaded"): no penalty to the key.
    *
    * @generated from enum value: FAILURE_REASON_OVERLOADED = 4;
    */

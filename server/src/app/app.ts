@@ -16,6 +16,7 @@ import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
 import { createGuard } from "../rpc/guard.js";
+import { checkRequest } from "../rpc/limits.js";
 import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
 import { Admin } from "../service/admin.js";
 import { Lending } from "../service/lending.js";
@@ -157,6 +158,7 @@ async function startOnDatabase(
     services,
     files: [file_keymesh_v1_pool, file_keymesh_v1_admin],
     mapError: createErrorMapper((err) => log.error({ err }, "unexpected error in a handler")),
+    checkRequest,
     maxMessageBytes: cfg.maxMessageBytes,
     tls: opts.tls,
     healthz: () => ({ status: 200, body: "ok\n" }),

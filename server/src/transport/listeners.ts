@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
-import { addServiceToGrpc, type WireCodecs } from "./grpc-adapter.js";
+import { addServiceToGrpc, type RequestCheck, type WireCodecs } from "./grpc-adapter.js";
 import { reflectionServices } from "./reflection.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
@@ -27,6 +27,8 @@ export interface ListenerOptions {
   /** Proto files served by reflection. */
   files: DescFile[];
   mapError: (err: unknown) => ConnectError;
+  /** Applied to every KeyMesh request on both listeners after decoding, before a handler runs. */
+  checkRequest: RequestCheck;
   maxMessageBytes: number;
   tls?: { cert: Buffer; key: Buffer };
   healthz: HttpRoutes["healthz"];
@@ -64,7 +66,7 @@ export class Listeners {
       "grpc.enable_channelz": 0,
     });
     for (const { service, impl, codecs } of opts.services) {
-      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, codecs });
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, codecs, checkRequest: opts.checkRequest });
     }
     this.health.addToServer(this.grpc);
     const described = [...opts.services.map((s) => s.service), Health];
@@ -73,7 +75,7 @@ export class Listeners {
     }
     const handler = createHttpHandler(
       { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics, site: opts.site },
-      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError },
+      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, checkRequest: opts.checkRequest },
     );
     this.http = createHttpListener(handler, opts.tls);
   }

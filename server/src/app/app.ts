@@ -173,7 +173,7 @@ async function startOnDatabase(
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
-  availability.onAvailability((up) => listeners.setServing(up));
+  availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
   ready = true;
   log.info({ host: cfg.host, grpcPort: ports.grpcPort, httpPort: ports.httpPort, database: db.embedded ? "embedded" : "postgres" }, "listening");

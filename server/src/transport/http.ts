@@ -20,6 +20,7 @@ import type { UniversalHandlerFn } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { ENTERED, requestError, shapeEarlyErrors } from "./connect-errors.js";
 import type { RequestCheck } from "./grpc-adapter.js";
+import type { Keepalive } from "./listeners.js";
 import type { StaticFile, StaticSite } from "./static-site.js";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -214,14 +215,43 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
+/**
+ * Pings an HTTP/2 session every interval and closes it when the answer takes longer than the timeout,
+ * so a client that froze or vanished without closing its connection does not hold it forever.
+ */
+function pingWhileOpen(session: http2.Http2Session, { intervalMs, timeoutMs }: Keepalive): void {
+  let deadline: NodeJS.Timeout | undefined;
+  const interval = setInterval(() => {
+    if (deadline || session.destroyed) return;
+    deadline = setTimeout(() => session.destroy(), timeoutMs);
+    deadline.unref();
+    try {
+      session.ping(() => {
+        clearTimeout(deadline);
+        deadline = undefined;
+      });
+    } catch {
+      // The session is closing; its close event stops the pings.
+    }
+  }, intervalMs);
+  interval.unref();
+  session.once("close", () => {
+    clearInterval(interval);
+    clearTimeout(deadline);
+  });
+}
+
 /** Creates (does not listen) a server that speaks HTTP/1.1 and HTTP/2 on one port. */
-export function createHttpListener(handler: Handler, tls?: { cert: Buffer; key: Buffer }): HttpListener {
+export function createHttpListener(handler: Handler, opts: { tls?: { cert: Buffer; key: Buffer }; keepalive: Keepalive }): HttpListener {
+  const { tls, keepalive } = opts;
   if (tls) {
     const server = http2.createSecureServer({ ...tls, allowHTTP1: true, noDelay: true }, handler);
+    server.on("session", (session: http2.Http2Session) => pingWhileOpen(session, keepalive));
     return { server, close: gracefulClose(server, server) };
   }
   const h1 = http.createServer({ keepAliveTimeout: HTTP1_IDLE_MS }, handler);
   const h2 = http2.createServer(handler);
+  h2.on("session", (session: http2.Http2Session) => pingWhileOpen(session, keepalive));
   // Without noDelay, Nagle's algorithm holds HTTP/2's small frames for the peer's delayed ACK: about 40 ms a call over h2c.
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.once("data", (chunk: Buffer) => {

@@ -18,6 +18,7 @@ import { KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
 import { ERROR_MESSAGE_MAX } from "../../server/src/rpc/limits.js";
 import { DATABASE_HEALTH_SERVICE } from "../../server/src/transport/listeners.js";
 import { healthStatus } from "../support/health.js";
+import { seededRandom } from "../support/random.js";
 import { httpCall, isJson, PROTOCOLS, RawGrpcClient, viaFetch, viaHttp2, type HttpSend, type Outcome, type Protocol } from "../support/raw-rpc.js";
 import { connectJsonClients, startTestServer, uniqueName, type TestServer } from "../support/server.js";
 
@@ -33,18 +34,6 @@ const CALL = { streamMs: 100, timeoutMs: 10_000 };
 const METHODS: DescMethod[] = [...KeyPoolService.methods, ...PoolAdminService.methods];
 
 type Rng = () => number;
-
-/** mulberry32 */
-function rngFor(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const int = (r: Rng, n: number) => Math.floor(r() * n);
 const pick = <T>(r: Rng, xs: readonly T[]): T => xs[int(r, xs.length)]!;
@@ -274,7 +263,7 @@ function payload(r: Rng, method: DescMethod, protocol: Protocol, known: Known): 
 }
 
 function makeInput(index: number, known: Known): Input {
-  const r = rngFor(SEED ^ Math.imul(index + 1, 0x9e3779b1));
+  const r = seededRandom(SEED ^ Math.imul(index + 1, 0x9e3779b1));
   const method = pick(r, METHODS);
   const protocol = pick(r, PROTOCOLS);
   const h2 = method.methodKind === "bidi_streaming" || r() < 0.5;
@@ -380,7 +369,7 @@ describe("fuzzing both listeners", () => {
   });
 
   it("survives connections that are not RPCs at all", { timeout: 120_000 }, async () => {
-    const r = rngFor(SEED);
+    const r = seededRandom(SEED);
     const raw = [
       "POST /keymesh.v1.KeyPoolService/Acquire HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
       "POST /keymesh.v1.PoolAdminService/ListPools HTTP/1.0\r\ncontent-type: application/proto\r\n\r\n",

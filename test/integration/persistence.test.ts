@@ -15,7 +15,9 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CircuitState } from "../../server/src/gen/keymesh/v1/admin_pb.js";
 import { ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
 import { FailureReason, KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
+import { DATABASE_HEALTH_SERVICE } from "../../server/src/transport/listeners.js";
 import { reasonOf, rejection } from "../support/errors.js";
+import { healthStatus } from "../support/health.js";
 import { listening, spawnServer } from "../support/process.js";
 import { freshDatabase, startTestServer, type TestServer } from "../support/server.js";
 
@@ -169,6 +171,8 @@ describe("Postgres outage (a cluster of its own)", () => {
     expect(reasonOf(refused)).toBe(ErrorReason.DATABASE_UNAVAILABLE);
     expect((await ts.admin.listKeys({ pool: "outage" })).keys.map((k) => k.id)).toEqual(["k"]);
     expect((await fetch(`${ts.httpUrl}/readyz`)).status).toBe(503);
+    // Health for load balancers: the server lends, so it serves; only the database's own name says otherwise.
+    expect(await healthStatus(ts.grpcAddr, "", DATABASE_HEALTH_SERVICE)).toEqual(["SERVING", "NOT_SERVING"]);
     const held = await ts.pool.acquire({ pool: "outage", leaseTtl: durationFromMs(600_000) });
 
     pg("pg_restart");
@@ -178,6 +182,7 @@ describe("Postgres outage (a cluster of its own)", () => {
       ready = (await fetch(`${ts.httpUrl}/readyz`)).status;
     }
     expect(ready).toBe(200);
+    expect(await healthStatus(ts.grpcAddr, "", DATABASE_HEALTH_SERVICE)).toEqual(["SERVING", "SERVING"]);
     await ts.admin.addKey({ pool: "outage", key: { id: "late" }, secret: SECRET_B });
     expect((await ts.admin.getPoolStats({ pool: "outage" })).stats!.keys.find((k) => k.keyId === "k")!.totalLeases).toBe(6n);
 

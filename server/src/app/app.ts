@@ -16,6 +16,7 @@ import { PoolAdminServiceImpl } from "../rpc/admin-service.js";
 import { createErrorMapper } from "../rpc/errors.js";
 import { EventHub } from "../rpc/event-hub.js";
 import { createGuard } from "../rpc/guard.js";
+import { checkRequest } from "../rpc/limits.js";
 import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
 import { Admin } from "../service/admin.js";
 import { Lending } from "../service/lending.js";
@@ -157,6 +158,7 @@ async function startOnDatabase(
     services,
     files: [file_keymesh_v1_pool, file_keymesh_v1_admin],
     mapError: createErrorMapper((err) => log.error({ err }, "unexpected error in a handler")),
+    checkRequest,
     maxMessageBytes: cfg.maxMessageBytes,
     tls: opts.tls,
     healthz: () => ({ status: 200, body: "ok\n" }),
@@ -171,7 +173,7 @@ async function startOnDatabase(
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
-  availability.onAvailability((up) => listeners.setServing(up));
+  availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
   ready = true;
   log.info({ host: cfg.host, grpcPort: ports.grpcPort, httpPort: ports.httpPort, database: db.embedded ? "embedded" : "postgres" }, "listening");

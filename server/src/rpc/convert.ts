@@ -43,12 +43,21 @@ export function optionalMs(d: Duration | undefined, field: string): number | und
 }
 
 // ts() and dur() build the messages as literals: protobuf-es's timestampFromMs and durationFromMs go
-// through its reflective create(), and an Acquire answer holds three of them (issue 7).
+// through its reflective create(), and an Acquire answer holds three of them (issue 7). Both clamp to
+// what protobuf can encode, so an instant the engine derived (from a provider's retry-after, say) never
+// makes an answer unencodable in JSON.
+
+/** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z, protobuf's Timestamp range, in ms. */
+const TIMESTAMP_MIN_MS = -62_135_596_800_000;
+const TIMESTAMP_MAX_MS = 253_402_300_799_999;
+/** protobuf's longest Duration (315,576,000,000 s), in ms. */
+const DURATION_MAX_MS = 315_576_000_000_000;
 
 export function ts(ms: number): Timestamp;
 export function ts(ms: number | undefined): Timestamp | undefined;
 export function ts(ms: number | undefined): Timestamp | undefined {
   if (ms === undefined) return undefined;
+  ms = Math.min(Math.max(ms, TIMESTAMP_MIN_MS), TIMESTAMP_MAX_MS);
   const seconds = Math.floor(ms / 1000);
   return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
 }
@@ -58,7 +67,7 @@ export function dur(ms: number): Duration;
 export function dur(ms: number | undefined): Duration | undefined;
 export function dur(ms: number | undefined): Duration | undefined {
   if (ms === undefined) return undefined;
-  const whole = Math.max(0, Math.round(ms));
+  const whole = Math.min(Math.max(0, Math.round(ms)), DURATION_MAX_MS);
   const seconds = Math.floor(whole / 1000);
   return { $typeName: "google.protobuf.Duration", seconds: BigInt(seconds), nanos: (whole - seconds * 1000) * 1_000_000 };
 }

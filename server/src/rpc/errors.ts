@@ -1,12 +1,15 @@
 // The one place where failures become wire statuses: typed domain and store errors map to a gRPC/Connect
-// code plus a keymesh.v1.ErrorDetail every client can branch on. Anything unexpected is INTERNAL with a
-// generic message (the cause is logged, never sent: it could contain a secret).
+// code plus a keymesh.v1.ErrorDetail every client can branch on, and so do the transports' own errors
+// (a message that cannot be decoded, one over the size limit). Messages are cut to a bounded prefix, as
+// they may quote an input. Anything unexpected is INTERNAL with a generic message (the cause is logged,
+// never sent: it could contain a secret).
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DomainError, type DomainErrorCode } from "../domain/errors.js";
 import { ErrorDetailSchema, ErrorReason } from "../gen/keymesh/v1/common_pb.js";
 import { StoreError, type StoreErrorCode } from "../store/errors.js";
+import { boundedMessage } from "./limits.js";
 
 const domainCodes: Record<DomainErrorCode, [Code, ErrorReason]> = {
   pool_not_found: [Code.NotFound, ErrorReason.POOL_NOT_FOUND],
@@ -37,7 +40,34 @@ export function keymeshError(
     field: extra.field ?? "",
     retryAfter: extra.retryAfterMs !== undefined ? durationFromMs(Math.max(0, Math.ceil(extra.retryAfterMs))) : undefined,
   });
-  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }], extra.cause);
+  return new ConnectError(boundedMessage(message), code, undefined, [{ desc: ErrorDetailSchema, value: detail }], extra.cause);
+}
+
+/**
+ * A ConnectError on its way out: one without an ErrorDetail was raised by a transport about the request
+ * itself (a detail-less INVALID_ARGUMENT or UNIMPLEMENTED is a message it could not decode or frame, a
+ * RESOURCE_EXHAUSTED one over the size limit) and gets the detail that says so. The same error comes
+ * back when nothing changes.
+ */
+function shapeConnectError(err: ConnectError): ConnectError {
+  if (err.findDetails(ErrorDetailSchema).length > 0) return bounded(err);
+  switch (err.code) {
+    case Code.InvalidArgument:
+    case Code.Unimplemented:
+      return keymeshError(Code.InvalidArgument, ErrorReason.MALFORMED_MESSAGE, err.rawMessage, { cause: err });
+    case Code.ResourceExhausted:
+      return keymeshError(Code.ResourceExhausted, ErrorReason.MESSAGE_TOO_LARGE, err.rawMessage, { cause: err });
+    default:
+      return bounded(err);
+  }
+}
+
+function bounded(err: ConnectError): ConnectError {
+  const message = boundedMessage(err.rawMessage);
+  if (message === err.rawMessage) return err;
+  const cut = new ConnectError(message, err.code, err.metadata, undefined, err.cause);
+  cut.details = err.details;
+  return cut;
 }
 
 const storeCodes: Record<StoreErrorCode, [Code, ErrorReason, string]> = {
@@ -53,12 +83,7 @@ export function createErrorMapper(onInternal: InternalErrorSink): (err: unknown)
       const [code, reason] = domainCodes[err.code];
       return keymeshError(code, reason, err.message, { field: err.details.field, retryAfterMs: err.details.retryAfterMs });
     }
-    if (err instanceof ConnectError) {
-      if (err.code === Code.ResourceExhausted && /message.*larger|max.*size|too large/i.test(err.rawMessage)) {
-        return keymeshError(Code.ResourceExhausted, ErrorReason.MESSAGE_TOO_LARGE, err.rawMessage);
-      }
-      return err;
-    }
+    if (err instanceof ConnectError) return shapeConnectError(err);
     if (err instanceof StoreError) {
       // The store's own message could quote row values: each code has a fixed one.
       const [code, reason, message] = storeCodes[err.code];

@@ -139,15 +139,22 @@ function toStatus(err: ConnectError, trailer: grpc.Metadata | undefined): Partia
   return { code: err.code as number as grpc.status, details: err.rawMessage, metadata };
 }
 
-function decoder(schema: DescMessage, read: (bytes: Uint8Array) => unknown = (bytes) => fromBinary(schema, bytes)): (bytes: Buffer) => unknown {
+/** Decodes a request and applies the listener's checks to it; bytes that do not decode are INVALID_ARGUMENT. */
+function decoder(schema: DescMessage, read: (bytes: Uint8Array) => unknown = (bytes) => fromBinary(schema, bytes), check?: RequestCheck): (bytes: Buffer) => unknown {
   return (bytes) => {
+    let message: unknown;
     try {
-      return read(bytes);
+      message = read(bytes);
     } catch (e) {
       throw new ConnectError(`malformed ${schema.typeName}: ${(e as Error).message}`, Code.InvalidArgument);
     }
+    check?.(schema, message);
+    return message;
   };
 }
+
+/** Throws when a decoded request is out of bounds (rpc/limits.ts). */
+export type RequestCheck = (schema: DescMessage, message: unknown) => void;
 
 /**
  * Hand-written codecs by method local name, used instead of protobuf-es reflection on hot methods. A
@@ -160,6 +167,8 @@ export interface GrpcMountOptions {
   /** Aborted on graceful shutdown: every open handler's signal aborts with it. */
   shutdown: AbortSignal;
   codecs?: WireCodecs;
+  /** Applied to every request after it is decoded, before the handler sees it. */
+  checkRequest?: RequestCheck;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -201,7 +210,7 @@ export function addServiceToGrpc<S extends DescService>(
 function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts: GrpcMountOptions): grpc.UntypedHandleCall {
   const codec = opts.codecs?.[method.localName];
   const encode = (codec?.encode as ((out: unknown) => Uint8Array) | undefined) ?? reflectiveEncoder(method.output);
-  const decode = decoder(method.input, codec?.decode);
+  const decode = decoder(method.input, codec?.decode, opts.checkRequest);
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, Uint8Array>, callback: grpc.sendUnaryData<Uint8Array>) => {

@@ -1,19 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { DomainError } from "../../src/domain/errors.js";
 import type { Grant, Strategy } from "../../src/domain/types.js";
+import { seededRandom as prng } from "../../../test/support/random.js";
 import { addPool, flush, harness, req } from "./helpers.js";
-
-/** mulberry32: a small seeded PRNG so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const LEASE_ERRORS = new Set(["lease_expired", "lease_released", "lease_revoked"]);
 const STEPS = 3_000;

@@ -17,11 +17,13 @@ export const POOL_DEFAULTS = {
 };
 
 const STRATEGY_NAMES: ReadonlySet<string> = new Set(STRATEGIES);
-const POOL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const KEY_ID = /^[A-Za-z0-9._-]{1,63}$/;
-const MAX_LABEL = 256;
-const MAX_DESCRIPTION = 1024;
-const MAX_QUOTA_GROUP = 128;
+/** Longest pool name and key id, as the contract says (Pool.name, Key.id). */
+export const NAME_MAX = 63;
+export const MAX_LABEL = 256;
+export const MAX_DESCRIPTION = 1024;
+export const MAX_QUOTA_GROUP = 128;
+const POOL_NAME = new RegExp(`^[a-z0-9][a-z0-9._-]{0,${NAME_MAX - 1}}$`);
+const KEY_ID = new RegExp(`^[A-Za-z0-9._-]{1,${NAME_MAX}}$`);
 const MAX_WEIGHT = 1_000_000;
 
 /** The pool-name rule, for every layer that takes a pool name (admin API, config file, token scopes). */

@@ -43,7 +43,7 @@ export function optionalMs(d: Duration | undefined, field: string): number | und
 }
 
 // ts() and dur() build the messages as literals: protobuf-es's timestampFromMs and durationFromMs go
-// through its reflective create(), and an Acquire answer holds three of them (issue 7). Both clamp to
+// through its reflective create(), and an Acquire answer holds three of them. Both clamp to
 // what protobuf can encode, so an instant the engine derived (from a provider's retry-after, say) never
 // makes an answer unencodable in JSON.
 

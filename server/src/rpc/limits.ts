@@ -5,14 +5,12 @@
 // back encodable in every protocol. README "Request limits" lists these bounds.
 import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { MAX_DESCRIPTION, MAX_LABEL, MAX_QUOTA_GROUP, NAME_MAX } from "../domain/config.js";
 import { invalidArgument } from "../domain/errors.js";
 
-/** Pool names and key ids, as the contract says (Pool.name, Key.id); domain/config.ts checks their characters on create. */
-export const NAME_MAX = 63;
-
 /**
- * Longest value of each string field, by proto field name, in characters (UTF-16 code units). label,
- * description and quota_group repeat what domain/config.ts enforces on AddKey and CreatePool.
+ * Longest value of each string field, by proto field name, in characters (UTF-16 code units); names,
+ * ids, labels, descriptions and quota groups by the domain's own rules (domain/config.ts).
  */
 const STRING_MAX: Readonly<Record<string, number>> = {
   pool: NAME_MAX,
@@ -24,9 +22,9 @@ const STRING_MAX: Readonly<Record<string, number>> = {
   holder: 256,
   message: 1024,
   reason: 1024,
-  label: 256,
-  description: 1024,
-  quota_group: 128,
+  label: MAX_LABEL,
+  description: MAX_DESCRIPTION,
+  quota_group: MAX_QUOTA_GROUP,
   secret: 4096,
   secret_hint: 256,
   state_reason: 1024,

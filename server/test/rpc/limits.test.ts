@@ -3,7 +3,8 @@ import { create, type DescMessage, type MessageInitShape } from "@bufbuild/proto
 import { DomainError } from "../../src/domain/errors.js";
 import { AddKeyRequestSchema, CreatePoolRequestSchema, PoolAdminService, UpdatePoolRequestSchema } from "../../src/gen/keymesh/v1/admin_pb.js";
 import { AcquireRequestSchema, KeyPoolService, MarkFailedRequestSchema, ReleaseRequestSchema, RenewLeaseRequestSchema } from "../../src/gen/keymesh/v1/pool_pb.js";
-import { boundedMessage, checkRequest, ERROR_MESSAGE_MAX, NAME_MAX } from "../../src/rpc/limits.js";
+import { NAME_MAX } from "../../src/domain/config.js";
+import { boundedMessage, checkRequest, ERROR_MESSAGE_MAX } from "../../src/rpc/limits.js";
 
 /** The field and message checkRequest refuses `init` with, or undefined when it accepts it. */
 function refusal<T extends DescMessage>(schema: T, init: MessageInitShape<T>): { field?: string; message: string } | undefined {

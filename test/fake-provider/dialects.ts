@@ -91,11 +91,11 @@ const openaiError = (status: number, message: string, type: string, code: string
   headers,
 });
 
+const bearer = (req: IncomingMessage) => /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1];
+
 /** POST /v1/chat/completions, `Authorization: Bearer <key>`. */
 export const openai: Dialect = {
-  key(req) {
-    return /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1];
-  },
+  key: bearer,
   refused(key, revoked) {
     if (key === undefined) {
       return openaiError(
@@ -163,9 +163,9 @@ const ANTHROPIC_FAULT_TYPES: Record<number, string> = {
   413: "request_too_large",
 };
 
-/** POST /v1/messages, `x-api-key: <key>`. */
+/** POST /v1/messages, `x-api-key: <key>` or (as @anthropic-ai/sdk 1.x sends an apiKey) `Authorization: Bearer <key>`. */
 export const anthropic: Dialect = {
-  key: (req) => header(req, "x-api-key"),
+  key: (req) => header(req, "x-api-key") ?? bearer(req),
   refused: (key) => anthropicError(401, "authentication_error", key === undefined ? "x-api-key header is required" : "invalid x-api-key"),
   rateLimited(budget, waitMs) {
     return anthropicError(429, "rate_limit_error", "Number of requests has exceeded your per-minute rate limit (scripted bucket).", {

@@ -19,7 +19,7 @@ export interface Budget {
 }
 
 /** What a successful call echoes. */
-export interface Echo {
+interface Echo {
   model: string;
   prompt: string;
   promptTokens: number;

@@ -1,15 +1,18 @@
 // wrap() with each real SDK it names (openai, @anthropic-ai/sdk, @google/genai) against the fake
-// provider on loopback, the pool in memory (fake-pool.ts) so every report that ends a lease is seen
-// as sent. The SDK clients are made with a key and base URL nobody answers: only the lease's key and
-// its base_url metadata can reach the provider.
+// provider on loopback: with the pool in memory (fake-pool.ts), so every report that ends a lease is
+// seen as sent, and against a real server (KEYMESH_ADDR), for what the server makes of those reports
+// (wrap.test.ts does the same for openai). The SDK clients are made with a key and base URL nobody
+// answers: only the lease's key and its base_url metadata can reach the provider.
+import { randomBytes } from "node:crypto";
 import Anthropic from "@anthropic-ai/sdk";
 import { ApiError, GoogleGenAI } from "@google/genai";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
 import { type FakeProvider, startFakeProvider } from "../../../test/fake-provider/provider.js";
-import { msFromDuration } from "../src/duration.js";
+import { durationFromMs, msFromDuration } from "../src/duration.js";
+import { KeyState } from "../src/gen/keymesh/v1/admin_pb.js";
 import { FailureReason } from "../src/gen/keymesh/v1/pool_pb.js";
-import type { WrapOptions } from "../src/index.js";
+import { createKeyMeshClient, type WrapOptions } from "../src/index.js";
 import { type Ended, FakePool } from "./fake-pool.js";
 
 /** A FakePool whose leases carry the provider's address as base_url metadata. */
@@ -168,6 +171,59 @@ describe.each([openai, anthropic, gemini] as Sdk<object>[])("wrap() with the rea
     const failure = await sdk.ask(wrapped, "no").catch((e: unknown) => e);
     expect(sdk.isRateLimitError(failure)).toBe(true);
     expect((await ended(pool, 2)).map((e) => e.kind)).toEqual(["markRateLimited", "markRateLimited"]);
+  });
+});
+
+const addr = process.env.KEYMESH_ADDR;
+
+describe.skipIf(!addr).each([anthropic, gemini] as Sdk<object>[])("wrap() with the real $name client and a real server (KEYMESH_ADDR)", (sdk) => {
+  const client = createKeyMeshClient({ baseUrl: `http://${addr}`, token: process.env.KEYMESH_TOKEN || undefined });
+
+  /** A pool of keys k0..k(n-1) the provider knows, deleted after the test; their secrets by id. */
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(cleanups.splice(0).map((c) => c()));
+  });
+
+  async function newPool(n: number) {
+    const pool = `ts-sdk-${randomBytes(5).toString("hex")}`;
+    await client.admin.createPool({ pool: { name: pool, minTtl: durationFromMs(1_000) } });
+    cleanups.push(() => client.admin.deletePool({ name: pool, force: true }));
+    const secrets: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const secret = `sk-sdk-${randomBytes(6).toString("hex")}`;
+      provider.addKey(secret);
+      secrets.push(secret);
+      await client.admin.addKey({ pool, key: { id: `k${i}`, metadata: { base_url: sdk.baseUrl(provider.url) } }, secret });
+    }
+    return { pool, secrets, wrapped: client.wrap(pool, sdk.create(), opts) };
+  }
+  const stats = async (pool: string) => Object.fromEntries(((await client.admin.getPoolStats({ pool })).stats?.keys ?? []).map((k) => [k.keyId, k]));
+
+  it("gives up with the SDK's error when every key cools past the budget, each cooling on the server for its retry-after", async () => {
+    const { pool, secrets, wrapped } = await newPool(2);
+    for (const secret of secrets) provider.failNext(secret, { status: 429, count: 1, retryAfterS: 30 });
+    expect(sdk.isRateLimitError(await sdk.ask(wrapped, "one").catch((e: unknown) => e))).toBe(true);
+    const after = await stats(pool);
+    for (const id of ["k0", "k1"]) expect(Number(after[id]?.cooldownRemaining?.seconds ?? 0)).toBeGreaterThan(20);
+    expect((await client.admin.listLeases({ pool })).leases).toHaveLength(0);
+  });
+
+  it("moves past a rate-limited key and disables a revoked one", async () => {
+    const { pool, secrets, wrapped } = await newPool(3);
+    provider.failNext(secrets[0]!, { status: 429, count: 1, retryAfterS: 30 });
+    provider.revokeKey(secrets[1]!);
+    for (let i = 0; i < 4; i++) expect(await sdk.ask(wrapped, `q${i}`)).toBe(`echo: q${i}`);
+    const after = await stats(pool);
+    expect(after.k0?.cooldownRemaining?.seconds).toBeGreaterThan(20n);
+    expect(after.k1?.state).toBe(KeyState.AUTO_DISABLED_AUTH);
+    expect(after.k2?.state).toBe(KeyState.ENABLED);
+    expect(secrets.map((s) => provider.stats().keys[s]!).map((k) => [k.rateLimited, k.unauthorized])).toEqual([
+      [1, 0],
+      [0, 1],
+      [0, 0],
+    ]);
+    expect((await client.admin.listLeases({ pool })).leases).toHaveLength(0);
   });
 });
 

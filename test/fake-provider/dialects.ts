@@ -28,9 +28,15 @@ interface Echo {
   now: number;
 }
 
+/** A request's key and what carried it: a header's name, or "?key" for the query parameter. */
+interface Carried {
+  key: string;
+  via: string;
+}
+
 export interface Dialect {
   /** The key the request carries. */
-  key(req: IncomingMessage, url: URL): string | undefined;
+  key(req: IncomingMessage, url: URL): Carried | undefined;
   /** No key, a key the provider does not know, or one revoked upstream. */
   refused(key: string | undefined, revoked: boolean): Answer;
   /** The key's bucket is empty: wait waitMs. */
@@ -63,9 +69,9 @@ function maskKey(key: string): string {
   return key.length <= 8 ? "sk-…" : `${key.slice(0, 3)}…${key.slice(-4)}`;
 }
 
-const header = (req: IncomingMessage, name: string): string | undefined => {
+const header = (req: IncomingMessage, name: string): Carried | undefined => {
   const value = req.headers[name];
-  return typeof value === "string" && value !== "" ? value : undefined;
+  return typeof value === "string" && value !== "" ? { key: value, via: name } : undefined;
 };
 
 const overloaded = (status: number) => status === 529 || status === 503;
@@ -91,7 +97,10 @@ const openaiError = (status: number, message: string, type: string, code: string
   headers,
 });
 
-const bearer = (req: IncomingMessage) => /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1];
+const bearer = (req: IncomingMessage): Carried | undefined => {
+  const key = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1];
+  return key === undefined ? undefined : { key, via: "authorization" };
+};
 
 /** POST /v1/chat/completions, `Authorization: Bearer <key>`. */
 export const openai: Dialect = {
@@ -227,7 +236,10 @@ const retryInfo = (seconds: number) => ({ "@type": "type.googleapis.com/google.r
  * PERMISSION_DENIED, and a rate limit carries its wait as google.rpc.RetryInfo, not as a header.
  */
 export const gemini: Dialect = {
-  key: (req, url) => header(req, "x-goog-api-key") ?? (url.searchParams.get("key") || undefined),
+  key: (req, url) => {
+    const query = url.searchParams.get("key");
+    return header(req, "x-goog-api-key") ?? (query ? { key: query, via: "?key" } : undefined);
+  },
   refused(key, revoked) {
     if (key === undefined) return googleError(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.");
     if (revoked) return googleError(403, "Your API key was reported as leaked. Please use another API key.");

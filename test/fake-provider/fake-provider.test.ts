@@ -161,7 +161,10 @@ describe("fake provider", () => {
       const refused = await messages(key);
       expect([refused.status, (await refused.json()).error.type]).toEqual([401, "authentication_error"]);
     }
-    expect(provider.stats().keys["sk-ant-a"]).toMatchObject({ ok: 2, rateLimited: 1, failed: 1 });
+    expect(provider.stats().keys["sk-ant-a"]).toMatchObject({ ok: 2, rateLimited: 1, failed: 1, via: { "x-api-key": 4 } });
+    const bearer = await fetch(`${provider.url}/v1/messages`, { method: "POST", headers: { authorization: "Bearer sk-ant-a" }, body: "{}" });
+    expect(bearer.status).toBe(429);
+    expect(provider.stats().keys["sk-ant-a"]?.via).toEqual({ "x-api-key": 4, authorization: 1 });
   });
 
   it("speaks Gemini's generateContent with the key in x-goog-api-key or ?key=, and its error bodies", async () => {
@@ -192,7 +195,10 @@ describe("fake provider", () => {
     provider.failNext("gk-c", { status: 503, count: 1 });
     const busy = await generate({ header: "gk-c" });
     expect([busy.status, (await busy.json()).error.message]).toEqual([503, expect.stringMatching(/overloaded/)]);
-    expect(provider.stats()).toMatchObject({ unknownKey: 1, keys: { "gk-a": { ok: 1, rateLimited: 1 }, "gk-b": { ok: 1, unauthorized: 1 }, "gk-c": { failed: 1 } } });
+    expect(provider.stats()).toMatchObject({
+      unknownKey: 1,
+      keys: { "gk-a": { ok: 1, rateLimited: 1, via: { "x-goog-api-key": 2 } }, "gk-b": { ok: 1, unauthorized: 1, via: { "?key": 2 } }, "gk-c": { failed: 1 } },
+    });
   });
 
   it("listens on loopback only", async () => {

@@ -33,6 +33,8 @@ interface KeyStats {
   unauthorized: number;
   inFlight: number;
   maxInFlight: number;
+  /** The key's requests by what carried the key: "authorization", "x-api-key", "x-goog-api-key" or "?key". */
+  via: Record<string, number>;
 }
 
 interface ProviderStats {
@@ -132,7 +134,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       tokens: merged.requestsPerWindow,
       refilledAt: now(),
       revoked: false,
-      stats: { ok: 0, rateLimited: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
+      stats: { ok: 0, rateLimited: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0, via: {} },
     });
   }
   for (const key of options.keys ?? []) addKey(key);
@@ -164,13 +166,15 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
   const answer = (res: ServerResponse, a: Answer) => send(res, a.status, JSON.stringify(a.body), a.headers);
 
   async function call(req: IncomingMessage, res: ServerResponse, dialect: Dialect, url: URL, model: string | undefined): Promise<void> {
-    const key = dialect.key(req, url);
-    const state = key === undefined ? undefined : keys.get(key);
-    if (key === undefined || state === undefined) {
+    const carried = dialect.key(req, url);
+    const state = carried && keys.get(carried.key);
+    if (!carried || !state) {
       unknownKey++;
-      answer(res, dialect.refused(key, false));
+      answer(res, dialect.refused(carried?.key, false));
       return;
     }
+    const { key, via } = carried;
+    state.stats.via[via] = (state.stats.via[via] ?? 0) + 1;
     if (state.revoked) {
       state.stats.unauthorized++;
       answer(res, dialect.refused(key, true));
@@ -226,7 +230,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
 
   function stats(): ProviderStats {
     const out: Record<string, KeyStats> = {};
-    for (const [key, state] of keys) out[key] = { ...state.stats };
+    for (const [key, state] of keys) out[key] = { ...state.stats, via: { ...state.stats.via } };
     return { keys: out, unknownKey };
   }
 

@@ -41,6 +41,8 @@ interface Sdk<C extends object> {
   baseUrl(providerUrl: string): string;
   /** One call, in the SDK's own signature; the answer's text. */
   ask(client: C, text: string): Promise<string>;
+  /** The header that carries the key (@anthropic-ai/sdk 1.x sends an apiKey as a bearer token, not x-api-key). */
+  via: string;
   /** The status the provider refuses a revoked key with. */
   revokedStatus: number;
   /** The provider's overload status. */
@@ -56,6 +58,7 @@ const openai: Sdk<OpenAI> = {
   create: () => new OpenAI({ apiKey: "not-a-key", baseURL: `${DEAD}/v1` }),
   baseUrl: (url) => `${url}/v1`,
   ask: async (c, text) => (await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: text }] })).choices[0]?.message.content ?? "",
+  via: "authorization",
   revokedStatus: 401,
   overloadStatus: 529,
   isRateLimitError: (e) => e instanceof OpenAI.RateLimitError,
@@ -69,6 +72,7 @@ const anthropic: Sdk<Anthropic> = {
     const message = await c.messages.create({ model: "claude-sonnet-4-5", max_tokens: 64, messages: [{ role: "user", content: text }] });
     return message.content[0]?.type === "text" ? message.content[0].text : "";
   },
+  via: "authorization",
   revokedStatus: 401,
   overloadStatus: 529,
   isRateLimitError: (e) => e instanceof Anthropic.RateLimitError,
@@ -79,6 +83,7 @@ const gemini: Sdk<GoogleGenAI> = {
   create: () => new GoogleGenAI({ apiKey: "not-a-key", httpOptions: { baseUrl: DEAD, retryOptions: { attempts: 5 } } }),
   baseUrl: (url) => url,
   ask: async (c, text) => (await c.models.generateContent({ model: "gemini-2.5-flash", contents: text })).text ?? "",
+  via: "x-goog-api-key",
   // Gemini refuses a revoked (leaked) key with 403 PERMISSION_DENIED.
   revokedStatus: 403,
   overloadStatus: 503,
@@ -113,10 +118,11 @@ describe.each([openai, anthropic, gemini] as Sdk<object>[])("wrap() with the rea
     return out.map((e) => ({ kind: e.kind, leaseId: e.req.leaseId, ...detail(e) }));
   };
 
-  it("keeps the SDK's call signature and answer; the call carries the leased key to the key's base_url", async () => {
+  it("keeps the SDK's call signature and answer; the call carries the leased key, in the SDK's header, to the key's base_url", async () => {
     const { pool, wrapped, fake, strangers } = setup();
     expect(await sdk.ask(wrapped, "hello")).toBe("echo: hello");
     expect([fake("a").ok, fake("b").ok, strangers()]).toEqual([1, 0, 0]);
+    expect(fake("a").via).toEqual({ [sdk.via]: 1 });
     expect(await ended(pool, 1)).toEqual([{ kind: "release", leaseId: "lease-1" }]);
   });
 

@@ -12,7 +12,7 @@ import { type FakeProvider, startFakeProvider } from "../../../test/fake-provide
 import { durationFromMs, msFromDuration } from "../src/duration.js";
 import { KeyState } from "../src/gen/keymesh/v1/admin_pb.js";
 import { FailureReason } from "../src/gen/keymesh/v1/pool_pb.js";
-import { createKeyMeshClient, type WrapOptions } from "../src/index.js";
+import { createKeyMeshClient } from "../src/index.js";
 import { type Ended, FakePool } from "./fake-pool.js";
 
 /** A FakePool whose leases carry the provider's address as base_url metadata. */
@@ -100,14 +100,14 @@ const opts = { budgetMs: 10_000, backoffBaseMs: 1, backoffCapMs: 5 };
 
 describe.each([openai, anthropic, gemini] as Sdk<object>[])("wrap() with the real $name client", (sdk) => {
   /** A pool of keys a and b (secrets sk-secret-a, sk-secret-b, fresh in the provider) and the wrapped client. */
-  function setup(wrapOpts: WrapOptions<object> = opts) {
+  function setup() {
     const pool = new ProviderPool(["a", "b"], sdk.baseUrl(provider.url));
-    const secrets = { a: `sk-secret-a`, b: `sk-secret-b` };
+    const secrets = { a: "sk-secret-a", b: "sk-secret-b" };
     for (const secret of Object.values(secrets)) provider.addKey(secret);
     const before = provider.stats().unknownKey;
     return {
       pool,
-      wrapped: pool.client().wrap("p", sdk.create(), wrapOpts),
+      wrapped: pool.client().wrap("p", sdk.create(), opts),
       fake: (id: "a" | "b") => provider.stats().keys[secrets[id]]!,
       strangers: () => provider.stats().unknownKey - before,
     };

@@ -1,7 +1,8 @@
 // Outcome classification of a provider call, by the rules of test/vectors/README.md. SDK errors
 // are recognised by shape, with no SDK dependency: openai-node's APIError (status, headers, code,
-// type, error), @anthropic-ai/sdk's APIError (status, headers, error.error.type), @google/genai's
-// ApiError (status, JSON message), fetch's TypeError and AbortSignal.timeout's TimeoutError.
+// type, error), @anthropic-ai/sdk's APIError (status, headers, error.error.type; without a status
+// when a streamed answer carries an error event), @google/genai's ApiError (status, JSON message),
+// fetch's TypeError and AbortSignal.timeout's TimeoutError.
 import { FailureReason } from "./gen/keymesh/v1/pool_pb.js";
 import { type HeadersLike, normalizeHeaders, type ParsedRateLimit, parseGoDurationMs, parseRateLimitHeaders } from "./ratelimit.js";
 
@@ -115,15 +116,20 @@ function inspect(error: unknown): Signals {
       return { ...sig, noResponse: true };
     }
     if (typeof e.status === "number" && e.status >= 100 && e.status <= 599) {
-      readStatusError(e, sig);
+      sig.status = e.status;
+      readApiError(e, sig);
+      return sig;
+    }
+    if (e.status === undefined && isObject(e.error)) {
+      // An error event inside a streamed answer: the SDK's APIError with the body and no status.
+      readApiError(e, sig);
       return sig;
     }
   }
   return sig;
 }
 
-function readStatusError(e: Loose, sig: Signals): void {
-  sig.status = e.status as number;
+function readApiError(e: Loose, sig: Signals): void {
   const body = isObject(e.error) ? e.error : null;
   const nested = body && isObject(body.error) ? body.error : null;
   for (const c of [e.code, e.type, body?.code, body?.type, nested?.type]) {

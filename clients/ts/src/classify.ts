@@ -53,7 +53,7 @@ function kindOf(status: number, sig: Signals): OutcomeKind {
   if (sig.codes.some((c) => QUOTA_CODES.has(c))) return "quota_exhausted";
   if (sig.codes.includes("overloaded_error")) return "overloaded";
   if (status >= 200 && status < 300) return "success";
-  if (status === 401 || status === 403) return "auth";
+  if (status === 401 || status === 403 || sig.reasons.includes("API_KEY_INVALID")) return "auth";
   if (status === 402) return "quota_exhausted";
   if (status === 429) return "rate_limited";
   if (status === 529) return "overloaded";
@@ -94,6 +94,8 @@ interface Signals {
   message: string | null;
   headers: HeadersLike | null;
   retryDelayMs: number | null;
+  /** The reasons of a Gemini error's google.rpc.ErrorInfo details. */
+  reasons: string[];
   noResponse: boolean;
   cancelled: boolean;
 }
@@ -105,7 +107,7 @@ const str = (v: unknown): string | null => (typeof v === "string" && v !== "" ? 
 
 /** Reads what an SDK-shaped error says, following `cause` chains. */
 function inspect(error: unknown): Signals {
-  const sig: Signals = { status: null, codes: [], message: null, headers: null, retryDelayMs: null, noResponse: false, cancelled: false };
+  const sig: Signals = { status: null, codes: [], message: null, headers: null, retryDelayMs: null, reasons: [], noResponse: false, cancelled: false };
   for (let e: unknown = error, depth = 0; isObject(e) && depth < 8; e = e.cause, depth++) {
     const name = str(e.name) ?? "";
     if (name === "AbortError" || name === "APIUserAbortError") {
@@ -143,6 +145,7 @@ function readApiError(e: Loose, sig: Signals): void {
   if (gemini) {
     sig.message = str(gemini.message) ?? sig.message;
     sig.retryDelayMs = retryDelayOf(gemini.details);
+    sig.reasons = errorInfoReasons(gemini.details);
   }
   sig.message ??= str(e.message);
 }
@@ -158,12 +161,17 @@ function geminiBody(message: unknown): Loose | null {
   }
 }
 
+/** The google.rpc detail objects of a Gemini error whose `@type` ends in `google.rpc.<type>`. */
+function detailsOf(details: unknown, type: string): Loose[] {
+  if (!Array.isArray(details)) return [];
+  return details.filter((d): d is Loose => isObject(d) && typeof d["@type"] === "string" && d["@type"].endsWith(`google.rpc.${type}`));
+}
+
 function retryDelayOf(details: unknown): number | null {
-  if (!Array.isArray(details)) return null;
-  for (const d of details) {
-    if (isObject(d) && typeof d["@type"] === "string" && d["@type"].endsWith("google.rpc.RetryInfo") && typeof d.retryDelay === "string") {
-      return parseGoDurationMs(d.retryDelay);
-    }
-  }
-  return null;
+  const delay = detailsOf(details, "RetryInfo").find((d) => typeof d.retryDelay === "string")?.retryDelay;
+  return typeof delay === "string" ? parseGoDurationMs(delay) : null;
+}
+
+function errorInfoReasons(details: unknown): string[] {
+  return detailsOf(details, "ErrorInfo").flatMap((d) => str(d.reason) ?? []);
 }

@@ -80,8 +80,9 @@ export class Admin {
 
   async disableKey(pool: string, keyId: string, drain: boolean, reason: string): Promise<KeyView> {
     const existing = this.#engine.getKeyConfig(pool, keyId);
-    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.#now() });
-    return this.#engine.disableKey(pool, keyId, drain, reason);
+    const stored = this.#engine.redact(pool, reason);
+    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: stored, updatedAt: this.#now() });
+    return this.#engine.disableKey(pool, keyId, drain, stored);
   }
 
   /** Ends the lease now; its holder hears of it on KeepAlive. */

@@ -30,10 +30,16 @@ export interface GrantJournal {
   /** Writes the grant soon, with nobody waiting. */
   recordBehind(grant: JournaledGrant): void;
   /**
-   * The lease ended: its row goes within END_LINGER_MS, with the next statement if one goes sooner. The end
-   * of a grant still queued writes nothing, and neither does that grant.
+   * The lease ended: its row goes with the next statement, within END_LINGER_MS when nobody waits. Returns the
+   * end's ticket for endDurable, or 0 when there is nothing to write: the end of a grant still queued writes
+   * nothing, and neither does that grant.
    */
-  recordEnd(leaseId: string, epoch: number, seq: number): void;
+  recordEnd(leaseId: string, epoch: number, seq: number): number;
+  /**
+   * Resolves once the ends up to `ticket` (default: every end recorded so far) are written, sending them now
+   * (at once while the database is down: they are kept to write later).
+   */
+  endDurable(ticket?: number): Promise<void>;
 }
 
 /**
@@ -82,9 +88,8 @@ interface JournalEntry {
 const JOURNAL_LINGER_MS = 100;
 
 /**
- * Longest an end waits for company (a grant's statement, which takes every queued end along): under load a
- * Release's end shares the next Acquire's statement instead of costing one of its own. What a crash can lose
- * of the ends answered is at most this plus a commit.
+ * Longest an end nobody waits for (an expiry's) waits for company: a grant's statement, which takes every
+ * queued end along. An end that is waited for (a Release's) goes with the next statement at once.
  */
 const END_LINGER_MS = 10;
 
@@ -171,14 +176,14 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (this.#enqueue(rec) && this.#linger === undefined) this.#armLinger();
   }
 
-  recordEnd(leaseId: string, epoch: number, seq: number): void {
+  recordEnd(leaseId: string, epoch: number, seq: number): number {
     // Its grant is still queued: the statement that takes it leaves it out as ended, and there is no row to delete.
-    if (epoch === this.#epoch && seq > this.#sentSeq) return;
+    if (epoch === this.#epoch && seq > this.#sentSeq) return 0;
     this.#ends.push(leaseId);
-    this.#endsQueued++;
+    const ticket = ++this.#endsQueued;
     if (!this.#availability.up || this.#closed) {
       this.#boundEnds();
-      return;
+      return ticket;
     }
     if (this.#endsDue) this.#kick();
     else if (this.#endLinger === undefined) {
@@ -188,11 +193,10 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
         this.#kick();
       }, END_LINGER_MS);
     }
+    return ticket;
   }
 
-  /** Resolves once every end recorded so far is written (at once while the database is down: they are kept to write later). */
-  endsWritten(): Promise<void> {
-    const upTo = this.#endsQueued;
+  endDurable(upTo = this.#endsQueued): Promise<void> {
     if (!this.#availability.up || this.#endsDone >= upTo) return Promise.resolve();
     this.#endsDue = true;
     this.#kick();
@@ -232,7 +236,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
 
   /** Writes what the journal still holds (when the database is up); later records are only kept in memory. */
   async close(): Promise<void> {
-    if (this.#availability.up) await Promise.all([this.#drained(this.#tickets), this.endsWritten()]);
+    if (this.#availability.up) await Promise.all([this.#drained(this.#tickets), this.endDurable()]);
     this.#closed = true;
     if (this.#endLinger !== undefined) this.#clock.clearTimeout(this.#endLinger);
     this.#endLinger = undefined;

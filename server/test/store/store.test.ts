@@ -372,7 +372,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     // journal wrote the end.
     expect(snapshots.needsFullSnapshot).toBe(false);
     journal.recordEnd(renewed.leaseId, epoch, 1);
-    await journal.endsWritten();
+    await journal.endDurable();
     const versions = async () => [
       (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x,
       (await db.sql`select xmin::text as x from leases where lease_id = ${late.leaseId}`)[0].x,
@@ -400,7 +400,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const endedLeases = leases.slice(0, 6000).map((l) => l.leaseId);
     for (const leaseId of endedLeases) journal.recordEnd(leaseId, 0, 0);
     await snapshots.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
-    await journal.endsWritten();
+    await journal.endDurable();
     expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
   });
 
@@ -493,7 +493,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const late = grant("l7", 16);
     await journal.record(late);
     await expect(write).rejects.toThrow(/refused/);
-    await journal.endsWritten();
+    await journal.endDurable();
 
     const ids = async () => (await db.sql`select lease_id from leases order by lease_id`).map((r) => r.lease_id);
     expect(await ids()).toEqual(["l6", "l7"]);
@@ -524,7 +524,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     expect((await store.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
     fresh.journal.recordEnd(during.leaseId, during.epoch, during.seq);
     await fresh.snapshots.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     const loaded = await store.loadAll();
     expect({ takenAt: loaded.runtime?.takenAt, leases: loaded.runtime?.leases }).toEqual({ takenAt: 9, leases: [] });
     await fresh.journal.close();
@@ -537,7 +537,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     await fresh.snapshots.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([adopted]);
     fresh.journal.recordEnd(adopted.leaseId, fresh.epoch - 1, 3);
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
     await fresh.journal.close();
   });
@@ -553,7 +553,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const exported = { ...leaseRecord(pool, "k05", rec.leaseId), expiresAt: rec.expiresAt + 5000 };
     ended.add(rec.leaseId);
     fresh.journal.recordEnd(rec.leaseId, rec.epoch, rec.seq);
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     await fresh.snapshots.writeChanges({ takenAt: 17, keys: [], removedKeys: [], leases: [exported], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
     await fresh.journal.close();

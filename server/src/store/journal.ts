@@ -9,7 +9,7 @@ import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import { sqlState, StoreRefused, StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
-import { writeJournal } from "./sql/leases.js";
+import { vacuumLeases, writeJournal } from "./sql/leases.js";
 
 /** A lease as granted, with the epoch and per-epoch sequence number its id carries. */
 export type JournaledGrant = LeaseRecord & { epoch: number; seq: number };
@@ -71,6 +71,11 @@ export interface JournalOptions {
   maxBatch?: number;
   /** Most grants, and apart most ends, held in memory while the database is down (default 100,000); the oldest are dropped beyond it. */
   maxPending?: number;
+  /**
+   * Vacuum the leases table after this many ends (a statement of the journal's own), so a database without
+   * autovacuum (the embedded one) reuses their space and the table stays bounded; default never.
+   */
+  vacuumEvery?: number;
 }
 
 interface JournalEntry {
@@ -108,6 +113,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   readonly #isLive: (leaseId: string) => boolean;
   readonly #maxBatch: number;
   readonly #maxPending: number;
+  readonly #vacuumEvery: number;
   readonly #committed: Array<(grants: readonly JournaledGrant[]) => void> = [];
 
   #closed = false;
@@ -135,6 +141,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   #endWaiters: Array<{ upTo: number; resolve: () => void }> = [];
   #dropped = 0;
   #droppedEnds = 0;
+  /** Ends written since the last vacuum. */
+  #unvacuumed = 0;
 
   constructor(sql: postgres.Sql, availability: Availability, log: StoreLog, options: JournalOptions) {
     this.#sql = sql;
@@ -145,6 +153,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     this.#isLive = options.isLive;
     this.#maxBatch = options.maxBatch ?? 2000;
     this.#maxPending = options.maxPending ?? 100_000;
+    this.#vacuumEvery = options.vacuumEvery ?? Number.POSITIVE_INFINITY;
     availability.observe({ lost: () => this.#lost(), reached: () => this.#reached() });
   }
 
@@ -350,6 +359,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
         for (const u of upserts) u.resolve();
         this.#endsDone += ends.length;
         this.#notifyEnds();
+        this.#unvacuumed += ends.length;
+        if (this.#unvacuumed >= this.#vacuumEvery) await this.#vacuum();
       } catch (err) {
         this.#inflight = [];
         if (err instanceof StoreUnavailable) {
@@ -365,6 +376,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
           this.#log.error({ err: (err as Error).name, code: sqlState(err), grants: batch.length, ends: ends.length }, "lease journal write failed");
           for (const entry of batch) entry.settle?.reject(err);
           for (const u of upserts) u.reject(err);
+          // Their rows stay until a full snapshot reconciles the table; nobody waits for them for ever.
+          this.#endsDone += ends.length;
+          this.#notifyEnds();
         }
       }
       this.#notifyDrained();
@@ -376,6 +390,16 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       this.#linger = undefined;
     }
     this.#kick();
+  }
+
+  /** Between two statements of the journal, so nothing of its own waits behind it for longer than it takes. */
+  async #vacuum(): Promise<void> {
+    this.#unvacuumed = 0;
+    try {
+      await this.#availability.run(() => vacuumLeases(this.#sql));
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).name, code: sqlState(err) }, "leases table not vacuumed");
+    }
   }
 
   /** No end left queued: the end linger has nothing to wait for. */

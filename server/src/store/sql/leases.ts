@@ -66,3 +66,8 @@ export function deleteLeasesExcept(db: Queryable, keep: string[], mark: GrantMar
       where s.lease_id = l.lease_id)
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
 }
+
+/** Makes the space of deleted rows reusable (the embedded database runs no autovacuum); not in a transaction. */
+export function vacuumLeases(db: Queryable) {
+  return db`vacuum leases`;
+}

@@ -824,10 +824,10 @@ export class PoolEngine {
   }
 }
 
-/** A key's free text (label, metadata, disable reason) with its own secret and the pool's masked. */
+/** A key's free text (label, quota group, metadata, disable reason) with its own secret and the pool's masked. */
 function redactKey(cfg: KeyConfig, secrets: PoolSecrets): KeyConfig {
   const redact = (text: string) => secrets.redact(text, cfg.secret);
   const metadata: Record<string, string> = {};
   for (const [name, value] of Object.entries(cfg.metadata)) metadata[redact(name)] = redact(value);
-  return { ...cfg, label: redact(cfg.label), metadata, disabledReason: redact(cfg.disabledReason) };
+  return { ...cfg, label: redact(cfg.label), quotaGroup: redact(cfg.quotaGroup), metadata, disabledReason: redact(cfg.disabledReason) };
 }

@@ -1,6 +1,6 @@
 // The canary: a key whose secret is shaped like no provider's key (so the logger's shape-based scrubbing
-// cannot catch it), quoted in every free-text field a caller can send — pool description, key label and
-// metadata, holder, MarkFailed message, disable and revoke reasons. Afterwards the secret appears in no log
+// cannot catch it), quoted in every free-text field a caller can send — pool description, key label, quota
+// group and metadata, holder, MarkFailed message, disable and revoke reasons. Afterwards the secret appears in no log
 // line, event, listing, metric scrape, error message, file under the data directory (embedded) or dump of
 // the database (Postgres, pg_dump): the Acquire answer is the one place it belongs.
 import { execFileSync } from "node:child_process";
@@ -62,7 +62,7 @@ describe.each(["embedded", "postgres"] as const)("the canary secret on %s", (kin
       await ts.admin.createPool({ pool: { name } });
       const added = await ts.admin.addKey({
         pool: name,
-        key: { id: "k1", label: quoted("label"), maxConcurrency: 2, metadata: { note: quoted("metadata"), [`n-${CANARY}`]: "name" } },
+        key: { id: "k1", label: quoted("label"), quotaGroup: `g-${CANARY}`, maxConcurrency: 2, metadata: { note: quoted("metadata"), [`n-${CANARY}`]: "name" } },
         secret: CANARY,
       });
       seen.push(json(added));

@@ -214,7 +214,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
 
   upsert(rows: readonly LeaseRecord[]): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
-    if (!this.#availability.up) return Promise.reject(new StoreUnavailable("database unavailable"));
+    // While the database is thought down the journal sends nothing, so nothing of it can come between: the
+    // snapshot's statement goes at once, and finds out whether the database is back.
+    if (!this.#availability.up) return this.#statement(journalRows([], [{ rows, resolve() {}, reject() {} }], this.#isLive), [], []);
     return new Promise<void>((resolve, reject) => {
       this.#upserts.push({ rows, resolve, reject });
       this.#kick();

@@ -299,7 +299,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (excess <= 0) return;
     for (const e of this.#queue.splice(0, excess)) if (e.rec.epoch === this.#epoch) this.#sentSeq = Math.max(this.#sentSeq, e.rec.seq);
     if (this.#dropped === 0) {
-      this.#log.warn({ maxPending: this.#maxPending }, "grant journal full while the database is down: dropping the oldest; the next snapshot covers them");
+      this.#log.warn({ maxPending: this.#maxPending }, "lease journal holds too many grants while the database is down: dropping the oldest; the next snapshot covers them");
     }
     this.#dropped += excess;
   }

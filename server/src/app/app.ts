@@ -97,7 +97,7 @@ async function startOnDatabase(
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
   };
-  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
+  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, onLeaseEnded: (leaseId, e, seq) => lending.leaseEnded(leaseId, e, seq) });
   const journal = new PostgresGrantJournal(db.sql, availability, log, { epoch, isLive: (leaseId) => engine.isLive(leaseId) });
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
   const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });

@@ -49,6 +49,8 @@ export interface EngineOptions {
   random?: () => number;
   /** Called synchronously for every event; exceptions are swallowed. */
   onEvent?: (e: DomainEvent) => void;
+  /** Called synchronously whenever a lease ends, however it ended (the journal records ends); must not throw. */
+  onLeaseEnded?: (leaseId: string, epoch: number, seq: number) => void;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
   /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
@@ -84,6 +86,7 @@ export class PoolEngine {
   private readonly epoch: number;
   private readonly random: () => number;
   private readonly events: EventSink;
+  private readonly onLeaseEnded: EngineOptions["onLeaseEnded"];
   private readonly timers: Scheduler<TimerItem>;
   private readonly health: Health;
   private readonly ended: EndedLeases;
@@ -100,6 +103,7 @@ export class PoolEngine {
     this.epoch = opts.epoch;
     this.random = opts.random ?? Math.random;
     this.events = new EventSink(opts.onEvent);
+    this.onLeaseEnded = opts.onLeaseEnded;
     this.timers = new Scheduler<TimerItem>(opts.clock, (item, now) => this.fire(item, now));
     this.health = new Health(this.timers, this.events);
     this.ended = new EndedLeases(opts.epoch, opts.endedReasons ?? 2 ** 20);
@@ -545,6 +549,7 @@ export class PoolEngine {
     if (lease.probe) k.probes--;
     this.ended.remember(lease.id, lease, reason, now);
     this.changes.leaseEnded(lease);
+    this.onLeaseEnded?.(lease.id, lease.epoch, lease.seq);
     this.events.leaseEnded(now, k.pool.cfg.name, k.cfg.id, lease.id, reason, outcome);
     if (reason === "revoked" && lease.watchers) {
       for (const fn of lease.watchers) {

@@ -104,11 +104,28 @@ export class Lending {
     return this.#engine.watchLease(leaseId, fn);
   }
 
+  /**
+   * Every end of a lease (release, outcome report, expiry, revocation) goes to the journal, so a restart does
+   * not bring the lease back. The reply does not wait for it: see docs/concepts/persistence.md.
+   */
+  leaseEnded(leaseId: string, epoch: number, seq: number): void {
+    this.#journal.recordEnd(leaseId, epoch, seq);
+  }
+
   /** The engine's events that end a lending write path: a drained key leaves the database with its last lease. */
   onEngineEvent(e: DomainEvent): void {
     if (e.type !== "key_removed") return;
     // Deleting twice is harmless: a key removed at once was deleted by the admin write already.
     this.#config.deleteKey(e.pool, e.keyId!).catch((err: unknown) => this.#log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
+  }
+
+  /** A grant the journal could not record: nobody will hear of its lease, so its slot is freed at once. */
+  #unlend(grant: Grant): void {
+    try {
+      this.#engine.revokeLease(grant.leaseId, "its record could not be written");
+    } catch {
+      // Ended meanwhile (revoked with its key, say): nothing is held.
+    }
   }
 
   async #waited(input: AcquireInput, granted: Promise<Grant>, started: number): Promise<Grant> {
@@ -125,10 +142,17 @@ export class Lending {
   #lend(input: AcquireInput, grant: Grant, started: number, waitedMs: number | undefined): Grant | Promise<Grant> {
     const record = journalRecord(grant);
     if (mustBeDurable(grant)) {
-      return this.#journal.record(record).then(() => {
-        this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);
-        return grant;
-      });
+      return this.#journal.record(record).then(
+        () => {
+          this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);
+          return grant;
+        },
+        (err: unknown) => {
+          this.#unlend(grant);
+          this.#observer.observeAcquire(input.pool, "error", performance.now() - started, waitedMs);
+          throw err;
+        },
+      );
     }
     this.#journal.recordBehind(record);
     this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);

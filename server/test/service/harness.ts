@@ -18,18 +18,28 @@ import type { ConfigStore } from "../../src/store/config-store.js";
 import type { GrantJournal, JournaledGrant } from "../../src/store/journal.js";
 import { FakeClock } from "../fake-clock.js";
 
-/** Records each grant; a durable one resolves when the test says so (all at once by default). */
+/** Records each grant and end; a durable grant resolves when the test says so (all at once by default), or fails with `refuse`. */
 class FakeJournal implements GrantJournal {
   readonly durable: JournaledGrant[] = [];
   readonly behind: JournaledGrant[] = [];
+  readonly ends: Array<{ leaseId: string; epoch: number; seq: number }> = [];
   /** While true, record() stays pending until release(). */
   hold = false;
+  /** The error the next durable grant fails with. */
+  refuse: Error | undefined;
   #held: Array<() => void> = [];
 
   record(grant: JournaledGrant): Promise<void> {
     this.durable.push(grant);
+    const refused = this.refuse;
+    this.refuse = undefined;
+    if (refused) return Promise.reject(refused);
     if (!this.hold) return Promise.resolve();
     return new Promise((resolve) => this.#held.push(resolve));
+  }
+
+  recordEnd(leaseId: string, epoch: number, seq: number): void {
+    this.ends.push({ leaseId, epoch, seq });
   }
 
   recordBehind(grant: JournaledGrant): void {
@@ -91,6 +101,7 @@ export function services() {
       events.publish(e);
       lending.onEngineEvent(e);
     },
+    onLeaseEnded: (leaseId, epoch, seq) => lending.leaseEnded(leaseId, epoch, seq),
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });

@@ -13,6 +13,7 @@ import { engineWake, scale } from "./lib/inprocess.js";
 import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
+import { ends } from "./lib/ends.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
 
 const quick = process.argv.includes("--quick");
@@ -24,8 +25,8 @@ const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
 const P = quick
-  ? { unarySec: 1, warmupSec: 0.3, etcdSec: 0.5, etcdWarmupSec: 0.2, etcdPairs: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5 }
-  : { unarySec: 10, warmupSec: 2, etcdSec: 3, etcdWarmupSec: 1, etcdPairs: 3, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
+  ? { unarySec: 1, warmupSec: 0.3, etcdSec: 0.5, etcdWarmupSec: 0.2, etcdPairs: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5, endsSec: 1, endsRuns: 1 }
+  : { unarySec: 10, warmupSec: 2, etcdSec: 3, etcdWarmupSec: 1, etcdPairs: 3, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2, endsSec: 3, endsRuns: 3 };
 const CONCURRENCY = [1, 16, 64];
 const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
@@ -200,6 +201,10 @@ async function main() {
     result.vs_etcd = etcd.cells;
     result.vs_etcd_setup = etcd.setup;
   }
+  result.ends = await section("ends", () => {
+    process.stderr.write("durable lease ends in the journal\n");
+    return ends({ postgresUrl: postgresUrl!, seconds: P.endsSec, runs: P.endsRuns });
+  });
   result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
     const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });

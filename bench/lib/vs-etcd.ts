@@ -98,7 +98,7 @@ const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 *
  * Postgres as a production server runs it: fsync and full-page writes on (scripts/pg.sh turns both off
  * for tests), for the duration of `run`; the bench cluster is its own, so nothing else sees the change.
  */
-async function durablePostgres<T>(url: string, run: (settings: Record<string, string>) => Promise<T>): Promise<T> {
+export async function durablePostgres<T>(url: string, run: (settings: Record<string, string>) => Promise<T>): Promise<T> {
   const admin = postgres(url, { max: 1, onnotice: () => {} });
   const settings = ["fsync", "full_page_writes", "synchronous_commit", "wal_sync_method"];
   try {

@@ -14,6 +14,7 @@ import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
 import { Scheduler } from "./scheduler.js";
 import { SnapshotChanges } from "./snapshot-changes.js";
 import type { Lease, PoolEntry, TimerItem, Waiter } from "./state.js";
+import { PoolSecrets } from "./redact.js";
 import { chooseKey } from "./strategies.js";
 import type {
   AcquireInput,
@@ -124,19 +125,26 @@ export class PoolEngine {
   preparePool(input: PoolInput, existing?: PoolConfig): PoolConfig {
     const cfg = validatePool(input, existing, this.clock.now());
     if (!existing && this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
-    return cfg;
+    const secrets = this.pools.get(cfg.name)?.secrets;
+    return secrets ? { ...cfg, description: secrets.redact(cfg.description) } : cfg;
   }
 
+  /** A key's configuration as it will be stored: validated, its text fields free of the pool's secrets and its own. */
   prepareKey(input: KeyInput, existing?: KeyConfig): KeyConfig {
     const now = this.clock.now();
     const pool = this.poolEntry(input.pool);
     if (existing) {
       if (input.id !== undefined && input.id !== existing.id) throw invalidArgument("key.id", "cannot be changed");
-      return validateKey({ ...input, id: existing.id }, existing, now);
+      return redactKey(validateKey({ ...input, id: existing.id }, existing, now), pool.secrets);
     }
     const cfg = validateKey({ ...input, id: input.id || this.newKeyId(pool) }, undefined, now);
     if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${pool.cfg.name}"`);
-    return cfg;
+    return redactKey(cfg, pool.secrets);
+  }
+
+  /** `text` with every secret of the pool's keys masked: what a caller's text about the pool is stored and shown as. */
+  redact(pool: string, text: string): string {
+    return this.poolEntry(pool).secrets.redact(text);
   }
 
   createPool(cfg: PoolConfig): void {
@@ -201,6 +209,7 @@ export class PoolEngine {
     const now = this.timers.tick();
     const k = this.keyEntry(cfg.pool, cfg.id);
     k.configure({ ...cfg, metadata: { ...cfg.metadata } });
+    k.pool.secrets.changed();
     this.events.emit("key_updated", now, cfg.pool, cfg.id);
     this.pump(k.pool, now);
   }
@@ -328,13 +337,14 @@ export class PoolEngine {
   }
 
   /** Ends the lease and applies the outcome class (given, or derived from httpStatus); returns the class applied. */
-  markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
+  markFailed(leaseId: string, failure: FailureReport): FailureClass | "rate_limited" {
     const now = this.timers.tick();
-    const outcome = report.reason ?? classifyStatus(report.httpStatus, report.message);
-    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, report, now));
+    const outcome = failure.reason ?? classifyStatus(failure.httpStatus, failure.message);
+    const redacted = (k: KeyEntry): FailureReport => ({ ...failure, message: k.pool.secrets.redact(failure.message) });
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, redacted(k), now));
     const k = lease.key;
     this.endLease(lease, "released", now, outcome);
-    this.health.failure(k, outcome, report, now);
+    this.health.failure(k, outcome, redacted(k), now);
     this.pump(k.pool, now);
     return outcome;
   }
@@ -366,7 +376,7 @@ export class PoolEngine {
   revokeLease(leaseId: string, reason: string): void {
     const now = this.timers.tick();
     const lease = this.findLease(leaseId, now);
-    this.revoke(lease, now, reason);
+    this.revoke(lease, now, lease.key.pool.secrets.redact(reason));
     this.pump(lease.key.pool, now);
   }
 
@@ -487,7 +497,7 @@ export class PoolEngine {
     const claims: LeaseClaims = { pool: cfg.name, keyId: k.cfg.id, epoch: this.epoch, seq, issuedAt: now, ttlMs: ttl };
     const id = this.tokens.issue(claims);
     const probe = k.circuitState === "half_open";
-    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
+    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: pool.secrets.redact(input.holder), acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
     this.addLease(k, claims, record, probe, now);
     k.countGrant(now);
     this.health.lent(k, now);
@@ -717,16 +727,18 @@ export class PoolEngine {
   // ---- pools and keys -----------------------------------------------------------------------
 
   private insertPool(cfg: PoolConfig): PoolEntry {
+    const keyList: KeyEntry[] = [];
     const pool: PoolEntry = {
       cfg: { ...cfg },
       keys: new Map(),
-      keyList: [],
+      keyList,
       cursor: 0,
       waitHead: undefined,
       waitTail: undefined,
       waiting: 0,
       active: 0,
       exhausted: false,
+      secrets: new PoolSecrets(() => keyList.map((k) => k.cfg.secret)),
     };
     this.pools.set(cfg.name, pool);
     return pool;
@@ -737,6 +749,7 @@ export class PoolEngine {
     k.slot = pool.keyList.length;
     pool.keyList.push(k);
     pool.keys.set(cfg.id, k);
+    pool.secrets.changed();
     return k;
   }
 
@@ -754,6 +767,7 @@ export class PoolEngine {
       last.slot = k.slot;
     }
     pool.keys.delete(k.cfg.id);
+    pool.secrets.changed();
     this.changes.keyRemoved(pool.cfg.name, k.cfg.id);
     this.events.emit("key_removed", now, pool.cfg.name, k.cfg.id);
   }
@@ -808,4 +822,12 @@ export class PoolEngine {
       outputTokens: k.outputTokens,
     };
   }
+}
+
+/** A key's free text (label, quota group, metadata, disable reason) with its own secret and the pool's masked. */
+function redactKey(cfg: KeyConfig, secrets: PoolSecrets): KeyConfig {
+  const redact = (text: string) => secrets.redact(text, cfg.secret);
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(cfg.metadata)) metadata[redact(name)] = redact(value);
+  return { ...cfg, label: redact(cfg.label), quotaGroup: redact(cfg.quotaGroup), metadata, disabledReason: redact(cfg.disabledReason) };
 }

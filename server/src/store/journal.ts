@@ -9,7 +9,7 @@ import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import { sqlState, StoreRefused, StoreUnavailable } from "./errors.js";
 import type { StoreLog } from "./log.js";
-import { writeJournal } from "./sql/leases.js";
+import { vacuumLeases, writeJournal } from "./sql/leases.js";
 
 /** A lease as granted, with the epoch and per-epoch sequence number its id carries. */
 export type JournaledGrant = LeaseRecord & { epoch: number; seq: number };
@@ -30,10 +30,16 @@ export interface GrantJournal {
   /** Writes the grant soon, with nobody waiting. */
   recordBehind(grant: JournaledGrant): void;
   /**
-   * The lease ended: its row goes within END_LINGER_MS, with the next statement if one goes sooner. The end
-   * of a grant still queued writes nothing, and neither does that grant.
+   * The lease ended: its row goes with the next statement, within END_LINGER_MS when nobody waits. Returns the
+   * end's ticket for endDurable, or 0 when there is nothing to write: the end of a grant still queued writes
+   * nothing, and neither does that grant.
    */
-  recordEnd(leaseId: string, epoch: number, seq: number): void;
+  recordEnd(leaseId: string, epoch: number, seq: number): number;
+  /**
+   * Resolves once the ends up to `ticket` (default: every end recorded so far) are written, sending them now
+   * (at once while the database is down: they are kept to write later).
+   */
+  endDurable(ticket?: number): Promise<void>;
 }
 
 /**
@@ -65,6 +71,11 @@ export interface JournalOptions {
   maxBatch?: number;
   /** Most grants, and apart most ends, held in memory while the database is down (default 100,000); the oldest are dropped beyond it. */
   maxPending?: number;
+  /**
+   * Vacuum the leases table after this many ends (a statement of the journal's own), so a database without
+   * autovacuum (the embedded one) reuses their space and the table stays bounded; default never.
+   */
+  vacuumEvery?: number;
 }
 
 interface JournalEntry {
@@ -82,9 +93,8 @@ interface JournalEntry {
 const JOURNAL_LINGER_MS = 100;
 
 /**
- * Longest an end waits for company (a grant's statement, which takes every queued end along): under load a
- * Release's end shares the next Acquire's statement instead of costing one of its own. What a crash can lose
- * of the ends answered is at most this plus a commit.
+ * Longest an end nobody waits for (an expiry's) waits for company: a grant's statement, which takes every
+ * queued end along. An end that is waited for (a Release's) goes with the next statement at once.
  */
 const END_LINGER_MS = 10;
 
@@ -103,6 +113,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   readonly #isLive: (leaseId: string) => boolean;
   readonly #maxBatch: number;
   readonly #maxPending: number;
+  readonly #vacuumEvery: number;
   readonly #committed: Array<(grants: readonly JournaledGrant[]) => void> = [];
 
   #closed = false;
@@ -130,6 +141,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   #endWaiters: Array<{ upTo: number; resolve: () => void }> = [];
   #dropped = 0;
   #droppedEnds = 0;
+  /** Ends written since the last vacuum. */
+  #unvacuumed = 0;
 
   constructor(sql: postgres.Sql, availability: Availability, log: StoreLog, options: JournalOptions) {
     this.#sql = sql;
@@ -140,6 +153,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     this.#isLive = options.isLive;
     this.#maxBatch = options.maxBatch ?? 2000;
     this.#maxPending = options.maxPending ?? 100_000;
+    this.#vacuumEvery = options.vacuumEvery ?? Number.POSITIVE_INFINITY;
     availability.observe({ lost: () => this.#lost(), reached: () => this.#reached() });
   }
 
@@ -171,14 +185,14 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (this.#enqueue(rec) && this.#linger === undefined) this.#armLinger();
   }
 
-  recordEnd(leaseId: string, epoch: number, seq: number): void {
+  recordEnd(leaseId: string, epoch: number, seq: number): number {
     // Its grant is still queued: the statement that takes it leaves it out as ended, and there is no row to delete.
-    if (epoch === this.#epoch && seq > this.#sentSeq) return;
+    if (epoch === this.#epoch && seq > this.#sentSeq) return 0;
     this.#ends.push(leaseId);
-    this.#endsQueued++;
+    const ticket = ++this.#endsQueued;
     if (!this.#availability.up || this.#closed) {
       this.#boundEnds();
-      return;
+      return ticket;
     }
     if (this.#endsDue) this.#kick();
     else if (this.#endLinger === undefined) {
@@ -188,11 +202,10 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
         this.#kick();
       }, END_LINGER_MS);
     }
+    return ticket;
   }
 
-  /** Resolves once every end recorded so far is written (at once while the database is down: they are kept to write later). */
-  endsWritten(): Promise<void> {
-    const upTo = this.#endsQueued;
+  endDurable(upTo = this.#endsQueued): Promise<void> {
     if (!this.#availability.up || this.#endsDone >= upTo) return Promise.resolve();
     this.#endsDue = true;
     this.#kick();
@@ -232,7 +245,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
 
   /** Writes what the journal still holds (when the database is up); later records are only kept in memory. */
   async close(): Promise<void> {
-    if (this.#availability.up) await Promise.all([this.#drained(this.#tickets), this.endsWritten()]);
+    if (this.#availability.up) await Promise.all([this.#drained(this.#tickets), this.endDurable()]);
     this.#closed = true;
     if (this.#endLinger !== undefined) this.#clock.clearTimeout(this.#endLinger);
     this.#endLinger = undefined;
@@ -346,6 +359,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
         for (const u of upserts) u.resolve();
         this.#endsDone += ends.length;
         this.#notifyEnds();
+        this.#unvacuumed += ends.length;
+        if (this.#unvacuumed >= this.#vacuumEvery) await this.#vacuum();
       } catch (err) {
         this.#inflight = [];
         if (err instanceof StoreUnavailable) {
@@ -361,6 +376,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
           this.#log.error({ err: (err as Error).name, code: sqlState(err), grants: batch.length, ends: ends.length }, "lease journal write failed");
           for (const entry of batch) entry.settle?.reject(err);
           for (const u of upserts) u.reject(err);
+          // Their rows stay until a full snapshot reconciles the table; nobody waits for them for ever.
+          this.#endsDone += ends.length;
+          this.#notifyEnds();
         }
       }
       this.#notifyDrained();
@@ -372,6 +390,16 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       this.#linger = undefined;
     }
     this.#kick();
+  }
+
+  /** Between two statements of the journal, so nothing of its own waits behind it for longer than it takes. */
+  async #vacuum(): Promise<void> {
+    this.#unvacuumed = 0;
+    try {
+      await this.#availability.run(() => vacuumLeases(this.#sql));
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).name, code: sqlState(err) }, "leases table not vacuumed");
+    }
   }
 
   /** No end left queued: the end linger has nothing to wait for. */

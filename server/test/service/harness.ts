@@ -38,8 +38,15 @@ class FakeJournal implements GrantJournal {
     return new Promise((resolve) => this.#held.push(resolve));
   }
 
-  recordEnd(leaseId: string, epoch: number, seq: number): void {
+  recordEnd(leaseId: string, epoch: number, seq: number): number {
     this.ends.push({ leaseId, epoch, seq });
+    return this.ends.length;
+  }
+
+  /** Resolves at once, or once release() is called while `hold` is set. */
+  endDurable(): Promise<void> {
+    if (!this.hold) return Promise.resolve();
+    return new Promise((resolve) => this.#held.push(resolve));
   }
 
   recordBehind(grant: JournaledGrant): void {
@@ -105,7 +112,7 @@ export function services() {
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
-  const admin = new Admin(engine, config, () => clock.now());
+  const admin = new Admin(engine, config, () => clock.now(), () => lending.endsDurable());
   const guard = createGuard(createAuthorizer([]), () => undefined);
   const internal: unknown[] = [];
   const mapError = createErrorMapper((err) => void internal.push(err));

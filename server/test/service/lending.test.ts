@@ -83,6 +83,24 @@ describe("Lending", () => {
     expect(s.journal.ends).toEqual([ended(released!), ended(failed!), ended(limited!), ended(revoked!), ended(expiring!)]);
   });
 
+  it("answers an end only once the journal made it durable, and an admin revocation too", async () => {
+    const s = services();
+    await withKeys(s, [{ id: "a", maxConcurrency: 2 }]);
+    const first = (await s.lending.acquire(input("p"))) as Grant;
+    const second = (await s.lending.acquire(input("p"))) as Grant;
+    s.journal.hold = true;
+    const answers: string[] = [];
+    void s.pool.release({ leaseId: first.leaseId }).then(() => answers.push("release"));
+    void s.adminClient.revokeLease({ leaseId: second.leaseId }).then(() => answers.push("revoke"));
+    await settle();
+    expect(answers).toEqual([]);
+    // The slots are free at once: only the answers wait.
+    expect(s.engine.listLeases("p")).toEqual([]);
+    s.journal.release();
+    await settle();
+    expect(answers.sort()).toEqual(["release", "revoke"]);
+  });
+
   it("answers a grant whose record the database refused with that error, and frees its slot", async () => {
     const s = services();
     await withKeys(s, [{ id: "one", maxConcurrency: 1 }]);

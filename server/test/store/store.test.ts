@@ -297,6 +297,27 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     }
   });
 
+  it("vacuums the leases table every vacuumEvery ends, so a steady flow of leases keeps it bounded", async () => {
+    const name = uniq("pool");
+    await config.insertPool(poolConfig(name));
+    await config.insertKey(keyConfig(name, "k1"));
+    const own = await openStore(db.sql, box, { vacuumEvery: 1000 });
+    const { epoch, journal } = await own.beginEpoch();
+    const size = async () => (await db.sql`select pg_relation_size('leases')::int as n`)[0].n as number;
+    const sizes: number[] = [];
+    for (let round = 0; round < 8; round++) {
+      const grants = Array.from({ length: 1000 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${round}-${i}-${"x".repeat(40)}`), epoch, seq: round * 1000 + i + 1 }));
+      await Promise.all(grants.map((g) => journal.record(g)));
+      for (const g of grants) journal.recordEnd(g.leaseId, g.epoch, g.seq);
+      await journal.endDurable();
+      sizes.push(await size());
+    }
+    // Without the vacuums it grows by a round's rows every round; with them it reuses the same pages.
+    expect(sizes[7]).toBeLessThanOrEqual(sizes[1]! * 1.5);
+    await journal.close();
+    own.availability.close();
+  });
+
   it("writes the grant of a key removed meanwhile without failing its batch, and deleting a key or a pool deletes its leases' rows", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));
@@ -311,8 +332,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const leaseIds = async () => (await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`).map((r) => r.lease_id);
     expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-gone`, `${name}-k2`]);
     // A start leaves out the lease of the unknown key (engine.load); its end deletes the row.
-    journal.recordEnd(`${name}-gone`, epoch, 2);
-    await journal.endsWritten();
+    await journal.endDurable(journal.recordEnd(`${name}-gone`, epoch, 2));
     expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-k2`]);
     await config.deleteKey(name, "k1");
     expect(await leaseIds()).toEqual([`${name}-k2`]);
@@ -383,7 +403,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     // journal wrote the end.
     expect(snapshots.needsFullSnapshot).toBe(false);
     journal.recordEnd(renewed.leaseId, epoch, 1);
-    await journal.endsWritten();
+    await journal.endDurable();
     const versions = async () => [
       (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x,
       (await db.sql`select xmin::text as x from leases where lease_id = ${late.leaseId}`)[0].x,
@@ -411,7 +431,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const endedLeases = leases.slice(0, 6000).map((l) => l.leaseId);
     for (const leaseId of endedLeases) journal.recordEnd(leaseId, 0, 0);
     await snapshots.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
-    await journal.endsWritten();
+    await journal.endDurable();
     expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
   });
 
@@ -504,7 +524,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const late = grant("l7", 16);
     await journal.record(late);
     await expect(write).rejects.toThrow(/refused/);
-    await journal.endsWritten();
+    await journal.endDurable();
 
     const ids = async () => (await db.sql`select lease_id from leases order by lease_id`).map((r) => r.lease_id);
     expect(await ids()).toEqual(["l6", "l7"]);
@@ -535,7 +555,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     expect((await store.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
     fresh.journal.recordEnd(during.leaseId, during.epoch, during.seq);
     await fresh.snapshots.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     const loaded = await store.loadAll();
     expect({ takenAt: loaded.runtime?.takenAt, leases: loaded.runtime?.leases }).toEqual({ takenAt: 9, leases: [] });
     await fresh.journal.close();
@@ -548,7 +568,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     await fresh.snapshots.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([adopted]);
     fresh.journal.recordEnd(adopted.leaseId, fresh.epoch - 1, 3);
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
     await fresh.journal.close();
   });
@@ -564,7 +584,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const exported = { ...leaseRecord(pool, "k05", rec.leaseId), expiresAt: rec.expiresAt + 5000 };
     ended.add(rec.leaseId);
     fresh.journal.recordEnd(rec.leaseId, rec.epoch, rec.seq);
-    await fresh.journal.endsWritten();
+    await fresh.journal.endDurable();
     await fresh.snapshots.writeChanges({ takenAt: 17, keys: [], removedKeys: [], leases: [exported], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
     await fresh.journal.close();

@@ -3,7 +3,7 @@
 // snapshot wrote). Every statement on it is here.
 import type { LeaseRecord } from "../../domain/types.js";
 import type { GrantMark, JournaledGrant } from "../journal.js";
-import { asJson, type Queryable } from "./queryable.js";
+import { asJson, TEXT_OID, type Queryable } from "./queryable.js";
 
 interface LeaseRow {
   lease_id: string;
@@ -45,8 +45,10 @@ export function writeJournal(db: Queryable, rows: JournaledGrant[], ended: strin
       on conflict (lease_id) do update
         set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms
     ), ended as (
+      -- An array, not a set from jsonb: the planner probes the primary key once per id instead of hashing
+      -- the ids against a scan of the table (5 ms instead of 0.1 ms for 64 ids beside 20,000 dead rows).
       delete from leases l
-      where l.lease_id in (select jsonb_array_elements_text(${db.json(ended)}::jsonb))
+      where l.lease_id = any(${db.array(ended, TEXT_OID)}::text[])
     )
     update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
     from jsonb_to_recordset(${db.json(asJson(marks))}::jsonb) as m(epoch bigint, seq bigint)
@@ -61,4 +63,9 @@ export function deleteLeasesExcept(db: Queryable, keep: string[], mark: GrantMar
       select 1 from jsonb_array_elements_text(${db.json(keep)}::jsonb) as s(lease_id)
       where s.lease_id = l.lease_id)
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
+}
+
+/** Makes the space of deleted rows reusable (the embedded database runs no autovacuum); not in a transaction. */
+export function vacuumLeases(db: Queryable) {
+  return db`vacuum leases`;
 }

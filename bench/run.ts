@@ -18,6 +18,9 @@ import { vsEtcd } from "./lib/vs-etcd.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
+/** --etcd-cells=limited,postgres: only the etcd section's cells matching every word; --etcd-pairs=N: pairs per cell. */
+const etcdCells = process.argv.find((a) => a.startsWith("--etcd-cells="))?.slice("--etcd-cells=".length).split(",");
+const etcdPairs = Number(process.argv.find((a) => a.startsWith("--etcd-pairs="))?.slice("--etcd-pairs=".length)) || undefined;
 const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
@@ -192,7 +195,7 @@ async function main() {
     const etcdPid = Number(process.env.KEYMESH_BENCH_ETCD_PID);
     if (!etcdAddr || !etcdPid) throw new Error("KEYMESH_BENCH_ETCD is not set: scripts/bench.sh starts etcd (scripts/etcd.sh) and sets it");
     process.stderr.write("the lease cycle beside etcd's\n");
-    return vsEtcd({ postgresUrl: postgresUrl!, etcdAddr, etcdPid, seconds: P.etcdSec, warmupSeconds: P.etcdWarmupSec, pairs: P.etcdPairs, limitedMaxConcurrency: LIMITED });
+    return vsEtcd({ postgresUrl: postgresUrl!, etcdAddr, etcdPid, seconds: P.etcdSec, warmupSeconds: P.etcdWarmupSec, pairs: etcdPairs ?? P.etcdPairs, limitedMaxConcurrency: LIMITED, cellFilter: etcdCells });
   });
   if (etcd) {
     result.vs_etcd = etcd.cells;

@@ -448,15 +448,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   }
 
   #statement(rows: JournaledGrant[], ends: string[], marks: GrantMark[]): Promise<void> {
-    return this.#availability.run(async () => {
-      try {
-        await writeJournal(this.#sql, rows, ends, marks);
-      } catch (err) {
-        // A key removed between the probe and the insert: the retry's probe leaves its rows out.
-        if (sqlState(err) !== "23503") throw err;
-        await writeJournal(this.#sql, rows, ends, marks);
-      }
-    });
+    return this.#availability.run(() => writeJournal(this.#sql, rows, ends, marks)).then(() => undefined);
   }
 
   /** Resolves once every grant up to `ticket` and every queued end has left the journal (written, or the database went down). */

@@ -318,17 +318,27 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     own.availability.close();
   });
 
-  it("skips grants for keys that no longer exist without failing their batch", async () => {
+  it("writes the grant of a key removed meanwhile without failing its batch, and deleting a key or a pool deletes its leases' rows", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));
     await config.insertKey(keyConfig(name, "k1"));
+    await config.insertKey(keyConfig(name, "k2"));
     const { epoch, journal } = await store.beginEpoch();
     await Promise.all([
-      journal.record({ ...leaseRecord(name, "k1", `${name}-ok`), epoch, seq: 1 }),
+      journal.record({ ...leaseRecord(name, "k1", `${name}-k1`), epoch, seq: 1 }),
       journal.record({ ...leaseRecord(name, "gone", `${name}-gone`), epoch, seq: 2 }),
+      journal.record({ ...leaseRecord(name, "k2", `${name}-k2`), epoch, seq: 3 }),
     ]);
-    const rows = await db.sql`select lease_id from leases where pool = ${name}`;
-    expect(rows.map((r) => r.lease_id)).toEqual([`${name}-ok`]);
+    const leaseIds = async () => (await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`).map((r) => r.lease_id);
+    expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-gone`, `${name}-k2`]);
+    // A start leaves out the lease of the unknown key (engine.load); its end deletes the row.
+    await journal.endDurable(journal.recordEnd(`${name}-gone`, epoch, 2));
+    expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-k2`]);
+    await config.deleteKey(name, "k1");
+    expect(await leaseIds()).toEqual([`${name}-k2`]);
+    await config.deletePool(name);
+    expect(await leaseIds()).toEqual([]);
+    await journal.close();
   });
 
   it("round-trips a runtime snapshot with its deadlines, and reconciles leases on the next one", async () => {

@@ -32,20 +32,16 @@ export async function selectLeases(db: Queryable): Promise<LeaseRecord[]> {
  * The journal's statement: inserts `rows` (a row already there takes their holder and expiry), deletes the rows
  * of the leases in `ended`, and raises each epoch's high-water mark (server_epochs) to `marks`, which also
  * covers grants left out as ended. One statement, hence one transaction: the rows, the ends and the marks
- * commit together. A row of a key that no longer exists is left out. No lease is both among `rows` and `ended`.
+ * commit together. No lease is both among `rows` and `ended`. Rows are not checked against keys (migration 0003):
+ * the journal only writes live leases, and a row whose key was removed meanwhile is deleted by its lease's end.
  */
 export function writeJournal(db: Queryable, rows: JournaledGrant[], ended: string[], marks: GrantMark[]) {
   return db`
-    with g as (
+    with journaled as (
+      insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
       select * from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as g(
         "leaseId" text, pool text, "keyId" text, holder text,
         "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
-    ), journaled as (
-      insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-      select g."leaseId", g.pool, g."keyId", g.holder, g."acquiredAt", g."expiresAt", g."ttlMs", g.epoch, g.seq
-      from g
-      -- A per-row probe of the key's index: a join would be planned as a scan of every key.
-      where (select true from keys k where k.pool = g.pool and k.id = g."keyId")
       on conflict (lease_id) do update
         set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms
     ), ended as (

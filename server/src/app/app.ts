@@ -1,6 +1,8 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
+import { hostname } from "node:os";
 import * as grpc from "@grpc/grpc-js";
+import { CONFIG_FILE_ACTOR } from "../domain/audit.js";
 import { PoolEngine } from "../domain/engine.js";
 import { LeaseTokens } from "../domain/lease-token.js";
 import { systemClock } from "../domain/system-clock.js";
@@ -20,6 +22,7 @@ import { checkRequest } from "../rpc/limits.js";
 import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
 import { Admin } from "../service/admin.js";
 import { Lending } from "../service/lending.js";
+import { AuditRetention, PostgresAuditTrail } from "../store/audit-trail.js";
 import { Availability } from "../store/availability.js";
 import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
@@ -102,18 +105,29 @@ async function startOnDatabase(
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
   const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
-  const admin = new Admin(engine, config, Date.now);
+  const audit = new PostgresAuditTrail(db.sql, availability);
+  const retention = new AuditRetention({ trail: audit, retentionMs: cfg.auditRetentionMs, clock: systemClock, log });
+  const admin = new Admin({
+    engine,
+    store: config,
+    audit,
+    now: Date.now,
+    replica: `${hostname()}:${process.pid}`,
+    log,
+    onRecorded: (entry) => events.publish({ type: "admin_change", pool: entry.pool, entry }),
+  });
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
+  const by = CONFIG_FILE_ACTOR;
   const configApi: BootstrapApi = {
-    createPool: (p) => admin.createPool(p),
-    updatePool: (p) => admin.updatePool(p),
-    addKey: (k) => admin.addKey(k),
-    updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
-    enableKey: (pool, id) => admin.enableKey(pool, id),
-    disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
-    removeKey: (pool, id) => admin.removeKey(pool, id, false),
+    createPool: (p) => admin.createPool(by, p),
+    updatePool: (p) => admin.updatePool(by, p),
+    addKey: (k) => admin.addKey(by, k),
+    updateKey: (k) => admin.updateKey(by, { ...k, id: k.id! }),
+    enableKey: (pool, id) => admin.enableKey(by, pool, id),
+    disableKey: (pool, id, reason) => admin.disableKey(by, pool, id, false, reason),
+    removeKey: (pool, id) => admin.removeKey(by, pool, id, false),
   };
   const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
   if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
@@ -126,11 +140,11 @@ async function startOnDatabase(
       return undefined;
     }
   };
-  const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
+  const declared = configReloader({ file: cfg.configFile, host: cfg.host, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
   const services = [
     serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
-    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now })),
+    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: Date.now })),
   ];
 
   const snapshotter = new Snapshotter({
@@ -173,6 +187,7 @@ async function startOnDatabase(
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
+  retention.start();
   availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
   ready = true;
@@ -189,6 +204,7 @@ async function startOnDatabase(
         ready = false;
         events.closeAll();
         await listeners.shutdown(STOP_BOUNDS.callsMs);
+        await retention.stop();
         if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
           log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: journal.pending }, "final snapshot not written in time: runtime state since the last snapshot is lost");
         }

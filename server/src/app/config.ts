@@ -15,6 +15,8 @@ export interface ServerConfig {
   logLevel: string;
   /** KEYMESH_CONFIG: declarative pools, keys and tokens applied at start. */
   configFile?: string;
+  /** KEYMESH_AUDIT_RETENTION: audit entries older than this are deleted. */
+  auditRetentionMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -59,5 +61,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     maxMessageBytes: positiveInt(env, "KEYMESH_MAX_MESSAGE_BYTES", 1024 * 1024),
     logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
+    auditRetentionMs: duration(env, "KEYMESH_AUDIT_RETENTION", 90 * 86_400_000),
   };
 }

@@ -1,5 +1,6 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { CONFIG_FILE_ACTOR } from "../domain/audit.js";
@@ -35,6 +36,9 @@ import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
 import { loadStaticSite } from "../transport/static-site.js";
 import type { ServerConfig } from "./config.js";
+
+// The same relative path from server/src/app and server/dist/app, in a checkout and in an installed package.
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -88,14 +92,14 @@ async function startOnDatabase(
   const epoch = await beginEpoch(db.sql, availability, systemClock.now());
   const loaded = await loadState(db.sql, box, availability);
 
-  const metrics = createMetrics();
+  const metrics = createMetrics({ maxKeysPerPool: cfg.metricsMaxKeys, version: PACKAGE_VERSION });
   const events = new EventHub();
   const leaseSecret = box.deriveKey("keymesh lease tokens v1");
   const onEvent = (e: DomainEvent) => {
     events.publish(e);
     lending.onEngineEvent(e);
     if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
-    if (e.type === "lease_ended" && e.outcome) metrics.countOutcome(e.pool, e.outcome);
+    if (e.type === "lease_ended" && e.outcome) metrics.countOutcome(e.pool, e.keyId!, e.outcome);
     if (e.type === "key_auto_disabled" || e.type === "circuit_opened" || e.type === "lease_expired") {
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
@@ -152,7 +156,8 @@ async function startOnDatabase(
     source: engine,
     intervalMs: cfg.snapshotIntervalMs,
     log,
-    onSnapshot: (durationMs: number, at: number) => metrics.observeSnapshot(durationMs, at),
+    onSnapshot: (durationMs: number) => metrics.observeSnapshot(durationMs),
+    onFailure: () => metrics.countSnapshotFailure(),
     onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
   });
   metrics.setSource({
@@ -164,8 +169,10 @@ async function startOnDatabase(
         return undefined;
       }
     },
+    unwrittenSince: () => snapshotter.unwrittenSince,
   });
   metrics.setDatabaseUp(true);
+  availability.onAvailability((up) => metrics.setDatabaseUp(up));
 
   let ready = false;
   const listeners = new Listeners({
@@ -173,6 +180,7 @@ async function startOnDatabase(
     files: [file_keymesh_v1_pool, file_keymesh_v1_admin],
     mapError: createErrorMapper((err) => log.error({ err }, "unexpected error in a handler")),
     checkRequest,
+    observeRpc: (listener, method, code, durationMs) => metrics.observeRpc(listener, method.parent.typeName, method.name, code, durationMs),
     maxMessageBytes: cfg.maxMessageBytes,
     tls: opts.tls,
     healthz: () => ({ status: 200, body: "ok\n" }),

@@ -2,6 +2,7 @@
 // a bad value is a start-up error naming the variable.
 import path from "node:path";
 import { parseDuration } from "../ops/duration.js";
+import { DEFAULT_MAX_KEYS_PER_POOL } from "../ops/metrics.js";
 
 export interface ServerConfig {
   host: string;
@@ -17,6 +18,8 @@ export interface ServerConfig {
   configFile?: string;
   /** KEYMESH_AUDIT_RETENTION: audit entries older than this are deleted. */
   auditRetentionMs: number;
+  /** KEYMESH_METRICS_MAX_KEYS: a pool with more keys exports no per-key series; 0 turns them off. */
+  metricsMaxKeys: number;
 }
 
 class ConfigVariableError extends Error {
@@ -50,6 +53,14 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): nu
   return n;
 }
 
+function nonNegativeInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigVariableError(name, `"${raw}" is not a non-negative integer`);
+  return n;
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   return {
     host: env.KEYMESH_HOST?.trim() || "127.0.0.1",
@@ -62,5 +73,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
     auditRetentionMs: duration(env, "KEYMESH_AUDIT_RETENTION", 90 * 86_400_000),
+    metricsMaxKeys: nonNegativeInt(env, "KEYMESH_METRICS_MAX_KEYS", DEFAULT_MAX_KEYS_PER_POOL),
   };
 }

@@ -161,7 +161,7 @@ export function eventLine(event: Event): string {
 const valueText = (v: unknown): string => (typeof v === "string" ? v : JSON.stringify(v));
 
 /** What an entry changed: the fields that differ ("label: a → b"), or what was created or deleted. */
-export function changeText(entry: AuditEntry): string {
+function changeText(entry: AuditEntry): string {
   const { before, after } = entry;
   if (!before && after) return "created";
   if (before && !after) return entry.action === "revoke_lease" && typeof before.holder === "string" && before.holder ? `holder ${before.holder}` : "deleted";

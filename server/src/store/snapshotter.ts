@@ -32,6 +32,8 @@ export interface SnapshotterOptions {
   maxBackoffMs?: number;
   /** After each committed snapshot: export+write time and the snapshot's instant. */
   onSnapshot?: (durationMs: number, takenAt: number) => void;
+  /** After each write that failed (it is retried). */
+  onFailure?: () => void;
   /** When writes start failing because the database is unreachable (false), and when they succeed again (true). */
   onDatabaseUp?: (up: boolean) => void;
 }
@@ -44,6 +46,7 @@ export class Snapshotter {
   readonly #intervalMs: number;
   readonly #maxBackoffMs: number;
   readonly #onSnapshot?: SnapshotterOptions["onSnapshot"];
+  readonly #onFailure?: SnapshotterOptions["onFailure"];
   readonly #onDatabaseUp?: SnapshotterOptions["onDatabaseUp"];
 
   #timer: TimerHandle | undefined;
@@ -52,6 +55,8 @@ export class Snapshotter {
   /** Consecutive failed writes; the state they carried is still unwritten. */
   #failures = 0;
   #databaseUp = true;
+  /** When the state being written (or waiting after a failure) was first exported; undefined when all is written. */
+  #unwrittenSince: number | undefined;
 
   constructor(options: SnapshotterOptions) {
     this.#store = options.store;
@@ -61,7 +66,16 @@ export class Snapshotter {
     this.#intervalMs = options.intervalMs ?? 1000;
     this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
     this.#onSnapshot = options.onSnapshot;
+    this.#onFailure = options.onFailure;
     this.#onDatabaseUp = options.onDatabaseUp;
+  }
+
+  /**
+   * Since when runtime state has waited to be written (epoch ms): from the export of the oldest state not
+   * yet committed; undefined when everything is. Changes are noticed at the next interval.
+   */
+  get unwrittenSince(): number | undefined {
+    return this.#unwrittenSince;
   }
 
   /** Consecutive failed attempts so far (0 after a success). */
@@ -81,17 +95,20 @@ export class Snapshotter {
     // A full snapshot is due on a process's first and to repair the tables after an outage, changed or not.
     if (!this.#source.dirty && this.#failures === 0 && !this.#store.needsFullSnapshot) return;
     const started = this.#clock.now();
+    this.#unwrittenSince ??= started;
     const takenAt = this.#startWrite();
     try {
       await this.#writing;
     } catch (err) {
       this.#failures += 1;
       this.#reportFailure(err);
+      this.#onFailure?.();
       throw err;
     } finally {
       this.#writing = undefined;
     }
     this.#failures = 0;
+    this.#unwrittenSince = undefined;
     if (!this.#databaseUp) this.#setDatabaseUp(true);
     this.#onSnapshot?.(this.#clock.now() - started, takenAt);
   }

@@ -146,6 +146,25 @@ describe("Snapshotter", () => {
     await snapshotter.stop();
   });
 
+  it("knows since when state waits to be written: from the first failed export until a write succeeds, never while idle", async () => {
+    const { clock, source, store, snapshotter, t0 } = setup();
+    snapshotter.start();
+    await clock.advanceAsync(1000);
+    await clock.advanceAsync(60_000);
+    expect(snapshotter.unwrittenSince).toBeUndefined();
+    store.failWith = new Error("boom");
+    source.change();
+    await clock.advanceAsync(1000);
+    expect(snapshotter.unwrittenSince).toBe(t0 + 62_000);
+    source.change();
+    await clock.advanceAsync(2000 + 4000);
+    expect([snapshotter.failures, snapshotter.unwrittenSince]).toEqual([3, t0 + 62_000]);
+    store.failWith = undefined;
+    await clock.advanceAsync(8000);
+    expect([store.writes.length, snapshotter.unwrittenSince]).toEqual([2, undefined]);
+    await snapshotter.stop();
+  });
+
   it("retries after a failure even when nothing changed since", async () => {
     const { clock, source, store, snapshotter } = setup();
     snapshotter.start();

@@ -68,7 +68,7 @@ export async function startServer(
   if (!authorizer.enabled) log.warn({ host: cfg.host }, "auth is off: no tokens configured; serving on loopback only");
   const tls = loadTlsFiles(env);
 
-  const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log });
+  const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log, statementTimeoutMs: cfg.statementTimeoutMs });
   try {
     return await startOnDatabase(cfg, log, env, db, { declared, authorizer, tls, hooks });
   } catch (e) {

@@ -3,6 +3,7 @@
 import path from "node:path";
 import { parseDuration } from "../ops/duration.js";
 import { DEFAULT_MAX_KEYS_PER_POOL } from "../ops/metrics.js";
+import { DEFAULT_STATEMENT_TIMEOUT_MS } from "../store/database.js";
 
 export interface ServerConfig {
   host: string;
@@ -20,6 +21,8 @@ export interface ServerConfig {
   auditRetentionMs: number;
   /** KEYMESH_METRICS_MAX_KEYS: a pool with more keys exports no per-key series; 0 turns them off. */
   metricsMaxKeys: number;
+  /** KEYMESH_STATEMENT_TIMEOUT: the longest a statement may run on an external Postgres; 0: no limit. */
+  statementTimeoutMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -42,6 +45,14 @@ function duration(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
   if (!raw) return fallback;
   const ms = parseDuration(raw);
   if (ms === undefined || ms <= 0) throw new ConfigVariableError(name, `"${raw}" is not a positive duration (e.g. 500ms, 1s, 2m)`);
+  return ms;
+}
+
+function durationOrZero(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const ms = parseDuration(raw);
+  if (ms === undefined) throw new ConfigVariableError(name, `"${raw}" is not a duration (e.g. 30s, 2m; 0 for none)`);
   return ms;
 }
 
@@ -74,5 +85,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
     auditRetentionMs: duration(env, "KEYMESH_AUDIT_RETENTION", 90 * 86_400_000),
     metricsMaxKeys: nonNegativeInt(env, "KEYMESH_METRICS_MAX_KEYS", DEFAULT_MAX_KEYS_PER_POOL),
+    statementTimeoutMs: durationOrZero(env, "KEYMESH_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT_MS),
   };
 }

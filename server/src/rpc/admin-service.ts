@@ -232,6 +232,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     const since = req.since ? timestampMs(req.since) : undefined;
     const scope = [req.pool, since === undefined ? "" : String(since)];
     const after = req.pageToken === "" ? undefined : readToken(req.pageToken, scope);
+    if (after !== undefined && (after.length !== 1 || !/^\d{1,15}$/.test(after[0]!))) throw invalidArgument("page_token", "is not a token this server issued");
     const beforeId = after === undefined ? undefined : Number(after[0]);
     // One more than the page tells whether another page follows.
     const entries = await this.d.audit.list({ pool: req.pool, since, beforeId, limit: limit + 1 });

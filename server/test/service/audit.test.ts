@@ -113,5 +113,7 @@ describe("audit trail", () => {
     expect([second.entries.map((e) => e.pool), second.nextPageToken]).toEqual([["a"], ""]);
     await expect(s.adminClient.listAuditEntries({ pool: "a", pageToken: first.nextPageToken })).rejects.toThrow(/other filters/);
     await expect(s.adminClient.listAuditEntries({ pageSize: -1 })).rejects.toThrow(/page_size/);
+    const forged = Buffer.from(JSON.stringify({ s: ["", ""], a: ["1e9"] })).toString("base64url");
+    await expect(s.adminClient.listAuditEntries({ pageToken: forged })).rejects.toThrow(/page_token: is not a token this server issued/);
   });
 });

@@ -3,6 +3,7 @@
 // Per-key series are bounded: a pool with more keys than `maxKeysPerPool` exports only its pool series.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { CircuitState, KeyState, KeyStatsView, LeaseOutcome, PoolStatsView } from "../domain/types.js";
+import { FastHistogram } from "./histogram.js";
 
 /**
  * How an Acquire ended, as the `result` label: `timeout` waited for a key and none came in time, `no_key`
@@ -114,15 +115,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
 
   // ---- RPCs on both listeners ----
 
-  const rpcDuration = new Histogram({
-    name: "keymesh_rpc_duration_seconds",
-    help: "RPCs answered, by listener (grpc, http), service, method and status code; streams from open to end.",
-    labelNames: ["listener", "service", "method", "code"] as const,
-    buckets: ACQUIRE_BUCKETS,
-    registers: [registry],
-  });
-  /** The histogram's children by listener, service and method, indexed by code: no label hashing per call. */
-  const rpcChildren = new Map<string, Array<ReturnType<typeof rpcDuration.labels> | undefined>>();
+  const rpcDuration = new FastHistogram(
+    "keymesh_rpc_duration_seconds",
+    "RPCs answered, by listener (grpc, http), service, method and status code; streams from open to end.",
+    ACQUIRE_BUCKETS,
+  );
+  /** The histogram's observe functions by listener, service and method, indexed by status code. */
+  const rpcChildren = new Map<string, Array<((seconds: number) => void) | undefined>>();
 
   // ---- per key and per pool: read from the engine at scrape time ----
 
@@ -142,10 +141,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     emaLatency: keyGauge("keymesh_key_ema_latency_seconds", "EMA (alpha 0.2) of reported latencies; absent before the first report."),
     successRatio: keyGauge("keymesh_key_success_ratio", "Share of successful outcomes over the recent window (1 when there is none)."),
     failures: keyGauge("keymesh_key_consecutive_failures", "Failures since the key's last success."),
-    requestsRemaining: keyGauge("keymesh_key_budget_requests_remaining", "Requests left in the provider's budget as estimated from its headers; absent when unknown."),
-    requestsLimit: keyGauge("keymesh_key_budget_requests_limit", "The provider's request limit from its headers; absent when unknown."),
-    tokensRemaining: keyGauge("keymesh_key_budget_tokens_remaining", "Tokens left in the provider's budget from its headers; absent when unknown."),
-    tokensLimit: keyGauge("keymesh_key_budget_tokens_limit", "The provider's token limit from its headers; absent when unknown."),
+    requestsRemaining: keyGauge("keymesh_key_provider_requests_remaining", "Requests left in the provider's budget as estimated from its rate-limit headers; absent when unknown."),
+    requestsLimit: keyGauge("keymesh_key_provider_requests_limit", "The provider's request limit from its rate-limit headers; absent when unknown."),
+    tokensRemaining: keyGauge("keymesh_key_provider_tokens_remaining", "Tokens left in the provider's budget from its rate-limit headers; absent when unknown."),
+    tokensLimit: keyGauge("keymesh_key_provider_tokens_limit", "The provider's token limit from its rate-limit headers; absent when unknown."),
     leases: keyCounter("keymesh_key_leases_total", "Leases granted on the key since it was added."),
     tokens: keyCounter("keymesh_key_tokens_total", "Tokens reported on the key since it was added, by direction (input, output).", ["direction"]),
     outcomes: keyCounter("keymesh_key_outcomes_total", "Outcome reports on the key since this process started, by class.", ["outcome"]),
@@ -263,8 +262,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       const id = `${listener} ${service} ${method}`;
       let children = rpcChildren.get(id);
       if (!children) rpcChildren.set(id, (children = []));
-      const child = (children[code] ??= rpcDuration.labels({ listener, service, method, code: CODE_NAMES[code] ?? String(code) }));
-      child.observe(durationMs / 1000);
+      const observe = (children[code] ??= rpcDuration.child({ listener, service, method, code: CODE_NAMES[code] ?? String(code) }));
+      observe(durationMs / 1000);
     },
     observeSnapshot(durationMs) {
       snapshotDuration.observe(durationMs / 1000);
@@ -280,7 +279,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     async metricsText() {
       refresh();
-      return registry.metrics();
+      return `${await registry.metrics()}\n${rpcDuration.text()}`;
     },
   };
 }

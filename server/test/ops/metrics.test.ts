@@ -83,11 +83,11 @@ describe("metrics", () => {
     expect(s.has('keymesh_key_ema_latency_seconds{pool="openai",key="k2"}')).toBe(false);
     expect(s.get('keymesh_key_success_ratio{pool="openai",key="k1"}')).toBe(0.75);
     expect(s.get('keymesh_key_consecutive_failures{pool="openai",key="k2"}')).toBe(4);
-    expect(s.get('keymesh_key_budget_requests_remaining{pool="openai",key="k1"}')).toBe(12);
-    expect(s.get('keymesh_key_budget_requests_limit{pool="openai",key="k1"}')).toBe(60);
-    expect(s.get('keymesh_key_budget_tokens_remaining{pool="openai",key="k1"}')).toBe(9000);
-    expect(s.get('keymesh_key_budget_tokens_limit{pool="openai",key="k1"}')).toBe(10000);
-    expect(s.has('keymesh_key_budget_requests_remaining{pool="openai",key="k2"}')).toBe(false);
+    expect(s.get('keymesh_key_provider_requests_remaining{pool="openai",key="k1"}')).toBe(12);
+    expect(s.get('keymesh_key_provider_requests_limit{pool="openai",key="k1"}')).toBe(60);
+    expect(s.get('keymesh_key_provider_tokens_remaining{pool="openai",key="k1"}')).toBe(9000);
+    expect(s.get('keymesh_key_provider_tokens_limit{pool="openai",key="k1"}')).toBe(10000);
+    expect(s.has('keymesh_key_provider_requests_remaining{pool="openai",key="k2"}')).toBe(false);
     expect(s.get('keymesh_key_leases_total{pool="openai",key="k1"}')).toBe(40);
     expect(s.get('keymesh_key_tokens_total{pool="openai",key="k1",direction="input"}')).toBe(1000);
     expect(s.get('keymesh_key_tokens_total{pool="openai",key="k1",direction="output"}')).toBe(300);
@@ -140,6 +140,14 @@ describe("metrics", () => {
     expect(s.get(`keymesh_rpc_duration_seconds_count{${labels("grpc", "keymesh.v1.KeyPoolService", "Acquire", "RESOURCE_EXHAUSTED")}}`)).toBe(1);
     expect(s.get(`keymesh_rpc_duration_seconds_sum{${labels("grpc", "keymesh.v1.KeyPoolService", "Acquire", "RESOURCE_EXHAUSTED")}}`)).toBe(2);
     expect(s.get(`keymesh_rpc_duration_seconds_count{${labels("http", "keymesh.v1.PoolAdminService", "ListPools", "UNAUTHENTICATED")}}`)).toBe(1);
+
+    const acquireOk = labels("grpc", "keymesh.v1.KeyPoolService", "Acquire", "OK");
+    expect(s.get(`keymesh_rpc_duration_seconds_bucket{le="0.0001",${acquireOk}}`)).toBeUndefined();
+    expect(s.get(`keymesh_rpc_duration_seconds_bucket{le="0.0005",${acquireOk}}`)).toBe(2);
+    expect(s.get(`keymesh_rpc_duration_seconds_bucket{le="+Inf",${acquireOk}}`)).toBe(2);
+    const exhausted = labels("grpc", "keymesh.v1.KeyPoolService", "Acquire", "RESOURCE_EXHAUSTED");
+    expect([1, 2.5, 30, "+Inf"].map((le) => s.get(`keymesh_rpc_duration_seconds_bucket{le="${le}",${exhausted}}`))).toEqual([0, 1, 1, 1]);
+    expect(s.get(`keymesh_rpc_duration_seconds_sum{${acquireOk}}`)).toBeCloseTo(0.0007);
   });
 
   it("reports the snapshot age as how long state has waited to be written, 0 when all is written", async () => {

@@ -349,6 +349,11 @@ describe("audit trail", () => {
     expect(JSON.parse(logged[1]!).audit).toMatchObject({ action: "add_key", actor: "KEYMESH_AUTH_TOKENS[1]", pool: name });
     expect((await failure(clients("grpc", USER_ALL).admin.listAuditEntries({}))).code).toBe(Code.PermissionDenied);
   });
+
+  it("counted the WatchEvents stream the client ended, when it ended", async () => {
+    const { samples } = await scrape();
+    expect(samples.get('keymesh_rpc_duration_seconds_count{listener="grpc",service="keymesh.v1.PoolAdminService",method="WatchEvents",code="CANCELLED"}')).toBeGreaterThanOrEqual(1);
+  });
 });
 
 describe("logs", () => {

@@ -40,6 +40,9 @@ import type { ServerConfig } from "./config.js";
 // The same relative path from server/src/app and server/dist/app, in a checkout and in an installed package.
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
+/** How often an idle server checks that its database answers (keymesh_database_up, /readyz). */
+const DATABASE_HEARTBEAT_MS = 10_000;
+
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
   metrics: Metrics;
@@ -196,6 +199,7 @@ async function startOnDatabase(
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
   retention.start();
+  availability.startHeartbeat(DATABASE_HEARTBEAT_MS);
   availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
   ready = true;

@@ -161,7 +161,6 @@ async function startOnDatabase(
     log,
     onSnapshot: (durationMs: number) => metrics.observeSnapshot(durationMs),
     onFailure: () => metrics.countSnapshotFailure(),
-    onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
   });
   metrics.setSource({
     pools: () => engine.listPools().map((p) => p.name),

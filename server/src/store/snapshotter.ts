@@ -34,8 +34,6 @@ export interface SnapshotterOptions {
   onSnapshot?: (durationMs: number, takenAt: number) => void;
   /** After each write that failed (it is retried). */
   onFailure?: () => void;
-  /** When writes start failing because the database is unreachable (false), and when they succeed again (true). */
-  onDatabaseUp?: (up: boolean) => void;
 }
 
 export class Snapshotter {
@@ -47,14 +45,12 @@ export class Snapshotter {
   readonly #maxBackoffMs: number;
   readonly #onSnapshot?: SnapshotterOptions["onSnapshot"];
   readonly #onFailure?: SnapshotterOptions["onFailure"];
-  readonly #onDatabaseUp?: SnapshotterOptions["onDatabaseUp"];
 
   #timer: TimerHandle | undefined;
   #running = false;
   #writing: Promise<void> | undefined;
   /** Consecutive failed writes; the state they carried is still unwritten. */
   #failures = 0;
-  #databaseUp = true;
   /** When the state being written (or waiting after a failure) was first exported; undefined when all is written. */
   #unwrittenSince: number | undefined;
 
@@ -67,7 +63,6 @@ export class Snapshotter {
     this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
     this.#onSnapshot = options.onSnapshot;
     this.#onFailure = options.onFailure;
-    this.#onDatabaseUp = options.onDatabaseUp;
   }
 
   /**
@@ -109,7 +104,6 @@ export class Snapshotter {
     }
     this.#failures = 0;
     this.#unwrittenSince = undefined;
-    if (!this.#databaseUp) this.#setDatabaseUp(true);
     this.#onSnapshot?.(this.#clock.now() - started, takenAt);
   }
 
@@ -164,7 +158,6 @@ export class Snapshotter {
 
   #reportFailure(err: unknown): void {
     const unavailable = err instanceof StoreUnavailable;
-    if (unavailable && this.#databaseUp) this.#setDatabaseUp(false);
     // Only the error's class and code: a driver message could quote row values.
     this.#log.warn(
       {
@@ -175,10 +168,5 @@ export class Snapshotter {
       },
       unavailable ? "snapshot not written: database unreachable" : "snapshot not written",
     );
-  }
-
-  #setDatabaseUp(up: boolean): void {
-    this.#databaseUp = up;
-    this.#onDatabaseUp?.(up);
   }
 }

@@ -26,8 +26,9 @@ describe("docs/operations.md", () => {
     expect(pool!.keys[0]).toMatchObject({ id: "k1", secret: env.OPENAI_KEY_1, maxConcurrency: 8, quotaGroup: "org-a", disabled: false });
     const auth = createAuthorizer(config.tokens);
     const acquire = { service: "keymesh.v1.KeyPoolService", name: "Acquire" };
-    expect(auth.authorize(acquire, `Bearer ${env.BACKEND_TOKEN}`, "openai")).toEqual({ ok: true });
+    expect(auth.authorize(acquire, `Bearer ${env.BACKEND_TOKEN}`, "openai")).toEqual({ ok: true, name: "auth.tokens[1]" });
     expect(auth.authorize(acquire, `Bearer ${env.OPS_TOKEN}`, "openai")).toMatchObject({ ok: false, code: "permission_denied" });
+    expect(auth.authorize({ service: "keymesh.v1.PoolAdminService", name: "ListPools" }, `Bearer ${env.OPS_TOKEN}`, undefined)).toEqual({ ok: true, name: "ops team" });
   });
 
   it("has a KEYMESH_AUTH_TOKENS example that parses", () => {

@@ -11,6 +11,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -257,6 +258,8 @@ const (
 	EventType_EVENT_TYPE_LEASE_ENDED EventType = 19
 	// The watcher fell behind and events were dropped; re-read state with GetPoolStats.
 	EventType_EVENT_TYPE_LAGGED EventType = 20
+	// An admin change was committed (admin_change says who changed what).
+	EventType_EVENT_TYPE_ADMIN_CHANGE EventType = 21
 )
 
 // Enum value maps for EventType.
@@ -283,6 +286,7 @@ var (
 		18: "EVENT_TYPE_LEASE_GRANTED",
 		19: "EVENT_TYPE_LEASE_ENDED",
 		20: "EVENT_TYPE_LAGGED",
+		21: "EVENT_TYPE_ADMIN_CHANGE",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -306,6 +310,7 @@ var (
 		"EVENT_TYPE_LEASE_GRANTED":       18,
 		"EVENT_TYPE_LEASE_ENDED":         19,
 		"EVENT_TYPE_LAGGED":              20,
+		"EVENT_TYPE_ADMIN_CHANGE":        21,
 	}
 )
 
@@ -1188,7 +1193,9 @@ type Event struct {
 	// Why, in words (e.g. "auth: 401 invalid api key", "retry-after 20s").
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For cooldown and circuit events: until when.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	// For ADMIN_CHANGE: the change as the audit trail records it.
+	AdminChange   *AuditEntry `protobuf:"bytes,8,opt,name=admin_change,json=adminChange,proto3" json:"admin_change,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1272,6 +1279,152 @@ func (x *Event) GetUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Event) GetAdminChange() *AuditEntry {
+	if x != nil {
+		return x.AdminChange
+	}
+	return nil
+}
+
+// AuditEntry is one admin change as the audit trail records it: who made it, what it changed, how the
+// object read before and after (secrets masked), when, and through which server process.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the trail: a later change has a larger id.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When the change was committed (server clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Who: the name of the bearer token that made the change (never the token itself), "config file" for
+	// KEYMESH_CONFIG applied at start or on SIGHUP, "anonymous" when auth is off.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// What: create_pool, update_pool, delete_pool, add_key, update_key, remove_key, enable_key,
+	// disable_key or revoke_lease.
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// The pool changed.
+	Pool string `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The key, for key changes and revocations.
+	KeyId string `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The lease, for revoke_lease.
+	LeaseId string `protobuf:"bytes,7,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The object before the change (unset for a creation); a key's secret appears only as its masked hint.
+	Before *structpb.Struct `protobuf:"bytes,8,opt,name=before,proto3" json:"before,omitempty"`
+	// The object after the change (unset for a deletion); a key's secret appears only as its masked hint.
+	After *structpb.Struct `protobuf:"bytes,9,opt,name=after,proto3" json:"after,omitempty"`
+	// The server process that made the change (host name and process id).
+	Replica string `protobuf:"bytes,10,opt,name=replica,proto3" json:"replica,omitempty"`
+	// The reason given with the change (disable, revoke), or how it was made ("drain").
+	Reason        string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AuditEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetBefore() *structpb.Struct {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetAfter() *structpb.Struct {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreatePoolRequest creates a pool.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1283,7 +1436,7 @@ type CreatePoolRequest struct {
 
 func (x *CreatePoolRequest) Reset() {
 	*x = CreatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1448,7 @@ func (x *CreatePoolRequest) String() string {
 func (*CreatePoolRequest) ProtoMessage() {}
 
 func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1461,7 @@ func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolRequest.ProtoReflect.Descriptor instead.
 func (*CreatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreatePoolRequest) GetPool() *Pool {
@@ -1329,7 +1482,7 @@ type CreatePoolResponse struct {
 
 func (x *CreatePoolResponse) Reset() {
 	*x = CreatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1494,7 @@ func (x *CreatePoolResponse) String() string {
 func (*CreatePoolResponse) ProtoMessage() {}
 
 func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1507,7 @@ func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolResponse.ProtoReflect.Descriptor instead.
 func (*CreatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreatePoolResponse) GetPool() *Pool {
@@ -1375,7 +1528,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1540,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1553,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPoolRequest) GetName() string {
@@ -1421,7 +1574,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1586,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1599,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1465,7 +1618,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1630,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1643,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 // ListPoolsResponse is every pool, in the order they were created.
@@ -1504,7 +1657,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1669,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1682,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1552,7 +1705,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1717,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1730,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -1605,7 +1758,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1770,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1783,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -1653,7 +1806,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1818,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1831,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -1704,7 +1857,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1869,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1882,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 // AddKeyRequest adds a key to a pool.
@@ -1747,7 +1900,7 @@ type AddKeyRequest struct {
 
 func (x *AddKeyRequest) Reset() {
 	*x = AddKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1912,7 @@ func (x *AddKeyRequest) String() string {
 func (*AddKeyRequest) ProtoMessage() {}
 
 func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1925,7 @@ func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyRequest.ProtoReflect.Descriptor instead.
 func (*AddKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddKeyRequest) GetPool() string {
@@ -1807,7 +1960,7 @@ type AddKeyResponse struct {
 
 func (x *AddKeyResponse) Reset() {
 	*x = AddKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1972,7 @@ func (x *AddKeyResponse) String() string {
 func (*AddKeyResponse) ProtoMessage() {}
 
 func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1985,7 @@ func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyResponse.ProtoReflect.Descriptor instead.
 func (*AddKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddKeyResponse) GetKey() *Key {
@@ -1855,7 +2008,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2020,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2033,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetKeyRequest) GetPool() string {
@@ -1908,7 +2061,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2073,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2086,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -1958,7 +2111,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2123,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2136,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListKeysRequest) GetPool() string {
@@ -2020,7 +2173,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2185,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2198,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -2077,7 +2230,7 @@ type UpdateKeyRequest struct {
 
 func (x *UpdateKeyRequest) Reset() {
 	*x = UpdateKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2242,7 @@ func (x *UpdateKeyRequest) String() string {
 func (*UpdateKeyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2255,7 @@ func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateKeyRequest) GetKey() *Key {
@@ -2137,7 +2290,7 @@ type UpdateKeyResponse struct {
 
 func (x *UpdateKeyResponse) Reset() {
 	*x = UpdateKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2302,7 @@ func (x *UpdateKeyResponse) String() string {
 func (*UpdateKeyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2315,7 @@ func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateKeyResponse) GetKey() *Key {
@@ -2187,7 +2340,7 @@ type RemoveKeyRequest struct {
 
 func (x *RemoveKeyRequest) Reset() {
 	*x = RemoveKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2352,7 @@ func (x *RemoveKeyRequest) String() string {
 func (*RemoveKeyRequest) ProtoMessage() {}
 
 func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2365,7 @@ func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyRequest.ProtoReflect.Descriptor instead.
 func (*RemoveKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveKeyRequest) GetPool() string {
@@ -2245,7 +2398,7 @@ type RemoveKeyResponse struct {
 
 func (x *RemoveKeyResponse) Reset() {
 	*x = RemoveKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2410,7 @@ func (x *RemoveKeyResponse) String() string {
 func (*RemoveKeyResponse) ProtoMessage() {}
 
 func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2423,7 @@ func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyResponse.ProtoReflect.Descriptor instead.
 func (*RemoveKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 // EnableKeyRequest enables a key.
@@ -2286,7 +2439,7 @@ type EnableKeyRequest struct {
 
 func (x *EnableKeyRequest) Reset() {
 	*x = EnableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2451,7 @@ func (x *EnableKeyRequest) String() string {
 func (*EnableKeyRequest) ProtoMessage() {}
 
 func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2464,7 @@ func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
 func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EnableKeyRequest) GetPool() string {
@@ -2339,7 +2492,7 @@ type EnableKeyResponse struct {
 
 func (x *EnableKeyResponse) Reset() {
 	*x = EnableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2504,7 @@ func (x *EnableKeyResponse) String() string {
 func (*EnableKeyResponse) ProtoMessage() {}
 
 func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2517,7 @@ func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
 func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnableKeyResponse) GetKey() *Key {
@@ -2391,7 +2544,7 @@ type DisableKeyRequest struct {
 
 func (x *DisableKeyRequest) Reset() {
 	*x = DisableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2556,7 @@ func (x *DisableKeyRequest) String() string {
 func (*DisableKeyRequest) ProtoMessage() {}
 
 func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2569,7 @@ func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
 func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DisableKeyRequest) GetPool() string {
@@ -2458,7 +2611,7 @@ type DisableKeyResponse struct {
 
 func (x *DisableKeyResponse) Reset() {
 	*x = DisableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2623,7 @@ func (x *DisableKeyResponse) String() string {
 func (*DisableKeyResponse) ProtoMessage() {}
 
 func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2636,7 @@ func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
 func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DisableKeyResponse) GetKey() *Key {
@@ -2510,7 +2663,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2675,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2688,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListLeasesRequest) GetPool() string {
@@ -2579,7 +2732,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2744,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2757,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -2634,7 +2787,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2799,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2812,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -2685,7 +2838,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2850,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2863,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 // GetPoolStatsRequest names a pool.
@@ -2724,7 +2877,7 @@ type GetPoolStatsRequest struct {
 
 func (x *GetPoolStatsRequest) Reset() {
 	*x = GetPoolStatsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2889,7 @@ func (x *GetPoolStatsRequest) String() string {
 func (*GetPoolStatsRequest) ProtoMessage() {}
 
 func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2902,7 @@ func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetPoolStatsRequest) GetPool() string {
@@ -2770,7 +2923,7 @@ type GetPoolStatsResponse struct {
 
 func (x *GetPoolStatsResponse) Reset() {
 	*x = GetPoolStatsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2935,7 @@ func (x *GetPoolStatsResponse) String() string {
 func (*GetPoolStatsResponse) ProtoMessage() {}
 
 func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2948,7 @@ func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetPoolStatsResponse) GetStats() *PoolStats {
@@ -2818,7 +2971,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +2983,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +2996,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchEventsRequest) GetPool() string {
@@ -2871,7 +3024,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3036,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3049,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -2906,12 +3059,140 @@ func (x *WatchEventsResponse) GetEvent() *Event {
 	return nil
 }
 
+// ListAuditEntriesRequest reads the audit trail, newest first, a page at a time.
+type ListAuditEntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this pool's changes, when set.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Only changes at or after this instant, when set.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// Most entries to return; 0 means 100, and more than 1000 is read as 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same pool and since; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesRequest) Reset() {
+	*x = ListAuditEntriesRequest{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesRequest) ProtoMessage() {}
+
+func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListAuditEntriesRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *ListAuditEntriesRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditEntriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEntriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAuditEntriesResponse is a page of the audit trail.
+type ListAuditEntriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries, newest first.
+	Entries []*AuditEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Token for the next (older) page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesResponse) Reset() {
+	*x = ListAuditEntriesResponse{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesResponse) ProtoMessage() {}
+
+func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditEntriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_keymesh_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16keymesh/v1/admin.proto\x12\n" +
-	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x01\n" +
+	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x01\n" +
 	"\x14CircuitBreakerConfig\x12+\n" +
 	"\x11failure_threshold\x18\x01 \x01(\rR\x10failureThreshold\x12>\n" +
 	"\ropen_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fopenDuration\x12E\n" +
@@ -3002,7 +3283,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\religible_keys\x18\x03 \x01(\rR\feligibleKeys\x12#\n" +
 	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\x12\x18\n" +
 	"\awaiters\x18\x05 \x01(\rR\awaiters\x12(\n" +
-	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\"\xf2\x01\n" +
+	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\"\xad\x02\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.keymesh.v1.EventTypeR\x04type\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3010,7 +3291,22 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x19\n" +
 	"\blease_id\x18\x05 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x120\n" +
-	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"9\n" +
+	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x129\n" +
+	"\fadmin_change\x18\b \x01(\v2\x16.keymesh.v1.AuditEntryR\vadminChange\"\xd2\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x12\n" +
+	"\x04pool\x18\x05 \x01(\tR\x04pool\x12\x15\n" +
+	"\x06key_id\x18\x06 \x01(\tR\x05keyId\x12\x19\n" +
+	"\blease_id\x18\a \x01(\tR\aleaseId\x12/\n" +
+	"\x06before\x18\b \x01(\v2\x17.google.protobuf.StructR\x06before\x12-\n" +
+	"\x05after\x18\t \x01(\v2\x17.google.protobuf.StructR\x05after\x12\x18\n" +
+	"\areplica\x18\n" +
+	" \x01(\tR\areplica\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\"9\n" +
 	"\x11CreatePoolRequest\x12$\n" +
 	"\x04pool\x18\x01 \x01(\v2\x10.keymesh.v1.PoolR\x04pool\":\n" +
 	"\x12CreatePoolResponse\x12$\n" +
@@ -3096,7 +3392,16 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
 	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\">\n" +
 	"\x13WatchEventsResponse\x12'\n" +
-	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event*\x9d\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event\"\x9b\x01\n" +
+	"\x17ListAuditEntriesRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"t\n" +
+	"\x18ListAuditEntriesResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.keymesh.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x9d\x01\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STRATEGY_ROUND_ROBIN\x10\x01\x12\x17\n" +
@@ -3115,7 +3420,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xf9\x04\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\x96\x05\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_POOL_CREATED\x10\x01\x12\x1b\n" +
@@ -3138,7 +3443,9 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19EVENT_TYPE_POOL_EXHAUSTED\x10\x11\x12\x1c\n" +
 	"\x18EVENT_TYPE_LEASE_GRANTED\x10\x12\x12\x1a\n" +
 	"\x16EVENT_TYPE_LEASE_ENDED\x10\x13\x12\x15\n" +
-	"\x11EVENT_TYPE_LAGGED\x10\x142\xbd\t\n" +
+	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1b\n" +
+	"\x17EVENT_TYPE_ADMIN_CHANGE\x10\x152\x9c\n" +
+	"\n" +
 	"\x10PoolAdminService\x12K\n" +
 	"\n" +
 	"CreatePool\x12\x1d.keymesh.v1.CreatePoolRequest\x1a\x1e.keymesh.v1.CreatePoolResponse\x12B\n" +
@@ -3160,7 +3467,8 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"ListLeases\x12\x1d.keymesh.v1.ListLeasesRequest\x1a\x1e.keymesh.v1.ListLeasesResponse\x12N\n" +
 	"\vRevokeLease\x12\x1e.keymesh.v1.RevokeLeaseRequest\x1a\x1f.keymesh.v1.RevokeLeaseResponse\x12Q\n" +
 	"\fGetPoolStats\x12\x1f.keymesh.v1.GetPoolStatsRequest\x1a .keymesh.v1.GetPoolStatsResponse\x12P\n" +
-	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01B@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
+	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01\x12]\n" +
+	"\x10ListAuditEntries\x12#.keymesh.v1.ListAuditEntriesRequest\x1a$.keymesh.v1.ListAuditEntriesResponseB@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
 
 var (
 	file_keymesh_v1_admin_proto_rawDescOnce sync.Once
@@ -3175,144 +3483,156 @@ func file_keymesh_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keymesh_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_keymesh_v1_admin_proto_goTypes = []any{
-	(Strategy)(0),                 // 0: keymesh.v1.Strategy
-	(KeyState)(0),                 // 1: keymesh.v1.KeyState
-	(CircuitState)(0),             // 2: keymesh.v1.CircuitState
-	(EventType)(0),                // 3: keymesh.v1.EventType
-	(*CircuitBreakerConfig)(nil),  // 4: keymesh.v1.CircuitBreakerConfig
-	(*Pool)(nil),                  // 5: keymesh.v1.Pool
-	(*Key)(nil),                   // 6: keymesh.v1.Key
-	(*Lease)(nil),                 // 7: keymesh.v1.Lease
-	(*ProviderBudget)(nil),        // 8: keymesh.v1.ProviderBudget
-	(*KeyStats)(nil),              // 9: keymesh.v1.KeyStats
-	(*PoolStats)(nil),             // 10: keymesh.v1.PoolStats
-	(*Event)(nil),                 // 11: keymesh.v1.Event
-	(*CreatePoolRequest)(nil),     // 12: keymesh.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 13: keymesh.v1.CreatePoolResponse
-	(*GetPoolRequest)(nil),        // 14: keymesh.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 15: keymesh.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 16: keymesh.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 17: keymesh.v1.ListPoolsResponse
-	(*UpdatePoolRequest)(nil),     // 18: keymesh.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 19: keymesh.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),     // 20: keymesh.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),    // 21: keymesh.v1.DeletePoolResponse
-	(*AddKeyRequest)(nil),         // 22: keymesh.v1.AddKeyRequest
-	(*AddKeyResponse)(nil),        // 23: keymesh.v1.AddKeyResponse
-	(*GetKeyRequest)(nil),         // 24: keymesh.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),        // 25: keymesh.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),       // 26: keymesh.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 27: keymesh.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 28: keymesh.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 29: keymesh.v1.UpdateKeyResponse
-	(*RemoveKeyRequest)(nil),      // 30: keymesh.v1.RemoveKeyRequest
-	(*RemoveKeyResponse)(nil),     // 31: keymesh.v1.RemoveKeyResponse
-	(*EnableKeyRequest)(nil),      // 32: keymesh.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),     // 33: keymesh.v1.EnableKeyResponse
-	(*DisableKeyRequest)(nil),     // 34: keymesh.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),    // 35: keymesh.v1.DisableKeyResponse
-	(*ListLeasesRequest)(nil),     // 36: keymesh.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 37: keymesh.v1.ListLeasesResponse
-	(*RevokeLeaseRequest)(nil),    // 38: keymesh.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),   // 39: keymesh.v1.RevokeLeaseResponse
-	(*GetPoolStatsRequest)(nil),   // 40: keymesh.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 41: keymesh.v1.GetPoolStatsResponse
-	(*WatchEventsRequest)(nil),    // 42: keymesh.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 43: keymesh.v1.WatchEventsResponse
-	nil,                           // 44: keymesh.v1.Key.MetadataEntry
-	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 47: google.protobuf.FieldMask
+	(Strategy)(0),                    // 0: keymesh.v1.Strategy
+	(KeyState)(0),                    // 1: keymesh.v1.KeyState
+	(CircuitState)(0),                // 2: keymesh.v1.CircuitState
+	(EventType)(0),                   // 3: keymesh.v1.EventType
+	(*CircuitBreakerConfig)(nil),     // 4: keymesh.v1.CircuitBreakerConfig
+	(*Pool)(nil),                     // 5: keymesh.v1.Pool
+	(*Key)(nil),                      // 6: keymesh.v1.Key
+	(*Lease)(nil),                    // 7: keymesh.v1.Lease
+	(*ProviderBudget)(nil),           // 8: keymesh.v1.ProviderBudget
+	(*KeyStats)(nil),                 // 9: keymesh.v1.KeyStats
+	(*PoolStats)(nil),                // 10: keymesh.v1.PoolStats
+	(*Event)(nil),                    // 11: keymesh.v1.Event
+	(*AuditEntry)(nil),               // 12: keymesh.v1.AuditEntry
+	(*CreatePoolRequest)(nil),        // 13: keymesh.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),       // 14: keymesh.v1.CreatePoolResponse
+	(*GetPoolRequest)(nil),           // 15: keymesh.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),          // 16: keymesh.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),         // 17: keymesh.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),        // 18: keymesh.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),        // 19: keymesh.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),       // 20: keymesh.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),        // 21: keymesh.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),       // 22: keymesh.v1.DeletePoolResponse
+	(*AddKeyRequest)(nil),            // 23: keymesh.v1.AddKeyRequest
+	(*AddKeyResponse)(nil),           // 24: keymesh.v1.AddKeyResponse
+	(*GetKeyRequest)(nil),            // 25: keymesh.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),           // 26: keymesh.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),          // 27: keymesh.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 28: keymesh.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),         // 29: keymesh.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),        // 30: keymesh.v1.UpdateKeyResponse
+	(*RemoveKeyRequest)(nil),         // 31: keymesh.v1.RemoveKeyRequest
+	(*RemoveKeyResponse)(nil),        // 32: keymesh.v1.RemoveKeyResponse
+	(*EnableKeyRequest)(nil),         // 33: keymesh.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),        // 34: keymesh.v1.EnableKeyResponse
+	(*DisableKeyRequest)(nil),        // 35: keymesh.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),       // 36: keymesh.v1.DisableKeyResponse
+	(*ListLeasesRequest)(nil),        // 37: keymesh.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),       // 38: keymesh.v1.ListLeasesResponse
+	(*RevokeLeaseRequest)(nil),       // 39: keymesh.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),      // 40: keymesh.v1.RevokeLeaseResponse
+	(*GetPoolStatsRequest)(nil),      // 41: keymesh.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),     // 42: keymesh.v1.GetPoolStatsResponse
+	(*WatchEventsRequest)(nil),       // 43: keymesh.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),      // 44: keymesh.v1.WatchEventsResponse
+	(*ListAuditEntriesRequest)(nil),  // 45: keymesh.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil), // 46: keymesh.v1.ListAuditEntriesResponse
+	nil,                              // 47: keymesh.v1.Key.MetadataEntry
+	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),          // 50: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil),    // 51: google.protobuf.FieldMask
 }
 var file_keymesh_v1_admin_proto_depIdxs = []int32{
-	45, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
-	45, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
+	48, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
+	48, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
 	0,  // 2: keymesh.v1.Pool.strategy:type_name -> keymesh.v1.Strategy
-	45, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
-	45, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
-	45, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
-	45, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
-	45, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
+	48, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
+	48, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
+	48, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
+	48, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
+	48, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
 	4,  // 8: keymesh.v1.Pool.circuit_breaker:type_name -> keymesh.v1.CircuitBreakerConfig
-	46, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	46, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	44, // 11: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
+	49, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	49, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	47, // 11: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
 	1,  // 12: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
-	46, // 13: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	46, // 14: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
-	46, // 15: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
-	46, // 16: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 17: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	46, // 18: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
-	46, // 19: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
+	49, // 13: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	49, // 14: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	49, // 15: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
+	49, // 16: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 17: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	49, // 18: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
+	49, // 19: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
 	1,  // 20: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
-	45, // 21: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
+	48, // 21: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
 	2,  // 22: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
-	46, // 23: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
-	45, // 24: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
+	49, // 23: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
+	48, // 24: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
 	8,  // 25: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
 	9,  // 26: keymesh.v1.PoolStats.keys:type_name -> keymesh.v1.KeyStats
 	3,  // 27: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
-	46, // 28: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
-	46, // 29: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
-	5,  // 30: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	5,  // 31: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 32: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 33: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
-	5,  // 34: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	47, // 35: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 36: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	6,  // 37: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
-	6,  // 38: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 39: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 40: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
-	6,  // 41: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
-	47, // 42: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 43: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 44: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 45: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
-	7,  // 46: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
-	10, // 47: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
-	11, // 48: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
-	12, // 49: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
-	14, // 50: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
-	16, // 51: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
-	18, // 52: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
-	20, // 53: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
-	22, // 54: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
-	24, // 55: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
-	26, // 56: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
-	28, // 57: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
-	30, // 58: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
-	32, // 59: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
-	34, // 60: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
-	36, // 61: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
-	38, // 62: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
-	40, // 63: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
-	42, // 64: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
-	13, // 65: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
-	15, // 66: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
-	17, // 67: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
-	19, // 68: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
-	21, // 69: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
-	23, // 70: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
-	25, // 71: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
-	27, // 72: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
-	29, // 73: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
-	31, // 74: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
-	33, // 75: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
-	35, // 76: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
-	37, // 77: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
-	39, // 78: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
-	41, // 79: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
-	43, // 80: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
-	65, // [65:81] is the sub-list for method output_type
-	49, // [49:65] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	49, // 28: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
+	49, // 29: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
+	12, // 30: keymesh.v1.Event.admin_change:type_name -> keymesh.v1.AuditEntry
+	49, // 31: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	50, // 32: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
+	50, // 33: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
+	5,  // 34: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	5,  // 35: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 36: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 37: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
+	5,  // 38: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	51, // 39: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 40: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	6,  // 41: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
+	6,  // 42: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
+	6,  // 43: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
+	6,  // 44: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
+	6,  // 45: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
+	51, // 46: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 47: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
+	6,  // 48: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
+	6,  // 49: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
+	7,  // 50: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
+	10, // 51: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
+	11, // 52: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
+	49, // 53: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 54: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
+	13, // 55: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
+	15, // 56: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
+	17, // 57: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
+	19, // 58: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
+	21, // 59: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
+	23, // 60: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
+	25, // 61: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
+	27, // 62: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
+	29, // 63: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
+	31, // 64: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
+	33, // 65: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
+	35, // 66: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
+	37, // 67: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
+	39, // 68: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
+	41, // 69: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
+	43, // 70: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
+	45, // 71: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
+	14, // 72: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
+	16, // 73: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
+	18, // 74: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
+	20, // 75: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
+	22, // 76: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
+	24, // 77: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
+	26, // 78: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
+	28, // 79: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
+	30, // 80: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
+	32, // 81: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
+	34, // 82: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
+	36, // 83: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
+	38, // 84: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
+	40, // 85: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
+	42, // 86: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
+	44, // 87: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
+	46, // 88: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
+	72, // [72:89] is the sub-list for method output_type
+	55, // [55:72] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_keymesh_v1_admin_proto_init() }
@@ -3327,7 +3647,7 @@ func file_keymesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keymesh_v1_admin_proto_rawDesc), len(file_keymesh_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,8 +24,8 @@ describe("migrations on Postgres", () => {
   it("applies each migration once and records it", async () => {
     const db = await freshSchema();
     opened.push(db);
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3], current: 3 });
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 3 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4], current: 4 });
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 4 });
     const recorded = await db.sql`select version, name, applied_at from schema_migrations order by version`;
     expect(recorded.map((r) => [r.version, r.name])).toEqual([
       [1, "init"],
@@ -135,13 +135,13 @@ describe("migrations on the embedded database", () => {
   });
 
   it("applies once, and a restarted embedded database is already migrated", async () => {
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3], current: 3 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4], current: 4 });
     const [first, second] = await Promise.all([migrate(db.sql), migrate(db.sql)]);
     expect(first.applied).toEqual([]);
     expect(second.applied).toEqual([]);
     await db.close();
     db = await embedded(dataDir, true);
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 3 });
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 4 });
     expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(3);
     await db.close();
   }, 60_000);

@@ -142,7 +142,7 @@ describe("migrations on the embedded database", () => {
     await db.close();
     db = await embedded(dataDir, true);
     expect(await migrate(db.sql)).toEqual({ applied: [], current: 4 });
-    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(3);
+    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(4);
     await db.close();
   }, 60_000);
 });

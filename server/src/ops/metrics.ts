@@ -3,7 +3,6 @@
 // Per-key series are bounded: a pool with more keys than `maxKeysPerPool` exports only its pool series.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { CircuitState, KeyState, KeyStatsView, LeaseOutcome, PoolStatsView } from "../domain/types.js";
-import { FastHistogram } from "./histogram.js";
 
 /**
  * How an Acquire ended, as the `result` label: `timeout` waited for a key and none came in time, `no_key`
@@ -115,13 +114,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
 
   // ---- RPCs on both listeners ----
 
-  const rpcDuration = new FastHistogram(
-    "keymesh_rpc_duration_seconds",
-    "RPCs answered, by listener (grpc, http), service, method and status code; streams from open to end.",
-    ACQUIRE_BUCKETS,
-  );
-  /** The histogram's observe functions by listener, service and method, indexed by status code. */
-  const rpcChildren = new Map<string, Array<((seconds: number) => void) | undefined>>();
+  const rpcDuration = new Histogram({
+    name: "keymesh_rpc_duration_seconds",
+    help: "RPCs answered, by listener (grpc, http), service, method and status code; streams from open to end.",
+    labelNames: ["listener", "service", "method", "code"] as const,
+    buckets: ACQUIRE_BUCKETS,
+    registers: [registry],
+  });
 
   // ---- per key and per pool: read from the engine at scrape time ----
 
@@ -259,11 +258,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       leaseExpiries.inc({ pool }, count);
     },
     observeRpc(listener, service, method, code, durationMs) {
-      const id = `${listener} ${service} ${method}`;
-      let children = rpcChildren.get(id);
-      if (!children) rpcChildren.set(id, (children = []));
-      const observe = (children[code] ??= rpcDuration.child({ listener, service, method, code: CODE_NAMES[code] ?? String(code) }));
-      observe(durationMs / 1000);
+      rpcDuration.observe({ listener, service, method, code: CODE_NAMES[code] ?? String(code) }, durationMs / 1000);
     },
     observeSnapshot(durationMs) {
       snapshotDuration.observe(durationMs / 1000);
@@ -279,7 +274,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     async metricsText() {
       refresh();
-      return `${await registry.metrics()}\n${rpcDuration.text()}`;
+      return registry.metrics();
     },
   };
 }

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import type { KeyStatsView, PoolStatsView } from "../../src/domain/types.js";
-import { FastHistogram } from "../../src/ops/histogram.js";
 import { createMetrics, type MetricsSource } from "../../src/ops/metrics.js";
 
 /** Parses Prometheus text into `name{labels}` → value, skipping comments. */
@@ -180,32 +179,5 @@ describe("metrics", () => {
     expect(text).toContain("keymesh_process_cpu_seconds_total");
     expect(a.registry).not.toBe(b.registry);
     expect(a.contentType).toMatch(/^text\/plain/);
-  });
-});
-
-describe("FastHistogram", () => {
-  it("writes cumulative buckets, +Inf, sum and count per label set, label values escaped", () => {
-    const h = new FastHistogram("t_seconds", "a test", [0.1, 1]);
-    const a = h.child({ method: 'say "hi"\\now' });
-    const b = h.child({ method: "b" });
-    a(0.05);
-    a(0.5);
-    a(7);
-    b(1);
-    expect(h.text().split("\n")).toEqual([
-      "# HELP t_seconds a test",
-      "# TYPE t_seconds histogram",
-      't_seconds_bucket{le="0.1",method="say \\"hi\\"\\\\now"} 1',
-      't_seconds_bucket{le="1",method="say \\"hi\\"\\\\now"} 2',
-      't_seconds_bucket{le="+Inf",method="say \\"hi\\"\\\\now"} 3',
-      't_seconds_sum{method="say \\"hi\\"\\\\now"} 7.55',
-      't_seconds_count{method="say \\"hi\\"\\\\now"} 3',
-      't_seconds_bucket{le="0.1",method="b"} 0',
-      't_seconds_bucket{le="1",method="b"} 1',
-      't_seconds_bucket{le="+Inf",method="b"} 1',
-      't_seconds_sum{method="b"} 1',
-      't_seconds_count{method="b"} 1',
-      "",
-    ]);
   });
 });

@@ -14,6 +14,7 @@ import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type Unary
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
+import { addClientFigures, clientBench } from "./lib/clients.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -183,6 +184,7 @@ async function main() {
     result.renew = await section("renew", () => renewals(bs));
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));
+    addClientFigures(result, await section("clients", () => clientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
   } finally {
     await bs.stop();
   }

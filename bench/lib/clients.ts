@@ -16,7 +16,7 @@ interface CpuRounds {
   rounds: { scoped_us: number; bare_us: number }[];
 }
 
-export interface ClientCpu {
+interface ClientCpu {
   cpu_per_scoped_lease_us: number;
   cpu_per_bare_pair_us: number;
   /** Median of the rounds' scoped ÷ bare (target ≤ 1.2). */
@@ -27,7 +27,7 @@ export interface ClientCpu {
   load_avg: number[];
 }
 
-export interface ClientGoodput extends GoodputResult {
+interface ClientGoodput extends GoodputResult {
   goodput_pct: number;
   failed_pct: number;
   client_cpu_us_per_request: number;

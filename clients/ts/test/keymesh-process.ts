@@ -1,6 +1,7 @@
 // Real KeyMesh server processes for the failover tests: the compiled server when it is built (as
-// scripts/test.sh does), the sources otherwise, on loopback, each with its embedded database in a
-// directory of its own, so one can be killed and started again on the same port with its leases.
+// scripts/test.sh does), the sources otherwise, on loopback. By default each has its embedded database
+// in a directory of its own, so one can be killed and started again on the same port with its leases;
+// replicas share a Postgres database and a master key instead.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -21,16 +22,17 @@ export interface KeyMeshProcess {
   dispose(): Promise<void>;
 }
 
-export async function startKeyMesh(): Promise<KeyMeshProcess> {
+export async function startKeyMesh(opts: { databaseUrl?: string; masterKey?: string; env?: NodeJS.ProcessEnv } = {}): Promise<KeyMeshProcess> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keymesh-failover-"));
   const env = {
     ...process.env,
-    DATABASE_URL: "",
+    DATABASE_URL: opts.databaseUrl ?? "",
     KEYMESH_HOST: "127.0.0.1",
     KEYMESH_HTTP_PORT: "0",
     KEYMESH_DATA_DIR: dataDir,
-    KEYMESH_MASTER_KEY: randomBytes(32).toString("base64"),
+    KEYMESH_MASTER_KEY: opts.masterKey ?? randomBytes(32).toString("base64"),
     KEYMESH_LOG_LEVEL: "info",
+    ...opts.env,
   };
   let child: ChildProcess | undefined;
   let port = 0;

@@ -109,7 +109,7 @@ export class RoutingTransport implements Transport {
 
   #answerOfError(error: unknown): Answer {
     if (!(error instanceof ConnectError)) return { unavailable: false, owner: null };
-    return { unavailable: error.code === Code.Unavailable, owner: this.#owner(error.metadata) };
+    return { unavailable: error.code === Code.Unavailable || unprocessed(error), owner: this.#owner(error.metadata) };
   }
 
   #transport(endpoint: string): Transport {
@@ -153,6 +153,19 @@ export class RoutingTransport implements Transport {
     }
     return list;
   }
+}
+
+/**
+ * A call the server never processed, which gRPC's HTTP/2 mapping calls UNAVAILABLE but connect-node
+ * reports as INTERNAL when it comes as a stream error: REFUSED_STREAM (a replica stopping), or a new
+ * stream on a session that received GOAWAY.
+ */
+function unprocessed(error: ConnectError): boolean {
+  for (let e: unknown = error.cause; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ERR_HTTP2_GOAWAY_SESSION" || (code === "ERR_HTTP2_STREAM_ERROR" && e.message.includes("NGHTTP2_REFUSED_STREAM"))) return true;
+  }
+  return false;
 }
 
 /** Passes a stream's messages through and calls ended when it finishes or fails (not when the reader stops early). */

@@ -100,8 +100,9 @@ function runTsDriver<T>(args: Record<string, string | number>, limitMs: number):
 export async function clientBench(bs: BenchServer, opts: ClientBenchOptions): Promise<ClientFigures> {
   const pool = "clients-cpu";
   await createPool(bs.admin, { name: pool, keys: benchKeys(8, "c") });
-  const ops = opts.quick ? 300 : 2000;
-  const rounds = opts.quick ? 3 : 5;
+  // Short rounds, many of them, the order alternating: the machine's load drifts less within a pair of them.
+  const ops = opts.quick ? 200 : 500;
+  const rounds = opts.quick ? 6 : 20;
   const limitMs = (opts.quick ? 60 : 300) * 1000;
   const clients: Record<string, ClientCpu> = {};
 

@@ -109,7 +109,7 @@ export class RoutingTransport implements Transport {
 
   #answerOfError(error: unknown): Answer {
     if (!(error instanceof ConnectError)) return { unavailable: false, owner: null };
-    return { unavailable: error.code === Code.Unavailable || unprocessed(error), owner: this.#owner(error.metadata) };
+    return { unavailable: error.code === Code.Unavailable || unavailableInGrpc(error), owner: this.#owner(error.metadata) };
   }
 
   #transport(endpoint: string): Transport {
@@ -156,14 +156,15 @@ export class RoutingTransport implements Transport {
 }
 
 /**
- * A call the server never processed, which gRPC's HTTP/2 mapping calls UNAVAILABLE but connect-node
- * reports as INTERNAL when it comes as a stream error: REFUSED_STREAM (a replica stopping), or a new
- * stream on a session that received GOAWAY.
+ * The HTTP/2 failures that gRPC reports as UNAVAILABLE and connect-node as INTERNAL: a stream the server
+ * refused (never processed, e.g. a replica stopping), a stream on a session that received GOAWAY, and a
+ * session that closed with an error (the connection is gone).
  */
-function unprocessed(error: ConnectError): boolean {
+function unavailableInGrpc(error: ConnectError): boolean {
   for (let e: unknown = error.cause; e instanceof Error; e = e.cause) {
     const code = (e as { code?: unknown }).code;
-    if (code === "ERR_HTTP2_GOAWAY_SESSION" || (code === "ERR_HTTP2_STREAM_ERROR" && e.message.includes("NGHTTP2_REFUSED_STREAM"))) return true;
+    if (code === "ERR_HTTP2_GOAWAY_SESSION" || code === "ERR_HTTP2_SESSION_ERROR") return true;
+    if (code === "ERR_HTTP2_STREAM_ERROR" && e.message.includes("NGHTTP2_REFUSED_STREAM")) return true;
   }
   return false;
 }

@@ -160,8 +160,9 @@ func newLeaseConfig(opts []LeaseOption) leaseConfig {
 	return cfg
 }
 
-// finalReportTimeout bounds the report that ends a lease, which runs even when ctx is cancelled.
-const finalReportTimeout = 5 * time.Second
+// finalReportTimeout bounds the report that ends a lease, which runs even when ctx is cancelled;
+// it outlasts a replica's failover.
+const finalReportTimeout = 15 * time.Second
 
 // WithLease borrows a key of pool, runs fn with it and ends the lease. While fn runs the lease is
 // renewed over a KeepAlive stream; if the server revokes it or renewal fails for good, the ctx

@@ -33,8 +33,8 @@ export interface LeaseContext {
   poolContext(pool: string): ContextValues | undefined;
 }
 
-/** Bounds the report that ends a lease, which runs even when the caller's signal aborted. */
-const FINAL_REPORT_TIMEOUT_MS = 5_000;
+/** Bounds the report that ends a lease, which runs even when the caller's signal aborted; it outlasts a replica's failover. */
+const FINAL_REPORT_TIMEOUT_MS = 15_000;
 
 /** The mutable side of a lease, shared by withKey and the Keeper; not part of the public API. */
 export class LeaseState {

@@ -10,7 +10,7 @@ export const OWNER_HEADER = "keymesh-owner";
  * owner of each pool a replica named, where that pool's calls go.
  */
 export class Endpoints {
-  readonly #list: readonly string[];
+  #list: readonly string[];
   readonly #owners = new Map<string, string>();
   #current = 0;
 
@@ -54,6 +54,14 @@ export class Endpoints {
     return i >= 0 ? this.#list[(i + 1) % this.#list.length]! : this.current;
   }
 
+  /** A host name resolved anew: the current endpoint stays current if it is still in the list. */
+  replace(list: readonly string[]): void {
+    if (list.length === 0) return;
+    const current = this.current;
+    this.#list = list;
+    this.#current = Math.max(list.indexOf(current), 0);
+  }
+
   /** The KeepAlive stream on endpoint ended without the client asking. */
   streamEnded(endpoint: string): void {
     if (this.current === endpoint) this.#current = (this.#current + 1) % this.#list.length;
@@ -75,6 +83,8 @@ export interface FailoverSteps<T> {
   now(): number;
   sleep(ms: number): Promise<void>;
   random(): number;
+  /** After the pause that follows a round of UNAVAILABLE: resolve the host names again (their addresses may have moved). */
+  refresh?(): Promise<void>;
 }
 
 export interface FailoverPolicy {
@@ -85,8 +95,8 @@ export interface FailoverPolicy {
 /**
  * One unary call with failover (test/vectors/failover.json): UNAVAILABLE moves at once to the next
  * endpoint not yet tried in this round; once every endpoint said UNAVAILABLE, a full-jitter pause that
- * grows per round; any other answer ends the call. Gives up with the last UNAVAILABLE when the next
- * pause would end past the deadline.
+ * grows per round (and the host names resolved again); any other answer ends the call. Gives up with
+ * the last UNAVAILABLE when the next pause would end past the deadline.
  */
 export async function withFailover<T>(endpoints: Endpoints, pool: string | undefined, deadlineMs: number, steps: FailoverSteps<T>, policy: FailoverPolicy): Promise<T> {
   let tried: Set<string> | undefined;
@@ -116,6 +126,7 @@ export async function withFailover<T>(endpoints: Endpoints, pool: string | undef
     if (steps.now() + pause > deadlineMs) throw error;
     await steps.sleep(pause);
     pauses++;
+    await steps.refresh?.();
     tried.clear();
     target = endpoints.after(target);
   }

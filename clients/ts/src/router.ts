@@ -25,6 +25,8 @@ export interface RouterOptions {
   mayFollow(hostPort: string): boolean;
   /** The deadline of a unary call that sets none. */
   defaultTimeoutMs: number;
+  /** Resolves a host name to its addresses (default: the system resolver, dns.lookup). */
+  lookup?: (hostname: string) => Promise<PinnedAddress[]>;
   backoffBaseMs?: number;
   backoffCapMs?: number;
 }
@@ -38,6 +40,7 @@ export class RoutingTransport implements Transport {
   readonly #policy: { backoffBaseMs: number; backoffCapMs: number };
   #endpoints: Endpoints | undefined;
   #resolving: Promise<Endpoints> | undefined;
+  #refreshing: Promise<void> | undefined;
 
   constructor(opts: RouterOptions) {
     this.#opts = opts;
@@ -73,6 +76,7 @@ export class RoutingTransport implements Transport {
         now: Date.now,
         sleep: (ms) => sleep(ms, signal),
         random: Math.random,
+        refresh: () => this.#refresh(endpoints),
       },
       this.#policy,
     );
@@ -133,12 +137,22 @@ export class RoutingTransport implements Transport {
     return this.#resolving;
   }
 
+  /** Resolves the host names again (when every endpoint said UNAVAILABLE: the addresses may have moved); keeps the list on failure. */
+  #refresh(endpoints: Endpoints): Promise<void> {
+    if (this.#opts.seeds.every((url) => isIP(url.hostname.replace(/^\[|\]$/g, "")))) return Promise.resolve();
+    this.#refreshing ??= this.#resolveSeeds().then(
+      (list) => endpoints.replace(list),
+      () => undefined,
+    ).finally(() => (this.#refreshing = undefined));
+    return this.#refreshing;
+  }
+
   async #resolveSeeds(): Promise<string[]> {
     const list: string[] = [];
+    const lookupAll = this.#opts.lookup ?? ((hostname: string) => lookup(hostname, { all: true }));
     const add = (key: string, make: () => Transport) => {
-      if (this.#transports.has(key)) return;
-      this.#transports.set(key, make());
-      list.push(key);
+      if (!this.#transports.has(key)) this.#transports.set(key, make());
+      if (!list.includes(key)) list.push(key);
     };
     for (const url of this.#opts.seeds) {
       const host = url.hostname.replace(/^\[|\]$/g, "");
@@ -147,7 +161,7 @@ export class RoutingTransport implements Transport {
         add(url.port ? url.host : `${url.host}:${port}`, () => this.#opts.connect(url));
         continue;
       }
-      for (const a of await lookup(host, { all: true })) {
+      for (const a of await lookupAll(host)) {
         add(a.family === 6 ? `[${a.address}]:${port}` : `${a.address}:${port}`, () => this.#opts.connect(url, a));
       }
     }

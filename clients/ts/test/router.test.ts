@@ -3,11 +3,12 @@
 // failover-vectors.test.ts; this checks the wiring.
 import { createServer, type Http2Server, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { KeyPoolService } from "../src/gen/keymesh/v1/pool_pb.js";
 import { createKeyMeshClient } from "../src/index.js";
+import { RoutingTransport } from "../src/router.js";
 import { FakePool } from "./fake-pool.js";
 
 interface Served {
@@ -23,7 +24,7 @@ afterEach(async () => {
 });
 
 /** Serves impl on 127.0.0.1:0, recording the methods called; owner, when given, names the owner in every answer. */
-async function serve(impl: Partial<ServiceImpl<typeof KeyPoolService>>, owner?: () => string): Promise<Served> {
+async function serve(impl: Partial<ServiceImpl<typeof KeyPoolService>>, owner?: () => string, at = { host: "127.0.0.1", port: 0 }): Promise<Served> {
   const calls: string[] = [];
   const recorded = Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
@@ -38,8 +39,8 @@ async function serve(impl: Partial<ServiceImpl<typeof KeyPoolService>>, owner?: 
   const server: Http2Server = createServer(connectNodeAdapter({ routes: (router) => router.service(KeyPoolService, recorded) }));
   const sessions = new Set<Http2Session>();
   server.on("session", (s) => sessions.add(s));
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const hostPort = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => server.listen(at.port, at.host, resolve));
+  const hostPort = `${at.host}:${(server.address() as AddressInfo).port}`;
   let closed: Promise<void> | undefined;
   const served: Served = {
     url: `http://${hostPort}`,
@@ -131,5 +132,27 @@ describe("several endpoints", () => {
     await client.withKey("p", async () => undefined);
     await client.withKey("p", async () => undefined);
     expect(a.calls).toEqual(["acquire", "release", "acquire", "release"]);
+  });
+
+  it("resolves a host name again when every address it had is unavailable", async () => {
+    const a = await serve(new FakePool(["k1"]).impl());
+    const port = Number(a.hostPort.split(":")[1]);
+    // Another loopback address, same port: the name's new address after a move.
+    const b = await serve(new FakePool(["k1"]).impl(), undefined, { host: "127.0.0.2", port });
+    let addresses = ["127.0.0.1"];
+    const router = new RoutingTransport({
+      seeds: [new URL(`http://keymesh.test:${port}`)],
+      connect: (url, pinned) => createGrpcTransport({ baseUrl: `http://${pinned?.address ?? url.hostname}:${port}` }),
+      mayFollow: () => true,
+      defaultTimeoutMs: 5_000,
+      lookup: async () => addresses.map((address) => ({ address, family: 4 })),
+    });
+    const pool = createClient(KeyPoolService, router);
+    await pool.acquire({ pool: "p" });
+    addresses = ["127.0.0.2"];
+    await a.close();
+    await pool.acquire({ pool: "p" });
+    expect(a.calls).toEqual(["acquire"]);
+    expect(b.calls).toEqual(["acquire"]);
   });
 });

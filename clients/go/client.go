@@ -126,6 +126,7 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 		},
 		// A token never crosses a network in the clear, whichever replica a header names.
 		mayFollow:      func(hostPort string) bool { return !cfg.insecure || cfg.token == "" || isLoopback(hostPort) },
+		lookup:         net.DefaultResolver.LookupIPAddr,
 		defaultTimeout: cfg.defaultTimeout,
 		backoffBase:    100 * time.Millisecond,
 		backoffCap:     5 * time.Second,

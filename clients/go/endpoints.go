@@ -16,9 +16,8 @@ const ownerHeader = "keymesh-owner"
 // named one, else the current endpoint. Plain bookkeeping with no I/O and no clock, pinned by
 // test/vectors/failover.json; safe for concurrent use.
 type endpoints struct {
-	list []string
-
 	mu      sync.Mutex
+	list    []string
 	current int
 	owners  map[string]string
 }
@@ -87,6 +86,19 @@ func (e *endpoints) after(endpoint string) string {
 	return e.list[e.current]
 }
 
+// replace sets the list anew (a host name resolved again); the current endpoint stays current if it
+// is still in the list.
+func (e *endpoints) replace(list []string) {
+	if len(list) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	current := e.list[e.current]
+	e.list = list
+	e.current = max(slices.Index(list, current), 0)
+}
+
 // streamEnded records that the KeepAlive stream on endpoint ended without the client asking.
 func (e *endpoints) streamEnded(endpoint string) {
 	e.mu.Lock()
@@ -104,12 +116,16 @@ type failoverSteps interface {
 	// sleep pauses; an error means the caller gave up.
 	sleep(d time.Duration) error
 	random() float64
+	// refresh runs after the pause that follows a round of UNAVAILABLE: it resolves the host names
+	// again (their addresses may have moved).
+	refresh()
 }
 
 // withFailover makes one unary call with failover (test/vectors/failover.json): UNAVAILABLE moves
 // at once to the next endpoint not yet tried in this round; once every endpoint said UNAVAILABLE,
-// a full-jitter pause that grows per round; any other answer ends the call. It gives up with the
-// last UNAVAILABLE when the next pause would end past the deadline (zero: none).
+// a full-jitter pause that grows per round (and the host names resolved again); any other answer
+// ends the call. It gives up with the last UNAVAILABLE when the next pause would end past the
+// deadline (zero: none).
 func withFailover(e *endpoints, pool string, deadline time.Time, s failoverSteps, base, ceiling time.Duration) error {
 	var tried map[string]bool
 	pauses := 0
@@ -135,6 +151,7 @@ func withFailover(e *endpoints, pool string, deadline time.Time, s failoverSteps
 			return err
 		}
 		pauses++
+		s.refresh()
 		clear(tried)
 		target = e.after(target)
 	}

@@ -72,6 +72,7 @@ func (s *scriptedEndpoints) attempt(endpoint string) (string, error) {
 	return a.Owner, status.Error(s.codeByNm[a.Answer], "scripted")
 }
 
+func (s *scriptedEndpoints) refresh()        {}
 func (s *scriptedEndpoints) now() time.Time  { return *s.clock }
 func (s *scriptedEndpoints) random() float64 { return s.randomV }
 func (s *scriptedEndpoints) sleep(d time.Duration) error {

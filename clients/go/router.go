@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ type router struct {
 	seeds          []string
 	dial           func(target string, extra ...grpc.DialOption) (*grpc.ClientConn, error)
 	mayFollow      func(hostPort string) bool
+	lookup         func(ctx context.Context, host string) ([]net.IPAddr, error)
 	defaultTimeout time.Duration
 	backoffBase    time.Duration
 	backoffCap     time.Duration
@@ -91,6 +93,7 @@ func (s invokeSteps) attempt(endpoint string) (string, error) {
 	return owner, err
 }
 
+func (s invokeSteps) refresh()        { s.r.refresh(s.ctx) }
 func (s invokeSteps) now() time.Time  { return time.Now() }
 func (s invokeSteps) random() float64 { return rand.Float64() }
 func (s invokeSteps) sleep(d time.Duration) error {
@@ -168,56 +171,95 @@ func (r *router) conn(endpoint string) (*grpc.ClientConn, error) {
 // endpoints resolves the seeds at the first call: a host name stands for every address it has.
 func (r *router) endpoints(ctx context.Context) (*endpoints, error) {
 	r.mu.Lock()
+	eps := r.eps
+	r.mu.Unlock()
+	if eps != nil {
+		return eps, nil
+	}
+	list, err := r.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.eps != nil {
-		return r.eps, nil
+	if r.eps == nil {
+		r.eps = newEndpoints(list)
 	}
-	var list []string
-	add := func(key string, c *grpc.ClientConn) {
-		if _, ok := r.conns[key]; ok {
-			_ = c.Close()
-			return
-		}
-		r.conns[key] = c
-		list = append(list, key)
+	return r.eps, nil
+}
+
+// refresh resolves the host names again (every endpoint said UNAVAILABLE: the addresses may have
+// moved); on failure the list stays as it was.
+func (r *router) refresh(ctx context.Context) {
+	if !slices.ContainsFunc(r.seeds, isHostName) {
+		return
 	}
+	if list, err := r.resolve(ctx); err == nil {
+		r.eps.replace(list)
+	}
+}
+
+// isHostName reports whether a seed is a "name:port" the client resolves itself.
+func isHostName(seed string) bool {
+	host, _, err := net.SplitHostPort(seed)
+	return err == nil && !strings.Contains(seed, ":///") && !strings.HasPrefix(seed, "unix:") && net.ParseIP(host) == nil
+}
+
+// resolve turns the seeds into endpoints, dialling those it has no connection to yet.
+func (r *router) resolve(ctx context.Context) ([]string, error) {
+	type endpoint struct {
+		key, target string
+		dialer      func(context.Context, string) (net.Conn, error)
+	}
+	var found []endpoint
 	for _, seed := range r.seeds {
-		host, port, err := net.SplitHostPort(seed)
-		if strings.Contains(seed, ":///") || strings.HasPrefix(seed, "unix:") || err != nil || net.ParseIP(host) != nil {
+		if !isHostName(seed) {
 			// An address, or a target for grpc's own resolvers ("dns:///…", "unix:…"): one endpoint.
 			target := seed
-			if err == nil && !strings.Contains(seed, ":///") {
+			if _, _, err := net.SplitHostPort(seed); err == nil && !strings.Contains(seed, ":///") {
 				target = "passthrough:///" + seed
 			}
-			c, err := r.dial(target)
-			if err != nil {
-				return nil, err
-			}
-			add(seed, c)
+			found = append(found, endpoint{key: seed, target: target})
 			continue
 		}
-		addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		host, port, _ := net.SplitHostPort(seed)
+		addrs, err := r.lookup(ctx, host)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "keymesh: cannot resolve %s: %v", host, err)
 		}
 		for _, a := range addrs {
 			addr := net.JoinHostPort(a.IP.String(), port)
 			// The name stays the :authority and the TLS server name; the connection goes to this address.
-			c, err := r.dial("passthrough:///"+seed, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			found = append(found, endpoint{key: addr, target: "passthrough:///" + seed, dialer: func(ctx context.Context, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "tcp", addr)
-			}))
+			}})
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var list []string
+	for _, f := range found {
+		if slices.Contains(list, f.key) {
+			continue
+		}
+		if _, ok := r.conns[f.key]; !ok {
+			var extra []grpc.DialOption
+			if f.dialer != nil {
+				extra = append(extra, grpc.WithContextDialer(f.dialer))
+			}
+			c, err := r.dial(f.target, extra...)
 			if err != nil {
 				return nil, err
 			}
-			add(addr, c)
+			r.conns[f.key] = c
 		}
+		list = append(list, f.key)
 	}
 	if len(list) == 0 {
 		return nil, status.Error(codes.Unavailable, "keymesh: no endpoint")
 	}
-	r.eps = newEndpoints(list)
-	return r.eps, nil
+	return list, nil
 }
 
 // close closes every connection.

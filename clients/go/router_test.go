@@ -37,7 +37,12 @@ func (s *servedPool) calls() []string {
 // when set, names the owner in every answer's header; unavailable answers every Acquire so.
 func servePool(t *testing.T, f *fakePool, owner func() string, unavailable bool) *servedPool {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return servePoolOn(t, "127.0.0.1:0", f, owner, unavailable)
+}
+
+func servePoolOn(t *testing.T, addr string, f *fakePool, owner func() string, unavailable bool) *servedPool {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +181,42 @@ func TestAHostNameStandsForItsAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := b.calls(); !slices.Equal(got, []string{"Acquire", "Release"}) {
+		t.Errorf("b got %v", got)
+	}
+}
+
+func TestResolvesAHostNameAgainWhenEveryAddressIsUnavailable(t *testing.T) {
+	a := servePool(t, newFakePool("k1"), nil, false)
+	_, port, _ := net.SplitHostPort(a.addr)
+	// Another loopback address, same port: the name's new address after a move.
+	b := servePoolOn(t, "127.0.0.2:"+port, newFakePool("k1"), nil, false)
+	var mu sync.Mutex
+	addrs := []string{"127.0.0.1"}
+	c := routedClient(t, "keymesh.test:"+port)
+	c.router.lookup = func(context.Context, string) ([]net.IPAddr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []net.IPAddr
+		for _, a := range addrs {
+			out = append(out, net.IPAddr{IP: net.ParseIP(a)})
+		}
+		return out, nil
+	}
+	ctx := context.Background()
+	if _, err := c.Acquire(ctx, &keymeshv1.AcquireRequest{Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	addrs = []string{"127.0.0.2"}
+	mu.Unlock()
+	a.srv.Stop()
+	if _, err := c.Acquire(ctx, &keymeshv1.AcquireRequest{Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.calls(); !slices.Equal(got, []string{"Acquire"}) {
+		t.Errorf("a got %v", got)
+	}
+	if got := b.calls(); !slices.Equal(got, []string{"Acquire"}) {
 		t.Errorf("b got %v", got)
 	}
 }

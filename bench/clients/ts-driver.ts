@@ -7,6 +7,7 @@
 //            budget, the provider's answer reported with lease.report (bench/loadgen/goodput.go's
 //            keymesh scenario, through this client).
 import { hostname } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { createKeyMeshClient, type KeyMeshClient } from "../../clients/ts/src/index.js";
 import { durationFromMs } from "../../clients/ts/src/duration.js";
@@ -85,6 +86,9 @@ async function goodput(client: KeyMeshClient, pool: string) {
   const measureFrom = start + Number(o["warmup-seconds"]) * 1000;
   const end = measureFrom + Number(o.seconds) * 1000;
   const cpu0 = process.cpuUsage();
+  // How late this process's callbacks ran: a process starved of CPU by the machine shows it here first.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
 
   const request = async (arrival: number) => {
     const deadline = arrival + budgetMs;
@@ -125,6 +129,7 @@ async function goodput(client: KeyMeshClient, pool: string) {
   }
   await Promise.all(inflight);
   const cpuTotal = cpuUs(cpu0);
+  loopDelay.disable();
   const measured = Number(o.seconds);
   const lat = summarize(latencies);
   return {
@@ -141,6 +146,7 @@ async function goodput(client: KeyMeshClient, pool: string) {
     success_per_sec: counted / measured,
     latency: { count: lat.count, p50_ms: lat.p50, p90_ms: lat.p90, p99_ms: lat.p99, max_ms: lat.max, mean_ms: lat.mean },
     client_cpu_us_per_request: cpuTotal / Math.max(requests, 1),
+    event_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6,
   };
 }
 

@@ -126,7 +126,7 @@ async function tsGoodput(bs: BenchServer, opts: ClientBenchOptions): Promise<Cli
   const provider = await startFakeProvider({ port: 0, keys, limits: { requestsPerWindow: g.perKeyPerWindow, windowMs: g.windowMs }, latencyMs: g.latencyMs });
   try {
     process.stderr.write("  goodput through the TypeScript client … ");
-    const r = await runTsDriver<GoodputResult & { client_cpu_us_per_request: number }>(
+    const r = await runTsDriver<GoodputResult & { client_cpu_us_per_request: number; event_loop_delay_p99_ms: number }>(
       { mode: "goodput", addr: bs.addr, pool, provider: provider.url, rate: aggregate, seconds: opts.goodputSec, "warmup-seconds": opts.goodputWarmupSec, "budget-ms": g.budgetMs },
       (opts.goodputSec + opts.goodputWarmupSec + g.budgetMs / 1000 + 60) * 1000,
     );
@@ -138,7 +138,9 @@ async function tsGoodput(bs: BenchServer, opts: ClientBenchOptions): Promise<Cli
       provider_429s: Object.values(provider.stats().keys).reduce((n, k) => n + k.rateLimited, 0),
       load_avg: loadAvg(),
     };
-    process.stderr.write(`${out.goodput_pct}% of the limit, ${r.failed}/${r.requests} failed, ${out.client_cpu_us_per_request} µs client CPU/request\n`);
+    process.stderr.write(
+      `${out.goodput_pct}% of the limit, ${r.failed}/${r.requests} failed, ${out.client_cpu_us_per_request} µs client CPU/request, event loop delay p99 ${r2(r.event_loop_delay_p99_ms)} ms\n`,
+    );
     return out;
   } finally {
     await provider.close();

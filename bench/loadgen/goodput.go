@@ -35,6 +35,8 @@ type GoodputResult struct {
 	// SuccessPerSec counts successes completed after the warm-up, over the measured seconds.
 	SuccessPerSec float64 `json:"success_per_sec"`
 	Latency       Latency `json:"latency"`
+	// ClientCPUUsPerRequest is this process's CPU (the client and its HTTP calls) per request offered.
+	ClientCPUUsPerRequest float64 `json:"client_cpu_us_per_request"`
 }
 
 var requestBody = []byte(`{"model":"fake-model","messages":[{"role":"user","content":"say hello"}]}`)
@@ -255,6 +257,7 @@ func runGoodput(o options) (*GoodputResult, error) {
 		latencies []time.Duration
 	)
 	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
+	cpu0 := processCPU()
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	end := measureFrom.Add(o.duration)
@@ -291,6 +294,7 @@ func runGoodput(o options) (*GoodputResult, error) {
 		}(at)
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	measured := o.duration.Seconds()
 	return &GoodputResult{
 		Scenario:      o.scenario,
@@ -305,5 +309,7 @@ func runGoodput(o options) (*GoodputResult, error) {
 		RateLimited:   p.rateLimited.Load(),
 		SuccessPerSec: float64(counted) / measured,
 		Latency:       summarize(latencies),
+
+		ClientCPUUsPerRequest: float64(cpu.Nanoseconds()) / 1e3 / float64(max(requests, 1)),
 	}, nil
 }

@@ -34,11 +34,13 @@ type options struct {
 	budget      time.Duration
 	scenario    string
 	seed        uint64
+	ops         int
+	rounds      int
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | etcd | renew | wake | goodput")
+	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | etcd | renew | wake | goodput | client-cpu")
 	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port, or etcd's client address for mode etcd (loopback)")
 	flag.StringVar(&o.pool, "pool", "bench", "pool name")
 	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle, floor, etcd)")
@@ -57,6 +59,8 @@ func main() {
 	flag.DurationVar(&o.budget, "budget", 5*time.Second, "time a request may take, retries included (goodput)")
 	flag.StringVar(&o.scenario, "scenario", "", "one | rr | keymesh (goodput)")
 	flag.Uint64Var(&o.seed, "seed", 7, "arrival process seed (goodput)")
+	flag.IntVar(&o.ops, "ops", 1000, "scoped leases and bare pairs per round (client-cpu)")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (client-cpu)")
 	flag.Parse()
 
 	var (
@@ -72,6 +76,8 @@ func main() {
 		out, err = runWake(o)
 	case "goodput":
 		out, err = runGoodput(o)
+	case "client-cpu":
+		out, err = runClientCPU(o)
 	default:
 		err = fmt.Errorf("unknown -mode %q", o.mode)
 	}

@@ -1,0 +1,240 @@
+"""The Python client's bench driver (bench/lib/clients-python.ts runs it with the project's venv).
+
+  overhead: client CPU per scoped lease (`with client.lease(pool): pass`) against two bare unary calls
+            (Acquire + Release) of the same stack, grpcio generated stubs on a plain channel; sync or asyncio.
+  goodput:  the rate-limited scenario of bench/run.ts through AsyncClient.call_with_retry: Poisson arrivals,
+            each request one provider call (httpx) under a lease, retried within its budget.
+
+Prints one JSON object. CPU is this process's (user + system, every thread: grpcio's own included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+import grpc.aio
+
+from keymesh_client import AsyncClient, Client, Lease
+from keymesh_client.v1 import pool_pb2, pool_pb2_grpc
+
+
+def cpu_s() -> float:
+    return time.process_time()
+
+
+def _summary(scoped: list[float], bare: list[float], leases: int, pairs: int) -> dict[str, Any]:
+    ratios = [s / b for s, b in zip(scoped, bare)]
+    return {
+        "cpu_per_scoped_lease_us": round(statistics.median(scoped), 1),
+        "cpu_per_bare_pair_us": round(statistics.median(bare), 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "rounds": len(ratios),
+        "leases": leases,
+        "pairs": pairs,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def overhead_sync(addr: str, pool: str, ops: int, rounds: int, warmup: int) -> dict[str, Any]:
+    holder = "bench/python"
+    channel = grpc.insecure_channel(addr)
+    stub = pool_pb2_grpc.KeyPoolServiceStub(channel)
+    client = Client(addr)
+
+    def bare() -> None:
+        lease = stub.Acquire(pool_pb2.AcquireRequest(pool=pool, holder=holder), timeout=10)
+        stub.Release(pool_pb2.ReleaseRequest(lease_id=lease.lease_id), timeout=10)
+
+    def scoped() -> None:
+        with client.lease(pool, holder=holder):
+            pass
+
+    def measure(fn: Callable[[], None], n: int) -> float:
+        t0 = cpu_s()
+        for _ in range(n):
+            fn()
+        return (cpu_s() - t0) / n * 1e6
+
+    try:
+        measure(bare, warmup)
+        measure(scoped, warmup)
+        s: list[float] = []
+        b: list[float] = []
+        for i in range(rounds):
+            # Alternate which side goes first, so a change of the machine's load hits both alike.
+            if i % 2 == 0:
+                b.append(measure(bare, ops))
+                s.append(measure(scoped, ops))
+            else:
+                s.append(measure(scoped, ops))
+                b.append(measure(bare, ops))
+        return _summary(s, b, ops * rounds, ops * rounds)
+    finally:
+        client.close()
+        channel.close()
+
+
+async def overhead_asyncio(addr: str, pool: str, ops: int, rounds: int, warmup: int) -> dict[str, Any]:
+    holder = "bench/python"
+    channel = grpc.aio.insecure_channel(addr)
+    stub = pool_pb2_grpc.KeyPoolServiceStub(channel)
+    client = AsyncClient(addr)
+
+    async def bare() -> None:
+        lease = await stub.Acquire(pool_pb2.AcquireRequest(pool=pool, holder=holder), timeout=10)
+        await stub.Release(pool_pb2.ReleaseRequest(lease_id=lease.lease_id), timeout=10)
+
+    async def scoped() -> None:
+        async with client.lease(pool, holder=holder):
+            pass
+
+    async def measure(fn: Callable[[], Awaitable[None]], n: int) -> float:
+        t0 = cpu_s()
+        for _ in range(n):
+            await fn()
+        return (cpu_s() - t0) / n * 1e6
+
+    try:
+        await measure(bare, warmup)
+        await measure(scoped, warmup)
+        s: list[float] = []
+        b: list[float] = []
+        for i in range(rounds):
+            if i % 2 == 0:
+                b.append(await measure(bare, ops))
+                s.append(await measure(scoped, ops))
+            else:
+                s.append(await measure(scoped, ops))
+                b.append(await measure(bare, ops))
+        return _summary(s, b, ops * rounds, ops * rounds)
+    finally:
+        await client.close()
+        await channel.close()
+
+
+class _RateLimited(Exception):
+    """The provider answered 429 (classified by the client from status_code and response.headers)."""
+
+    def __init__(self, status_code: int, headers: Any) -> None:
+        super().__init__(f"provider answered {status_code}")
+        self.status_code = status_code
+        self.response = type("Response", (), {"status_code": status_code, "headers": headers})()
+
+
+async def goodput(addr: str, pool: str, provider: str, rate: float, seconds: float, warmup: float, budget: float) -> dict[str, Any]:
+    import httpx
+
+    url = provider.rstrip("/") + "/v1/chat/completions"
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    rng = random.Random(7)
+    results: list[tuple[float, bool, str]] = []
+    provider_calls = 0
+    rate_limited = 0
+
+    async with AsyncClient(addr) as client, httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)) as http:
+
+        async def call(lease: Lease) -> None:
+            nonlocal provider_calls, rate_limited
+            provider_calls += 1
+            response = await http.post(url, json=body, headers={"authorization": f"Bearer {lease.key}"})
+            if response.status_code == 429:
+                rate_limited += 1
+            if response.status_code != 200:
+                raise _RateLimited(response.status_code, response.headers)
+            lease.report(status=200, headers=response.headers)
+
+        async def one(arrived: float) -> None:
+            try:
+                await client.call_with_retry(pool, call, budget_s=budget)
+                results.append((arrived, True, ""))
+            except Exception as error:  # a request that failed within its budget is counted, not raised
+                results.append((arrived, False, type(error).__name__))
+
+        start = time.monotonic()
+        end = start + warmup + seconds
+        tasks: set[asyncio.Task[None]] = set()
+        cpu0 = cpu_s()
+        cpu_measured_from = None
+        at = start
+        while True:
+            at += rng.expovariate(rate)
+            if at >= end:
+                break
+            delay = at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if cpu_measured_from is None and at >= start + warmup:
+                cpu_measured_from = cpu_s()
+            task = asyncio.create_task(one(at))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks)
+        cpu_total = cpu_s() - cpu0
+        cpu_measured = cpu_s() - (cpu_measured_from if cpu_measured_from is not None else cpu0)
+
+    measured = [r for r in results if r[0] >= start + warmup]
+    ok = sum(1 for r in measured if r[1])
+    failed_by: dict[str, int] = {}
+    for r in measured:
+        if not r[1]:
+            failed_by[r[2]] = failed_by.get(r[2], 0) + 1
+    offered = len(measured)
+    return {
+        "scenario": "python_asyncio",
+        "offered_rps": rate,
+        "seconds": seconds,
+        "requests": offered,
+        "succeeded": ok,
+        "failed": offered - ok,
+        "failed_by": failed_by,
+        "provider_calls": provider_calls,
+        "rate_limited_answers": rate_limited,
+        "success_per_sec": ok / seconds,
+        "goodput_pct": round(100 * ok / offered, 2) if offered else 0.0,
+        "failed_pct": round(100 * (offered - ok) / offered, 2) if offered else 0.0,
+        # Over the measured window (the tail of requests still in flight at its end included).
+        "client_cpu_us_per_request": round(cpu_measured / max(offered, 1) * 1e6, 1),
+        "client_cpu_total_s": round(cpu_total, 3),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["overhead", "goodput"])
+    parser.add_argument("--addr", required=True)
+    parser.add_argument("--pool", required=True)
+    parser.add_argument("--stack", choices=["sync", "asyncio"], default="sync")
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--provider", default="")
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup-seconds", type=float, default=2)
+    parser.add_argument("--budget", type=float, default=5)
+    a = parser.parse_args()
+    if a.mode == "overhead":
+        if a.stack == "sync":
+            out = overhead_sync(a.addr, a.pool, a.ops, a.rounds, a.warmup)
+        else:
+            out = asyncio.run(overhead_asyncio(a.addr, a.pool, a.ops, a.rounds, a.warmup))
+    else:
+        out = asyncio.run(goodput(a.addr, a.pool, a.provider, a.rate, a.seconds, a.warmup_seconds, a.budget))
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

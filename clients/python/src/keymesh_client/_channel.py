@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
 import grpc
 import grpc.aio
@@ -98,6 +98,8 @@ class SyncEndpoints(_Endpoints):
     def __init__(self, target: Target, **settings: Any) -> None:
         super().__init__(target, **settings)
         self._lock = threading.Lock()
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
 
     def _channel(self, addr: str) -> grpc.Channel:
         if self._credentials is not None:
@@ -114,12 +116,12 @@ class SyncEndpoints(_Endpoints):
     def unary(self, service: int, name: str, request: Any, timeout: Optional[float], metadata: Any, pool: Optional[str]) -> Any:
         if timeout is None:
             timeout = self.default_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         md = self.metadata(metadata)
         attempts = Attempts(self.route, pool)
         while True:
             method = getattr(self.stubs(attempts.addr)[service], name)
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            left = None if deadline is None else max(deadline - self._clock(), 0.0)
             try:
                 if pool is None:
                     response = method(request, timeout=left, metadata=md)
@@ -129,8 +131,9 @@ class SyncEndpoints(_Endpoints):
             except grpc.RpcError as error:
                 if error.code() is grpc.StatusCode.UNAVAILABLE:
                     pause = attempts.unavailable() / 1000
-                    if deadline is None or time.monotonic() + pause < deadline:
-                        time.sleep(pause)
+                    if deadline is None or self._clock() + pause <= deadline:
+                        if pause:
+                            self._sleep(pause)
                         continue
                 else:
                     attempts.answered(_owner(error.initial_metadata()) if pool is not None else None)
@@ -146,6 +149,11 @@ class SyncEndpoints(_Endpoints):
 
 
 class AioEndpoints(_Endpoints):
+    def __init__(self, target: Target, **settings: Any) -> None:
+        super().__init__(target, **settings)
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
     def _channel(self, addr: str) -> grpc.aio.Channel:
         if self._credentials is not None:
             return grpc.aio.secure_channel(addr, self._credentials, options=self._options)
@@ -154,21 +162,21 @@ class AioEndpoints(_Endpoints):
     async def unary(self, service: int, name: str, request: Any, timeout: Optional[float], metadata: Any, pool: Optional[str]) -> Any:
         if timeout is None:
             timeout = self.default_timeout
-        loop_time = asyncio.get_running_loop().time
-        deadline = None if timeout is None else loop_time() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         md = self.metadata(metadata)
         attempts = Attempts(self.route, pool)
         while True:
             method = getattr(self.stubs(attempts.addr)[service], name)
-            left = None if deadline is None else max(deadline - loop_time(), 0.0)
+            left = None if deadline is None else max(deadline - self._clock(), 0.0)
             call = method(request, timeout=left, metadata=md)
             try:
                 response = await call
             except grpc.aio.AioRpcError as error:
                 if error.code() is grpc.StatusCode.UNAVAILABLE:
                     pause = attempts.unavailable() / 1000
-                    if deadline is None or loop_time() + pause < deadline:
-                        await asyncio.sleep(pause)
+                    if deadline is None or self._clock() + pause <= deadline:
+                        if pause:
+                            await self._sleep(pause)
                         continue
                 else:
                     attempts.answered(_owner(error.initial_metadata()) if pool is not None else None)

@@ -97,8 +97,8 @@ class Route:
         if pool is not None and owner:
             self.owners[pool] = owner
 
-    def stream_broken(self, addr: str) -> None:
-        """A KeepAlive stream on `addr` failed UNAVAILABLE: the next one opens on the next endpoint."""
+    def stream_ended(self, addr: str) -> None:
+        """The KeepAlive stream on `addr` ended unasked (whatever its status): the next opens on the next endpoint."""
         if self.endpoints[self.current] == addr:
             self.current = (self.current + 1) % len(self.endpoints)
 

@@ -226,7 +226,7 @@ class _AsyncKeeper:
     """Renews every lease of an AsyncClient over one KeepAlive stream, on the schedule of Renewals.
 
     The stream opens on the endpoint that answered last; when it breaks, the next one re-sends every
-    lease held (UNAVAILABLE moves it to the next endpoint).
+    lease held, on the next endpoint.
 
     One task per client (started with its first lease) opens a stream when a renewal falls due and
     reads its answers; the request iterator, which grpc.aio consumes in its own task, sends each
@@ -286,17 +286,17 @@ class _AsyncKeeper:
                 self._call = None
 
     async def _serve(self, call: Any, stream: Stream, addr: str) -> None:
-        """Applies one stream's answers until it ends; an unreachable endpoint hands the next stream to another."""
+        """Applies one stream's answers until it ends; an unasked end hands the next stream to the next endpoint."""
         try:
             async for response in call:
                 if self._renewals.answer(response, now_ms()):
                     self._changed.set()
-        except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.UNAVAILABLE:
-                self._endpoints.route.stream_broken(addr)
+        except grpc.aio.AioRpcError:
+            pass
         stream.ended = True
         self._call = None
         if not stream.half_closed:
+            self._endpoints.route.stream_ended(addr)
             self._renewals.broken(now_ms())
         self._changed.set()
 

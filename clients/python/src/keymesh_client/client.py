@@ -233,7 +233,7 @@ class _Keeper:
     """Renews every lease of a Client over one KeepAlive stream, on the schedule of Renewals.
 
     The stream opens on the endpoint that answered last; when it breaks, the next one re-sends every
-    lease held (UNAVAILABLE moves it to the next endpoint).
+    lease held, on the next endpoint.
 
     One thread per client (started with its first lease) opens a stream when a renewal falls due and
     reads its answers; the request iterator, which grpcio consumes on its own thread, sends each
@@ -295,19 +295,19 @@ class _Keeper:
             self._serve(call, stream, addr)
 
     def _serve(self, call: Any, stream: Stream, addr: str) -> None:
-        """Applies one stream's answers until it ends; an unreachable endpoint hands the next stream to another."""
+        """Applies one stream's answers until it ends; an unasked end hands the next stream to the next endpoint."""
         try:
             for response in call:
                 with self._changed:
                     if self._renewals.answer(response, now_ms()):
                         self._changed.notify_all()
-        except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.UNAVAILABLE:
-                self._endpoints.route.stream_broken(addr)
+        except grpc.RpcError:
+            pass
         with self._changed:
             stream.ended = True
             self._call = None
             if not stream.half_closed:
+                self._endpoints.route.stream_ended(addr)
                 self._renewals.broken(now_ms())
             self._changed.notify_all()
 

@@ -14,6 +14,7 @@ import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type Unary
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
+import { addPythonClientFigures, pythonClientBench } from "./lib/clients-python.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -180,6 +181,7 @@ async function main() {
   const bs = await startBenchServer({ postgresUrl });
   try {
     result.hot = await section("hot", () => hotPath(bs));
+    addPythonClientFigures(result, await section("clients-python", () => pythonClientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
     result.renew = await section("renew", () => renewals(bs));
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));

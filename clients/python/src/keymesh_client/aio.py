@@ -205,13 +205,12 @@ class AsyncLeaseScope:
         self._client._keeper.unwatch(self._lease)
         self.outcome = self._lease.final_outcome(exc)
         rpc = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
-        # Shielded: a cancelled block must still end its lease.
-        report = asyncio.ensure_future(self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool))
-        # When the caller is cancelled again it stops awaiting; the report's failure is then moot.
-        report.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
-            await asyncio.shield(report)
+            await self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool)
         except asyncio.CancelledError:
+            # Cancelled while ending the lease: it is ended again in the background (a second end of
+            # an ended lease is answered as moot), since a cancelled block must still end its lease.
+            _end_in_background(self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool))
             if exc is None:
                 raise
         except KeyMeshError as error:
@@ -220,6 +219,16 @@ class AsyncLeaseScope:
             if exc is None and not error.unreachable:
                 raise
             log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
+
+
+_ending: set["asyncio.Task[None]"] = set()
+
+
+def _end_in_background(report: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(report)
+    _ending.add(task)
+    # Nobody awaits it: its failure is logged by nobody and moot (the lease ends at its ttl).
+    task.add_done_callback(lambda done: _ending.discard(done) or done.cancelled() or done.exception())
 
 
 class _AsyncKeeper:

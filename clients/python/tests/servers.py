@@ -1,5 +1,6 @@
-"""KeyMesh server processes of a test's own (server/dist/main.js, the embedded database in a temporary
-directory): started on port 0, killed with SIGKILL, started again on the same port and data."""
+"""KeyMesh server processes of a test's own (server/dist/main.js; the embedded database in a temporary
+directory, or a Postgres database shared by replicas): started on port 0, killed with SIGKILL or
+stopped with SIGTERM, started again on the same port and data."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from keymesh_client import Client
 from keymesh_client.v1 import admin_pb2
 
 REPO = Path(__file__).resolve().parents[3]
-MAIN = REPO / "server" / "dist" / "main.js"
+# Another build can be named, e.g. a branch's, to try these tests against it.
+MAIN = Path(os.environ.get("KEYMESH_TEST_SERVER_MAIN") or REPO / "server" / "dist" / "main.js")
 START_TIMEOUT_S = 60.0
 
 
@@ -33,12 +35,14 @@ def require_server_build() -> str:
 
 
 class Server:
-    """One KeyMesh process on the embedded database in `data_dir`."""
+    """One KeyMesh process: on the embedded database in `data_dir`, or on `database_url` (replicas share one)."""
 
-    def __init__(self, data_dir: Path, master_key: str) -> None:
+    def __init__(self, data_dir: Path, master_key: str, database_url: str = "", env: Optional[dict[str, str]] = None) -> None:
         self._node = require_server_build()
         self.data_dir = data_dir
         self.master_key = master_key
+        self.database_url = database_url
+        self.env = env or {}
         self.port = 0
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._log = data_dir.parent / f"{data_dir.name}.log"
@@ -56,8 +60,9 @@ class Server:
             "KEYMESH_HTTP_PORT": "0",
             "KEYMESH_MASTER_KEY": self.master_key,
             "KEYMESH_DATA_DIR": str(self.data_dir),
-            "DATABASE_URL": "",
+            "DATABASE_URL": self.database_url,
             "KEYMESH_LOG_LEVEL": "info",
+            **self.env,
         }
         log = self._log.open("ab")
         self._proc = subprocess.Popen([self._node, str(MAIN)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -75,10 +80,10 @@ class Server:
             time.sleep(0.05)
         pytest.fail("the KeyMesh server did not start listening")
 
-    def kill(self) -> None:
-        """SIGKILL: no final snapshot, no goodbye to its streams."""
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """SIGKILL (no final snapshot, no goodbye to its streams), or the signal given, and waits for the exit."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
+            self._proc.send_signal(sig)
             self._proc.wait(timeout=30)
         self._proc = None
         # The next start's "listening" line is the only one to read.
@@ -93,6 +98,17 @@ class Server:
                 self._proc.kill()
                 self._proc.wait(timeout=15)
         self._proc = None
+
+
+def scratch_database(base_url: str, name: str) -> str:
+    """A fresh, empty database beside the one `base_url` names (psql, as the test harness's Postgres has it)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is missing: no scratch database")
+    admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
+    for sql in (f'drop database if exists "{name}" with (force)', f'create database "{name}"'):
+        subprocess.run([psql, admin_url, "-qc", sql], check=True, capture_output=True)
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def master_key() -> str:

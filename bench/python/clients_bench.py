@@ -142,7 +142,16 @@ class _Provider:
         self._body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
     async def complete(self, key: str) -> tuple[int, dict[str, str]]:
-        reader, writer = self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
+        while self._idle:
+            reader, writer = self._idle.pop()
+            try:
+                return await self._exchange(reader, writer, key)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed the idle connection (its keep-alive timeout): another one.
+                writer.close()
+        return await self._exchange(*await asyncio.open_connection(self._host, self._port), key)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> tuple[int, dict[str, str]]:
         writer.write(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s\r\nauthorization: Bearer %s\r\n"
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"

@@ -83,6 +83,9 @@ class Renewals:
     def __len__(self) -> int:
         return len(self._held)
 
+    def leases(self) -> list[Lease]:
+        return [held.lease for held in self._held.values()]
+
     def get(self, lease_id: str) -> Optional[Lease]:
         held = self._held.get(lease_id)
         return held.lease if held else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import threading
 import time
 from types import TracebackType
@@ -11,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 import grpc
 
 from keymesh_client._channel import ADMIN, POOL, RoutedStub, SyncEndpoints, Target
-from keymesh_client._renewal import Renewals, Stream, now_ms
+from keymesh_client._renewal import Renewals, Step, Stream, now_ms
 from keymesh_client.classify import Outcome, OutcomeKind
 from keymesh_client.errors import KeyMeshError
 from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
@@ -20,6 +22,8 @@ from keymesh_client.v1 import pool_pb2
 
 T = TypeVar("T")
 log = logging.getLogger("keymesh_client")
+# Scopes that may join before the keeper's thread is woken to take them in.
+_JOINING_BATCH = 512
 
 
 class Client:
@@ -238,34 +242,72 @@ class _Keeper:
     One thread per client (started with its first lease) opens a stream when a renewal falls due and
     reads its answers; the request iterator, which grpcio consumes on its own thread, sends each
     renewal when it falls due and half-closes the stream when no lease is left.
+
+    A scope joins and leaves without the lock (a queue append, a flag on its lease): whichever of
+    those threads steps next takes the changes in first. A join wakes it only when the lease's first
+    renewal falls due before its next wake-up, a leave only while a stream is open (to half-close
+    it), so a scope shorter than its renew interval costs the keeper nothing else.
     """
 
     def __init__(self, endpoints: SyncEndpoints) -> None:
         self._endpoints = endpoints
         self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
         self._ttls: dict[str, Optional[Seconds]] = {}
+        self._joining: collections.deque[tuple[Lease, Optional[Seconds], float]] = collections.deque()
+        # When the waiting thread steps next (inf: only when woken); -inf while one is stepping.
+        self._wake_at_ms = -math.inf
+        # The earliest first renewal of the scopes taken in, ended ones too: the thread waits until
+        # then even with no lease left, so the scopes that follow need not wake it one by one.
+        self._horizon_ms = math.inf
         self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._call: Any = None
         self._closed = False
 
     def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
-        with self._changed:
-            if self._closed:
-                raise ValueError("the client is closed")
-            self._ttls[lease.lease_id] = ttl
-            now = now_ms()
-            if self._renewals.hold(lease, lease.ms_left(now), lease.renew_interval_ms, now):
+        if self._closed:
+            raise ValueError("the client is closed")
+        now = now_ms()
+        lease._watched = True
+        self._joining.append((lease, ttl, now))
+        # Read after the append, as the waiting thread reads the queue after publishing its wake-up.
+        # A long queue (of scopes mostly over) is taken in now rather than at the horizon.
+        if self._thread is None or now + lease.renew_interval_ms < self._wake_at_ms or len(self._joining) >= _JOINING_BATCH:
+            with self._changed:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
+                    self._thread.start()
                 self._changed.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
-                self._thread.start()
 
     def unwatch(self, lease: Lease) -> None:
-        with self._changed:
-            self._ttls.pop(lease.lease_id, None)
-            if self._renewals.release(lease.lease_id):
+        lease._watched = False
+        if self._renewals.stream == "open":
+            with self._changed:
                 self._changed.notify_all()
+
+    def _step(self, now: float) -> Step:
+        """Takes in the scopes that joined or left since the last step, then steps the schedule (under the lock)."""
+        if self._horizon_ms <= now:
+            self._horizon_ms = math.inf
+        while self._joining:
+            lease, ttl, joined = self._joining.popleft()
+            self._horizon_ms = min(self._horizon_ms, joined + lease.renew_interval_ms)
+            if lease._watched:
+                self._ttls[lease.lease_id] = ttl
+                self._renewals.hold(lease, lease.ms_left(joined), lease.renew_interval_ms, joined)
+        for lease in self._renewals.leases():
+            if not lease._watched:
+                self._ttls.pop(lease.lease_id, None)
+                self._renewals.release(lease.lease_id)
+        return self._renewals.step(now)
+
+    def _wait(self, step: Step, now: float) -> None:
+        """Waits for a change, the step's wake-up or the horizon (under the lock); at once if a scope joined meanwhile."""
+        wake = min(math.inf if step.wake_at_ms is None else step.wake_at_ms, self._horizon_ms)
+        self._wake_at_ms = wake
+        if not self._joining:
+            self._changed.wait(None if wake == math.inf else max(wake - now, 0) / 1000)
+        self._wake_at_ms = -math.inf
 
     def close(self) -> None:
         with self._changed:
@@ -284,10 +326,10 @@ class _Keeper:
                     if self._closed:
                         return
                     now = now_ms()
-                    step = self._renewals.step(now)
+                    step = self._step(now)
                     if step.open:
                         break
-                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
+                    self._wait(step, now)
                 stream = Stream()
                 addr = self._endpoints.stream_addr()
                 keep_alive = self._endpoints.stubs(addr)[POOL].KeepAlive
@@ -299,7 +341,9 @@ class _Keeper:
         try:
             for response in call:
                 with self._changed:
-                    if self._renewals.answer(response, now_ms()):
+                    held = self._renewals.get(response.lease_id)
+                    # A lease whose scope ended is let go at the next step, whatever the answer.
+                    if held is not None and held._watched and self._renewals.answer(response, now_ms()):
                         self._changed.notify_all()
         except grpc.RpcError:
             pass
@@ -322,11 +366,11 @@ class _Keeper:
                     if self._closed or stream.ended:
                         return
                     now = now_ms()
-                    step = self._renewals.step(now)
+                    step = self._step(now)
                     if step.close:
                         stream.half_closed = True
                         return
                     if step.send:
                         leases = step.send
                         break
-                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
+                    self._wait(step, now)

@@ -101,6 +101,8 @@ class Lease:
         self.lease_id: str = response.lease_id
         self.pool: str = response.pool
         self._metadata: Optional[dict[str, str]] = None
+        # True while a scope (or the seed library) keeps the lease renewed.
+        self._watched = False
         self.revoked_event = revoked_event
         self.gone_reason: Optional[str] = None
         self.gone_message: str = ""

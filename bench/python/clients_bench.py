@@ -213,6 +213,16 @@ async def goodput(addr: str, pool: str, provider_url: str, rate: float, seconds:
 
         start = time.monotonic()
         end = start + warmup + seconds
+        lags: list[float] = []
+
+        async def ticker() -> None:
+            # How late the event loop runs a 10 ms timer: how far this process falls behind its arrivals.
+            while time.monotonic() < end:
+                due = time.monotonic() + 0.01
+                await asyncio.sleep(0.01)
+                lags.append(time.monotonic() - due)
+
+        ticking = asyncio.create_task(ticker())
         tasks: set[asyncio.Task[None]] = set()
         cpu_measured_from = None
         at = start
@@ -230,6 +240,7 @@ async def goodput(addr: str, pool: str, provider_url: str, rate: float, seconds:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks)
+        await ticking
         cpu_measured = cpu_s() - (cpu_measured_from if cpu_measured_from is not None else 0.0)
     provider.close()
 
@@ -256,6 +267,11 @@ async def goodput(addr: str, pool: str, provider_url: str, rate: float, seconds:
         "failed_pct": round(100 * (offered - ok) / offered, 2) if offered else 0.0,
         # Over the measured window (the requests still in flight at its end finished first).
         "client_cpu_us_per_request": round(cpu_measured / max(offered, 1) * 1e6, 1),
+        "event_loop_lag_ms": {
+            "p50": round(statistics.median(lags) * 1000, 1) if lags else 0.0,
+            "p99": round(sorted(lags)[int(len(lags) * 0.99)] * 1000, 1) if lags else 0.0,
+            "max": round(max(lags) * 1000, 1) if lags else 0.0,
+        },
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
 

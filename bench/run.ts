@@ -16,6 +16,7 @@ import { printReport } from "./lib/report.js";
 import { ends } from "./lib/ends.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
 import { addClientFigures, clientBench } from "./lib/clients.js";
+import { pythonClientBench } from "./lib/clients-python.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -185,6 +186,7 @@ async function main() {
   const bs = await startBenchServer({ postgresUrl });
   try {
     result.hot = await section("hot", () => hotPath(bs));
+    addClientFigures(result, await section("clients-python", () => pythonClientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
     result.renew = await section("renew", () => renewals(bs));
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));

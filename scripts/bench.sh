@@ -13,6 +13,10 @@ command -v go >/dev/null || { echo "bench: Go is required for the load generator
 mkdir -p "$TOOLS/bench"
 (cd bench/loadgen && go build -o "$TOOLS/bench/loadgen" .)
 export KEYMESH_BENCH_LOADGEN="$TOOLS/bench/loadgen"
+# The Python client's section runs bench/python/clients_bench.py with the client installed in the venv.
+ensure_venv
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -e "clients/python[test]"
+export KEYMESH_BENCH_PYTHON="$VENV/bin/python"
 
 # A Postgres cluster of the bench's own (.tmp/pg-bench), so a concurrent test run neither shares nor stops it.
 export KEYMESH_PG_NAME=pg-bench

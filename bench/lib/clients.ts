@@ -148,7 +148,7 @@ async function tsGoodput(bs: BenchServer, opts: ClientBenchOptions): Promise<Cli
 }
 
 /** Adds a client section's figures to the bench result beside other clients' (another section may fill the same keys). */
-export function addClientFigures(result: Record<string, unknown>, figures: ClientFigures | undefined): void {
+export function addClientFigures(result: Record<string, unknown>, figures: { clients: object; goodput_clients: object } | undefined): void {
   if (!figures) return;
   for (const key of ["clients", "goodput_clients"] as const) result[key] = { ...(result[key] as object | undefined), ...figures[key] };
 }

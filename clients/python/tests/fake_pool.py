@@ -150,6 +150,42 @@ class FakeCall(_Answers):
         self.fail(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
 
 
+class _UnaryCall:
+    """The call beside a unary answer: grpcio's with_call returns it, grpc.aio awaits it."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self._answer = answer
+
+    def __await__(self) -> Any:
+        return self._answer.__await__()
+
+    def initial_metadata(self) -> Any:
+        return ()
+
+
+class _AioCall(_UnaryCall):
+    async def initial_metadata(self) -> Any:  # type: ignore[override]
+        return ()
+
+
+class _Unary:
+    """A unary method as a grpcio stub has it: called, or with_call; the fakes answer from `fn`."""
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None) -> Any:
+        return self._fn(request)
+
+    def with_call(self, request: Any, timeout: Optional[float] = None, metadata: Any = None) -> tuple[Any, _UnaryCall]:
+        return self._fn(request), _UnaryCall()
+
+
+class _AioUnary(_Unary):
+    def __call__(self, request: Any, timeout: Optional[float] = None, metadata: Any = None) -> Any:
+        return _AioCall(self._fn(request))
+
+
 class FakePool:
     """The sync KeyPoolService stub: Acquire grants lease-1, lease-2, …; Release and MarkFailed are recorded."""
 
@@ -160,19 +196,22 @@ class FakePool:
         self.failed: list[str] = []
         self._opened = threading.Condition()
         self._ids = itertools.count(1)
+        self.Acquire = _Unary(self._acquire)
+        self.Release = _Unary(self._release)
+        self.MarkFailed = _Unary(self._mark_failed)
 
-    def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
+    def _acquire(self, request: pool_pb2.AcquireRequest) -> pool_pb2.AcquireResponse:
         return grant(f"lease-{next(self._ids)}", request.pool, renew_interval_ms=self.renew_interval_ms)
 
-    def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
+    def _release(self, request: pool_pb2.ReleaseRequest) -> pool_pb2.ReleaseResponse:
         self.released.append(request.lease_id)
         return pool_pb2.ReleaseResponse()
 
-    def MarkFailed(self, request: pool_pb2.MarkFailedRequest, timeout: Optional[float] = None) -> pool_pb2.MarkFailedResponse:
+    def _mark_failed(self, request: pool_pb2.MarkFailedRequest) -> pool_pb2.MarkFailedResponse:
         self.failed.append(request.lease_id)
         return pool_pb2.MarkFailedResponse()
 
-    def KeepAlive(self, requests: Iterator[pool_pb2.KeepAliveRequest]) -> FakeCall:
+    def KeepAlive(self, requests: Iterator[pool_pb2.KeepAliveRequest], metadata: Any = None) -> FakeCall:
         with self._opened:
             self.calls.append(FakeCall(requests))
             self._opened.notify_all()
@@ -244,19 +283,22 @@ class FakeAioPool:
         self.failed: list[str] = []
         self._opened = asyncio.Event()
         self._ids = itertools.count(1)
+        self.Acquire = _AioUnary(self._acquire)
+        self.Release = _AioUnary(self._release)
+        self.MarkFailed = _AioUnary(self._mark_failed)
 
-    async def Acquire(self, request: pool_pb2.AcquireRequest, timeout: Optional[float] = None) -> pool_pb2.AcquireResponse:
+    async def _acquire(self, request: pool_pb2.AcquireRequest) -> pool_pb2.AcquireResponse:
         return grant(f"lease-{next(self._ids)}", request.pool, renew_interval_ms=self.renew_interval_ms)
 
-    async def Release(self, request: pool_pb2.ReleaseRequest, timeout: Optional[float] = None) -> pool_pb2.ReleaseResponse:
+    async def _release(self, request: pool_pb2.ReleaseRequest) -> pool_pb2.ReleaseResponse:
         self.released.append(request.lease_id)
         return pool_pb2.ReleaseResponse()
 
-    async def MarkFailed(self, request: pool_pb2.MarkFailedRequest, timeout: Optional[float] = None) -> pool_pb2.MarkFailedResponse:
+    async def _mark_failed(self, request: pool_pb2.MarkFailedRequest) -> pool_pb2.MarkFailedResponse:
         self.failed.append(request.lease_id)
         return pool_pb2.MarkFailedResponse()
 
-    def KeepAlive(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest]) -> FakeAioCall:
+    def KeepAlive(self, requests: AsyncIterator[pool_pb2.KeepAliveRequest], metadata: Any = None) -> FakeAioCall:
         self.calls.append(FakeAioCall(requests))
         self._opened.set()
         return self.calls[-1]

@@ -4,8 +4,10 @@ server on port 0 (the same behaviour against the real server is in test_e2e_*.py
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import grpc
@@ -23,12 +25,19 @@ class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
     """Grants every Acquire except for pool "missing", records what each call carried, and on
     KeepAlive renews every lease except those of pool "revoked", which it ends at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
         self.calls: list[tuple[dict[str, str], float]] = []
         self.ended: list[tuple[str, object]] = []
         self.renewals = 0
+        # When set, every answer names this address as the pool's owner (the keymesh-owner header).
+        self.owner = owner
+
+    def _name_owner(self, context: grpc.ServicerContext) -> None:
+        if self.owner:
+            context.send_initial_metadata((("keymesh-owner", self.owner),))
 
     def Release(self, request: pool_pb2.ReleaseRequest, context: grpc.ServicerContext) -> pool_pb2.ReleaseResponse:
+        self._name_owner(context)
         self.ended.append(("Release", request))
         return pool_pb2.ReleaseResponse()
 
@@ -47,6 +56,7 @@ class RecordingPool(pool_pb2_grpc.KeyPoolServiceServicer):
                 yield pool_pb2.KeepAliveResponse(lease_id=request.lease_id, renewed=renewed)
 
     def Acquire(self, request: pool_pb2.AcquireRequest, context: grpc.ServicerContext) -> pool_pb2.AcquireResponse:
+        self._name_owner(context)
         self.calls.append((dict(context.invocation_metadata()), context.time_remaining()))
         if request.pool == "missing":
             detail = AnyProto()
@@ -76,15 +86,64 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     return True
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, RecordingPool]]:
-    servicer = RecordingPool()
+@contextmanager
+def serving(servicer: RecordingPool) -> Iterator[str]:
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pool_pb2_grpc.add_KeyPoolServiceServicer_to_server(servicer, srv)
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
-    yield f"127.0.0.1:{port}", servicer
-    srv.stop(grace=None)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        srv.stop(grace=None)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, RecordingPool]]:
+    servicer = RecordingPool()
+    with serving(servicer) as addr:
+        yield addr, servicer
+
+
+def test_the_owner_header_sends_the_pools_next_calls_and_its_leases_ends_to_the_owner() -> None:
+    owner, other = RecordingPool(), RecordingPool()
+    with serving(owner) as owner_addr, serving(other) as other_addr:
+        other.owner = owner_addr
+        with Client(other_addr) as client:
+            first = client.acquire("p")
+            second = client.acquire("p")
+            client.release(first)
+            with client.lease("p"):
+                pass
+            client.acquire("q")
+    # Pool q's first call goes to the endpoint that answered last, which names q's owner in turn.
+    assert len(other.calls) == 2 and other.ended == []
+    assert len(owner.calls) == 2 and [m for m, _ in owner.ended] == ["Release", "Release"]
+    assert second.pool == "p"
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_follows_the_owner_header_too() -> None:
+    owner, other = RecordingPool(), RecordingPool()
+    with serving(owner) as owner_addr, serving(other) as other_addr:
+        other.owner = owner_addr
+        async with AsyncClient(other_addr) as client:
+            await client.acquire("p")
+            async with client.lease("p"):
+                pass
+    assert len(other.calls) == 1 and len(owner.calls) == 1 and [m for m, _ in owner.ended] == ["Release"]
+
+
+def test_one_name_with_several_addresses_is_each_of_them(server, monkeypatch: pytest.MonkeyPatch) -> None:
+    addr, servicer = server
+    port = int(addr.rsplit(":", 1)[1])
+    # The first address refuses connections (nothing listens on 127.0.0.2): the client moves to the second.
+    answers = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *rest, **kw: answers if host == "keymesh.test" else [])
+    with Client(f"keymesh.test:{port}", default_timeout=5) as client:
+        with client.lease("p") as lease:
+            pass
+    assert lease.key_id == "k1" and len(servicer.calls) == 1
 
 
 def test_sync_client_sends_the_token_and_a_deadline_past_the_wait(server) -> None:
@@ -170,8 +229,10 @@ async def test_an_async_revocation_sets_the_event_and_cancellation_still_ends_th
             async with client.lease("p"):
                 await asyncio.sleep(30)
 
+        before = servicer.renewals
         task = asyncio.create_task(hold())
-        assert await asyncio.to_thread(wait_until, lambda: servicer.renewals >= 2)
+        # Renewed: the scope is inside its block (the revoked scope's renewals came before).
+        assert await asyncio.to_thread(wait_until, lambda: servicer.renewals > before)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -13,31 +13,40 @@ import pytest
 
 from e2e_helpers import live_leases
 from keymesh_client import AsyncClient, Client, Lease, OutcomeKind
+from keymesh_client.v1 import pool_pb2_grpc
 
 SCOPES = 50
 # Past the 1 s ttl twice over: only renewals keep the leases alive.
 HOLD_S = 2.5
 
 
-def count_streams(stub: Any) -> list[int]:
-    """Counts the KeepAlive streams opened through stub from now on."""
+def count_streams(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the KeepAlive streams the clients created from now on open."""
     opened: list[int] = []
-    keep_alive = stub.KeepAlive
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        opened.append(1)
-        return keep_alive(*args, **kwargs)
+    class Counting(pool_pb2_grpc.KeyPoolServiceStub):
+        def __init__(self, channel: Any) -> None:
+            super().__init__(channel)
+            keep_alive = self.KeepAlive
 
-    stub.KeepAlive = counted
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                opened.append(1)
+                return keep_alive(*args, **kwargs)
+
+            self.KeepAlive = counted
+
+    monkeypatch.setattr(pool_pb2_grpc, "KeyPoolServiceStub", Counting)
     return opened
 
 
-def test_fifty_scopes_renew_past_their_ttl_over_one_stream_and_one_thread(addr: str, client: Client, make_pool) -> None:
+def test_fifty_scopes_renew_past_their_ttl_over_one_stream_and_one_thread(
+    addr: str, client: Client, make_pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pool = make_pool()
     inside = threading.Barrier(SCOPES + 1)
     leave = threading.Event()
+    opened = count_streams(monkeypatch)
     with Client(addr) as leaser:
-        opened = count_streams(leaser.pool)
 
         def hold(_: int) -> Lease:
             with leaser.lease(pool, ttl=1) as lease:
@@ -61,13 +70,15 @@ def test_fifty_scopes_renew_past_their_ttl_over_one_stream_and_one_thread(addr: 
 
 
 @pytest.mark.asyncio
-async def test_fifty_scopes_renew_past_their_ttl_over_one_stream_and_one_task(addr: str, client: Client, make_pool) -> None:
+async def test_fifty_scopes_renew_past_their_ttl_over_one_stream_and_one_task(
+    addr: str, client: Client, make_pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pool = make_pool()
     entered = 0
     all_inside = asyncio.Event()
     leave = asyncio.Event()
+    opened = count_streams(monkeypatch)
     async with AsyncClient(addr) as leaser:
-        opened = count_streams(leaser.pool)
 
         async def hold() -> Lease:
             nonlocal entered

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from keymesh_client import Client, Lease
+from keymesh_client.client import _JOINING_BATCH, _Keeper
 from keymesh_client.v1 import pool_pb2_grpc
 from fake_pool import TAKE_TIMEOUT_S, FakePool, gone, renewed
 
@@ -121,3 +122,24 @@ def test_closing_the_client_ends_the_stream_and_its_thread_at_once(fake: FakePoo
     assert not closer.is_alive() and not thread.is_alive() and stream.cancelled.is_set()
     with pytest.raises(ValueError):
         client.lease("p").__enter__()
+
+
+def test_scopes_shorter_than_their_renew_interval_wake_the_keeper_only_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = FakePool(renew_interval_ms=10_000)
+    monkeypatch.setattr(pool_pb2_grpc, "KeyPoolServiceStub", lambda channel: slow)
+    steps: list[int] = []
+    step = _Keeper._step
+
+    def counted(self: _Keeper, now: float) -> object:
+        steps.append(1)
+        return step(self, now)
+
+    monkeypatch.setattr(_Keeper, "_step", counted)
+    with Client("127.0.0.1:1") as client:
+        for _ in range(2_000):
+            with client.lease("p"):
+                pass
+        # Woken by the first scope (then it waits until that one's renewal would have been due), and
+        # once per batch of scopes queued since: never once per scope.
+        assert len(steps) <= 2 + 2_000 // _JOINING_BATCH
+    assert slow.calls == [] and len(slow.released) == 2_000

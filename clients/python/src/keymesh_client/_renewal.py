@@ -83,6 +83,9 @@ class Renewals:
     def __len__(self) -> int:
         return len(self._held)
 
+    def leases(self) -> list[Lease]:
+        return [held.lease for held in self._held.values()]
+
     def get(self, lease_id: str) -> Optional[Lease]:
         held = self._held.get(lease_id)
         return held.lease if held else None
@@ -92,7 +95,11 @@ class Renewals:
         interval = _interval(ttl_ms, renew_interval_ms)
         due = now_ms + interval
         self._held[lease.lease_id] = _Held(lease, now_ms + ttl_ms, interval, due)
-        return self._wake_at_ms is None or due < self._wake_at_ms
+        if self._wake_at_ms is None or due < self._wake_at_ms:
+            # The driver steps by then, even if this lease is gone before: the leases that follow need not wake it.
+            self._wake_at_ms = due
+            return True
+        return False
 
     def release(self, lease_id: str) -> bool:
         """A lease leaves (its scope ended); True when the driver must step now to close the stream."""
@@ -143,7 +150,10 @@ class Renewals:
         if not self._held:
             out.close = self.stream == "open"
             self.stream = "closed"
-            self._wake_at_ms = None
+            # A wake-up still ahead stays: a lease joining with a later first renewal then wakes nobody.
+            if self._wake_at_ms is not None and self._wake_at_ms <= now_ms:
+                self._wake_at_ms = None
+            out.wake_at_ms = self._wake_at_ms
             return out
         if self.stream == "broken" and now_ms >= self._reopen_at_ms:
             out.open = True

@@ -11,24 +11,24 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, 
 import grpc
 import grpc.aio
 
-from keymesh_client._channel import aio_channel
+from keymesh_client._channel import ADMIN, POOL, AioEndpoints, RoutedStub, Target
 from keymesh_client._renewal import Renewals, Stream, now_ms
 from keymesh_client.classify import Outcome, OutcomeKind
 from keymesh_client.errors import KeyMeshError
 from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
 from keymesh_client.retry import Acquire, RetryPolicy, Run, failure_of, retry_loop
-from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
+from keymesh_client.v1 import pool_pb2
 
 T = TypeVar("T")
 log = logging.getLogger("keymesh_client")
 
 
 class AsyncClient:
-    """The asyncio twin of Client: same arguments, awaitable stubs in `pool` and `admin`."""
+    """The asyncio twin of Client: same arguments (one endpoint or several), awaitable stubs in `pool` and `admin`."""
 
     def __init__(
         self,
-        addr: str = "127.0.0.1:50051",
+        addr: Target = "127.0.0.1:50051",
         *,
         tls: bool = False,
         root_certificates: Optional[bytes] = None,
@@ -37,16 +37,16 @@ class AsyncClient:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.default_timeout = default_timeout
-        self._channel = aio_channel(
+        self._endpoints = AioEndpoints(
             addr, tls=tls, root_certificates=root_certificates, token=token, default_timeout=default_timeout, options=options
         )
-        self.pool = pool_pb2_grpc.KeyPoolServiceStub(self._channel)
-        self.admin = admin_pb2_grpc.PoolAdminServiceStub(self._channel)
-        self._keeper = _AsyncKeeper(self.pool)
+        self.pool: Any = RoutedStub(self._endpoints, POOL)
+        self.admin: Any = RoutedStub(self._endpoints, ADMIN)
+        self._keeper = _AsyncKeeper(self._endpoints)
 
     async def close(self) -> None:
         await self._keeper.close()
-        await self._channel.close()
+        await self._endpoints.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -71,9 +71,8 @@ class AsyncClient:
     async def _acquire(
         self, pool: str, options: LeaseOptions, exclude: Optional[Iterable[str]] = None, wait: Optional[Seconds] = None
     ) -> Lease:
-        response = await self.pool.Acquire(
-            options.acquire_request(pool, exclude, wait), timeout=options.acquire_timeout(self.default_timeout, wait)
-        )
+        request = options.acquire_request(pool, exclude, wait)
+        response = await self._endpoints.unary(POOL, "Acquire", request, options.acquire_timeout(self.default_timeout, wait), None, pool)
         return Lease(response, asyncio.Event())
 
     async def release(
@@ -89,7 +88,8 @@ class AsyncClient:
         await self._report(
             report_request(
                 lease, OutcomeKind.SUCCESS, latency=latency, headers=headers, input_tokens=input_tokens, output_tokens=output_tokens
-            )
+            ),
+            pool=lease.pool,
         )
 
     async def mark_failed(
@@ -102,20 +102,20 @@ class AsyncClient:
         latency: Optional[Seconds] = None,
     ) -> None:
         """End `lease` after a failed call of the given kind ("auth", "transient", "overloaded", ...)."""
-        await self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency))
+        await self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency), pool=lease.pool)
 
     async def mark_rate_limited(self, lease: Lease, *, retry_after: Optional[Seconds] = None, headers: Any = None) -> None:
         """End `lease` after a 429; the key cools down for `retry_after` (else the headers', else the pool's default)."""
-        await self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers))
+        await self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers), pool=lease.pool)
 
     async def renew(self, lease: Lease, *, ttl: Optional[Seconds] = None) -> None:
         """Extend `lease` once (RenewLease); raises KeyMeshError with a LEASE_* reason when it is over."""
-        response = await self.pool.RenewLease(renew_request(lease, ttl))
+        response = await self._endpoints.unary(POOL, "RenewLease", renew_request(lease, ttl), None, None, lease.pool)
         lease._renewed(response.expires_at, response.ttl, response.renew_interval)
 
-    async def _report(self, rpc: tuple[str, Any]) -> None:
+    async def _report(self, rpc: tuple[str, Any], timeout: Optional[float] = None, pool: Optional[str] = None) -> None:
         method, request = rpc
-        await getattr(self.pool, method)(request)
+        await self._endpoints.unary(POOL, method, request, timeout, None, pool)
 
     def lease(
         self,
@@ -204,37 +204,46 @@ class AsyncLeaseScope:
         assert self._lease is not None
         self._client._keeper.unwatch(self._lease)
         self.outcome = self._lease.final_outcome(exc)
-        method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
-        # Shielded: a cancelled block must still end its lease.
-        report = asyncio.ensure_future(self._end(method, request))
-        # When the caller is cancelled again it stops awaiting; the report's failure is then moot.
-        report.add_done_callback(lambda task: task.cancelled() or task.exception())
+        rpc = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
         try:
-            await asyncio.shield(report)
+            await self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool)
         except asyncio.CancelledError:
+            # Cancelled while ending the lease: it is ended again in the background (a second end of
+            # an ended lease is answered as moot), since a cancelled block must still end its lease.
+            _end_in_background(self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool))
             if exc is None:
                 raise
         except KeyMeshError as error:
             if error.lease_ended:
                 return
-            if exc is None:
+            if exc is None and not error.unreachable:
                 raise
             log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
 
-    async def _end(self, method: str, request: Any) -> None:
-        await getattr(self._client.pool, method)(request, timeout=FINAL_REPORT_TIMEOUT_S)
+
+_ending: set["asyncio.Task[None]"] = set()
+
+
+def _end_in_background(report: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(report)
+    _ending.add(task)
+    # Nobody awaits it: its failure is logged by nobody and moot (the lease ends at its ttl).
+    task.add_done_callback(lambda done: _ending.discard(done) or done.cancelled() or done.exception())
 
 
 class _AsyncKeeper:
     """Renews every lease of an AsyncClient over one KeepAlive stream, on the schedule of Renewals.
+
+    The stream opens on the endpoint that answered last; when it breaks, the next one re-sends every
+    lease held, on the next endpoint.
 
     One task per client (started with its first lease) opens a stream when a renewal falls due and
     reads its answers; the request iterator, which grpc.aio consumes in its own task, sends each
     renewal when it falls due and half-closes the stream when no lease is left.
     """
 
-    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
-        self._stub = stub
+    def __init__(self, endpoints: AioEndpoints) -> None:
+        self._endpoints = endpoints
         self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
         self._ttls: dict[str, Optional[Seconds]] = {}
         self._changed = asyncio.Event()
@@ -275,16 +284,18 @@ class _AsyncKeeper:
                     await self._change(step.wake_at_ms, now)
                     continue
                 stream = Stream()
-                self._call = self._stub.KeepAlive(self._requests(stream, step.send))
-                await self._serve(self._call, stream)
+                addr = self._endpoints.stream_addr()
+                keep_alive = self._endpoints.stubs(addr)[POOL].KeepAlive
+                self._call = keep_alive(self._requests(stream, step.send), metadata=self._endpoints.metadata(None))
+                await self._serve(self._call, stream, addr)
         finally:
             self._task = None
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
 
-    async def _serve(self, call: Any, stream: Stream) -> None:
-        """Applies one stream's answers until it ends."""
+    async def _serve(self, call: Any, stream: Stream, addr: str) -> None:
+        """Applies one stream's answers until it ends; an unasked end hands the next stream to the next endpoint."""
         try:
             async for response in call:
                 if self._renewals.answer(response, now_ms()):
@@ -294,6 +305,7 @@ class _AsyncKeeper:
         stream.ended = True
         self._call = None
         if not stream.half_closed:
+            self._endpoints.route.stream_ended(addr)
             self._renewals.broken(now_ms())
         self._changed.set()
 

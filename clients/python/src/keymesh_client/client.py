@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import threading
 import time
 from types import TracebackType
@@ -10,28 +12,33 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 
 import grpc
 
-from keymesh_client._channel import sync_channel
-from keymesh_client._renewal import Renewals, Stream, now_ms
+from keymesh_client._channel import ADMIN, POOL, RoutedStub, SyncEndpoints, Target
+from keymesh_client._renewal import Renewals, Step, Stream, now_ms
 from keymesh_client.classify import Outcome, OutcomeKind
 from keymesh_client.errors import KeyMeshError
 from keymesh_client.lease import FINAL_REPORT_TIMEOUT_S, Lease, LeaseOptions, Seconds, report_request, renew_request, seconds
 from keymesh_client.retry import Acquire, RetryPolicy, Run, failure_of, retry_loop
-from keymesh_client.v1 import admin_pb2_grpc, pool_pb2, pool_pb2_grpc
+from keymesh_client.v1 import pool_pb2
 
 T = TypeVar("T")
 log = logging.getLogger("keymesh_client")
+# Scopes that may join before the keeper's thread is woken to take them in.
+_JOINING_BATCH = 512
 
 
 class Client:
     """A KeyMesh client. `pool` is the KeyPoolService stub, `admin` the PoolAdminService stub.
 
-    Every unary RPC gets `default_timeout` unless given one, sends `authorization: Bearer <token>`
-    when a token is set, and raises KeyMeshError on failure.
+    `addr` is one endpoint (host:port; a name that resolves to several addresses means each of them)
+    or a list of endpoints, the replicas of one KeyMesh. Every unary RPC gets `default_timeout`
+    unless given one, sends `authorization: Bearer <token>` when a token is set, is retried on
+    another endpoint on UNAVAILABLE (with backoff, within its deadline), goes straight to the pool's
+    owner once an answer named it, and raises KeyMeshError on failure.
     """
 
     def __init__(
         self,
-        addr: str = "127.0.0.1:50051",
+        addr: Target = "127.0.0.1:50051",
         *,
         tls: bool = False,
         root_certificates: Optional[bytes] = None,
@@ -40,16 +47,16 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.default_timeout = default_timeout
-        self._channel = sync_channel(
+        self._endpoints = SyncEndpoints(
             addr, tls=tls, root_certificates=root_certificates, token=token, default_timeout=default_timeout, options=options
         )
-        self.pool = pool_pb2_grpc.KeyPoolServiceStub(self._channel)
-        self.admin = admin_pb2_grpc.PoolAdminServiceStub(self._channel)
-        self._keeper = _Keeper(self.pool)
+        self.pool: Any = RoutedStub(self._endpoints, POOL)
+        self.admin: Any = RoutedStub(self._endpoints, ADMIN)
+        self._keeper = _Keeper(self._endpoints)
 
     def close(self) -> None:
         self._keeper.close()
-        self._channel.close()
+        self._endpoints.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -72,9 +79,8 @@ class Client:
         return self._acquire(pool, options)
 
     def _acquire(self, pool: str, options: LeaseOptions, exclude: Optional[Iterable[str]] = None, wait: Optional[Seconds] = None) -> Lease:
-        response = self.pool.Acquire(
-            options.acquire_request(pool, exclude, wait), timeout=options.acquire_timeout(self.default_timeout, wait)
-        )
+        request = options.acquire_request(pool, exclude, wait)
+        response = self._endpoints.unary(POOL, "Acquire", request, options.acquire_timeout(self.default_timeout, wait), None, pool)
         return Lease(response, threading.Event())
 
     def release(
@@ -90,7 +96,8 @@ class Client:
         self._report(
             report_request(
                 lease, OutcomeKind.SUCCESS, latency=latency, headers=headers, input_tokens=input_tokens, output_tokens=output_tokens
-            )
+            ),
+            pool=lease.pool,
         )
 
     def mark_failed(
@@ -103,20 +110,20 @@ class Client:
         latency: Optional[Seconds] = None,
     ) -> None:
         """End `lease` after a failed call of the given kind ("auth", "transient", "overloaded", ...)."""
-        self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency))
+        self._report(report_request(lease, kind, http_status=http_status, message=message, latency=latency), pool=lease.pool)
 
     def mark_rate_limited(self, lease: Lease, *, retry_after: Optional[Seconds] = None, headers: Any = None) -> None:
         """End `lease` after a 429; the key cools down for `retry_after` (else the headers', else the pool's default)."""
-        self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers))
+        self._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=retry_after, headers=headers), pool=lease.pool)
 
     def renew(self, lease: Lease, *, ttl: Optional[Seconds] = None) -> None:
         """Extend `lease` once (RenewLease); raises KeyMeshError with a LEASE_* reason when it is over."""
-        response = self.pool.RenewLease(renew_request(lease, ttl))
+        response = self._endpoints.unary(POOL, "RenewLease", renew_request(lease, ttl), None, None, lease.pool)
         lease._renewed(response.expires_at, response.ttl, response.renew_interval)
 
-    def _report(self, rpc: tuple[str, Any]) -> None:
+    def _report(self, rpc: tuple[str, Any], timeout: Optional[float] = None, pool: Optional[str] = None) -> None:
         method, request = rpc
-        getattr(self.pool, method)(request)
+        self._endpoints.unary(POOL, method, request, timeout, None, pool)
 
     def lease(
         self,
@@ -215,13 +222,13 @@ class LeaseScope:
         assert self._lease is not None
         self._client._keeper.unwatch(self._lease)
         self.outcome = self._lease.final_outcome(exc)
-        method, request = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
+        rpc = self._lease.final_request(self.outcome, latency if exc is None or isinstance(exc, Exception) else None)
         try:
-            getattr(self._client.pool, method)(request, timeout=FINAL_REPORT_TIMEOUT_S)
+            self._client._report(rpc, FINAL_REPORT_TIMEOUT_S, self._lease.pool)
         except KeyMeshError as error:
             if error.lease_ended:
                 return
-            if exc is None:
+            if exc is None and not error.unreachable:
                 raise
             log.warning("keymesh: could not end lease of key %s: %s", self._lease.key_id, error)
 
@@ -229,37 +236,78 @@ class LeaseScope:
 class _Keeper:
     """Renews every lease of a Client over one KeepAlive stream, on the schedule of Renewals.
 
+    The stream opens on the endpoint that answered last; when it breaks, the next one re-sends every
+    lease held, on the next endpoint.
+
     One thread per client (started with its first lease) opens a stream when a renewal falls due and
     reads its answers; the request iterator, which grpcio consumes on its own thread, sends each
     renewal when it falls due and half-closes the stream when no lease is left.
+
+    A scope joins and leaves without the lock (a queue append, a flag on its lease): whichever of
+    those threads steps next takes the changes in first. A join wakes it only when the lease's first
+    renewal falls due before its next wake-up, a leave only while a stream is open (to half-close
+    it), so a scope shorter than its renew interval costs the keeper nothing else.
     """
 
-    def __init__(self, stub: pool_pb2_grpc.KeyPoolServiceStub) -> None:
-        self._stub = stub
+    def __init__(self, endpoints: SyncEndpoints) -> None:
+        self._endpoints = endpoints
         self._renewals = Renewals(lambda lease, reason, message: lease._gone(reason, message))
         self._ttls: dict[str, Optional[Seconds]] = {}
+        self._joining: collections.deque[tuple[Lease, Optional[Seconds], float]] = collections.deque()
+        # When the waiting thread steps next (inf: only when woken); -inf while one is stepping.
+        self._wake_at_ms = -math.inf
+        # The earliest first renewal of the scopes taken in, ended ones too: the thread waits until
+        # then even with no lease left, so the scopes that follow need not wake it one by one.
+        self._horizon_ms = math.inf
         self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._call: Any = None
         self._closed = False
 
     def watch(self, lease: Lease, ttl: Optional[Seconds]) -> None:
-        with self._changed:
-            if self._closed:
-                raise ValueError("the client is closed")
-            self._ttls[lease.lease_id] = ttl
-            now = now_ms()
-            if self._renewals.hold(lease, lease.ms_left(now), lease.renew_interval_ms, now):
+        if self._closed:
+            raise ValueError("the client is closed")
+        now = now_ms()
+        lease._watched = True
+        self._joining.append((lease, ttl, now))
+        # Read after the append, as the waiting thread reads the queue after publishing its wake-up.
+        # A long queue (of scopes mostly over) is taken in now rather than at the horizon.
+        if self._thread is None or now + lease.renew_interval_ms < self._wake_at_ms or len(self._joining) >= _JOINING_BATCH:
+            with self._changed:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
+                    self._thread.start()
                 self._changed.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="keymesh-keepalive", daemon=True)
-                self._thread.start()
 
     def unwatch(self, lease: Lease) -> None:
-        with self._changed:
-            self._ttls.pop(lease.lease_id, None)
-            if self._renewals.release(lease.lease_id):
+        lease._watched = False
+        if self._renewals.stream == "open":
+            with self._changed:
                 self._changed.notify_all()
+
+    def _step(self, now: float) -> Step:
+        """Takes in the scopes that joined or left since the last step, then steps the schedule (under the lock)."""
+        if self._horizon_ms <= now:
+            self._horizon_ms = math.inf
+        while self._joining:
+            lease, ttl, joined = self._joining.popleft()
+            self._horizon_ms = min(self._horizon_ms, joined + lease.renew_interval_ms)
+            if lease._watched:
+                self._ttls[lease.lease_id] = ttl
+                self._renewals.hold(lease, lease.ms_left(joined), lease.renew_interval_ms, joined)
+        for lease in self._renewals.leases():
+            if not lease._watched:
+                self._ttls.pop(lease.lease_id, None)
+                self._renewals.release(lease.lease_id)
+        return self._renewals.step(now)
+
+    def _wait(self, step: Step, now: float) -> None:
+        """Waits for a change, the step's wake-up or the horizon (under the lock); at once if a scope joined meanwhile."""
+        wake = min(math.inf if step.wake_at_ms is None else step.wake_at_ms, self._horizon_ms)
+        self._wake_at_ms = wake
+        if not self._joining:
+            self._changed.wait(None if wake == math.inf else max(wake - now, 0) / 1000)
+        self._wake_at_ms = -math.inf
 
     def close(self) -> None:
         with self._changed:
@@ -278,20 +326,24 @@ class _Keeper:
                     if self._closed:
                         return
                     now = now_ms()
-                    step = self._renewals.step(now)
+                    step = self._step(now)
                     if step.open:
                         break
-                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
+                    self._wait(step, now)
                 stream = Stream()
-                self._call = call = self._stub.KeepAlive(self._requests(stream, step.send))
-            self._serve(call, stream)
+                addr = self._endpoints.stream_addr()
+                keep_alive = self._endpoints.stubs(addr)[POOL].KeepAlive
+                self._call = call = keep_alive(self._requests(stream, step.send), metadata=self._endpoints.metadata(None))
+            self._serve(call, stream, addr)
 
-    def _serve(self, call: Any, stream: Stream) -> None:
-        """Applies one stream's answers until it ends."""
+    def _serve(self, call: Any, stream: Stream, addr: str) -> None:
+        """Applies one stream's answers until it ends; an unasked end hands the next stream to the next endpoint."""
         try:
             for response in call:
                 with self._changed:
-                    if self._renewals.answer(response, now_ms()):
+                    held = self._renewals.get(response.lease_id)
+                    # A lease whose scope ended is let go at the next step, whatever the answer.
+                    if held is not None and held._watched and self._renewals.answer(response, now_ms()):
                         self._changed.notify_all()
         except grpc.RpcError:
             pass
@@ -299,6 +351,7 @@ class _Keeper:
             stream.ended = True
             self._call = None
             if not stream.half_closed:
+                self._endpoints.route.stream_ended(addr)
                 self._renewals.broken(now_ms())
             self._changed.notify_all()
 
@@ -313,11 +366,11 @@ class _Keeper:
                     if self._closed or stream.ended:
                         return
                     now = now_ms()
-                    step = self._renewals.step(now)
+                    step = self._step(now)
                     if step.close:
                         stream.half_closed = True
                         return
                     if step.send:
                         leases = step.send
                         break
-                    self._changed.wait(None if step.wake_at_ms is None else max(step.wake_at_ms - now, 0) / 1000)
+                    self._wait(step, now)

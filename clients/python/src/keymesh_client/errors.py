@@ -56,6 +56,11 @@ class KeyMeshError(Exception):
     def lease_ended(self) -> bool:
         return self.reason in LEASE_ENDED_REASONS
 
+    @property
+    def unreachable(self) -> bool:
+        """No endpoint answered before the deadline (UNAVAILABLE or DEADLINE_EXCEEDED)."""
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
     @classmethod
     def from_rpc_error(cls, error: Any) -> "KeyMeshError":
         """From a grpc.RpcError (sync) or grpc.aio.AioRpcError, decoding keymesh.v1.ErrorDetail."""

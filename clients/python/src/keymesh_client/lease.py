@@ -20,7 +20,7 @@ Seconds = Union[float, int, timedelta]
 FINAL_REPORT_TIMEOUT_S = 5.0
 _MESSAGE_LIMIT = 200
 # Never renew in a tight loop, whatever interval the server suggests.
-_MIN_RENEW_INTERVAL = timedelta(milliseconds=50)
+_MIN_RENEW_INTERVAL_MS = 50.0
 
 
 class _Event(Protocol):
@@ -29,8 +29,16 @@ class _Event(Protocol):
     def is_set(self) -> bool: ...
 
 
+_holder: tuple[int, str] = (0, "")
+
+
 def default_holder() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}"
+    """host/pid, computed once per process (a forked child gets its own)."""
+    global _holder
+    pid = os.getpid()
+    if _holder[0] != pid:
+        _holder = (pid, f"{socket.gethostname()}/{pid}")
+    return _holder[1]
 
 
 def seconds(value: Seconds) -> float:
@@ -40,9 +48,15 @@ def seconds(value: Seconds) -> float:
 def to_duration(value: Optional[Seconds]) -> Optional[Duration]:
     if value is None:
         return None
-    d = Duration()
-    d.FromTimedelta(value if isinstance(value, timedelta) else timedelta(seconds=float(value)))
-    return d
+    if isinstance(value, timedelta) or value < 0:
+        d = Duration()
+        d.FromTimedelta(value if isinstance(value, timedelta) else timedelta(seconds=float(value)))
+        return d
+    whole = int(value)
+    nanos = round((value - whole) * 1e9)
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    return Duration(seconds=whole, nanos=nanos)
 
 
 @dataclass(frozen=True)
@@ -82,18 +96,37 @@ class Lease:
     """
 
     def __init__(self, response: pool_pb2.AcquireResponse, revoked_event: _Event) -> None:
+        # Fields a scope does not need are read from the answer when asked for.
+        self._response = response
         self.lease_id: str = response.lease_id
         self.pool: str = response.pool
-        self.key: str = response.key
-        self.key_id: str = response.key_id
-        self.key_label: str = response.key_label
-        self.metadata: dict[str, str] = dict(response.key_metadata)
+        self._metadata: Optional[dict[str, str]] = None
+        # True while a scope (or the seed library) keeps the lease renewed.
+        self._watched = False
         self.revoked_event = revoked_event
         self.gone_reason: Optional[str] = None
         self.gone_message: str = ""
         self._outcome: Optional[Outcome] = None
         self._usage: Optional[common_pb2.Usage] = None
         self._renewed(response.expires_at, response.ttl, response.renew_interval)
+
+    @property
+    def key(self) -> str:
+        return self._response.key
+
+    @property
+    def key_id(self) -> str:
+        return self._response.key_id
+
+    @property
+    def key_label(self) -> str:
+        return self._response.key_label
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        if self._metadata is None:
+            self._metadata = dict(self._response.key_metadata)
+        return self._metadata
 
     def __repr__(self) -> str:
         return f"Lease(pool={self.pool!r}, key_id={self.key_id!r}, key_label={self.key_label!r}, revoked={self.revoked})"
@@ -131,16 +164,26 @@ class Lease:
         return self._outcome
 
     def _renewed(self, expires_at: Any, ttl: Duration, renew_interval: Duration) -> None:
-        self.expires_at: datetime = expires_at.ToDatetime(tzinfo=timezone.utc)
-        self.ttl: timedelta = ttl.ToTimedelta()
-        suggested = renew_interval.ToTimedelta() if renew_interval.ToNanoseconds() > 0 else self.ttl / 3
-        self.renew_interval: timedelta = max(suggested, _MIN_RENEW_INTERVAL)
+        # The messages are kept and converted when read: most leases end before anyone reads them.
+        self._expires_at = expires_at
+        self._ttl = ttl
+        ttl_ms = ttl.seconds * 1000 + ttl.nanos / 1e6
+        suggested_ms = renew_interval.seconds * 1000 + renew_interval.nanos / 1e6
+        self.renew_interval_ms: float = max(suggested_ms if suggested_ms > 0 else ttl_ms / 3, _MIN_RENEW_INTERVAL_MS)
         # Local deadline on the monotonic clock: the server's clock decides, this only bounds retries.
-        self.local_deadline: float = time.monotonic() + self.ttl.total_seconds()
+        self.local_deadline: float = time.monotonic() + ttl_ms / 1000
 
     @property
-    def renew_interval_ms(self) -> float:
-        return self.renew_interval.total_seconds() * 1000
+    def expires_at(self) -> datetime:
+        return self._expires_at.ToDatetime(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+
+    @property
+    def ttl(self) -> timedelta:
+        return self._ttl.ToTimedelta()
+
+    @property
+    def renew_interval(self) -> timedelta:
+        return timedelta(milliseconds=self.renew_interval_ms)
 
     def ms_left(self, now_ms: float) -> float:
         """Milliseconds until the local deadline, from now_ms on the monotonic clock (ms)."""

@@ -161,7 +161,7 @@ class SyncKeyPool:
 
     def release(self, key: str, *, latency: float = 0.0, headers: Any = None) -> None:
         lease = self._end(key)
-        self._client._report(report_request(lease, OutcomeKind.SUCCESS, latency=latency or None, headers=headers))
+        self._client._report(report_request(lease, OutcomeKind.SUCCESS, latency=latency or None, headers=headers), pool=lease.pool)
 
     def mark_failed(self, key: str, *, error: Optional[BaseException] = None) -> None:
         """The call failed: classified from `error` when given (auth, quota, overload, ...), else transient."""
@@ -169,7 +169,7 @@ class SyncKeyPool:
 
     def mark_rate_limited(self, key: str, *, cooldown: Optional[float] = None) -> None:
         lease = self._end(key)
-        self._client._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=cooldown))
+        self._client._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=cooldown), pool=lease.pool)
 
     def add_key(self, key: str) -> None:
         try:
@@ -190,7 +190,7 @@ class SyncKeyPool:
         for lease in self._held.drain():
             self._client._keeper.unwatch(lease)
             try:
-                self._client._report(report_request(lease, OutcomeKind.CLIENT_ERROR, message="pool closed"))
+                self._client._report(report_request(lease, OutcomeKind.CLIENT_ERROR, message="pool closed"), pool=lease.pool)
             except KeyMeshError:
                 pass
         if self._owns_client:
@@ -270,7 +270,7 @@ class KeyPool:
 
     async def release(self, key: str, *, latency: float = 0.0, headers: Any = None) -> None:
         lease = self._end(key)
-        await self._client._report(report_request(lease, OutcomeKind.SUCCESS, latency=latency or None, headers=headers))
+        await self._client._report(report_request(lease, OutcomeKind.SUCCESS, latency=latency or None, headers=headers), pool=lease.pool)
 
     async def mark_failed(self, key: str, *, error: Optional[BaseException] = None) -> None:
         """The call failed: classified from `error` when given (auth, quota, overload, ...), else transient."""
@@ -278,7 +278,7 @@ class KeyPool:
 
     async def mark_rate_limited(self, key: str, *, cooldown: Optional[float] = None) -> None:
         lease = self._end(key)
-        await self._client._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=cooldown))
+        await self._client._report(report_request(lease, OutcomeKind.RATE_LIMITED, retry_after=cooldown), pool=lease.pool)
 
     async def add_key(self, key: str) -> None:
         await self._setup()
@@ -299,7 +299,7 @@ class KeyPool:
         for lease in self._held.drain():
             self._client._keeper.unwatch(lease)
             try:
-                await self._client._report(report_request(lease, OutcomeKind.CLIENT_ERROR, message="pool closed"))
+                await self._client._report(report_request(lease, OutcomeKind.CLIENT_ERROR, message="pool closed"), pool=lease.pool)
             except KeyMeshError:
                 pass
         if self._owns_client:

@@ -4,7 +4,7 @@
 // callers send.
 import type { KeyEntry } from "./key.js";
 
-export const AFFINITY_CAP = 10_000;
+const AFFINITY_CAP = 10_000;
 
 export class Affinities {
   /** Insertion order is recency: a hit moves its entry to the end. */

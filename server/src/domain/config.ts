@@ -20,9 +20,11 @@ export const POOL_DEFAULTS = {
 
 export const NO_LIMITS: Readonly<Limits> = { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 };
 /** Largest declared limit or token estimate: the contract's bound on counts (rpc/limits.ts). */
-export const MAX_COUNT = 1_000_000_000_000;
+const MAX_COUNT = 1_000_000_000_000;
 /** Priorities run from 0 (the first tier) to MAX_PRIORITY. */
-export const MAX_PRIORITY = 1_000;
+const MAX_PRIORITY = 1_000;
+/** Longest Acquire affinity (a conversation id, say). */
+export const MAX_AFFINITY = 256;
 /** Most quota groups a pool declares limits for. */
 export const MAX_QUOTA_GROUPS = 1_000;
 
@@ -58,7 +60,7 @@ function count(v: unknown, field: string): number {
 }
 
 /** Declared limits, each 0 (none) or a positive whole number; `field` is the message's proto path. */
-export function validateLimits(input: Partial<Limits> | undefined, existing: Limits | undefined, field: string): Limits {
+function validateLimits(input: Partial<Limits> | undefined, existing: Limits | undefined, field: string): Limits {
   const base = existing ?? NO_LIMITS;
   return {
     requestsPerMinute: count(input?.requestsPerMinute ?? base.requestsPerMinute, `${field}.requests_per_minute`),

@@ -46,7 +46,7 @@ export interface Waiter extends Scheduled {
 }
 
 /** The pool's one wake-up for waiters held back by a declared budget: the earliest refill any of them needs. */
-export interface PoolTimer extends Scheduled {
+interface PoolTimer extends Scheduled {
   kind: "budget_wake";
   pool: PoolEntry;
 }

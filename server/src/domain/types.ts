@@ -66,7 +66,8 @@ export interface KeyConfig {
   updatedAt: number;
 }
 
-export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt">> & { pool: string };
+/** Limits left undefined keep their current value (update) or are none (add). */
+export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt" | "limits">> & { pool: string; limits?: Partial<Limits> };
 
 export type KeyState = "enabled" | "disabled" | "auto_disabled_auth" | "auto_disabled_quota" | "draining";
 export type CircuitState = "closed" | "open" | "half_open";

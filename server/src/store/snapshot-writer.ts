@@ -2,13 +2,14 @@
 // changed (each chunk its own statement). It coordinates with the grant journal only through JournalProgress:
 // a checkpoint when a write starts, supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
-import type { Clock, KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
+import type { Clock, KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
 import { deleteEndedLeases, deleteLeasesExcept, upsertSnapshotLeases } from "./sql/leases.js";
+import { upsertPoolRuntime } from "./sql/pool-runtime.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
 
@@ -23,6 +24,8 @@ const SLICE_MS = 1;
 
 /** Rows per snapshot statement: its JSON is encoded on the event loop and it competes with the journal, so this bounds both. */
 const SNAPSHOT_CHUNK = 500;
+/** Pools per statement: a pool's row holds up to 10,000 affinities. */
+const POOL_CHUNK = 8;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -90,7 +93,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const runtime = await encodeAll(s.keys);
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, mark, meta)));
+      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, s.pools ?? [], mark, meta)));
     } catch (err) {
       this.#reconciled = false;
       throw err;
@@ -132,7 +135,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, ended, mark, meta);
+      await this.#writeChanges(runtime, c.removedKeys, leases, ended, c.pools ?? [], mark, meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
@@ -158,12 +161,13 @@ export class PostgresSnapshotStore implements SnapshotStore {
     if (grants.some((rec) => rec.epoch === covered.epoch && rec.seq <= covered.seq)) this.#reconciled = false;
   }
 
-  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], pools: PoolRuntime[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
     await deleteRuntimeExcept(tx, runtime);
     await deleteLeasesExcept(tx, leases.map((lease) => lease.leaseId), mark);
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
     for (const chunk of chunks(leases, this.#snapshotChunk)) await upsertSnapshotLeases(tx, chunk);
+    for (const chunk of chunks(pools, POOL_CHUNK)) await upsertPoolRuntime(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
 
@@ -172,6 +176,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     removedKeys: RuntimeChanges["removedKeys"],
     leases: LeaseRecord[],
     endedLeases: string[],
+    pools: PoolRuntime[],
     mark: GrantMark,
     meta: SnapshotMeta,
   ): Promise<void> {
@@ -188,6 +193,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(() => upsertRuntime(sql, chunk));
     for (const chunk of chunks(endedLeases, this.#snapshotChunk)) await paced(() => deleteEndedLeases(sql, chunk, mark));
     for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => upsertSnapshotLeases(sql, chunk));
+    for (const chunk of chunks(pools, POOL_CHUNK)) await paced(() => upsertPoolRuntime(sql, chunk));
     await paced(() => upsertSnapshotMeta(sql, meta));
   }
 }

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { KeyStatsView, PoolStatsView } from "../../src/domain/types.js";
+import { NO_LIMITS } from "../../src/domain/config.js";
+import { emptyUsage } from "../../src/domain/usage.js";
 import { createMetrics, type MetricsSource } from "../../src/ops/metrics.js";
 
 /** Parses Prometheus text into `name{labels}` → value, skipping comments. */
@@ -18,7 +20,8 @@ function keyStats(keyId: string, overrides: Partial<KeyStatsView>): KeyStatsView
   return {
     keyId, label: keyId, state: "enabled", eligible: true, activeLeases: 0, maxConcurrency: 0, successRate: 1,
     consecutiveFailures: 0, circuitState: "closed", cooldownRemainingMs: 0, budget: {}, totalLeases: 0,
-    recentLeases: 0, inputTokens: 0, outputTokens: 0, ...overrides,
+    recentLeases: 0, inputTokens: 0, outputTokens: 0, priority: 0, quotaGroup: "", limits: NO_LIMITS, remaining: {},
+    reservedTokens: 0, usage: emptyUsage(), ...overrides,
   };
 }
 
@@ -48,7 +51,7 @@ describe("metrics", () => {
   it("pulls per-key gauges from the stats source at scrape time and drops removed keys", async () => {
     const metrics = createMetrics({ defaultMetrics: false });
     let stats: PoolStatsView = {
-      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 4,
+      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 4, usage: emptyUsage(), quotaGroups: [], servingPriority: 0, affinities: 0,
       keys: [
         keyStats("k1", { activeLeases: 3 }),
         keyStats("k2", { circuitState: "open", cooldownRemainingMs: 12_500 }),

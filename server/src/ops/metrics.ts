@@ -1,7 +1,7 @@
 // Prometheus metrics on a private registry. The hot path only increments counters and observes
 // histograms; per-key gauges are pulled from the engine's stats at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CircuitState, LeaseOutcome, PoolStatsView } from "../domain/types.js";
+import type { BudgetRemaining, CircuitState, LeaseOutcome, Limits, PoolStatsView, UsageView } from "../domain/types.js";
 
 /** How an Acquire ended, as the `result` label. */
 export type AcquireResult = "granted" | "exhausted" | "pool_not_found" | "cancelled" | "error";
@@ -116,16 +116,20 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     registers: [registry],
   });
 
+  const budgets = budgetMetrics(registry);
+
   // One refresh per scrape fills all per-pool gauges from the same stats read.
   const refreshPoolGauges = (): void => {
     waiters.reset();
     leasesActive.reset();
     keyCooldown.reset();
     circuitState.reset();
+    budgets.reset();
     if (!source) return;
     for (const pool of source.pools()) {
       const stats = source.poolStats(pool);
       if (!stats) continue;
+      budgets.refresh(stats);
       waiters.set({ pool }, stats.waiters);
       for (const key of stats.keys) {
         const labels = { pool, key: key.keyId };
@@ -163,6 +167,94 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     async metricsText() {
       refreshPoolGauges();
       return registry.metrics();
+    },
+  };
+}
+
+// ---- declared budgets and usage (issue 20) ------------------------------------------------------
+// Set at scrape time from the same stats read as the gauges above. The usage totals are the engine's own
+// (persisted by snapshots, so they only grow), exported as counters.
+
+const BUDGETS: Array<[keyof Limits & keyof BudgetRemaining, string]> = [
+  ["requestsPerMinute", "requests_per_minute"],
+  ["tokensPerMinute", "tokens_per_minute"],
+  ["requestsPerDay", "requests_per_day"],
+];
+
+const OUTCOMES: Array<[keyof UsageView, string]> = [
+  ["successes", "success"],
+  ["rateLimited", "rate_limited"],
+  ["failures", "failure"],
+  ["unreported", "unreported"],
+];
+
+function budgetMetrics(registry: Registry) {
+  const registers = [registry];
+  const keyRemaining = new Gauge({
+    name: "keymesh_key_budget_remaining",
+    help: "What the key's declared budget allows now (requests or tokens), per budget declared.",
+    labelNames: ["pool", "key", "budget"] as const,
+    registers,
+  });
+  const keyLimit = new Gauge({ name: "keymesh_key_budget_limit", help: "The key's declared limit, per budget declared.", labelNames: ["pool", "key", "budget"] as const, registers });
+  const groupRemaining = new Gauge({
+    name: "keymesh_quota_group_budget_remaining",
+    help: "What the quota group's declared budget allows now, per budget declared.",
+    labelNames: ["pool", "group", "budget"] as const,
+    registers,
+  });
+  const groupLimit = new Gauge({ name: "keymesh_quota_group_budget_limit", help: "The quota group's declared limit, per budget declared.", labelNames: ["pool", "group", "budget"] as const, registers });
+  const reserved = new Gauge({ name: "keymesh_key_reserved_tokens", help: "Tokens reserved by the key's live leases.", labelNames: ["pool", "key"] as const, registers });
+  const servingPriority = new Gauge({ name: "keymesh_pool_serving_priority", help: "The priority of the first tier with an eligible key.", labelNames: ["pool"] as const, registers });
+  const keyRequests = new Counter({ name: "keymesh_key_requests_total", help: "Leases granted on the key since it was added.", labelNames: ["pool", "key"] as const, registers });
+  const keyTokens = new Counter({ name: "keymesh_key_tokens_total", help: "Tokens reported on the key since it was added.", labelNames: ["pool", "key", "direction"] as const, registers });
+  const keyOutcomes = new Counter({ name: "keymesh_key_leases_ended_total", help: "The key's leases by how they ended.", labelNames: ["pool", "key", "outcome"] as const, registers });
+  const groupRequests = new Counter({ name: "keymesh_quota_group_requests_total", help: "Leases granted on the quota group's keys.", labelNames: ["pool", "group"] as const, registers });
+  const groupTokens = new Counter({ name: "keymesh_quota_group_tokens_total", help: "Tokens reported on the quota group's keys.", labelNames: ["pool", "group", "direction"] as const, registers });
+  const poolRequests = new Counter({ name: "keymesh_pool_requests_total", help: "Leases granted in the pool since it was created.", labelNames: ["pool"] as const, registers });
+  const poolTokens = new Counter({ name: "keymesh_pool_tokens_total", help: "Tokens reported in the pool since it was created.", labelNames: ["pool", "direction"] as const, registers });
+  const all = [keyRemaining, keyLimit, groupRemaining, groupLimit, reserved, servingPriority, keyRequests, keyTokens, keyOutcomes, groupRequests, groupTokens, poolRequests, poolTokens];
+
+  const budgetsOf = (limits: Limits, remaining: BudgetRemaining, set: (budget: string, limit: number, left: number) => void) => {
+    for (const [field, budget] of BUDGETS) {
+      const left = remaining[field];
+      if (limits[field] > 0 && left !== undefined) set(budget, limits[field], left);
+    }
+  };
+  const tokens = (counter: Counter<string>, labels: Record<string, string>, u: UsageView) => {
+    counter.inc({ ...labels, direction: "input" }, u.inputTokens);
+    counter.inc({ ...labels, direction: "output" }, u.outputTokens);
+  };
+
+  return {
+    reset(): void {
+      for (const m of all) m.reset();
+    },
+    refresh(stats: PoolStatsView): void {
+      const pool = stats.pool;
+      servingPriority.set({ pool }, stats.servingPriority);
+      poolRequests.inc({ pool }, stats.usage.requests);
+      tokens(poolTokens, { pool }, stats.usage);
+      for (const k of stats.keys) {
+        const labels = { pool, key: k.keyId };
+        budgetsOf(k.limits, k.remaining, (budget, limit, left) => {
+          keyLimit.set({ ...labels, budget }, limit);
+          keyRemaining.set({ ...labels, budget }, left);
+        });
+        reserved.set(labels, k.reservedTokens);
+        keyRequests.inc(labels, k.usage.requests);
+        tokens(keyTokens, labels, k.usage);
+        for (const [field, outcome] of OUTCOMES) keyOutcomes.inc({ ...labels, outcome }, k.usage[field]);
+      }
+      for (const g of stats.quotaGroups) {
+        const labels = { pool, group: g.name };
+        budgetsOf(g.limits, g.remaining, (budget, limit, left) => {
+          groupLimit.set({ ...labels, budget }, limit);
+          groupRemaining.set({ ...labels, budget }, left);
+        });
+        groupRequests.inc(labels, g.usage.requests);
+        tokens(groupTokens, labels, g.usage);
+      }
     },
   };
 }

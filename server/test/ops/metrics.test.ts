@@ -72,6 +72,38 @@ describe("metrics", () => {
     expect(s.get('keymesh_leases_active{pool="openai",key="k1"}')).toBe(3);
   });
 
+  it("exports declared budgets left against their limits, reserved tokens, the serving tier and usage totals per key, group and pool", async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const usage = { requests: 12, inputTokens: 900, outputTokens: 300, successes: 9, rateLimited: 1, failures: 1, unreported: 1 };
+    const stats: PoolStatsView = {
+      pool: "openai", totalKeys: 1, eligibleKeys: 1, activeLeases: 1, waiters: 0, usage, servingPriority: 1, affinities: 0,
+      quotaGroups: [{ name: "org", limits: { requestsPerMinute: 0, tokensPerMinute: 90_000, requestsPerDay: 0 }, remaining: { tokensPerMinute: 40_000 }, usage, keys: 1 }],
+      keys: [
+        keyStats("k1", {
+          limits: { requestsPerMinute: 60, tokensPerMinute: 0, requestsPerDay: 1_000 },
+          remaining: { requestsPerMinute: 12, requestsPerDay: 988 },
+          reservedTokens: 4_000,
+          usage,
+        }),
+      ],
+    };
+    metrics.setSource({ pools: () => ["openai"], poolStats: () => stats });
+    const s = parse(await metrics.metricsText());
+    expect(s.get('keymesh_key_budget_remaining{pool="openai",key="k1",budget="requests_per_minute"}')).toBe(12);
+    expect(s.get('keymesh_key_budget_limit{pool="openai",key="k1",budget="requests_per_day"}')).toBe(1_000);
+    expect(s.has('keymesh_key_budget_remaining{pool="openai",key="k1",budget="tokens_per_minute"}')).toBe(false);
+    expect(s.get('keymesh_quota_group_budget_remaining{pool="openai",group="org",budget="tokens_per_minute"}')).toBe(40_000);
+    expect(s.get('keymesh_key_reserved_tokens{pool="openai",key="k1"}')).toBe(4_000);
+    expect(s.get('keymesh_pool_serving_priority{pool="openai"}')).toBe(1);
+    expect(s.get('keymesh_key_requests_total{pool="openai",key="k1"}')).toBe(12);
+    expect(s.get('keymesh_key_tokens_total{pool="openai",key="k1",direction="output"}')).toBe(300);
+    expect(s.get('keymesh_key_leases_ended_total{pool="openai",key="k1",outcome="rate_limited"}')).toBe(1);
+    expect(s.get('keymesh_quota_group_requests_total{pool="openai",group="org"}')).toBe(12);
+    expect(s.get('keymesh_pool_tokens_total{pool="openai",direction="input"}')).toBe(900);
+    // A second scrape reports the same totals, not twice them.
+    expect(parse(await metrics.metricsText()).get('keymesh_pool_requests_total{pool="openai"}')).toBe(12);
+  });
+
   it("reports snapshot age against the injected clock", async () => {
     let now = 1_000_000;
     const metrics = createMetrics({ defaultMetrics: false, now: () => now });

@@ -11,6 +11,7 @@ import { Strategy } from "../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../test/fake-provider/provider.js";
 import { engineWake, scale } from "./lib/inprocess.js";
 import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
+import { budgets } from "./lib/budgets.js";
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
@@ -183,6 +184,7 @@ async function main() {
     result.renew = await section("renew", () => renewals(bs));
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));
+    result.budgets = await section("budgets", () => budgets(bs, quick ? { seconds: 5, warmupSeconds: 1 } : { seconds: 30, warmupSeconds: 2 }));
   } finally {
     await bs.stop();
   }

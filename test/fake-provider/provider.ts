@@ -1,5 +1,6 @@
-// A local stand-in for an OpenAI-style API: per-key request rate limits with realistic 429s and
-// x-ratelimit-* headers, so tests and the bench can drive the whole lease loop without a network.
+// A local stand-in for an OpenAI-style API: per-key request, token and per-day limits with realistic
+// 429s (saying which limit bound) and x-ratelimit-* headers (or none), so tests and the bench can drive
+// the whole lease loop without a network.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -8,7 +9,15 @@ export interface RateLimits {
   requestsPerWindow: number;
   /** The window over which the bucket refills completely, in ms (OpenAI's is a minute). */
   windowMs: number;
+  /** Tokens a key may use per window (0: no token limit): a request needs its estimate left, and is charged what it used. */
+  tokensPerWindow: number;
+  /** Requests a key may make per day (0: no daily limit), refilled continuously over `dayMs`. */
+  requestsPerDay: number;
+  dayMs: number;
 }
+
+/** Which limit a 429 reports, as the error's `type` (OpenAI's "requests" and "tokens"). */
+type LimitKind = "requests" | "tokens" | "requests_per_day";
 
 export interface FakeProviderOptions {
   /** 0 picks a free port. The server only ever listens on 127.0.0.1. */
@@ -19,6 +28,8 @@ export interface FakeProviderOptions {
   keys?: string[];
   /** Delay before every answer, in ms. */
   latencyMs?: number;
+  /** False: answers carry no x-ratelimit-* headers (429s still carry retry-after), as some providers do. Default true. */
+  rateLimitHeaders?: boolean;
   /** Current time in ms; inject a fake clock in tests. */
   now?: () => number;
 }
@@ -26,6 +37,10 @@ export interface FakeProviderOptions {
 interface KeyStats {
   ok: number;
   rateLimited: number;
+  /** 429s by the limit that bound. */
+  rateLimitedBy: Record<LimitKind, number>;
+  /** Tokens the key's successful requests used. */
+  tokens: number;
   /** Scripted 5xx/529 answers. */
   failed: number;
   unauthorized: number;
@@ -60,13 +75,16 @@ interface Fault {
   retryAfterS?: number;
 }
 
-export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000 };
+export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000, tokensPerWindow: 0, requestsPerDay: 0, dayMs: 86_400_000 };
 const MAX_BODY_BYTES = 1 << 20;
 
 interface KeyState {
   limits: RateLimits;
   faults: Fault[];
+  /** The three buckets' levels: requests, tokens, requests today. */
+  requests: number;
   tokens: number;
+  today: number;
   refilledAt: number;
   revoked: boolean;
   stats: KeyStats;
@@ -121,13 +139,27 @@ function parseLimits(value: unknown): Partial<RateLimits> | undefined {
   if (value === undefined) return {};
   if (typeof value !== "object" || value === null) return undefined;
   const limits: Partial<RateLimits> = {};
-  for (const name of ["requestsPerWindow", "windowMs"] as const) {
+  for (const name of ["requestsPerWindow", "windowMs", "tokensPerWindow", "requestsPerDay", "dayMs"] as const) {
     const n = (value as Record<string, unknown>)[name];
     if (n === undefined) continue;
     if (typeof n !== "number" || !(n > 0)) return undefined;
     limits[name] = n;
   }
   return limits;
+}
+
+/**
+ * What a request costs in tokens: `fake_tokens: {estimate, actual}` when the body gives it (the bench's
+ * sized requests), else the echo's own (a quarter of the prompt's characters, doubled, plus one); the
+ * estimate is what must be left (OpenAI checks prompt + max_tokens), the actual what is charged.
+ */
+function tokenCost(body: Record<string, unknown>, promptTokens: number): { estimate: number; actual: number; input: number; output: number } {
+  const given = body.fake_tokens as { estimate?: unknown; actual?: unknown } | undefined;
+  const n = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+  const actual = n(given?.actual) ?? 2 * promptTokens + 1;
+  const estimate = Math.max(actual, n(given?.estimate) ?? actual);
+  const input = given?.actual !== undefined ? Math.ceil(actual / 2) : promptTokens;
+  return { estimate, actual, input, output: actual - input };
 }
 
 function lastUserText(body: Record<string, unknown>): string {
@@ -148,31 +180,55 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     keys.set(key, {
       limits: merged,
       faults: [],
-      tokens: merged.requestsPerWindow,
+      requests: merged.requestsPerWindow,
+      tokens: merged.tokensPerWindow,
+      today: merged.requestsPerDay,
       refilledAt: now(),
       revoked: false,
-      stats: { ok: 0, rateLimited: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
+      stats: { ok: 0, rateLimited: 0, rateLimitedBy: { requests: 0, tokens: 0, requests_per_day: 0 }, tokens: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
     });
   }
   for (const key of options.keys ?? []) addKey(key);
 
-  // Token bucket: capacity requestsPerWindow, refilled continuously over windowMs.
+  // Token buckets: each of capacity L refilled continuously over its window (L/window), as providers meter.
   function refill(state: KeyState): void {
     const t = now();
-    const { requestsPerWindow, windowMs } = state.limits;
-    state.tokens = Math.min(requestsPerWindow, state.tokens + ((t - state.refilledAt) * requestsPerWindow) / windowMs);
+    const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
+    const elapsed = t - state.refilledAt;
+    state.requests = Math.min(requestsPerWindow, state.requests + (elapsed * requestsPerWindow) / windowMs);
+    if (tokensPerWindow > 0) state.tokens = Math.min(tokensPerWindow, state.tokens + (elapsed * tokensPerWindow) / windowMs);
+    if (requestsPerDay > 0) state.today = Math.min(requestsPerDay, state.today + (elapsed * requestsPerDay) / dayMs);
     state.refilledAt = t;
   }
 
   function rateLimitHeaders(state: KeyState): Record<string, string> {
-    const { requestsPerWindow, windowMs } = state.limits;
-    const msToFull = ((requestsPerWindow - state.tokens) * windowMs) / requestsPerWindow;
-    return {
+    if (options.rateLimitHeaders === false) return {};
+    const { requestsPerWindow, windowMs, tokensPerWindow } = state.limits;
+    const headers: Record<string, string> = {
       "x-ratelimit-limit-requests": String(requestsPerWindow),
-      "x-ratelimit-remaining-requests": String(Math.floor(state.tokens)),
-      "x-ratelimit-reset-requests": formatDuration(msToFull),
+      "x-ratelimit-remaining-requests": String(Math.floor(state.requests)),
+      "x-ratelimit-reset-requests": formatDuration(((requestsPerWindow - state.requests) * windowMs) / requestsPerWindow),
     };
+    if (tokensPerWindow > 0) {
+      headers["x-ratelimit-limit-tokens"] = String(tokensPerWindow);
+      headers["x-ratelimit-remaining-tokens"] = String(Math.max(0, Math.floor(state.tokens)));
+      headers["x-ratelimit-reset-tokens"] = formatDuration(((tokensPerWindow - state.tokens) * windowMs) / tokensPerWindow);
+    }
+    return headers;
   }
+
+  /** The limit that refuses a request needing `tokens`, with the wait until it would not, if any. */
+  function bound(state: KeyState, tokens: number): { kind: LimitKind; limit: number; waitMs: number } | undefined {
+    const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
+    if (state.requests < 1) return { kind: "requests", limit: requestsPerWindow, waitMs: Math.ceil(((1 - state.requests) * windowMs) / requestsPerWindow) };
+    if (requestsPerDay > 0 && state.today < 1) return { kind: "requests_per_day", limit: requestsPerDay, waitMs: Math.ceil(((1 - state.today) * dayMs) / requestsPerDay) };
+    if (tokensPerWindow > 0 && state.tokens < tokens) {
+      return { kind: "tokens", limit: tokensPerWindow, waitMs: Math.ceil(((tokens - state.tokens) * windowMs) / tokensPerWindow) };
+    }
+    return undefined;
+  }
+
+  const LIMIT_WORDS: Record<LimitKind, string> = { requests: "requests per min (RPM)", tokens: "tokens per min (TPM)", requests_per_day: "requests per day (RPD)" };
 
   function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     const finish = () => {
@@ -207,33 +263,38 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       sendFault(res, state, fault);
       return;
     }
-    refill(state);
-    if (state.tokens < 1) {
-      state.stats.rateLimited++;
-      const { requestsPerWindow, windowMs } = state.limits;
-      const waitMs = Math.ceil(((1 - state.tokens) * windowMs) / requestsPerWindow);
-      const message =
-        `Rate limit reached for fake-model in organization org-fake on requests per min (RPM): ` +
-        `Limit ${requestsPerWindow}, Used ${requestsPerWindow}, Requested 1. Please try again in ${formatDuration(waitMs)}.`;
-      send(res, 429, errorBody(message, "requests", "rate_limit_exceeded"), {
-        ...rateLimitHeaders(state),
-        "retry-after": String(Math.ceil(waitMs / 1000)),
-        "retry-after-ms": String(waitMs),
-      });
-      return;
-    }
-    state.tokens -= 1;
     const body = await readJsonObject(req);
     if (body === undefined) {
       send(res, 400, errorBody("We could not parse the JSON body of your request.", "invalid_request_error", null));
       return;
     }
+    const prompt = lastUserText(body);
+    const promptTokens = Math.max(1, Math.ceil(prompt.length / 4));
+    const cost = tokenCost(body, promptTokens);
+    refill(state);
+    const refused = bound(state, cost.estimate);
+    if (refused) {
+      state.stats.rateLimited++;
+      state.stats.rateLimitedBy[refused.kind]++;
+      const requested = refused.kind === "tokens" ? cost.estimate : 1;
+      const message =
+        `Rate limit reached for fake-model in organization org-fake on ${LIMIT_WORDS[refused.kind]}: ` +
+        `Limit ${refused.limit}, Requested ${requested}. Please try again in ${formatDuration(refused.waitMs)}.`;
+      send(res, 429, errorBody(message, refused.kind, "rate_limit_exceeded"), {
+        ...rateLimitHeaders(state),
+        "retry-after": String(Math.ceil(refused.waitMs / 1000)),
+        "retry-after-ms": String(refused.waitMs),
+      });
+      return;
+    }
+    state.requests -= 1;
+    if (state.limits.requestsPerDay > 0) state.today -= 1;
+    if (state.limits.tokensPerWindow > 0) state.tokens -= cost.actual;
     state.stats.ok++;
+    state.stats.tokens += cost.actual;
     state.stats.inFlight++;
     state.stats.maxInFlight = Math.max(state.stats.maxInFlight, state.stats.inFlight);
     res.on("close", () => state.stats.inFlight--);
-    const prompt = lastUserText(body);
-    const promptTokens = Math.max(1, Math.ceil(prompt.length / 4));
     send(
       res,
       200,
@@ -243,7 +304,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
         created: Math.floor(now() / 1000),
         model: typeof body.model === "string" ? body.model : "fake-model",
         choices: [{ index: 0, message: { role: "assistant", content: `echo: ${prompt}` }, finish_reason: "stop" }],
-        usage: { prompt_tokens: promptTokens, completion_tokens: promptTokens + 1, total_tokens: 2 * promptTokens + 1 },
+        usage: { prompt_tokens: cost.input, completion_tokens: cost.output, total_tokens: cost.actual },
       }),
       rateLimitHeaders(state),
     );
@@ -276,7 +337,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
 
   function stats(): ProviderStats {
     const out: Record<string, KeyStats> = {};
-    for (const [key, state] of keys) out[key] = { ...state.stats };
+    for (const [key, state] of keys) out[key] = { ...state.stats, rateLimitedBy: { ...state.stats.rateLimitedBy } };
     return { keys: out, unknownKey };
   }
 

@@ -277,9 +277,7 @@ export class KeyEntry {
 
   /** A lease ended, with what its holder reported (undefined: expired or revoked). */
   countOutcome(outcome: LeaseOutcome | undefined): void {
-    const u = { ...this.outcomeCounts, requests: 0, inputTokens: 0, outputTokens: 0 };
-    countOutcome(u, outcome);
-    this.outcomeCounts = { successes: u.successes, rateLimited: u.rateLimited, failures: u.failures, unreported: u.unreported };
+    countOutcome(this.outcomeCounts, outcome);
     this.changed();
   }
 

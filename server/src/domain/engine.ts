@@ -11,7 +11,7 @@ import { EventSink } from "./events.js";
 import { classifyStatus, Health } from "./health.js";
 import { isEligible, KeyEntry, keyState, keyStateReason } from "./key.js";
 import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
-import { joinTier, leaveTier, newPoolEntry, restorePool, syncGroups } from "./pool.js";
+import { joinGroup, joinTier, leaveTier, newPoolEntry, restorePool, syncGroups } from "./pool.js";
 import { Scheduler } from "./scheduler.js";
 import { SnapshotChanges } from "./snapshot-changes.js";
 import type { Lease, PoolEntry, TimerItem, Waiter } from "./state.js";
@@ -148,7 +148,7 @@ export class PoolEngine {
   createPool(cfg: PoolConfig): void {
     const now = this.timers.tick();
     if (this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
-    this.insertPool(cfg);
+    syncGroups(this.insertPool(cfg), now);
     this.events.emit("pool_created", now, cfg.name);
   }
 
@@ -201,8 +201,9 @@ export class PoolEngine {
     const now = this.timers.tick();
     const pool = this.poolEntry(cfg.pool);
     if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${cfg.pool}"`);
-    this.changes.keyChanged(this.insertKey(pool, cfg, now));
-    syncGroups(pool, now);
+    const k = this.insertKey(pool, cfg, now);
+    joinGroup(pool, k);
+    this.changes.keyChanged(k);
     this.events.emit("key_added", now, cfg.pool, cfg.id);
     this.pump(pool, now);
   }
@@ -542,7 +543,6 @@ export class PoolEngine {
     const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
     const lease = this.addLease(k, claims, record, probe, now);
     lease.reserved = tokens;
-    lease.group = k.group;
     k.reservedTokens += tokens;
     k.spend(tokens, now);
     k.countGrant(now);
@@ -584,6 +584,7 @@ export class PoolEngine {
       key: k,
       record,
       probe,
+      group: k.group,
       watchers: undefined,
     };
     this.live.set(record.leaseId, lease);
@@ -912,7 +913,7 @@ export class PoolEngine {
     return pool;
   }
 
-  /** The caller syncs the pool's quota groups after. */
+  /** The caller links it to its quota group (joinGroup, or syncGroups for the whole pool). */
   private insertKey(pool: PoolEntry, cfg: KeyConfig, now: number): KeyEntry {
     const k = new KeyEntry({ ...cfg, metadata: { ...cfg.metadata }, limits: { ...cfg.limits } }, pool, this.changes, now);
     k.slot = pool.keyList.length;

@@ -105,6 +105,21 @@ export function syncGroups(pool: PoolEntry, now: number): void {
   pool.declaresBudgets = declares;
 }
 
+/** A key just added: what syncGroups would do for it alone, so adding many keys stays linear. */
+export function joinGroup(pool: PoolEntry, k: KeyEntry): void {
+  const name = k.cfg.quotaGroup;
+  let g = name === "" ? undefined : pool.groups.get(name);
+  if (name !== "" && !g) {
+    g = { name, limits: NO_LIMITS, budget: undefined, usage: emptyUsage(), members: 0 };
+    pool.groups.set(name, g);
+  }
+  if (g) g.members++;
+  k.linkGroup(g);
+  const capacity = Math.min(k.declared?.tokenCapacity ?? Infinity, g?.budget?.tokenCapacity ?? Infinity);
+  pool.tokenCapacity = pool.keyList.length === 1 ? capacity : Math.max(pool.tokenCapacity, capacity);
+  pool.declaresBudgets ||= k.declared !== undefined || g?.budget !== undefined;
+}
+
 // ---- snapshots ------------------------------------------------------------------------------
 
 export function poolRuntime(pool: PoolEntry, now: number): PoolRuntime {

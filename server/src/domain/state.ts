@@ -24,7 +24,7 @@ export interface Lease extends Scheduled {
   probe: boolean;
   /** Tokens reserved at grant, reconciled when Release reports usage; undefined for a lease granted before a restart. */
   reserved?: number;
-  /** The quota group the reservation was taken from. */
+  /** The key's quota group when granted: its reservation and outcome count there. */
   group?: QuotaGroup;
   watchers?: Array<(reason: LeaseGoneReason, message: string) => void>;
 }

@@ -181,6 +181,28 @@ describe("keymesh CLI", () => {
     expect(r.calls[0].req.secret).toBe("sk-rotated-00000000000002");
   });
 
+  it("sets declared budgets and the tier: --rpm/--tpm/--rpd/--priority on keys, --quota-group-limits and --default-estimated-tokens on pools", async () => {
+    const added = await run(["keys", "add", "openai", "--id", "k2", "--secret", "sk-budget-00000000000001", "--rpm", "500", "--tpm", "90000", "--priority", "1"], {
+      addKey: (req) => ({ key: req.key }),
+    });
+    expect(added.code).toBe(0);
+    expect(added.calls[0].req.key).toMatchObject({ priority: 1, limits: { requestsPerMinute: 500n, tokensPerMinute: 90_000n, requestsPerDay: 0n } });
+    const updated = await run(["keys", "update", "openai", "k2", "--rpd", "10000"], { updateKey: (req) => ({ key: req.key }) });
+    expect(updated.calls[0].req.updateMask.paths).toEqual(["limits.requests_per_day"]);
+    expect(updated.calls[0].req.key.limits.requestsPerDay).toBe(10_000n);
+    const pool = await run(["pools", "update", "openai", "--quota-group-limits", "org:rpm=100,tpm=5000", "--quota-group-limits", "team:rpd=9", "--default-estimated-tokens", "700"], {
+      updatePool: (req) => ({ pool: req.pool }),
+    });
+    expect(pool.calls[0].req.updateMask.paths).toEqual(["quota_groups", "default_estimated_tokens"]);
+    expect(pool.calls[0].req.pool).toMatchObject({
+      defaultEstimatedTokens: 700n,
+      quotaGroups: { org: { requestsPerMinute: 100n, tokensPerMinute: 5_000n, requestsPerDay: 0n }, team: { requestsPerDay: 9n } },
+    });
+    const bad = await run(["pools", "update", "openai", "--quota-group-limits", "org:rph=1"]);
+    expect([bad.code, bad.calls.length]).toEqual([1, 0]);
+    expect(bad.stderr).toContain("expected group:rpm=N,tpm=N,rpd=N");
+  });
+
   it("lists keys with masked secrets and their state", async () => {
     const key = create(KeySchema, {
       id: "k1", pool: "openai", label: "primary", secretHint: "sk-…abcd", weight: 1, state: KeyState.AUTO_DISABLED_AUTH,

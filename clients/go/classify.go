@@ -22,7 +22,8 @@ const (
 	Success Kind = "success"
 	// RateLimited: a 429; the key cools down (for retry-after when the provider sent one).
 	RateLimited Kind = "rate_limited"
-	// Auth: 401/403, the key was rejected; KeyMesh disables it until an operator enables it.
+	// Auth: 401/403, or Gemini's API_KEY_INVALID (a 400): the key was rejected; KeyMesh disables it
+	// until an operator enables it.
 	Auth Kind = "auth"
 	// QuotaExhausted: the key's billing quota is gone (insufficient_quota, 402); KeyMesh disables it.
 	QuotaExhausted Kind = "quota_exhausted"
@@ -122,7 +123,7 @@ func kindOf(status int, err error, sig signals) Kind {
 		return Overloaded
 	case status >= 200 && status < 300:
 		return Success
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized || status == http.StatusForbidden || slices.Contains(sig.reasons, "API_KEY_INVALID"):
 		return Auth
 	case status == http.StatusPaymentRequired:
 		return QuotaExhausted
@@ -180,6 +181,7 @@ type signals struct {
 	message    string
 	header     http.Header
 	retryDelay *time.Duration
+	reasons    []string // the reasons of a Gemini error's google.rpc.ErrorInfo details
 }
 
 func (s signals) hasCode(codes ...string) bool {
@@ -273,6 +275,7 @@ func readShape(e error, sig *signals) bool {
 		if d := v.FieldByName("Details"); d.IsValid() && d.CanInterface() {
 			if details, ok := d.Interface().([]map[string]any); ok {
 				sig.retryDelay = retryDelayOf(details)
+				sig.reasons = errorInfoReasons(details)
 			}
 		}
 	}
@@ -317,6 +320,20 @@ func retryDelayOf(details []map[string]any) *time.Duration {
 		}
 	}
 	return nil
+}
+
+// errorInfoReasons reads google.rpc.ErrorInfo's reason ("API_KEY_INVALID") from Gemini error details.
+func errorInfoReasons(details []map[string]any) []string {
+	var reasons []string
+	for _, d := range details {
+		if t, _ := d["@type"].(string); !strings.HasSuffix(t, "google.rpc.ErrorInfo") {
+			continue
+		}
+		if s, ok := d["reason"].(string); ok && s != "" {
+			reasons = append(reasons, s)
+		}
+	}
+	return reasons
 }
 
 func intField(v reflect.Value, name string) (int, bool) {

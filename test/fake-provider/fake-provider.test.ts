@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { formatDuration, startFakeProvider, type FakeProvider } from "./provider.js";
+import { formatDuration } from "./dialects.js";
+import { startFakeProvider, type FakeProvider } from "./provider.js";
 
 let provider: FakeProvider | undefined;
 afterEach(async () => {
@@ -135,6 +136,69 @@ describe("fake provider", () => {
     expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
     await Promise.all(results.map((r) => r.text()));
     expect(provider.stats().keys["sk-a"]).toMatchObject({ ok: 3, maxInFlight: 3 });
+  });
+
+  it("speaks Anthropic's Messages API with the key in x-api-key", async () => {
+    provider = await startFakeProvider({ keys: ["sk-ant-a"], limits: { requestsPerWindow: 2, windowMs: 10_000 }, now: () => Date.parse("2026-01-01T00:00:00Z") });
+    const messages = (key?: string) =>
+      fetch(`${provider!.url}/v1/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(key === undefined ? {} : { "x-api-key": key }) },
+        body: JSON.stringify({ model: "claude-x", max_tokens: 16, messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }] }),
+      });
+    const ok = await messages("sk-ant-a");
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ type: "message", model: "claude-x", content: [{ type: "text", text: "echo: hi" }], usage: { input_tokens: 1 } });
+    expect([ok.headers.get("anthropic-ratelimit-requests-remaining"), ok.headers.get("anthropic-ratelimit-requests-reset")]).toEqual(["1", "2026-01-01T00:00:05Z"]);
+    await messages("sk-ant-a");
+    const limited = await messages("sk-ant-a");
+    expect([limited.status, limited.headers.get("retry-after")]).toEqual([429, "5"]);
+    expect(await limited.json()).toMatchObject({ type: "error", error: { type: "rate_limit_error" } });
+    provider.failNext("sk-ant-a", { status: 529, count: 1 });
+    const busy = await messages("sk-ant-a");
+    expect([busy.status, (await busy.json()).error.type]).toEqual([529, "overloaded_error"]);
+    for (const key of [undefined, "sk-ant-unknown"]) {
+      const refused = await messages(key);
+      expect([refused.status, (await refused.json()).error.type]).toEqual([401, "authentication_error"]);
+    }
+    expect(provider.stats().keys["sk-ant-a"]).toMatchObject({ ok: 2, rateLimited: 1, failed: 1, via: { "x-api-key": 4 } });
+    const bearer = await fetch(`${provider.url}/v1/messages`, { method: "POST", headers: { authorization: "Bearer sk-ant-a" }, body: "{}" });
+    expect(bearer.status).toBe(429);
+    expect(provider.stats().keys["sk-ant-a"]?.via).toEqual({ "x-api-key": 4, authorization: 1 });
+  });
+
+  it("speaks Gemini's generateContent with the key in x-goog-api-key or ?key=, and its error bodies", async () => {
+    provider = await startFakeProvider({ keys: ["gk-a", "gk-b"], limits: { requestsPerWindow: 1, windowMs: 10_000 }, now: () => 0 });
+    const generate = (auth: { header?: string; query?: string }) =>
+      fetch(`${provider!.url}/v1beta/models/gemini-x:generateContent${auth.query === undefined ? "" : `?key=${auth.query}`}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(auth.header === undefined ? {} : { "x-goog-api-key": auth.header }) },
+        body: JSON.stringify({ contents: [{ role: "user", parts: [{ text: "hello" }] }] }),
+      });
+    const ok = await generate({ header: "gk-a" });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ candidates: [{ content: { role: "model", parts: [{ text: "echo: hello" }] } }], modelVersion: "gemini-x" });
+    expect((await generate({ query: "gk-b" })).status).toBe(200);
+    const limited = await generate({ header: "gk-a" });
+    expect(limited.status).toBe(429);
+    expect((await limited.json()).error).toMatchObject({
+      code: 429,
+      status: "RESOURCE_EXHAUSTED",
+      details: expect.arrayContaining([{ "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "10s" }]),
+    });
+    const unknown = await generate({ header: "gk-unknown" });
+    expect([unknown.status, (await unknown.json()).error.details[0].reason]).toEqual([400, "API_KEY_INVALID"]);
+    provider.revokeKey("gk-b");
+    const revoked = await generate({ query: "gk-b" });
+    expect([revoked.status, (await revoked.json()).error.status]).toEqual([403, "PERMISSION_DENIED"]);
+    provider.addKey("gk-c");
+    provider.failNext("gk-c", { status: 503, count: 1 });
+    const busy = await generate({ header: "gk-c" });
+    expect([busy.status, (await busy.json()).error.message]).toEqual([503, expect.stringMatching(/overloaded/)]);
+    expect(provider.stats()).toMatchObject({
+      unknownKey: 1,
+      keys: { "gk-a": { ok: 1, rateLimited: 1, via: { "x-goog-api-key": 2 } }, "gk-b": { ok: 1, unauthorized: 1, via: { "?key": 2 } }, "gk-c": { failed: 1 } },
+    });
   });
 
   it("listens on loopback only", async () => {

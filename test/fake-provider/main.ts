@@ -1,4 +1,4 @@
-// Runs the fake OpenAI-style provider until SIGINT/SIGTERM and prints {"url": ...} on one line.
+// Runs the fake provider (OpenAI, Anthropic and Gemini routes) until SIGINT/SIGTERM and prints {"url": ...} on one line.
 // npx tsx test/fake-provider/main.ts --port 0 --rpm-per-key 60 --key-count 4
 import { parseArgs } from "node:util";
 import { DEFAULT_LIMITS, startFakeProvider } from "./provider.js";

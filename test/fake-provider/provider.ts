@@ -1,8 +1,9 @@
-// A local stand-in for an OpenAI-style API: per-key request, token and per-day limits with realistic
-// 429s (saying which limit bound) and x-ratelimit-* headers (or none), so tests and the bench can drive
-// the whole lease loop without a network.
+// A local stand-in for the OpenAI, Anthropic and Gemini APIs (dialects.ts): per-key request, token and
+// per-day limits with realistic 429s (saying which limit bound) and rate-limit headers (or none), so
+// tests and the bench can drive the whole lease loop, with the real SDKs, without a network.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { type Answer, anthropic, type Budget, type Dialect, gemini, type LimitKind, openai, type Refusal } from "./dialects.js";
 
 export interface RateLimits {
   /** Requests a key may make per window (the bucket's capacity). */
@@ -16,9 +17,6 @@ export interface RateLimits {
   dayMs: number;
 }
 
-/** Which limit a 429 reports, as the error's `type` (OpenAI's "requests" and "tokens"). */
-type LimitKind = "requests" | "tokens" | "requests_per_day";
-
 export interface FakeProviderOptions {
   /** 0 picks a free port. The server only ever listens on 127.0.0.1. */
   port?: number;
@@ -28,7 +26,7 @@ export interface FakeProviderOptions {
   keys?: string[];
   /** Delay before every answer, in ms. */
   latencyMs?: number;
-  /** False: answers carry no x-ratelimit-* headers (429s still carry retry-after), as some providers do. Default true. */
+  /** False: answers carry no rate-limit headers (429s still carry their retry-after), as some providers do. Default true. */
   rateLimitHeaders?: boolean;
   /** Current time in ms; inject a fake clock in tests. */
   now?: () => number;
@@ -37,15 +35,17 @@ export interface FakeProviderOptions {
 interface KeyStats {
   ok: number;
   rateLimited: number;
-  /** 429s by the limit that bound. */
+  /** The 429s of the key's own limits, by the limit that bound (scripted ones are not among them). */
   rateLimitedBy: Record<LimitKind, number>;
   /** Tokens the key's successful requests used. */
   tokens: number;
-  /** Scripted 5xx/529 answers. */
+  /** Scripted answers other than 429. */
   failed: number;
   unauthorized: number;
   inFlight: number;
   maxInFlight: number;
+  /** The key's requests by what carried the key: "authorization", "x-api-key", "x-goog-api-key" or "?key". */
+  via: Record<string, number>;
 }
 
 interface ProviderStats {
@@ -56,19 +56,19 @@ interface ProviderStats {
 }
 
 export interface FakeProvider {
-  /** Base URL, e.g. http://127.0.0.1:41234 (append /v1/chat/completions). */
+  /** Base URL, e.g. http://127.0.0.1:41234 (append /v1/chat/completions, /v1/messages or /v1beta/models/<model>:generateContent). */
   url: string;
   stats(): ProviderStats;
   /** Accepts a key from now on, with its own limits if given. */
   addKey(key: string, limits?: Partial<RateLimits>): void;
-  /** Makes the provider answer 401 for a key, as when a key is revoked upstream. */
+  /** Refuses a key from now on, as when it is revoked upstream (401; Gemini: 403 PERMISSION_DENIED). */
   revokeKey(key: string): void;
-  /** Answers the key's next `count` requests with `status` (a 429 carries `retry-after: retryAfterS`). */
+  /** Answers the key's next `count` requests with `status` (a 429 carries its retryAfterS: a header, for Gemini RetryInfo). */
   failNext(key: string, fault: Fault): void;
   close(): Promise<void>;
 }
 
-/** A scripted failure: 5xx, 529, or a 429 with a retry-after, for the next `count` requests of a key. */
+/** A scripted failure: a 4xx, 5xx or 529, or a 429 with a retry-after, for the next `count` requests of a key. */
 interface Fault {
   status: number;
   count: number;
@@ -88,32 +88,6 @@ interface KeyState {
   refilledAt: number;
   revoked: boolean;
   stats: KeyStats;
-}
-
-/** A Go-style duration as OpenAI sends it: "20ms", "1s", "1.5s", "6m0s", "1h2m3.5s". */
-export function formatDuration(ms: number): string {
-  ms = Math.max(0, Math.ceil(ms));
-  if (ms < 1000) return `${ms}ms`;
-  const hours = Math.floor(ms / 3_600_000);
-  const minutes = Math.floor((ms % 3_600_000) / 60_000);
-  const seconds = (ms % 60_000) / 1000;
-  let out = "";
-  if (hours > 0) out += `${hours}h`;
-  if (hours > 0 || minutes > 0) out += `${minutes}m`;
-  return `${out}${seconds}s`;
-}
-
-function maskKey(key: string): string {
-  return key.length <= 8 ? "sk-…" : `${key.slice(0, 3)}…${key.slice(-4)}`;
-}
-
-function errorBody(message: string, type: string, code: string | null): string {
-  return JSON.stringify({ error: { message, type, param: null, code } });
-}
-
-function bearerKey(req: IncomingMessage): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
-  return match?.[1];
 }
 
 /** The request's JSON object body, or undefined when it is too large, not JSON or not an object. */
@@ -150,22 +124,27 @@ function parseLimits(value: unknown): Partial<RateLimits> | undefined {
 
 /**
  * What a request costs in tokens: `fake_tokens: {estimate, actual}` when the body gives it (the bench's
- * sized requests), else the echo's own (a quarter of the prompt's characters, doubled, plus one); the
- * estimate is what must be left (OpenAI checks prompt + max_tokens), the actual what is charged.
+ * sized requests), else the echo's own (its prompt's, a quarter of its characters, and one more for the
+ * answer); the estimate is what must be left (OpenAI checks prompt + max_tokens), the actual is charged.
  */
-function tokenCost(body: Record<string, unknown>, promptTokens: number): { estimate: number; actual: number; input: number; output: number } {
+function tokenCost(body: Record<string, unknown>, promptTokens: number): { estimate: number; input: number; output: number } {
   const given = body.fake_tokens as { estimate?: unknown; actual?: unknown } | undefined;
   const n = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
-  const actual = n(given?.actual) ?? 2 * promptTokens + 1;
-  const estimate = Math.max(actual, n(given?.estimate) ?? actual);
-  const input = given?.actual !== undefined ? Math.ceil(actual / 2) : promptTokens;
-  return { estimate, actual, input, output: actual - input };
+  const actual = n(given?.actual);
+  if (actual === undefined) return { estimate: 2 * promptTokens + 1, input: promptTokens, output: promptTokens + 1 };
+  const input = Math.ceil(actual / 2);
+  return { estimate: Math.max(actual, n(given?.estimate) ?? actual), input, output: actual - input };
 }
 
-function lastUserText(body: Record<string, unknown>): string {
-  if (!Array.isArray(body.messages)) return "";
-  const last = body.messages.at(-1) as { content?: unknown } | undefined;
-  return typeof last?.content === "string" ? last.content : "";
+const errorBody = (message: string) => JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code: null } });
+
+/** The dialect and model of a provider route, or undefined for another path. */
+function routeOf(method: string | undefined, path: string): { dialect: Dialect; model?: string } | undefined {
+  if (method !== "POST") return undefined;
+  if (path === "/v1/chat/completions") return { dialect: openai };
+  if (path === "/v1/messages") return { dialect: anthropic };
+  const gen = /^\/v1(?:beta|alpha)?\/models\/([^/:]+):generateContent$/.exec(path);
+  return gen ? { dialect: gemini, model: decodeURIComponent(gen[1]!) } : undefined;
 }
 
 export async function startFakeProvider(options: FakeProviderOptions = {}): Promise<FakeProvider> {
@@ -185,12 +164,12 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       today: merged.requestsPerDay,
       refilledAt: now(),
       revoked: false,
-      stats: { ok: 0, rateLimited: 0, rateLimitedBy: { requests: 0, tokens: 0, requests_per_day: 0 }, tokens: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0 },
+      stats: { ok: 0, rateLimited: 0, rateLimitedBy: { requests: 0, tokens: 0, requests_per_day: 0 }, tokens: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0, via: {} },
     });
   }
   for (const key of options.keys ?? []) addKey(key);
 
-  // Token buckets: each of capacity L refilled continuously over its window (L/window), as providers meter.
+  // Buckets: each of capacity L refilled continuously over its window (L/window), as providers meter.
   function refill(state: KeyState): void {
     const t = now();
     const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
@@ -201,34 +180,30 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     state.refilledAt = t;
   }
 
-  function rateLimitHeaders(state: KeyState): Record<string, string> {
-    if (options.rateLimitHeaders === false) return {};
+  function budget(state: KeyState): Budget {
     const { requestsPerWindow, windowMs, tokensPerWindow } = state.limits;
-    const headers: Record<string, string> = {
-      "x-ratelimit-limit-requests": String(requestsPerWindow),
-      "x-ratelimit-remaining-requests": String(Math.floor(state.requests)),
-      "x-ratelimit-reset-requests": formatDuration(((requestsPerWindow - state.requests) * windowMs) / requestsPerWindow),
-    };
-    if (tokensPerWindow > 0) {
-      headers["x-ratelimit-limit-tokens"] = String(tokensPerWindow);
-      headers["x-ratelimit-remaining-tokens"] = String(Math.max(0, Math.floor(state.tokens)));
-      headers["x-ratelimit-reset-tokens"] = formatDuration(((tokensPerWindow - state.tokens) * windowMs) / tokensPerWindow);
-    }
-    return headers;
+    const resetMs = ((requestsPerWindow - state.requests) * windowMs) / requestsPerWindow;
+    const tokens =
+      tokensPerWindow > 0
+        ? { limit: tokensPerWindow, remaining: Math.max(0, Math.floor(state.tokens)), resetMs: ((tokensPerWindow - state.tokens) * windowMs) / tokensPerWindow }
+        : undefined;
+    return { limit: requestsPerWindow, remaining: Math.floor(state.requests), resetMs, now: now(), tokens };
   }
 
   /** The limit that refuses a request needing `tokens`, with the wait until it would not, if any. */
-  function bound(state: KeyState, tokens: number): { kind: LimitKind; limit: number; waitMs: number } | undefined {
+  function refusal(state: KeyState, tokens: number): (Refusal & { waitMs: number }) | undefined {
     const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
-    if (state.requests < 1) return { kind: "requests", limit: requestsPerWindow, waitMs: Math.ceil(((1 - state.requests) * windowMs) / requestsPerWindow) };
-    if (requestsPerDay > 0 && state.today < 1) return { kind: "requests_per_day", limit: requestsPerDay, waitMs: Math.ceil(((1 - state.today) * dayMs) / requestsPerDay) };
+    if (state.requests < 1) return { kind: "requests", limit: requestsPerWindow, requested: 1, waitMs: Math.ceil(((1 - state.requests) * windowMs) / requestsPerWindow) };
+    if (requestsPerDay > 0 && state.today < 1) return { kind: "requests_per_day", limit: requestsPerDay, requested: 1, waitMs: Math.ceil(((1 - state.today) * dayMs) / requestsPerDay) };
     if (tokensPerWindow > 0 && state.tokens < tokens) {
-      return { kind: "tokens", limit: tokensPerWindow, waitMs: Math.ceil(((tokens - state.tokens) * windowMs) / tokensPerWindow) };
+      return { kind: "tokens", limit: tokensPerWindow, requested: tokens, waitMs: Math.ceil(((tokens - state.tokens) * windowMs) / tokensPerWindow) };
     }
     return undefined;
   }
 
-  const LIMIT_WORDS: Record<LimitKind, string> = { requests: "requests per min (RPM)", tokens: "tokens per min (TPM)", requests_per_day: "requests per day (RPD)" };
+  /** Rate-limit headers go unsent when the provider sends none; a 429 keeps its retry-after. */
+  const budgetHeaders = (headers: Record<string, string> | undefined, keep: (name: string) => boolean) =>
+    options.rateLimitHeaders === false && headers ? Object.fromEntries(Object.entries(headers).filter(([name]) => keep(name))) : headers;
 
   function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     const finish = () => {
@@ -240,87 +215,64 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     else finish();
   }
 
-  async function completions(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const key = bearerKey(req);
-    const state = key === undefined ? undefined : keys.get(key);
-    if (key === undefined || state === undefined) {
+  const answer = (res: ServerResponse, a: Answer) => send(res, a.status, JSON.stringify(a.body), a.headers);
+
+  async function call(req: IncomingMessage, res: ServerResponse, dialect: Dialect, url: URL, model: string | undefined): Promise<void> {
+    const carried = dialect.key(req, url);
+    const state = carried && keys.get(carried.key);
+    if (!carried || !state) {
       unknownKey++;
-      const message =
-        key === undefined
-          ? "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-          : `Incorrect API key provided: ${maskKey(key)}. You can find your API key at https://platform.openai.com/account/api-keys.`;
-      send(res, 401, errorBody(message, "invalid_request_error", key === undefined ? null : "invalid_api_key"));
+      answer(res, dialect.refused(carried?.key, false));
       return;
     }
+    const { key, via } = carried;
+    state.stats.via[via] = (state.stats.via[via] ?? 0) + 1;
     if (state.revoked) {
       state.stats.unauthorized++;
-      send(res, 401, errorBody(`Incorrect API key provided: ${maskKey(key)}.`, "invalid_request_error", "invalid_api_key"));
+      answer(res, dialect.refused(key, true));
       return;
     }
     const fault = state.faults[0];
     if (fault) {
       if (--fault.count <= 0) state.faults.shift();
-      sendFault(res, state, fault);
+      if (fault.status === 429) state.stats.rateLimited++;
+      else state.stats.failed++;
+      answer(res, dialect.fault(fault.status, fault.retryAfterS));
       return;
     }
     const body = await readJsonObject(req);
     if (body === undefined) {
-      send(res, 400, errorBody("We could not parse the JSON body of your request.", "invalid_request_error", null));
+      answer(res, dialect.badBody());
       return;
     }
-    const prompt = lastUserText(body);
-    const promptTokens = Math.max(1, Math.ceil(prompt.length / 4));
-    const cost = tokenCost(body, promptTokens);
+    const prompt = dialect.prompt(body);
+    const cost = tokenCost(body, Math.max(1, Math.ceil(prompt.length / 4)));
     refill(state);
-    const refused = bound(state, cost.estimate);
+    const refused = refusal(state, cost.estimate);
     if (refused) {
       state.stats.rateLimited++;
       state.stats.rateLimitedBy[refused.kind]++;
-      const requested = refused.kind === "tokens" ? cost.estimate : 1;
-      const message =
-        `Rate limit reached for fake-model in organization org-fake on ${LIMIT_WORDS[refused.kind]}: ` +
-        `Limit ${refused.limit}, Requested ${requested}. Please try again in ${formatDuration(refused.waitMs)}.`;
-      send(res, 429, errorBody(message, refused.kind, "rate_limit_exceeded"), {
-        ...rateLimitHeaders(state),
-        "retry-after": String(Math.ceil(refused.waitMs / 1000)),
-        "retry-after-ms": String(refused.waitMs),
-      });
+      const a = dialect.rateLimited(budget(state), refused.waitMs, refused);
+      answer(res, { ...a, headers: budgetHeaders(a.headers, (name) => name.startsWith("retry-after")) });
       return;
     }
     state.requests -= 1;
     if (state.limits.requestsPerDay > 0) state.today -= 1;
-    if (state.limits.tokensPerWindow > 0) state.tokens -= cost.actual;
+    if (state.limits.tokensPerWindow > 0) state.tokens -= cost.input + cost.output;
     state.stats.ok++;
-    state.stats.tokens += cost.actual;
+    state.stats.tokens += cost.input + cost.output;
     state.stats.inFlight++;
     state.stats.maxInFlight = Math.max(state.stats.maxInFlight, state.stats.inFlight);
     res.on("close", () => state.stats.inFlight--);
-    send(
-      res,
-      200,
-      JSON.stringify({
-        id: `chatcmpl-fake-${state.stats.ok}`,
-        object: "chat.completion",
-        created: Math.floor(now() / 1000),
-        model: typeof body.model === "string" ? body.model : "fake-model",
-        choices: [{ index: 0, message: { role: "assistant", content: `echo: ${prompt}` }, finish_reason: "stop" }],
-        usage: { prompt_tokens: cost.input, completion_tokens: cost.output, total_tokens: cost.actual },
-      }),
-      rateLimitHeaders(state),
-    );
-  }
-
-  function sendFault(res: ServerResponse, state: KeyState, fault: Fault): void {
-    if (fault.status === 429) {
-      state.stats.rateLimited++;
-      const headers: Record<string, string> = fault.retryAfterS === undefined ? {} : { "retry-after": String(fault.retryAfterS) };
-      send(res, 429, errorBody("Rate limit reached (scripted).", "requests", "rate_limit_exceeded"), headers);
-      return;
-    }
-    state.stats.failed++;
-    const overloaded = fault.status === 529 || fault.status === 503;
-    const message = overloaded ? "The server is overloaded (scripted)." : "The server had an error while processing your request (scripted).";
-    send(res, fault.status, errorBody(message, overloaded ? "overloaded_error" : "server_error", null));
+    const ok = dialect.success({
+      model: model ?? (typeof body.model === "string" ? body.model : "fake-model"),
+      prompt,
+      inputTokens: cost.input,
+      outputTokens: cost.output,
+      n: state.stats.ok,
+      now: now(),
+    });
+    answer(res, { ...ok, headers: budgetHeaders(dialect.budgetHeaders(budget(state)), () => false) });
   }
 
   async function scriptFault(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -328,7 +280,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     const state = typeof parsed?.key === "string" ? keys.get(parsed.key) : undefined;
     const { status, count, retryAfterS } = parsed ?? {};
     if (!state || typeof status !== "number" || status < 400 || status > 599 || typeof count !== "number" || !(count > 0)) {
-      send(res, 400, errorBody('expected {"key": "<known key>", "status": 4xx|5xx, "count": n, "retryAfterS"?: n}', "invalid_request_error", null));
+      send(res, 400, errorBody('expected {"key": "<known key>", "status": 4xx|5xx, "count": n, "retryAfterS"?: n}'));
       return;
     }
     state.faults.push({ status, count, retryAfterS: typeof retryAfterS === "number" ? retryAfterS : undefined });
@@ -337,19 +289,19 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
 
   function stats(): ProviderStats {
     const out: Record<string, KeyStats> = {};
-    for (const [key, state] of keys) out[key] = { ...state.stats, rateLimitedBy: { ...state.stats.rateLimitedBy } };
+    for (const [key, state] of keys) out[key] = { ...state.stats, rateLimitedBy: { ...state.stats.rateLimitedBy }, via: { ...state.stats.via } };
     return { keys: out, unknownKey };
   }
 
   async function registerKey(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = await readJsonObject(req);
     if (typeof parsed?.key !== "string" || parsed.key.length === 0) {
-      send(res, 400, errorBody('expected {"key": "<secret>", "limits"?: {...}}', "invalid_request_error", null));
+      send(res, 400, errorBody('expected {"key": "<secret>", "limits"?: {...}}'));
       return;
     }
     const limits = parseLimits(parsed.limits);
     if (limits === undefined) {
-      send(res, 400, errorBody("limits must hold positive numbers", "invalid_request_error", null));
+      send(res, 400, errorBody("limits must hold positive numbers"));
       return;
     }
     addKey(parsed.key, limits);
@@ -357,20 +309,18 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
   }
 
   const server = createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const route = `${req.method} ${path}`;
-    const handle =
-      route === "POST /v1/chat/completions"
-        ? completions(req, res)
-        : route === "GET /_fake/stats"
-          ? Promise.resolve(send(res, 200, JSON.stringify(stats())))
-          : route === "POST /_fake/keys"
-            ? registerKey(req, res)
-            : route === "POST /_fake/faults"
-              ? scriptFault(req, res)
-            : Promise.resolve(
-                send(res, 404, errorBody(`Invalid URL (${req.method} ${path})`, "invalid_request_error", null)),
-              );
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    const provider = routeOf(req.method, url.pathname);
+    const route = `${req.method} ${url.pathname}`;
+    const handle = provider
+      ? call(req, res, provider.dialect, url, provider.model)
+      : route === "GET /_fake/stats"
+        ? Promise.resolve(send(res, 200, JSON.stringify(stats())))
+        : route === "POST /_fake/keys"
+          ? registerKey(req, res)
+          : route === "POST /_fake/faults"
+            ? scriptFault(req, res)
+            : Promise.resolve(send(res, 404, errorBody(`Invalid URL (${route})`)));
     handle.catch(() => res.destroy());
   });
 

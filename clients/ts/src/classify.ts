@@ -1,7 +1,8 @@
 // Outcome classification of a provider call, by the rules of test/vectors/README.md. SDK errors
 // are recognised by shape, with no SDK dependency: openai-node's APIError (status, headers, code,
-// type, error), @anthropic-ai/sdk's APIError (status, headers, error.error.type), @google/genai's
-// ApiError (status, JSON message), fetch's TypeError and AbortSignal.timeout's TimeoutError.
+// type, error), @anthropic-ai/sdk's APIError (status, headers, error.error.type; without a status
+// when a streamed answer carries an error event), @google/genai's ApiError (status, JSON message),
+// fetch's TypeError and AbortSignal.timeout's TimeoutError.
 import { FailureReason } from "./gen/keymesh/v1/pool_pb.js";
 import { type HeadersLike, normalizeHeaders, type ParsedRateLimit, parseGoDurationMs, parseRateLimitHeaders } from "./ratelimit.js";
 
@@ -52,7 +53,7 @@ function kindOf(status: number, sig: Signals): OutcomeKind {
   if (sig.codes.some((c) => QUOTA_CODES.has(c))) return "quota_exhausted";
   if (sig.codes.includes("overloaded_error")) return "overloaded";
   if (status >= 200 && status < 300) return "success";
-  if (status === 401 || status === 403) return "auth";
+  if (status === 401 || status === 403 || sig.reasons.includes("API_KEY_INVALID")) return "auth";
   if (status === 402) return "quota_exhausted";
   if (status === 429) return "rate_limited";
   if (status === 529) return "overloaded";
@@ -93,6 +94,8 @@ interface Signals {
   message: string | null;
   headers: HeadersLike | null;
   retryDelayMs: number | null;
+  /** The reasons of a Gemini error's google.rpc.ErrorInfo details. */
+  reasons: string[];
   noResponse: boolean;
   cancelled: boolean;
 }
@@ -104,7 +107,7 @@ const str = (v: unknown): string | null => (typeof v === "string" && v !== "" ? 
 
 /** Reads what an SDK-shaped error says, following `cause` chains. */
 function inspect(error: unknown): Signals {
-  const sig: Signals = { status: null, codes: [], message: null, headers: null, retryDelayMs: null, noResponse: false, cancelled: false };
+  const sig: Signals = { status: null, codes: [], message: null, headers: null, retryDelayMs: null, reasons: [], noResponse: false, cancelled: false };
   for (let e: unknown = error, depth = 0; isObject(e) && depth < 8; e = e.cause, depth++) {
     const name = str(e.name) ?? "";
     if (name === "AbortError" || name === "APIUserAbortError") {
@@ -115,15 +118,20 @@ function inspect(error: unknown): Signals {
       return { ...sig, noResponse: true };
     }
     if (typeof e.status === "number" && e.status >= 100 && e.status <= 599) {
-      readStatusError(e, sig);
+      sig.status = e.status;
+      readApiError(e, sig);
+      return sig;
+    }
+    if (e.status === undefined && isObject(e.error)) {
+      // An error event inside a streamed answer: the SDK's APIError with the body and no status.
+      readApiError(e, sig);
       return sig;
     }
   }
   return sig;
 }
 
-function readStatusError(e: Loose, sig: Signals): void {
-  sig.status = e.status as number;
+function readApiError(e: Loose, sig: Signals): void {
   const body = isObject(e.error) ? e.error : null;
   const nested = body && isObject(body.error) ? body.error : null;
   for (const c of [e.code, e.type, body?.code, body?.type, nested?.type]) {
@@ -137,6 +145,7 @@ function readStatusError(e: Loose, sig: Signals): void {
   if (gemini) {
     sig.message = str(gemini.message) ?? sig.message;
     sig.retryDelayMs = retryDelayOf(gemini.details);
+    sig.reasons = errorInfoReasons(gemini.details);
   }
   sig.message ??= str(e.message);
 }
@@ -152,12 +161,17 @@ function geminiBody(message: unknown): Loose | null {
   }
 }
 
+/** The google.rpc detail objects of a Gemini error whose `@type` ends in `google.rpc.<type>`. */
+function detailsOf(details: unknown, type: string): Loose[] {
+  if (!Array.isArray(details)) return [];
+  return details.filter((d): d is Loose => isObject(d) && typeof d["@type"] === "string" && d["@type"].endsWith(`google.rpc.${type}`));
+}
+
 function retryDelayOf(details: unknown): number | null {
-  if (!Array.isArray(details)) return null;
-  for (const d of details) {
-    if (isObject(d) && typeof d["@type"] === "string" && d["@type"].endsWith("google.rpc.RetryInfo") && typeof d.retryDelay === "string") {
-      return parseGoDurationMs(d.retryDelay);
-    }
-  }
-  return null;
+  const delay = detailsOf(details, "RetryInfo").find((d) => typeof d.retryDelay === "string")?.retryDelay;
+  return typeof delay === "string" ? parseGoDurationMs(delay) : null;
+}
+
+function errorInfoReasons(details: unknown): string[] {
+  return detailsOf(details, "ErrorInfo").flatMap((d) => str(d.reason) ?? []);
 }

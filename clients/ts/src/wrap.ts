@@ -6,10 +6,12 @@ export type Keyed<C> = (client: C, lease: Lease) => C;
 
 export interface WrapOptions<C> extends RetryOptions {
   /**
-   * The client for one lease. Default: `client.withOptions({ apiKey, baseURL, maxRetries: 0 })`, which
-   * openai-node and @anthropic-ai/sdk both have (`baseURL` from the key's `base_url` metadata when
-   * set; the SDK's own retries off, so a retry moves to another key). For @google/genai:
-   * `(_client, lease) => new GoogleGenAI({ apiKey: lease.key })`; for any other client, your own.
+   * The client for one lease. Default, for openai-node and @anthropic-ai/sdk:
+   * `client.withOptions({ apiKey, baseURL, maxRetries: 0 })`; for @google/genai's GoogleGenAI: a new
+   * GoogleGenAI with the lease's key and the client's `vertexai`, `apiVersion` and `httpOptions`
+   * (without `retryOptions`). `baseURL` / `httpOptions.baseUrl` come from the key's `base_url`
+   * metadata when set; the SDK's own retries are off, so a retry moves to another key. For any other
+   * client, your own.
    */
   keyed?: Keyed<C>;
 }
@@ -18,15 +20,16 @@ export interface WrapOptions<C> extends RetryOptions {
  * An SDK client whose calls keep their signatures and each run under a lease (callWithRetry): the
  * key injected per call, the outcome classified and reported, a retry on another key with full
  * jitter and Retry-After within `budgetMs`. Every method call returns a plain Promise (an SDK's
- * promise helpers such as openai-node's `.withResponse()` are not kept); a streamed answer holds its
- * key only until the call resolves. Reading a property that is not a function or an object returns
- * the wrapped client's own.
+ * promise helpers such as openai-node's `.withResponse()` are not kept, and a method that returns
+ * synchronously, such as Anthropic's `messages.stream()`, returns a Promise of its result); a
+ * streamed answer holds its key only until the call resolves. Reading a property that is not a
+ * function or an object returns the wrapped client's own.
  */
 export function wrapClient<C extends object>(ctx: LeaseContext, pool: string, client: C, opts: WrapOptions<C> = {}): C {
-  if (!opts.keyed && typeof (client as { withOptions?: unknown }).withOptions !== "function") {
-    throw new TypeError("keymesh: this client has no withOptions(); give wrap() a keyed: (client, lease) => client-with-lease.key");
+  const keyed = opts.keyed ?? defaultKeyed(client);
+  if (!keyed) {
+    throw new TypeError("keymesh: this client has neither withOptions() nor GoogleGenAI's shape; give wrap() a keyed: (client, lease) => client-with-lease.key");
   }
-  const keyed = opts.keyed ?? withApiKey;
   const call = (path: PropertyKey[], args: unknown[]) =>
     callWithRetry(
       ctx,
@@ -54,7 +57,34 @@ function callsUnder(target: object, path: PropertyKey[], call: (path: PropertyKe
   });
 }
 
+function defaultKeyed<C extends object>(client: C): Keyed<C> | undefined {
+  if (typeof (client as { withOptions?: unknown }).withOptions === "function") return withApiKey;
+  if (isGoogleGenAI(client)) return newGoogleGenAI;
+  return undefined;
+}
+
 function withApiKey<C>(client: C, lease: Lease): C {
   const baseURL = lease.metadata.base_url;
   return (client as { withOptions: (o: Record<string, unknown>) => C }).withOptions({ apiKey: lease.key, maxRetries: 0, ...(baseURL ? { baseURL } : {}) });
+}
+
+/** What the wrap reads of a @google/genai GoogleGenAI, which has no withOptions. */
+interface GoogleGenAILike {
+  vertexai: boolean;
+  apiVersion?: string;
+  httpOptions?: Record<string, unknown>;
+  models: { generateContent: unknown };
+}
+
+function isGoogleGenAI(client: object): client is GoogleGenAILike {
+  const c = client as Partial<GoogleGenAILike>;
+  return typeof c.vertexai === "boolean" && typeof c.models === "object" && c.models !== null && typeof c.models.generateContent === "function";
+}
+
+function newGoogleGenAI<C extends object>(client: C, lease: Lease): C {
+  const { vertexai, apiVersion, httpOptions } = client as C & GoogleGenAILike;
+  const { retryOptions: _sdkRetries, ...http } = httpOptions ?? {};
+  const baseUrl = lease.metadata.base_url;
+  const GoogleGenAI = client.constructor as new (options: object) => C;
+  return new GoogleGenAI({ apiKey: lease.key, vertexai, apiVersion, httpOptions: { ...http, ...(baseUrl ? { baseUrl } : {}) } });
 }

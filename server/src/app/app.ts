@@ -25,13 +25,16 @@ import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { PostgresGrantJournal } from "../store/journal.js";
 import { migrate } from "../store/migrate.js";
-import { beginEpoch, loadState } from "../store/restore.js";
+import { beginEpoch, compactLeases, loadState } from "../store/restore.js";
 import { loadSecretBox } from "../store/secrets.js";
 import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
 import { loadStaticSite } from "../transport/static-site.js";
 import type { ServerConfig } from "./config.js";
+
+/** Ends between two vacuums of the embedded database's leases table: it stays within a few MB of its live rows. */
+const EMBEDDED_VACUUM_EVERY = 10_000;
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -97,12 +100,18 @@ async function startOnDatabase(
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
   };
-  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
-  const journal = new PostgresGrantJournal(db.sql, availability, log, { epoch, isLive: (leaseId) => engine.isLive(leaseId) });
+  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, onLeaseEnded: (leaseId, e, seq) => lending.leaseEnded(leaseId, e, seq) });
+  // PGlite runs no autovacuum: the journal vacuums the leases table itself, and a start compacts it first.
+  if (db.embedded) await compactLeases(db.sql, availability);
+  const journal = new PostgresGrantJournal(db.sql, availability, log, {
+    epoch,
+    isLive: (leaseId) => engine.isLive(leaseId),
+    vacuumEvery: db.embedded ? EMBEDDED_VACUUM_EVERY : undefined,
+  });
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
   const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
-  const admin = new Admin(engine, config, Date.now);
+  const admin = new Admin(engine, config, Date.now, () => lending.endsDurable());
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 

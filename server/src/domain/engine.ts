@@ -14,6 +14,7 @@ import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
 import { joinGroup, joinTier, leaveTier, newPoolEntry, restorePool, syncGroups } from "./pool.js";
 import { Scheduler } from "./scheduler.js";
 import { SnapshotChanges } from "./snapshot-changes.js";
+import type { PoolSecrets } from "./redact.js";
 import type { Lease, PoolEntry, TimerItem, Waiter } from "./state.js";
 import { chooseKey, earlierTierEligible } from "./strategies.js";
 import { countOutcome } from "./usage.js";
@@ -52,6 +53,8 @@ export interface EngineOptions {
   random?: () => number;
   /** Called synchronously for every event; exceptions are swallowed. */
   onEvent?: (e: DomainEvent) => void;
+  /** Called synchronously whenever a lease ends, however it ended (the journal records ends); must not throw. */
+  onLeaseEnded?: (leaseId: string, epoch: number, seq: number) => void;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
   /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
@@ -94,6 +97,7 @@ export class PoolEngine {
   private readonly epoch: number;
   private readonly random: () => number;
   private readonly events: EventSink;
+  private readonly onLeaseEnded: EngineOptions["onLeaseEnded"];
   private readonly timers: Scheduler<TimerItem>;
   private readonly health: Health;
   private readonly ended: EndedLeases;
@@ -110,6 +114,7 @@ export class PoolEngine {
     this.epoch = opts.epoch;
     this.random = opts.random ?? Math.random;
     this.events = new EventSink(opts.onEvent);
+    this.onLeaseEnded = opts.onLeaseEnded;
     this.timers = new Scheduler<TimerItem>(opts.clock, (item, now) => this.fire(item, now));
     this.health = new Health(this.timers, this.events);
     this.ended = new EndedLeases(opts.epoch, opts.endedReasons ?? 2 ** 20);
@@ -130,19 +135,26 @@ export class PoolEngine {
   preparePool(input: PoolInput, existing?: PoolConfig): PoolConfig {
     const cfg = validatePool(input, existing, this.clock.now());
     if (!existing && this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
-    return cfg;
+    const secrets = this.pools.get(cfg.name)?.secrets;
+    return secrets ? { ...cfg, description: secrets.redact(cfg.description) } : cfg;
   }
 
+  /** A key's configuration as it will be stored: validated, its text fields free of the pool's secrets and its own. */
   prepareKey(input: KeyInput, existing?: KeyConfig): KeyConfig {
     const now = this.clock.now();
     const pool = this.poolEntry(input.pool);
     if (existing) {
       if (input.id !== undefined && input.id !== existing.id) throw invalidArgument("key.id", "cannot be changed");
-      return validateKey({ ...input, id: existing.id }, existing, now);
+      return redactKey(validateKey({ ...input, id: existing.id }, existing, now), pool.secrets);
     }
     const cfg = validateKey({ ...input, id: input.id || this.newKeyId(pool) }, undefined, now);
     if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${pool.cfg.name}"`);
-    return cfg;
+    return redactKey(cfg, pool.secrets);
+  }
+
+  /** `text` with every secret of the pool's keys masked: what a caller's text about the pool is stored and shown as. */
+  redact(pool: string, text: string): string {
+    return this.poolEntry(pool).secrets.redact(text);
   }
 
   createPool(cfg: PoolConfig): void {
@@ -216,6 +228,7 @@ export class PoolEngine {
     k.configure({ ...cfg, metadata: { ...cfg.metadata }, limits: { ...cfg.limits } }, now);
     if (moves) joinTier(k.pool, k);
     syncGroups(k.pool, now);
+    k.pool.secrets.changed();
     this.events.emit("key_updated", now, cfg.pool, cfg.id);
     this.pump(k.pool, now);
   }
@@ -354,13 +367,14 @@ export class PoolEngine {
   }
 
   /** Ends the lease and applies the outcome class (given, or derived from httpStatus); returns the class applied. */
-  markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
+  markFailed(leaseId: string, failure: FailureReport): FailureClass | "rate_limited" {
     const now = this.timers.tick();
-    const outcome = report.reason ?? classifyStatus(report.httpStatus, report.message);
-    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, report, now));
+    const outcome = failure.reason ?? classifyStatus(failure.httpStatus, failure.message);
+    const redacted = (k: KeyEntry): FailureReport => ({ ...failure, message: k.pool.secrets.redact(failure.message) });
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, redacted(k), now));
     const k = lease.key;
     this.endLease(lease, "released", now, outcome);
-    this.health.failure(k, outcome, report, now);
+    this.health.failure(k, outcome, redacted(k), now);
     this.pump(k.pool, now);
     return outcome;
   }
@@ -392,7 +406,7 @@ export class PoolEngine {
   revokeLease(leaseId: string, reason: string): void {
     const now = this.timers.tick();
     const lease = this.findLease(leaseId, now);
-    this.revoke(lease, now, reason);
+    this.revoke(lease, now, lease.key.pool.secrets.redact(reason));
     this.pump(lease.key.pool, now);
   }
 
@@ -540,7 +554,7 @@ export class PoolEngine {
     const claims: LeaseClaims = { pool: cfg.name, keyId: k.cfg.id, epoch: this.epoch, seq, issuedAt: now, ttlMs: ttl };
     const id = this.tokens.issue(claims);
     const probe = k.circuitState === "half_open";
-    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
+    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: pool.secrets.redact(input.holder), acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
     const lease = this.addLease(k, claims, record, probe, now);
     lease.reserved = tokens;
     k.reservedTokens += tokens;
@@ -616,6 +630,7 @@ export class PoolEngine {
     this.changes.poolChanged(k.pool);
     this.ended.remember(lease.id, lease, reason, now);
     this.changes.leaseEnded(lease);
+    this.onLeaseEnded?.(lease.id, lease.epoch, lease.seq);
     this.events.leaseEnded(now, k.pool.cfg.name, k.cfg.id, lease.id, reason, outcome);
     if (reason === "revoked" && lease.watchers) {
       for (const fn of lease.watchers) {
@@ -920,6 +935,7 @@ export class PoolEngine {
     pool.keyList.push(k);
     pool.keys.set(cfg.id, k);
     joinTier(pool, k);
+    pool.secrets.changed();
     return k;
   }
 
@@ -942,6 +958,7 @@ export class PoolEngine {
     pool.affinities.forget(k);
     syncGroups(pool, now);
     this.changes.poolChanged(pool);
+    pool.secrets.changed();
     this.changes.keyRemoved(pool.cfg.name, k.cfg.id);
     this.events.emit("key_removed", now, pool.cfg.name, k.cfg.id);
   }
@@ -1002,4 +1019,12 @@ export class PoolEngine {
       usage: k.usage,
     };
   }
+}
+
+/** A key's free text (label, quota group, metadata, disable reason) with its own secret and the pool's masked. */
+function redactKey(cfg: KeyConfig, secrets: PoolSecrets): KeyConfig {
+  const redact = (text: string) => secrets.redact(text, cfg.secret);
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(cfg.metadata)) metadata[redact(name)] = redact(value);
+  return { ...cfg, label: redact(cfg.label), quotaGroup: redact(cfg.quotaGroup), metadata, disabledReason: redact(cfg.disabledReason) };
 }

@@ -4,6 +4,7 @@
 import { Affinities } from "./affinity.js";
 import { DeclaredBudget } from "./budget.js";
 import type { KeyEntry } from "./key.js";
+import { PoolSecrets } from "./redact.js";
 import type { PoolEntry } from "./state.js";
 import type { Limits, PoolConfig, PoolRuntime } from "./types.js";
 import { emptyUsage, usageFrom } from "./usage.js";
@@ -11,10 +12,11 @@ import { emptyUsage, usageFrom } from "./usage.js";
 const NO_LIMITS: Limits = { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 };
 
 export function newPoolEntry(cfg: PoolConfig): PoolEntry {
+  const keyList: KeyEntry[] = [];
   const pool: PoolEntry = {
     cfg: { ...cfg, quotaGroups: { ...cfg.quotaGroups } },
     keys: new Map(),
-    keyList: [],
+    keyList,
     tiers: [],
     groups: new Map(),
     usage: emptyUsage(),
@@ -30,6 +32,7 @@ export function newPoolEntry(cfg: PoolConfig): PoolEntry {
     waiting: 0,
     active: 0,
     exhausted: false,
+    secrets: new PoolSecrets(() => keyList.map((k) => k.cfg.secret)),
     unsaved: true,
   };
   pool.wake.pool = pool;

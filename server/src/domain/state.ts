@@ -2,6 +2,7 @@
 // items, and the windows a key counts its outcomes and grants in.
 import type { Affinities } from "./affinity.js";
 import type { DeclaredBudget } from "./budget.js";
+import type { PoolSecrets } from "./redact.js";
 import type { KeyEntry } from "./key.js";
 import type { Scheduled } from "./timer-heap.js";
 import type { AcquireInput, Grant, KeyRuntime, LeaseGoneReason, LeaseRecord, Limits, PoolConfig, UsageView } from "./types.js";
@@ -102,6 +103,8 @@ export interface PoolEntry {
   active: number;
   /** Set when an acquire found no eligible key, cleared by the next grant: pool_exhausted fires once per episode. */
   exhausted: boolean;
+  /** Its keys' secrets, masked in every text a caller gives about the pool. */
+  secrets: PoolSecrets;
 }
 
 const LEAST_USED_WINDOW_MS = 60_000;

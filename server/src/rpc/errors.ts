@@ -73,6 +73,7 @@ function bounded(err: ConnectError): ConnectError {
 const storeCodes: Record<StoreErrorCode, [Code, ErrorReason, string]> = {
   unavailable: [Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later"],
   conflict: [Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry"],
+  refused: [Code.InvalidArgument, ErrorReason.INVALID_ARGUMENT, "the database refused to record this request's values: nothing was granted"],
 };
 
 export type InternalErrorSink = (err: unknown) => void;

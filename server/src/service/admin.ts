@@ -9,11 +9,14 @@ export class Admin {
   readonly #engine: PoolEngine;
   readonly #store: ConfigStore;
   readonly #now: () => number;
+  readonly #endsDurable: () => Promise<void>;
 
-  constructor(engine: PoolEngine, store: ConfigStore, now: () => number) {
+  /** `endsDurable`: resolves once the ends of the leases revoked so far are durable (Lending's). */
+  constructor(engine: PoolEngine, store: ConfigStore, now: () => number, endsDurable: () => Promise<void>) {
     this.#engine = engine;
     this.#store = store;
     this.#now = now;
+    this.#endsDurable = endsDurable;
   }
 
   async createPool(input: PoolInput): Promise<PoolConfig> {
@@ -39,6 +42,7 @@ export class Admin {
     this.#engine.checkDeletePool(name, force);
     await this.#store.deletePool(name);
     this.#engine.deletePool(name);
+    await this.#endsDurable();
   }
 
   async addKey(input: KeyInput): Promise<KeyConfig> {
@@ -65,6 +69,7 @@ export class Admin {
     if (!drain) {
       await this.#store.deleteKey(pool, keyId);
       this.#engine.removeKey(pool, keyId, false);
+      await this.#endsDurable();
       return;
     }
     await this.#store.updateKey({ ...existing, disabled: true, disabledReason: "removing: draining", updatedAt: this.#now() });
@@ -80,13 +85,17 @@ export class Admin {
 
   async disableKey(pool: string, keyId: string, drain: boolean, reason: string): Promise<KeyView> {
     const existing = this.#engine.getKeyConfig(pool, keyId);
-    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.#now() });
-    return this.#engine.disableKey(pool, keyId, drain, reason);
+    const stored = this.#engine.redact(pool, reason);
+    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: stored, updatedAt: this.#now() });
+    const view = this.#engine.disableKey(pool, keyId, drain, stored);
+    await this.#endsDurable();
+    return view;
   }
 
-  /** Ends the lease now; its holder hears of it on KeepAlive. */
-  revokeLease(leaseId: string, reason: string): void {
+  /** Ends the lease now, durably before it answers; its holder hears of it on KeepAlive. */
+  async revokeLease(leaseId: string, reason: string): Promise<void> {
     this.#engine.revokeLease(leaseId, reason);
+    await this.#endsDurable();
   }
 }
 

@@ -1,6 +1,7 @@
 // Runtime snapshots into Postgres: the whole state (reconciling whole tables in one transaction) or what
-// changed (each chunk its own statement). It coordinates with the grant journal only through JournalProgress:
-// a checkpoint when a write starts, supersede once it committed, and the rows each journal statement wrote.
+// changed (each chunk its own statement). It coordinates with the lease journal only through JournalProgress:
+// a checkpoint when a write starts, its lease rows written through the journal (in the journal's order, so
+// none comes back after its end), supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
 import type { Clock, KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
@@ -8,7 +9,7 @@ import type { Availability } from "./availability.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
-import { deleteEndedLeases, deleteLeasesExcept, upsertSnapshotLeases } from "./sql/leases.js";
+import { deleteLeasesExcept } from "./sql/leases.js";
 import { upsertPoolRuntime } from "./sql/pool-runtime.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
@@ -93,6 +94,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const runtime = await encodeAll(s.keys);
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
+      // The leases first, so that a crash before the transaction commits leaves the last mark with every row it needs.
+      for (const chunk of chunks(s.leases, this.#snapshotChunk)) await this.#journal.upsert(chunk);
       await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, s.pools ?? [], mark, meta)));
     } catch (err) {
       this.#reconciled = false;
@@ -110,8 +113,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
    * Writes what changed since the previous snapshot, each statement of at most `snapshotChunk` rows committing
    * on its own, so a journal commit never waits behind a long transaction (nor, on the embedded database's one
    * connection, behind more than one chunk). A crash between chunks leaves each row either as before or as in
-   * `c`, which is safe row by row: only leases ended at the export are deleted, and the mark is recorded last,
-   * once every chunk has committed. Between statements it leaves the database to the journal for as long as
+   * `c`, which is safe row by row: the journal wrote the ends, the lease rows go through it (leaving out leases
+   * ended by then), and the mark is recorded last, once every chunk has committed. Between statements it leaves the database to the journal for as long as
    * the last one took: on a busy server, grants commit faster while a snapshot is written, which takes longer.
    * Written when a full snapshot is due too (an outage noticed meanwhile): it is right row by row, and the
    * next snapshot still reconciles.
@@ -122,26 +125,22 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const runtime = await encodeAll(c.keys);
     const rows = this.#leaseRows;
     const leases: LeaseRecord[] = [];
-    const ended: string[] = [];
     const pace = new Pacer();
     for (const lease of c.leases) {
       const row = rows.get(lease.leaseId);
       if (!row || row.expiresAt !== lease.expiresAt || row.ttlMs !== lease.ttlMs || row.holder !== lease.holder) leases.push(lease);
       if (pace.due()) await pace.pause();
     }
-    for (const leaseId of c.endedLeases) {
-      if (rows.has(leaseId)) ended.push(leaseId);
-      if (pace.due()) await pace.pause();
-    }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, ended, c.pools ?? [], mark, meta);
+      await this.#writeChanges(runtime, c.removedKeys, leases, c.pools ?? [], meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
       throw err;
     }
-    for (const leaseId of ended) {
+    // The journal wrote the ends: their rows are gone.
+    for (const leaseId of c.endedLeases) {
       rows.delete(leaseId);
       if (pace.due()) await pace.pause();
     }
@@ -166,7 +165,6 @@ export class PostgresSnapshotStore implements SnapshotStore {
     await deleteRuntimeExcept(tx, runtime);
     await deleteLeasesExcept(tx, leases.map((lease) => lease.leaseId), mark);
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
-    for (const chunk of chunks(leases, this.#snapshotChunk)) await upsertSnapshotLeases(tx, chunk);
     for (const chunk of chunks(pools, POOL_CHUNK)) await upsertPoolRuntime(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
@@ -175,9 +173,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     runtime: EncodedRuntime[],
     removedKeys: RuntimeChanges["removedKeys"],
     leases: LeaseRecord[],
-    endedLeases: string[],
     pools: PoolRuntime[],
-    mark: GrantMark,
     meta: SnapshotMeta,
   ): Promise<void> {
     const sql = this.#sql;
@@ -185,16 +181,16 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const paced = async (statement: () => Promise<unknown>): Promise<void> => {
       if (rest > 0) await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, rest));
       const started = this.#clock.now();
-      await this.#availability.run(statement);
+      await statement();
       rest = this.#clock.now() - started;
     };
+    const run = (statement: () => Promise<unknown>) => () => this.#availability.run(statement);
     // Removals first: a key removed and added again since has its new state among `runtime`.
-    for (const chunk of chunks(removedKeys, this.#snapshotChunk)) await paced(() => deleteRuntimeOf(sql, chunk));
-    for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(() => upsertRuntime(sql, chunk));
-    for (const chunk of chunks(endedLeases, this.#snapshotChunk)) await paced(() => deleteEndedLeases(sql, chunk, mark));
-    for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => upsertSnapshotLeases(sql, chunk));
-    for (const chunk of chunks(pools, POOL_CHUNK)) await paced(() => upsertPoolRuntime(sql, chunk));
-    await paced(() => upsertSnapshotMeta(sql, meta));
+    for (const chunk of chunks(removedKeys, this.#snapshotChunk)) await paced(run(() => deleteRuntimeOf(sql, chunk)));
+    for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(run(() => upsertRuntime(sql, chunk)));
+    for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => this.#journal.upsert(chunk));
+    for (const chunk of chunks(pools, POOL_CHUNK)) await paced(run(() => upsertPoolRuntime(sql, chunk)));
+    await paced(run(() => upsertSnapshotMeta(sql, meta)));
   }
 }
 

@@ -110,6 +110,7 @@ export interface StoreOptions {
   /** Rows per snapshot statement. */
   snapshotChunk?: number;
   maxBatch?: number;
+  vacuumEvery?: number;
 }
 
 /**
@@ -129,7 +130,7 @@ export async function openStore(sql: postgres.Sql, box: SecretBox, options: Stor
     /** Records a new epoch; its journal and snapshot writer. */
     async beginEpoch(isLive: JournalOptions["isLive"] = () => true) {
       const epoch = await beginEpoch(sql, availability, clock.now());
-      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch });
+      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch, vacuumEvery: options.vacuumEvery });
       const snapshots = new PostgresSnapshotStore(sql, availability, journal, { clock, snapshotChunk: options.snapshotChunk });
       return { epoch, journal, snapshots };
     },

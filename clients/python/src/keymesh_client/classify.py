@@ -17,6 +17,7 @@ from keymesh_client.v1 import pool_pb2
 
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"})
 _OVERLOADED_CODE = "overloaded_error"
+_KEY_INVALID_REASON = "API_KEY_INVALID"
 
 
 class OutcomeKind(str, enum.Enum):
@@ -63,6 +64,7 @@ class _ErrorFacts:
     codes: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     retry_delay_ms: Optional[int] = None
+    reasons: list[str] = field(default_factory=list)  # google.rpc.ErrorInfo reasons of a Gemini error
     no_response: bool = False
 
 
@@ -82,16 +84,20 @@ def _mro_names(error: BaseException) -> list[str]:
     return [cls.__name__ for cls in type(error).__mro__]
 
 
-def _retry_delay_ms(details: Any) -> Optional[int]:
-    """google.rpc.RetryInfo.retryDelay from a Gemini error's details (the error JSON or its list)."""
+def _rpc_details(details: Any, type_name: str) -> list[dict[str, Any]]:
+    """A Gemini error's google.rpc.<type_name> details (from the error JSON or its list)."""
     if isinstance(details, dict):
         details = (details.get("error") or {}).get("details")
     if not isinstance(details, list):
-        return None
-    for detail in details:
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            return parse_duration_ms(detail.get("retryDelay"))
-    return None
+        return []
+    suffix = "google.rpc." + type_name
+    return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(suffix)]
+
+
+def _retry_delay_ms(details: Any) -> Optional[int]:
+    """google.rpc.RetryInfo.retryDelay from a Gemini error's details."""
+    infos = _rpc_details(details, "RetryInfo")
+    return parse_duration_ms(infos[0].get("retryDelay")) if infos else None
 
 
 def _error_facts(error: BaseException) -> _ErrorFacts:
@@ -119,7 +125,9 @@ def _error_facts(error: BaseException) -> _ErrorFacts:
         + ([body.get("message")] if isinstance(body, dict) else [])
         + ([inner.get("message")] if isinstance(inner, dict) else [])
     )
-    facts.retry_delay_ms = _retry_delay_ms(getattr(error, "details", None))
+    details = getattr(error, "details", None)
+    facts.retry_delay_ms = _retry_delay_ms(details)
+    facts.reasons = _strings(d.get("reason") for d in _rpc_details(details, "ErrorInfo"))
     return facts
 
 
@@ -134,7 +142,7 @@ def _kind(status: Optional[int], facts: _ErrorFacts) -> OutcomeKind:
         return OutcomeKind.TRANSIENT
     if 200 <= status < 300:
         return OutcomeKind.SUCCESS
-    if status in (401, 403):
+    if status in (401, 403) or _KEY_INVALID_REASON in facts.reasons:
         return OutcomeKind.AUTH
     if status == 402:
         return OutcomeKind.QUOTA_EXHAUSTED

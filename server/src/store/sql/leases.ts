@@ -1,8 +1,9 @@
-// The leases table: live leases, inserted by the grant journal and reconciled by snapshots; a row's epoch
-// and seq are its grant's (0 and 0 for a lease only a snapshot wrote). Every statement on it is here.
+// The leases table: live leases, written by the lease journal (grants in, ends out, a snapshot's rows through
+// it) and reconciled by full snapshots; a row's epoch and seq are its grant's (0 and 0 for a lease only a
+// snapshot wrote). Every statement on it is here.
 import type { LeaseRecord } from "../../domain/types.js";
 import type { GrantMark, JournaledGrant } from "../journal.js";
-import { asJson, type Queryable } from "./queryable.js";
+import { asJson, TEXT_OID, type Queryable } from "./queryable.js";
 
 interface LeaseRow {
   lease_id: string;
@@ -28,39 +29,30 @@ export async function selectLeases(db: Queryable): Promise<LeaseRecord[]> {
 }
 
 /**
- * The journal's statement: inserts `grants` and raises each epoch's high-water mark (server_epochs) to `marks`,
- * which also covers grants left out as ended. One statement, hence one transaction: the leases and the marks
- * commit together. A grant of a key that no longer exists is left out.
+ * The journal's statement: inserts `rows` (a row already there takes their holder and expiry), deletes the rows
+ * of the leases in `ended`, and raises each epoch's high-water mark (server_epochs) to `marks`, which also
+ * covers grants left out as ended. One statement, hence one transaction: the rows, the ends and the marks
+ * commit together. No lease is both among `rows` and `ended`. Rows are not checked against keys (migration 0003):
+ * the journal only writes live leases, and a row whose key was removed meanwhile is deleted by its lease's end.
  */
-export function insertJournaledLeases(db: Queryable, grants: JournaledGrant[], marks: GrantMark[]) {
+export function writeJournal(db: Queryable, rows: JournaledGrant[], ended: string[], marks: GrantMark[]) {
   return db`
-    with g as (
-      select * from jsonb_to_recordset(${db.json(asJson(grants))}::jsonb) as g(
+    with journaled as (
+      insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
+      select * from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as g(
         "leaseId" text, pool text, "keyId" text, holder text,
         "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
-    ), journaled as (
-      insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-      select g."leaseId", g.pool, g."keyId", g.holder, g."acquiredAt", g."expiresAt", g."ttlMs", g.epoch, g.seq
-      from g
-      -- A per-row probe of the key's index: a join would be planned as a scan of every key.
-      where (select true from keys k where k.pool = g.pool and k.id = g."keyId")
-      on conflict (lease_id) do nothing
+      on conflict (lease_id) do update
+        set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms
+    ), ended as (
+      -- An array, not a set from jsonb: the planner probes the primary key once per id instead of hashing
+      -- the ids against a scan of the table (5 ms instead of 0.1 ms for 64 ids beside 20,000 dead rows).
+      delete from leases l
+      where l.lease_id = any(${db.array(ended, TEXT_OID)}::text[])
     )
     update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
     from jsonb_to_recordset(${db.json(asJson(marks))}::jsonb) as m(epoch bigint, seq bigint)
     where e.epoch = m.epoch`;
-}
-
-/** A snapshot's leases; those known only from memory (restored or re-adopted) carry epoch 0: no journal covers them. */
-export function upsertSnapshotLeases(db: Queryable, rows: LeaseRecord[]) {
-  return db`
-    insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-    select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
-    from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as s(
-      "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
-    join keys k on k.pool = s.pool and k.id = s."keyId"
-    on conflict (lease_id) do update
-      set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
 }
 
 /** A full snapshot's reconciliation: every lease not among `keep` goes, except grants above the snapshot's mark. */
@@ -73,10 +65,7 @@ export function deleteLeasesExcept(db: Queryable, keep: string[], mark: GrantMar
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
 }
 
-/** Leases that ended since the last snapshot, except grants above its mark (a lease id is never granted twice). */
-export function deleteEndedLeases(db: Queryable, leaseIds: string[], mark: GrantMark) {
-  return db`
-    delete from leases l
-    where l.lease_id in (select jsonb_array_elements_text(${db.json(leaseIds)}::jsonb))
-      and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
+/** Makes the space of deleted rows reusable (the embedded database runs no autovacuum); not in a transaction. */
+export function vacuumLeases(db: Queryable) {
+  return db`vacuum leases`;
 }

@@ -16,6 +16,7 @@ import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib
 import { printReport } from "./lib/report.js";
 import { ends } from "./lib/ends.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
+import { addClientFigures, clientBench } from "./lib/clients.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -188,6 +189,7 @@ async function main() {
     result.renew = await section("renew", () => renewals(bs));
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));
+    addClientFigures(result, await section("clients", () => clientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
     result.budgets = await section("budgets", () => budgets(bs, quick ? { seconds: 5, warmupSeconds: 1 } : { seconds: 30, warmupSeconds: 2 }));
   } finally {
     await bs.stop();

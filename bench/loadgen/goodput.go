@@ -38,6 +38,8 @@ type GoodputResult struct {
 	// TokensPerSec: the tokens those successes used (sized requests, -tokens-min/-tokens-max), per measured second.
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	Latency      Latency `json:"latency"`
+	// ClientCPUUsPerRequest is this process's CPU (the client and its HTTP calls) per request offered.
+	ClientCPUUsPerRequest float64 `json:"client_cpu_us_per_request"`
 }
 
 var requestBody = []byte(`{"model":"fake-model","messages":[{"role":"user","content":"say hello"}]}`)
@@ -300,6 +302,7 @@ func runGoodput(o options) (*GoodputResult, error) {
 	if o.drain > 0 {
 		return drainBuckets(o, p, do, size), nil
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	end := measureFrom.Add(o.duration)
@@ -338,6 +341,7 @@ func runGoodput(o options) (*GoodputResult, error) {
 		}(at)
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	measured := o.duration.Seconds()
 	return &GoodputResult{
 		Scenario:      o.scenario,
@@ -353,6 +357,8 @@ func runGoodput(o options) (*GoodputResult, error) {
 		SuccessPerSec: float64(counted) / measured,
 		TokensPerSec:  float64(tokens) / measured,
 		Latency:       summarize(latencies),
+
+		ClientCPUUsPerRequest: float64(cpu.Nanoseconds()) / 1e3 / float64(max(requests, 1)),
 	}, nil
 }
 

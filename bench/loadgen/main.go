@@ -37,11 +37,13 @@ type options struct {
 	tokensMin   int64
 	tokensMax   int64
 	drain       int
+	ops         int
+	rounds      int
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | etcd | renew | wake | goodput")
+	flag.StringVar(&o.mode, "mode", "", "echo | cycle | floor | etcd | renew | wake | goodput | client-cpu")
 	flag.StringVar(&o.addr, "addr", "", "KeyMesh gRPC address host:port, or etcd's client address for mode etcd (loopback)")
 	flag.StringVar(&o.pool, "pool", "bench", "pool name")
 	flag.IntVar(&o.concurrency, "c", 1, "concurrent callers (echo, cycle, floor, etcd)")
@@ -63,6 +65,8 @@ func main() {
 	flag.Int64Var(&o.tokensMin, "tokens-min", 0, "smallest sized request, in tokens (goodput; 0 with -tokens-max 0: the fixed small request)")
 	flag.Int64Var(&o.tokensMax, "tokens-max", 0, "largest sized request, in tokens (goodput)")
 	flag.IntVar(&o.drain, "drain", 0, "send this many requests back to back, report them and exit (goodput: empties the buckets before a scenario)")
+	flag.IntVar(&o.ops, "ops", 1000, "scoped leases and bare pairs per round (client-cpu)")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (client-cpu)")
 	flag.Parse()
 
 	var (
@@ -78,6 +82,8 @@ func main() {
 		out, err = runWake(o)
 	case "goodput":
 		out, err = runGoodput(o)
+	case "client-cpu":
+		out, err = runClientCPU(o)
 	default:
 		err = fmt.Errorf("unknown -mode %q", o.mode)
 	}

@@ -9,22 +9,24 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// Client is a connection to a KeyMesh server. It embeds the generated clients, so every RPC of
-// KeyPoolService and PoolAdminService is a method of Client.
+// Client is a connection to a KeyMesh server or to several replicas. It embeds the generated
+// clients, so every RPC of KeyPoolService and PoolAdminService is a method of Client.
 type Client struct {
 	keymeshv1.KeyPoolServiceClient
 	keymeshv1.PoolAdminServiceClient
 
-	conn           *grpc.ClientConn
+	router         *router
 	defaultTimeout time.Duration
 	keeper         *keeper
 	log            *slog.Logger
@@ -78,14 +80,27 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // non-loopback address.
 var ErrTokenOverPlaintext = errors.New("keymesh: bearer token over plaintext is only allowed to a loopback address")
 
-// NewClient connects lazily to the server at addr ("host:port"). Without WithInsecure the
-// connection uses TLS (system roots unless WithTLS says otherwise).
-func NewClient(addr string, opts ...Option) (*Client, error) {
+// NewClient connects lazily to the server at target: "host:port", or several replicas
+// "host1:port,host2:port". A host name stands for every address it resolves to (at the first
+// call), each an endpoint. A call goes to its pool's owner once a replica named it (the
+// keymesh-owner header), else to the current endpoint, and moves to the next endpoint on
+// UNAVAILABLE (test/vectors/failover.json); the KeepAlive stream moves on when it breaks. A target
+// with a scheme ("dns:///…", "unix:…") is handed to grpc as one endpoint. Without WithInsecure
+// the connections use TLS (system roots unless WithTLS says otherwise).
+func NewClient(target string, opts ...Option) (*Client, error) {
 	cfg := clientConfig{defaultTimeout: 10 * time.Second, log: slog.Default()}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	dial := []grpc.DialOption{grpc.WithChainUnaryInterceptor(defaultTimeoutInterceptor(cfg.defaultTimeout))}
+	seeds, err := splitTargets(target)
+	if err != nil {
+		return nil, err
+	}
+	// Reconnect soon after a replica comes back (grpc's default backoff starts at 1s and grows to 2 minutes).
+	dial := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	})}
 	if cfg.insecure {
 		dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {
@@ -96,28 +111,40 @@ func NewClient(addr string, opts ...Option) (*Client, error) {
 		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	}
 	if cfg.token != "" {
-		if cfg.insecure && !isLoopback(addr) {
-			return nil, ErrTokenOverPlaintext
+		for _, s := range seeds {
+			if cfg.insecure && !isLoopback(s) {
+				return nil, ErrTokenOverPlaintext
+			}
 		}
 		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken{token: cfg.token, requireTLS: !cfg.insecure}))
 	}
-	conn, err := grpc.NewClient(addr, append(dial, cfg.dialOptions...)...)
-	if err != nil {
-		return nil, err
+	dial = append(dial, cfg.dialOptions...)
+	r := &router{
+		seeds: seeds,
+		dial: func(target string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+			return grpc.NewClient(target, append(slices.Clip(dial), extra...)...)
+		},
+		// A token never crosses a network in the clear, whichever replica a header names.
+		mayFollow:      func(hostPort string) bool { return !cfg.insecure || cfg.token == "" || isLoopback(hostPort) },
+		lookup:         net.DefaultResolver.LookupIPAddr,
+		defaultTimeout: cfg.defaultTimeout,
+		backoffBase:    100 * time.Millisecond,
+		backoffCap:     5 * time.Second,
+		conns:          map[string]*grpc.ClientConn{},
 	}
-	pool := keymeshv1.NewKeyPoolServiceClient(conn)
+	pool := keymeshv1.NewKeyPoolServiceClient(r)
 	return &Client{
 		KeyPoolServiceClient:   pool,
-		PoolAdminServiceClient: keymeshv1.NewPoolAdminServiceClient(conn),
-		conn:                   conn,
+		PoolAdminServiceClient: keymeshv1.NewPoolAdminServiceClient(r),
+		router:                 r,
 		defaultTimeout:         cfg.defaultTimeout,
 		keeper:                 newKeeper(pool),
 		log:                    cfg.log,
 	}, nil
 }
 
-// Close closes the connection; leases still held are reclaimed by the server at their expiry.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connections; leases still held are reclaimed by the server at their expiry.
+func (c *Client) Close() error { return c.router.close() }
 
 type bearerToken struct {
 	token      string
@@ -129,17 +156,6 @@ func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 
 func (b bearerToken) RequireTransportSecurity() bool { return b.requireTLS }
-
-func defaultTimeoutInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if _, ok := ctx.Deadline(); !ok && d > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-}
 
 func isLoopback(addr string) bool {
 	// A target may carry a resolver scheme ("dns:///127.0.0.1:50051"); the host is after it.

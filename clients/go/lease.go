@@ -140,11 +140,16 @@ func ExcludeKeys(ids ...string) LeaseOption {
 // RetryBudget is the total time Do may spend on attempts and backoff (default 30s).
 func RetryBudget(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.budget = d } }
 
-func newLeaseConfig(opts []LeaseOption) leaseConfig {
+// defaultHolder is "<hostname>/<pid>", looked up once.
+var defaultHolder = sync.OnceValue(func() string {
 	host, _ := os.Hostname()
+	return host + "/" + strconv.Itoa(os.Getpid())
+})
+
+func newLeaseConfig(opts []LeaseOption) leaseConfig {
 	cfg := leaseConfig{
 		wait:        30 * time.Second,
-		holder:      host + "/" + strconv.Itoa(os.Getpid()),
+		holder:      defaultHolder(),
 		budget:      30 * time.Second,
 		backoffBase: 100 * time.Millisecond,
 		backoffCap:  5 * time.Second,
@@ -155,8 +160,9 @@ func newLeaseConfig(opts []LeaseOption) leaseConfig {
 	return cfg
 }
 
-// finalReportTimeout bounds the report that ends a lease, which runs even when ctx is cancelled.
-const finalReportTimeout = 5 * time.Second
+// finalReportTimeout bounds the report that ends a lease, which runs even when ctx is cancelled;
+// it outlasts a replica's failover.
+const finalReportTimeout = 15 * time.Second
 
 // WithLease borrows a key of pool, runs fn with it and ends the lease. While fn runs the lease is
 // renewed over a KeepAlive stream; if the server revokes it or renewal fails for good, the ctx
@@ -258,9 +264,10 @@ func (c *Client) run(ctx context.Context, l *Lease, fn func(context.Context, *Le
 	return outcome, nil
 }
 
-// report ends the lease with its outcome, on a fresh context so a cancelled caller still ends it.
+// report ends the lease with its outcome, on a fresh context so a cancelled caller still ends it;
+// the call is about the lease's pool, so it goes to that pool's owner.
 func (c *Client) report(ctx context.Context, l *Lease, o Outcome, latency time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalReportTimeout)
+	ctx, cancel := context.WithTimeout(withPool(context.WithoutCancel(ctx), l.Pool), finalReportTimeout)
 	defer cancel()
 	var lat *durationpb.Duration
 	if latency > 0 {

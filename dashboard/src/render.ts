@@ -227,6 +227,6 @@ export function eventItem(e: Event): HTMLLIElement {
     h("strong", {}, type),
     ` ${e.pool}`,
     e.keyId && ` / ${e.keyId}`,
-    e.reason && h("div", { class: "muted" }, e.reason),
+    e.reason && h("div", { class: "muted" }, e.adminChange ? `${e.reason} by ${e.adminChange.actor}` : e.reason),
   );
 }

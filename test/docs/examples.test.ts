@@ -30,8 +30,9 @@ describe("docs/operations.md", () => {
     expect(pool!.keys[0]!.limits).toEqual({ requestsPerMinute: 4950, tokensPerMinute: 990_000, requestsPerDay: 0 });
     const auth = createAuthorizer(config.tokens);
     const acquire = { service: "keymesh.v1.KeyPoolService", name: "Acquire" };
-    expect(auth.authorize(acquire, `Bearer ${env.BACKEND_TOKEN}`, "openai")).toEqual({ ok: true });
+    expect(auth.authorize(acquire, `Bearer ${env.BACKEND_TOKEN}`, "openai")).toEqual({ ok: true, name: "auth.tokens[1]" });
     expect(auth.authorize(acquire, `Bearer ${env.OPS_TOKEN}`, "openai")).toMatchObject({ ok: false, code: "permission_denied" });
+    expect(auth.authorize({ service: "keymesh.v1.PoolAdminService", name: "ListPools" }, `Bearer ${env.OPS_TOKEN}`, undefined)).toEqual({ ok: true, name: "ops team" });
   });
 
   it("has a KEYMESH_AUTH_TOKENS example that parses", () => {

@@ -1,3 +1,4 @@
+import type { LookupFunction } from "node:net";
 import { type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { PoolAdminService } from "./gen/keymesh/v1/admin_pb.js";
@@ -5,6 +6,7 @@ import { KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { Keeper } from "./keeper.js";
 import { type Lease, type LeaseOptions, withKey } from "./lease.js";
 import { callWithRetry, type RetryOptions } from "./retry.js";
+import { type PinnedAddress, RoutingTransport } from "./router.js";
 import { type WrapOptions, wrapClient } from "./wrap.js";
 
 export interface TlsOptions {
@@ -18,9 +20,21 @@ export interface TlsOptions {
 }
 
 export interface KeyMeshClientOptions {
-  /** "http://127.0.0.1:50051" (plaintext HTTP/2) or "https://keymesh.example.com". */
-  baseUrl: string;
-  /** Native gRPC (default, the fast listener) or Connect; or a ready Transport (tests). */
+  /**
+   * "http://127.0.0.1:50051" (plaintext HTTP/2) or "https://keymesh.example.com". A host name stands for
+   * every address it resolves to (at the first call): each is an endpoint, as with `endpoints`.
+   */
+  baseUrl?: string;
+  /**
+   * Several replicas instead of baseUrl, same scheme for all: a call goes to its pool's owner when a
+   * replica named it (the keymesh-owner header), else to the current endpoint, and moves to the next
+   * one on UNAVAILABLE (test/vectors/failover.json).
+   */
+  endpoints?: string[];
+  /**
+   * Native gRPC (default, the fast listener) or Connect; or a ready Transport (tests). Over Connect
+   * owner headers are not followed: they name a replica's gRPC listener.
+   */
   transport?: "grpc" | "connect" | Transport;
   /** Sent as "authorization: Bearer <token>"; over plaintext only to a loopback address. */
   token?: string;
@@ -44,13 +58,20 @@ export interface KeyMeshClient {
   wrap<C extends object>(pool: string, client: C, opts?: WrapOptions<C>): C;
 }
 
-/** Connects to a KeyMesh server (lazily: the first call opens the connection). */
+/** Connects to a KeyMesh server or replicas (lazily: the first call opens the connection). */
 export function createKeyMeshClient(options: KeyMeshClientOptions): KeyMeshClient {
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
-  const transport = typeof options.transport === "object" ? options.transport : createTransport(options, defaultTimeoutMs);
+  const router = typeof options.transport === "object" ? undefined : createRouter(options, defaultTimeoutMs);
+  const transport = router ?? (options.transport as Transport);
   const pool = createClient(KeyPoolService, transport);
   const admin = createClient(PoolAdminService, transport);
-  const ctx = { pool, keeper: new Keeper(pool), defaultTimeoutMs, logger: options.logger ?? console };
+  const ctx = {
+    pool,
+    keeper: new Keeper(pool),
+    defaultTimeoutMs,
+    logger: options.logger ?? console,
+    poolContext: router ? (name: string) => router.poolContext(name) : () => undefined,
+  };
   return {
     pool,
     admin,
@@ -60,11 +81,15 @@ export function createKeyMeshClient(options: KeyMeshClientOptions): KeyMeshClien
   };
 }
 
-function createTransport(options: KeyMeshClientOptions, defaultTimeoutMs: number): Transport {
-  const url = new URL(options.baseUrl);
+function createRouter(options: KeyMeshClientOptions, defaultTimeoutMs: number): RoutingTransport {
+  if ((options.baseUrl === undefined) === (options.endpoints === undefined)) throw new Error("keymesh: give either baseUrl or endpoints");
+  const seeds = (options.endpoints ?? [options.baseUrl!]).map((u) => new URL(u));
+  if (seeds.length === 0) throw new Error("keymesh: endpoints is empty");
+  const secure = seeds[0]!.protocol === "https:";
+  if (seeds.some((u) => u.protocol !== seeds[0]!.protocol)) throw new Error("keymesh: every endpoint must have the same scheme");
   const interceptors: Interceptor[] = [];
   if (options.token !== undefined) {
-    if (url.protocol !== "https:" && !isLoopback(url.hostname)) {
+    if (!secure && !seeds.every((u) => isLoopback(u.hostname))) {
       throw new Error("keymesh: a bearer token over plaintext is only allowed to a loopback address");
     }
     const header = `Bearer ${options.token}`;
@@ -73,11 +98,25 @@ function createTransport(options: KeyMeshClientOptions, defaultTimeoutMs: number
       return next(req);
     });
   }
-  const nodeOptions = options.tls ? { ...options.tls } : undefined;
-  const common = { baseUrl: options.baseUrl, interceptors, defaultTimeoutMs, nodeOptions };
-  return options.transport === "connect"
-    ? createConnectTransport({ ...common, httpVersion: "2" })
-    : createGrpcTransport(common);
+  return new RoutingTransport({
+    seeds,
+    defaultTimeoutMs,
+    connect(url: URL, pinned?: PinnedAddress): Transport {
+      const nodeOptions = { ...options.tls, ...(pinned ? { lookup: pinnedLookup(pinned) } : {}) };
+      const common = { baseUrl: url.href.replace(/\/$/, ""), interceptors, defaultTimeoutMs, nodeOptions };
+      return options.transport === "connect" ? createConnectTransport({ ...common, httpVersion: "2" }) : createGrpcTransport(common);
+    },
+    // A token never crosses a network in the clear, whichever replica a header names.
+    mayFollow: (hostPort) => options.transport !== "connect" && (secure || options.token === undefined || isLoopback(hostPort.slice(0, hostPort.lastIndexOf(":")))),
+  });
+}
+
+/** Connects to one address of a host name; the name stays the TLS server name and the :authority. */
+function pinnedLookup({ address, family }: PinnedAddress): LookupFunction {
+  return (_hostname, opts, callback) => {
+    if (opts.all) callback(null, [{ address, family }]);
+    else callback(null, address, family);
+  };
 }
 
 function isLoopback(hostname: string): boolean {

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { inspect } from "node:util";
-import type { Client } from "@connectrpc/connect";
+import type { Client, ContextValues } from "@connectrpc/connect";
 import { type AcquireResponse, KeyPoolService } from "./gen/keymesh/v1/pool_pb.js";
 import { classify, failureReasonOf, type Outcome } from "./classify.js";
 import { durationFromMs, msFromDuration } from "./duration.js";
@@ -29,10 +29,12 @@ export interface LeaseContext {
   keeper: Keeper;
   defaultTimeoutMs: number;
   logger: Pick<Console, "warn">;
+  /** Call options saying that a call by lease id is about that lease's pool (routed to its owner). */
+  poolContext(pool: string): ContextValues | undefined;
 }
 
-/** Bounds the report that ends a lease, which runs even when the caller's signal aborted. */
-const FINAL_REPORT_TIMEOUT_MS = 5_000;
+/** Bounds the report that ends a lease, which runs even when the caller's signal aborted; it outlasts a replica's failover. */
+const FINAL_REPORT_TIMEOUT_MS = 15_000;
 
 /** The mutable side of a lease, shared by withKey and the Keeper; not part of the public API. */
 export class LeaseState {
@@ -163,11 +165,14 @@ export function settle<T>(result: RunResult<T>): T {
   return result.value;
 }
 
+let holder: string | undefined;
+const defaultHolder = () => (holder ??= `${hostname()}/${process.pid}`);
+
 export async function acquire(ctx: LeaseContext, pool: string, opts: LeaseOptions, exclude: string[], waitMs: number): Promise<Lease> {
   const resp = await ctx.pool.acquire(
     {
       pool,
-      holder: opts.holder ?? `${hostname()}/${process.pid}`,
+      holder: opts.holder ?? defaultHolder(),
       estimatedTokens: BigInt(opts.estimatedTokens ?? 0),
       excludeKeyIds: exclude,
       waitTimeout: waitMs > 0 ? durationFromMs(waitMs) : undefined,
@@ -222,7 +227,7 @@ const isTimeout = (reason: unknown) => reason instanceof Error && reason.name ==
 
 /** Ends the lease with its outcome, on a fresh deadline so an aborted caller still ends it. */
 async function report(ctx: LeaseContext, lease: Lease, o: Outcome, latencyMs: number): Promise<undefined> {
-  const call = { timeoutMs: FINAL_REPORT_TIMEOUT_MS };
+  const call = { timeoutMs: FINAL_REPORT_TIMEOUT_MS, contextValues: ctx.poolContext(lease.pool) };
   const latency = latencyMs > 0 ? durationFromMs(latencyMs) : undefined;
   const rateLimit = rateLimitToProto(o.rateLimit);
   switch (o.kind) {

@@ -1,6 +1,9 @@
 // Wiring: database, engine, services and both listeners, started in order and stopped in reverse.
 // Nothing here listens until start() is called, and ports 0 pick free ports (tests use that).
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import * as grpc from "@grpc/grpc-js";
+import { CONFIG_FILE_ACTOR } from "../domain/audit.js";
 import { PoolEngine } from "../domain/engine.js";
 import { LeaseTokens } from "../domain/lease-token.js";
 import { systemClock } from "../domain/system-clock.js";
@@ -20,6 +23,7 @@ import { checkRequest } from "../rpc/limits.js";
 import { KeyPoolServiceImpl, poolWireCodecs } from "../rpc/pool-service.js";
 import { Admin } from "../service/admin.js";
 import { Lending } from "../service/lending.js";
+import { AuditRetention, PostgresAuditTrail } from "../store/audit-trail.js";
 import { Availability } from "../store/availability.js";
 import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
@@ -35,6 +39,12 @@ import type { ServerConfig } from "./config.js";
 
 /** Ends between two vacuums of the embedded database's leases table: it stays within a few MB of its live rows. */
 const EMBEDDED_VACUUM_EVERY = 10_000;
+
+// The same relative path from server/src/app and server/dist/app, in a checkout and in an installed package.
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+/** How often an idle server checks that its database answers (keymesh_database_up, /readyz). */
+const DATABASE_HEARTBEAT_MS = 10_000;
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -64,7 +74,7 @@ export async function startServer(
   if (!authorizer.enabled) log.warn({ host: cfg.host }, "auth is off: no tokens configured; serving on loopback only");
   const tls = loadTlsFiles(env);
 
-  const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log });
+  const db: Database = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, log, statementTimeoutMs: cfg.statementTimeoutMs });
   try {
     return await startOnDatabase(cfg, log, env, db, { declared, authorizer, tls, hooks });
   } catch (e) {
@@ -88,14 +98,14 @@ async function startOnDatabase(
   const epoch = await beginEpoch(db.sql, availability, systemClock.now());
   const loaded = await loadState(db.sql, box, availability);
 
-  const metrics = createMetrics();
+  const metrics = createMetrics({ maxKeysPerPool: cfg.metricsMaxKeys, version: PACKAGE_VERSION });
   const events = new EventHub();
   const leaseSecret = box.deriveKey("keymesh lease tokens v1");
   const onEvent = (e: DomainEvent) => {
     events.publish(e);
     lending.onEngineEvent(e);
     if (e.type === "lease_expired") metrics.countLeaseExpiries(e.pool);
-    if (e.type === "lease_ended" && e.outcome) metrics.countOutcome(e.pool, e.outcome);
+    if (e.type === "lease_ended" && e.outcome) metrics.countOutcome(e.pool, e.keyId!, e.outcome);
     if (e.type === "key_auto_disabled" || e.type === "circuit_opened" || e.type === "lease_expired") {
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
@@ -111,18 +121,30 @@ async function startOnDatabase(
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
   const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
-  const admin = new Admin(engine, config, Date.now, () => lending.endsDurable());
+  const audit = new PostgresAuditTrail(db.sql, availability);
+  const retention = new AuditRetention({ trail: audit, retentionMs: cfg.auditRetentionMs, clock: systemClock, log });
+  const admin = new Admin({
+    engine,
+    store: config,
+    audit,
+    now: Date.now,
+    replica: `${hostname()}:${process.pid}`,
+    log,
+    endsDurable: () => lending.endsDurable(),
+    onRecorded: (entry) => events.publish({ type: "admin_change", pool: entry.pool, entry }),
+  });
   engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
   log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
+  const by = CONFIG_FILE_ACTOR;
   const configApi: BootstrapApi = {
-    createPool: (p) => admin.createPool(p),
-    updatePool: (p) => admin.updatePool(p),
-    addKey: (k) => admin.addKey(k),
-    updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
-    enableKey: (pool, id) => admin.enableKey(pool, id),
-    disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
-    removeKey: (pool, id) => admin.removeKey(pool, id, false),
+    createPool: (p) => admin.createPool(by, p),
+    updatePool: (p) => admin.updatePool(by, p),
+    addKey: (k) => admin.addKey(by, k),
+    updateKey: (k) => admin.updateKey(by, { ...k, id: k.id! }),
+    enableKey: (pool, id) => admin.enableKey(by, pool, id),
+    disableKey: (pool, id, reason) => admin.disableKey(by, pool, id, false, reason),
+    removeKey: (pool, id) => admin.removeKey(by, pool, id, false),
   };
   const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
   if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
@@ -135,11 +157,11 @@ async function startOnDatabase(
       return undefined;
     }
   };
-  const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
+  const declared = configReloader({ file: cfg.configFile, host: cfg.host, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
   const services = [
     serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
-    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now })),
+    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: Date.now })),
   ];
 
   const snapshotter = new Snapshotter({
@@ -147,8 +169,8 @@ async function startOnDatabase(
     source: engine,
     intervalMs: cfg.snapshotIntervalMs,
     log,
-    onSnapshot: (durationMs: number, at: number) => metrics.observeSnapshot(durationMs, at),
-    onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
+    onSnapshot: (durationMs: number) => metrics.observeSnapshot(durationMs),
+    onFailure: () => metrics.countSnapshotFailure(),
   });
   metrics.setSource({
     pools: () => engine.listPools().map((p) => p.name),
@@ -159,8 +181,10 @@ async function startOnDatabase(
         return undefined;
       }
     },
+    unwrittenSince: () => snapshotter.unwrittenSince,
   });
   metrics.setDatabaseUp(true);
+  availability.onAvailability((up) => metrics.setDatabaseUp(up));
 
   let ready = false;
   const listeners = new Listeners({
@@ -168,6 +192,7 @@ async function startOnDatabase(
     files: [file_keymesh_v1_pool, file_keymesh_v1_admin],
     mapError: createErrorMapper((err) => log.error({ err }, "unexpected error in a handler")),
     checkRequest,
+    observeRpc: (listener, method, code, durationMs) => metrics.observeRpc(listener, method.parent.typeName, method.name, code, durationMs),
     maxMessageBytes: cfg.maxMessageBytes,
     tls: opts.tls,
     healthz: () => ({ status: 200, body: "ok\n" }),
@@ -182,6 +207,8 @@ async function startOnDatabase(
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
   snapshotter.start();
+  retention.start();
+  availability.startHeartbeat(DATABASE_HEARTBEAT_MS);
   availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
   ready = true;
@@ -198,6 +225,7 @@ async function startOnDatabase(
         ready = false;
         events.closeAll();
         await listeners.shutdown(STOP_BOUNDS.callsMs);
+        await retention.stop();
         if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
           log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: journal.pending }, "final snapshot not written in time: runtime state since the last snapshot is lost");
         }

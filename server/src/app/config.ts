@@ -2,6 +2,8 @@
 // a bad value is a start-up error naming the variable.
 import path from "node:path";
 import { parseDuration } from "../ops/duration.js";
+import { DEFAULT_MAX_KEYS_PER_POOL } from "../ops/metrics.js";
+import { DEFAULT_STATEMENT_TIMEOUT_MS } from "../store/database.js";
 
 export interface ServerConfig {
   host: string;
@@ -15,6 +17,12 @@ export interface ServerConfig {
   logLevel: string;
   /** KEYMESH_CONFIG: declarative pools, keys and tokens applied at start. */
   configFile?: string;
+  /** KEYMESH_AUDIT_RETENTION: audit entries older than this are deleted. */
+  auditRetentionMs: number;
+  /** KEYMESH_METRICS_MAX_KEYS: a pool with more keys exports no per-key series; 0 turns them off. */
+  metricsMaxKeys: number;
+  /** KEYMESH_STATEMENT_TIMEOUT: the longest a statement may run on an external Postgres; 0: no limit. */
+  statementTimeoutMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -40,11 +48,27 @@ function duration(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
   return ms;
 }
 
+function durationOrZero(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const ms = parseDuration(raw);
+  if (ms === undefined) throw new ConfigVariableError(name, `"${raw}" is not a duration (e.g. 30s, 2m; 0 for none)`);
+  return ms;
+}
+
 function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name]?.trim();
   if (!raw) return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0) throw new ConfigVariableError(name, `"${raw}" is not a positive integer`);
+  return n;
+}
+
+function nonNegativeInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigVariableError(name, `"${raw}" is not a non-negative integer`);
   return n;
 }
 
@@ -59,5 +83,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     maxMessageBytes: positiveInt(env, "KEYMESH_MAX_MESSAGE_BYTES", 1024 * 1024),
     logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
+    auditRetentionMs: duration(env, "KEYMESH_AUDIT_RETENTION", 90 * 86_400_000),
+    metricsMaxKeys: nonNegativeInt(env, "KEYMESH_METRICS_MAX_KEYS", DEFAULT_MAX_KEYS_PER_POOL),
+    statementTimeoutMs: durationOrZero(env, "KEYMESH_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT_MS),
   };
 }

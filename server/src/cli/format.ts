@@ -6,6 +6,7 @@ import {
   EventTypeSchema,
   KeyStateSchema,
   StrategySchema,
+  type AuditEntry,
   type Event,
   type BudgetRemaining,
   type Key,
@@ -201,5 +202,36 @@ export function eventLine(event: Event): string {
   if (event.leaseId) parts.push(`lease=${event.leaseId}`);
   if (event.until) parts.push(`until=${iso(event.until)}`);
   if (event.reason) parts.push(`reason=${JSON.stringify(event.reason)}`);
+  if (event.adminChange) parts.push(`by=${JSON.stringify(event.adminChange.actor)}`, `change=${JSON.stringify(changeText(event.adminChange))}`);
   return parts.join(" ") + "\n";
+}
+
+const valueText = (v: unknown): string => (typeof v === "string" ? v : JSON.stringify(v));
+
+/** What an entry changed: the fields that differ ("label: a → b"), or what was created or deleted. */
+function changeText(entry: AuditEntry): string {
+  const { before, after } = entry;
+  if (!before && after) return "created";
+  if (before && !after) return entry.action === "revoke_lease" && typeof before.holder === "string" && before.holder ? `holder ${before.holder}` : "deleted";
+  if (!before || !after) return dash;
+  const changed = [...new Set([...Object.keys(before), ...Object.keys(after)])]
+    .filter((field) => JSON.stringify(before[field]) !== JSON.stringify(after[field]))
+    .map((field) => `${field}: ${valueText(before[field] ?? null)} → ${valueText(after[field] ?? null)}`);
+  return changed.join(", ") || "no change";
+}
+
+export function auditTable(entries: AuditEntry[]): string {
+  return table(
+    ["TIME", "ACTOR", "ACTION", "POOL", "OBJECT", "CHANGE", "REASON", "REPLICA"],
+    entries.map((e) => [
+      iso(e.time),
+      e.actor,
+      e.action,
+      e.pool,
+      e.leaseId || e.keyId || dash,
+      changeText(e),
+      e.reason || dash,
+      e.replica,
+    ]),
+  );
 }

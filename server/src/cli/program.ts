@@ -1,12 +1,13 @@
 // The `keymesh` command line: operator commands over the admin API, plus `serve`.
 // Every failure becomes one `error: …` line on stderr and a non-zero exit code.
 import { create, toJson, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, FieldMaskSchema, type Duration } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, FieldMaskSchema, timestampFromMs, type Duration } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { stringify as toYaml } from "yaml";
 import {
   AddKeyResponseSchema,
+  ListAuditEntriesResponseSchema,
   CircuitBreakerConfigSchema,
   CreatePoolResponseSchema,
   DisableKeyResponseSchema,
@@ -44,13 +45,15 @@ import {
 import { mask } from "../domain/mask.js";
 import { formatDuration, parseDuration } from "../ops/duration.js";
 import type { AdminClient, ConnectOptions } from "./client.js";
-import { count, eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, statsTable } from "./format.js";
+import { auditTable, count, eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, statsTable } from "./format.js";
 
 /** A unary admin call that takes longer than this (`--timeout`) fails, naming the address. */
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** How long `watch` keeps reconnecting once its stream is lost (`--retry-for`). */
 const DEFAULT_RETRY_FOR_MS = 60_000;
 const MAX_RECONNECT_DELAY_MS = 5_000;
+/** How many audit entries `keymesh audit` shows unless --limit says otherwise. */
+const DEFAULT_AUDIT_LIMIT = 100;
 
 export interface CliIo {
   stdout(text: string): void;
@@ -96,6 +99,22 @@ function durationArg(value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined) throw new InvalidArgumentError('expected a duration such as "500ms", "30s", "5m", "1h"');
   return ms;
+}
+
+function positiveIntArg(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) === 0) {
+    throw new InvalidArgumentError("expected a positive integer");
+  }
+  return Number(value);
+}
+
+/** An instant (epoch ms) from an RFC 3339 time, or a duration back from now, resolved when the command runs. */
+function sinceArg(value: string): number | ((now: number) => number) {
+  const back = parseDuration(value);
+  if (back !== undefined) return (now: number) => now - back;
+  const at = /^\d{4}-\d{2}-\d{2}/.test(value) ? Date.parse(value) : NaN;
+  if (Number.isNaN(at)) throw new InvalidArgumentError('expected a duration back from now ("1h", "7d") or a time such as 2026-01-31T12:00:00Z');
+  return at;
 }
 
 function nonNegativeIntArg(value: string): number {
@@ -731,6 +750,27 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     };
     return (await applyConfig(config, current, api, { info: () => {} })).map(describeAction);
   };
+
+  program
+    .command("audit")
+    .description("list admin changes, newest first: who, what, before and after (secrets masked)")
+    .option("--pool <pool>", "only this pool's changes")
+    .option("--since <when>", "only changes since then: a duration back from now (1h, 7d) or an RFC 3339 time", sinceArg)
+    .option("--limit <n>", "most entries to show", positiveIntArg, DEFAULT_AUDIT_LIMIT)
+    .action(async (flags: { pool?: string; since?: number | ((now: number) => number); limit: number }) => {
+      const since = typeof flags.since === "function" ? flags.since(io.now()) : flags.since;
+      const res = create(ListAuditEntriesResponseSchema);
+      let pageToken = "";
+      do {
+        const page = await admin().listAuditEntries(
+          { pool: flags.pool ?? "", since: since === undefined ? undefined : timestampFromMs(since), pageSize: Math.min(flags.limit - res.entries.length, 1000), pageToken },
+          call(),
+        );
+        res.entries.push(...page.entries);
+        pageToken = page.nextPageToken;
+      } while (pageToken && res.entries.length < flags.limit);
+      emit(ListAuditEntriesResponseSchema, res, () => auditTable(res.entries));
+    });
 
   program
     .command("watch")

@@ -403,11 +403,14 @@ export class PoolEngine {
     return { leaseId, expiresAt, ttlMs: ttl, renewIntervalMs: Math.floor(ttl / 3) };
   }
 
-  revokeLease(leaseId: string, reason: string): void {
+  /** Ends a live lease now; returns it as it was. */
+  revokeLease(leaseId: string, reason: string): LeaseRecord {
     const now = this.timers.tick();
     const lease = this.findLease(leaseId, now);
+    const record = { ...lease.record };
     this.revoke(lease, now, lease.key.pool.secrets.redact(reason));
     this.pump(lease.key.pool, now);
+    return record;
   }
 
   listLeases(pool: string, keyId?: string): LeaseRecord[] {

@@ -18,6 +18,8 @@ export type Scope = "admin" | "use:*" | `use:${string}`;
 /** One configured token and what it may do. */
 export interface TokenGrant {
   token: string;
+  /** What the audit trail calls whoever presents it; never the token. */
+  name: string;
   scopes: Scope[];
   /** Where it was configured (for error messages; never the token itself). */
   origin: string;
@@ -29,7 +31,7 @@ interface MethodRef {
 }
 
 type AuthDecision =
-  | { ok: true }
+  | { ok: true; /** The token's name; undefined when auth is off or the service is open. */ name?: string }
   | { ok: false; code: "unauthenticated" | "permission_denied"; message: string };
 
 export interface Authorizer {
@@ -41,6 +43,9 @@ export interface Authorizer {
    */
   authorize(method: MethodRef, authorizationHeader: string | undefined, requestPool: string | undefined): AuthDecision;
 }
+
+/** What a token's name may be: it is shown in logs and the audit trail. */
+export const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,62}$/;
 
 /** Shorter tokens can be guessed; a start-up error is kinder than a weak deployment. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -70,7 +75,8 @@ function validateGrant(grant: TokenGrant): TokenGrant {
 
 /**
  * Parses KEYMESH_AUTH_TOKENS: `token=scope,scope;token=scope`, e.g.
- * `t0ken-for-ops-1234=admin,use:*;t0ken-for-api-5678=use:openai`. Empty or unset: no tokens.
+ * `t0ken-for-ops-1234=admin,use:*;t0ken-for-api-5678=use:openai`. Empty or unset: no tokens. The
+ * entries are named by position (`KEYMESH_AUTH_TOKENS[1]`, …); a config file's tokens can have names.
  */
 export function parseAuthTokensEnv(value: string | undefined): TokenGrant[] {
   if (!value || value.trim() === "") return [];
@@ -87,7 +93,7 @@ export function parseAuthTokensEnv(value: string | undefined): TokenGrant[] {
         .split(",")
         .filter((s) => s.trim() !== "")
         .map((s) => parseScope(s, origin));
-      return validateGrant({ token: entry.slice(0, eq).trim(), scopes, origin });
+      return validateGrant({ token: entry.slice(0, eq).trim(), name: `KEYMESH_AUTH_TOKENS[${index + 1}]`, scopes, origin });
     });
 }
 
@@ -105,20 +111,24 @@ function bearerToken(header: string | undefined): string | undefined {
 
 export function createAuthorizer(grants: readonly TokenGrant[]): Authorizer {
   const seen = new Set<string>();
+  const names = new Map<string, string>();
   const entries = grants.map((grant) => {
     const hex = digest(grant.token).toString("hex");
     if (seen.has(hex)) throw new Error(`${grant.origin}: the same token is configured twice`);
     seen.add(hex);
-    return { digest: digest(grant.token), scopes: [...grant.scopes] };
+    const other = names.get(grant.name);
+    if (other !== undefined) throw new Error(`${grant.origin}: the name "${grant.name}" is also given to ${other}`);
+    names.set(grant.name, grant.origin);
+    return { digest: digest(grant.token), name: grant.name, scopes: [...grant.scopes] };
   });
   const enabled = entries.length > 0;
 
   // Every configured digest is compared, so timing does not reveal which entry (if any) matched.
-  const lookup = (token: string): Scope[] | undefined => {
+  const lookup = (token: string): { name: string; scopes: Scope[] } | undefined => {
     const presented = digest(token);
-    let found: Scope[] | undefined;
+    let found: { name: string; scopes: Scope[] } | undefined;
     for (const entry of entries) {
-      if (timingSafeEqual(entry.digest, presented)) found = entry.scopes;
+      if (timingSafeEqual(entry.digest, presented)) found = entry;
     }
     return found;
   };
@@ -131,16 +141,17 @@ export function createAuthorizer(grants: readonly TokenGrant[]): Authorizer {
       if (token === undefined) {
         return { ok: false, code: "unauthenticated", message: "missing bearer token (authorization: Bearer <token>)" };
       }
-      const scopes = lookup(token);
-      if (!scopes) return { ok: false, code: "unauthenticated", message: "unknown bearer token" };
+      const found = lookup(token);
+      if (!found) return { ok: false, code: "unauthenticated", message: "unknown bearer token" };
+      const { name, scopes } = found;
       const called = `${method.service}/${method.name}`;
       if (method.service === KEY_POOL_SERVICE) {
-        if (scopeAllowsPool(scopes, requestPool)) return ALLOW;
+        if (scopeAllowsPool(scopes, requestPool)) return { ok: true, name };
         const needed = requestPool === undefined ? "use:<pool>" : `use:${requestPool}`;
         return { ok: false, code: "permission_denied", message: `${called} needs scope ${needed}` };
       }
       // The admin service, and any service added later, needs admin until it says otherwise.
-      if (scopes.includes("admin")) return ALLOW;
+      if (scopes.includes("admin")) return { ok: true, name };
       return { ok: false, code: "permission_denied", message: `${called} needs scope admin` };
     },
   };

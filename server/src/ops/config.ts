@@ -8,7 +8,17 @@ import { LineCounter, isMap, parseDocument, type Document } from "yaml";
 import { isKeyId, isPoolName, isStrategy, POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
 import { DomainError } from "../domain/errors.js";
 import { STRATEGIES, type KeyConfig, type KeyInput, type Limits, type PoolConfig, type PoolInput } from "../domain/types.js";
-import { createAuthorizer, MIN_TOKEN_LENGTH, parseAuthTokensEnv, parseScope, type Authorizer, type Scope, type TokenGrant } from "./auth.js";
+import {
+  checkAuthBinding,
+  createAuthorizer,
+  MIN_TOKEN_LENGTH,
+  parseAuthTokensEnv,
+  parseScope,
+  TOKEN_NAME,
+  type Authorizer,
+  type Scope,
+  type TokenGrant,
+} from "./auth.js";
 import { formatDuration, parseDuration } from "./duration.js";
 
 /** Pool settings a file may declare (PoolInput without the name). */
@@ -403,7 +413,12 @@ class Reader {
     this.onlyFields(raw, ["auth"], new Set(["tokens"]));
     const tokens = this.each(raw.tokens, ["auth", "tokens"], (entry, at) => {
       const t = this.mapping(entry, at);
-      this.onlyFields(t, at, new Set(["token", "token_env", "token_file", "scopes"]));
+      this.onlyFields(t, at, new Set(["name", "token", "token_env", "token_file", "scopes"]));
+      const name = t.name === undefined ? formatPath(at) : this.attempt(() => {
+        const name = this.string(t.name, [...at, "name"]);
+        if (!TOKEN_NAME.test(name)) this.fail([...at, "name"], "must be 1-63 characters of letters, digits, space and ._:@-, starting with a letter or digit");
+        return name;
+      });
       const sources = ["token", "token_env", "token_file"].filter((f) => t[f] !== undefined);
       const token = this.attempt(() => {
         if (sources.length !== 1) this.fail(at, "needs exactly one of token, token_env, token_file");
@@ -429,9 +444,9 @@ class Reader {
         if (scopes.includes(undefined)) throw INVALID;
         return scopes as Scope[];
       });
-      return { token: this.#require(token), scopes: this.#require(scopes), origin: `${this.source}: ${formatPath(at)}` };
+      return { token: this.#require(token), name: this.#require(name), scopes: this.#require(scopes), origin: `${this.source}: ${formatPath(at)}` };
     });
-    return tokens.filter((t): t is TokenGrant => t !== undefined);
+    return this.unique(tokens, ["auth", "tokens"], "name", (t) => t.name, "token name");
   }
 
   private secret(value: unknown, at: Path): string {
@@ -698,16 +713,18 @@ export interface ConfigReloader {
 
 /**
  * Re-applying the config file while the server runs. Reloads run one at a time, each planned against
- * what the one before applied; whether auth is on is fixed at start (the listeners' bind check and the
- * guard decide on it), so a file that would turn it on or off is refused.
+ * what the one before applied. The tokens take effect at once; a file that turns auth off (no token
+ * left) is refused unless the server listens on loopback only, as at start.
  */
 export function configReloader(opts: {
   file?: string;
+  /** The address the listeners are bound to (KEYMESH_HOST). */
+  host: string;
   env: NodeJS.ProcessEnv;
   authorizer: Authorizer;
   api: BootstrapApi;
   current: () => CurrentConfig;
-  log: { info(fields: object, message: string): void; error(fields: object, message: string): void };
+  log: { info(fields: object, message: string): void; warn(fields: object, message: string): void; error(fields: object, message: string): void };
 }): ConfigReloader {
   let authorizer = opts.authorizer;
   let last: Promise<unknown> = Promise.resolve();
@@ -718,17 +735,23 @@ export function configReloader(opts: {
     try {
       config = loadConfigFile(opts.file, opts.env);
       next = createAuthorizer([...parseAuthTokensEnv(opts.env.KEYMESH_AUTH_TOKENS), ...config.tokens]);
+      checkAuthBinding(opts.host, next.enabled);
     } catch (err) {
       return { refused: (err as Error).message };
     }
-    if (next.enabled !== authorizer.enabled) return { refused: `turning auth ${next.enabled ? "on" : "off"} needs a restart` };
+    if (next.enabled !== authorizer.enabled) {
+      if (next.enabled) opts.log.info({ source: opts.file }, "auth turned on: every call needs a token from now on");
+      else opts.log.warn({ source: opts.file, host: opts.host }, "auth turned off: no tokens configured; serving on loopback only");
+    }
     authorizer = next;
     const actions = await applyConfig(config, opts.current(), opts.api, opts.log);
     return { applied: actions.map(describeAction) };
   };
   return {
     authorizer: {
-      enabled: authorizer.enabled,
+      get enabled() {
+        return authorizer.enabled;
+      },
       authorize: (method, header, pool) => authorizer.authorize(method, header, pool),
     },
     reload() {

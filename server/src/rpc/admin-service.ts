@@ -1,5 +1,6 @@
 // PoolAdminService: maps requests (field masks included) to the Admin service, which writes through to
 // the store, and answers reads from the engine.
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { PoolEngine } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
@@ -16,6 +17,7 @@ import type {
   GetPoolRequest,
   GetPoolStatsRequest,
   ListKeysRequest,
+  ListAuditEntriesRequest,
   ListLeasesRequest,
   PoolAdminService,
   RemoveKeyRequest,
@@ -25,10 +27,11 @@ import type {
   WatchEventsRequest,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
-import { eventToProto, keyToProto, leaseToProto, limitsFromProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
+import { auditEntryToProto, eventToProto, keyToProto, leaseToProto, limitsFromProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
 import type { Admin } from "../service/admin.js";
+import type { AuditTrail } from "../store/audit-trail.js";
 import type { EventHub } from "./event-hub.js";
-import { page, sortable } from "./paging.js";
+import { MAX_PAGE_SIZE, page, readToken, sortable, writeToken } from "./paging.js";
 import type { Guard } from "./guard.js";
 
 export interface AdminDeps {
@@ -36,6 +39,8 @@ export interface AdminDeps {
   engine: PoolEngine;
   /** Writes. */
   admin: Admin;
+  /** The record of writes. */
+  audit: Pick<AuditTrail, "list">;
   events: EventHub;
   guard: Guard;
   now: () => number;
@@ -75,6 +80,8 @@ const limitPaths: Record<string, keyof Limits> = {
   "limits.tokens_per_minute": "tokensPerMinute",
   "limits.requests_per_day": "requestsPerDay",
 };
+/** Audit entries are larger than list items elsewhere; a page holds fewer by default. */
+const AUDIT_PAGE_SIZE = 100;
 
 /** Field mask paths arrive in proto form ("max_ttl") over binary and in JSON form ("maxTtl") over Connect JSON. */
 const snake = (path: string) => path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -83,9 +90,9 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   constructor(private readonly d: AdminDeps) {}
 
   async createPool(req: CreatePoolRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
+    const actor = this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
-    const cfg = await this.d.admin.createPool({ ...poolFieldsFromProto(req.pool), name: req.pool.name });
+    const cfg = await this.d.admin.createPool(actor, { ...poolFieldsFromProto(req.pool), name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
@@ -100,7 +107,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   }
 
   async updatePool(req: UpdatePoolRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
+    const actor = this.d.guard.admin(ctx);
     if (!req.pool) throw invalidArgument("pool", "is required");
     const fields = poolFieldsFromProto(req.pool);
     const paths = req.updateMask?.paths.map(snake) ?? [];
@@ -115,23 +122,23 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         for (const t of targets) (changes as Record<string, unknown>)[t] = fields[t as keyof typeof fields];
       }
     }
-    const cfg = await this.d.admin.updatePool({ ...changes, name: req.pool.name });
+    const cfg = await this.d.admin.updatePool(actor, { ...changes, name: req.pool.name });
     return { pool: poolToProto(this.d.engine.getPool(cfg.name)) };
   }
 
   async deletePool(req: DeletePoolRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
-    await this.d.admin.deletePool(req.name, req.force);
+    const actor = this.d.guard.admin(ctx);
+    await this.d.admin.deletePool(actor, req.name, req.force);
     return {};
   }
 
   async addKey(req: AddKeyRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
+    const actor = this.d.guard.admin(ctx);
     const k = req.key;
     if (k?.state !== undefined && k.state !== KeyState.UNSPECIFIED && k.state !== KeyState.ENABLED && k.state !== KeyState.DISABLED) {
       throw invalidArgument("key.state", "may only be ENABLED or DISABLED when adding a key");
     }
-    const cfg = await this.d.admin.addKey({
+    const cfg = await this.d.admin.addKey(actor, {
       pool: req.pool,
       id: k?.id || undefined,
       label: k?.label || undefined,
@@ -160,7 +167,7 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   }
 
   async updateKey(req: UpdateKeyRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
+    const actor = this.d.guard.admin(ctx);
     const k = req.key;
     if (!k) throw invalidArgument("key", "is required");
     const limits = k.limits ? limitsFromProto(k.limits) : { ...NO_LIMITS };
@@ -192,25 +199,25 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
         (changes as Record<string, unknown>)[field] = given[field];
       }
     }
-    const cfg = await this.d.admin.updateKey({ ...changes, pool: k.pool, id: k.id });
+    const cfg = await this.d.admin.updateKey(actor, { ...changes, pool: k.pool, id: k.id });
     return { key: keyToProto(this.d.engine.getKey(cfg.pool, cfg.id), mask) };
   }
 
   async removeKey(req: RemoveKeyRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
-    await this.d.admin.removeKey(req.pool, req.keyId, req.drain);
+    const actor = this.d.guard.admin(ctx);
+    await this.d.admin.removeKey(actor, req.pool, req.keyId, req.drain);
     return {};
   }
 
   async enableKey(req: EnableKeyRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
-    return { key: keyToProto(await this.d.admin.enableKey(req.pool, req.keyId), mask) };
+    const actor = this.d.guard.admin(ctx);
+    return { key: keyToProto(await this.d.admin.enableKey(actor, req.pool, req.keyId), mask) };
   }
 
   async disableKey(req: DisableKeyRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
+    const actor = this.d.guard.admin(ctx);
     const reason = req.reason || "disabled by operator";
-    return { key: keyToProto(await this.d.admin.disableKey(req.pool, req.keyId, req.drain, reason), mask) };
+    return { key: keyToProto(await this.d.admin.disableKey(actor, req.pool, req.keyId, req.drain, reason), mask) };
   }
 
   listLeases(req: ListLeasesRequest, ctx: HandlerContext) {
@@ -221,8 +228,8 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
   }
 
   async revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {
-    this.d.guard.admin(ctx);
-    await this.d.admin.revokeLease(req.leaseId, req.reason || "revoked by operator");
+    const actor = this.d.guard.admin(ctx);
+    await this.d.admin.revokeLease(actor, req.leaseId, req.reason || "revoked by operator");
     return {};
   }
 
@@ -237,5 +244,21 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     for await (const item of this.d.events.watch({ pool: req.pool, includeLeaseEvents: req.includeLeaseEvents }, ctx.signal)) {
       yield { event: eventToProto(item, this.d.now()) };
     }
+  }
+
+  async listAuditEntries(req: ListAuditEntriesRequest, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    if (req.pageSize < 0) throw invalidArgument("page_size", "must not be negative");
+    const limit = req.pageSize === 0 ? AUDIT_PAGE_SIZE : Math.min(req.pageSize, MAX_PAGE_SIZE);
+    const since = req.since ? timestampMs(req.since) : undefined;
+    const scope = [req.pool, since === undefined ? "" : String(since)];
+    const after = req.pageToken === "" ? undefined : readToken(req.pageToken, scope);
+    if (after !== undefined && (after.length !== 1 || !/^\d{1,15}$/.test(after[0]!))) throw invalidArgument("page_token", "is not a token this server issued");
+    const beforeId = after === undefined ? undefined : Number(after[0]);
+    // One more than the page tells whether another page follows.
+    const entries = await this.d.audit.list({ pool: req.pool, since, beforeId, limit: limit + 1 });
+    const pageOf = entries.slice(0, limit);
+    const nextPageToken = entries.length > limit ? writeToken(scope, [String(pageOf[pageOf.length - 1]!.id)]) : "";
+    return { entries: pageOf.map(auditEntryToProto), nextPageToken };
   }
 }

@@ -2,7 +2,8 @@
 // milliseconds here; the domain never sees a generated type.
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import type { AuditEntry } from "../domain/audit.js";
 import { invalidArgument } from "../domain/errors.js";
 import {
   STRATEGIES,
@@ -22,11 +23,13 @@ import {
 } from "../domain/types.js";
 import type { RateLimit } from "../gen/keymesh/v1/common_pb.js";
 import { FailureReason } from "../gen/keymesh/v1/pool_pb.js";
+import type { WatchItem } from "./event-hub.js";
 import {
   CircuitState,
   EventType,
   KeyState,
   Strategy as StrategyEnum,
+  type AuditEntrySchema,
   type BudgetRemainingSchema,
   type EventSchema,
   type KeySchema,
@@ -331,9 +334,21 @@ const eventTypes: Record<DomainEvent["type"], EventType> = {
   tier_restored: EventType.TIER_RESTORED,
 };
 
-export function eventToProto(e: DomainEvent | "lagged", now: number): MessageInitShape<typeof EventSchema> {
+export function eventToProto(e: WatchItem, now: number): MessageInitShape<typeof EventSchema> {
   if (e === "lagged") {
     return { type: EventType.LAGGED, time: ts(now), reason: "watcher fell behind; events were dropped, re-read state with GetPoolStats" };
+  }
+  if (e.type === "admin_change") {
+    const { entry } = e;
+    return {
+      type: EventType.ADMIN_CHANGE,
+      time: ts(entry.at),
+      pool: entry.pool,
+      keyId: entry.keyId ?? "",
+      leaseId: entry.leaseId ?? "",
+      reason: entry.action,
+      adminChange: auditEntryToProto(entry),
+    };
   }
   return {
     type: eventTypes[e.type],
@@ -343,5 +358,21 @@ export function eventToProto(e: DomainEvent | "lagged", now: number): MessageIni
     leaseId: e.leaseId ?? "",
     reason: e.reason ?? "",
     until: ts(e.until),
+  };
+}
+
+export function auditEntryToProto(entry: AuditEntry): MessageInitShape<typeof AuditEntrySchema> {
+  return {
+    id: BigInt(entry.id),
+    time: ts(entry.at),
+    actor: entry.actor,
+    action: entry.action,
+    pool: entry.pool,
+    keyId: entry.keyId ?? "",
+    leaseId: entry.leaseId ?? "",
+    before: entry.before as JsonObject | undefined,
+    after: entry.after as JsonObject | undefined,
+    replica: entry.replica,
+    reason: entry.reason ?? "",
   };
 }

@@ -1,10 +1,11 @@
 // Fans domain events out to WatchEvents streams. Each watcher has a bounded backlog: a watcher that
 // falls behind loses its backlog and gets one "lagged" marker instead, so a slow reader never slows
 // the pool or grows memory without bound.
+import type { AuditEntry } from "../domain/audit.js";
 import type { DomainEvent } from "../domain/types.js";
 import { Channel } from "./channel.js";
 
-const leaseEvents = new Set<DomainEvent["type"]>(["lease_granted", "lease_ended"]);
+const leaseEvents = new Set<WatchItemType>(["lease_granted", "lease_ended"]);
 
 export interface WatchFilter {
   /** Empty: every pool. */
@@ -12,14 +13,22 @@ export interface WatchFilter {
   includeLeaseEvents: boolean;
 }
 
-export type WatchItem = DomainEvent | "lagged";
+/** An admin change, as WatchEvents carries it beside the engine's events. */
+export interface AdminChange {
+  type: "admin_change";
+  pool: string;
+  entry: AuditEntry;
+}
+
+export type WatchItem = DomainEvent | AdminChange | "lagged";
+type WatchItemType = (DomainEvent | AdminChange)["type"];
 
 export class EventHub {
   private readonly watchers = new Set<{ filter: WatchFilter; channel: Channel<WatchItem> }>();
 
   constructor(private readonly backlog = 1024) {}
 
-  publish(event: DomainEvent): void {
+  publish(event: DomainEvent | AdminChange): void {
     for (const w of this.watchers) {
       if (w.filter.pool !== "" && w.filter.pool !== event.pool) continue;
       if (!w.filter.includeLeaseEvents && leaseEvents.has(event.type)) continue;

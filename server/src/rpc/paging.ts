@@ -46,11 +46,11 @@ function firstAfter(keyed: Array<{ at: string[] }>, after: string[]): number {
   return lo;
 }
 
-function writeToken(scope: string[], at: string[]): string {
+export function writeToken(scope: string[], at: string[]): string {
   return Buffer.from(JSON.stringify({ s: scope, a: at })).toString("base64url");
 }
 
-function readToken(token: string, scope: string[]): string[] {
+export function readToken(token: string, scope: string[]): string[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));

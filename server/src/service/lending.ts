@@ -36,9 +36,10 @@ export interface LendingDeps {
   log: { warn(obj: object, msg?: string): void };
 }
 
-function acquireResult(err: unknown): Exclude<AcquireResult, "granted"> {
+/** Why an Acquire failed; `waited` tells a wait that timed out from a refusal at once (wait_timeout 0). */
+function acquireResult(err: unknown, waited: boolean): Exclude<AcquireResult, "granted"> {
   if (!(err instanceof DomainError)) return "error";
-  if (err.code === "no_key_available" || err.code === "pool_empty") return "exhausted";
+  if (err.code === "no_key_available" || err.code === "pool_empty") return waited ? "timeout" : "no_key";
   if (err.code === "pool_not_found") return "pool_not_found";
   if (err.code === "cancelled") return "cancelled";
   return "error";
@@ -79,7 +80,7 @@ export class Lending {
     try {
       granted = this.#engine.acquire(input, cancellation);
     } catch (e) {
-      this.#observer.observeAcquire(input.pool, acquireResult(e), performance.now() - started);
+      this.#observer.observeAcquire(input.pool, acquireResult(e, false), performance.now() - started);
       throw e;
     }
     if (granted instanceof Promise) return this.#waited(input, granted, started);
@@ -158,7 +159,7 @@ export class Lending {
     try {
       grant = await granted;
     } catch (e) {
-      this.#observer.observeAcquire(input.pool, acquireResult(e), performance.now() - started, performance.now() - started);
+      this.#observer.observeAcquire(input.pool, acquireResult(e, true), performance.now() - started, performance.now() - started);
       throw e;
     }
     return this.#lend(input, grant, started, performance.now() - started);

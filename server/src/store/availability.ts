@@ -34,6 +34,7 @@ export class Availability {
   #closed = false;
   #probeTimer: TimerHandle | undefined;
   #probeDelay: number;
+  #heartbeatTimer: TimerHandle | undefined;
 
   constructor(sql: postgres.Sql, log: StoreLog, options: AvailabilityOptions = {}) {
     this.#sql = sql;
@@ -87,11 +88,33 @@ export class Availability {
     return true;
   }
 
-  /** Stops probing. */
+  /**
+   * Pings the database every `intervalMs` while it is up, so an outage is noticed (and reported to the
+   * listeners) even when nothing else runs a statement; while it is down the probe does that.
+   */
+  startHeartbeat(intervalMs: number): void {
+    const beat = () => {
+      this.#heartbeatTimer = undefined;
+      if (this.#closed) return;
+      const next = () => {
+        if (!this.#closed) this.#heartbeatTimer = this.#clock.setTimeout(beat, intervalMs);
+      };
+      if (!this.#up) return next();
+      void this.ping().then(next, (err: unknown) => {
+        this.#log.error({ err: (err as Error).message }, "database heartbeat failed");
+        next();
+      });
+    };
+    this.#heartbeatTimer = this.#clock.setTimeout(beat, intervalMs);
+  }
+
+  /** Stops probing and the heartbeat. */
   close(): void {
     this.#closed = true;
     if (this.#probeTimer !== undefined) this.#clock.clearTimeout(this.#probeTimer);
     this.#probeTimer = undefined;
+    if (this.#heartbeatTimer !== undefined) this.#clock.clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
   }
 
   #reached(): void {

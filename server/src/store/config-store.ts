@@ -12,6 +12,8 @@ import type { Queryable } from "./sql/queryable.js";
 
 /** What the admin service commits; every method runs on `db` when given (a transaction), else on its own. */
 export interface ConfigStore {
+  /** Runs `work` in one transaction: every statement it runs on the `db` it is given commits together, or none does. */
+  transaction<T>(work: (db: Queryable) => Promise<T>): Promise<T>;
   insertPool(pool: PoolConfig, db?: Queryable): Promise<void>;
   updatePool(pool: PoolConfig, db?: Queryable): Promise<void>;
   /** Removes the pool with its keys, their runtime state and leases. */
@@ -53,6 +55,10 @@ export class PostgresConfigStore implements ConfigStore {
       throw new MasterKeyMismatch();
     }
     if (check !== MASTER_KEY_CHECK) throw new MasterKeyMismatch();
+  }
+
+  transaction<T>(work: (db: Queryable) => Promise<T>): Promise<T> {
+    return this.#availability.run(() => this.#sql.begin((tx) => work(tx)) as Promise<T>);
   }
 
   async insertPool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {

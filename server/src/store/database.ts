@@ -22,7 +22,14 @@ export interface OpenDatabaseOptions {
   log: StoreLog;
   /** Pool size for a real Postgres (default 10). */
   maxConnections?: number;
+  /**
+   * A real Postgres cancels any statement that runs longer (its statement_timeout; 0: none). The embedded
+   * database runs one statement at a time on this process's event loop and has no such timer.
+   */
+  statementTimeoutMs?: number;
 }
+
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
 
 /** Driver settings shared by both paths: no notice chatter, bounded connect wait, bigint as JS number. */
 export function driverOptions(max: number): postgres.Options<{}> {
@@ -40,7 +47,11 @@ export function driverOptions(max: number): postgres.Options<{}> {
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   if (options.databaseUrl) {
-    const sql = postgres(options.databaseUrl, driverOptions(options.maxConnections ?? 10));
+    const base = driverOptions(options.maxConnections ?? 10);
+    const sql = postgres(options.databaseUrl, {
+      ...base,
+      connection: { ...base.connection, statement_timeout: options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS },
+    });
     return { sql, embedded: false, close: () => sql.end({ timeout: 5 }) };
   }
   return openEmbedded(options.dataDir, options.log);

@@ -67,13 +67,15 @@ const connectionErrorCodes = new Set([
 
 /**
  * True when `err` means "the database is not there" rather than "the statement was wrong":
- * socket errors, postgres.js connection codes, SQLSTATE class 08 and shutdown/start-up (57P01-57P03).
+ * socket errors, postgres.js connection codes, SQLSTATE class 08, shutdown/start-up (57P01-57P03), and a
+ * statement cancelled (57014) for outliving KEYMESH_STATEMENT_TIMEOUT: a database that slow is not one to
+ * wait on, and a cancelled statement changed nothing.
  */
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code !== "string") return false;
-  return connectionErrorCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code);
+  return connectionErrorCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code) || code === "57014";
 }
 
 /** SQLSTATE of a Postgres error, if it is one. */

@@ -32,8 +32,8 @@ export interface SnapshotterOptions {
   maxBackoffMs?: number;
   /** After each committed snapshot: export+write time and the snapshot's instant. */
   onSnapshot?: (durationMs: number, takenAt: number) => void;
-  /** When writes start failing because the database is unreachable (false), and when they succeed again (true). */
-  onDatabaseUp?: (up: boolean) => void;
+  /** After each write that failed (it is retried). */
+  onFailure?: () => void;
 }
 
 export class Snapshotter {
@@ -44,14 +44,15 @@ export class Snapshotter {
   readonly #intervalMs: number;
   readonly #maxBackoffMs: number;
   readonly #onSnapshot?: SnapshotterOptions["onSnapshot"];
-  readonly #onDatabaseUp?: SnapshotterOptions["onDatabaseUp"];
+  readonly #onFailure?: SnapshotterOptions["onFailure"];
 
   #timer: TimerHandle | undefined;
   #running = false;
   #writing: Promise<void> | undefined;
   /** Consecutive failed writes; the state they carried is still unwritten. */
   #failures = 0;
-  #databaseUp = true;
+  /** When the state being written (or waiting after a failure) was first exported; undefined when all is written. */
+  #unwrittenSince: number | undefined;
 
   constructor(options: SnapshotterOptions) {
     this.#store = options.store;
@@ -61,7 +62,15 @@ export class Snapshotter {
     this.#intervalMs = options.intervalMs ?? 1000;
     this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
     this.#onSnapshot = options.onSnapshot;
-    this.#onDatabaseUp = options.onDatabaseUp;
+    this.#onFailure = options.onFailure;
+  }
+
+  /**
+   * Since when runtime state has waited to be written (epoch ms): from the export of the oldest state not
+   * yet committed; undefined when everything is. Changes are noticed at the next interval.
+   */
+  get unwrittenSince(): number | undefined {
+    return this.#unwrittenSince;
   }
 
   /** Consecutive failed attempts so far (0 after a success). */
@@ -81,18 +90,20 @@ export class Snapshotter {
     // A full snapshot is due on a process's first and to repair the tables after an outage, changed or not.
     if (!this.#source.dirty && this.#failures === 0 && !this.#store.needsFullSnapshot) return;
     const started = this.#clock.now();
+    this.#unwrittenSince ??= started;
     const takenAt = this.#startWrite();
     try {
       await this.#writing;
     } catch (err) {
       this.#failures += 1;
       this.#reportFailure(err);
+      this.#onFailure?.();
       throw err;
     } finally {
       this.#writing = undefined;
     }
     this.#failures = 0;
-    if (!this.#databaseUp) this.#setDatabaseUp(true);
+    this.#unwrittenSince = undefined;
     this.#onSnapshot?.(this.#clock.now() - started, takenAt);
   }
 
@@ -147,7 +158,6 @@ export class Snapshotter {
 
   #reportFailure(err: unknown): void {
     const unavailable = err instanceof StoreUnavailable;
-    if (unavailable && this.#databaseUp) this.#setDatabaseUp(false);
     // Only the error's class and code: a driver message could quote row values.
     this.#log.warn(
       {
@@ -158,10 +168,5 @@ export class Snapshotter {
       },
       unavailable ? "snapshot not written: database unreachable" : "snapshot not written",
     );
-  }
-
-  #setDatabaseUp(up: boolean): void {
-    this.#databaseUp = up;
-    this.#onDatabaseUp?.(up);
   }
 }

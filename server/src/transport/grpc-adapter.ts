@@ -38,12 +38,22 @@ class GrpcHandlerContext implements HandlerContext {
   private ctxValues: ContextValues | undefined;
   private ended = false;
 
+  private readonly started: number;
+
   constructor(
     readonly service: DescService,
     readonly method: DescMethod,
     private readonly call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
     private readonly shutdown: AbortSignal,
-  ) {}
+    private readonly observe: CallObserver | undefined,
+  ) {
+    this.started = observe ? performance.now() : 0;
+  }
+
+  /** Reports the call's status once it is answered. */
+  finish(code: Code | 0): void {
+    this.observe?.("grpc", this.method, code, performance.now() - this.started);
+  }
 
   get url(): string {
     return this.call.getPath();
@@ -153,6 +163,9 @@ function decoder(schema: DescMessage, read: (bytes: Uint8Array) => unknown = (by
   };
 }
 
+/** Told of every call a listener answers: its status code (0 is OK) and how long it took (a stream: open to end). */
+export type CallObserver = (listener: "grpc" | "http", method: DescMethod, code: Code | 0, durationMs: number) => void;
+
 /** Throws when a decoded request is out of bounds (rpc/limits.ts). */
 export type RequestCheck = (schema: DescMessage, message: unknown) => void;
 
@@ -169,6 +182,7 @@ export interface GrpcMountOptions {
   codecs?: WireCodecs;
   /** Applied to every request after it is decoded, before the handler sees it. */
   checkRequest?: RequestCheck;
+  observe?: CallObserver;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -214,7 +228,7 @@ function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts:
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, Uint8Array>, callback: grpc.sendUnaryData<Uint8Array>) => {
-        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown, opts.observe);
         let result: unknown;
         try {
           result = fn(decode(call.request), ctx);
@@ -233,12 +247,12 @@ function handlerFor(service: DescService, method: DescMethod, fn: AnyImpl, opts:
       };
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, Uint8Array>) => {
-        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown, opts.observe);
         void pump(ctx, call, () => fn(decode(call.request), ctx) as AsyncIterable<unknown>, encode, opts);
       };
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) => {
-        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown);
+        const ctx = new GrpcHandlerContext(service, method, call, opts.shutdown, opts.observe);
         const requests = readRequests(call, decode);
         void pump(ctx, call, () => fn(requests, ctx) as AsyncIterable<unknown>, encode, opts);
       };
@@ -261,17 +275,22 @@ function answerUnary(
   if (header) call.sendMetadata(header);
   ctx.end();
   if (err !== undefined) {
-    callback(toStatus(mapError(err), ctx.trailerMetadata()));
+    const mapped = mapError(err);
+    callback(toStatus(mapped, ctx.trailerMetadata()));
+    ctx.finish(mapped.code);
     return;
   }
   let bytes: Uint8Array;
   try {
     bytes = encode(out);
   } catch (e) {
-    callback(toStatus(mapError(e), ctx.trailerMetadata()));
+    const mapped = mapError(e);
+    callback(toStatus(mapped, ctx.trailerMetadata()));
+    ctx.finish(mapped.code);
     return;
   }
   callback(null, bytes, ctx.trailerMetadata());
+  ctx.finish(0);
 }
 
 async function* readRequests(call: grpc.ServerDuplexStream<Buffer, Uint8Array>, decode: (bytes: Buffer) => unknown) {
@@ -287,6 +306,7 @@ async function pump(
   opts: GrpcMountOptions,
 ): Promise<void> {
   let headerSent = false;
+  let code: Code | 0 = 0;
   const sendHeader = () => {
     if (headerSent) return;
     headerSent = true;
@@ -303,12 +323,17 @@ async function pump(
     if (!call.cancelled) {
       const trailer = ctx.trailerMetadata();
       call.end(trailer);
+    } else {
+      code = Code.Canceled;
     }
   } catch (e) {
     sendHeader();
-    if (!call.cancelled) call.emit("error", toStatus(opts.mapError(e), ctx.trailerMetadata()));
+    const mapped = opts.mapError(e);
+    code = call.cancelled ? Code.Canceled : mapped.code;
+    if (!call.cancelled) call.emit("error", toStatus(mapped, ctx.trailerMetadata()));
   } finally {
     ctx.end();
+    ctx.finish(code);
   }
 }
 

@@ -19,7 +19,7 @@ import {
 import type { UniversalHandlerFn } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { ENTERED, requestError, shapeEarlyErrors } from "./connect-errors.js";
-import type { RequestCheck } from "./grpc-adapter.js";
+import type { CallObserver, RequestCheck } from "./grpc-adapter.js";
 import type { Keepalive } from "./listeners.js";
 import type { StaticFile, StaticSite } from "./static-site.js";
 
@@ -47,6 +47,8 @@ export interface HttpListenerOptions {
   shutdown: AbortSignal;
   mapError: (err: unknown) => ConnectError;
   checkRequest: RequestCheck;
+  /** Told of every call that reaches a handler; one connect-es refuses before (a body it cannot decode) is not counted. */
+  observe?: CallObserver;
 }
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
@@ -111,12 +113,18 @@ async function* checked(schema: DescMessage, requests: AsyncIterable<unknown>, c
   }
 }
 
-/** A stream's responses, with an error that ends it mapped like any other. */
-async function* mapped(responses: AsyncIterable<unknown>, mapError: (err: unknown) => ConnectError): AsyncIterable<unknown> {
+/** A stream's responses, with an error that ends it mapped like any other; `done` hears its status. */
+async function* mapped(responses: AsyncIterable<unknown>, mapError: (err: unknown) => ConnectError, done: (code: Code | 0) => void): AsyncIterable<unknown> {
+  let code: Code | 0 = Code.Canceled;
   try {
     yield* responses;
+    code = 0;
   } catch (e) {
-    throw mapError(e);
+    const err = mapError(e);
+    code = err.code;
+    throw err;
+  } finally {
+    done(code);
   }
 }
 
@@ -125,15 +133,21 @@ export function createHttpHandler(routes: HttpRoutes, opts: HttpListenerOptions)
   // grpc-js listener; for a stream, also what ends it after the first response.
   const edge: Interceptor = (next) => async (req) => {
     req.contextValues.set(ENTERED, true);
+    const started = opts.observe ? performance.now() : 0;
+    const done = (code: Code | 0) => opts.observe?.("http", req.method, code, performance.now() - started);
     try {
       if (!req.stream) {
         opts.checkRequest(req.method.input, req.message);
-        return await next(req);
+        const res = await next(req);
+        done(0);
+        return res;
       }
       const res = await next({ ...req, message: checked(req.method.input, req.message, opts.checkRequest) as typeof req.message });
-      return { ...res, message: mapped((res as StreamResponse).message, opts.mapError) } as StreamResponse;
+      return { ...res, message: mapped((res as StreamResponse).message, opts.mapError, done) } as StreamResponse;
     } catch (e) {
-      throw opts.mapError(e);
+      const err = opts.mapError(e);
+      done(err.code);
+      throw err;
     }
   };
   const compressions = [compressionGzip, compressionBrotli];

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectError, ServiceImpl } from "@connectrpc/connect";
-import { addServiceToGrpc, type RequestCheck, type WireCodecs } from "./grpc-adapter.js";
+import { addServiceToGrpc, type CallObserver, type RequestCheck, type WireCodecs } from "./grpc-adapter.js";
 import { reflectionServices } from "./reflection.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { createHttpHandler, createHttpListener, type HttpListener, type HttpRoutes } from "./http.js";
@@ -29,6 +29,8 @@ export interface ListenerOptions {
   mapError: (err: unknown) => ConnectError;
   /** Applied to every KeyMesh request on both listeners after decoding, before a handler runs. */
   checkRequest: RequestCheck;
+  /** Told of every KeyMesh call either listener answers (metrics). */
+  observeRpc?: CallObserver;
   maxMessageBytes: number;
   /** HTTP/2 keepalive pings on both listeners; KEEPALIVE by default. */
   keepalive?: Keepalive;
@@ -88,7 +90,7 @@ export class Listeners {
       "grpc.enable_channelz": 0,
     });
     for (const { service, impl, codecs } of opts.services) {
-      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, codecs, checkRequest: opts.checkRequest });
+      addServiceToGrpc(this.grpc, service, impl, { mapError: opts.mapError, shutdown, codecs, checkRequest: opts.checkRequest, observe: opts.observeRpc });
     }
     this.health.addToServer(this.grpc);
     const described = [...opts.services.map((s) => s.service), Health];
@@ -97,7 +99,7 @@ export class Listeners {
     }
     const handler = createHttpHandler(
       { services: opts.services, healthz: opts.healthz, readyz: opts.readyz, metrics: opts.metrics, site: opts.site },
-      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, checkRequest: opts.checkRequest },
+      { readMaxBytes: opts.maxMessageBytes, shutdown, mapError: opts.mapError, checkRequest: opts.checkRequest, observe: opts.observeRpc },
     );
     this.http = createHttpListener(handler, { tls: opts.tls, keepalive });
     this.setServing(false);

@@ -6,6 +6,7 @@ import { parse as parseYaml } from "yaml";
 import type { AdminClient, ConnectOptions } from "../../src/cli/client.js";
 import { runCli, type CliIo } from "../../src/cli/program.js";
 import {
+  AuditEntrySchema,
   CircuitState,
   EventSchema,
   EventType,
@@ -328,6 +329,29 @@ describe("keymesh CLI", () => {
     expect(r.code).toBe(0);
     expect(r.calls[1].req).toEqual({ pool: "", includeLeaseEvents: false });
     expect(JSON.parse(r.stdout)).toEqual({ type: "EVENT_TYPE_KEY_ADDED", pool: "openai", keyId: "k3" });
+  });
+
+  it("lists the audit trail newest first, filtered by pool and a since duration, every page up to --limit", async () => {
+    const entry = (id: number, init: object) => create(AuditEntrySchema, { id: BigInt(id), time: timestampFromMs(NOW - id * 1000), pool: "openai", replica: "km-1:7", ...init });
+    const pages = [
+      { entries: [entry(3, { actor: "alice", action: "update_key", keyId: "k1", before: { label: "old", secretHint: "sk-…1234" }, after: { label: "new", secretHint: "sk-…5678" } })], nextPageToken: "t1" },
+      { entries: [entry(2, { actor: "config file", action: "add_key", keyId: "k1", after: { id: "k1" } }), entry(1, { actor: "bob", action: "disable_key", keyId: "k2", reason: "rotation", before: { disabled: false }, after: { disabled: true } })], nextPageToken: "t2" },
+    ];
+    const r = await run(["audit", "--pool", "openai", "--since", "2h", "--limit", "3"], { listAuditEntries: (req) => pages[req.pageToken === "" ? 0 : 1] });
+    expect(r.code).toBe(0);
+    expect(r.calls.map((c) => [c.req.pool, Number(c.req.since.seconds) * 1000, c.req.pageSize, c.req.pageToken])).toEqual([
+      ["openai", NOW - 7_200_000, 3, ""],
+      ["openai", NOW - 7_200_000, 2, "t1"],
+    ]);
+    const lines = r.stdout.trimEnd().split("\n").map((line) => line.split(/\s{2,}/));
+    expect(lines[0]).toEqual(["TIME", "ACTOR", "ACTION", "POOL", "OBJECT", "CHANGE", "REASON", "REPLICA"]);
+    expect(lines[1]).toEqual(["2025-12-31T23:59:57.000Z", "alice", "update_key", "openai", "k1", "label: old → new, secretHint: sk-…1234 → sk-…5678", "-", "km-1:7"]);
+    expect(lines[2].slice(1, 6)).toEqual(["config file", "add_key", "openai", "k1", "created"]);
+    expect(lines[3].slice(5, 7)).toEqual(["disabled: false → true", "rotation"]);
+
+    const at = await run(["audit", "--since", "2026-01-01T00:00:00Z", "-o", "json"], { listAuditEntries: () => ({ entries: [], nextPageToken: "" }) });
+    expect([at.calls[0]!.req.since.seconds, JSON.parse(at.stdout)]).toEqual([BigInt(NOW / 1000), {}]);
+    expect((await run(["audit", "--since", "yesterday"])).code).toBe(1);
   });
 
   it("prints its version", async () => {

@@ -39,14 +39,21 @@ describe("authorizer", () => {
   });
 
   it.each([
-    ["use:openai on its pool", acquire, bearer(OPENAI_USER), "openai"],
-    ["use:openai on a lease of its pool", release, bearer(OPENAI_USER), "openai"],
-    ["use:* on any pool", acquire, bearer(ANY_USER), "anthropic"],
-    ["admin on the admin service", listPools, bearer(ADMIN), undefined],
-    ["lower-case bearer scheme", acquire, `bearer ${OPENAI_USER}`, "openai"],
-    ["a use scope when the lease id names no pool", release, bearer(OPENAI_USER), undefined],
-  ] as const)("%s → ok", (_name, method, header, pool) => {
-    expect(authorizer.authorize(method, header, pool)).toEqual({ ok: true });
+    ["use:openai on its pool", acquire, bearer(OPENAI_USER), "openai", 2],
+    ["use:openai on a lease of its pool", release, bearer(OPENAI_USER), "openai", 2],
+    ["use:* on any pool", acquire, bearer(ANY_USER), "anthropic", 3],
+    ["admin on the admin service", listPools, bearer(ADMIN), undefined, 1],
+    ["lower-case bearer scheme", acquire, `bearer ${OPENAI_USER}`, "openai", 2],
+    ["a use scope when the lease id names no pool", release, bearer(OPENAI_USER), undefined, 2],
+  ] as const)("%s → ok, named by its entry", (_name, method, header, pool, entry) => {
+    expect(authorizer.authorize(method, header, pool)).toEqual({ ok: true, name: `KEYMESH_AUTH_TOKENS[${entry}]` });
+  });
+
+  it("refuses two tokens of the same name, naming where both are configured", () => {
+    const grant = (token: string, origin: string) => ({ token, name: "ops", scopes: ["admin" as const], origin });
+    expect(() => createAuthorizer([grant(ADMIN, "file: auth.tokens[0]"), grant(OPENAI_USER, "file: auth.tokens[1]")])).toThrow(
+      'file: auth.tokens[1]: the name "ops" is also given to file: auth.tokens[0]',
+    );
   });
 
   it("keeps health and reflection open without a token", () => {

@@ -72,6 +72,32 @@ describe("config file on a running server", () => {
     await expect(ts.pool.acquire({ pool: "p" }, auth(BACKEND_TOKEN))).rejects.toThrow(/needs scope use:p/);
   }, 90_000);
 
+  it("turns auth on and off on reload, and records the file's changes as made by the config file", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "keymesh-reload-"));
+    const file = path.join(dir, "keymesh.yaml");
+    const pools = (description: string) => `pools:\n  - name: p\n    description: ${description}\n`;
+    writeFileSync(file, pools("first"));
+    ts = await startTestServer({ KEYMESH_CONFIG: file });
+    expect((await ts.admin.getPool({ name: "p" })).pool!.description).toBe("first");
+
+    writeFileSync(file, `${pools("second")}auth:\n  tokens:\n    - { name: ops team, token: ${OPS_TOKEN}, scopes: [admin] }\n`);
+    expect(await ts.server.reload()).toEqual({ applied: ["update pool p (description)"] });
+    expect(ts.logs()).toContain('"msg":"auth turned on: every call needs a token from now on"');
+    await expect(ts.admin.getPool({ name: "p" })).rejects.toThrow(/missing bearer token/);
+    await ts.admin.updatePool({ pool: { name: "p", description: "by hand" }, updateMask: { paths: ["description"] } }, auth(OPS_TOKEN));
+
+    writeFileSync(file, pools("third"));
+    expect(await ts.server.reload()).toEqual({ applied: ["update pool p (description)"] });
+    expect(ts.logs()).toContain('"msg":"auth turned off: no tokens configured; serving on loopback only"');
+    const { entries } = await ts.admin.listAuditEntries({ pool: "p" });
+    expect(entries.map((e) => [e.actor, e.action, e.after?.description])).toEqual([
+      ["config file", "update_pool", "third"],
+      ["ops team", "update_pool", "by hand"],
+      ["config file", "update_pool", "second"],
+      ["config file", "create_pool", "first"],
+    ]);
+  }, 90_000);
+
   it("refuses a file with problems, changing nothing, and lists them all", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "keymesh-reload-"));
     const file = path.join(dir, "keymesh.yaml");

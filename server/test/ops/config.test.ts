@@ -50,6 +50,7 @@ pools:
 auth:
   tokens:
     - token_env: OPS_TOKEN
+      name: ops team
       scopes: [admin, "use:*"]
     - token: api-token-0123456789ab
       scopes: ["use:openai"]
@@ -83,9 +84,9 @@ describe("config file", () => {
     expect(anthropic.managed).toBe(false);
     expect(anthropic.settings).toEqual({});
     expect(anthropic.keys[0].disabled).toBe(true);
-    expect(config.tokens.map((t) => [t.token, t.scopes])).toEqual([
-      [ENV.OPS_TOKEN, ["admin", "use:*"]],
-      ["api-token-0123456789ab", ["use:openai"]],
+    expect(config.tokens.map((t) => [t.token, t.name, t.scopes])).toEqual([
+      [ENV.OPS_TOKEN, "ops team", ["admin", "use:*"]],
+      ["api-token-0123456789ab", "auth.tokens[1]", ["use:openai"]],
     ]);
   });
 
@@ -114,8 +115,10 @@ describe("config file", () => {
     ["a duplicate key id", YAML_CONFIG.replace("id: k2", "id: k1"), 'keymesh.yaml:23: pools[0].keys[1].id: duplicate key id "k1" (also keys[0])'],
     ["a duplicate pool", YAML_CONFIG.replace("name: anthropic", "name: openai"), 'keymesh.yaml:25: pools[1].name: duplicate pool "openai" (also pools[0])'],
     ["a non-string metadata value", YAML_CONFIG.replace("base_url: https://api.openai.com/v1", "port: 443"), "keymesh.yaml:22: pools[0].keys[0].metadata.port: must be a string"],
-    ["a bad scope", YAML_CONFIG.replace('["use:openai"]', '["use:Bad Pool"]'), "keymesh.yaml:35: auth.tokens[1].scopes[0]: must be admin, use:* or use:<pool>"],
-    ["a short token", YAML_CONFIG.replace("api-token-0123456789ab", "short"), "keymesh.yaml:34: auth.tokens[1].token: token must be at least 16 characters"],
+    ["a bad scope", YAML_CONFIG.replace('["use:openai"]', '["use:Bad Pool"]'), "keymesh.yaml:36: auth.tokens[1].scopes[0]: must be admin, use:* or use:<pool>"],
+    ["a short token", YAML_CONFIG.replace("api-token-0123456789ab", "short"), "keymesh.yaml:35: auth.tokens[1].token: token must be at least 16 characters"],
+    ["a bad token name", YAML_CONFIG.replace("name: ops team", "name: ' no'"), "keymesh.yaml:33: auth.tokens[0].name: must be 1-63 characters of letters, digits, space and ._:@-"],
+    ["a token name given twice", YAML_CONFIG.replace("    - token: api-token-0123456789ab", "    - name: ops team\n      token: api-token-0123456789ab"), 'keymesh.yaml:35: auth.tokens[1].name: duplicate token name "ops team" (also tokens[0])'],
     ["keys that are not a list", "pools:\n  - name: p\n    keys: nope\n", "keymesh.yaml:3: pools[0].keys: must be a list"],
     ["a bad pool name", "pools:\n  - name: Bad_Name\n", "keymesh.yaml:2: pools[0].name: must be 1-63 characters"],
     ["broken YAML", "pools:\n  - name: p\n    keys: [\n", "keymesh.yaml:4: invalid YAML/JSON"],

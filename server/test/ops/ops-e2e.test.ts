@@ -175,7 +175,7 @@ describe("metrics after real traffic", () => {
     const { contentType, samples } = await scrape();
     expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
     expect(samples.get(`keymesh_acquire_duration_seconds_count{pool="${poolM}",result="granted"}`)).toBe(5);
-    expect(samples.get(`keymesh_acquire_duration_seconds_count{pool="${poolM}",result="exhausted"}`)).toBe(1);
+    expect(samples.get(`keymesh_acquire_duration_seconds_count{pool="${poolM}",result="timeout"}`)).toBe(1);
     expect(samples.get(`keymesh_acquire_wait_seconds_count{pool="${poolM}"}`)).toBeGreaterThanOrEqual(1);
     expect(samples.get(`keymesh_leases_active{pool="${poolM}",key="m2"}`)).toBe(1);
     expect(samples.get(`keymesh_leases_active{pool="${poolM}",key="m1"}`)).toBe(0);
@@ -198,10 +198,46 @@ describe("metrics after real traffic", () => {
     expect(count).toBeGreaterThanOrEqual(1);
   });
 
-  it("counts outcome reports by class", async () => {
+  it("counts outcome reports by class, per pool and per key", async () => {
     const { samples } = await scrape();
     expect(samples.get(`keymesh_outcomes_total{pool="${poolM}",outcome="success"}`)).toBe(3);
     expect(samples.get(`keymesh_outcomes_total{pool="${poolM}",outcome="rate_limited"}`)).toBe(1);
+    const successes = ["m1", "m2"].map((key) => samples.get(`keymesh_key_outcomes_total{pool="${poolM}",key="${key}",outcome="success"}`) ?? 0);
+    expect(successes[0]! + successes[1]!).toBe(3);
+    expect(samples.get(`keymesh_key_outcomes_total{pool="${poolM}",key="m1",outcome="rate_limited"}`)).toBe(1);
+  });
+
+  it("exposes key state and eligibility, pool counts, usage and the build", async () => {
+    const { samples } = await scrape();
+    expect(samples.get(`keymesh_key_state{pool="${poolM}",key="m1",state="enabled"}`)).toBe(1);
+    // m1 cools down, m2 holds its one lease: neither can be lent.
+    expect(samples.get(`keymesh_key_eligible{pool="${poolM}",key="m1"}`)).toBe(0);
+    expect(samples.get(`keymesh_key_eligible{pool="${poolM}",key="m2"}`)).toBe(0);
+    expect(samples.get(`keymesh_pool_eligible_keys{pool="${poolM}"}`)).toBe(0);
+    expect(samples.get(`keymesh_pool_keys{pool="${poolM}",state="enabled"}`)).toBe(2);
+    expect(samples.get(`keymesh_pool_keys_cooling_down{pool="${poolM}"}`)).toBe(1);
+    expect(samples.get(`keymesh_pool_leases_active{pool="${poolM}"}`)).toBe(1);
+    const leases = ["m1", "m2"].map((key) => samples.get(`keymesh_key_leases_total{pool="${poolM}",key="${key}"}`) ?? 0);
+    expect(leases[0]! + leases[1]!).toBe(5);
+    expect(samples.get(`keymesh_key_ema_latency_seconds{pool="${poolM}",key="m2"}`) ?? samples.get(`keymesh_key_ema_latency_seconds{pool="${poolM}",key="m1"}`)).toBeCloseTo(0.12);
+    expect([...samples.keys()].some((k) => k.startsWith("keymesh_build_info{version="))).toBe(true);
+  });
+
+  it("counts RPCs by listener, method and status code on both ports", async () => {
+    await clients("connect", ADMIN).admin.getPool({ name: poolM });
+    await failure(clients("connect").admin.getPool({ name: poolM }));
+    const { samples } = await scrape();
+    const count = (listener: string, service: string, method: string, code: string) =>
+      samples.get(`keymesh_rpc_duration_seconds_count{listener="${listener}",service="keymesh.v1.${service}",method="${method}",code="${code}"}`);
+    expect(count("grpc", "KeyPoolService", "Acquire", "OK")).toBeGreaterThanOrEqual(5);
+    expect(count("grpc", "KeyPoolService", "Acquire", "RESOURCE_EXHAUSTED")).toBeGreaterThanOrEqual(1);
+    expect(count("grpc", "KeyPoolService", "Release", "OK")).toBeGreaterThanOrEqual(3);
+    expect(count("http", "PoolAdminService", "GetPool", "OK")).toBeGreaterThanOrEqual(1);
+    expect(count("http", "PoolAdminService", "GetPool", "UNAUTHENTICATED")).toBeGreaterThanOrEqual(1);
+  });
+
+  it("reports no unwritten state once a snapshot has written it", async () => {
+    await expect.poll(async () => (await scrape()).samples.get("keymesh_snapshot_age_seconds"), { timeout: 10_000 }).toBe(0);
   });
 });
 
@@ -302,6 +338,30 @@ describe("WatchEvents", () => {
     expect(seen.find((e) => e.type === EventType.CIRCUIT_OPENED)?.until).toBeDefined();
     // A holder may paste the provider's error, key included; watchers must not receive it raw.
     expect(JSON.stringify(seen, (_k, v) => (typeof v === "bigint" ? String(v) : v))).not.toContain(SECRET_EV);
+  });
+});
+
+describe("audit trail", () => {
+  it("lists the changes made over either port with the token's name, and logs each", async () => {
+    const name = uniqueName("audit");
+    await clients("grpc", ADMIN).admin.createPool({ pool: { name } });
+    await clients("connect", ADMIN).admin.addKey({ pool: name, key: { id: "a1" }, secret: SECRET_A });
+    const { entries } = await clients("connect", ADMIN).admin.listAuditEntries({ pool: name });
+    expect(entries.map((e) => [e.action, e.actor, e.keyId])).toEqual([
+      ["add_key", "KEYMESH_AUTH_TOKENS[1]", "a1"],
+      ["create_pool", "KEYMESH_AUTH_TOKENS[1]", ""],
+    ]);
+    expect(entries[0]!.after).toMatchObject({ id: "a1", secretHint: "sk-…0001" });
+    expect(entries[0]!.replica).toMatch(/:\d+$/);
+    const logged = ts.logs().split("\n").filter((line) => line.includes('"admin change"') && line.includes(name));
+    expect(logged).toHaveLength(2);
+    expect(JSON.parse(logged[1]!).audit).toMatchObject({ action: "add_key", actor: "KEYMESH_AUTH_TOKENS[1]", pool: name });
+    expect((await failure(clients("grpc", USER_ALL).admin.listAuditEntries({}))).code).toBe(Code.PermissionDenied);
+  });
+
+  it("counted the WatchEvents stream the client ended, when it ended", async () => {
+    const { samples } = await scrape();
+    expect(samples.get('keymesh_rpc_duration_seconds_count{listener="grpc",service="keymesh.v1.PoolAdminService",method="WatchEvents",code="CANCELLED"}')).toBeGreaterThanOrEqual(1);
   });
 });
 

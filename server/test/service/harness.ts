@@ -5,7 +5,8 @@ import { PoolEngine } from "../../src/domain/engine.js";
 import type { KeyConfig, PoolConfig } from "../../src/domain/types.js";
 import { PoolAdminService } from "../../src/gen/keymesh/v1/admin_pb.js";
 import { KeyPoolService } from "../../src/gen/keymesh/v1/pool_pb.js";
-import { createAuthorizer } from "../../src/ops/auth.js";
+import type { AuditChange, AuditEntry } from "../../src/domain/audit.js";
+import { createAuthorizer, type Authorizer } from "../../src/ops/auth.js";
 import { scrubSecrets } from "../../src/ops/logger.js";
 import { PoolAdminServiceImpl } from "../../src/rpc/admin-service.js";
 import { createErrorMapper } from "../../src/rpc/errors.js";
@@ -14,7 +15,9 @@ import { createGuard } from "../../src/rpc/guard.js";
 import { KeyPoolServiceImpl } from "../../src/rpc/pool-service.js";
 import { Admin } from "../../src/service/admin.js";
 import { Lending } from "../../src/service/lending.js";
+import type { AuditQuery, AuditTrail } from "../../src/store/audit-trail.js";
 import type { ConfigStore } from "../../src/store/config-store.js";
+import type { Queryable } from "../../src/store/sql/queryable.js";
 import type { GrantJournal, JournaledGrant } from "../../src/store/journal.js";
 import { FakeClock } from "../fake-clock.js";
 
@@ -58,10 +61,32 @@ class FakeJournal implements GrantJournal {
   }
 }
 
-/** Every write in order; fails the next write with `failNext` when set. */
+/** Every committed write in order; fails the next write with `failNext` when set, and a transaction's writes commit together. */
 class MemoryConfigStore implements ConfigStore {
   readonly writes: Array<{ op: string; value: PoolConfig | KeyConfig | string }> = [];
   failNext: Error | undefined;
+  /** The writes of the transaction in progress. */
+  #pending: Array<{ op: string; value: PoolConfig | KeyConfig | string }> | undefined;
+  readonly #onCommit: Array<() => void> = [];
+
+  async transaction<T>(work: (db: Queryable) => Promise<T>): Promise<T> {
+    this.#pending = [];
+    try {
+      const result = await work(undefined as unknown as Queryable);
+      this.writes.push(...this.#pending);
+      for (const commit of this.#onCommit.splice(0)) commit();
+      return result;
+    } finally {
+      this.#pending = undefined;
+      this.#onCommit.length = 0;
+    }
+  }
+
+  /** Runs `commit` when the transaction in progress commits, or now outside one. */
+  afterCommit(commit: () => void): void {
+    if (this.#pending) this.#onCommit.push(commit);
+    else commit();
+  }
 
   async insertPool(pool: PoolConfig): Promise<void> {
     this.#write("insertPool", pool);
@@ -87,15 +112,42 @@ class MemoryConfigStore implements ConfigStore {
     this.#write("deleteKey", `${pool}/${keyId}`);
   }
 
-  #write(op: string, value: PoolConfig | KeyConfig | string): void {
+  /** Fails with `failNext` when set. */
+  check(): void {
     const failure = this.failNext;
     this.failNext = undefined;
     if (failure) throw failure;
-    this.writes.push({ op, value });
+  }
+
+  #write(op: string, value: PoolConfig | KeyConfig | string): void {
+    this.check();
+    (this.#pending ?? this.writes).push({ op, value });
   }
 }
 
-export function services() {
+/** The audit trail beside the memory store: an entry is kept only when the store's transaction commits. */
+class MemoryAuditTrail implements AuditTrail {
+  readonly entries: AuditEntry[] = [];
+  #nextId = 1;
+
+  constructor(private readonly store: MemoryConfigStore) {}
+
+  async append(change: AuditChange): Promise<AuditEntry> {
+    this.store.check();
+    const entry = { id: this.#nextId++, ...change };
+    this.store.afterCommit(() => this.entries.push(entry));
+    return entry;
+  }
+
+  async list(q: AuditQuery): Promise<AuditEntry[]> {
+    return this.entries
+      .filter((e) => (q.pool === "" || e.pool === q.pool) && e.at >= (q.since ?? 0) && e.id < (q.beforeId ?? Infinity))
+      .reverse()
+      .slice(0, q.limit);
+  }
+}
+
+export function services(options: { authorizer?: Authorizer } = {}) {
   const clock = new FakeClock();
   const journal = new FakeJournal();
   const config = new MemoryConfigStore();
@@ -112,8 +164,19 @@ export function services() {
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
-  const admin = new Admin(engine, config, () => clock.now(), () => lending.endsDurable());
-  const guard = createGuard(createAuthorizer([]), () => undefined);
+  const audit = new MemoryAuditTrail(config);
+  const logged: object[] = [];
+  const admin = new Admin({
+    engine,
+    store: config,
+    audit,
+    now: () => clock.now(),
+    replica: "test-host:1",
+    endsDurable: () => lending.endsDurable(),
+    log: { info: (obj) => void logged.push(obj), error: (obj) => void logged.push(obj) },
+    onRecorded: (entry) => events.publish({ type: "admin_change", pool: entry.pool, entry }),
+  });
+  const guard = createGuard(options.authorizer ?? createAuthorizer([]), () => undefined);
   const internal: unknown[] = [];
   const mapError = createErrorMapper((err) => void internal.push(err));
   const mapErrors: Interceptor = (next) => async (req) => {
@@ -126,7 +189,7 @@ export function services() {
   const transport = createRouterTransport(
     (router) => {
       router.service(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }));
-      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now() }));
+      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: () => clock.now() }));
     },
     { router: { interceptors: [mapErrors] } },
   );
@@ -137,6 +200,9 @@ export function services() {
     config,
     lending,
     admin,
+    audit,
+    /** What Admin logged: each change once committed, a revocation it could not record. */
+    logged,
     warnings,
     /** Errors the mapper found unexpected (answered INTERNAL). */
     internal,

@@ -8,8 +8,8 @@ import { services, settle } from "./harness.js";
 const input = (pool: string, holder = "worker-1") => ({ pool, waitTimeoutMs: 0, holder, estimatedTokens: 0, excludeKeyIds: [] });
 
 async function withKeys(s: ReturnType<typeof services>, keys: Array<{ id: string; maxConcurrency?: number }>) {
-  await s.admin.createPool({ name: "p" });
-  for (const k of keys) await s.admin.addKey({ pool: "p", id: k.id, secret: `sk-${k.id}-000000000000`, maxConcurrency: k.maxConcurrency });
+  await s.admin.createPool("ops", { name: "p" });
+  for (const k of keys) await s.admin.addKey("ops", { pool: "p", id: k.id, secret: `sk-${k.id}-000000000000`, maxConcurrency: k.maxConcurrency });
 }
 
 describe("Lending", () => {
@@ -120,7 +120,7 @@ describe("Lending", () => {
     const s = services();
     await withKeys(s, [{ id: "k", maxConcurrency: 2 }]);
     const lease = (await s.lending.acquire(input("p"))) as Grant;
-    await s.admin.removeKey("p", "k", true);
+    await s.admin.removeKey("ops", "p", "k", true);
     expect(s.config.writes.map((w) => w.op)).not.toContain("deleteKey");
     s.lending.release(lease.leaseId, {});
     await settle();
@@ -133,10 +133,10 @@ describe("Admin", () => {
     const s = services();
     await withKeys(s, [{ id: "k" }]);
     s.config.failNext = new StoreUnavailable("database unavailable");
-    await expect(s.admin.updatePool({ name: "p", description: "changed" })).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(s.admin.updatePool("ops", { name: "p", description: "changed" })).rejects.toBeInstanceOf(StoreUnavailable);
     expect(s.engine.getPool("p").description).toBe("");
     s.config.failNext = new StoreUnavailable("database unavailable");
-    await expect(s.admin.disableKey("p", "k", false, "rotation")).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(s.admin.disableKey("ops", "p", "k", false, "rotation")).rejects.toBeInstanceOf(StoreUnavailable);
     expect(s.engine.getKey("p", "k").state).toBe("enabled");
   });
 });

@@ -73,8 +73,8 @@ export async function freshSchema(url: string = realDatabaseUrl(), max = 4): Pro
 }
 
 /** A client on the same schema as `db` (a second server process, say). */
-export function sameSchema(db: { url: string; schema: string }, max = 2): postgres.Sql {
-  return postgres(db.url, { ...driverOptions(max), connection: { application_name: "keymesh-test", search_path: db.schema } });
+export function sameSchema(db: { url: string; schema: string }, max = 2, settings: Record<string, number> = {}): postgres.Sql {
+  return postgres(db.url, { ...driverOptions(max), connection: { application_name: "keymesh-test", search_path: db.schema, ...settings } });
 }
 
 /** The embedded database in a fresh temp dir (or `dataDir`), removed on close unless `keep`. */

@@ -67,7 +67,6 @@ function setup() {
   const source = new FakeSource(clock);
   const store = new FakeStore(clock);
   const { log, lines } = captureLog();
-  const ups: boolean[] = [];
   const snapshots: number[] = [];
   const snapshotter = new Snapshotter({
     store,
@@ -77,10 +76,9 @@ function setup() {
     intervalMs: 1000,
     maxBackoffMs: 10_000,
     onSnapshot: (_ms, takenAt) => snapshots.push(takenAt),
-    onDatabaseUp: (up) => ups.push(up),
   });
   const t0 = clock.now();
-  return { clock, source, store, snapshotter, lines, ups, snapshots, t0 };
+  return { clock, source, store, snapshotter, lines, snapshots, t0 };
 }
 
 describe("Snapshotter", () => {
@@ -123,14 +121,13 @@ describe("Snapshotter", () => {
   });
 
   it("retries a failed write with doubling backoff capped at maxBackoff, then returns to the interval", async () => {
-    const { clock, source, store, snapshotter, lines, ups, t0 } = setup();
+    const { clock, source, store, snapshotter, lines, t0 } = setup();
     snapshotter.start();
     store.failWith = new StoreUnavailable("database unavailable", { cause: Object.assign(new Error("refused"), { code: "ECONNREFUSED" }) });
     source.change();
     await clock.advanceAsync(1000 + 2000 + 4000 + 8000 + 10_000 + 10_000);
     expect(store.attempts.map((t) => t - t0)).toEqual([1000, 3000, 7000, 15_000, 25_000, 35_000]);
     expect(snapshotter.failures).toBe(6);
-    expect(ups).toEqual([false]);
     const warn = lines.find((l) => l.level === "warn");
     expect(warn?.obj).toMatchObject({ err: "StoreUnavailable", code: "ECONNREFUSED", failures: 1, retryInMs: 2000 });
 
@@ -140,9 +137,27 @@ describe("Snapshotter", () => {
     await clock.advanceAsync(10_000);
     expect(store.writes.map((w) => w.at - t0)).toEqual([45_000]);
     expect(store.writes[0].snapshot.keys[0].keyId).toBe("v2");
-    expect(ups).toEqual([false, true]);
     expect(snapshotter.failures).toBe(0);
     expect(clock.deadlines()).toEqual([t0 + 46_000]);
+    await snapshotter.stop();
+  });
+
+  it("knows since when state waits to be written: from the first failed export until a write succeeds, never while idle", async () => {
+    const { clock, source, store, snapshotter, t0 } = setup();
+    snapshotter.start();
+    await clock.advanceAsync(1000);
+    await clock.advanceAsync(60_000);
+    expect(snapshotter.unwrittenSince).toBeUndefined();
+    store.failWith = new Error("boom");
+    source.change();
+    await clock.advanceAsync(1000);
+    expect(snapshotter.unwrittenSince).toBe(t0 + 62_000);
+    source.change();
+    await clock.advanceAsync(2000 + 4000);
+    expect([snapshotter.failures, snapshotter.unwrittenSince]).toEqual([3, t0 + 62_000]);
+    store.failWith = undefined;
+    await clock.advanceAsync(8000);
+    expect([store.writes.length, snapshotter.unwrittenSince]).toEqual([2, undefined]);
     await snapshotter.stop();
   });
 

@@ -1,8 +1,13 @@
 // The schema_migrations table, kept by the migrations runner (migrate.ts): which numbered files are applied.
 import type postgres from "postgres";
 
-/** Serialises migration runs on this schema until the transaction ends; creates the table on the first run. */
+/**
+ * Serialises migration runs on this schema until the transaction ends; creates the table on the first run.
+ * A migration may take longer than KEYMESH_STATEMENT_TIMEOUT (an index on a large table), so its
+ * transaction has none; waiting for the lock is bounded by nothing either, as another server is migrating.
+ */
 export async function lockMigrations(tx: postgres.TransactionSql): Promise<void> {
+  await tx`set local statement_timeout = 0`;
   await tx`select pg_advisory_xact_lock(hashtext('keymesh.migrate:' || current_schema()))`;
   const [{ exists }] = await tx<{ exists: boolean }[]>`select to_regclass('schema_migrations') is not null as exists`;
   if (exists) return;

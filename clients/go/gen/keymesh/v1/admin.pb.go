@@ -11,6 +11,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -257,6 +258,8 @@ const (
 	EventType_EVENT_TYPE_LEASE_ENDED EventType = 19
 	// The watcher fell behind and events were dropped; re-read state with GetPoolStats.
 	EventType_EVENT_TYPE_LAGGED EventType = 20
+	// An admin change was committed (admin_change says who changed what).
+	EventType_EVENT_TYPE_ADMIN_CHANGE EventType = 21
 	// The pool lent a key of a later tier: every key of its first tier was ineligible (key_id: the key lent).
 	EventType_EVENT_TYPE_TIER_FALLBACK EventType = 25
 	// The pool's first tier lent alone again for over a second after a fallback.
@@ -287,6 +290,7 @@ var (
 		18: "EVENT_TYPE_LEASE_GRANTED",
 		19: "EVENT_TYPE_LEASE_ENDED",
 		20: "EVENT_TYPE_LAGGED",
+		21: "EVENT_TYPE_ADMIN_CHANGE",
 		25: "EVENT_TYPE_TIER_FALLBACK",
 		26: "EVENT_TYPE_TIER_RESTORED",
 	}
@@ -312,6 +316,7 @@ var (
 		"EVENT_TYPE_LEASE_GRANTED":       18,
 		"EVENT_TYPE_LEASE_ENDED":         19,
 		"EVENT_TYPE_LAGGED":              20,
+		"EVENT_TYPE_ADMIN_CHANGE":        21,
 		"EVENT_TYPE_TIER_FALLBACK":       25,
 		"EVENT_TYPE_TIER_RESTORED":       26,
 	}
@@ -1642,7 +1647,9 @@ type Event struct {
 	// Why, in words (e.g. "auth: 401 invalid api key", "retry-after 20s").
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For cooldown and circuit events: until when.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	// For ADMIN_CHANGE: the change as the audit trail records it.
+	AdminChange   *AuditEntry `protobuf:"bytes,8,opt,name=admin_change,json=adminChange,proto3" json:"admin_change,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1726,6 +1733,152 @@ func (x *Event) GetUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Event) GetAdminChange() *AuditEntry {
+	if x != nil {
+		return x.AdminChange
+	}
+	return nil
+}
+
+// AuditEntry is one admin change as the audit trail records it: who made it, what it changed, how the
+// object read before and after (secrets masked), when, and through which server process.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the trail: a later change has a larger id.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When the change was committed (server clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Who: the name of the bearer token that made the change (never the token itself), "config file" for
+	// KEYMESH_CONFIG applied at start or on SIGHUP, "anonymous" when auth is off.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// What: create_pool, update_pool, delete_pool, add_key, update_key, remove_key, enable_key,
+	// disable_key or revoke_lease.
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// The pool changed.
+	Pool string `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The key, for key changes and revocations.
+	KeyId string `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The lease, for revoke_lease.
+	LeaseId string `protobuf:"bytes,7,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The object before the change (unset for a creation); a key's secret appears only as its masked hint.
+	Before *structpb.Struct `protobuf:"bytes,8,opt,name=before,proto3" json:"before,omitempty"`
+	// The object after the change (unset for a deletion); a key's secret appears only as its masked hint.
+	After *structpb.Struct `protobuf:"bytes,9,opt,name=after,proto3" json:"after,omitempty"`
+	// The server process that made the change (host name and process id).
+	Replica string `protobuf:"bytes,10,opt,name=replica,proto3" json:"replica,omitempty"`
+	// The reason given with the change (disable, revoke), or how it was made ("drain").
+	Reason        string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AuditEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetBefore() *structpb.Struct {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetAfter() *structpb.Struct {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreatePoolRequest creates a pool.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1737,7 +1890,7 @@ type CreatePoolRequest struct {
 
 func (x *CreatePoolRequest) Reset() {
 	*x = CreatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1902,7 @@ func (x *CreatePoolRequest) String() string {
 func (*CreatePoolRequest) ProtoMessage() {}
 
 func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1915,7 @@ func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolRequest.ProtoReflect.Descriptor instead.
 func (*CreatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreatePoolRequest) GetPool() *Pool {
@@ -1783,7 +1936,7 @@ type CreatePoolResponse struct {
 
 func (x *CreatePoolResponse) Reset() {
 	*x = CreatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1948,7 @@ func (x *CreatePoolResponse) String() string {
 func (*CreatePoolResponse) ProtoMessage() {}
 
 func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1961,7 @@ func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolResponse.ProtoReflect.Descriptor instead.
 func (*CreatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreatePoolResponse) GetPool() *Pool {
@@ -1829,7 +1982,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1994,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2007,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPoolRequest) GetName() string {
@@ -1875,7 +2028,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2040,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2053,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1919,7 +2072,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2084,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2097,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // ListPoolsResponse is every pool, in the order they were created.
@@ -1958,7 +2111,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2123,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2136,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -2007,7 +2160,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2172,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2185,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -2060,7 +2213,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2225,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2238,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -2108,7 +2261,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2273,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2286,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -2159,7 +2312,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2324,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2337,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 // AddKeyRequest adds a key to a pool.
@@ -2202,7 +2355,7 @@ type AddKeyRequest struct {
 
 func (x *AddKeyRequest) Reset() {
 	*x = AddKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2367,7 @@ func (x *AddKeyRequest) String() string {
 func (*AddKeyRequest) ProtoMessage() {}
 
 func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2380,7 @@ func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyRequest.ProtoReflect.Descriptor instead.
 func (*AddKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddKeyRequest) GetPool() string {
@@ -2262,7 +2415,7 @@ type AddKeyResponse struct {
 
 func (x *AddKeyResponse) Reset() {
 	*x = AddKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2427,7 @@ func (x *AddKeyResponse) String() string {
 func (*AddKeyResponse) ProtoMessage() {}
 
 func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2440,7 @@ func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyResponse.ProtoReflect.Descriptor instead.
 func (*AddKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddKeyResponse) GetKey() *Key {
@@ -2310,7 +2463,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2475,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2488,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetKeyRequest) GetPool() string {
@@ -2363,7 +2516,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2528,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2541,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -2413,7 +2566,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2578,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2591,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListKeysRequest) GetPool() string {
@@ -2475,7 +2628,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2640,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2653,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -2533,7 +2686,7 @@ type UpdateKeyRequest struct {
 
 func (x *UpdateKeyRequest) Reset() {
 	*x = UpdateKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2698,7 @@ func (x *UpdateKeyRequest) String() string {
 func (*UpdateKeyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2711,7 @@ func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateKeyRequest) GetKey() *Key {
@@ -2593,7 +2746,7 @@ type UpdateKeyResponse struct {
 
 func (x *UpdateKeyResponse) Reset() {
 	*x = UpdateKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2758,7 @@ func (x *UpdateKeyResponse) String() string {
 func (*UpdateKeyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2771,7 @@ func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateKeyResponse) GetKey() *Key {
@@ -2643,7 +2796,7 @@ type RemoveKeyRequest struct {
 
 func (x *RemoveKeyRequest) Reset() {
 	*x = RemoveKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2808,7 @@ func (x *RemoveKeyRequest) String() string {
 func (*RemoveKeyRequest) ProtoMessage() {}
 
 func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2821,7 @@ func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyRequest.ProtoReflect.Descriptor instead.
 func (*RemoveKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveKeyRequest) GetPool() string {
@@ -2701,7 +2854,7 @@ type RemoveKeyResponse struct {
 
 func (x *RemoveKeyResponse) Reset() {
 	*x = RemoveKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2713,7 +2866,7 @@ func (x *RemoveKeyResponse) String() string {
 func (*RemoveKeyResponse) ProtoMessage() {}
 
 func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2726,7 +2879,7 @@ func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyResponse.ProtoReflect.Descriptor instead.
 func (*RemoveKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 // EnableKeyRequest enables a key.
@@ -2742,7 +2895,7 @@ type EnableKeyRequest struct {
 
 func (x *EnableKeyRequest) Reset() {
 	*x = EnableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2907,7 @@ func (x *EnableKeyRequest) String() string {
 func (*EnableKeyRequest) ProtoMessage() {}
 
 func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2920,7 @@ func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
 func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EnableKeyRequest) GetPool() string {
@@ -2795,7 +2948,7 @@ type EnableKeyResponse struct {
 
 func (x *EnableKeyResponse) Reset() {
 	*x = EnableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2960,7 @@ func (x *EnableKeyResponse) String() string {
 func (*EnableKeyResponse) ProtoMessage() {}
 
 func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2973,7 @@ func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
 func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnableKeyResponse) GetKey() *Key {
@@ -2847,7 +3000,7 @@ type DisableKeyRequest struct {
 
 func (x *DisableKeyRequest) Reset() {
 	*x = DisableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +3012,7 @@ func (x *DisableKeyRequest) String() string {
 func (*DisableKeyRequest) ProtoMessage() {}
 
 func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +3025,7 @@ func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
 func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DisableKeyRequest) GetPool() string {
@@ -2914,7 +3067,7 @@ type DisableKeyResponse struct {
 
 func (x *DisableKeyResponse) Reset() {
 	*x = DisableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3079,7 @@ func (x *DisableKeyResponse) String() string {
 func (*DisableKeyResponse) ProtoMessage() {}
 
 func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3092,7 @@ func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
 func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DisableKeyResponse) GetKey() *Key {
@@ -2966,7 +3119,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3131,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3144,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListLeasesRequest) GetPool() string {
@@ -3035,7 +3188,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3200,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3213,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -3090,7 +3243,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3255,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3268,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -3141,7 +3294,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3153,7 +3306,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3166,7 +3319,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 // GetPoolStatsRequest names a pool.
@@ -3180,7 +3333,7 @@ type GetPoolStatsRequest struct {
 
 func (x *GetPoolStatsRequest) Reset() {
 	*x = GetPoolStatsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3345,7 @@ func (x *GetPoolStatsRequest) String() string {
 func (*GetPoolStatsRequest) ProtoMessage() {}
 
 func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3358,7 @@ func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPoolStatsRequest) GetPool() string {
@@ -3226,7 +3379,7 @@ type GetPoolStatsResponse struct {
 
 func (x *GetPoolStatsResponse) Reset() {
 	*x = GetPoolStatsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3391,7 @@ func (x *GetPoolStatsResponse) String() string {
 func (*GetPoolStatsResponse) ProtoMessage() {}
 
 func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3404,7 @@ func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetPoolStatsResponse) GetStats() *PoolStats {
@@ -3274,7 +3427,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3286,7 +3439,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3299,7 +3452,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchEventsRequest) GetPool() string {
@@ -3327,7 +3480,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3339,7 +3492,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3352,7 +3505,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3362,12 +3515,140 @@ func (x *WatchEventsResponse) GetEvent() *Event {
 	return nil
 }
 
+// ListAuditEntriesRequest reads the audit trail, newest first, a page at a time.
+type ListAuditEntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this pool's changes, when set.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Only changes at or after this instant, when set.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// Most entries to return; 0 means 100, and more than 1000 is read as 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same pool and since; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesRequest) Reset() {
+	*x = ListAuditEntriesRequest{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesRequest) ProtoMessage() {}
+
+func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListAuditEntriesRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *ListAuditEntriesRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditEntriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEntriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAuditEntriesResponse is a page of the audit trail.
+type ListAuditEntriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries, newest first.
+	Entries []*AuditEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Token for the next (older) page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesResponse) Reset() {
+	*x = ListAuditEntriesResponse{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesResponse) ProtoMessage() {}
+
+func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditEntriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_keymesh_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16keymesh/v1/admin.proto\x12\n" +
-	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x01\n" +
+	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x01\n" +
 	"\x14CircuitBreakerConfig\x12+\n" +
 	"\x11failure_threshold\x18\x01 \x01(\rR\x10failureThreshold\x12>\n" +
 	"\ropen_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fopenDuration\x12E\n" +
@@ -3507,7 +3788,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x10serving_priority\x18\v \x01(\rR\x0fservingPriority\x12\x1e\n" +
 	"\n" +
 	"affinities\x18\f \x01(\rR\n" +
-	"affinities\"\xf2\x01\n" +
+	"affinities\"\xad\x02\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.keymesh.v1.EventTypeR\x04type\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3515,7 +3796,22 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x19\n" +
 	"\blease_id\x18\x05 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x120\n" +
-	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"9\n" +
+	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x129\n" +
+	"\fadmin_change\x18\b \x01(\v2\x16.keymesh.v1.AuditEntryR\vadminChange\"\xd2\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x12\n" +
+	"\x04pool\x18\x05 \x01(\tR\x04pool\x12\x15\n" +
+	"\x06key_id\x18\x06 \x01(\tR\x05keyId\x12\x19\n" +
+	"\blease_id\x18\a \x01(\tR\aleaseId\x12/\n" +
+	"\x06before\x18\b \x01(\v2\x17.google.protobuf.StructR\x06before\x12-\n" +
+	"\x05after\x18\t \x01(\v2\x17.google.protobuf.StructR\x05after\x12\x18\n" +
+	"\areplica\x18\n" +
+	" \x01(\tR\areplica\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\"9\n" +
 	"\x11CreatePoolRequest\x12$\n" +
 	"\x04pool\x18\x01 \x01(\v2\x10.keymesh.v1.PoolR\x04pool\":\n" +
 	"\x12CreatePoolResponse\x12$\n" +
@@ -3601,7 +3897,16 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
 	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\">\n" +
 	"\x13WatchEventsResponse\x12'\n" +
-	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event*\x9d\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event\"\x9b\x01\n" +
+	"\x17ListAuditEntriesRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"t\n" +
+	"\x18ListAuditEntriesResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.keymesh.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x9d\x01\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STRATEGY_ROUND_ROBIN\x10\x01\x12\x17\n" +
@@ -3620,7 +3925,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xb5\x05\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xd2\x05\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_POOL_CREATED\x10\x01\x12\x1b\n" +
@@ -3643,9 +3948,11 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19EVENT_TYPE_POOL_EXHAUSTED\x10\x11\x12\x1c\n" +
 	"\x18EVENT_TYPE_LEASE_GRANTED\x10\x12\x12\x1a\n" +
 	"\x16EVENT_TYPE_LEASE_ENDED\x10\x13\x12\x15\n" +
-	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1c\n" +
+	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1b\n" +
+	"\x17EVENT_TYPE_ADMIN_CHANGE\x10\x15\x12\x1c\n" +
 	"\x18EVENT_TYPE_TIER_FALLBACK\x10\x19\x12\x1c\n" +
-	"\x18EVENT_TYPE_TIER_RESTORED\x10\x1a2\xbd\t\n" +
+	"\x18EVENT_TYPE_TIER_RESTORED\x10\x1a2\x9c\n" +
+	"\n" +
 	"\x10PoolAdminService\x12K\n" +
 	"\n" +
 	"CreatePool\x12\x1d.keymesh.v1.CreatePoolRequest\x1a\x1e.keymesh.v1.CreatePoolResponse\x12B\n" +
@@ -3667,7 +3974,8 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"ListLeases\x12\x1d.keymesh.v1.ListLeasesRequest\x1a\x1e.keymesh.v1.ListLeasesResponse\x12N\n" +
 	"\vRevokeLease\x12\x1e.keymesh.v1.RevokeLeaseRequest\x1a\x1f.keymesh.v1.RevokeLeaseResponse\x12Q\n" +
 	"\fGetPoolStats\x12\x1f.keymesh.v1.GetPoolStatsRequest\x1a .keymesh.v1.GetPoolStatsResponse\x12P\n" +
-	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01B@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
+	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01\x12]\n" +
+	"\x10ListAuditEntries\x12#.keymesh.v1.ListAuditEntriesRequest\x1a$.keymesh.v1.ListAuditEntriesResponseB@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
 
 var (
 	file_keymesh_v1_admin_proto_rawDescOnce sync.Once
@@ -3682,94 +3990,98 @@ func file_keymesh_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keymesh_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_keymesh_v1_admin_proto_goTypes = []any{
-	(Strategy)(0),                 // 0: keymesh.v1.Strategy
-	(KeyState)(0),                 // 1: keymesh.v1.KeyState
-	(CircuitState)(0),             // 2: keymesh.v1.CircuitState
-	(EventType)(0),                // 3: keymesh.v1.EventType
-	(*CircuitBreakerConfig)(nil),  // 4: keymesh.v1.CircuitBreakerConfig
-	(*Pool)(nil),                  // 5: keymesh.v1.Pool
-	(*Limits)(nil),                // 6: keymesh.v1.Limits
-	(*UsageTotals)(nil),           // 7: keymesh.v1.UsageTotals
-	(*BudgetRemaining)(nil),       // 8: keymesh.v1.BudgetRemaining
-	(*QuotaGroupStats)(nil),       // 9: keymesh.v1.QuotaGroupStats
-	(*Key)(nil),                   // 10: keymesh.v1.Key
-	(*Lease)(nil),                 // 11: keymesh.v1.Lease
-	(*ProviderBudget)(nil),        // 12: keymesh.v1.ProviderBudget
-	(*KeyStats)(nil),              // 13: keymesh.v1.KeyStats
-	(*PoolStats)(nil),             // 14: keymesh.v1.PoolStats
-	(*Event)(nil),                 // 15: keymesh.v1.Event
-	(*CreatePoolRequest)(nil),     // 16: keymesh.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 17: keymesh.v1.CreatePoolResponse
-	(*GetPoolRequest)(nil),        // 18: keymesh.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 19: keymesh.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 20: keymesh.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 21: keymesh.v1.ListPoolsResponse
-	(*UpdatePoolRequest)(nil),     // 22: keymesh.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 23: keymesh.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),     // 24: keymesh.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),    // 25: keymesh.v1.DeletePoolResponse
-	(*AddKeyRequest)(nil),         // 26: keymesh.v1.AddKeyRequest
-	(*AddKeyResponse)(nil),        // 27: keymesh.v1.AddKeyResponse
-	(*GetKeyRequest)(nil),         // 28: keymesh.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),        // 29: keymesh.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),       // 30: keymesh.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 31: keymesh.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 32: keymesh.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 33: keymesh.v1.UpdateKeyResponse
-	(*RemoveKeyRequest)(nil),      // 34: keymesh.v1.RemoveKeyRequest
-	(*RemoveKeyResponse)(nil),     // 35: keymesh.v1.RemoveKeyResponse
-	(*EnableKeyRequest)(nil),      // 36: keymesh.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),     // 37: keymesh.v1.EnableKeyResponse
-	(*DisableKeyRequest)(nil),     // 38: keymesh.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),    // 39: keymesh.v1.DisableKeyResponse
-	(*ListLeasesRequest)(nil),     // 40: keymesh.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 41: keymesh.v1.ListLeasesResponse
-	(*RevokeLeaseRequest)(nil),    // 42: keymesh.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),   // 43: keymesh.v1.RevokeLeaseResponse
-	(*GetPoolStatsRequest)(nil),   // 44: keymesh.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 45: keymesh.v1.GetPoolStatsResponse
-	(*WatchEventsRequest)(nil),    // 46: keymesh.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 47: keymesh.v1.WatchEventsResponse
-	nil,                           // 48: keymesh.v1.Pool.QuotaGroupsEntry
-	nil,                           // 49: keymesh.v1.Key.MetadataEntry
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 52: google.protobuf.FieldMask
+	(Strategy)(0),                    // 0: keymesh.v1.Strategy
+	(KeyState)(0),                    // 1: keymesh.v1.KeyState
+	(CircuitState)(0),                // 2: keymesh.v1.CircuitState
+	(EventType)(0),                   // 3: keymesh.v1.EventType
+	(*CircuitBreakerConfig)(nil),     // 4: keymesh.v1.CircuitBreakerConfig
+	(*Pool)(nil),                     // 5: keymesh.v1.Pool
+	(*Limits)(nil),                   // 6: keymesh.v1.Limits
+	(*UsageTotals)(nil),              // 7: keymesh.v1.UsageTotals
+	(*BudgetRemaining)(nil),          // 8: keymesh.v1.BudgetRemaining
+	(*QuotaGroupStats)(nil),          // 9: keymesh.v1.QuotaGroupStats
+	(*Key)(nil),                      // 10: keymesh.v1.Key
+	(*Lease)(nil),                    // 11: keymesh.v1.Lease
+	(*ProviderBudget)(nil),           // 12: keymesh.v1.ProviderBudget
+	(*KeyStats)(nil),                 // 13: keymesh.v1.KeyStats
+	(*PoolStats)(nil),                // 14: keymesh.v1.PoolStats
+	(*Event)(nil),                    // 15: keymesh.v1.Event
+	(*AuditEntry)(nil),               // 16: keymesh.v1.AuditEntry
+	(*CreatePoolRequest)(nil),        // 17: keymesh.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),       // 18: keymesh.v1.CreatePoolResponse
+	(*GetPoolRequest)(nil),           // 19: keymesh.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),          // 20: keymesh.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),         // 21: keymesh.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),        // 22: keymesh.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),        // 23: keymesh.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),       // 24: keymesh.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),        // 25: keymesh.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),       // 26: keymesh.v1.DeletePoolResponse
+	(*AddKeyRequest)(nil),            // 27: keymesh.v1.AddKeyRequest
+	(*AddKeyResponse)(nil),           // 28: keymesh.v1.AddKeyResponse
+	(*GetKeyRequest)(nil),            // 29: keymesh.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),           // 30: keymesh.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),          // 31: keymesh.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 32: keymesh.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),         // 33: keymesh.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),        // 34: keymesh.v1.UpdateKeyResponse
+	(*RemoveKeyRequest)(nil),         // 35: keymesh.v1.RemoveKeyRequest
+	(*RemoveKeyResponse)(nil),        // 36: keymesh.v1.RemoveKeyResponse
+	(*EnableKeyRequest)(nil),         // 37: keymesh.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),        // 38: keymesh.v1.EnableKeyResponse
+	(*DisableKeyRequest)(nil),        // 39: keymesh.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),       // 40: keymesh.v1.DisableKeyResponse
+	(*ListLeasesRequest)(nil),        // 41: keymesh.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),       // 42: keymesh.v1.ListLeasesResponse
+	(*RevokeLeaseRequest)(nil),       // 43: keymesh.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),      // 44: keymesh.v1.RevokeLeaseResponse
+	(*GetPoolStatsRequest)(nil),      // 45: keymesh.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),     // 46: keymesh.v1.GetPoolStatsResponse
+	(*WatchEventsRequest)(nil),       // 47: keymesh.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),      // 48: keymesh.v1.WatchEventsResponse
+	(*ListAuditEntriesRequest)(nil),  // 49: keymesh.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil), // 50: keymesh.v1.ListAuditEntriesResponse
+	nil,                              // 51: keymesh.v1.Pool.QuotaGroupsEntry
+	nil,                              // 52: keymesh.v1.Key.MetadataEntry
+	(*durationpb.Duration)(nil),      // 53: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 54: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),          // 55: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil),    // 56: google.protobuf.FieldMask
 }
 var file_keymesh_v1_admin_proto_depIdxs = []int32{
-	50, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
-	50, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
+	53, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
+	53, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
 	0,  // 2: keymesh.v1.Pool.strategy:type_name -> keymesh.v1.Strategy
-	50, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
-	50, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
-	50, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
-	50, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
-	50, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
+	53, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
+	53, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
+	53, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
+	53, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
+	53, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
 	4,  // 8: keymesh.v1.Pool.circuit_breaker:type_name -> keymesh.v1.CircuitBreakerConfig
-	51, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	51, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	48, // 11: keymesh.v1.Pool.quota_groups:type_name -> keymesh.v1.Pool.QuotaGroupsEntry
+	54, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	54, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	51, // 11: keymesh.v1.Pool.quota_groups:type_name -> keymesh.v1.Pool.QuotaGroupsEntry
 	6,  // 12: keymesh.v1.QuotaGroupStats.limits:type_name -> keymesh.v1.Limits
 	8,  // 13: keymesh.v1.QuotaGroupStats.remaining:type_name -> keymesh.v1.BudgetRemaining
 	7,  // 14: keymesh.v1.QuotaGroupStats.usage:type_name -> keymesh.v1.UsageTotals
-	49, // 15: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
+	52, // 15: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
 	1,  // 16: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
-	51, // 17: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	51, // 18: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	54, // 17: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	54, // 18: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
 	6,  // 19: keymesh.v1.Key.limits:type_name -> keymesh.v1.Limits
 	7,  // 20: keymesh.v1.Key.usage:type_name -> keymesh.v1.UsageTotals
-	51, // 21: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
-	51, // 22: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	50, // 23: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	51, // 24: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
-	51, // 25: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
+	54, // 21: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
+	54, // 22: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 23: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	54, // 24: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
+	54, // 25: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
 	1,  // 26: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
-	50, // 27: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
+	53, // 27: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
 	2,  // 28: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
-	51, // 29: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
-	50, // 30: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
+	54, // 29: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
+	53, // 30: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
 	12, // 31: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
 	6,  // 32: keymesh.v1.KeyStats.limits:type_name -> keymesh.v1.Limits
 	8,  // 33: keymesh.v1.KeyStats.remaining:type_name -> keymesh.v1.BudgetRemaining
@@ -3778,65 +4090,73 @@ var file_keymesh_v1_admin_proto_depIdxs = []int32{
 	7,  // 36: keymesh.v1.PoolStats.usage:type_name -> keymesh.v1.UsageTotals
 	9,  // 37: keymesh.v1.PoolStats.quota_groups:type_name -> keymesh.v1.QuotaGroupStats
 	3,  // 38: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
-	51, // 39: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
-	51, // 40: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
-	5,  // 41: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	5,  // 42: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 43: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 44: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
-	5,  // 45: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	52, // 46: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 47: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	10, // 48: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
-	10, // 49: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
-	10, // 50: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
-	10, // 51: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
-	10, // 52: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
-	52, // 53: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 54: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
-	10, // 55: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
-	10, // 56: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
-	11, // 57: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
-	14, // 58: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
-	15, // 59: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
-	6,  // 60: keymesh.v1.Pool.QuotaGroupsEntry.value:type_name -> keymesh.v1.Limits
-	16, // 61: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
-	18, // 62: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
-	20, // 63: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
-	22, // 64: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
-	24, // 65: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
-	26, // 66: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
-	28, // 67: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
-	30, // 68: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
-	32, // 69: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
-	34, // 70: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
-	36, // 71: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
-	38, // 72: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
-	40, // 73: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
-	42, // 74: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
-	44, // 75: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
-	46, // 76: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
-	17, // 77: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
-	19, // 78: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
-	21, // 79: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
-	23, // 80: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
-	25, // 81: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
-	27, // 82: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
-	29, // 83: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
-	31, // 84: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
-	33, // 85: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
-	35, // 86: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
-	37, // 87: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
-	39, // 88: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
-	41, // 89: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
-	43, // 90: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
-	45, // 91: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
-	47, // 92: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
-	77, // [77:93] is the sub-list for method output_type
-	61, // [61:77] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	54, // 39: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
+	54, // 40: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
+	16, // 41: keymesh.v1.Event.admin_change:type_name -> keymesh.v1.AuditEntry
+	54, // 42: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	55, // 43: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
+	55, // 44: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
+	5,  // 45: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	5,  // 46: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 47: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 48: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
+	5,  // 49: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	56, // 50: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 51: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	10, // 52: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
+	10, // 53: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 54: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 55: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
+	10, // 56: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
+	56, // 57: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 58: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 59: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 60: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
+	11, // 61: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
+	14, // 62: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
+	15, // 63: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
+	54, // 64: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	16, // 65: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
+	6,  // 66: keymesh.v1.Pool.QuotaGroupsEntry.value:type_name -> keymesh.v1.Limits
+	17, // 67: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
+	19, // 68: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
+	21, // 69: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
+	23, // 70: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
+	25, // 71: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
+	27, // 72: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
+	29, // 73: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
+	31, // 74: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
+	33, // 75: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
+	35, // 76: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
+	37, // 77: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
+	39, // 78: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
+	41, // 79: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
+	43, // 80: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
+	45, // 81: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
+	47, // 82: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
+	49, // 83: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
+	18, // 84: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
+	20, // 85: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
+	22, // 86: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
+	24, // 87: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
+	26, // 88: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
+	28, // 89: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
+	30, // 90: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
+	32, // 91: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
+	34, // 92: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
+	36, // 93: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
+	38, // 94: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
+	40, // 95: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
+	42, // 96: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
+	44, // 97: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
+	46, // 98: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
+	48, // 99: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
+	50, // 100: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
+	84, // [84:101] is the sub-list for method output_type
+	67, // [67:84] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_keymesh_v1_admin_proto_init() }
@@ -3852,7 +4172,7 @@ func file_keymesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keymesh_v1_admin_proto_rawDesc), len(file_keymesh_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   46,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,22 +19,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PoolAdminService_CreatePool_FullMethodName   = "/keymesh.v1.PoolAdminService/CreatePool"
-	PoolAdminService_GetPool_FullMethodName      = "/keymesh.v1.PoolAdminService/GetPool"
-	PoolAdminService_ListPools_FullMethodName    = "/keymesh.v1.PoolAdminService/ListPools"
-	PoolAdminService_UpdatePool_FullMethodName   = "/keymesh.v1.PoolAdminService/UpdatePool"
-	PoolAdminService_DeletePool_FullMethodName   = "/keymesh.v1.PoolAdminService/DeletePool"
-	PoolAdminService_AddKey_FullMethodName       = "/keymesh.v1.PoolAdminService/AddKey"
-	PoolAdminService_GetKey_FullMethodName       = "/keymesh.v1.PoolAdminService/GetKey"
-	PoolAdminService_ListKeys_FullMethodName     = "/keymesh.v1.PoolAdminService/ListKeys"
-	PoolAdminService_UpdateKey_FullMethodName    = "/keymesh.v1.PoolAdminService/UpdateKey"
-	PoolAdminService_RemoveKey_FullMethodName    = "/keymesh.v1.PoolAdminService/RemoveKey"
-	PoolAdminService_EnableKey_FullMethodName    = "/keymesh.v1.PoolAdminService/EnableKey"
-	PoolAdminService_DisableKey_FullMethodName   = "/keymesh.v1.PoolAdminService/DisableKey"
-	PoolAdminService_ListLeases_FullMethodName   = "/keymesh.v1.PoolAdminService/ListLeases"
-	PoolAdminService_RevokeLease_FullMethodName  = "/keymesh.v1.PoolAdminService/RevokeLease"
-	PoolAdminService_GetPoolStats_FullMethodName = "/keymesh.v1.PoolAdminService/GetPoolStats"
-	PoolAdminService_WatchEvents_FullMethodName  = "/keymesh.v1.PoolAdminService/WatchEvents"
+	PoolAdminService_CreatePool_FullMethodName       = "/keymesh.v1.PoolAdminService/CreatePool"
+	PoolAdminService_GetPool_FullMethodName          = "/keymesh.v1.PoolAdminService/GetPool"
+	PoolAdminService_ListPools_FullMethodName        = "/keymesh.v1.PoolAdminService/ListPools"
+	PoolAdminService_UpdatePool_FullMethodName       = "/keymesh.v1.PoolAdminService/UpdatePool"
+	PoolAdminService_DeletePool_FullMethodName       = "/keymesh.v1.PoolAdminService/DeletePool"
+	PoolAdminService_AddKey_FullMethodName           = "/keymesh.v1.PoolAdminService/AddKey"
+	PoolAdminService_GetKey_FullMethodName           = "/keymesh.v1.PoolAdminService/GetKey"
+	PoolAdminService_ListKeys_FullMethodName         = "/keymesh.v1.PoolAdminService/ListKeys"
+	PoolAdminService_UpdateKey_FullMethodName        = "/keymesh.v1.PoolAdminService/UpdateKey"
+	PoolAdminService_RemoveKey_FullMethodName        = "/keymesh.v1.PoolAdminService/RemoveKey"
+	PoolAdminService_EnableKey_FullMethodName        = "/keymesh.v1.PoolAdminService/EnableKey"
+	PoolAdminService_DisableKey_FullMethodName       = "/keymesh.v1.PoolAdminService/DisableKey"
+	PoolAdminService_ListLeases_FullMethodName       = "/keymesh.v1.PoolAdminService/ListLeases"
+	PoolAdminService_RevokeLease_FullMethodName      = "/keymesh.v1.PoolAdminService/RevokeLease"
+	PoolAdminService_GetPoolStats_FullMethodName     = "/keymesh.v1.PoolAdminService/GetPoolStats"
+	PoolAdminService_WatchEvents_FullMethodName      = "/keymesh.v1.PoolAdminService/WatchEvents"
+	PoolAdminService_ListAuditEntries_FullMethodName = "/keymesh.v1.PoolAdminService/ListAuditEntries"
 )
 
 // PoolAdminServiceClient is the client API for PoolAdminService service.
@@ -76,6 +77,8 @@ type PoolAdminServiceClient interface {
 	GetPoolStats(ctx context.Context, in *GetPoolStatsRequest, opts ...grpc.CallOption) (*GetPoolStatsResponse, error)
 	// WatchEvents streams what happens in a pool (or in every pool) from now on.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// ListAuditEntries returns the record of admin changes, newest first.
+	ListAuditEntries(ctx context.Context, in *ListAuditEntriesRequest, opts ...grpc.CallOption) (*ListAuditEntriesResponse, error)
 }
 
 type poolAdminServiceClient struct {
@@ -255,6 +258,16 @@ func (c *poolAdminServiceClient) WatchEvents(ctx context.Context, in *WatchEvent
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PoolAdminService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *poolAdminServiceClient) ListAuditEntries(ctx context.Context, in *ListAuditEntriesRequest, opts ...grpc.CallOption) (*ListAuditEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEntriesResponse)
+	err := c.cc.Invoke(ctx, PoolAdminService_ListAuditEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PoolAdminServiceServer is the server API for PoolAdminService service.
 // All implementations must embed UnimplementedPoolAdminServiceServer
 // for forward compatibility.
@@ -294,6 +307,8 @@ type PoolAdminServiceServer interface {
 	GetPoolStats(context.Context, *GetPoolStatsRequest) (*GetPoolStatsResponse, error)
 	// WatchEvents streams what happens in a pool (or in every pool) from now on.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// ListAuditEntries returns the record of admin changes, newest first.
+	ListAuditEntries(context.Context, *ListAuditEntriesRequest) (*ListAuditEntriesResponse, error)
 	mustEmbedUnimplementedPoolAdminServiceServer()
 }
 
@@ -351,6 +366,9 @@ func (UnimplementedPoolAdminServiceServer) GetPoolStats(context.Context, *GetPoo
 }
 func (UnimplementedPoolAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedPoolAdminServiceServer) ListAuditEntries(context.Context, *ListAuditEntriesRequest) (*ListAuditEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEntries not implemented")
 }
 func (UnimplementedPoolAdminServiceServer) mustEmbedUnimplementedPoolAdminServiceServer() {}
 func (UnimplementedPoolAdminServiceServer) testEmbeddedByValue()                          {}
@@ -654,6 +672,24 @@ func _PoolAdminService_WatchEvents_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PoolAdminService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _PoolAdminService_ListAuditEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolAdminServiceServer).ListAuditEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PoolAdminService_ListAuditEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolAdminServiceServer).ListAuditEntries(ctx, req.(*ListAuditEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PoolAdminService_ServiceDesc is the grpc.ServiceDesc for PoolAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -720,6 +756,10 @@ var PoolAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPoolStats",
 			Handler:    _PoolAdminService_GetPoolStats_Handler,
+		},
+		{
+			MethodName: "ListAuditEntries",
+			Handler:    _PoolAdminService_ListAuditEntries_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -60,6 +61,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_LEASE_GRANTED: _ClassVar[EventType]
     EVENT_TYPE_LEASE_ENDED: _ClassVar[EventType]
     EVENT_TYPE_LAGGED: _ClassVar[EventType]
+    EVENT_TYPE_ADMIN_CHANGE: _ClassVar[EventType]
     EVENT_TYPE_TIER_FALLBACK: _ClassVar[EventType]
     EVENT_TYPE_TIER_RESTORED: _ClassVar[EventType]
 STRATEGY_UNSPECIFIED: Strategy
@@ -99,6 +101,7 @@ EVENT_TYPE_POOL_EXHAUSTED: EventType
 EVENT_TYPE_LEASE_GRANTED: EventType
 EVENT_TYPE_LEASE_ENDED: EventType
 EVENT_TYPE_LAGGED: EventType
+EVENT_TYPE_ADMIN_CHANGE: EventType
 EVENT_TYPE_TIER_FALLBACK: EventType
 EVENT_TYPE_TIER_RESTORED: EventType
 
@@ -355,7 +358,7 @@ class PoolStats(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., total_keys: _Optional[int] = ..., eligible_keys: _Optional[int] = ..., active_leases: _Optional[int] = ..., waiters: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyStats, _Mapping]]] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ..., quota_groups: _Optional[_Iterable[_Union[QuotaGroupStats, _Mapping]]] = ..., serving_priority: _Optional[int] = ..., affinities: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("type", "time", "pool", "key_id", "lease_id", "reason", "until")
+    __slots__ = ("type", "time", "pool", "key_id", "lease_id", "reason", "until", "admin_change")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +366,7 @@ class Event(_message.Message):
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_CHANGE_FIELD_NUMBER: _ClassVar[int]
     type: EventType
     time: _timestamp_pb2.Timestamp
     pool: str
@@ -370,7 +374,34 @@ class Event(_message.Message):
     lease_id: str
     reason: str
     until: _timestamp_pb2.Timestamp
-    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool: _Optional[str] = ..., key_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    admin_change: AuditEntry
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool: _Optional[str] = ..., key_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., admin_change: _Optional[_Union[AuditEntry, _Mapping]] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("id", "time", "actor", "action", "pool", "key_id", "lease_id", "before", "after", "replica", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    time: _timestamp_pb2.Timestamp
+    actor: str
+    action: str
+    pool: str
+    key_id: str
+    lease_id: str
+    before: _struct_pb2.Struct
+    after: _struct_pb2.Struct
+    replica: str
+    reason: str
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., pool: _Optional[str] = ..., key_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., before: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., replica: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CreatePoolRequest(_message.Message):
     __slots__ = ("pool",)
@@ -599,3 +630,23 @@ class WatchEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     event: Event
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+
+class ListAuditEntriesRequest(_message.Message):
+    __slots__ = ("pool", "since", "page_size", "page_token")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    since: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, pool: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -5,14 +5,14 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/v1/admin.proto.
  */
 export const file_keymesh_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZrZXltZXNoL3YxL2FkbWluLnByb3RvEgprZXltZXNoLnYxIrMBChRDaXJjdWl0QnJlYWtlckNvbmZpZxIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoDRIwCg1vcGVuX2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1heF9vcGVuX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGhhbGZfb3Blbl9wcm9iZXMYBCABKA0ikgUKBFBvb2wSDAoEbmFtZRgBIAEoCRImCghzdHJhdGVneRgCIAEoDjIULmtleW1lc2gudjEuU3RyYXRlZ3kSKgoHbWluX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdtYXhfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2RlZmF1bHRfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjMKEGRlZmF1bHRfY29vbGRvd24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMbWF4X2Nvb2xkb3duGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKD2NpcmN1aXRfYnJlYWtlchgIIAEoCzIgLmtleW1lc2gudjEuQ2lyY3VpdEJyZWFrZXJDb25maWcSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJa2V5X2NvdW50GAogASgNEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoMcXVvdGFfZ3JvdXBzGA0gAygLMiEua2V5bWVzaC52MS5Qb29sLlF1b3RhR3JvdXBzRW50cnkSIAoYZGVmYXVsdF9lc3RpbWF0ZWRfdG9rZW5zGA4gASgDGkYKEFF1b3RhR3JvdXBzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIua2V5bWVzaC52MS5MaW1pdHM6AjgBIloKBkxpbWl0cxIbChNyZXF1ZXN0c19wZXJfbWludXRlGAEgASgDEhkKEXRva2Vuc19wZXJfbWludXRlGAIgASgDEhgKEHJlcXVlc3RzX3Blcl9kYXkYAyABKAMimwEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEhQKDGlucHV0X3Rva2VucxgCIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAMgASgEEhEKCXN1Y2Nlc3NlcxgEIAEoBBIUCgxyYXRlX2xpbWl0ZWQYBSABKAQSEAoIZmFpbHVyZXMYBiABKAQSEgoKdW5yZXBvcnRlZBgHIAEoBCK1AQoPQnVkZ2V0UmVtYWluaW5nEiAKE3JlcXVlc3RzX3Blcl9taW51dGUYASABKANIAIgBARIeChF0b2tlbnNfcGVyX21pbnV0ZRgCIAEoA0gBiAEBEh0KEHJlcXVlc3RzX3Blcl9kYXkYAyABKANIAogBAUIWChRfcmVxdWVzdHNfcGVyX21pbnV0ZUIUChJfdG9rZW5zX3Blcl9taW51dGVCEwoRX3JlcXVlc3RzX3Blcl9kYXkiqQEKD1F1b3RhR3JvdXBTdGF0cxIMCgRuYW1lGAEgASgJEiIKBmxpbWl0cxgCIAEoCzISLmtleW1lc2gudjEuTGltaXRzEi4KCXJlbWFpbmluZxgDIAEoCzIbLmtleW1lc2gudjEuQnVkZ2V0UmVtYWluaW5nEiYKBXVzYWdlGAQgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIMCgRrZXlzGAUgASgNIt4DCgNLZXkSCgoCaWQYASABKAkSDAoEcG9vbBgCIAEoCRINCgVsYWJlbBgDIAEoCRITCgtzZWNyZXRfaGludBgEIAEoCRIOCgZ3ZWlnaHQYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEhMKC3F1b3RhX2dyb3VwGAcgASgJEi8KCG1ldGFkYXRhGAggAygLMh0ua2V5bWVzaC52MS5LZXkuTWV0YWRhdGFFbnRyeRIjCgVzdGF0ZRgJIAEoDjIULmtleW1lc2gudjEuS2V5U3RhdGUSFAoMc3RhdGVfcmVhc29uGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGbGltaXRzGA0gASgLMhIua2V5bWVzaC52MS5MaW1pdHMSEAoIcHJpb3JpdHkYDiABKA0SJgoFdXNhZ2UYDyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLRAQoFTGVhc2USEAoIbGVhc2VfaWQYASABKAkSDAoEcG9vbBgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDgoGaG9sZGVyGAQgASgJEjAKDGFjcXVpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoDdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsQCCg5Qcm92aWRlckJ1ZGdldBIfChJyZXF1ZXN0c19yZW1haW5pbmcYASABKANIAIgBARIbCg5yZXF1ZXN0c19saW1pdBgCIAEoA0gBiAEBEjUKEXJlcXVlc3RzX3Jlc2V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChB0b2tlbnNfcmVtYWluaW5nGAQgASgDSAKIAQESGQoMdG9rZW5zX2xpbWl0GAUgASgDSAOIAQESMwoPdG9rZW5zX3Jlc2V0X2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIVChNfcmVxdWVzdHNfcmVtYWluaW5nQhEKD19yZXF1ZXN0c19saW1pdEITChFfdG9rZW5zX3JlbWFpbmluZ0IPCg1fdG9rZW5zX2xpbWl0ItYFCghLZXlTdGF0cxIOCgZrZXlfaWQYASABKAkSDQoFbGFiZWwYAiABKAkSIwoFc3RhdGUYAyABKA4yFC5rZXltZXNoLnYxLktleVN0YXRlEhAKCGVsaWdpYmxlGAQgASgIEhUKDWFjdGl2ZV9sZWFzZXMYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEi4KC2VtYV9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHN1Y2Nlc3NfcmF0ZRgIIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgJIAEoDRIvCg1jaXJjdWl0X3N0YXRlGAogASgOMhgua2V5bWVzaC52MS5DaXJjdWl0U3RhdGUSNgoSY2lyY3VpdF9vcGVuX3VudGlsGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChJjb29sZG93bl9yZW1haW5pbmcYDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGYnVkZ2V0GA0gASgLMhoua2V5bWVzaC52MS5Qcm92aWRlckJ1ZGdldBIUCgx0b3RhbF9sZWFzZXMYDiABKAQSFQoNcmVjZW50X2xlYXNlcxgPIAEoDRIUCgxpbnB1dF90b2tlbnMYECABKAQSFQoNb3V0cHV0X3Rva2VucxgRIAEoBBIQCghwcmlvcml0eRgSIAEoDRITCgtxdW90YV9ncm91cBgTIAEoCRIiCgZsaW1pdHMYFCABKAsyEi5rZXltZXNoLnYxLkxpbWl0cxIuCglyZW1haW5pbmcYFSABKAsyGy5rZXltZXNoLnYxLkJ1ZGdldFJlbWFpbmluZxIXCg9yZXNlcnZlZF90b2tlbnMYFiABKAMSJgoFdXNhZ2UYFyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzIpkCCglQb29sU3RhdHMSDAoEcG9vbBgBIAEoCRISCgp0b3RhbF9rZXlzGAIgASgNEhUKDWVsaWdpYmxlX2tleXMYAyABKA0SFQoNYWN0aXZlX2xlYXNlcxgEIAEoDRIPCgd3YWl0ZXJzGAUgASgNEiIKBGtleXMYBiADKAsyFC5rZXltZXNoLnYxLktleVN0YXRzEiYKBXVzYWdlGAkgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIxCgxxdW90YV9ncm91cHMYCiADKAsyGy5rZXltZXNoLnYxLlF1b3RhR3JvdXBTdGF0cxIYChBzZXJ2aW5nX3ByaW9yaXR5GAsgASgNEhIKCmFmZmluaXRpZXMYDCABKA0iwQEKBUV2ZW50EiMKBHR5cGUYASABKA4yFS5rZXltZXNoLnYxLkV2ZW50VHlwZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRwb29sGAMgASgJEg4KBmtleV9pZBgEIAEoCRIQCghsZWFzZV9pZBgFIAEoCRIOCgZyZWFzb24YBiABKAkSKQoFdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjMKEUNyZWF0ZVBvb2xSZXF1ZXN0Eh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wiNAoSQ3JlYXRlUG9vbFJlc3BvbnNlEh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wiHgoOR2V0UG9vbFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIxCg9HZXRQb29sUmVzcG9uc2USHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCISChBMaXN0UG9vbHNSZXF1ZXN0IjQKEUxpc3RQb29sc1Jlc3BvbnNlEh8KBXBvb2xzGAEgAygLMhAua2V5bWVzaC52MS5Qb29sImQKEVVwZGF0ZVBvb2xSZXF1ZXN0Eh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjQKElVwZGF0ZVBvb2xSZXNwb25zZRIeCgRwb29sGAEgASgLMhAua2V5bWVzaC52MS5Qb29sIjAKEURlbGV0ZVBvb2xSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiFAoSRGVsZXRlUG9vbFJlc3BvbnNlIksKDUFkZEtleVJlcXVlc3QSDAoEcG9vbBgBIAEoCRIcCgNrZXkYAiABKAsyDy5rZXltZXNoLnYxLktleRIOCgZzZWNyZXQYAyABKAkiLgoOQWRkS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiLQoNR2V0S2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCSIuCg5HZXRLZXlSZXNwb25zZRIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleSJGCg9MaXN0S2V5c1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJKChBMaXN0S2V5c1Jlc3BvbnNlEh0KBGtleXMYASADKAsyDy5rZXltZXNoLnYxLktleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkicQoQVXBkYXRlS2V5UmVxdWVzdBIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDgoGc2VjcmV0GAMgASgJIjEKEVVwZGF0ZUtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5Ij8KEFJlbW92ZUtleVJlcXVlc3QSDAoEcG9vbBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSDQoFZHJhaW4YAyABKAgiEwoRUmVtb3ZlS2V5UmVzcG9uc2UiMAoQRW5hYmxlS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCSIxChFFbmFibGVLZXlSZXNwb25zZRIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleSJQChFEaXNhYmxlS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCRINCgVkcmFpbhgDIAEoCBIOCgZyZWFzb24YBCABKAkiMgoSRGlzYWJsZUtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IlgKEUxpc3RMZWFzZXNSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlAKEkxpc3RMZWFzZXNSZXNwb25zZRIhCgZsZWFzZXMYASADKAsyES5rZXltZXNoLnYxLkxlYXNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI2ChJSZXZva2VMZWFzZVJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIhUKE1Jldm9rZUxlYXNlUmVzcG9uc2UiIwoTR2V0UG9vbFN0YXRzUmVxdWVzdBIMCgRwb29sGAEgASgJIjwKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEiQKBXN0YXRzGAEgASgLMhUua2V5bWVzaC52MS5Qb29sU3RhdHMiQAoSV2F0Y2hFdmVudHNSZXF1ZXN0EgwKBHBvb2wYASABKAkSHAoUaW5jbHVkZV9sZWFzZV9ldmVudHMYAiABKAgiNwoTV2F0Y2hFdmVudHNSZXNwb25zZRIgCgVldmVudBgBIAEoCzIRLmtleW1lc2gudjEuRXZlbnQqnQEKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASGAoUU1RSQVRFR1lfUk9VTkRfUk9CSU4QARIXChNTVFJBVEVHWV9MRUFTVF9CVVNZEAISFQoRU1RSQVRFR1lfV0VJR0hURUQQAxIXChNTVFJBVEVHWV9MRUFTVF9VU0VEEAQSFAoQU1RSQVRFR1lfTEFURU5DWRAFKrEBCghLZXlTdGF0ZRIZChVLRVlfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFLRVlfU1RBVEVfRU5BQkxFRBABEhYKEktFWV9TVEFURV9ESVNBQkxFRBACEiAKHEtFWV9TVEFURV9BVVRPX0RJU0FCTEVEX0FVVEgQAxIhCh1LRVlfU1RBVEVfQVVUT19ESVNBQkxFRF9RVU9UQRAEEhYKEktFWV9TVEFURV9EUkFJTklORxAFKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKrUFCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX1RZUEVfUE9PTF9DUkVBVEVEEAESGwoXRVZFTlRfVFlQRV9QT09MX1VQREFURUQQAhIbChdFVkVOVF9UWVBFX1BPT0xfREVMRVRFRBADEhgKFEVWRU5UX1RZUEVfS0VZX0FEREVEEAQSGgoWRVZFTlRfVFlQRV9LRVlfVVBEQVRFRBAFEhoKFkVWRU5UX1RZUEVfS0VZX1JFTU9WRUQQBhIaChZFVkVOVF9UWVBFX0tFWV9FTkFCTEVEEAcSGwoXRVZFTlRfVFlQRV9LRVlfRElTQUJMRUQQCBIgChxFVkVOVF9UWVBFX0tFWV9BVVRPX0RJU0FCTEVEEAkSHwobRVZFTlRfVFlQRV9DT09MRE9XTl9TVEFSVEVEEAoSHQoZRVZFTlRfVFlQRV9DT09MRE9XTl9FTkRFRBALEh0KGUVWRU5UX1RZUEVfQ0lSQ1VJVF9PUEVORUQQDBIiCh5FVkVOVF9UWVBFX0NJUkNVSVRfSEFMRl9PUEVORUQQDRIdChlFVkVOVF9UWVBFX0NJUkNVSVRfQ0xPU0VEEA4SHAoYRVZFTlRfVFlQRV9MRUFTRV9FWFBJUkVEEA8SHAoYRVZFTlRfVFlQRV9MRUFTRV9SRVZPS0VEEBASHQoZRVZFTlRfVFlQRV9QT09MX0VYSEFVU1RFRBAREhwKGEVWRU5UX1RZUEVfTEVBU0VfR1JBTlRFRBASEhoKFkVWRU5UX1RZUEVfTEVBU0VfRU5ERUQQExIVChFFVkVOVF9UWVBFX0xBR0dFRBAUEhwKGEVWRU5UX1RZUEVfVElFUl9GQUxMQkFDSxAZEhwKGEVWRU5UX1RZUEVfVElFUl9SRVNUT1JFRBAaMr0JChBQb29sQWRtaW5TZXJ2aWNlEksKCkNyZWF0ZVBvb2wSHS5rZXltZXNoLnYxLkNyZWF0ZVBvb2xSZXF1ZXN0Gh4ua2V5bWVzaC52MS5DcmVhdGVQb29sUmVzcG9uc2USQgoHR2V0UG9vbBIaLmtleW1lc2gudjEuR2V0UG9vbFJlcXVlc3QaGy5rZXltZXNoLnYxLkdldFBvb2xSZXNwb25zZRJICglMaXN0UG9vbHMSHC5rZXltZXNoLnYxLkxpc3RQb29sc1JlcXVlc3QaHS5rZXltZXNoLnYxLkxpc3RQb29sc1Jlc3BvbnNlEksKClVwZGF0ZVBvb2wSHS5rZXltZXNoLnYxLlVwZGF0ZVBvb2xSZXF1ZXN0Gh4ua2V5bWVzaC52MS5VcGRhdGVQb29sUmVzcG9uc2USSwoKRGVsZXRlUG9vbBIdLmtleW1lc2gudjEuRGVsZXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLkRlbGV0ZVBvb2xSZXNwb25zZRI/CgZBZGRLZXkSGS5rZXltZXNoLnYxLkFkZEtleVJlcXVlc3QaGi5rZXltZXNoLnYxLkFkZEtleVJlc3BvbnNlEj8KBkdldEtleRIZLmtleW1lc2gudjEuR2V0S2V5UmVxdWVzdBoaLmtleW1lc2gudjEuR2V0S2V5UmVzcG9uc2USRQoITGlzdEtleXMSGy5rZXltZXNoLnYxLkxpc3RLZXlzUmVxdWVzdBocLmtleW1lc2gudjEuTGlzdEtleXNSZXNwb25zZRJICglVcGRhdGVLZXkSHC5rZXltZXNoLnYxLlVwZGF0ZUtleVJlcXVlc3QaHS5rZXltZXNoLnYxLlVwZGF0ZUtleVJlc3BvbnNlEkgKCVJlbW92ZUtleRIcLmtleW1lc2gudjEuUmVtb3ZlS2V5UmVxdWVzdBodLmtleW1lc2gudjEuUmVtb3ZlS2V5UmVzcG9uc2USSAoJRW5hYmxlS2V5Ehwua2V5bWVzaC52MS5FbmFibGVLZXlSZXF1ZXN0Gh0ua2V5bWVzaC52MS5FbmFibGVLZXlSZXNwb25zZRJLCgpEaXNhYmxlS2V5Eh0ua2V5bWVzaC52MS5EaXNhYmxlS2V5UmVxdWVzdBoeLmtleW1lc2gudjEuRGlzYWJsZUtleVJlc3BvbnNlEksKCkxpc3RMZWFzZXMSHS5rZXltZXNoLnYxLkxpc3RMZWFzZXNSZXF1ZXN0Gh4ua2V5bWVzaC52MS5MaXN0TGVhc2VzUmVzcG9uc2USTgoLUmV2b2tlTGVhc2USHi5rZXltZXNoLnYxLlJldm9rZUxlYXNlUmVxdWVzdBofLmtleW1lc2gudjEuUmV2b2tlTGVhc2VSZXNwb25zZRJRCgxHZXRQb29sU3RhdHMSHy5rZXltZXNoLnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaIC5rZXltZXNoLnYxLkdldFBvb2xTdGF0c1Jlc3BvbnNlElAKC1dhdGNoRXZlbnRzEh4ua2V5bWVzaC52MS5XYXRjaEV2ZW50c1JlcXVlc3QaHy5rZXltZXNoLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAUJAWj5naXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9jbGllbnRzL2dvL2dlbi9rZXltZXNoL3YxO2tleW1lc2h2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChZrZXltZXNoL3YxL2FkbWluLnByb3RvEgprZXltZXNoLnYxIrMBChRDaXJjdWl0QnJlYWtlckNvbmZpZxIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoDRIwCg1vcGVuX2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1heF9vcGVuX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGhhbGZfb3Blbl9wcm9iZXMYBCABKA0ikgUKBFBvb2wSDAoEbmFtZRgBIAEoCRImCghzdHJhdGVneRgCIAEoDjIULmtleW1lc2gudjEuU3RyYXRlZ3kSKgoHbWluX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdtYXhfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2RlZmF1bHRfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjMKEGRlZmF1bHRfY29vbGRvd24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMbWF4X2Nvb2xkb3duGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKD2NpcmN1aXRfYnJlYWtlchgIIAEoCzIgLmtleW1lc2gudjEuQ2lyY3VpdEJyZWFrZXJDb25maWcSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJa2V5X2NvdW50GAogASgNEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoMcXVvdGFfZ3JvdXBzGA0gAygLMiEua2V5bWVzaC52MS5Qb29sLlF1b3RhR3JvdXBzRW50cnkSIAoYZGVmYXVsdF9lc3RpbWF0ZWRfdG9rZW5zGA4gASgDGkYKEFF1b3RhR3JvdXBzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIua2V5bWVzaC52MS5MaW1pdHM6AjgBIloKBkxpbWl0cxIbChNyZXF1ZXN0c19wZXJfbWludXRlGAEgASgDEhkKEXRva2Vuc19wZXJfbWludXRlGAIgASgDEhgKEHJlcXVlc3RzX3Blcl9kYXkYAyABKAMimwEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEhQKDGlucHV0X3Rva2VucxgCIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAMgASgEEhEKCXN1Y2Nlc3NlcxgEIAEoBBIUCgxyYXRlX2xpbWl0ZWQYBSABKAQSEAoIZmFpbHVyZXMYBiABKAQSEgoKdW5yZXBvcnRlZBgHIAEoBCK1AQoPQnVkZ2V0UmVtYWluaW5nEiAKE3JlcXVlc3RzX3Blcl9taW51dGUYASABKANIAIgBARIeChF0b2tlbnNfcGVyX21pbnV0ZRgCIAEoA0gBiAEBEh0KEHJlcXVlc3RzX3Blcl9kYXkYAyABKANIAogBAUIWChRfcmVxdWVzdHNfcGVyX21pbnV0ZUIUChJfdG9rZW5zX3Blcl9taW51dGVCEwoRX3JlcXVlc3RzX3Blcl9kYXkiqQEKD1F1b3RhR3JvdXBTdGF0cxIMCgRuYW1lGAEgASgJEiIKBmxpbWl0cxgCIAEoCzISLmtleW1lc2gudjEuTGltaXRzEi4KCXJlbWFpbmluZxgDIAEoCzIbLmtleW1lc2gudjEuQnVkZ2V0UmVtYWluaW5nEiYKBXVzYWdlGAQgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIMCgRrZXlzGAUgASgNIt4DCgNLZXkSCgoCaWQYASABKAkSDAoEcG9vbBgCIAEoCRINCgVsYWJlbBgDIAEoCRITCgtzZWNyZXRfaGludBgEIAEoCRIOCgZ3ZWlnaHQYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEhMKC3F1b3RhX2dyb3VwGAcgASgJEi8KCG1ldGFkYXRhGAggAygLMh0ua2V5bWVzaC52MS5LZXkuTWV0YWRhdGFFbnRyeRIjCgVzdGF0ZRgJIAEoDjIULmtleW1lc2gudjEuS2V5U3RhdGUSFAoMc3RhdGVfcmVhc29uGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGbGltaXRzGA0gASgLMhIua2V5bWVzaC52MS5MaW1pdHMSEAoIcHJpb3JpdHkYDiABKA0SJgoFdXNhZ2UYDyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLRAQoFTGVhc2USEAoIbGVhc2VfaWQYASABKAkSDAoEcG9vbBgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDgoGaG9sZGVyGAQgASgJEjAKDGFjcXVpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoDdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsQCCg5Qcm92aWRlckJ1ZGdldBIfChJyZXF1ZXN0c19yZW1haW5pbmcYASABKANIAIgBARIbCg5yZXF1ZXN0c19saW1pdBgCIAEoA0gBiAEBEjUKEXJlcXVlc3RzX3Jlc2V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChB0b2tlbnNfcmVtYWluaW5nGAQgASgDSAKIAQESGQoMdG9rZW5zX2xpbWl0GAUgASgDSAOIAQESMwoPdG9rZW5zX3Jlc2V0X2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIVChNfcmVxdWVzdHNfcmVtYWluaW5nQhEKD19yZXF1ZXN0c19saW1pdEITChFfdG9rZW5zX3JlbWFpbmluZ0IPCg1fdG9rZW5zX2xpbWl0ItYFCghLZXlTdGF0cxIOCgZrZXlfaWQYASABKAkSDQoFbGFiZWwYAiABKAkSIwoFc3RhdGUYAyABKA4yFC5rZXltZXNoLnYxLktleVN0YXRlEhAKCGVsaWdpYmxlGAQgASgIEhUKDWFjdGl2ZV9sZWFzZXMYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEi4KC2VtYV9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHN1Y2Nlc3NfcmF0ZRgIIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgJIAEoDRIvCg1jaXJjdWl0X3N0YXRlGAogASgOMhgua2V5bWVzaC52MS5DaXJjdWl0U3RhdGUSNgoSY2lyY3VpdF9vcGVuX3VudGlsGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChJjb29sZG93bl9yZW1haW5pbmcYDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGYnVkZ2V0GA0gASgLMhoua2V5bWVzaC52MS5Qcm92aWRlckJ1ZGdldBIUCgx0b3RhbF9sZWFzZXMYDiABKAQSFQoNcmVjZW50X2xlYXNlcxgPIAEoDRIUCgxpbnB1dF90b2tlbnMYECABKAQSFQoNb3V0cHV0X3Rva2VucxgRIAEoBBIQCghwcmlvcml0eRgSIAEoDRITCgtxdW90YV9ncm91cBgTIAEoCRIiCgZsaW1pdHMYFCABKAsyEi5rZXltZXNoLnYxLkxpbWl0cxIuCglyZW1haW5pbmcYFSABKAsyGy5rZXltZXNoLnYxLkJ1ZGdldFJlbWFpbmluZxIXCg9yZXNlcnZlZF90b2tlbnMYFiABKAMSJgoFdXNhZ2UYFyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzIpkCCglQb29sU3RhdHMSDAoEcG9vbBgBIAEoCRISCgp0b3RhbF9rZXlzGAIgASgNEhUKDWVsaWdpYmxlX2tleXMYAyABKA0SFQoNYWN0aXZlX2xlYXNlcxgEIAEoDRIPCgd3YWl0ZXJzGAUgASgNEiIKBGtleXMYBiADKAsyFC5rZXltZXNoLnYxLktleVN0YXRzEiYKBXVzYWdlGAkgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIxCgxxdW90YV9ncm91cHMYCiADKAsyGy5rZXltZXNoLnYxLlF1b3RhR3JvdXBTdGF0cxIYChBzZXJ2aW5nX3ByaW9yaXR5GAsgASgNEhIKCmFmZmluaXRpZXMYDCABKA0i7wEKBUV2ZW50EiMKBHR5cGUYASABKA4yFS5rZXltZXNoLnYxLkV2ZW50VHlwZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRwb29sGAMgASgJEg4KBmtleV9pZBgEIAEoCRIQCghsZWFzZV9pZBgFIAEoCRIOCgZyZWFzb24YBiABKAkSKQoFdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKDGFkbWluX2NoYW5nZRgIIAEoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeSKDAgoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIOCgZhY3Rpb24YBCABKAkSDAoEcG9vbBgFIAEoCRIOCgZrZXlfaWQYBiABKAkSEAoIbGVhc2VfaWQYByABKAkSJwoGYmVmb3JlGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVhZnRlchgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHcmVwbGljYRgKIAEoCRIOCgZyZWFzb24YCyABKAkiMwoRQ3JlYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCI0ChJDcmVhdGVQb29sUmVzcG9uc2USHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCIeCg5HZXRQb29sUmVxdWVzdBIMCgRuYW1lGAEgASgJIjEKD0dldFBvb2xSZXNwb25zZRIeCgRwb29sGAEgASgLMhAua2V5bWVzaC52MS5Qb29sIhIKEExpc3RQb29sc1JlcXVlc3QiNAoRTGlzdFBvb2xzUmVzcG9uc2USHwoFcG9vbHMYASADKAsyEC5rZXltZXNoLnYxLlBvb2wiZAoRVXBkYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNAoSVXBkYXRlUG9vbFJlc3BvbnNlEh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wiMAoRRGVsZXRlUG9vbFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIUChJEZWxldGVQb29sUmVzcG9uc2UiSwoNQWRkS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEhwKA2tleRgCIAEoCzIPLmtleW1lc2gudjEuS2V5Eg4KBnNlY3JldBgDIAEoCSIuCg5BZGRLZXlSZXNwb25zZRIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleSItCg1HZXRLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIi4KDkdldEtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IkYKD0xpc3RLZXlzUmVxdWVzdBIMCgRwb29sGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIkoKEExpc3RLZXlzUmVzcG9uc2USHQoEa2V5cxgBIAMoCzIPLmtleW1lc2gudjEuS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxChBVcGRhdGVLZXlSZXF1ZXN0EhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIOCgZzZWNyZXQYAyABKAkiMQoRVXBkYXRlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiPwoQUmVtb3ZlS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCRINCgVkcmFpbhgDIAEoCCITChFSZW1vdmVLZXlSZXNwb25zZSIwChBFbmFibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIjEKEUVuYWJsZUtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IlAKEURpc2FibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJEg0KBWRyYWluGAMgASgIEg4KBnJlYXNvbhgEIAEoCSIyChJEaXNhYmxlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiWAoRTGlzdExlYXNlc1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiUAoSTGlzdExlYXNlc1Jlc3BvbnNlEiEKBmxlYXNlcxgBIAMoCzIRLmtleW1lc2gudjEuTGVhc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjYKElJldm9rZUxlYXNlUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFQoTUmV2b2tlTGVhc2VSZXNwb25zZSIjChNHZXRQb29sU3RhdHNSZXF1ZXN0EgwKBHBvb2wYASABKAkiPAoUR2V0UG9vbFN0YXRzUmVzcG9uc2USJAoFc3RhdHMYASABKAsyFS5rZXltZXNoLnYxLlBvb2xTdGF0cyJAChJXYXRjaEV2ZW50c1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIcChRpbmNsdWRlX2xlYXNlX2V2ZW50cxgCIAEoCCI3ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEua2V5bWVzaC52MS5FdmVudCJ5ChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIMCgRwb29sGAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJcChhMaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USJwoHZW50cmllcxgBIAMoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqnQEKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASGAoUU1RSQVRFR1lfUk9VTkRfUk9CSU4QARIXChNTVFJBVEVHWV9MRUFTVF9CVVNZEAISFQoRU1RSQVRFR1lfV0VJR0hURUQQAxIXChNTVFJBVEVHWV9MRUFTVF9VU0VEEAQSFAoQU1RSQVRFR1lfTEFURU5DWRAFKrEBCghLZXlTdGF0ZRIZChVLRVlfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFLRVlfU1RBVEVfRU5BQkxFRBABEhYKEktFWV9TVEFURV9ESVNBQkxFRBACEiAKHEtFWV9TVEFURV9BVVRPX0RJU0FCTEVEX0FVVEgQAxIhCh1LRVlfU1RBVEVfQVVUT19ESVNBQkxFRF9RVU9UQRAEEhYKEktFWV9TVEFURV9EUkFJTklORxAFKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKtIFCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX1RZUEVfUE9PTF9DUkVBVEVEEAESGwoXRVZFTlRfVFlQRV9QT09MX1VQREFURUQQAhIbChdFVkVOVF9UWVBFX1BPT0xfREVMRVRFRBADEhgKFEVWRU5UX1RZUEVfS0VZX0FEREVEEAQSGgoWRVZFTlRfVFlQRV9LRVlfVVBEQVRFRBAFEhoKFkVWRU5UX1RZUEVfS0VZX1JFTU9WRUQQBhIaChZFVkVOVF9UWVBFX0tFWV9FTkFCTEVEEAcSGwoXRVZFTlRfVFlQRV9LRVlfRElTQUJMRUQQCBIgChxFVkVOVF9UWVBFX0tFWV9BVVRPX0RJU0FCTEVEEAkSHwobRVZFTlRfVFlQRV9DT09MRE9XTl9TVEFSVEVEEAoSHQoZRVZFTlRfVFlQRV9DT09MRE9XTl9FTkRFRBALEh0KGUVWRU5UX1RZUEVfQ0lSQ1VJVF9PUEVORUQQDBIiCh5FVkVOVF9UWVBFX0NJUkNVSVRfSEFMRl9PUEVORUQQDRIdChlFVkVOVF9UWVBFX0NJUkNVSVRfQ0xPU0VEEA4SHAoYRVZFTlRfVFlQRV9MRUFTRV9FWFBJUkVEEA8SHAoYRVZFTlRfVFlQRV9MRUFTRV9SRVZPS0VEEBASHQoZRVZFTlRfVFlQRV9QT09MX0VYSEFVU1RFRBAREhwKGEVWRU5UX1RZUEVfTEVBU0VfR1JBTlRFRBASEhoKFkVWRU5UX1RZUEVfTEVBU0VfRU5ERUQQExIVChFFVkVOVF9UWVBFX0xBR0dFRBAUEhsKF0VWRU5UX1RZUEVfQURNSU5fQ0hBTkdFEBUSHAoYRVZFTlRfVFlQRV9USUVSX0ZBTExCQUNLEBkSHAoYRVZFTlRfVFlQRV9USUVSX1JFU1RPUkVEEBoynAoKEFBvb2xBZG1pblNlcnZpY2USSwoKQ3JlYXRlUG9vbBIdLmtleW1lc2gudjEuQ3JlYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLkNyZWF0ZVBvb2xSZXNwb25zZRJCCgdHZXRQb29sEhoua2V5bWVzaC52MS5HZXRQb29sUmVxdWVzdBobLmtleW1lc2gudjEuR2V0UG9vbFJlc3BvbnNlEkgKCUxpc3RQb29scxIcLmtleW1lc2gudjEuTGlzdFBvb2xzUmVxdWVzdBodLmtleW1lc2gudjEuTGlzdFBvb2xzUmVzcG9uc2USSwoKVXBkYXRlUG9vbBIdLmtleW1lc2gudjEuVXBkYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLlVwZGF0ZVBvb2xSZXNwb25zZRJLCgpEZWxldGVQb29sEh0ua2V5bWVzaC52MS5EZWxldGVQb29sUmVxdWVzdBoeLmtleW1lc2gudjEuRGVsZXRlUG9vbFJlc3BvbnNlEj8KBkFkZEtleRIZLmtleW1lc2gudjEuQWRkS2V5UmVxdWVzdBoaLmtleW1lc2gudjEuQWRkS2V5UmVzcG9uc2USPwoGR2V0S2V5Ehkua2V5bWVzaC52MS5HZXRLZXlSZXF1ZXN0Ghoua2V5bWVzaC52MS5HZXRLZXlSZXNwb25zZRJFCghMaXN0S2V5cxIbLmtleW1lc2gudjEuTGlzdEtleXNSZXF1ZXN0Ghwua2V5bWVzaC52MS5MaXN0S2V5c1Jlc3BvbnNlEkgKCVVwZGF0ZUtleRIcLmtleW1lc2gudjEuVXBkYXRlS2V5UmVxdWVzdBodLmtleW1lc2gudjEuVXBkYXRlS2V5UmVzcG9uc2USSAoJUmVtb3ZlS2V5Ehwua2V5bWVzaC52MS5SZW1vdmVLZXlSZXF1ZXN0Gh0ua2V5bWVzaC52MS5SZW1vdmVLZXlSZXNwb25zZRJICglFbmFibGVLZXkSHC5rZXltZXNoLnYxLkVuYWJsZUtleVJlcXVlc3QaHS5rZXltZXNoLnYxLkVuYWJsZUtleVJlc3BvbnNlEksKCkRpc2FibGVLZXkSHS5rZXltZXNoLnYxLkRpc2FibGVLZXlSZXF1ZXN0Gh4ua2V5bWVzaC52MS5EaXNhYmxlS2V5UmVzcG9uc2USSwoKTGlzdExlYXNlcxIdLmtleW1lc2gudjEuTGlzdExlYXNlc1JlcXVlc3QaHi5rZXltZXNoLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJOCgtSZXZva2VMZWFzZRIeLmtleW1lc2gudjEuUmV2b2tlTGVhc2VSZXF1ZXN0Gh8ua2V5bWVzaC52MS5SZXZva2VMZWFzZVJlc3BvbnNlElEKDEdldFBvb2xTdGF0cxIfLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVxdWVzdBogLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USUAoLV2F0Y2hFdmVudHMSHi5rZXltZXNoLnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLmtleW1lc2gudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEl0KEExpc3RBdWRpdEVudHJpZXMSIy5rZXltZXNoLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GiQua2V5bWVzaC52MS5MaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2VCQFo+Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvY2xpZW50cy9nby9nZW4va2V5bWVzaC92MTtrZXltZXNodjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * CircuitBreakerConfig sets the per-key circuit breaker of a pool. Zero values mean the defaults.
@@ -903,6 +903,13 @@ export type Event = Message<"keymesh.v1.Event"> & {
    * @generated from field: google.protobuf.Timestamp until = 7;
    */
   until?: Timestamp | undefined;
+
+  /**
+   * For ADMIN_CHANGE: the change as the audit trail records it.
+   *
+   * @generated from field: keymesh.v1.AuditEntry admin_change = 8;
+   */
+  adminChange?: AuditEntry | undefined;
 };
 
 /**
@@ -911,6 +918,100 @@ export type Event = Message<"keymesh.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_keymesh_v1_admin, 11);
+
+/**
+ * AuditEntry is one admin change as the audit trail records it: who made it, what it changed, how the
+ * object read before and after (secrets masked), when, and through which server process.
+ *
+ * @generated from message keymesh.v1.AuditEntry
+ */
+export type AuditEntry = Message<"keymesh.v1.AuditEntry"> & {
+  /**
+   * Position in the trail: a later change has a larger id.
+   *
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * When the change was committed (server clock).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who: the name of the bearer token that made the change (never the token itself), "config file" for
+   * KEYMESH_CONFIG applied at start or on SIGHUP, "anonymous" when auth is off.
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * What: create_pool, update_pool, delete_pool, add_key, update_key, remove_key, enable_key,
+   * disable_key or revoke_lease.
+   *
+   * @generated from field: string action = 4;
+   */
+  action: string;
+
+  /**
+   * The pool changed.
+   *
+   * @generated from field: string pool = 5;
+   */
+  pool: string;
+
+  /**
+   * The key, for key changes and revocations.
+   *
+   * @generated from field: string key_id = 6;
+   */
+  keyId: string;
+
+  /**
+   * The lease, for revoke_lease.
+   *
+   * @generated from field: string lease_id = 7;
+   */
+  leaseId: string;
+
+  /**
+   * The object before the change (unset for a creation); a key's secret appears only as its masked hint.
+   *
+   * @generated from field: google.protobuf.Struct before = 8;
+   */
+  before?: JsonObject | undefined;
+
+  /**
+   * The object after the change (unset for a deletion); a key's secret appears only as its masked hint.
+   *
+   * @generated from field: google.protobuf.Struct after = 9;
+   */
+  after?: JsonObject | undefined;
+
+  /**
+   * The server process that made the change (host name and process id).
+   *
+   * @generated from field: string replica = 10;
+   */
+  replica: string;
+
+  /**
+   * The reason given with the change (disable, revoke), or how it was made ("drain").
+   *
+   * @generated from field: string reason = 11;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message keymesh.v1.AuditEntry.
+ * Use `create(AuditEntrySchema)` to create a new message.
+ */
+export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 12);
 
 /**
  * CreatePoolRequest creates a pool.
@@ -931,7 +1032,7 @@ export type CreatePoolRequest = Message<"keymesh.v1.CreatePoolRequest"> & {
  * Use `create(CreatePoolRequestSchema)` to create a new message.
  */
 export const CreatePoolRequestSchema: GenMessage<CreatePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 12);
+  messageDesc(file_keymesh_v1_admin, 13);
 
 /**
  * CreatePoolResponse is the created pool with defaults filled in.
@@ -952,7 +1053,7 @@ export type CreatePoolResponse = Message<"keymesh.v1.CreatePoolResponse"> & {
  * Use `create(CreatePoolResponseSchema)` to create a new message.
  */
 export const CreatePoolResponseSchema: GenMessage<CreatePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 13);
+  messageDesc(file_keymesh_v1_admin, 14);
 
 /**
  * GetPoolRequest names a pool.
@@ -973,7 +1074,7 @@ export type GetPoolRequest = Message<"keymesh.v1.GetPoolRequest"> & {
  * Use `create(GetPoolRequestSchema)` to create a new message.
  */
 export const GetPoolRequestSchema: GenMessage<GetPoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 14);
+  messageDesc(file_keymesh_v1_admin, 15);
 
 /**
  * GetPoolResponse is the pool.
@@ -994,7 +1095,7 @@ export type GetPoolResponse = Message<"keymesh.v1.GetPoolResponse"> & {
  * Use `create(GetPoolResponseSchema)` to create a new message.
  */
 export const GetPoolResponseSchema: GenMessage<GetPoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 15);
+  messageDesc(file_keymesh_v1_admin, 16);
 
 /**
  * ListPoolsRequest lists every pool.
@@ -1009,7 +1110,7 @@ export type ListPoolsRequest = Message<"keymesh.v1.ListPoolsRequest"> & {
  * Use `create(ListPoolsRequestSchema)` to create a new message.
  */
 export const ListPoolsRequestSchema: GenMessage<ListPoolsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 16);
+  messageDesc(file_keymesh_v1_admin, 17);
 
 /**
  * ListPoolsResponse is every pool, in the order they were created.
@@ -1030,7 +1131,7 @@ export type ListPoolsResponse = Message<"keymesh.v1.ListPoolsResponse"> & {
  * Use `create(ListPoolsResponseSchema)` to create a new message.
  */
 export const ListPoolsResponseSchema: GenMessage<ListPoolsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 17);
+  messageDesc(file_keymesh_v1_admin, 18);
 
 /**
  * UpdatePoolRequest changes a pool.
@@ -1059,7 +1160,7 @@ export type UpdatePoolRequest = Message<"keymesh.v1.UpdatePoolRequest"> & {
  * Use `create(UpdatePoolRequestSchema)` to create a new message.
  */
 export const UpdatePoolRequestSchema: GenMessage<UpdatePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 18);
+  messageDesc(file_keymesh_v1_admin, 19);
 
 /**
  * UpdatePoolResponse is the updated pool.
@@ -1080,7 +1181,7 @@ export type UpdatePoolResponse = Message<"keymesh.v1.UpdatePoolResponse"> & {
  * Use `create(UpdatePoolResponseSchema)` to create a new message.
  */
 export const UpdatePoolResponseSchema: GenMessage<UpdatePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 19);
+  messageDesc(file_keymesh_v1_admin, 20);
 
 /**
  * DeletePoolRequest deletes a pool.
@@ -1108,7 +1209,7 @@ export type DeletePoolRequest = Message<"keymesh.v1.DeletePoolRequest"> & {
  * Use `create(DeletePoolRequestSchema)` to create a new message.
  */
 export const DeletePoolRequestSchema: GenMessage<DeletePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 20);
+  messageDesc(file_keymesh_v1_admin, 21);
 
 /**
  * DeletePoolResponse is empty.
@@ -1123,7 +1224,7 @@ export type DeletePoolResponse = Message<"keymesh.v1.DeletePoolResponse"> & {
  * Use `create(DeletePoolResponseSchema)` to create a new message.
  */
 export const DeletePoolResponseSchema: GenMessage<DeletePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 21);
+  messageDesc(file_keymesh_v1_admin, 22);
 
 /**
  * AddKeyRequest adds a key to a pool.
@@ -1158,7 +1259,7 @@ export type AddKeyRequest = Message<"keymesh.v1.AddKeyRequest"> & {
  * Use `create(AddKeyRequestSchema)` to create a new message.
  */
 export const AddKeyRequestSchema: GenMessage<AddKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 22);
+  messageDesc(file_keymesh_v1_admin, 23);
 
 /**
  * AddKeyResponse is the added key.
@@ -1179,7 +1280,7 @@ export type AddKeyResponse = Message<"keymesh.v1.AddKeyResponse"> & {
  * Use `create(AddKeyResponseSchema)` to create a new message.
  */
 export const AddKeyResponseSchema: GenMessage<AddKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 23);
+  messageDesc(file_keymesh_v1_admin, 24);
 
 /**
  * GetKeyRequest names a key.
@@ -1207,7 +1308,7 @@ export type GetKeyRequest = Message<"keymesh.v1.GetKeyRequest"> & {
  * Use `create(GetKeyRequestSchema)` to create a new message.
  */
 export const GetKeyRequestSchema: GenMessage<GetKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 24);
+  messageDesc(file_keymesh_v1_admin, 25);
 
 /**
  * GetKeyResponse is the key.
@@ -1228,7 +1329,7 @@ export type GetKeyResponse = Message<"keymesh.v1.GetKeyResponse"> & {
  * Use `create(GetKeyResponseSchema)` to create a new message.
  */
 export const GetKeyResponseSchema: GenMessage<GetKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 25);
+  messageDesc(file_keymesh_v1_admin, 26);
 
 /**
  * ListKeysRequest lists the keys of a pool, a page at a time.
@@ -1263,7 +1364,7 @@ export type ListKeysRequest = Message<"keymesh.v1.ListKeysRequest"> & {
  * Use `create(ListKeysRequestSchema)` to create a new message.
  */
 export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 26);
+  messageDesc(file_keymesh_v1_admin, 27);
 
 /**
  * ListKeysResponse is a page of the keys of a pool, by id.
@@ -1291,7 +1392,7 @@ export type ListKeysResponse = Message<"keymesh.v1.ListKeysResponse"> & {
  * Use `create(ListKeysResponseSchema)` to create a new message.
  */
 export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 27);
+  messageDesc(file_keymesh_v1_admin, 28);
 
 /**
  * UpdateKeyRequest changes a key.
@@ -1327,7 +1428,7 @@ export type UpdateKeyRequest = Message<"keymesh.v1.UpdateKeyRequest"> & {
  * Use `create(UpdateKeyRequestSchema)` to create a new message.
  */
 export const UpdateKeyRequestSchema: GenMessage<UpdateKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 28);
+  messageDesc(file_keymesh_v1_admin, 29);
 
 /**
  * UpdateKeyResponse is the updated key.
@@ -1348,7 +1449,7 @@ export type UpdateKeyResponse = Message<"keymesh.v1.UpdateKeyResponse"> & {
  * Use `create(UpdateKeyResponseSchema)` to create a new message.
  */
 export const UpdateKeyResponseSchema: GenMessage<UpdateKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 29);
+  messageDesc(file_keymesh_v1_admin, 30);
 
 /**
  * RemoveKeyRequest removes a key.
@@ -1383,7 +1484,7 @@ export type RemoveKeyRequest = Message<"keymesh.v1.RemoveKeyRequest"> & {
  * Use `create(RemoveKeyRequestSchema)` to create a new message.
  */
 export const RemoveKeyRequestSchema: GenMessage<RemoveKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 30);
+  messageDesc(file_keymesh_v1_admin, 31);
 
 /**
  * RemoveKeyResponse is empty.
@@ -1398,7 +1499,7 @@ export type RemoveKeyResponse = Message<"keymesh.v1.RemoveKeyResponse"> & {
  * Use `create(RemoveKeyResponseSchema)` to create a new message.
  */
 export const RemoveKeyResponseSchema: GenMessage<RemoveKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 31);
+  messageDesc(file_keymesh_v1_admin, 32);
 
 /**
  * EnableKeyRequest enables a key.
@@ -1426,7 +1527,7 @@ export type EnableKeyRequest = Message<"keymesh.v1.EnableKeyRequest"> & {
  * Use `create(EnableKeyRequestSchema)` to create a new message.
  */
 export const EnableKeyRequestSchema: GenMessage<EnableKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 32);
+  messageDesc(file_keymesh_v1_admin, 33);
 
 /**
  * EnableKeyResponse is the key.
@@ -1447,7 +1548,7 @@ export type EnableKeyResponse = Message<"keymesh.v1.EnableKeyResponse"> & {
  * Use `create(EnableKeyResponseSchema)` to create a new message.
  */
 export const EnableKeyResponseSchema: GenMessage<EnableKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 33);
+  messageDesc(file_keymesh_v1_admin, 34);
 
 /**
  * DisableKeyRequest disables a key.
@@ -1489,7 +1590,7 @@ export type DisableKeyRequest = Message<"keymesh.v1.DisableKeyRequest"> & {
  * Use `create(DisableKeyRequestSchema)` to create a new message.
  */
 export const DisableKeyRequestSchema: GenMessage<DisableKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 34);
+  messageDesc(file_keymesh_v1_admin, 35);
 
 /**
  * DisableKeyResponse is the key.
@@ -1510,7 +1611,7 @@ export type DisableKeyResponse = Message<"keymesh.v1.DisableKeyResponse"> & {
  * Use `create(DisableKeyResponseSchema)` to create a new message.
  */
 export const DisableKeyResponseSchema: GenMessage<DisableKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 35);
+  messageDesc(file_keymesh_v1_admin, 36);
 
 /**
  * ListLeasesRequest lists live leases, a page at a time.
@@ -1552,7 +1653,7 @@ export type ListLeasesRequest = Message<"keymesh.v1.ListLeasesRequest"> & {
  * Use `create(ListLeasesRequestSchema)` to create a new message.
  */
 export const ListLeasesRequestSchema: GenMessage<ListLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 36);
+  messageDesc(file_keymesh_v1_admin, 37);
 
 /**
  * ListLeasesResponse is a page of the live leases.
@@ -1580,7 +1681,7 @@ export type ListLeasesResponse = Message<"keymesh.v1.ListLeasesResponse"> & {
  * Use `create(ListLeasesResponseSchema)` to create a new message.
  */
 export const ListLeasesResponseSchema: GenMessage<ListLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 37);
+  messageDesc(file_keymesh_v1_admin, 38);
 
 /**
  * RevokeLeaseRequest revokes a lease.
@@ -1608,7 +1709,7 @@ export type RevokeLeaseRequest = Message<"keymesh.v1.RevokeLeaseRequest"> & {
  * Use `create(RevokeLeaseRequestSchema)` to create a new message.
  */
 export const RevokeLeaseRequestSchema: GenMessage<RevokeLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 38);
+  messageDesc(file_keymesh_v1_admin, 39);
 
 /**
  * RevokeLeaseResponse is empty.
@@ -1623,7 +1724,7 @@ export type RevokeLeaseResponse = Message<"keymesh.v1.RevokeLeaseResponse"> & {
  * Use `create(RevokeLeaseResponseSchema)` to create a new message.
  */
 export const RevokeLeaseResponseSchema: GenMessage<RevokeLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 39);
+  messageDesc(file_keymesh_v1_admin, 40);
 
 /**
  * GetPoolStatsRequest names a pool.
@@ -1644,7 +1745,7 @@ export type GetPoolStatsRequest = Message<"keymesh.v1.GetPoolStatsRequest"> & {
  * Use `create(GetPoolStatsRequestSchema)` to create a new message.
  */
 export const GetPoolStatsRequestSchema: GenMessage<GetPoolStatsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 40);
+  messageDesc(file_keymesh_v1_admin, 41);
 
 /**
  * GetPoolStatsResponse is the pool's live state.
@@ -1665,7 +1766,7 @@ export type GetPoolStatsResponse = Message<"keymesh.v1.GetPoolStatsResponse"> & 
  * Use `create(GetPoolStatsResponseSchema)` to create a new message.
  */
 export const GetPoolStatsResponseSchema: GenMessage<GetPoolStatsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 41);
+  messageDesc(file_keymesh_v1_admin, 42);
 
 /**
  * WatchEventsRequest subscribes to events.
@@ -1693,7 +1794,7 @@ export type WatchEventsRequest = Message<"keymesh.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 42);
+  messageDesc(file_keymesh_v1_admin, 43);
 
 /**
  * WatchEventsResponse carries one event.
@@ -1714,7 +1815,77 @@ export type WatchEventsResponse = Message<"keymesh.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 43);
+  messageDesc(file_keymesh_v1_admin, 44);
+
+/**
+ * ListAuditEntriesRequest reads the audit trail, newest first, a page at a time.
+ *
+ * @generated from message keymesh.v1.ListAuditEntriesRequest
+ */
+export type ListAuditEntriesRequest = Message<"keymesh.v1.ListAuditEntriesRequest"> & {
+  /**
+   * Only this pool's changes, when set.
+   *
+   * @generated from field: string pool = 1;
+   */
+  pool: string;
+
+  /**
+   * Only changes at or after this instant, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Most entries to return; 0 means 100, and more than 1000 is read as 1000.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page, with the same pool and since; empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message keymesh.v1.ListAuditEntriesRequest.
+ * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
+ */
+export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 45);
+
+/**
+ * ListAuditEntriesResponse is a page of the audit trail.
+ *
+ * @generated from message keymesh.v1.ListAuditEntriesResponse
+ */
+export type ListAuditEntriesResponse = Message<"keymesh.v1.ListAuditEntriesResponse"> & {
+  /**
+   * The entries, newest first.
+   *
+   * @generated from field: repeated keymesh.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+
+  /**
+   * Token for the next (older) page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message keymesh.v1.ListAuditEntriesResponse.
+ * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
+ */
+export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 46);
 
 /**
  * Strategy is how a pool chooses among its eligible keys.
@@ -2021,6 +2192,13 @@ export enum EventType {
   LAGGED = 20,
 
   /**
+   * An admin change was committed (admin_change says who changed what).
+   *
+   * @generated from enum value: EVENT_TYPE_ADMIN_CHANGE = 21;
+   */
+  ADMIN_CHANGE = 21,
+
+  /**
    * The pool lent a key of a later tier: every key of its first tier was ineligible (key_id: the key lent).
    *
    * @generated from enum value: EVENT_TYPE_TIER_FALLBACK = 25;
@@ -2207,6 +2385,16 @@ export const PoolAdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEventsRequestSchema;
     output: typeof WatchEventsResponseSchema;
+  },
+  /**
+   * ListAuditEntries returns the record of admin changes, newest first.
+   *
+   * @generated from rpc keymesh.v1.PoolAdminService.ListAuditEntries
+   */
+  listAuditEntries: {
+    methodKind: "unary";
+    input: typeof ListAuditEntriesRequestSchema;
+    output: typeof ListAuditEntriesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_keymesh_v1_admin, 0);

@@ -380,8 +380,10 @@ func drainBuckets(o options, p *provider, do func(ctx context.Context, deadline 
 				mu.Lock()
 				w := size()
 				mu.Unlock()
+				// The budget bounds the wait for a key; the call itself gets a second more, so a lease granted
+				// late is not cut off mid-call and reported as the key's failure (which opens its circuit).
 				deadline := time.Now().Add(o.budget)
-				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
 				if err := do(ctx, deadline, w); err == nil {
 					succeeded.Add(1)
 				} else {

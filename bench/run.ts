@@ -11,6 +11,7 @@ import { Strategy } from "../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../test/fake-provider/provider.js";
 import { engineWake, scale } from "./lib/inprocess.js";
 import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
+import { budgets } from "./lib/budgets.js";
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 import { ends } from "./lib/ends.js";
@@ -191,6 +192,7 @@ async function main() {
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));
     addClientFigures(result, await section("clients", () => clientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
+    result.budgets = await section("budgets", () => budgets(bs, quick ? { seconds: 5, warmupSeconds: 1 } : { seconds: 30, warmupSeconds: 2 }));
   } finally {
     await bs.stop();
   }

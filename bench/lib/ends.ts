@@ -60,8 +60,8 @@ async function onStore(sql: postgres.Sql, embedded: boolean, o: EndsOptions): Pr
   const config = new PostgresConfigStore(sql, new SecretBox(randomBytes(32)), availability, systemClock);
   await config.verifyMasterKey();
   const now = Date.now();
-  await config.insertPool({ name: "ends", strategy: "round_robin", minTtlMs: 1000, maxTtlMs: 600_000, defaultTtlMs: 60_000, defaultCooldownMs: 5000, maxCooldownMs: 300_000, failureThreshold: 3, openDurationMs: 30_000, maxOpenDurationMs: 600_000, halfOpenProbes: 1, description: "", createdAt: now, updatedAt: now });
-  await config.insertKey({ pool: "ends", id: "k", label: "k", secret: "sk-bench-ends-0123456789", weight: 1, maxConcurrency: 10_000, quotaGroup: "", metadata: {}, disabled: false, disabledReason: "", createdAt: now, updatedAt: now });
+  await config.insertPool({ name: "ends", strategy: "round_robin", minTtlMs: 1000, maxTtlMs: 600_000, defaultTtlMs: 60_000, defaultCooldownMs: 5000, maxCooldownMs: 300_000, failureThreshold: 3, openDurationMs: 30_000, maxOpenDurationMs: 600_000, halfOpenProbes: 1, description: "", quotaGroups: {}, defaultEstimatedTokens: 0, createdAt: now, updatedAt: now });
+  await config.insertKey({ pool: "ends", id: "k", label: "k", secret: "sk-bench-ends-0123456789", weight: 1, maxConcurrency: 10_000, quotaGroup: "", limits: { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 }, priority: 0, metadata: {}, disabled: false, disabledReason: "", createdAt: now, updatedAt: now });
   const epoch = await beginEpoch(sql, availability, now);
   const live = new Set<string>();
   const journal = new PostgresGrantJournal(sql, availability, quietLog, { epoch, isLive: (id) => live.has(id), vacuumEvery: embedded ? 10_000 : undefined });

@@ -34,6 +34,9 @@ type options struct {
 	budget      time.Duration
 	scenario    string
 	seed        uint64
+	tokensMin   int64
+	tokensMax   int64
+	drain       int
 	ops         int
 	rounds      int
 }
@@ -59,6 +62,9 @@ func main() {
 	flag.DurationVar(&o.budget, "budget", 5*time.Second, "time a request may take, retries included (goodput)")
 	flag.StringVar(&o.scenario, "scenario", "", "one | rr | keymesh (goodput)")
 	flag.Uint64Var(&o.seed, "seed", 7, "arrival process seed (goodput)")
+	flag.Int64Var(&o.tokensMin, "tokens-min", 0, "smallest sized request, in tokens (goodput; 0 with -tokens-max 0: the fixed small request)")
+	flag.Int64Var(&o.tokensMax, "tokens-max", 0, "largest sized request, in tokens (goodput)")
+	flag.IntVar(&o.drain, "drain", 0, "send this many requests back to back, report them and exit (goodput: empties the buckets before a scenario)")
 	flag.IntVar(&o.ops, "ops", 1000, "scoped leases and bare pairs per round (client-cpu)")
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (client-cpu)")
 	flag.Parse()

@@ -5,6 +5,8 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import type { KeyStatsView } from "../../server/src/domain/types.js";
+import { NO_LIMITS } from "../../server/src/domain/config.js";
+import { emptyUsage } from "../../server/src/domain/usage.js";
 import { createMetrics } from "../../server/src/ops/metrics.js";
 
 const RULES = path.resolve(import.meta.dirname, "../../deploy/prometheus/keymesh-alerts.yml");
@@ -26,11 +28,12 @@ async function exportedSeries(): Promise<string[]> {
   const key: KeyStatsView = {
     keyId: "k1", label: "k1", state: "enabled", eligible: true, activeLeases: 1, maxConcurrency: 0, successRate: 1,
     consecutiveFailures: 0, circuitState: "closed", cooldownRemainingMs: 0, budget: {}, totalLeases: 1,
-    recentLeases: 1, inputTokens: 0, outputTokens: 0,
+    recentLeases: 1, inputTokens: 0, outputTokens: 0, priority: 0, quotaGroup: "", limits: NO_LIMITS, remaining: {},
+    reservedTokens: 0, usage: emptyUsage(),
   };
   metrics.setSource({
     pools: () => ["openai"],
-    poolStats: (pool) => ({ pool, totalKeys: 1, eligibleKeys: 1, activeLeases: 1, waiters: 0, keys: [key] }),
+    poolStats: (pool) => ({ pool, totalKeys: 1, eligibleKeys: 1, activeLeases: 1, waiters: 0, keys: [key], usage: emptyUsage(), quotaGroups: [], servingPriority: 0, affinities: 0 }),
     unwrittenSince: () => undefined,
   });
   metrics.observeAcquire("openai", "granted", 1);

@@ -21,9 +21,13 @@ describe("docs/operations.md", () => {
     const [pool] = config.pools;
     expect(pool).toMatchObject({ name: "openai", managed: true });
     expect(Object.keys(pool!.settings).sort()).toEqual(
-      ["defaultCooldownMs", "defaultTtlMs", "description", "failureThreshold", "halfOpenProbes", "maxCooldownMs", "maxOpenDurationMs", "maxTtlMs", "minTtlMs", "openDurationMs", "strategy"],
+      [
+        "defaultCooldownMs", "defaultEstimatedTokens", "defaultTtlMs", "description", "failureThreshold", "halfOpenProbes", "maxCooldownMs",
+        "maxOpenDurationMs", "maxTtlMs", "minTtlMs", "openDurationMs", "quotaGroups", "strategy",
+      ],
     );
-    expect(pool!.keys[0]).toMatchObject({ id: "k1", secret: env.OPENAI_KEY_1, maxConcurrency: 8, quotaGroup: "org-a", disabled: false });
+    expect(pool!.keys[0]).toMatchObject({ id: "k1", secret: env.OPENAI_KEY_1, maxConcurrency: 8, quotaGroup: "org-a", priority: 0, disabled: false });
+    expect(pool!.keys[0]!.limits).toEqual({ requestsPerMinute: 4950, tokensPerMinute: 990_000, requestsPerDay: 0 });
     const auth = createAuthorizer(config.tokens);
     const acquire = { service: "keymesh.v1.KeyPoolService", name: "Acquire" };
     expect(auth.authorize(acquire, `Bearer ${env.BACKEND_TOKEN}`, "openai")).toEqual({ ok: true, name: "auth.tokens[1]" });

@@ -9,20 +9,35 @@ export interface Answer {
   headers?: Record<string, string>;
 }
 
-/** A key's request budget when the answer is written, for the rate-limit headers. */
+/** A key's request budget when the answer is written, for the rate-limit headers; `tokens` when it has a token limit. */
 export interface Budget {
   limit: number;
   remaining: number;
   /** Until the bucket is full again. */
   resetMs: number;
   now: number;
+  tokens?: { limit: number; remaining: number; resetMs: number };
 }
+
+/** Which limit refused a request, as OpenAI's error `type` names it ("requests", "tokens"). */
+export type LimitKind = "requests" | "tokens" | "requests_per_day";
+
+/** The limit that refused a request: its kind, its limit and what the request asked for. */
+export interface Refusal {
+  kind: LimitKind;
+  limit: number;
+  requested: number;
+}
+
+const LIMIT_WORDS: Record<LimitKind, string> = { requests: "requests per min (RPM)", tokens: "tokens per min (TPM)", requests_per_day: "requests per day (RPD)" };
 
 /** What a successful call echoes. */
 interface Echo {
   model: string;
   prompt: string;
-  promptTokens: number;
+  /** The tokens the call used. */
+  inputTokens: number;
+  outputTokens: number;
   /** The key's successful calls so far, for the answer's id. */
   n: number;
   now: number;
@@ -39,8 +54,8 @@ export interface Dialect {
   key(req: IncomingMessage, url: URL): Carried | undefined;
   /** No key, a key the provider does not know, or one revoked upstream. */
   refused(key: string | undefined, revoked: boolean): Answer;
-  /** The key's bucket is empty: wait waitMs. */
-  rateLimited(budget: Budget, waitMs: number): Answer;
+  /** A limit of the key refuses the request: wait waitMs. */
+  rateLimited(budget: Budget, waitMs: number, refusal: Refusal): Answer;
   /** A scripted fault: 429 (retry-after when given), 529, another 5xx or 4xx. */
   fault(status: number, retryAfterS: number | undefined): Answer;
   /** The body is not a JSON object. */
@@ -119,11 +134,11 @@ export const openai: Dialect = {
       : `Incorrect API key provided: ${maskKey(key)}. You can find your API key at https://platform.openai.com/account/api-keys.`;
     return openaiError(401, message, "invalid_request_error", "invalid_api_key");
   },
-  rateLimited(budget, waitMs) {
+  rateLimited(budget, waitMs, refusal) {
     const message =
-      `Rate limit reached for fake-model in organization org-fake on requests per min (RPM): ` +
-      `Limit ${budget.limit}, Used ${budget.limit}, Requested 1. Please try again in ${formatDuration(waitMs)}.`;
-    return openaiError(429, message, "requests", "rate_limit_exceeded", {
+      `Rate limit reached for fake-model in organization org-fake on ${LIMIT_WORDS[refusal.kind]}: ` +
+      `Limit ${refusal.limit}, Requested ${refusal.requested}. Please try again in ${formatDuration(waitMs)}.`;
+    return openaiError(429, message, refusal.kind, "rate_limit_exceeded", {
       ...this.budgetHeaders(budget),
       "retry-after": String(Math.ceil(waitMs / 1000)),
       "retry-after-ms": String(waitMs),
@@ -147,13 +162,18 @@ export const openai: Dialect = {
       created: Math.floor(e.now / 1000),
       model: e.model,
       choices: [{ index: 0, message: { role: "assistant", content: `echo: ${e.prompt}` }, finish_reason: "stop" }],
-      usage: { prompt_tokens: e.promptTokens, completion_tokens: e.promptTokens + 1, total_tokens: 2 * e.promptTokens + 1 },
+      usage: { prompt_tokens: e.inputTokens, completion_tokens: e.outputTokens, total_tokens: e.inputTokens + e.outputTokens },
     },
   }),
   budgetHeaders: (b) => ({
     "x-ratelimit-limit-requests": String(b.limit),
     "x-ratelimit-remaining-requests": String(b.remaining),
     "x-ratelimit-reset-requests": formatDuration(b.resetMs),
+    ...(b.tokens && {
+      "x-ratelimit-limit-tokens": String(b.tokens.limit),
+      "x-ratelimit-remaining-tokens": String(b.tokens.remaining),
+      "x-ratelimit-reset-tokens": formatDuration(b.tokens.resetMs),
+    }),
   }),
 };
 
@@ -176,8 +196,8 @@ const ANTHROPIC_FAULT_TYPES: Record<number, string> = {
 export const anthropic: Dialect = {
   key: (req) => header(req, "x-api-key") ?? bearer(req),
   refused: (key) => anthropicError(401, "authentication_error", key === undefined ? "x-api-key header is required" : "invalid x-api-key"),
-  rateLimited(budget, waitMs) {
-    return anthropicError(429, "rate_limit_error", "Number of requests has exceeded your per-minute rate limit (scripted bucket).", {
+  rateLimited(budget, waitMs, refusal) {
+    return anthropicError(429, "rate_limit_error", `This request would exceed your ${LIMIT_WORDS[refusal.kind]} rate limit of ${refusal.limit} (fake bucket).`, {
       ...this.budgetHeaders(budget),
       "retry-after": String(Math.ceil(waitMs / 1000)),
     });
@@ -202,15 +222,23 @@ export const anthropic: Dialect = {
       content: [{ type: "text", text: `echo: ${e.prompt}` }],
       stop_reason: "end_turn",
       stop_sequence: null,
-      usage: { input_tokens: e.promptTokens, output_tokens: e.promptTokens + 1 },
+      usage: { input_tokens: e.inputTokens, output_tokens: e.outputTokens },
     },
   }),
   budgetHeaders: (b) => ({
     "anthropic-ratelimit-requests-limit": String(b.limit),
     "anthropic-ratelimit-requests-remaining": String(b.remaining),
-    "anthropic-ratelimit-requests-reset": new Date(b.now + Math.ceil(b.resetMs / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    "anthropic-ratelimit-requests-reset": anthropicInstant(b.now, b.resetMs),
+    ...(b.tokens && {
+      "anthropic-ratelimit-tokens-limit": String(b.tokens.limit),
+      "anthropic-ratelimit-tokens-remaining": String(b.tokens.remaining),
+      "anthropic-ratelimit-tokens-reset": anthropicInstant(b.now, b.tokens.resetMs),
+    }),
   }),
 };
+
+/** Anthropic's resets are RFC 3339 instants, to the second. */
+const anthropicInstant = (now: number, ms: number) => new Date(now + Math.ceil(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 const GOOGLE_STATUS: Record<number, string> = {
   400: "INVALID_ARGUMENT",
@@ -247,9 +275,12 @@ export const gemini: Dialect = {
       { "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "API_KEY_INVALID", domain: "googleapis.com" },
     ]);
   },
-  rateLimited: (_budget, waitMs) =>
+  rateLimited: (_budget, waitMs, refusal) =>
     googleError(429, "You exceeded your current quota, please check your plan and billing details.", [
-      { "@type": "type.googleapis.com/google.rpc.QuotaFailure", violations: [{ quotaMetric: "generativelanguage.googleapis.com/generate_content_requests" }] },
+      {
+        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+        violations: [{ quotaMetric: `generativelanguage.googleapis.com/${refusal.kind === "tokens" ? "generate_content_input_token_count" : "generate_content_requests"}`, quotaId: refusal.kind }],
+      },
       retryInfo(Math.ceil(waitMs / 1000)),
     ]),
   fault(status, retryAfterS) {
@@ -263,7 +294,7 @@ export const gemini: Dialect = {
     status: 200,
     body: {
       candidates: [{ content: { role: "model", parts: [{ text: `echo: ${e.prompt}` }] }, finishReason: "STOP", index: 0 }],
-      usageMetadata: { promptTokenCount: e.promptTokens, candidatesTokenCount: e.promptTokens + 1, totalTokenCount: 2 * e.promptTokens + 1 },
+      usageMetadata: { promptTokenCount: e.inputTokens, candidatesTokenCount: e.outputTokens, totalTokenCount: e.inputTokens + e.outputTokens },
       modelVersion: e.model,
       responseId: `fake-${e.n}`,
     },

@@ -206,3 +206,34 @@ describe("fake provider", () => {
     expect(new URL(provider.url).hostname).toBe("127.0.0.1");
   });
 });
+
+describe("fake provider token and daily limits", () => {
+  it("needs a request's estimate left in the token bucket, charges what it used, and says which limit bound", async () => {
+    let t = 1_000_000;
+    provider = await startFakeProvider({ keys: ["sk-t"], limits: { requestsPerWindow: 100, windowMs: 1000, tokensPerWindow: 1000 }, now: () => t });
+    const sized = (estimate: number, actual: number) => ({ model: "m", messages: [{ role: "user", content: "x" }], fake_tokens: { estimate, actual } });
+    const first = await chat(provider.url, "sk-t", sized(800, 600));
+    expect(first.status).toBe(200);
+    expect(((await first.json()) as { usage: unknown }).usage).toEqual({ prompt_tokens: 300, completion_tokens: 300, total_tokens: 600 });
+    expect(first.headers.get("x-ratelimit-remaining-tokens")).toBe("400");
+    const refused = await chat(provider.url, "sk-t", sized(500, 500));
+    expect(refused.status).toBe(429);
+    const body = (await refused.json()) as { error: { type: string; message: string } };
+    expect(body.error.type).toBe("tokens");
+    expect(body.error.message).toContain("tokens per min (TPM)");
+    // 100 more tokens refill in 100 ms.
+    expect(refused.headers.get("retry-after-ms")).toBe("100");
+    t += 100;
+    expect((await chat(provider.url, "sk-t", sized(500, 500))).status).toBe(200);
+    expect(provider.stats().keys["sk-t"]).toMatchObject({ ok: 2, tokens: 1100, rateLimitedBy: { tokens: 1, requests: 0, requests_per_day: 0 } });
+  });
+
+  it("enforces requests per day and can answer without rate-limit headers", async () => {
+    provider = await startFakeProvider({ keys: ["sk-d"], limits: { requestsPerDay: 2 }, rateLimitHeaders: false });
+    const answers = [await chat(provider.url, "sk-d"), await chat(provider.url, "sk-d"), await chat(provider.url, "sk-d")];
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 429]);
+    expect(answers[0]!.headers.get("x-ratelimit-remaining-requests")).toBeNull();
+    expect(((await answers[2]!.json()) as { error: { type: string } }).error.type).toBe("requests_per_day");
+    expect(Number(answers[2]!.headers.get("retry-after"))).toBeGreaterThan(40_000);
+  });
+});

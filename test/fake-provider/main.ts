@@ -7,6 +7,9 @@ const usage = `usage: tsx test/fake-provider/main.ts [options]
   --port N                 listen port on 127.0.0.1 (default 0: any free port)
   --rpm-per-key N          requests per minute per key (default ${DEFAULT_LIMITS.requestsPerWindow})
   --window-ms N            refill window in ms, to scale the limit down for tests (default 60000)
+  --tpm-per-key N          tokens per window per key (default 0: no token limit)
+  --rpd-per-key N          requests per day per key (default 0: no daily limit)
+  --no-rate-limit-headers  answer without x-ratelimit-* headers
   --latency-ms N           delay before every answer (default 0)
   --keys a,b,c             accepted keys
   --key-count N            also accept <key-prefix>0 .. <key-prefix>N-1
@@ -27,6 +30,9 @@ const { values } = parseArgs({
     port: { type: "string" },
     "rpm-per-key": { type: "string" },
     "window-ms": { type: "string" },
+    "tpm-per-key": { type: "string" },
+    "rpd-per-key": { type: "string" },
+    "no-rate-limit-headers": { type: "boolean" },
     "latency-ms": { type: "string" },
     keys: { type: "string" },
     "key-count": { type: "string" },
@@ -51,7 +57,10 @@ const provider = await startFakeProvider({
   limits: {
     requestsPerWindow: positiveNumber("rpm-per-key", values["rpm-per-key"], DEFAULT_LIMITS.requestsPerWindow),
     windowMs: positiveNumber("window-ms", values["window-ms"], DEFAULT_LIMITS.windowMs),
+    tokensPerWindow: positiveNumber("tpm-per-key", values["tpm-per-key"], 0, true),
+    requestsPerDay: positiveNumber("rpd-per-key", values["rpd-per-key"], 0, true),
   },
+  rateLimitHeaders: !values["no-rate-limit-headers"],
   latencyMs: positiveNumber("latency-ms", values["latency-ms"], 0, true),
   keys,
 });

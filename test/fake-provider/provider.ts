@@ -1,15 +1,20 @@
-// A local stand-in for the OpenAI, Anthropic and Gemini APIs (dialects.ts): per-key request rate
-// limits with realistic 429s and rate-limit headers, so tests and the bench can drive the whole lease
-// loop, with the real SDKs, without a network.
+// A local stand-in for the OpenAI, Anthropic and Gemini APIs (dialects.ts): per-key request, token and
+// per-day limits with realistic 429s (saying which limit bound) and rate-limit headers (or none), so
+// tests and the bench can drive the whole lease loop, with the real SDKs, without a network.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Answer, anthropic, type Budget, type Dialect, gemini, openai } from "./dialects.js";
+import { type Answer, anthropic, type Budget, type Dialect, gemini, type LimitKind, openai, type Refusal } from "./dialects.js";
 
 export interface RateLimits {
   /** Requests a key may make per window (the bucket's capacity). */
   requestsPerWindow: number;
   /** The window over which the bucket refills completely, in ms (OpenAI's is a minute). */
   windowMs: number;
+  /** Tokens a key may use per window (0: no token limit): a request needs its estimate left, and is charged what it used. */
+  tokensPerWindow: number;
+  /** Requests a key may make per day (0: no daily limit), refilled continuously over `dayMs`. */
+  requestsPerDay: number;
+  dayMs: number;
 }
 
 export interface FakeProviderOptions {
@@ -21,6 +26,8 @@ export interface FakeProviderOptions {
   keys?: string[];
   /** Delay before every answer, in ms. */
   latencyMs?: number;
+  /** False: answers carry no rate-limit headers (429s still carry their retry-after), as some providers do. Default true. */
+  rateLimitHeaders?: boolean;
   /** Current time in ms; inject a fake clock in tests. */
   now?: () => number;
 }
@@ -28,6 +35,10 @@ export interface FakeProviderOptions {
 interface KeyStats {
   ok: number;
   rateLimited: number;
+  /** The 429s of the key's own limits, by the limit that bound (scripted ones are not among them). */
+  rateLimitedBy: Record<LimitKind, number>;
+  /** Tokens the key's successful requests used. */
+  tokens: number;
   /** Scripted answers other than 429. */
   failed: number;
   unauthorized: number;
@@ -64,13 +75,16 @@ interface Fault {
   retryAfterS?: number;
 }
 
-export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000 };
+export const DEFAULT_LIMITS: RateLimits = { requestsPerWindow: 60, windowMs: 60_000, tokensPerWindow: 0, requestsPerDay: 0, dayMs: 86_400_000 };
 const MAX_BODY_BYTES = 1 << 20;
 
 interface KeyState {
   limits: RateLimits;
   faults: Fault[];
+  /** The three buckets' levels: requests, tokens, requests today. */
+  requests: number;
   tokens: number;
+  today: number;
   refilledAt: number;
   revoked: boolean;
   stats: KeyStats;
@@ -99,13 +113,27 @@ function parseLimits(value: unknown): Partial<RateLimits> | undefined {
   if (value === undefined) return {};
   if (typeof value !== "object" || value === null) return undefined;
   const limits: Partial<RateLimits> = {};
-  for (const name of ["requestsPerWindow", "windowMs"] as const) {
+  for (const name of ["requestsPerWindow", "windowMs", "tokensPerWindow", "requestsPerDay", "dayMs"] as const) {
     const n = (value as Record<string, unknown>)[name];
     if (n === undefined) continue;
     if (typeof n !== "number" || !(n > 0)) return undefined;
     limits[name] = n;
   }
   return limits;
+}
+
+/**
+ * What a request costs in tokens: `fake_tokens: {estimate, actual}` when the body gives it (the bench's
+ * sized requests), else the echo's own (its prompt's, a quarter of its characters, and one more for the
+ * answer); the estimate is what must be left (OpenAI checks prompt + max_tokens), the actual is charged.
+ */
+function tokenCost(body: Record<string, unknown>, promptTokens: number): { estimate: number; input: number; output: number } {
+  const given = body.fake_tokens as { estimate?: unknown; actual?: unknown } | undefined;
+  const n = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+  const actual = n(given?.actual);
+  if (actual === undefined) return { estimate: 2 * promptTokens + 1, input: promptTokens, output: promptTokens + 1 };
+  const input = Math.ceil(actual / 2);
+  return { estimate: Math.max(actual, n(given?.estimate) ?? actual), input, output: actual - input };
 }
 
 const errorBody = (message: string) => JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code: null } });
@@ -131,27 +159,51 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     keys.set(key, {
       limits: merged,
       faults: [],
-      tokens: merged.requestsPerWindow,
+      requests: merged.requestsPerWindow,
+      tokens: merged.tokensPerWindow,
+      today: merged.requestsPerDay,
       refilledAt: now(),
       revoked: false,
-      stats: { ok: 0, rateLimited: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0, via: {} },
+      stats: { ok: 0, rateLimited: 0, rateLimitedBy: { requests: 0, tokens: 0, requests_per_day: 0 }, tokens: 0, failed: 0, unauthorized: 0, inFlight: 0, maxInFlight: 0, via: {} },
     });
   }
   for (const key of options.keys ?? []) addKey(key);
 
-  // Token bucket: capacity requestsPerWindow, refilled continuously over windowMs.
+  // Buckets: each of capacity L refilled continuously over its window (L/window), as providers meter.
   function refill(state: KeyState): void {
     const t = now();
-    const { requestsPerWindow, windowMs } = state.limits;
-    state.tokens = Math.min(requestsPerWindow, state.tokens + ((t - state.refilledAt) * requestsPerWindow) / windowMs);
+    const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
+    const elapsed = t - state.refilledAt;
+    state.requests = Math.min(requestsPerWindow, state.requests + (elapsed * requestsPerWindow) / windowMs);
+    if (tokensPerWindow > 0) state.tokens = Math.min(tokensPerWindow, state.tokens + (elapsed * tokensPerWindow) / windowMs);
+    if (requestsPerDay > 0) state.today = Math.min(requestsPerDay, state.today + (elapsed * requestsPerDay) / dayMs);
     state.refilledAt = t;
   }
 
   function budget(state: KeyState): Budget {
-    const { requestsPerWindow, windowMs } = state.limits;
-    const resetMs = ((requestsPerWindow - state.tokens) * windowMs) / requestsPerWindow;
-    return { limit: requestsPerWindow, remaining: Math.floor(state.tokens), resetMs, now: now() };
+    const { requestsPerWindow, windowMs, tokensPerWindow } = state.limits;
+    const resetMs = ((requestsPerWindow - state.requests) * windowMs) / requestsPerWindow;
+    const tokens =
+      tokensPerWindow > 0
+        ? { limit: tokensPerWindow, remaining: Math.max(0, Math.floor(state.tokens)), resetMs: ((tokensPerWindow - state.tokens) * windowMs) / tokensPerWindow }
+        : undefined;
+    return { limit: requestsPerWindow, remaining: Math.floor(state.requests), resetMs, now: now(), tokens };
   }
+
+  /** The limit that refuses a request needing `tokens`, with the wait until it would not, if any. */
+  function refusal(state: KeyState, tokens: number): (Refusal & { waitMs: number }) | undefined {
+    const { requestsPerWindow, windowMs, tokensPerWindow, requestsPerDay, dayMs } = state.limits;
+    if (state.requests < 1) return { kind: "requests", limit: requestsPerWindow, requested: 1, waitMs: Math.ceil(((1 - state.requests) * windowMs) / requestsPerWindow) };
+    if (requestsPerDay > 0 && state.today < 1) return { kind: "requests_per_day", limit: requestsPerDay, requested: 1, waitMs: Math.ceil(((1 - state.today) * dayMs) / requestsPerDay) };
+    if (tokensPerWindow > 0 && state.tokens < tokens) {
+      return { kind: "tokens", limit: tokensPerWindow, requested: tokens, waitMs: Math.ceil(((tokens - state.tokens) * windowMs) / tokensPerWindow) };
+    }
+    return undefined;
+  }
+
+  /** Rate-limit headers go unsent when the provider sends none; a 429 keeps its retry-after. */
+  const budgetHeaders = (headers: Record<string, string> | undefined, keep: (name: string) => boolean) =>
+    options.rateLimitHeaders === false && headers ? Object.fromEntries(Object.entries(headers).filter(([name]) => keep(name))) : headers;
 
   function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     const finish = () => {
@@ -188,32 +240,39 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       answer(res, dialect.fault(fault.status, fault.retryAfterS));
       return;
     }
-    refill(state);
-    if (state.tokens < 1) {
-      state.stats.rateLimited++;
-      const { requestsPerWindow, windowMs } = state.limits;
-      answer(res, dialect.rateLimited(budget(state), Math.ceil(((1 - state.tokens) * windowMs) / requestsPerWindow)));
-      return;
-    }
-    state.tokens -= 1;
     const body = await readJsonObject(req);
     if (body === undefined) {
       answer(res, dialect.badBody());
       return;
     }
+    const prompt = dialect.prompt(body);
+    const cost = tokenCost(body, Math.max(1, Math.ceil(prompt.length / 4)));
+    refill(state);
+    const refused = refusal(state, cost.estimate);
+    if (refused) {
+      state.stats.rateLimited++;
+      state.stats.rateLimitedBy[refused.kind]++;
+      const a = dialect.rateLimited(budget(state), refused.waitMs, refused);
+      answer(res, { ...a, headers: budgetHeaders(a.headers, (name) => name.startsWith("retry-after")) });
+      return;
+    }
+    state.requests -= 1;
+    if (state.limits.requestsPerDay > 0) state.today -= 1;
+    if (state.limits.tokensPerWindow > 0) state.tokens -= cost.input + cost.output;
     state.stats.ok++;
+    state.stats.tokens += cost.input + cost.output;
     state.stats.inFlight++;
     state.stats.maxInFlight = Math.max(state.stats.maxInFlight, state.stats.inFlight);
     res.on("close", () => state.stats.inFlight--);
-    const prompt = dialect.prompt(body);
     const ok = dialect.success({
       model: model ?? (typeof body.model === "string" ? body.model : "fake-model"),
       prompt,
-      promptTokens: Math.max(1, Math.ceil(prompt.length / 4)),
+      inputTokens: cost.input,
+      outputTokens: cost.output,
       n: state.stats.ok,
       now: now(),
     });
-    answer(res, { ...ok, headers: dialect.budgetHeaders(budget(state)) });
+    answer(res, { ...ok, headers: budgetHeaders(dialect.budgetHeaders(budget(state)), () => false) });
   }
 
   async function scriptFault(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -230,7 +289,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
 
   function stats(): ProviderStats {
     const out: Record<string, KeyStats> = {};
-    for (const [key, state] of keys) out[key] = { ...state.stats, via: { ...state.stats.via } };
+    for (const [key, state] of keys) out[key] = { ...state.stats, rateLimitedBy: { ...state.stats.rateLimitedBy }, via: { ...state.stats.via } };
     return { keys: out, unknownKey };
   }
 

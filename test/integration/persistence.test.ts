@@ -93,6 +93,38 @@ describe("graceful restart on the embedded database", () => {
   }, 120_000);
 });
 
+describe("graceful restart keeps declared budgets, usage and affinities (embedded database)", () => {
+  let second: TestServer | undefined;
+  afterAll(async () => {
+    await second?.stop();
+  });
+
+  it("a spent requests_per_day stays spent, usage counts on, an affinity keeps its key", async () => {
+    const first = await startTestServer({ DATABASE_URL: "", KEYMESH_MASTER_KEY: "" });
+    const { admin, pool } = first;
+    await admin.createPool({ pool: { name: "budgets", quotaGroups: { org: { tokensPerMinute: 10_000n } } } });
+    await admin.addKey({ pool: "budgets", key: { id: "a", limits: { requestsPerDay: 2n }, quotaGroup: "org" }, secret: SECRET_A });
+    await admin.addKey({ pool: "budgets", key: { id: "b", priority: 1 }, secret: SECRET_B });
+    for (let i = 0; i < 2; i++) {
+      const lease = await pool.acquire({ pool: "budgets", estimatedTokens: 1_000n, affinity: "conv-1" });
+      expect(lease.keyId).toBe("a");
+      await pool.release({ leaseId: lease.leaseId, usage: { inputTokens: 300n, outputTokens: 200n } });
+    }
+    // a's day budget is spent: the backup tier lends, and the affinity moves to it.
+    expect((await pool.acquire({ pool: "budgets", affinity: "conv-1" })).keyId).toBe("b");
+
+    await first.stop({ keepData: true });
+    second = await startTestServer({ DATABASE_URL: "", KEYMESH_MASTER_KEY: "" }, { dataDir: first.dataDir });
+    const stats = (await second.admin.getPoolStats({ pool: "budgets" })).stats!;
+    const a = stats.keys.find((k) => k.keyId === "a")!;
+    expect([a.remaining?.requestsPerDay, a.usage?.requests, a.usage?.inputTokens, a.eligible]).toEqual([0n, 2n, 600n, false]);
+    expect(stats.quotaGroups.map((g) => [g.name, g.usage?.requests, g.usage?.outputTokens])).toEqual([["org", 2n, 400n]]);
+    expect([stats.usage?.requests, stats.affinities, stats.servingPriority]).toEqual([3n, 1, 1]);
+    expect((await second.admin.getKey({ pool: "budgets", keyId: "a" })).key!.limits!.requestsPerDay).toBe(2n);
+    expect((await second.pool.acquire({ pool: "budgets", affinity: "conv-1" })).keyId).toBe("b");
+  }, 120_000);
+});
+
 describe("kill -9 between snapshots (real Postgres)", () => {
   it("keeps the key held after the crash and lets the pre-crash lease release", async () => {
     const databaseUrl = await freshDatabase();

@@ -8,10 +8,13 @@ import {
   StrategySchema,
   type AuditEntry,
   type Event,
+  type BudgetRemaining,
   type Key,
   type Lease,
+  type Limits,
   type Pool,
   type PoolStats,
+  type UsageTotals,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { formatDuration } from "../ops/duration.js";
 
@@ -29,7 +32,7 @@ function enumName(schema: DescEnum, value: number): string {
 }
 
 const dash = "-";
-export const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+export const count = (n: number, noun: string, plural = `${noun}s`) => `${n} ${n === 1 ? noun : plural}`;
 const duration = (d: Duration | undefined) => (d ? formatDuration(durationMs(d)) : dash);
 const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : dash);
 
@@ -49,6 +52,32 @@ export function poolsTable(pools: Pool[]): string {
     ]),
   );
 }
+
+/** "60 rpm, 90000 tpm" for the limits declared; "-" for none. */
+function limitsText(l: Limits | undefined): string {
+  if (!l) return dash;
+  const parts: string[] = [];
+  if (l.requestsPerMinute > 0n) parts.push(`${l.requestsPerMinute} rpm`);
+  if (l.tokensPerMinute > 0n) parts.push(`${l.tokensPerMinute} tpm`);
+  if (l.requestsPerDay > 0n) parts.push(`${l.requestsPerDay} rpd`);
+  return parts.join(", ") || dash;
+}
+
+/** What a budget has left against its limit ("12/60"), "-" when none is declared. */
+function leftText(left: bigint | undefined, limit: bigint | undefined): string {
+  return left === undefined || !limit ? dash : `${left}/${limit}`;
+}
+
+function usageText(u: UsageTotals | undefined): string {
+  if (!u) return dash;
+  return `${u.requests} requests (${u.successes} ok, ${u.rateLimited} rate-limited, ${u.failures} failed, ${u.unreported} unreported), ${u.inputTokens} in / ${u.outputTokens} out tokens`;
+}
+
+const remainingCells = (r: BudgetRemaining | undefined, l: Limits | undefined) => [
+  leftText(r?.requestsPerMinute, l?.requestsPerMinute),
+  leftText(r?.tokensPerMinute, l?.tokensPerMinute),
+  leftText(r?.requestsPerDay, l?.requestsPerDay),
+];
 
 const metadataText = (metadata: Record<string, string>) =>
   Object.entries(metadata)
@@ -74,6 +103,8 @@ export function poolDetail(p: Pool): string {
       b ? `${b.failureThreshold} failures open it for ${duration(b.openDuration)} (at most ${duration(b.maxOpenDuration)}), ${b.halfOpenProbes} half-open probe${b.halfOpenProbes === 1 ? "" : "s"}` : dash,
     ],
     ["description", p.description || dash],
+    ["quota groups", Object.entries(p.quotaGroups).map(([name, l]) => `${name}: ${limitsText(l)}`).join("; ") || dash],
+    ["default estimate", p.defaultEstimatedTokens > 0n ? `${p.defaultEstimatedTokens} tokens` : dash],
     ["created", iso(p.createTime)],
     ["updated", iso(p.updateTime)],
   ]);
@@ -89,7 +120,10 @@ export function keyDetail(k: Key): string {
     ["weight", String(k.weight)],
     ["max concurrency", k.maxConcurrency === 0 ? "unlimited" : String(k.maxConcurrency)],
     ["quota group", k.quotaGroup || dash],
+    ["limits", limitsText(k.limits)],
+    ["priority", String(k.priority)],
     ["metadata", metadataText(k.metadata)],
+    ["usage", usageText(k.usage)],
     ["created", iso(k.createTime)],
     ["updated", iso(k.updateTime)],
   ]);
@@ -97,7 +131,7 @@ export function keyDetail(k: Key): string {
 
 export function keysTable(keys: Key[]): string {
   return table(
-    ["ID", "LABEL", "SECRET", "STATE", "WEIGHT", "MAX_CONC", "QUOTA_GROUP", "METADATA", "REASON"],
+    ["ID", "LABEL", "SECRET", "STATE", "WEIGHT", "MAX_CONC", "QUOTA_GROUP", "PRIO", "LIMITS", "METADATA", "REASON"],
     keys.map((k) => [
       k.id,
       k.label,
@@ -106,6 +140,8 @@ export function keysTable(keys: Key[]): string {
       String(k.weight),
       k.maxConcurrency === 0 ? "unlimited" : String(k.maxConcurrency),
       k.quotaGroup || dash,
+      String(k.priority),
+      limitsText(k.limits),
       metadataText(k.metadata),
       k.stateReason,
     ]),
@@ -123,7 +159,12 @@ export function leasesTable(leases: Lease[]): string {
 export function statsTable(stats: PoolStats, now: number): string {
   const summary =
     `pool ${stats.pool}: ${count(stats.totalKeys, "key")}, ${stats.eligibleKeys} eligible, ` +
-    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting\n`;
+    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting, lending priority ${stats.servingPriority}, ` +
+    `${count(stats.affinities, "affinity", "affinities")}\n` +
+    `usage: ${usageText(stats.usage)}\n` +
+    stats.quotaGroups
+      .map((g) => `quota group ${g.name} (${count(g.keys, "key")}): ${limitsText(g.limits)}; left ${remainingCells(g.remaining, g.limits).join(" ")}; ${usageText(g.usage)}\n`)
+      .join("");
   const rows = stats.keys.map((k) => {
     const circuit = enumName(CircuitStateSchema, k.circuitState);
     const openFor = k.circuitOpenUntil ? timestampMs(k.circuitOpenUntil) - now : 0;
@@ -138,12 +179,19 @@ export function statsTable(stats: PoolStats, now: number): string {
       `${(k.successRate * 100).toFixed(1)}%`,
       cooldown > 0 ? formatDuration(cooldown) : dash,
       circuit === "open" && openFor > 0 ? `open (${formatDuration(openFor)} left)` : circuit,
+      String(k.priority),
+      ...remainingCells(k.remaining, k.limits),
+      String(k.reservedTokens),
       String(k.totalLeases),
+      k.usage ? `${k.usage.inputTokens}/${k.usage.outputTokens}` : dash,
     ];
   });
   return (
     summary +
-    table(["KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "TOTAL"], rows)
+    table(
+      ["KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "PRIO", "RPM_LEFT", "TPM_LEFT", "RPD_LEFT", "RESERVED", "TOTAL", "TOKENS_IN/OUT"],
+      rows,
+    )
   );
 }
 

@@ -18,6 +18,7 @@ import {
   GetPoolStatsResponseSchema,
   KeySchema,
   KeyState,
+  LimitsSchema,
   ListKeysResponseSchema,
   ListLeasesResponseSchema,
   ListPoolsResponseSchema,
@@ -26,9 +27,10 @@ import {
   UpdateKeyResponseSchema,
   UpdatePoolResponseSchema,
   type Key,
+  type Limits as LimitsMessage,
   type Pool,
 } from "../gen/keymesh/v1/admin_pb.js";
-import { STRATEGIES, type KeyConfig, type PoolConfig, type Strategy as StrategyName } from "../domain/types.js";
+import { STRATEGIES, type KeyConfig, type Limits, type PoolConfig, type Strategy as StrategyName } from "../domain/types.js";
 import {
   applyConfig,
   loadConfigFile,
@@ -122,6 +124,35 @@ function nonNegativeIntArg(value: string): number {
   return Number(value);
 }
 
+const LIMIT_NAMES: Array<[string, keyof Limits]> = [
+  ["rpm", "requestsPerMinute"],
+  ["tpm", "tokensPerMinute"],
+  ["rpd", "requestsPerDay"],
+];
+
+/** "org:rpm=60,tpm=90000": one quota group's limits (those left out are none), added to the ones before. */
+function quotaGroupArg(value: string, previous: Record<string, Limits> = {}): Record<string, Limits> {
+  const colon = value.indexOf(":");
+  if (colon <= 0) throw new InvalidArgumentError("expected group:rpm=N,tpm=N,rpd=N");
+  const limits: Limits = { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 };
+  for (const part of value.slice(colon + 1).split(",")) {
+    const [name, n] = part.split("=");
+    const field = LIMIT_NAMES.find(([short]) => short === name)?.[1];
+    if (!field || n === undefined || !/^\d+$/.test(n)) throw new InvalidArgumentError("expected group:rpm=N,tpm=N,rpd=N");
+    limits[field] = Number(n);
+  }
+  return { ...previous, [value.slice(0, colon)]: limits };
+}
+
+const limitsMessage = (l: Partial<Limits>) =>
+  create(LimitsSchema, { requestsPerMinute: BigInt(l.requestsPerMinute ?? 0), tokensPerMinute: BigInt(l.tokensPerMinute ?? 0), requestsPerDay: BigInt(l.requestsPerDay ?? 0) });
+
+const limitsOf = (l: LimitsMessage | undefined): Limits => ({
+  requestsPerMinute: Number(l?.requestsPerMinute ?? 0n),
+  tokensPerMinute: Number(l?.tokensPerMinute ?? 0n),
+  requestsPerDay: Number(l?.requestsPerDay ?? 0n),
+});
+
 function metadataArg(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const eq = value.indexOf("=");
   if (eq <= 0) throw new InvalidArgumentError("expected key=value");
@@ -181,6 +212,8 @@ interface PoolFlags {
   maxOpenDuration?: number;
   halfOpenProbes?: number;
   description?: string;
+  quotaGroupLimits?: Record<string, Limits>;
+  defaultEstimatedTokens?: number;
 }
 
 function addPoolFlags(cmd: Command): Command {
@@ -195,7 +228,9 @@ function addPoolFlags(cmd: Command): Command {
     .option("--open-duration <duration>", "how long a circuit first stays open", durationArg)
     .option("--max-open-duration <duration>", "cap on the doubling open duration", durationArg)
     .option("--half-open-probes <n>", "trial leases while half-open", nonNegativeIntArg)
-    .option("--description <text>", "free-form description");
+    .option("--description <text>", "free-form description")
+    .option("--quota-group-limits <group:rpm=N,tpm=N,rpd=N>", "declared budgets a quota group's keys share (repeatable; replaces all)", quotaGroupArg)
+    .option("--default-estimated-tokens <n>", "tokens an Acquire reserves when it gives no estimate (0 is none)", nonNegativeIntArg);
 }
 
 /** The Pool message and the field-mask paths of the flags that were given. */
@@ -241,6 +276,14 @@ function poolFromFlags(name: string, flags: PoolFlags): { pool: Pool; paths: str
     pool.description = flags.description;
     paths.push("description");
   }
+  if (flags.quotaGroupLimits !== undefined) {
+    for (const [name, l] of Object.entries(flags.quotaGroupLimits)) pool.quotaGroups[name] = limitsMessage(l);
+    paths.push("quota_groups");
+  }
+  if (flags.defaultEstimatedTokens !== undefined) {
+    pool.defaultEstimatedTokens = BigInt(flags.defaultEstimatedTokens);
+    paths.push("default_estimated_tokens");
+  }
   return { pool, paths };
 }
 
@@ -253,6 +296,12 @@ interface KeyFlags {
   weight?: number;
   maxConcurrency?: number;
   quotaGroup?: string;
+  priority?: number;
+  /** Set as a whole (a config file's key); the flags below set one limit each. */
+  limits?: Partial<Limits>;
+  rpm?: number;
+  tpm?: number;
+  rpd?: number;
   metadata?: Record<string, string>;
   disabled?: boolean;
 }
@@ -272,7 +321,11 @@ function addCommonKeyFlags(cmd: Command): Command {
   return cmd
     .option("--weight <n>", "weight for the weighted strategy", nonNegativeIntArg)
     .option("--max-concurrency <n>", "most concurrent leases (0 is unlimited)", nonNegativeIntArg)
-    .option("--quota-group <group>", "keys sharing a quota group cool down together")
+    .option("--quota-group <group>", "keys sharing a quota group cool down together and share its budgets")
+    .option("--priority <n>", "tier: 0 is the first; a later tier is lent only while every earlier key is ineligible", nonNegativeIntArg)
+    .option("--rpm <n>", "declared requests per minute (0 is none)", nonNegativeIntArg)
+    .option("--tpm <n>", "declared tokens per minute (0 is none)", nonNegativeIntArg)
+    .option("--rpd <n>", "declared requests per day (0 is none)", nonNegativeIntArg)
     .option("--metadata <key=value>", "metadata for borrowers, e.g. base_url=… (repeatable; replaces all)", metadataArg);
 }
 
@@ -296,6 +349,7 @@ function keyEntries(text: string, file: string, env: NodeJS.ProcessEnv): Importe
 function definedOnly(key: ImportedKey): KeyFlags {
   const flags: KeyFlags = {};
   for (const [field] of KEY_FLAG_PATHS) if (key[field] !== undefined) (flags as Record<string, unknown>)[field] = key[field];
+  if (key.limits !== undefined) flags.limits = key.limits;
   return flags;
 }
 
@@ -313,6 +367,8 @@ function flagsOf(settings: PoolSettings): PoolFlags {
     maxOpenDuration: settings.maxOpenDurationMs,
     halfOpenProbes: settings.halfOpenProbes,
     description: settings.description,
+    quotaGroupLimits: settings.quotaGroups,
+    defaultEstimatedTokens: settings.defaultEstimatedTokens,
   };
 }
 
@@ -334,6 +390,8 @@ function poolConfigOf(p: Pool): PoolConfig {
     maxOpenDurationMs: ms(b?.maxOpenDuration),
     halfOpenProbes: b?.halfOpenProbes ?? 0,
     description: p.description,
+    quotaGroups: Object.fromEntries(Object.entries(p.quotaGroups).map(([name, l]) => [name, limitsOf(l)])),
+    defaultEstimatedTokens: Number(p.defaultEstimatedTokens),
     createdAt: 0,
     updatedAt: 0,
   };
@@ -352,6 +410,8 @@ function keyConfigOf(k: Key, declared: DeclaredKey | undefined): KeyConfig {
     weight: k.weight,
     maxConcurrency: k.maxConcurrency,
     quotaGroup: k.quotaGroup,
+    limits: limitsOf(k.limits),
+    priority: k.priority,
     metadata: { ...k.metadata },
     disabled: k.state !== KeyState.ENABLED,
     disabledReason: k.stateReason,
@@ -380,7 +440,14 @@ const KEY_FLAG_PATHS: Array<[keyof KeyFlags & keyof Key, string]> = [
   ["weight", "weight"],
   ["maxConcurrency", "max_concurrency"],
   ["quotaGroup", "quota_group"],
+  ["priority", "priority"],
   ["metadata", "metadata"],
+];
+
+const LIMIT_FLAG_PATHS: Array<["rpm" | "tpm" | "rpd", keyof Limits, string]> = [
+  ["rpm", "requestsPerMinute", "limits.requests_per_minute"],
+  ["tpm", "tokensPerMinute", "limits.tokens_per_minute"],
+  ["rpd", "requestsPerDay", "limits.requests_per_day"],
 ];
 
 /** The Key message and the field-mask paths of the flags that were given. */
@@ -390,6 +457,17 @@ function keyFromFlags(pool: string, id: string, flags: KeyFlags): { key: Key; pa
   for (const [field, path] of KEY_FLAG_PATHS) {
     if (flags[field] === undefined) continue;
     (key as Record<string, unknown>)[field] = flags[field];
+    paths.push(path);
+  }
+  if (flags.limits !== undefined) {
+    key.limits = limitsMessage(flags.limits);
+    paths.push("limits");
+  }
+  for (const [flag, field, path] of LIMIT_FLAG_PATHS) {
+    const n = flags[flag];
+    if (n === undefined) continue;
+    key.limits ??= create(LimitsSchema);
+    key.limits[field] = BigInt(n);
     paths.push(path);
   }
   return { key, paths };

@@ -1,6 +1,6 @@
 // Validation and defaults for pool and key configuration. Invalid input names the proto field path.
 import { invalidArgument } from "./errors.js";
-import { STRATEGIES, type KeyConfig, type KeyInput, type PoolConfig, type PoolInput, type Strategy } from "./types.js";
+import { STRATEGIES, type KeyConfig, type KeyInput, type Limits, type PoolConfig, type PoolInput, type Strategy } from "./types.js";
 
 export const POOL_DEFAULTS = {
   strategy: "round_robin" as Strategy,
@@ -14,7 +14,19 @@ export const POOL_DEFAULTS = {
   maxOpenDurationMs: 600_000,
   halfOpenProbes: 1,
   description: "",
+  quotaGroups: {} as Record<string, Limits>,
+  defaultEstimatedTokens: 0,
 };
+
+export const NO_LIMITS: Readonly<Limits> = { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 };
+/** Largest declared limit or token estimate: the contract's bound on counts (rpc/limits.ts). */
+const MAX_COUNT = 1_000_000_000_000;
+/** Priorities run from 0 (the first tier) to MAX_PRIORITY. */
+const MAX_PRIORITY = 1_000;
+/** Longest Acquire affinity (a conversation id, say). */
+export const MAX_AFFINITY = 256;
+/** Most quota groups a pool declares limits for. */
+export const MAX_QUOTA_GROUPS = 1_000;
 
 const STRATEGY_NAMES: ReadonlySet<string> = new Set(STRATEGIES);
 /** Longest pool name and key id, as the contract says (Pool.name, Key.id). */
@@ -38,6 +50,34 @@ export function isKeyId(id: string): boolean {
 
 export function isStrategy(name: unknown): name is Strategy {
   return typeof name === "string" && STRATEGY_NAMES.has(name);
+}
+
+function count(v: unknown, field: string): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > MAX_COUNT) {
+    throw invalidArgument(field, `must be a whole number in [0, ${MAX_COUNT}] (0 is none)`);
+  }
+  return v;
+}
+
+/** Declared limits, each 0 (none) or a positive whole number; `field` is the message's proto path. */
+function validateLimits(input: Partial<Limits> | undefined, existing: Limits | undefined, field: string): Limits {
+  const base = existing ?? NO_LIMITS;
+  return {
+    requestsPerMinute: count(input?.requestsPerMinute ?? base.requestsPerMinute, `${field}.requests_per_minute`),
+    tokensPerMinute: count(input?.tokensPerMinute ?? base.tokensPerMinute, `${field}.tokens_per_minute`),
+    requestsPerDay: count(input?.requestsPerDay ?? base.requestsPerDay, `${field}.requests_per_day`),
+  };
+}
+
+function validateQuotaGroups(groups: Record<string, Partial<Limits>>): Record<string, Limits> {
+  const names = Object.keys(groups);
+  if (names.length > MAX_QUOTA_GROUPS) throw invalidArgument("quota_groups", `must have at most ${MAX_QUOTA_GROUPS} entries`);
+  const out: Record<string, Limits> = {};
+  for (const name of names) {
+    if (name === "" || name.length > MAX_QUOTA_GROUP) throw invalidArgument("quota_groups", `group names must be 1-${MAX_QUOTA_GROUP} characters`);
+    out[name] = validateLimits(groups[name], undefined, `quota_groups["${name}"]`);
+  }
+  return out;
 }
 
 function duration(value: number | undefined, field: string, fallback: number): number {
@@ -87,6 +127,8 @@ export function validatePool(input: PoolInput, existing: PoolConfig | undefined,
   if (typeof description !== "string" || description.length > MAX_DESCRIPTION) {
     throw invalidArgument("description", `must be at most ${MAX_DESCRIPTION} characters`);
   }
+  const quotaGroups = validateQuotaGroups(input.quotaGroups ?? base.quotaGroups);
+  const defaultEstimatedTokens = count(input.defaultEstimatedTokens ?? base.defaultEstimatedTokens, "default_estimated_tokens");
   return {
     name: input.name,
     strategy,
@@ -100,6 +142,8 @@ export function validatePool(input: PoolInput, existing: PoolConfig | undefined,
     maxOpenDurationMs,
     halfOpenProbes,
     description,
+    quotaGroups,
+    defaultEstimatedTokens,
     createdAt: base.createdAt,
     updatedAt: now,
   };
@@ -122,6 +166,11 @@ export function validateKey(input: KeyInput & { id: string }, existing: KeyConfi
   }
   const quotaGroup = input.quotaGroup ?? existing?.quotaGroup ?? "";
   if (quotaGroup.length > MAX_QUOTA_GROUP) throw invalidArgument("key.quota_group", `must be at most ${MAX_QUOTA_GROUP} characters`);
+  const limits = validateLimits(input.limits, existing?.limits, "key.limits");
+  const priority = input.priority ?? existing?.priority ?? 0;
+  if (!Number.isSafeInteger(priority) || priority < 0 || priority > MAX_PRIORITY) {
+    throw invalidArgument("key.priority", `must be a whole number in [0, ${MAX_PRIORITY}] (0 is the first tier)`);
+  }
   return {
     pool: input.pool,
     id: input.id,
@@ -130,6 +179,8 @@ export function validateKey(input: KeyInput & { id: string }, existing: KeyConfi
     weight,
     maxConcurrency,
     quotaGroup,
+    limits,
+    priority,
     metadata: { ...(input.metadata ?? existing?.metadata ?? {}) },
     disabled: input.disabled ?? existing?.disabled ?? false,
     disabledReason: input.disabledReason ?? existing?.disabledReason ?? "",

@@ -3,7 +3,7 @@
 // tracking for snapshots (snapshot-changes.ts) and one timer scheduler (scheduler.ts). Pure and
 // synchronous: no I/O, time only from the injected Clock.
 import { randomInt } from "node:crypto";
-import { budgetView } from "./budget.js";
+import { budgetView, optionalCount } from "./budget.js";
 import { validateKey, validatePool } from "./config.js";
 import { EndedLeases, type EndReason } from "./ended-leases.js";
 import { DomainError, invalidArgument } from "./errors.js";
@@ -11,11 +11,13 @@ import { EventSink } from "./events.js";
 import { classifyStatus, Health } from "./health.js";
 import { isEligible, KeyEntry, keyState, keyStateReason } from "./key.js";
 import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
+import { joinGroup, joinTier, leaveTier, newPoolEntry, restorePool, syncGroups } from "./pool.js";
 import { Scheduler } from "./scheduler.js";
 import { SnapshotChanges } from "./snapshot-changes.js";
+import type { PoolSecrets } from "./redact.js";
 import type { Lease, PoolEntry, TimerItem, Waiter } from "./state.js";
-import { PoolSecrets } from "./redact.js";
-import { chooseKey } from "./strategies.js";
+import { chooseKey, earlierTierEligible } from "./strategies.js";
+import { countOutcome } from "./usage.js";
 import type {
   AcquireInput,
   Clock,
@@ -33,6 +35,7 @@ import type {
   PoolConfig,
   PoolInput,
   PoolStatsView,
+  QuotaGroupStatsView,
   RateLimitedReport,
   Renewal,
   RuntimeChanges,
@@ -63,6 +66,8 @@ export type PoolWithCount = PoolConfig & { keyCount: number };
 /** The engine alone ends over 100,000 leases a second, and snapshots may come 10 s apart while the database is away. */
 const ENDED_LEASES_CAP = 1_000_000;
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
+/** A pool is back on its first tier once that tier has lent every key for longer than this. */
+const TIER_RETURN_MS = 1_000;
 
 function goneError(reason: LeaseGoneReason, message?: string): DomainError {
   switch (reason) {
@@ -75,6 +80,11 @@ function goneError(reason: LeaseGoneReason, message?: string): DomainError {
     case "unknown":
       return new DomainError("lease_unknown", "lease id was not granted by this server");
   }
+}
+
+function tooManyTokens(pool: PoolEntry, tokens: number, estimated: boolean): DomainError {
+  const what = estimated ? `${tokens} tokens` : `the pool's default estimate of ${tokens} tokens`;
+  return invalidArgument("estimated_tokens", `${what} exceed every key's whole tokens_per_minute in pool "${pool.cfg.name}" (at most ${pool.tokenCapacity})`);
 }
 
 function checkMs(v: number, field: string): void {
@@ -150,14 +160,16 @@ export class PoolEngine {
   createPool(cfg: PoolConfig): void {
     const now = this.timers.tick();
     if (this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
-    this.insertPool(cfg);
+    syncGroups(this.insertPool(cfg), now);
     this.events.emit("pool_created", now, cfg.name);
   }
 
   updatePool(cfg: PoolConfig): void {
     const now = this.timers.tick();
     const pool = this.poolEntry(cfg.name);
-    pool.cfg = { ...cfg };
+    pool.cfg = { ...cfg, quotaGroups: { ...cfg.quotaGroups } };
+    syncGroups(pool, now);
+    this.changes.poolChanged(pool);
     this.events.emit("pool_updated", now, cfg.name);
     this.pump(pool, now);
   }
@@ -176,6 +188,7 @@ export class PoolEngine {
       k.stopDraining();
       this.revokeAll(k, now, "pool deleted");
       this.health.cancelTimers(k);
+      this.timers.cancel(pool.wake);
       this.changes.keyRemoved(name, k.cfg.id);
     }
     for (let w = pool.waitHead; w; w = pool.waitHead) {
@@ -200,7 +213,9 @@ export class PoolEngine {
     const now = this.timers.tick();
     const pool = this.poolEntry(cfg.pool);
     if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${cfg.pool}"`);
-    this.changes.keyChanged(this.insertKey(pool, cfg));
+    const k = this.insertKey(pool, cfg, now);
+    joinGroup(pool, k);
+    this.changes.keyChanged(k);
     this.events.emit("key_added", now, cfg.pool, cfg.id);
     this.pump(pool, now);
   }
@@ -208,7 +223,11 @@ export class PoolEngine {
   updateKey(cfg: KeyConfig): void {
     const now = this.timers.tick();
     const k = this.keyEntry(cfg.pool, cfg.id);
-    k.configure({ ...cfg, metadata: { ...cfg.metadata } });
+    const moves = cfg.priority !== k.cfg.priority;
+    if (moves) leaveTier(k.pool, k);
+    k.configure({ ...cfg, metadata: { ...cfg.metadata }, limits: { ...cfg.limits } }, now);
+    if (moves) joinTier(k.pool, k);
+    syncGroups(k.pool, now);
     k.pool.secrets.changed();
     this.events.emit("key_updated", now, cfg.pool, cfg.id);
     this.pump(k.pool, now);
@@ -283,15 +302,17 @@ export class PoolEngine {
       throw invalidArgument("estimated_tokens", "must not be negative");
     }
     if (pool.keyList.length === 0) throw new DomainError("pool_empty", `pool "${pool.cfg.name}" has no keys`);
+    const tokens = input.estimatedTokens > 0 ? input.estimatedTokens : pool.cfg.defaultEstimatedTokens;
+    if (tokens > pool.tokenCapacity) throw tooManyTokens(pool, tokens, input.estimatedTokens > 0);
     const exclude = input.excludeKeyIds.length > 0 ? new Set(input.excludeKeyIds) : undefined;
-    // Queued waiters cannot use any eligible key (pump keeps that true), so this never barges.
-    const k = chooseKey(pool, now, input.estimatedTokens, exclude, this.random);
-    if (k) return this.grant(pool, k, input, now);
+    // Queued waiters cannot use any eligible key (pump keeps that true, and the key the oldest holds is not eligible), so this never barges.
+    const k = this.pick(pool, now, input, tokens, exclude);
+    if (k) return this.grant(pool, k, input, tokens, now);
     if (!pool.exhausted) {
       pool.exhausted = true;
       this.events.emit("pool_exhausted", now, pool.cfg.name);
     }
-    if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now, input.estimatedTokens, exclude);
+    if (input.waitTimeoutMs <= 0) throw this.noKeyAvailable(pool, now, tokens, exclude);
     const signal = cancellation?.();
     if (signal?.aborted) throw new DomainError("cancelled", "acquire was cancelled");
     return new Promise<Grant>((resolve, reject) => {
@@ -303,6 +324,7 @@ export class PoolEngine {
         pool,
         queued: true,
         input,
+        tokens,
         exclude,
         resolve,
         reject,
@@ -316,10 +338,16 @@ export class PoolEngine {
       pool.waitTail = w;
       pool.waiting++;
       this.timers.schedule(w, now + input.waitTimeoutMs, now);
+      if (pool.declaresBudgets) {
+        if (!pool.claimant && tokens > 0) this.claimFor(pool, w, now);
+        this.armWake(pool, this.budgetWakeFor(pool, w, now), now, true);
+      }
       if (signal) {
         w.onAbort = () => {
+          const claimed = pool.claimant === w;
           this.dropWaiter(w);
           reject(new DomainError("cancelled", "acquire was cancelled"));
+          if (claimed) this.pump(pool, this.timers.tick());
         };
         signal.addEventListener("abort", w.onAbort, { once: true });
       }
@@ -329,10 +357,12 @@ export class PoolEngine {
   release(leaseId: string, report: SuccessReport): void {
     const now = this.timers.tick();
     // The late-report callback is only built off the hot path.
-    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.success(k, report, now));
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => (this.health.success(k, report, now), this.countTokens(k, report)));
     const k = lease.key;
     this.endLease(lease, "released", now, "success");
+    this.reconcile(lease, report, now);
     this.health.success(k, report, now);
+    this.countTokens(k, report);
     this.pump(k.pool, now);
   }
 
@@ -399,6 +429,14 @@ export class PoolEngine {
     const now = this.timers.tick();
     const p = this.poolEntry(pool);
     const keys = p.keyList.map((k) => this.keyStats(k, now));
+    const quotaGroups: QuotaGroupStatsView[] = [...p.groups.values()].map((g) => ({
+      name: g.name,
+      limits: { ...g.limits },
+      remaining: g.budget?.remaining(now) ?? {},
+      usage: { ...g.usage },
+      keys: g.members,
+    }));
+    const serving = p.tiers.find((t) => t.keys.some((k) => isEligible(k, now, 0, undefined))) ?? p.tiers[p.tiers.length - 1];
     return {
       pool,
       totalKeys: keys.length,
@@ -406,6 +444,10 @@ export class PoolEngine {
       activeLeases: p.active,
       waiters: p.waiting,
       keys,
+      usage: { ...p.usage },
+      quotaGroups,
+      servingPriority: serving?.priority ?? 0,
+      affinities: p.affinities.size,
     };
   }
 
@@ -442,13 +484,18 @@ export class PoolEngine {
     for (const p of pools) if (!this.pools.has(p.name)) this.insertPool(p);
     for (const cfg of keys) {
       const pool = this.pools.get(cfg.pool);
-      if (pool && !pool.keys.has(cfg.id)) this.insertKey(pool, cfg);
+      if (pool && !pool.keys.has(cfg.id)) this.insertKey(pool, cfg, now);
     }
+    for (const pool of this.pools.values()) syncGroups(pool, now);
     for (const r of runtime?.keys ?? []) {
       const k = this.pools.get(r.pool)?.keys.get(r.keyId);
       if (!k) continue;
-      k.restore(r);
+      k.restore(r, now);
       this.health.restored(k, now);
+    }
+    for (const r of runtime?.pools ?? []) {
+      const pool = this.pools.get(r.pool);
+      if (pool) restorePool(pool, r, now);
     }
     for (const l of runtime?.leases ?? []) {
       const k = this.pools.get(l.pool)?.keys.get(l.keyId);
@@ -493,7 +540,17 @@ export class PoolEngine {
 
   // ---- leases -------------------------------------------------------------------------------
 
-  private grant(pool: PoolEntry, k: KeyEntry, input: AcquireInput, now: number): Grant {
+  /** The key for this request: its affinity's while that stays eligible (and no earlier tier has one), else the strategy's. */
+  private pick(pool: PoolEntry, now: number, input: AcquireInput, tokens: number, exclude: Set<string> | undefined): KeyEntry | undefined {
+    const affinity = input.affinity;
+    if (affinity) {
+      const k = pool.affinities.get(affinity);
+      if (k && isEligible(k, now, tokens, exclude) && !earlierTierEligible(pool, k.tier!, now, tokens, exclude)) return k;
+    }
+    return chooseKey(pool, now, tokens, exclude, this.random);
+  }
+
+  private grant(pool: PoolEntry, k: KeyEntry, input: AcquireInput, tokens: number, now: number): Grant {
     const cfg = pool.cfg;
     const ttl = Math.min(Math.max(Math.floor(input.ttlMs ?? cfg.defaultTtlMs), cfg.minTtlMs), cfg.maxTtlMs);
     const seq = ++this.seq;
@@ -501,9 +558,17 @@ export class PoolEngine {
     const id = this.tokens.issue(claims);
     const probe = k.circuitState === "half_open";
     const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: pool.secrets.redact(input.holder), acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
-    this.addLease(k, claims, record, probe, now);
+    const lease = this.addLease(k, claims, record, probe, now);
+    lease.reserved = tokens;
+    k.reservedTokens += tokens;
+    k.spend(tokens, now);
     k.countGrant(now);
+    pool.usage.requests++;
+    if (k.group) k.group.usage.requests++;
+    if (input.affinity) pool.affinities.set(input.affinity, k);
+    this.changes.poolChanged(pool);
     this.health.lent(k, now);
+    this.noteTier(pool, k, now);
     pool.exhausted = false;
     this.events.emit("lease_granted", now, cfg.name, k.cfg.id, id);
     return {
@@ -536,6 +601,7 @@ export class PoolEngine {
       key: k,
       record,
       probe,
+      group: k.group,
       watchers: undefined,
     };
     this.live.set(record.leaseId, lease);
@@ -560,6 +626,11 @@ export class PoolEngine {
     k.active--;
     k.pool.active--;
     if (lease.probe) k.probes--;
+    if (lease.reserved !== undefined) k.reservedTokens -= lease.reserved;
+    k.countOutcome(outcome);
+    countOutcome(k.pool.usage, outcome);
+    if (lease.group) countOutcome(lease.group.usage, outcome);
+    this.changes.poolChanged(k.pool);
     this.ended.remember(lease.id, lease, reason, now);
     this.changes.leaseEnded(lease);
     this.onLeaseEnded?.(lease.id, lease.epoch, lease.seq);
@@ -574,6 +645,44 @@ export class PoolEngine {
       }
     }
     if (k.draining && k.active === 0) this.finishDrain(k, now);
+  }
+
+  /** Release reported usage: the reservation is refunded where it was more, charged where it was less. */
+  private reconcile(lease: Lease, report: SuccessReport, now: number): void {
+    if (lease.reserved === undefined || (report.inputTokens === undefined && report.outputTokens === undefined)) return;
+    const used = Math.max(0, report.inputTokens ?? 0) + Math.max(0, report.outputTokens ?? 0);
+    if (!Number.isFinite(used)) return;
+    const delta = used - lease.reserved;
+    lease.key.adjustTokens(delta, now);
+    lease.group?.budget?.adjustTokens(delta, now);
+  }
+
+  /** The tokens a success reported, for the key's quota group and its pool (the key counts its own). */
+  private countTokens(k: KeyEntry, report: SuccessReport): void {
+    const input = optionalCount(report.inputTokens) ?? 0;
+    const output = optionalCount(report.outputTokens) ?? 0;
+    if (input === 0 && output === 0) return;
+    k.pool.usage.inputTokens += input;
+    k.pool.usage.outputTokens += output;
+    if (k.group) {
+      k.group.usage.inputTokens += input;
+      k.group.usage.outputTokens += output;
+    }
+    this.changes.poolChanged(k.pool);
+  }
+
+  /** Events when a pool starts lending a later tier, and when its first tier has lent alone for TIER_RETURN_MS. */
+  private noteTier(pool: PoolEntry, k: KeyEntry, now: number): void {
+    const first = pool.tiers[0]!;
+    if (k.tier !== first) {
+      if (pool.fallbackLastGrant === undefined) {
+        this.events.emit("tier_fallback", now, pool.cfg.name, k.cfg.id, undefined, `lending priority ${k.cfg.priority}: no key of priority ${first.priority} is eligible`);
+      }
+      pool.fallbackLastGrant = now;
+    } else if (pool.fallbackLastGrant !== undefined && now - pool.fallbackLastGrant > TIER_RETURN_MS) {
+      pool.fallbackLastGrant = undefined;
+      this.events.emit("tier_restored", now, pool.cfg.name, k.cfg.id, undefined, `lending priority ${first.priority} again`);
+    }
   }
 
   private revoke(lease: Lease, now: number, message: string): void {
@@ -635,21 +744,89 @@ export class PoolEngine {
 
   // ---- waiting ------------------------------------------------------------------------------
 
-  /** Serves queued waiters, oldest first, while some key is eligible for them. */
+  /**
+   * Serves queued waiters, oldest first, while some key is eligible for them. The oldest waiter left with a
+   * reservation claims the key it can use soonest (claimFor); others may pass it on every other key. With
+   * declared budgets, one timer wakes the pool at the earliest refill a waiter left needs.
+   */
   private pump(pool: PoolEntry, now: number): void {
-    let w = pool.waitHead;
+    if (!pool.waitHead) return;
+    this.releaseClaim(pool);
+    let wakeAt = Infinity;
+    // A waiter without exclusions left unserved: nobody without exclusions needing as many tokens can be served either.
+    let blockedTokens = Infinity;
+    let w: Waiter | undefined = pool.waitHead;
     while (w) {
-      const next = w.next;
-      const k = chooseKey(pool, now, w.input.estimatedTokens, w.exclude, this.random);
+      const next: Waiter | undefined = w.next;
+      if (w.tokens > pool.tokenCapacity) {
+        this.dropWaiter(w);
+        w.reject(tooManyTokens(pool, w.tokens, w.input.estimatedTokens > 0));
+        w = next;
+        continue;
+      }
+      const hopeless = !w.exclude && w.tokens >= blockedTokens;
+      const k = hopeless ? undefined : this.pick(pool, now, w.input, w.tokens, w.exclude);
       if (k) {
         this.dropWaiter(w);
-        w.resolve(this.grant(pool, k, w.input, now));
-      } else if (!w.exclude && w.input.estimatedTokens <= 0) {
-        // Nothing is eligible for an unrestricted waiter, so nothing is for anyone behind it.
-        return;
+        w.resolve(this.grant(pool, k, w.input, w.tokens, now));
+      } else if (!hopeless) {
+        if (!w.exclude) blockedTokens = w.tokens;
+        if (pool.declaresBudgets) {
+          if (!pool.claimant && w.tokens > 0) this.claimFor(pool, w, now);
+          wakeAt = Math.min(wakeAt, this.budgetWakeFor(pool, w, now));
+        }
+        // Nothing is eligible for an unrestricted waiter with no reservation, so nothing is for anyone behind it.
+        if (!w.exclude && w.tokens <= 0) break;
       }
       w = next;
     }
+    this.armWake(pool, wakeAt, now, false);
+  }
+
+  /** The oldest waiter with a reservation left unserved holds the key it can use soonest, so smaller ones cannot starve it. */
+  private claimFor(pool: PoolEntry, w: Waiter, now: number): void {
+    let best: KeyEntry | undefined;
+    let bestAt = Infinity;
+    for (const k of pool.keyList) {
+      if (w.exclude?.has(k.cfg.id)) continue;
+      const at = this.availableAt(k, now, w.tokens);
+      if (at !== undefined && at < bestAt) {
+        best = k;
+        bestAt = at;
+      }
+    }
+    if (!best) return;
+    pool.claimant = w;
+    pool.claimed = best;
+    best.claimed = true;
+  }
+
+  private releaseClaim(pool: PoolEntry): void {
+    if (pool.claimed) pool.claimed.claimed = false;
+    pool.claimant = undefined;
+    pool.claimed = undefined;
+  }
+
+  /** The earliest instant after now a declared budget of a key this waiter may use refills enough for it (Infinity: none). */
+  private budgetWakeFor(pool: PoolEntry, w: Waiter, now: number): number {
+    let best = Infinity;
+    for (const k of pool.keyList) {
+      if (!k.lendable || (k.claimed && pool.claimant !== w) || w.exclude?.has(k.cfg.id)) continue;
+      const at = Math.max(k.declared?.readyAt(w.tokens) ?? 0, k.groupBudget?.readyAt(w.tokens) ?? 0);
+      if (at > now && at < best) best = at;
+    }
+    return best;
+  }
+
+  /** Arms the pool's budget wake-up at `at` (Infinity: none); `earlierOnly` keeps an earlier one already armed. */
+  private armWake(pool: PoolEntry, at: number, now: number, earlierOnly: boolean): void {
+    const armed = pool.wake.heapPos >= 0;
+    if (earlierOnly && armed && pool.wake.at <= at) return;
+    if (at === Infinity) {
+      if (armed) this.timers.cancel(pool.wake);
+      return;
+    }
+    this.timers.schedule(pool.wake, at, now);
   }
 
   private dropWaiter(w: Waiter): void {
@@ -664,6 +841,7 @@ export class PoolEngine {
     pool.waiting--;
     this.timers.cancel(w);
     if (w.signal && w.onAbort) w.signal.removeEventListener("abort", w.onAbort);
+    if (pool.claimant === w) this.releaseClaim(pool);
   }
 
   private noKeyAvailable(pool: PoolEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): DomainError {
@@ -679,23 +857,35 @@ export class PoolEngine {
   private earliestAvailability(pool: PoolEntry, now: number, estimatedTokens: number, exclude: Set<string> | undefined): number | undefined {
     let best: number | undefined;
     for (const k of pool.keyList) {
-      if (!k.lendable || exclude?.has(k.cfg.id)) continue;
+      if (exclude?.has(k.cfg.id)) continue;
+      const at = this.availableAt(k, now, estimatedTokens);
+      if (at !== undefined && (best === undefined || at < best)) best = at;
+    }
+    return best;
+  }
+
+  /** The earliest instant the key is known to become eligible for a request reserving `estimatedTokens`, if any. */
+  private availableAt(k: KeyEntry, now: number, estimatedTokens: number): number | undefined {
+    const pool = k.pool;
+    {
+      if (!k.lendable) return undefined;
       let at = now;
       if (k.cooldownUntil !== undefined) at = Math.max(at, k.cooldownUntil);
       if (k.circuitState === "open" && k.circuitOpenUntil !== undefined) at = Math.max(at, k.circuitOpenUntil);
       at = Math.max(at, k.requestsBlockedUntil);
       if (k.tokensLeft === 0 || k.tokensLeft < estimatedTokens) at = Math.max(at, k.tokensKnownUntil);
+      at = Math.max(at, k.declared?.readyAt(estimatedTokens) ?? 0, k.groupBudget?.readyAt(estimatedTokens) ?? 0);
+      if (at === Infinity) return undefined;
       const full = k.cfg.maxConcurrency > 0 && k.active >= k.cfg.maxConcurrency;
       const probesFull = k.circuitState === "half_open" && k.probes >= pool.cfg.halfOpenProbes;
       if (full || probesFull) {
         let firstExpiry = Infinity;
         for (const l of k.leases) if ((full || l.probe) && l.record.expiresAt < firstExpiry) firstExpiry = l.record.expiresAt;
-        if (firstExpiry === Infinity) continue;
+        if (firstExpiry === Infinity) return undefined;
         at = Math.max(at, firstExpiry);
       }
-      if (best === undefined || at < best) best = at;
+      return at;
     }
-    return best;
   }
 
   // ---- timers -------------------------------------------------------------------------------
@@ -709,9 +899,15 @@ export class PoolEngine {
         this.pump(pool, now);
         return;
       }
-      case "waiter":
+      case "waiter": {
+        const claimed = item.pool.claimant === item;
         this.dropWaiter(item);
-        item.reject(this.noKeyAvailable(item.pool, now, item.input.estimatedTokens, item.exclude));
+        item.reject(this.noKeyAvailable(item.pool, now, item.tokens, item.exclude));
+        if (claimed) this.pump(item.pool, now);
+        return;
+      }
+      case "budget_wake":
+        this.pump(item.pool, now);
         return;
       case "cooldown":
         this.health.cooldownEnded(item.key, now);
@@ -730,28 +926,18 @@ export class PoolEngine {
   // ---- pools and keys -----------------------------------------------------------------------
 
   private insertPool(cfg: PoolConfig): PoolEntry {
-    const keyList: KeyEntry[] = [];
-    const pool: PoolEntry = {
-      cfg: { ...cfg },
-      keys: new Map(),
-      keyList,
-      cursor: 0,
-      waitHead: undefined,
-      waitTail: undefined,
-      waiting: 0,
-      active: 0,
-      exhausted: false,
-      secrets: new PoolSecrets(() => keyList.map((k) => k.cfg.secret)),
-    };
+    const pool = newPoolEntry(cfg);
     this.pools.set(cfg.name, pool);
     return pool;
   }
 
-  private insertKey(pool: PoolEntry, cfg: KeyConfig): KeyEntry {
-    const k = new KeyEntry({ ...cfg, metadata: { ...cfg.metadata } }, pool, this.changes);
+  /** The caller links it to its quota group (joinGroup, or syncGroups for the whole pool). */
+  private insertKey(pool: PoolEntry, cfg: KeyConfig, now: number): KeyEntry {
+    const k = new KeyEntry({ ...cfg, metadata: { ...cfg.metadata }, limits: { ...cfg.limits } }, pool, this.changes, now);
     k.slot = pool.keyList.length;
     pool.keyList.push(k);
     pool.keys.set(cfg.id, k);
+    joinTier(pool, k);
     pool.secrets.changed();
     return k;
   }
@@ -764,12 +950,17 @@ export class PoolEngine {
   private dropKey(k: KeyEntry, now: number): void {
     const pool = k.pool;
     this.health.cancelTimers(k);
+    if (pool.claimed === k) this.releaseClaim(pool);
     const last = pool.keyList.pop()!;
     if (last !== k) {
       pool.keyList[k.slot] = last;
       last.slot = k.slot;
     }
     pool.keys.delete(k.cfg.id);
+    leaveTier(pool, k);
+    pool.affinities.forget(k);
+    syncGroups(pool, now);
+    this.changes.poolChanged(pool);
     pool.secrets.changed();
     this.changes.keyRemoved(pool.cfg.name, k.cfg.id);
     this.events.emit("key_removed", now, pool.cfg.name, k.cfg.id);
@@ -800,7 +991,7 @@ export class PoolEngine {
   }
 
   private view(k: KeyEntry): KeyView {
-    return { config: { ...k.cfg, metadata: { ...k.cfg.metadata } }, state: keyState(k), stateReason: keyStateReason(k) };
+    return { config: { ...k.cfg, metadata: { ...k.cfg.metadata }, limits: { ...k.cfg.limits } }, state: keyState(k), stateReason: keyStateReason(k), usage: k.usage };
   }
 
   private keyStats(k: KeyEntry, now: number): KeyStatsView {
@@ -823,6 +1014,12 @@ export class PoolEngine {
       recentLeases: k.recentGrants(now),
       inputTokens: k.inputTokens,
       outputTokens: k.outputTokens,
+      priority: k.cfg.priority,
+      quotaGroup: k.cfg.quotaGroup,
+      limits: { ...k.cfg.limits },
+      remaining: k.declared?.remaining(now) ?? {},
+      reservedTokens: k.reservedTokens,
+      usage: k.usage,
     };
   }
 }

@@ -1,10 +1,11 @@
 // A key of a pool: its configuration, its runtime state, and copies of both that the eligibility scan
 // reads (DESIGN rule 6). The state is read-only outside this class: every change goes through a method
 // here, which recomputes the copies and marks the key for the next snapshot, so no rule can forget either.
-import { applyRequestsReport, applyTokensReport, debitRequest, requestsBlockedUntil, type CountReport } from "./budget.js";
+import { applyRequestsReport, applyTokensReport, debitRequest, DeclaredBudget, requestsBlockedUntil, type CountReport } from "./budget.js";
 import type { SnapshotChanges } from "./snapshot-changes.js";
-import { GrantWindow, OutcomeWindow, type KeyTimer, type Lease, type PoolEntry } from "./state.js";
-import type { CircuitState, KeyConfig, KeyRuntime, KeyState, ProviderBudget } from "./types.js";
+import { GrantWindow, OutcomeWindow, type KeyTimer, type Lease, type PoolEntry, type QuotaGroup, type Tier } from "./state.js";
+import { countOutcome } from "./usage.js";
+import type { CircuitState, KeyConfig, KeyRuntime, KeyState, LeaseOutcome, Limits, OutcomeCounts, ProviderBudget, UsageView } from "./types.js";
 
 type Writable<T> = { -readonly [P in keyof T]: T[P] };
 
@@ -16,6 +17,12 @@ interface EligibilityCopies {
   requestsBlockedUntil: number;
   tokensKnownUntil: number;
   tokensLeft: number;
+  declared: DeclaredBudget | undefined;
+  groupBudget: DeclaredBudget | undefined;
+}
+
+function sameLimits(a: Limits, b: Limits): boolean {
+  return a.requestsPerMinute === b.requestsPerMinute && a.tokensPerMinute === b.tokensPerMinute && a.requestsPerDay === b.requestsPerDay;
 }
 
 export class KeyEntry {
@@ -29,6 +36,15 @@ export class KeyEntry {
   swrrCurrent = 0;
   /** Its runtime state changed since the last export (SnapshotChanges). */
   unsaved = true;
+  /** Its tier, and its index in the tier's keys, kept by the engine. */
+  tier: Tier | undefined = undefined;
+  tierSlot = -1;
+  /** Held for the pool's oldest waiter (PoolEntry.claimant), kept by the engine. */
+  claimed = false;
+  /** Tokens reserved by live leases, kept by the engine's lease lifecycle. */
+  reservedTokens = 0;
+  /** Its quota group in the pool, linked by the engine (undefined without one). */
+  readonly group: QuotaGroup | undefined = undefined;
 
   // Copies the scan reads, kept on the entry so a scan over 10,000 keys touches one object per key.
   readonly lendable: boolean = false;
@@ -39,6 +55,9 @@ export class KeyEntry {
   /** Tokens budget known until this instant (0 when unknown), with the tokens left. */
   readonly tokensKnownUntil: number = 0;
   readonly tokensLeft: number = 0;
+  /** The key's declared budgets, and its quota group's (undefined when none is declared). */
+  readonly declared: DeclaredBudget | undefined = undefined;
+  readonly groupBudget: DeclaredBudget | undefined = undefined;
 
   // Runtime state, as KeyRuntime persists it.
   readonly autoDisabled: KeyRuntime["autoDisabled"] = undefined;
@@ -54,6 +73,7 @@ export class KeyEntry {
   readonly totalLeases: number = 0;
   readonly inputTokens: number = 0;
   readonly outputTokens: number = 0;
+  private outcomeCounts: OutcomeCounts = { successes: 0, rateLimited: 0, failures: 0, unreported: 0 };
   private outcomes = new OutcomeWindow();
   private grants = new GrantWindow();
   private providerBudget: ProviderBudget = {};
@@ -66,8 +86,15 @@ export class KeyEntry {
     readonly cfg: KeyConfig,
     readonly pool: PoolEntry,
     private readonly changes: SnapshotChanges,
+    now: number,
   ) {
+    if (DeclaredBudget.declares(cfg.limits)) this.state().declared = new DeclaredBudget(cfg.limits, undefined, now);
     this.refresh();
+  }
+
+  /** Totals since the key was added. */
+  get usage(): UsageView {
+    return { requests: this.totalLeases, inputTokens: this.inputTokens, outputTokens: this.outputTokens, ...this.outcomeCounts };
   }
 
   get budget(): Readonly<ProviderBudget> {
@@ -76,10 +103,23 @@ export class KeyEntry {
 
   // ---- configuration and disable state (refresh the copies) ---------------------------------
 
-  /** New configuration from an operator; configuration is not runtime state, so nothing to snapshot. */
-  configure(cfg: KeyConfig): void {
-    this.state().cfg = cfg;
+  /** New configuration from an operator; new limits keep what each budget has left (up to its new limit). */
+  configure(cfg: KeyConfig, now: number): void {
+    const s = this.state();
+    if (!sameLimits(cfg.limits, this.cfg.limits)) {
+      if (!DeclaredBudget.declares(cfg.limits)) s.declared = undefined;
+      else if (this.declared) this.declared.reconfigure(cfg.limits, now);
+      else s.declared = new DeclaredBudget(cfg.limits, undefined, now);
+      this.changed();
+    }
+    s.cfg = cfg;
     this.refresh();
+  }
+
+  /** Its quota group in the pool (the engine links it when the key or the pool's groups change). */
+  linkGroup(group: QuotaGroup | undefined): void {
+    this.state().group = group;
+    this.state().groupBudget = group?.budget;
   }
 
   /** A manual disable. */
@@ -219,6 +259,28 @@ export class KeyEntry {
     return at;
   }
 
+  /** A grant spends one request and reserves `tokens` of the declared budgets, the key's and its group's. */
+  spend(tokens: number, now: number): void {
+    if (this.declared) {
+      this.declared.take(tokens, now);
+      this.changed();
+    }
+    this.groupBudget?.take(tokens, now);
+  }
+
+  /** Release reconciled a reservation with the usage reported: charges a positive delta, refunds a negative one. */
+  adjustTokens(delta: number, now: number): void {
+    if (!this.declared) return;
+    this.declared.adjustTokens(delta, now);
+    this.changed();
+  }
+
+  /** A lease ended, with what its holder reported (undefined: expired or revoked). */
+  countOutcome(outcome: LeaseOutcome | undefined): void {
+    countOutcome(this.outcomeCounts, outcome);
+    this.changed();
+  }
+
   countGrant(now: number): void {
     this.state().totalLeases++;
     this.grants.add(now);
@@ -235,7 +297,7 @@ export class KeyEntry {
 
   // ---- snapshots ----------------------------------------------------------------------------
 
-  toRuntime(): KeyRuntime {
+  toRuntime(now: number): KeyRuntime {
     return {
       pool: this.pool.cfg.name,
       keyId: this.cfg.id,
@@ -252,14 +314,16 @@ export class KeyEntry {
       outcomes: this.outcomes.export(),
       grantsPerSecond: this.grants.export(),
       budget: { ...this.providerBudget },
+      declared: this.declared?.export(now),
       totalLeases: this.totalLeases,
       inputTokens: this.inputTokens,
       outputTokens: this.outputTokens,
+      outcomeCounts: { ...this.outcomeCounts },
     };
   }
 
   /** The state a snapshot kept, before traffic starts; the key is new and unsaved already. */
-  restore(r: KeyRuntime): void {
+  restore(r: KeyRuntime, now: number): void {
     const s = this.state();
     s.autoDisabled = r.autoDisabled && { ...r.autoDisabled };
     s.draining = r.draining && { ...r.draining };
@@ -274,6 +338,8 @@ export class KeyEntry {
     s.totalLeases = r.totalLeases;
     s.inputTokens = r.inputTokens;
     s.outputTokens = r.outputTokens;
+    if (r.outcomeCounts !== undefined) this.outcomeCounts = { ...r.outcomeCounts };
+    if (this.declared) s.declared = new DeclaredBudget(this.cfg.limits, r.declared, now);
     this.outcomes = OutcomeWindow.from(r.outcomes);
     this.grants = GrantWindow.from(r.grantsPerSecond);
     this.providerBudget = { ...r.budget };
@@ -325,5 +391,8 @@ export function isEligible(k: KeyEntry, now: number, estimatedTokens: number, ex
   if (k.circuitState !== "closed" && (k.circuitState === "open" || k.probes >= k.pool.cfg.halfOpenProbes)) return false;
   if (k.requestsBlockedUntil > now) return false;
   if (k.tokensKnownUntil > now && (k.tokensLeft === 0 || k.tokensLeft < estimatedTokens)) return false;
+  if (k.declared !== undefined && k.declared.readyAt(estimatedTokens) > now) return false;
+  if (k.groupBudget !== undefined && k.groupBudget.readyAt(estimatedTokens) > now) return false;
+  if (k.claimed) return false;
   return exclude === undefined || !exclude.has(k.cfg.id);
 }

@@ -2,8 +2,9 @@
 // export, so a steady snapshot copies only that. A key marks itself (KeyEntry); the lease lifecycle
 // reports grants, renewals and ends here, and the engine reports removed keys.
 import type { KeyEntry } from "./key.js";
+import { poolRuntime } from "./pool.js";
 import type { Lease, PoolEntry } from "./state.js";
-import type { KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "./types.js";
+import type { KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "./types.js";
 
 export class SnapshotChanges {
   private changed = false;
@@ -28,6 +29,12 @@ export class SnapshotChanges {
 
   keyChanged(k: KeyEntry): void {
     k.unsaved = true;
+    this.changed = true;
+  }
+
+  /** A pool's own runtime state (usage, quota groups, affinities) changed. */
+  poolChanged(pool: PoolEntry): void {
+    pool.unsaved = true;
     this.changed = true;
   }
 
@@ -64,11 +71,14 @@ export class SnapshotChanges {
   /** A consistent copy of every key's runtime state and every live lease; tracking starts afresh. */
   exportAll(pools: Iterable<PoolEntry>, live: Map<string, Lease>, takenAt: number): RuntimeSnapshot {
     const keys: KeyRuntime[] = [];
+    const poolStates: PoolRuntime[] = [];
     for (const pool of pools) {
       for (const k of pool.keyList) {
-        keys.push(k.toRuntime());
+        keys.push(k.toRuntime(takenAt));
         k.unsaved = false;
       }
+      poolStates.push(poolRuntime(pool, takenAt));
+      pool.unsaved = false;
     }
     const leases: LeaseRecord[] = new Array(live.size);
     let i = 0;
@@ -77,7 +87,7 @@ export class SnapshotChanges {
     this.ended = [];
     this.removed = [];
     this.lost = false;
-    return { takenAt, keys, leases };
+    return { takenAt, keys, leases, pools: poolStates };
   }
 
   /**
@@ -87,7 +97,12 @@ export class SnapshotChanges {
   exportSince(pools: Iterable<PoolEntry>, present: (k: KeyEntry) => boolean, takenAt: number): RuntimeChanges | undefined {
     if (this.lost) return undefined;
     const changed: KeyEntry[] = [];
+    const poolStates: PoolRuntime[] = [];
     for (const pool of pools) {
+      if (pool.unsaved) {
+        poolStates.push(poolRuntime(pool, takenAt));
+        pool.unsaved = false;
+      }
       for (const k of pool.keyList) {
         if (!k.unsaved) continue;
         changed.push(k);
@@ -97,7 +112,7 @@ export class SnapshotChanges {
     const leases: LeaseRecord[] = [];
     for (const l of this.leases) leases.push(l.record);
     this.leases.clear();
-    const changes = { takenAt, keys: readKeys(changed, present), removedKeys: this.removed, leases, endedLeases: this.ended };
+    const changes = { takenAt, keys: readKeys(changed, present, takenAt), removedKeys: this.removed, leases, endedLeases: this.ended, pools: poolStates };
     this.ended = [];
     this.removed = [];
     return changes;
@@ -105,6 +120,6 @@ export class SnapshotChanges {
 }
 
 /** Each key's runtime state when the store reads it, skipping keys removed (or whose pool was deleted) since. */
-function* readKeys(changed: KeyEntry[], present: (k: KeyEntry) => boolean): Generator<KeyRuntime> {
-  for (const k of changed) if (present(k)) yield k.toRuntime();
+function* readKeys(changed: KeyEntry[], present: (k: KeyEntry) => boolean, takenAt: number): Generator<KeyRuntime> {
+  for (const k of changed) if (present(k)) yield k.toRuntime(takenAt);
 }

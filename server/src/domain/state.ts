@@ -1,9 +1,11 @@
 // The engine's in-memory state besides the keys themselves (key.ts): pools, leases, waiters, the timer
 // items, and the windows a key counts its outcomes and grants in.
+import type { Affinities } from "./affinity.js";
+import type { DeclaredBudget } from "./budget.js";
 import type { PoolSecrets } from "./redact.js";
 import type { KeyEntry } from "./key.js";
 import type { Scheduled } from "./timer-heap.js";
-import type { AcquireInput, Grant, KeyRuntime, LeaseGoneReason, LeaseRecord, PoolConfig } from "./types.js";
+import type { AcquireInput, Grant, KeyRuntime, LeaseGoneReason, LeaseRecord, Limits, PoolConfig, UsageView } from "./types.js";
 
 /** One of a key's own deadlines on the timer heap. */
 export interface KeyTimer extends Scheduled {
@@ -21,6 +23,10 @@ export interface Lease extends Scheduled {
   record: LeaseRecord;
   /** Granted while the key's circuit was half-open: holds one of its probe slots. */
   probe: boolean;
+  /** Tokens reserved at grant, reconciled when Release reports usage; undefined for a lease granted before a restart. */
+  reserved?: number;
+  /** The key's quota group when granted: its reservation and outcome count there. */
+  group?: QuotaGroup;
   watchers?: Array<(reason: LeaseGoneReason, message: string) => void>;
 }
 
@@ -29,6 +35,8 @@ export interface Waiter extends Scheduled {
   pool: PoolEntry;
   queued: boolean;
   input: AcquireInput;
+  /** Tokens the grant reserves: the estimate, or the pool's default. */
+  tokens: number;
   exclude: Set<string> | undefined;
   resolve: (g: Grant) => void;
   reject: (e: Error) => void;
@@ -38,14 +46,57 @@ export interface Waiter extends Scheduled {
   onAbort: (() => void) | undefined;
 }
 
-export type TimerItem = Lease | Waiter | KeyTimer;
+/** The pool's one wake-up for waiters held back by a declared budget: the earliest refill any of them needs. */
+interface PoolTimer extends Scheduled {
+  kind: "budget_wake";
+  pool: PoolEntry;
+}
+
+export type TimerItem = Lease | Waiter | KeyTimer | PoolTimer;
+
+/** The keys of one priority; strategies choose within a tier. */
+export interface Tier {
+  priority: number;
+  keys: KeyEntry[];
+  /** Where round_robin and tie rotation resume. */
+  cursor: number;
+}
+
+/** A quota group of a pool: the budgets its keys share (when declared) and its usage. */
+export interface QuotaGroup {
+  name: string;
+  limits: Limits;
+  /** Undefined when the pool declares no limits for the group. */
+  budget: DeclaredBudget | undefined;
+  usage: UsageView;
+  /** Keys of the pool in the group. */
+  members: number;
+}
 
 export interface PoolEntry {
   cfg: PoolConfig;
   keys: Map<string, KeyEntry>;
   keyList: KeyEntry[];
-  /** Where round_robin and tie rotation resume. */
-  cursor: number;
+  /** The keys by priority, earliest tier first; never an empty tier. */
+  tiers: Tier[];
+  groups: Map<string, QuotaGroup>;
+  usage: UsageView;
+  affinities: Affinities;
+  /**
+   * The oldest waiter that could not be served holds the key it can use soonest: nobody else is lent it
+   * until that waiter is served or leaves, so a large reservation is not starved by small ones.
+   */
+  claimant: Waiter | undefined;
+  claimed: KeyEntry | undefined;
+  wake: PoolTimer;
+  /** Largest reservation some key of the pool can ever hold (Infinity when one declares no token budget). */
+  tokenCapacity: number;
+  /** Whether any key or group declares a budget (otherwise waiting needs no budget wake-up). */
+  declaresBudgets: boolean;
+  /** Set while keys of a later tier are lent: when a later tier last lent one. */
+  fallbackLastGrant: number | undefined;
+  /** A runtime change (usage, groups, affinities) the next snapshot carries. */
+  unsaved: boolean;
   waitHead: Waiter | undefined;
   waitTail: Waiter | undefined;
   waiting: number;

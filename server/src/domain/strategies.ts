@@ -1,7 +1,7 @@
-// Rule 7: choosing among eligible keys. One pass over the pool's keys, no sorting; strategies
-// move only their own cursors and weights, never key state.
+// Rule 7: choosing among eligible keys, within the first priority tier that has one (rule 6). One pass
+// over a tier's keys, no sorting; strategies move only their own cursors and weights, never key state.
 import { isEligible, type KeyEntry } from "./key.js";
-import type { PoolEntry } from "./state.js";
+import type { PoolEntry, Tier } from "./state.js";
 
 /** Share of latency-strategy picks that explore a random eligible key instead of the fastest. */
 const LATENCY_EXPLORATION = 0.05;
@@ -15,40 +15,65 @@ export function chooseKey(
   exclude: Set<string> | undefined,
   random: () => number,
 ): KeyEntry | undefined {
+  const tiers = pool.tiers;
+  for (let i = 0; i < tiers.length; i++) {
+    const k = chooseInTier(pool, tiers[i]!, now, estimatedTokens, exclude, random);
+    if (k) return k;
+  }
+  return undefined;
+}
+
+/** Whether some key of a tier before `tier` is eligible. */
+export function earlierTierEligible(pool: PoolEntry, tier: Tier, now: number, estimatedTokens: number, exclude: Set<string> | undefined): boolean {
+  for (const t of pool.tiers) {
+    if (t === tier) return false;
+    for (const k of t.keys) if (isEligible(k, now, estimatedTokens, exclude)) return true;
+  }
+  return false;
+}
+
+function chooseInTier(
+  pool: PoolEntry,
+  tier: Tier,
+  now: number,
+  estimatedTokens: number,
+  exclude: Set<string> | undefined,
+  random: () => number,
+): KeyEntry | undefined {
   switch (pool.cfg.strategy) {
     case "round_robin":
-      return firstFrom(pool, pool.cursor, now, estimatedTokens, exclude, true);
+      return firstFrom(tier, tier.cursor, now, estimatedTokens, exclude, true);
     case "least_busy":
-      return lowest(pool, "active", now, estimatedTokens, exclude);
+      return lowest(tier, "active", now, estimatedTokens, exclude);
     case "least_used":
-      return lowest(pool, "recent", now, estimatedTokens, exclude);
+      return lowest(tier, "recent", now, estimatedTokens, exclude);
     case "weighted":
-      return smoothWeighted(pool, now, estimatedTokens, exclude);
+      return smoothWeighted(tier, now, estimatedTokens, exclude);
     case "latency": {
-      const n = pool.keyList.length;
+      const n = tier.keys.length;
       if (n > 0 && random() < LATENCY_EXPLORATION) {
-        return firstFrom(pool, Math.floor(random() * n), now, estimatedTokens, exclude, false);
+        return firstFrom(tier, Math.floor(random() * n), now, estimatedTokens, exclude, false);
       }
-      return lowest(pool, "latency", now, estimatedTokens, exclude);
+      return lowest(tier, "latency", now, estimatedTokens, exclude);
     }
   }
 }
 
 function firstFrom(
-  pool: PoolEntry,
+  tier: Tier,
   start: number,
   now: number,
   estimatedTokens: number,
   exclude: Set<string> | undefined,
   advanceCursor: boolean,
 ): KeyEntry | undefined {
-  const keys = pool.keyList;
+  const keys = tier.keys;
   const n = keys.length;
   const from = n > 0 ? start % n : 0;
   for (let i = from, seen = 0; seen < n; seen++, i = i + 1 === n ? 0 : i + 1) {
     const k = keys[i]!;
     if (isEligible(k, now, estimatedTokens, exclude)) {
-      if (advanceCursor) pool.cursor = i + 1 === n ? 0 : i + 1;
+      if (advanceCursor) tier.cursor = i + 1 === n ? 0 : i + 1;
       return k;
     }
   }
@@ -69,17 +94,17 @@ function metricOf(k: KeyEntry, metric: Metric, now: number): number {
 
 /** The eligible key with the lowest metric; the scan starts at the rotating cursor so ties rotate. */
 function lowest(
-  pool: PoolEntry,
+  tier: Tier,
   metric: Metric,
   now: number,
   estimatedTokens: number,
   exclude: Set<string> | undefined,
 ): KeyEntry | undefined {
-  const keys = pool.keyList;
+  const keys = tier.keys;
   const n = keys.length;
   let best: KeyEntry | undefined;
   let bestValue = Infinity;
-  const from = n > 0 ? pool.cursor % n : 0;
+  const from = n > 0 ? tier.cursor % n : 0;
   for (let i = from, seen = 0; seen < n; seen++, i = i + 1 === n ? 0 : i + 1) {
     const k = keys[i]!;
     if (!isEligible(k, now, estimatedTokens, exclude)) continue;
@@ -89,20 +114,20 @@ function lowest(
       bestValue = v;
     }
   }
-  if (best) pool.cursor = best.slot + 1 === n ? 0 : best.slot + 1;
+  if (best) tier.cursor = best.tierSlot + 1 === n ? 0 : best.tierSlot + 1;
   return best;
 }
 
 /** nginx's smooth weighted round robin over the eligible keys: exact proportions, no bursts. */
 function smoothWeighted(
-  pool: PoolEntry,
+  tier: Tier,
   now: number,
   estimatedTokens: number,
   exclude: Set<string> | undefined,
 ): KeyEntry | undefined {
   let best: KeyEntry | undefined;
   let total = 0;
-  for (const k of pool.keyList) {
+  for (const k of tier.keys) {
     if (!isEligible(k, now, estimatedTokens, exclude)) continue;
     k.swrrCurrent += k.weight;
     total += k.weight;

@@ -27,8 +27,19 @@ export interface PoolConfig {
   maxOpenDurationMs: number;
   halfOpenProbes: number;
   description: string;
+  /** Declared budgets shared by the keys of each quota group, by group name. */
+  quotaGroups: Record<string, Limits>;
+  /** Tokens an Acquire reserves when it gives no estimate (0: none). */
+  defaultEstimatedTokens: number;
   createdAt: number;
   updatedAt: number;
+}
+
+/** Declared budgets, each a limit per window refilled continuously (limit/window); 0 is none. */
+export interface Limits {
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  requestsPerDay: number;
 }
 
 /** Operator-settable pool fields; anything left undefined takes the default (create) or stays (update). */
@@ -43,6 +54,10 @@ export interface KeyConfig {
   weight: number;
   maxConcurrency: number;
   quotaGroup: string;
+  /** Declared budgets of this key alone. */
+  limits: Limits;
+  /** Tier: keys of a later tier (a higher number) are lent only while every key of an earlier one is ineligible. */
+  priority: number;
   metadata: Record<string, string>;
   /** Manual (operator) disable; write-through configuration. */
   disabled: boolean;
@@ -51,7 +66,8 @@ export interface KeyConfig {
   updatedAt: number;
 }
 
-export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt">> & { pool: string };
+/** Limits left undefined keep their current value (update) or are none (add). */
+export type KeyInput = Partial<Omit<KeyConfig, "createdAt" | "updatedAt" | "limits">> & { pool: string; limits?: Partial<Limits> };
 
 export type KeyState = "enabled" | "disabled" | "auto_disabled_auth" | "auto_disabled_quota" | "draining";
 export type CircuitState = "closed" | "open" | "half_open";
@@ -93,6 +109,8 @@ export interface AcquireInput {
   holder: string;
   estimatedTokens: number;
   excludeKeyIds: string[];
+  /** Lend the key this affinity was last lent while it stays eligible ("": none). */
+  affinity?: string;
 }
 
 export interface Grant {
@@ -145,6 +163,34 @@ export interface KeyView {
   config: KeyConfig;
   state: KeyState;
   stateReason: string;
+  usage: UsageView;
+}
+
+/** Requests (leases granted), tokens reported and how the leases ended, since the key, group or pool was created. */
+export interface UsageView {
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  successes: number;
+  rateLimited: number;
+  failures: number;
+  /** Ended by expiry or revocation, with no outcome reported. */
+  unreported: number;
+}
+
+/** What the declared budgets allow now (whole units, undefined where no limit is declared). */
+export interface BudgetRemaining {
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+  requestsPerDay?: number;
+}
+
+export interface QuotaGroupStatsView {
+  name: string;
+  limits: Limits;
+  remaining: BudgetRemaining;
+  usage: UsageView;
+  keys: number;
 }
 
 export interface KeyStatsView {
@@ -166,6 +212,13 @@ export interface KeyStatsView {
   recentLeases: number;
   inputTokens: number;
   outputTokens: number;
+  priority: number;
+  quotaGroup: string;
+  limits: Limits;
+  remaining: BudgetRemaining;
+  /** Tokens reserved by the key's live leases and not yet reconciled. */
+  reservedTokens: number;
+  usage: UsageView;
 }
 
 export interface PoolStatsView {
@@ -175,6 +228,12 @@ export interface PoolStatsView {
   activeLeases: number;
   waiters: number;
   keys: KeyStatsView[];
+  usage: UsageView;
+  quotaGroups: QuotaGroupStatsView[];
+  /** The priority of the first tier with an eligible key (the last tier's when none has one). */
+  servingPriority: number;
+  /** Affinities remembered (at most AFFINITY_CAP). */
+  affinities: number;
 }
 
 export type EventType =
@@ -183,7 +242,8 @@ export type EventType =
   | "cooldown_started" | "cooldown_ended"
   | "circuit_opened" | "circuit_half_opened" | "circuit_closed"
   | "lease_expired" | "lease_revoked" | "pool_exhausted"
-  | "lease_granted" | "lease_ended";
+  | "lease_granted" | "lease_ended"
+  | "tier_fallback" | "tier_restored";
 
 export interface DomainEvent {
   type: EventType;
@@ -224,9 +284,41 @@ export interface KeyRuntime {
   /** Grants in the least_used window: one count per second, oldest first, the last for second `until` since 1970. */
   grantsPerSecond: { until: number; counts: number[] };
   budget: ProviderBudget;
+  /** The declared budgets' levels (absent: full, or none declared). */
+  declared?: DeclaredBudgetState;
   totalLeases: number;
   inputTokens: number;
   outputTokens: number;
+  /** Outcome counts (absent in snapshots taken before they were counted: 0). */
+  outcomeCounts?: OutcomeCounts;
+}
+
+/** Each declared budget's level at an instant (it refills from there); absent budgets are full. */
+export interface DeclaredBudgetState {
+  requestsPerMinute?: BucketLevel;
+  tokensPerMinute?: BucketLevel;
+  requestsPerDay?: BucketLevel;
+}
+
+export interface BucketLevel {
+  level: number;
+  at: number;
+}
+
+export interface OutcomeCounts {
+  successes: number;
+  rateLimited: number;
+  failures: number;
+  unreported: number;
+}
+
+/** Runtime state of a pool as a whole, persisted by snapshots: its quota groups, usage and affinities. */
+export interface PoolRuntime {
+  pool: string;
+  usage: UsageView;
+  groups: Array<{ name: string; declared?: DeclaredBudgetState; usage: UsageView }>;
+  /** Affinity to key id, least recently used first. */
+  affinities: Array<[string, string]>;
 }
 
 /** A live lease: as persisted, and as operators list it. */
@@ -245,6 +337,8 @@ export interface RuntimeSnapshot {
   takenAt: number;
   keys: KeyRuntime[];
   leases: LeaseRecord[];
+  /** Absent in snapshots from before pools had runtime state. */
+  pools?: PoolRuntime[];
 }
 
 /** What changed in runtime state since the previous export: applied to that export, it gives this one. */
@@ -261,4 +355,6 @@ export interface RuntimeChanges {
   leases: LeaseRecord[];
   /** Ids of leases that ended since, including those granted since. */
   endedLeases: string[];
+  /** Pools whose runtime state changed since, as they are now (the engine always sets it). */
+  pools?: PoolRuntime[];
 }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { LineCounter, isMap, parseDocument, type Document } from "yaml";
 import { isKeyId, isPoolName, isStrategy, POOL_DEFAULTS, validateKey, validatePool } from "../domain/config.js";
 import { DomainError } from "../domain/errors.js";
-import { STRATEGIES, type KeyConfig, type KeyInput, type PoolConfig, type PoolInput } from "../domain/types.js";
+import { STRATEGIES, type KeyConfig, type KeyInput, type Limits, type PoolConfig, type PoolInput } from "../domain/types.js";
 import {
   checkAuthBinding,
   createAuthorizer,
@@ -32,6 +32,9 @@ export interface DeclaredKey {
   weight?: number;
   maxConcurrency?: number;
   quotaGroup?: string;
+  /** Declared as a whole: a limit the file leaves out is none. */
+  limits?: Limits;
+  priority?: number;
   metadata?: Record<string, string>;
   disabled?: boolean;
 }
@@ -84,11 +87,16 @@ const ENV_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
 
 const POOL_FIELDS = new Set([
   "name", "strategy", "min_ttl", "max_ttl", "default_ttl", "default_cooldown", "max_cooldown",
-  "circuit_breaker", "description", "managed", "keys",
+  "circuit_breaker", "description", "quota_groups", "default_estimated_tokens", "managed", "keys",
 ]);
+const LIMIT_FIELDS: Array<[string, keyof Limits]> = [
+  ["requests_per_minute", "requestsPerMinute"],
+  ["tokens_per_minute", "tokensPerMinute"],
+  ["requests_per_day", "requestsPerDay"],
+];
 const BREAKER_FIELDS = new Set(["failure_threshold", "open_duration", "max_open_duration", "half_open_probes"]);
 const KEY_FIELDS = new Set([
-  "id", "secret", "secret_file", "label", "weight", "max_concurrency", "quota_group", "metadata", "disabled",
+  "id", "secret", "secret_file", "label", "weight", "max_concurrency", "quota_group", "limits", "priority", "metadata", "disabled",
 ]);
 /** Settings that must not exceed another, with their paths in the file. */
 const ORDERED: Array<[keyof PoolSettings, string[], keyof PoolSettings, string[]]> = [
@@ -280,6 +288,17 @@ class Reader {
     }
     if (raw.description !== undefined) this.attempt(() => (settings.description = this.string(raw.description, [...at, "description"])));
     if (raw.circuit_breaker !== undefined) this.attempt(() => this.breaker(raw.circuit_breaker, [...at, "circuit_breaker"], settings));
+    if (raw.quota_groups !== undefined) {
+      this.attempt(() => {
+        const groups = this.mapping(raw.quota_groups, [...at, "quota_groups"]);
+        const read = Object.entries(groups).map(([name, l]) => [name, this.attempt(() => this.limits(l, [...at, "quota_groups", name]))] as const);
+        if (read.some(([, l]) => l === undefined)) throw INVALID;
+        settings.quotaGroups = Object.fromEntries(read) as Record<string, Limits>;
+      });
+    }
+    if (raw.default_estimated_tokens !== undefined) {
+      this.attempt(() => (settings.defaultEstimatedTokens = this.nonNegativeInt(raw.default_estimated_tokens, [...at, "default_estimated_tokens"], "(0 is none)")));
+    }
     const managed = raw.managed === undefined ? false : this.attempt(() => this.boolean(raw.managed, [...at, "managed"]));
     const keys = this.unique(this.each(raw.keys, [...at, "keys"], (k, keyAt) => this.key(k, keyAt)), [...at, "keys"], "id", (k) => k.id, "key id");
     this.poolRules(at, settings, this.#problems.length === before ? name : undefined);
@@ -333,6 +352,17 @@ class Reader {
     if (raw.half_open_probes !== undefined) this.attempt(() => (settings.halfOpenProbes = this.positiveInt(raw.half_open_probes, [...at, "half_open_probes"])));
   }
 
+  /** Declared limits as a whole: each left out is 0 (none). */
+  private limits(value: unknown, at: Path): Limits {
+    const raw = this.mapping(value, at);
+    this.onlyFields(raw, at, new Set(LIMIT_FIELDS.map(([f]) => f)));
+    const out: Limits = { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 };
+    for (const [field, target] of LIMIT_FIELDS) {
+      if (raw[field] !== undefined) this.attempt(() => (out[target] = this.nonNegativeInt(raw[field], [...at, field], "(0 is none)")));
+    }
+    return out;
+  }
+
   private key(value: unknown, at: Path): DeclaredKey {
     const raw = this.mapping(value, at);
     const before = this.#problems.length;
@@ -356,6 +386,8 @@ class Reader {
       this.attempt(() => (key.maxConcurrency = this.nonNegativeInt(raw.max_concurrency, [...at, "max_concurrency"], "(0 is unlimited)")));
     }
     if (raw.quota_group !== undefined) this.attempt(() => (key.quotaGroup = this.string(raw.quota_group, [...at, "quota_group"])));
+    if (raw.limits !== undefined) this.attempt(() => (key.limits = this.limits(raw.limits, [...at, "limits"])));
+    if (raw.priority !== undefined) this.attempt(() => (key.priority = this.nonNegativeInt(raw.priority, [...at, "priority"], "(0 is the first tier)")));
     if (raw.metadata !== undefined) {
       this.attempt(() => {
         const metadata = this.mapping(raw.metadata, [...at, "metadata"]);
@@ -552,14 +584,15 @@ export interface CurrentConfig {
 }
 
 const KEY_COMPARED: Array<keyof DeclaredKey & keyof KeyConfig> = [
-  "label", "weight", "maxConcurrency", "quotaGroup", "metadata", "secret",
+  "label", "weight", "maxConcurrency", "quotaGroup", "limits", "priority", "metadata", "secret",
 ];
 
+/** Equal values, objects compared by their entries (metadata, limits, quota groups' limits). */
 function sameValue(a: unknown, b: unknown): boolean {
   if (typeof a === "object" && a !== null && typeof b === "object" && b !== null) {
     const ae = Object.entries(a as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y));
     const be = Object.entries(b as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y));
-    return ae.length === be.length && ae.every(([k, v], i) => be[i][0] === k && be[i][1] === v);
+    return ae.length === be.length && ae.every(([k, v], i) => be[i][0] === k && sameValue(be[i][1], v));
   }
   return a === b;
 }

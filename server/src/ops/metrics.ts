@@ -2,7 +2,7 @@
 // and adds to plain maps; everything about keys and pools is read from the engine's stats at scrape time.
 // Per-key series are bounded: a pool with more keys than `maxKeysPerPool` exports only its pool series.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { CircuitState, KeyState, KeyStatsView, LeaseOutcome, PoolStatsView } from "../domain/types.js";
+import type { BudgetRemaining, CircuitState, KeyState, KeyStatsView, LeaseOutcome, Limits, PoolStatsView, UsageView } from "../domain/types.js";
 
 /**
  * How an Acquire ended, as the `result` label: `timeout` waited for a key and none came in time, `no_key`
@@ -199,14 +199,18 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   };
 
   // One refresh per scrape fills every pool and key series from the same stats read.
+  const budgets = budgetMetrics(registry);
   const refresh = (): void => {
     for (const metric of [...Object.values(perKey), ...Object.values(perPool)]) metric.reset();
+    budgets.reset();
     if (!source) return;
     const pools = source.pools();
     for (const pool of keyOutcomes.keys()) if (!pools.includes(pool)) keyOutcomes.delete(pool);
     for (const pool of pools) {
       const stats = source.poolStats(pool);
-      if (stats) setPool(stats);
+      if (!stats) continue;
+      setPool(stats);
+      budgets.refresh(stats, stats.keys.length <= maxKeysPerPool);
     }
   };
 
@@ -275,6 +279,83 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     async metricsText() {
       refresh();
       return registry.metrics();
+    },
+  };
+}
+
+// ---- declared budgets and usage (issue 20) ------------------------------------------------------
+// Set at scrape time from the same stats read as the series above (a key's own requests, tokens and outcomes
+// are keymesh_key_leases_total, keymesh_key_tokens_total and keymesh_key_outcomes_total there). The usage
+// totals are the engine's own (persisted by snapshots, so they only grow), exported as counters.
+
+const BUDGETS: Array<[keyof Limits & keyof BudgetRemaining, string]> = [
+  ["requestsPerMinute", "requests_per_minute"],
+  ["tokensPerMinute", "tokens_per_minute"],
+  ["requestsPerDay", "requests_per_day"],
+];
+
+function budgetMetrics(registry: Registry) {
+  const registers = [registry];
+  const keyRemaining = new Gauge({
+    name: "keymesh_key_budget_remaining",
+    help: "What the key's declared budget allows now (requests or tokens), per budget declared.",
+    labelNames: ["pool", "key", "budget"] as const,
+    registers,
+  });
+  const keyLimit = new Gauge({ name: "keymesh_key_budget_limit", help: "The key's declared limit, per budget declared.", labelNames: ["pool", "key", "budget"] as const, registers });
+  const groupRemaining = new Gauge({
+    name: "keymesh_quota_group_budget_remaining",
+    help: "What the quota group's declared budget allows now, per budget declared.",
+    labelNames: ["pool", "group", "budget"] as const,
+    registers,
+  });
+  const groupLimit = new Gauge({ name: "keymesh_quota_group_budget_limit", help: "The quota group's declared limit, per budget declared.", labelNames: ["pool", "group", "budget"] as const, registers });
+  const reserved = new Gauge({ name: "keymesh_key_reserved_tokens", help: "Tokens reserved by the key's live leases.", labelNames: ["pool", "key"] as const, registers });
+  const servingPriority = new Gauge({ name: "keymesh_pool_serving_priority", help: "The priority of the first tier with an eligible key.", labelNames: ["pool"] as const, registers });
+  const groupRequests = new Counter({ name: "keymesh_quota_group_requests_total", help: "Leases granted on the quota group's keys.", labelNames: ["pool", "group"] as const, registers });
+  const groupTokens = new Counter({ name: "keymesh_quota_group_tokens_total", help: "Tokens reported on the quota group's keys.", labelNames: ["pool", "group", "direction"] as const, registers });
+  const poolRequests = new Counter({ name: "keymesh_pool_requests_total", help: "Leases granted in the pool since it was created.", labelNames: ["pool"] as const, registers });
+  const poolTokens = new Counter({ name: "keymesh_pool_tokens_total", help: "Tokens reported in the pool since it was created.", labelNames: ["pool", "direction"] as const, registers });
+  const all = [keyRemaining, keyLimit, groupRemaining, groupLimit, reserved, servingPriority, groupRequests, groupTokens, poolRequests, poolTokens];
+
+  const budgetsOf = (limits: Limits, remaining: BudgetRemaining, set: (budget: string, limit: number, left: number) => void) => {
+    for (const [field, budget] of BUDGETS) {
+      const left = remaining[field];
+      if (limits[field] > 0 && left !== undefined) set(budget, limits[field], left);
+    }
+  };
+  const tokens = (counter: Counter<string>, labels: Record<string, string>, u: UsageView) => {
+    counter.inc({ ...labels, direction: "input" }, u.inputTokens);
+    counter.inc({ ...labels, direction: "output" }, u.outputTokens);
+  };
+
+  return {
+    reset(): void {
+      for (const m of all) m.reset();
+    },
+    /** `keyed`: the pool exports per-key series (it has no more keys than the bound). */
+    refresh(stats: PoolStatsView, keyed: boolean): void {
+      const pool = stats.pool;
+      servingPriority.set({ pool }, stats.servingPriority);
+      poolRequests.inc({ pool }, stats.usage.requests);
+      tokens(poolTokens, { pool }, stats.usage);
+      for (const k of keyed ? stats.keys : []) {
+        const labels = { pool, key: k.keyId };
+        budgetsOf(k.limits, k.remaining, (budget, limit, left) => {
+          keyLimit.set({ ...labels, budget }, limit);
+          keyRemaining.set({ ...labels, budget }, left);
+        });
+        reserved.set(labels, k.reservedTokens);
+      }
+      for (const g of stats.quotaGroups) {
+        const labels = { pool, group: g.name };
+        budgetsOf(g.limits, g.remaining, (budget, limit, left) => {
+          groupLimit.set({ ...labels, budget }, limit);
+          groupRemaining.set({ ...labels, budget }, left);
+        });
+        groupRequests.inc(labels, g.usage.requests);
+        tokens(groupTokens, labels, g.usage);
+      }
     },
   };
 }

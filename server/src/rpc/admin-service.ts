@@ -5,7 +5,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { PoolEngine } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
 import { mask } from "../domain/mask.js";
-import type { KeyConfig, PoolConfig } from "../domain/types.js";
+import { NO_LIMITS } from "../domain/config.js";
+import type { KeyConfig, KeyInput, Limits, PoolConfig } from "../domain/types.js";
 import type {
   AddKeyRequest,
   CreatePoolRequest,
@@ -26,7 +27,7 @@ import type {
   WatchEventsRequest,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
-import { auditEntryToProto, eventToProto, keyToProto, leaseToProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
+import { auditEntryToProto, eventToProto, keyToProto, leaseToProto, limitsFromProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
 import type { Admin } from "../service/admin.js";
 import type { AuditTrail } from "../store/audit-trail.js";
 import type { EventHub } from "./event-hub.js";
@@ -58,6 +59,8 @@ const poolPaths: Record<string, (keyof PoolConfig)[]> = {
   "circuit_breaker.open_duration": ["openDurationMs"],
   "circuit_breaker.max_open_duration": ["maxOpenDurationMs"],
   "circuit_breaker.half_open_probes": ["halfOpenProbes"],
+  quota_groups: ["quotaGroups"],
+  default_estimated_tokens: ["defaultEstimatedTokens"],
 };
 
 const keyPaths: Record<string, keyof KeyConfig> = {
@@ -65,10 +68,18 @@ const keyPaths: Record<string, keyof KeyConfig> = {
   weight: "weight",
   max_concurrency: "maxConcurrency",
   quota_group: "quotaGroup",
+  limits: "limits",
+  priority: "priority",
   metadata: "metadata",
   secret: "secret",
 };
 
+/** UpdateKey's paths into Key.limits: one limit changes, the others stay. */
+const limitPaths: Record<string, keyof Limits> = {
+  "limits.requests_per_minute": "requestsPerMinute",
+  "limits.tokens_per_minute": "tokensPerMinute",
+  "limits.requests_per_day": "requestsPerDay",
+};
 /** Audit entries are larger than list items elsewhere; a page holds fewer by default. */
 const AUDIT_PAGE_SIZE = 100;
 
@@ -135,6 +146,8 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
       weight: k?.weight || undefined,
       maxConcurrency: k?.maxConcurrency,
       quotaGroup: k?.quotaGroup,
+      limits: k?.limits && limitsFromProto(k.limits),
+      priority: k?.priority,
       metadata: k?.metadata,
       disabled: k?.state === KeyState.DISABLED,
       disabledReason: "",
@@ -157,22 +170,30 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     const actor = this.d.guard.admin(ctx);
     const k = req.key;
     if (!k) throw invalidArgument("key", "is required");
+    const limits = k.limits ? limitsFromProto(k.limits) : { ...NO_LIMITS };
     const given: Partial<KeyConfig> = {
       label: k.label,
       weight: k.weight,
       maxConcurrency: k.maxConcurrency,
       quotaGroup: k.quotaGroup,
+      limits,
+      priority: k.priority,
       metadata: k.metadata,
       secret: req.secret,
     };
     const paths = req.updateMask?.paths.map(snake) ?? [];
-    const changes: Partial<KeyConfig> = {};
+    const changes: Omit<KeyInput, "pool"> = {};
     if (paths.length === 0) {
-      for (const f of ["label", "weight", "maxConcurrency", "quotaGroup", "metadata"] as const) {
+      for (const f of ["label", "weight", "maxConcurrency", "quotaGroup", "limits", "priority", "metadata"] as const) {
         (changes as Record<string, unknown>)[f] = given[f];
       }
     } else {
       for (const path of paths) {
+        const limit = limitPaths[path];
+        if (limit) {
+          changes.limits = { ...changes.limits, [limit]: limits[limit] };
+          continue;
+        }
         const field = keyPaths[path];
         if (!field) throw invalidArgument("update_mask", `unknown or read-only key field "${path}"`);
         (changes as Record<string, unknown>)[field] = given[field];

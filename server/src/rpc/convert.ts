@@ -7,16 +7,19 @@ import type { AuditEntry } from "../domain/audit.js";
 import { invalidArgument } from "../domain/errors.js";
 import {
   STRATEGIES,
+  type BudgetRemaining,
   type DomainEvent,
   type FailureClass,
   type KeyStatsView,
   type KeyView,
   type LeaseRecord,
+  type Limits,
   type PoolConfig,
   type PoolStatsView,
   type ProviderBudget,
   type RateLimitReport,
   type Strategy,
+  type UsageView,
 } from "../domain/types.js";
 import type { RateLimit } from "../gen/keymesh/v1/common_pb.js";
 import { FailureReason } from "../gen/keymesh/v1/pool_pb.js";
@@ -27,15 +30,21 @@ import {
   KeyState,
   Strategy as StrategyEnum,
   type AuditEntrySchema,
+  type BudgetRemainingSchema,
   type EventSchema,
   type KeySchema,
   type KeyStatsSchema,
   type LeaseSchema,
+  type Limits as LimitsMessage,
+  type LimitsSchema,
   type Pool,
   type PoolSchema,
   type PoolStatsSchema,
   type ProviderBudgetSchema,
+  type UsageTotalsSchema,
 } from "../gen/keymesh/v1/admin_pb.js";
+
+const bigOpt = (n: number | undefined) => (n === undefined ? undefined : BigInt(Math.trunc(n)));
 
 /** A non-negative duration in ms, or undefined when the field is unset. */
 export function optionalMs(d: Duration | undefined, field: string): number | undefined {
@@ -127,9 +136,36 @@ export function rateLimitFromProto(r: RateLimit | undefined, field: string): Rat
   };
 }
 
+/** Declared limits as given (the edge bounds them; the engine validates them). */
+export function limitsFromProto(l: LimitsMessage): Limits {
+  return { requestsPerMinute: Number(l.requestsPerMinute), tokensPerMinute: Number(l.tokensPerMinute), requestsPerDay: Number(l.requestsPerDay) };
+}
+
+function limitsToProto(l: Limits): MessageInitShape<typeof LimitsSchema> {
+  return { requestsPerMinute: BigInt(l.requestsPerMinute), tokensPerMinute: BigInt(l.tokensPerMinute), requestsPerDay: BigInt(l.requestsPerDay) };
+}
+
+function usageToProto(u: UsageView): MessageInitShape<typeof UsageTotalsSchema> {
+  return {
+    requests: BigInt(u.requests),
+    inputTokens: BigInt(u.inputTokens),
+    outputTokens: BigInt(u.outputTokens),
+    successes: BigInt(u.successes),
+    rateLimited: BigInt(u.rateLimited),
+    failures: BigInt(u.failures),
+    unreported: BigInt(u.unreported),
+  };
+}
+
+function remainingToProto(r: BudgetRemaining): MessageInitShape<typeof BudgetRemainingSchema> {
+  return { requestsPerMinute: bigOpt(r.requestsPerMinute), tokensPerMinute: bigOpt(r.tokensPerMinute), requestsPerDay: bigOpt(r.requestsPerDay) };
+}
+
 /** Pool fields an operator can set, as a partial domain input. */
 export function poolFieldsFromProto(p: Pool): Omit<Partial<PoolConfig>, "createdAt" | "updatedAt"> {
   const cb = p.circuitBreaker;
+  const quotaGroups: Record<string, Limits> = {};
+  for (const [name, l] of Object.entries(p.quotaGroups)) quotaGroups[name] = limitsFromProto(l);
   return {
     name: p.name,
     strategy: strategyFromProto(p.strategy),
@@ -143,6 +179,8 @@ export function poolFieldsFromProto(p: Pool): Omit<Partial<PoolConfig>, "created
     maxOpenDurationMs: optionalMs(cb?.maxOpenDuration, "pool.circuit_breaker.max_open_duration"),
     halfOpenProbes: cb && cb.halfOpenProbes > 0 ? cb.halfOpenProbes : undefined,
     description: p.description,
+    quotaGroups,
+    defaultEstimatedTokens: Number(p.defaultEstimatedTokens),
   };
 }
 
@@ -162,6 +200,8 @@ export function poolToProto(p: PoolConfig & { keyCount: number }): MessageInitSh
       halfOpenProbes: p.halfOpenProbes,
     },
     description: p.description,
+    quotaGroups: Object.fromEntries(Object.entries(p.quotaGroups).map(([name, l]) => [name, limitsToProto(l)])),
+    defaultEstimatedTokens: BigInt(p.defaultEstimatedTokens),
     keyCount: p.keyCount,
     createTime: ts(p.createdAt),
     updateTime: ts(p.updatedAt),
@@ -191,6 +231,9 @@ export function keyToProto(k: KeyView, mask: (secret: string) => string): Messag
     stateReason: k.stateReason,
     createTime: ts(c.createdAt),
     updateTime: ts(c.updatedAt),
+    limits: limitsToProto(c.limits),
+    priority: c.priority,
+    usage: usageToProto(k.usage),
   };
 }
 
@@ -206,7 +249,6 @@ export function leaseToProto(l: LeaseRecord): MessageInitShape<typeof LeaseSchem
   };
 }
 
-const bigOpt = (n: number | undefined) => (n === undefined ? undefined : BigInt(Math.trunc(n)));
 
 function budgetToProto(b: ProviderBudget): MessageInitShape<typeof ProviderBudgetSchema> {
   return {
@@ -244,6 +286,12 @@ function keyStatsToProto(k: KeyStatsView): MessageInitShape<typeof KeyStatsSchem
     recentLeases: k.recentLeases,
     inputTokens: BigInt(k.inputTokens),
     outputTokens: BigInt(k.outputTokens),
+    priority: k.priority,
+    quotaGroup: k.quotaGroup,
+    limits: limitsToProto(k.limits),
+    remaining: remainingToProto(k.remaining),
+    reservedTokens: BigInt(k.reservedTokens),
+    usage: usageToProto(k.usage),
   };
 }
 
@@ -255,6 +303,10 @@ export function statsToProto(s: PoolStatsView): MessageInitShape<typeof PoolStat
     activeLeases: s.activeLeases,
     waiters: s.waiters,
     keys: s.keys.map(keyStatsToProto),
+    usage: usageToProto(s.usage),
+    quotaGroups: s.quotaGroups.map((g) => ({ name: g.name, limits: limitsToProto(g.limits), remaining: remainingToProto(g.remaining), usage: usageToProto(g.usage), keys: g.keys })),
+    servingPriority: s.servingPriority,
+    affinities: s.affinities,
   };
 }
 
@@ -278,6 +330,8 @@ const eventTypes: Record<DomainEvent["type"], EventType> = {
   pool_exhausted: EventType.POOL_EXHAUSTED,
   lease_granted: EventType.LEASE_GRANTED,
   lease_ended: EventType.LEASE_ENDED,
+  tier_fallback: EventType.TIER_FALLBACK,
+  tier_restored: EventType.TIER_RESTORED,
 };
 
 export function eventToProto(e: WatchItem, now: number): MessageInitShape<typeof EventSchema> {

@@ -5,7 +5,7 @@
 // back encodable in every protocol. README "Request limits" lists these bounds.
 import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { MAX_DESCRIPTION, MAX_LABEL, MAX_QUOTA_GROUP, NAME_MAX } from "../domain/config.js";
+import { MAX_AFFINITY, MAX_DESCRIPTION, MAX_LABEL, MAX_QUOTA_GROUP, MAX_QUOTA_GROUPS, NAME_MAX } from "../domain/config.js";
 import { invalidArgument } from "../domain/errors.js";
 
 /**
@@ -25,6 +25,7 @@ const STRING_MAX: Readonly<Record<string, number>> = {
   label: MAX_LABEL,
   description: MAX_DESCRIPTION,
   quota_group: MAX_QUOTA_GROUP,
+  affinity: MAX_AFFINITY,
   secret: 4096,
   secret_hint: 256,
   state_reason: 1024,
@@ -38,10 +39,11 @@ const LIST_MAX: Readonly<Record<string, number>> = {
   paths: 32,
 };
 
-/** Most entries of each map<string, string> field, and the longest key and value. */
+/** Most entries of each map field with string keys, the longest key and (for string values) the longest value. */
 const MAP_MAX: Readonly<Record<string, { entries: number; key: number; value: number }>> = {
   metadata: { entries: 64, key: 128, value: 1024 },
   headers: { entries: 128, key: 256, value: 4096 },
+  quota_groups: { entries: MAX_QUOTA_GROUPS, key: MAX_QUOTA_GROUP, value: 0 },
 };
 
 /** uint32 fields are stored in Postgres integer columns. */
@@ -192,17 +194,20 @@ function fieldCheck(field: DescField): Check | undefined {
       };
     }
     case "map": {
-      if (field.mapKey !== ScalarType.STRING || field.mapKind !== "scalar" || field.scalar !== ScalarType.STRING) {
+      const stringValues = field.mapKind === "scalar" && field.scalar === ScalarType.STRING;
+      if (field.mapKey !== ScalarType.STRING || !(stringValues || field.mapKind === "message")) {
         throw new Error(`limits.ts has no rule for map field ${field.parent.typeName}.${field.name}`);
       }
       const max = bound(MAP_MAX, field, "map bound");
+      const nested = field.mapKind === "message" ? messageCheck(field.message) : undefined;
       return (msg, at) => {
-        const map = msg[key] as Record<string, string>;
+        const map = msg[key] as Record<string, unknown>;
         let entries = 0;
         for (const k in map) {
           if (++entries > max.entries) throw invalidArgument(pathOf(at, field), `must have at most ${max.entries} entries`);
           checkString(k, max.key, at, field, "keys ");
-          checkString(map[k]!, max.value, at, field, "values ");
+          if (nested) nested(map[k] as Fields, { parent: at, field });
+          else checkString(map[k] as string, max.value, at, field, "values ");
         }
       };
     }

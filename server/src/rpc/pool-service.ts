@@ -91,6 +91,7 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
         holder: req.holder,
         estimatedTokens: Number(req.estimatedTokens),
         excludeKeyIds: req.excludeKeyIds,
+        affinity: req.affinity,
       },
       () => ctx.signal,
     );

@@ -91,6 +91,7 @@ function fastAcquire(bytes: Buffer): AcquireRequest {
   let waitTimeout: Duration | undefined;
   let leaseTtl: Duration | undefined;
   const excludeKeyIds: string[] = [];
+  let affinity = "";
   while (r.pos < r.end) {
     const tag = r.varint();
     switch (tag) {
@@ -115,11 +116,14 @@ function fastAcquire(bytes: Buffer): AcquireRequest {
       case (6 << 3) | LEN:
         excludeKeyIds.push(r.ascii());
         break;
+      case (7 << 3) | LEN:
+        affinity = r.ascii();
+        break;
       default:
         throw UNCOMMON;
     }
   }
-  return { $typeName: "keymesh.v1.AcquireRequest", pool, waitTimeout, leaseTtl, holder, estimatedTokens: BigInt(estimatedTokens), excludeKeyIds };
+  return { $typeName: "keymesh.v1.AcquireRequest", pool, waitTimeout, leaseTtl, holder, estimatedTokens: BigInt(estimatedTokens), excludeKeyIds, affinity };
 }
 
 function fastRelease(bytes: Buffer): ReleaseRequest {

@@ -5,6 +5,7 @@ import type { KeyConfig, PoolConfig, RuntimeSnapshot } from "../domain/types.js"
 import type { Availability } from "./availability.js";
 import type { SecretBox } from "./secrets.js";
 import { selectRuntime } from "./sql/key-runtime.js";
+import { selectPoolRuntime } from "./sql/pool-runtime.js";
 import { selectKeys } from "./sql/keys.js";
 import { selectLeases, vacuumLeases } from "./sql/leases.js";
 import { selectPools } from "./sql/pools.js";
@@ -42,6 +43,7 @@ export async function loadState(sql: postgres.Sql, box: SecretBox, availability:
     pools: await selectPools(tx),
     keys: await selectKeys(tx, box),
     runtime: await selectRuntime(tx),
+    poolRuntime: await selectPoolRuntime(tx),
     leases: await selectLeases(tx),
     meta: await selectSnapshotMeta(tx),
     epochs: await selectEpochs(tx),
@@ -52,11 +54,11 @@ export async function loadState(sql: postgres.Sql, box: SecretBox, availability:
   if (rows.meta && rows.meta.epoch in grantHighWater) {
     grantHighWater[rows.meta.epoch] = Math.max(grantHighWater[rows.meta.epoch], rows.meta.seq_mark);
   }
-  const hasRuntime = rows.meta !== undefined || rows.runtime.length > 0 || rows.leases.length > 0;
+  const hasRuntime = rows.meta !== undefined || rows.runtime.length > 0 || rows.leases.length > 0 || rows.poolRuntime.length > 0;
   return {
     pools: rows.pools,
     keys: rows.keys,
-    runtime: hasRuntime ? { takenAt: rows.meta?.taken_at ?? 0, keys: rows.runtime, leases: rows.leases } : undefined,
+    runtime: hasRuntime ? { takenAt: rows.meta?.taken_at ?? 0, keys: rows.runtime, leases: rows.leases, pools: rows.poolRuntime } : undefined,
     grantHighWater,
   };
 }

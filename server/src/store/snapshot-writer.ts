@@ -3,13 +3,14 @@
 // a checkpoint when a write starts, its lease rows written through the journal (in the journal's order, so
 // none comes back after its end), supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
-import type { Clock, KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
+import type { Clock, KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
 import { deleteLeasesExcept } from "./sql/leases.js";
+import { upsertPoolRuntime } from "./sql/pool-runtime.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
 
@@ -24,6 +25,8 @@ const SLICE_MS = 1;
 
 /** Rows per snapshot statement: its JSON is encoded on the event loop and it competes with the journal, so this bounds both. */
 const SNAPSHOT_CHUNK = 500;
+/** Pools per statement: a pool's row holds up to 10,000 affinities. */
+const POOL_CHUNK = 8;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -93,7 +96,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     try {
       // The leases first, so that a crash before the transaction commits leaves the last mark with every row it needs.
       for (const chunk of chunks(s.leases, this.#snapshotChunk)) await this.#journal.upsert(chunk);
-      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, mark, meta)));
+      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, s.pools ?? [], mark, meta)));
     } catch (err) {
       this.#reconciled = false;
       throw err;
@@ -130,7 +133,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, meta);
+      await this.#writeChanges(runtime, c.removedKeys, leases, c.pools ?? [], meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
@@ -157,15 +160,22 @@ export class PostgresSnapshotStore implements SnapshotStore {
     if (grants.some((rec) => rec.epoch === covered.epoch && rec.seq <= covered.seq)) this.#reconciled = false;
   }
 
-  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], pools: PoolRuntime[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
     await deleteRuntimeExcept(tx, runtime);
     await deleteLeasesExcept(tx, leases.map((lease) => lease.leaseId), mark);
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
+    for (const chunk of chunks(pools, POOL_CHUNK)) await upsertPoolRuntime(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
 
-  async #writeChanges(runtime: EncodedRuntime[], removedKeys: RuntimeChanges["removedKeys"], leases: LeaseRecord[], meta: SnapshotMeta): Promise<void> {
+  async #writeChanges(
+    runtime: EncodedRuntime[],
+    removedKeys: RuntimeChanges["removedKeys"],
+    leases: LeaseRecord[],
+    pools: PoolRuntime[],
+    meta: SnapshotMeta,
+  ): Promise<void> {
     const sql = this.#sql;
     let rest = 0;
     const paced = async (statement: () => Promise<unknown>): Promise<void> => {
@@ -179,6 +189,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     for (const chunk of chunks(removedKeys, this.#snapshotChunk)) await paced(run(() => deleteRuntimeOf(sql, chunk)));
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(run(() => upsertRuntime(sql, chunk)));
     for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => this.#journal.upsert(chunk));
+    for (const chunk of chunks(pools, POOL_CHUNK)) await paced(run(() => upsertPoolRuntime(sql, chunk)));
     await paced(run(() => upsertSnapshotMeta(sql, meta)));
   }
 }

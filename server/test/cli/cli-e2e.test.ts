@@ -91,7 +91,7 @@ describe("keymesh CLI against a real server", () => {
     const stats = await keymesh(["stats", pool]);
     expect(stats.code).toBe(0);
     expect(stats.stdout).toContain(`pool ${pool}: 1 key, 1 eligible, 1 active lease, 0 waiting`);
-    expect(stats.stdout).toMatch(/^k1\s+k1\s+enabled\s+yes\s+1\/2\s+-\s+100\.0%\s+-\s+closed\s+1$/m);
+    expect(stats.stdout).toMatch(/^k1\s+k1\s+enabled\s+yes\s+1\/2\s+-\s+100\.0%\s+-\s+closed\s+0\s+-\s+-\s+-\s+0\s+1\s+0\/0$/m);
 
     expect(await keymesh(["leases", "revoke", grant.leaseId, "--reason", "cli test"])).toEqual({
       code: 0, stdout: `revoked lease ${grant.leaseId}\n`, stderr: "",

@@ -182,6 +182,28 @@ describe("keymesh CLI", () => {
     expect(r.calls[0].req.secret).toBe("sk-rotated-00000000000002");
   });
 
+  it("sets declared budgets and the tier: --rpm/--tpm/--rpd/--priority on keys, --quota-group-limits and --default-estimated-tokens on pools", async () => {
+    const added = await run(["keys", "add", "openai", "--id", "k2", "--secret", "sk-budget-00000000000001", "--rpm", "500", "--tpm", "90000", "--priority", "1"], {
+      addKey: (req) => ({ key: req.key }),
+    });
+    expect(added.code).toBe(0);
+    expect(added.calls[0].req.key).toMatchObject({ priority: 1, limits: { requestsPerMinute: 500n, tokensPerMinute: 90_000n, requestsPerDay: 0n } });
+    const updated = await run(["keys", "update", "openai", "k2", "--rpd", "10000"], { updateKey: (req) => ({ key: req.key }) });
+    expect(updated.calls[0].req.updateMask.paths).toEqual(["limits.requests_per_day"]);
+    expect(updated.calls[0].req.key.limits.requestsPerDay).toBe(10_000n);
+    const pool = await run(["pools", "update", "openai", "--quota-group-limits", "org:rpm=100,tpm=5000", "--quota-group-limits", "team:rpd=9", "--default-estimated-tokens", "700"], {
+      updatePool: (req) => ({ pool: req.pool }),
+    });
+    expect(pool.calls[0].req.updateMask.paths).toEqual(["quota_groups", "default_estimated_tokens"]);
+    expect(pool.calls[0].req.pool).toMatchObject({
+      defaultEstimatedTokens: 700n,
+      quotaGroups: { org: { requestsPerMinute: 100n, tokensPerMinute: 5_000n, requestsPerDay: 0n }, team: { requestsPerDay: 9n } },
+    });
+    const bad = await run(["pools", "update", "openai", "--quota-group-limits", "org:rph=1"]);
+    expect([bad.code, bad.calls.length]).toEqual([1, 0]);
+    expect(bad.stderr).toContain("expected group:rpm=N,tpm=N,rpd=N");
+  });
+
   it("lists keys with masked secrets and their state", async () => {
     const key = create(KeySchema, {
       id: "k1", pool: "openai", label: "primary", secretHint: "sk-…abcd", weight: 1, state: KeyState.AUTO_DISABLED_AUTH,
@@ -189,7 +211,7 @@ describe("keymesh CLI", () => {
     });
     const r = await run(["keys", "list", "openai"], { listKeys: () => ({ keys: [key] }) });
     const row = r.stdout.trimEnd().split("\n")[1].split(/\s{2,}/);
-    expect(row).toEqual(["k1", "primary", "sk-…abcd", "auto_disabled_auth", "1", "unlimited", "-", "base_url=https://api.openai.com/v1", "auth: 401 invalid api key"]);
+    expect(row).toEqual(["k1", "primary", "sk-…abcd", "auto_disabled_auth", "1", "unlimited", "-", "0", "-", "base_url=https://api.openai.com/v1", "auth: 401 invalid api key"]);
   });
 
   it("disables with drain and reason, enables, removes", async () => {
@@ -230,18 +252,28 @@ describe("keymesh CLI", () => {
 
   it("shows pool stats per key: state, active leases, EMA latency, success rate, cooldown left, circuit", async () => {
     const stats = create(PoolStatsSchema, {
-      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0,
+      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0, servingPriority: 0, affinities: 1,
+      usage: { requests: 40n, inputTokens: 1000n, outputTokens: 200n, successes: 37n, rateLimited: 1n, failures: 1n, unreported: 1n },
+      quotaGroups: [{ name: "org", keys: 2, limits: { requestsPerMinute: 100n }, remaining: { requestsPerMinute: 60n }, usage: { requests: 40n } }],
       keys: [
-        create(KeyStatsSchema, { keyId: "k1", label: "primary", state: KeyState.ENABLED, eligible: true, activeLeases: 3, maxConcurrency: 4, emaLatency: durationFromMs(1250), successRate: 0.975, circuitState: CircuitState.CLOSED, totalLeases: 40n }),
-        create(KeyStatsSchema, { keyId: "k2", label: "k2", state: KeyState.ENABLED, eligible: false, successRate: 0.5, circuitState: CircuitState.OPEN, circuitOpenUntil: timestampFromMs(NOW + 20_000), cooldownRemaining: durationFromMs(45_000) }),
+        create(KeyStatsSchema, {
+          keyId: "k1", label: "primary", state: KeyState.ENABLED, eligible: true, activeLeases: 3, maxConcurrency: 4, emaLatency: durationFromMs(1250), successRate: 0.975,
+          circuitState: CircuitState.CLOSED, totalLeases: 40n, limits: { requestsPerMinute: 60n, tokensPerMinute: 90_000n }, remaining: { requestsPerMinute: 12n, tokensPerMinute: 50_000n },
+          reservedTokens: 4_000n, usage: { requests: 40n, inputTokens: 1000n, outputTokens: 200n },
+        }),
+        create(KeyStatsSchema, { keyId: "k2", label: "k2", state: KeyState.ENABLED, eligible: false, successRate: 0.5, circuitState: CircuitState.OPEN, circuitOpenUntil: timestampFromMs(NOW + 20_000), cooldownRemaining: durationFromMs(45_000), priority: 1 }),
       ],
     });
     const r = await run(["stats", "openai"], { getPoolStats: () => ({ stats }) });
     const lines = r.stdout.trimEnd().split("\n");
-    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting");
-    expect(lines[1].split(/\s{2,}/)).toEqual(["KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "TOTAL"]);
-    expect(lines[2].split(/\s{2,}/)).toEqual(["k1", "primary", "enabled", "yes", "3/4", "1.3s", "97.5%", "-", "closed", "40"]);
-    expect(lines[3].split(/\s{2,}/)).toEqual(["k2", "k2", "enabled", "no", "0", "-", "50.0%", "45s", "open (20s left)", "0"]);
+    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting, lending priority 0, 1 affinity");
+    expect(lines[1]).toBe("usage: 40 requests (37 ok, 1 rate-limited, 1 failed, 1 unreported), 1000 in / 200 out tokens");
+    expect(lines[2]).toBe("quota group org (2 keys): 100 rpm; left 60/100 - -; 40 requests (0 ok, 0 rate-limited, 0 failed, 0 unreported), 0 in / 0 out tokens");
+    expect(lines[3].split(/\s{2,}/)).toEqual([
+      "KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "PRIO", "RPM_LEFT", "TPM_LEFT", "RPD_LEFT", "RESERVED", "TOTAL", "TOKENS_IN/OUT",
+    ]);
+    expect(lines[4].split(/\s{2,}/)).toEqual(["k1", "primary", "enabled", "yes", "3/4", "1.3s", "97.5%", "-", "closed", "0", "12/60", "50000/90000", "-", "4000", "40", "1000/200"]);
+    expect(lines[5].split(/\s{2,}/)).toEqual(["k2", "k2", "enabled", "no", "0", "-", "50.0%", "45s", "open (20s left)", "1", "-", "-", "-", "0", "0", "-"]);
   });
 
   it("follows events one line each; reconnects when the stream is lost, saying so; gives up with exit 1", async () => {

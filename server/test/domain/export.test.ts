@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { PoolEngine } from "../../src/domain/engine.js";
 import { OutcomeWindow } from "../../src/domain/state.js";
-import type { KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
+import type { KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { FakeClock } from "../fake-clock.js";
 import { addKeys, addPool, grantNow, harness, req } from "./helpers.js";
 
@@ -15,14 +15,18 @@ function apply(base: RuntimeSnapshot, changes: RuntimeChanges): RuntimeSnapshot 
   const leases = new Map<string, LeaseRecord>(base.leases.map((l) => [l.leaseId, l]));
   for (const id of changes.endedLeases) leases.delete(id);
   for (const l of changes.leases) leases.set(l.leaseId, l);
-  return { takenAt: changes.takenAt, keys: [...keys.values()], leases: [...leases.values()] };
+  const pools = new Map<string, PoolRuntime>((base.pools ?? []).map((p) => [p.pool, p]));
+  for (const p of changes.pools ?? []) pools.set(p.pool, p);
+  return { takenAt: changes.takenAt, keys: [...keys.values()], leases: [...leases.values()], pools: [...pools.values()] };
 }
 
-function normal(s: RuntimeSnapshot) {
+/** A deleted pool's row goes with the pool's own (the store's cascade), so only the pools still there compare. */
+function normal(s: RuntimeSnapshot, present: Set<string>) {
   return {
     takenAt: s.takenAt,
     keys: [...s.keys].sort((a, b) => keyOf(a).localeCompare(keyOf(b))),
     leases: [...s.leases].sort((a, b) => a.leaseId.localeCompare(b.leaseId)),
+    pools: (s.pools ?? []).filter((p) => present.has(p.pool)).sort((a, b) => a.pool.localeCompare(b.pool)),
   };
 }
 
@@ -31,7 +35,8 @@ function expectChangesMatch(engine: PoolEngine, base: RuntimeSnapshot): { full: 
   const changes = engine.exportChanges();
   expect(changes).toBeDefined();
   const full = engine.exportRuntime();
-  expect(normal(apply(base, changes!))).toEqual(normal(full));
+  const present = new Set((full.pools ?? []).map((p) => p.pool));
+  expect(normal(apply(base, changes!), present)).toEqual(normal(full, present));
   return { full, changes: changes! };
 }
 
@@ -72,7 +77,7 @@ describe("exporting changes", () => {
 
     // Nothing changed: nothing to write.
     const nothing = engine.exportChanges()!;
-    expect({ ...nothing, keys: [...nothing.keys] }).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [] });
+    expect({ ...nothing, keys: [...nothing.keys] }).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [], pools: [] });
   });
 
   it("reads each changed key when the store does: a later change is in it and in the next export, a removed key is skipped", () => {

@@ -1,9 +1,9 @@
 // Builders shared by the engine tests, and by the tests of its parts (a pool, a key, a lease on their own).
-import { PoolSecrets } from "../../src/domain/redact.js";
 import { validateKey, validatePool } from "../../src/domain/config.js";
 import type { DomainError } from "../../src/domain/errors.js";
 import { PoolEngine } from "../../src/domain/engine.js";
 import { KeyEntry } from "../../src/domain/key.js";
+import { joinTier, newPoolEntry, syncGroups } from "../../src/domain/pool.js";
 import type { SnapshotChanges } from "../../src/domain/snapshot-changes.js";
 import type { Lease, PoolEntry } from "../../src/domain/state.js";
 import type { AcquireInput, DomainEvent, Grant, KeyInput, PoolInput } from "../../src/domain/types.js";
@@ -34,7 +34,7 @@ export function addPool(engine: PoolEngine, input: Partial<PoolInput> & { name?:
   return cfg.name;
 }
 
-export function addKeys(engine: PoolEngine, pool: string, ids: string[], extra: { maxConcurrency?: number; weight?: number; quotaGroup?: string } = {}): void {
+export function addKeys(engine: PoolEngine, pool: string, ids: string[], extra: Partial<Omit<KeyInput, "pool" | "id">> = {}): void {
   for (const id of ids) engine.addKey(engine.prepareKey({ pool, id, secret: `sk-${id}`, ...extra }));
 }
 
@@ -85,17 +85,18 @@ export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
 
 export function poolEntry(input: Partial<PoolInput> = {}, now = Date.UTC(2026, 0, 1)): PoolEntry {
   const cfg = validatePool({ name: "p", ...input }, undefined, now);
-  const keyList: KeyEntry[] = [];
-  const secrets = new PoolSecrets(() => keyList.map((k) => k.cfg.secret));
-  return { cfg, keys: new Map(), keyList, cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false, secrets };
+  return newPoolEntry(cfg);
 }
 
 /** A key added to `pool`, as the engine adds one. */
 export function keyEntry(pool: PoolEntry, changes: SnapshotChanges, id: string, input: Partial<KeyInput> = {}): KeyEntry {
-  const k = new KeyEntry(validateKey({ pool: pool.cfg.name, id, secret: `sk-${id}`, ...input }, undefined, Date.UTC(2026, 0, 1)), pool, changes);
+  const now = Date.UTC(2026, 0, 1);
+  const k = new KeyEntry(validateKey({ pool: pool.cfg.name, id, secret: `sk-${id}`, ...input }, undefined, now), pool, changes, now);
   k.slot = pool.keyList.length;
   pool.keyList.push(k);
   pool.keys.set(id, k);
+  joinTier(pool, k);
+  syncGroups(pool, now);
   return k;
 }
 

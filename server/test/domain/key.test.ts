@@ -27,9 +27,9 @@ describe("a key's eligibility", () => {
       ["a newer report", () => k.reportBudget({ remaining: 3, limit: undefined, resetMs: 5_000 }, NONE, clock.now(), clock.now() + 1), true],
       ["no tokens left", () => k.reportBudget(NONE, { remaining: 0, limit: 1_000, resetMs: 2_000 }, clock.now(), clock.now() + 1), false],
       ["tokens reset", () => clock.advance(2_000), true],
-      ["full at max_concurrency 1", () => (k.configure({ ...k.cfg, maxConcurrency: 1 }), k.active++), false],
-      ["unlimited again", () => k.configure({ ...k.cfg, maxConcurrency: 0 }), true],
-      ["restored auto-disabled", () => k.restore({ ...k.toRuntime(), autoDisabled: { cause: "auth", message: "401", at: clock.now() } }), false],
+      ["full at max_concurrency 1", () => (k.configure({ ...k.cfg, maxConcurrency: 1 }, clock.now()), k.active++), false],
+      ["unlimited again", () => k.configure({ ...k.cfg, maxConcurrency: 0 }, clock.now()), true],
+      ["restored auto-disabled", () => k.restore({ ...k.toRuntime(clock.now()), autoDisabled: { cause: "auth", message: "401", at: clock.now() } }, clock.now()), false],
     ];
     const seen = steps.map(([name, change]) => {
       change();

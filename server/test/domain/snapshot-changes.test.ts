@@ -65,7 +65,7 @@ describe("snapshot changes", () => {
 
     changes.exportAll([pool], new Map(), clock.now());
     changes.markClean();
-    a.configure({ ...a.cfg, weight: 3 });
+    a.configure({ ...a.cfg, weight: 3 }, clock.now());
     expect([a.unsaved, changes.dirty]).toEqual([false, false]);
     clock.advance(300_000);
     a.successRate(clock.now());
@@ -89,10 +89,11 @@ describe("snapshot changes", () => {
       removedKeys: [{ pool: "p", keyId: "old" }],
       leases: [kept.record],
       endedLeases: ["gone"],
+      pools: [],
     });
     expect([a.unsaved, b.unsaved]).toEqual([false, false]);
     const second = changes.exportSince([pool], everyKey, clock.now())!;
-    expect({ ...second, keys: [...second.keys] }).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [] });
+    expect({ ...second, keys: [...second.keys] }).toEqual({ takenAt: clock.now(), keys: [], removedKeys: [], leases: [], endedLeases: [], pools: [] });
   });
 
   it("reads a changed key when the store does, skipping one no longer in its pool", () => {

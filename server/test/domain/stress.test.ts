@@ -1,25 +1,87 @@
 import { describe, expect, it } from "vitest";
 import type { DomainError } from "../../src/domain/errors.js";
-import type { Grant, Strategy } from "../../src/domain/types.js";
+import type { Grant, Limits, Strategy } from "../../src/domain/types.js";
 import { seededRandom as prng } from "../../../test/support/random.js";
 import { addPool, flush, harness, req } from "./helpers.js";
 
 const LEASE_ERRORS = new Set(["lease_expired", "lease_released", "lease_revoked"]);
 const STEPS = 3_000;
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+
+/** Declared budgets in the run: per key, and the quota group g1's (keys a and b). */
+const KEY_LIMITS: Record<string, Partial<Limits>> = {
+  a: { requestsPerMinute: 30 },
+  c: { requestsPerMinute: 20, tokensPerMinute: 3_000 },
+  d: { requestsPerDay: 150 },
+};
+const G1_LIMITS: Limits = { requestsPerMinute: 40, tokensPerMinute: 0, requestsPerDay: 0 };
+
+/** What happened to one budget, in order: a grant (with the tokens it reserved) or a reconciliation. */
+type BudgetStep = { at: number; grant: boolean; tokens: number };
+
+/**
+ * Replays a budget's grants against a bucket of `limit` refilled at limit/window, starting full: every grant
+ * must have found what it took, which is the same as: over any span T, at most limit + T·limit/window granted.
+ */
+function expectWithinBudget(steps: BudgetStep[], limit: number, windowMs: number, what: string): void {
+  let level = limit;
+  let at = steps[0]?.at ?? 0;
+  for (const s of steps) {
+    level = Math.min(limit, level + ((s.at - at) * limit) / windowMs);
+    at = s.at;
+    if (s.grant) expect(level, `${what}: lent ${s.tokens} with ${level} left at ${s.at}`).toBeGreaterThanOrEqual(s.tokens - 1e-6);
+    level = Math.min(limit, level - s.tokens);
+  }
+}
+
+/** The most grants in any window of `windowMs`: a bucket allows its limit plus what refills meanwhile, so at most twice it. */
+function mostInWindow(times: number[], windowMs: number): number {
+  let most = 0;
+  for (let i = 0, j = 0; j < times.length; j++) {
+    while (times[j]! - times[i]! >= windowMs) i++;
+    most = Math.max(most, j - i + 1);
+  }
+  return most;
+}
 
 async function run(strategy: Strategy, seed: number): Promise<void> {
   const rnd = prng(seed);
   const { engine, clock, events } = harness({ random: prng(seed + 1) });
   const int = (n: number) => Math.floor(rnd() * n);
   const pick = <T>(xs: T[]): T | undefined => (xs.length ? xs[int(xs.length)] : undefined);
-  addPool(engine, { strategy, failureThreshold: 2, openDurationMs: 800, maxOpenDurationMs: 3_000, halfOpenProbes: 2, defaultCooldownMs: 300, maxCooldownMs: 2_000 });
+  addPool(engine, {
+    strategy,
+    failureThreshold: 2,
+    openDurationMs: 800,
+    maxOpenDurationMs: 3_000,
+    halfOpenProbes: 2,
+    defaultCooldownMs: 300,
+    maxCooldownMs: 2_000,
+    quotaGroups: { g1: G1_LIMITS },
+  });
   const keyIds = ["a", "b", "c", "d", "e", "f"];
   for (const id of keyIds) {
     engine.addKey(
-      engine.prepareKey({ pool: "p", id, secret: `sk-${id}`, weight: 1 + int(4), maxConcurrency: int(4), quotaGroup: id < "c" ? "g1" : "" }),
+      engine.prepareKey({
+        pool: "p",
+        id,
+        secret: `sk-${id}`,
+        weight: 1 + int(4),
+        maxConcurrency: int(4),
+        quotaGroup: id < "c" ? "g1" : "",
+        limits: { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0, ...KEY_LIMITS[id] },
+        // f is a backup tier: lent only while every other key is ineligible.
+        priority: id === "f" ? 1 : 0,
+      }),
     );
   }
+  /** Each grant and reconciliation per key, tokens reserved per lease, usage reported per released lease. */
+  const budgetSteps = new Map<string, BudgetStep[]>(keyIds.map((id) => [id, []]));
+  const reservedBy = new Map<string, number>();
+  const usageOf = new Map<string, number>();
 
+  const start = clock.now();
   const live = new Set<string>();
   const ended = new Set<string>();
   let eventIndex = 0;
@@ -35,7 +97,12 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       if (e.type === "lease_granted") {
         expect(live.has(e.leaseId!) || ended.has(e.leaseId!), `step ${step}: granted twice`).toBe(false);
         live.add(e.leaseId!);
+        budgetSteps.get(e.keyId!)!.push({ at: e.time, grant: true, tokens: reservedBy.get(e.leaseId!) ?? 0 });
       } else if (e.type === "lease_ended") {
+        const used = usageOf.get(e.leaseId!);
+        if (e.outcome === "success" && used !== undefined) {
+          budgetSteps.get(e.keyId!)!.push({ at: e.time, grant: false, tokens: used - (reservedBy.get(e.leaseId!) ?? 0) });
+        }
         expect(live.has(e.leaseId!), `step ${step}: ${e.leaseId} ended but not live`).toBe(true);
         live.delete(e.leaseId!);
         ended.add(e.leaseId!);
@@ -92,7 +159,8 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       });
       const ac = rnd() < 0.2 ? new AbortController() : undefined;
       try {
-        const r = engine.acquire(input, ac ? () => ac.signal : undefined);
+        const r = engine.acquire({ ...input, affinity: rnd() < 0.3 ? pick(["x", "y", "z"]) : undefined }, ac ? () => ac.signal : undefined);
+        if (!(r instanceof Promise)) reservedBy.set(r.leaseId, input.estimatedTokens);
         if (r instanceof Promise) {
           if (ac) aborts.push(ac);
           const id = waiterSeq++;
@@ -119,7 +187,9 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
       // Half the reports carry a limit, so the request budget refills between them; the rest hold until their reset.
       const rateLimit = { requestsRemaining: int(3), requestsLimit: rnd() < 0.5 ? 2 + int(4) : undefined, requestsResetMs: int(1_500) };
       const budget = rnd() < 0.2 ? { rateLimit: { ...rateLimit, tokensRemaining: int(1_000), tokensResetMs: int(1_500) } } : {};
-      expectLeaseCall(() => engine.release(id!, { latencyMs: int(500), ...budget }), id);
+      const used = rnd() < 0.5 ? int(1_500) : undefined;
+      if (id && used !== undefined && live.has(id)) usageOf.set(id, used);
+      expectLeaseCall(() => engine.release(id!, { latencyMs: int(500), inputTokens: used, ...budget }), id);
     } else if (op < 53) {
       const id = anyLease();
       const status = pick([500, 502, 0, 408, 529, 503, 400, 429, 401, 402])!;
@@ -153,6 +223,20 @@ async function run(strategy: Strategy, seed: number): Promise<void> {
   consumeEvents(STEPS);
   checkInvariants(STEPS);
   expect(ended.size).toBeGreaterThan(STEPS / 10);
+
+  // The budget invariant: never more granted than a declared budget allows, for keys and for the quota group.
+  const grantsOf = (ids: string[]) => ids.flatMap((id) => budgetSteps.get(id)!.filter((s) => s.grant)).sort((x, y) => x.at - y.at);
+  const requests = (steps: BudgetStep[]) => steps.filter((s) => s.grant).map((s) => ({ ...s, tokens: 1 }));
+  expectWithinBudget(requests(budgetSteps.get("a")!), 30, MINUTE, "a requests_per_minute");
+  expectWithinBudget(requests(budgetSteps.get("c")!), 20, MINUTE, "c requests_per_minute");
+  expectWithinBudget(budgetSteps.get("c")!, 3_000, MINUTE, "c tokens_per_minute");
+  expectWithinBudget(requests(budgetSteps.get("d")!), 150, DAY, "d requests_per_day");
+  expectWithinBudget(requests(grantsOf(["a", "b"])), 40, MINUTE, "g1 requests_per_minute");
+  expect(mostInWindow(grantsOf(["a"]).map((s) => s.at), MINUTE)).toBeLessThanOrEqual(60);
+  expect(mostInWindow(grantsOf(["a", "b"]).map((s) => s.at), MINUTE)).toBeLessThanOrEqual(80);
+  expect(grantsOf(["d"]).length).toBeLessThanOrEqual(150 + Math.ceil(((clock.now() - start) * 150) / DAY));
+  // The budgets were binding, not idle.
+  expect(grantsOf(["a", "b"]).length).toBeGreaterThan(40);
 }
 
 describe("randomized stress", () => {

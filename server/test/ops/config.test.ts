@@ -208,6 +208,37 @@ describe("config file", () => {
     );
   });
 
+  it("reads declared budgets: a key's limits and priority, a pool's quota groups and default estimate, and reports bad ones", () => {
+    const text = `pools:
+  - name: llm
+    default_estimated_tokens: 1000
+    quota_groups:
+      org: { tokens_per_minute: 90000, requests_per_day: 10000 }
+    keys:
+      - { id: k1, secret: sk-000000000000001, quota_group: org, priority: 0, limits: { requests_per_minute: 500 } }
+      - { id: k2, secret: sk-000000000000002, priority: 1 }
+`;
+    const [pool] = parseConfig(text, "budgets.yaml", ENV).pools;
+    expect(pool!.settings).toEqual({ defaultEstimatedTokens: 1000, quotaGroups: { org: { requestsPerMinute: 0, tokensPerMinute: 90_000, requestsPerDay: 10_000 } } });
+    expect(pool!.keys.map((k) => [k.id, k.limits, k.priority])).toEqual([
+      ["k1", { requestsPerMinute: 500, tokensPerMinute: 0, requestsPerDay: 0 }, 0],
+      ["k2", undefined, 1],
+    ]);
+    const bad = `pools:
+  - name: llm
+    quota_groups:
+      org: { tokens_per_minte: 5 }
+    keys:
+      - { id: k1, secret: sk-000000000000001, priority: 5000, limits: { requests_per_minute: -1 } }
+`;
+    expect(() => parseConfig(bad, "bad.yaml", ENV)).toThrow(
+      "bad.yaml:4: pools[0].quota_groups.org.tokens_per_minte: unknown field (expected one of requests_per_minute, tokens_per_minute, requests_per_day)\n" +
+        "bad.yaml:6: pools[0].keys[0].limits.requests_per_minute: must be a non-negative integer (0 is none)",
+    );
+    const tooHigh = `pools:\n  - name: llm\n    keys:\n      - { id: k1, secret: sk-000000000000001, priority: 5000 }\n`;
+    expect(() => parseConfig(tooHigh, "high.yaml", ENV)).toThrow("high.yaml:4: pools[0].keys[0].priority: must be a whole number in [0, 1000] (0 is the first tier)");
+  });
+
   it("names the file when it cannot be read, and reads one that exists", () => {
     const dir = mkdtempSync(join(tmpdir(), "keymesh-config-"));
     expect(() => loadConfigFile(join(dir, "absent.yaml"), ENV)).toThrow(`${join(dir, "absent.yaml")}: cannot read config file: no such file`);
@@ -231,7 +262,7 @@ class FakeServer implements BootstrapApi {
     this.pools.push({
       strategy: "round_robin", minTtlMs: 1000, maxTtlMs: 3_600_000, defaultTtlMs: 60_000, defaultCooldownMs: 10_000,
       maxCooldownMs: 300_000, failureThreshold: 3, openDurationMs: 30_000, maxOpenDurationMs: 600_000, halfOpenProbes: 1,
-      description: "", createdAt: 0, updatedAt: 0, ...input,
+      description: "", quotaGroups: {}, defaultEstimatedTokens: 0, createdAt: 0, updatedAt: 0, ...input,
     });
   }
 
@@ -245,6 +276,7 @@ class FakeServer implements BootstrapApi {
     this.keys.push({
       id: input.id!, label: input.id!, secret: "", weight: 1, maxConcurrency: 0, quotaGroup: "", metadata: {},
       disabled: false, disabledReason: "", createdAt: 0, updatedAt: 0, ...input,
+      limits: { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0, ...input.limits }, priority: input.priority ?? 0,
     });
   }
 
@@ -331,6 +363,23 @@ describe("planBootstrap", () => {
       { kind: "update_pool", pool: { name: "openai", strategy: "latency" }, fields: ["strategy"] },
       { kind: "update_key", key: { pool: "openai", id: "k1", weight: 4, metadata: { base_url: "https://proxy.internal/v1" } }, fields: ["weight", "metadata"] },
     ]);
+  });
+
+  it("plans a change of a key's limits or a pool's quota groups, and nothing once applied", async () => {
+    const server = new FakeServer();
+    await applyBootstrap(planBootstrap(config, server.current()), server, config.source);
+    const changed = parseConfig(
+      YAML_CONFIG.replace("quota_group: org-a", "quota_group: org-a\n        limits: { tokens_per_minute: 40000 }").replace(
+        "description: OpenAI production keys",
+        "description: OpenAI production keys\n    quota_groups: { org-a: { requests_per_minute: 100 } }",
+      ),
+      "keymesh.yaml",
+      ENV,
+    );
+    const plan = planBootstrap(changed, server.current());
+    expect(plan.map(describeAction)).toEqual(["update pool openai (quotaGroups)", "update key openai/k1 (limits)"]);
+    await applyBootstrap(plan, server, config.source);
+    expect(planBootstrap(changed, server.current())).toEqual([]);
   });
 
   it("leaves alone the fields the file does not declare, even after an operator changed them", async () => {

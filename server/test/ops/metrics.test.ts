@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { KeyStatsView, PoolStatsView } from "../../src/domain/types.js";
+import { NO_LIMITS } from "../../src/domain/config.js";
+import { emptyUsage } from "../../src/domain/usage.js";
 import { createMetrics, type MetricsSource } from "../../src/ops/metrics.js";
 
 /** Parses Prometheus text into `name{labels}` → value, skipping comments. */
@@ -18,7 +20,8 @@ function keyStats(keyId: string, overrides: Partial<KeyStatsView>): KeyStatsView
   return {
     keyId, label: keyId, state: "enabled", eligible: true, activeLeases: 0, maxConcurrency: 0, successRate: 1,
     consecutiveFailures: 0, circuitState: "closed", cooldownRemainingMs: 0, budget: {}, totalLeases: 0,
-    recentLeases: 0, inputTokens: 0, outputTokens: 0, ...overrides,
+    recentLeases: 0, inputTokens: 0, outputTokens: 0, priority: 0, quotaGroup: "", limits: NO_LIMITS, remaining: {},
+    reservedTokens: 0, usage: emptyUsage(), ...overrides,
   };
 }
 
@@ -30,7 +33,8 @@ const source = (stats: () => PoolStatsView[], unwrittenSince: () => number | und
 
 const pool = (name: string, keys: KeyStatsView[], overrides: Partial<PoolStatsView> = {}): PoolStatsView => ({
   pool: name, totalKeys: keys.length, eligibleKeys: keys.filter((k) => k.eligible).length,
-  activeLeases: keys.reduce((n, k) => n + k.activeLeases, 0), waiters: 0, keys, ...overrides,
+  activeLeases: keys.reduce((n, k) => n + k.activeLeases, 0), waiters: 0, keys, usage: emptyUsage(), quotaGroups: [], servingPriority: 0, affinities: 0,
+  ...overrides,
 });
 
 describe("metrics", () => {
@@ -106,6 +110,37 @@ describe("metrics", () => {
     expect(s.has('keymesh_leases_active{pool="openai",key="k2"}')).toBe(false);
     expect(s.has('keymesh_key_outcomes_total{pool="openai",key="k2",outcome="auth"}')).toBe(false);
     expect(s.get('keymesh_leases_active{pool="openai",key="k1"}')).toBe(3);
+  });
+
+  it("exports declared budgets left against their limits, reserved tokens, the serving tier and usage totals per key, group and pool", async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const usage = { requests: 12, inputTokens: 900, outputTokens: 300, successes: 9, rateLimited: 1, failures: 1, unreported: 1 };
+    const stats: PoolStatsView = {
+      ...pool("openai", []),
+      usage,
+      servingPriority: 1,
+      quotaGroups: [{ name: "org", limits: { requestsPerMinute: 0, tokensPerMinute: 90_000, requestsPerDay: 0 }, remaining: { tokensPerMinute: 40_000 }, usage, keys: 1 }],
+      keys: [
+        keyStats("k1", {
+          limits: { requestsPerMinute: 60, tokensPerMinute: 0, requestsPerDay: 1_000 },
+          remaining: { requestsPerMinute: 12, requestsPerDay: 988 },
+          reservedTokens: 4_000,
+          usage,
+        }),
+      ],
+    };
+    metrics.setSource(source(() => [stats]));
+    const s = parse(await metrics.metricsText());
+    expect(s.get('keymesh_key_budget_remaining{pool="openai",key="k1",budget="requests_per_minute"}')).toBe(12);
+    expect(s.get('keymesh_key_budget_limit{pool="openai",key="k1",budget="requests_per_day"}')).toBe(1_000);
+    expect(s.has('keymesh_key_budget_remaining{pool="openai",key="k1",budget="tokens_per_minute"}')).toBe(false);
+    expect(s.get('keymesh_quota_group_budget_remaining{pool="openai",group="org",budget="tokens_per_minute"}')).toBe(40_000);
+    expect(s.get('keymesh_key_reserved_tokens{pool="openai",key="k1"}')).toBe(4_000);
+    expect(s.get('keymesh_pool_serving_priority{pool="openai"}')).toBe(1);
+    expect(s.get('keymesh_quota_group_requests_total{pool="openai",group="org"}')).toBe(12);
+    expect(s.get('keymesh_pool_tokens_total{pool="openai",direction="input"}')).toBe(900);
+    // A second scrape reports the same totals, not twice them.
+    expect(parse(await metrics.metricsText()).get('keymesh_pool_requests_total{pool="openai"}')).toBe(12);
   });
 
   it("exports only pool series for a pool with more keys than the limit, and none per key at 0", async () => {

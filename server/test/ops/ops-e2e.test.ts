@@ -304,6 +304,15 @@ describe("WatchEvents", () => {
     await admin.disableKey({ pool: name, keyId: "e1", reason: "events test" });
     await failure(pool.acquire({ pool: name, waitTimeout: durationFromMs(30) }));
     await admin.enableKey({ pool: name, keyId: "e1" });
+    // A backup tier: lent while e1 is out, and the pool back on e1 once it has lent alone for over a second.
+    await admin.addKey({ pool: name, key: { id: "e2", priority: 1 }, secret: `${SECRET_EV}-backup` });
+    await pool.release({ leaseId: (await pool.acquire({ pool: name, excludeKeyIds: ["e1"] })).leaseId });
+    await waitFor(EventType.TIER_FALLBACK);
+    for (let i = 0; i < 100 && !has(EventType.TIER_RESTORED); i++) {
+      await pool.release({ leaseId: (await pool.acquire({ pool: name })).leaseId });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await waitFor(EventType.TIER_RESTORED);
     const rejected = await pool.acquire({ pool: name });
     await pool.markFailed({ leaseId: rejected.leaseId, httpStatus: 401, message: `invalid api key ${SECRET_EV}` });
     await admin.removeKey({ pool: name, keyId: "e1" });

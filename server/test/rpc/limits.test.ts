@@ -101,6 +101,14 @@ describe("checkRequest", () => {
     expect(refusal(UpdatePoolRequestSchema, { pool: { name: "p" }, updateMask: { paths: Array.from({ length: 33 }, () => "strategy") } })?.field).toBe(
       "update_mask.paths",
     );
+    const groups = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`g${i}`, { tokensPerMinute: 1n }]));
+    expect(refusal(CreatePoolRequestSchema, { pool: { name: "p", quotaGroups: groups(1000) } })).toBeUndefined();
+    expect(refusal(CreatePoolRequestSchema, { pool: { name: "p", quotaGroups: groups(1001) } })?.field).toBe("pool.quota_groups");
+    expect(refusal(CreatePoolRequestSchema, { pool: { name: "p", quotaGroups: { ["g".repeat(129)]: {} } } })?.message).toBe(
+      "pool.quota_groups: keys must be at most 128 characters",
+    );
+    expect(refusal(CreatePoolRequestSchema, { pool: { name: "p", quotaGroups: { org: { requestsPerDay: -1n } } } })?.field).toBe("pool.quota_groups.requests_per_day");
+    expect(acquire({ affinity: "a".repeat(257) })?.field).toBe("affinity");
   });
 
   it("bounds counts to 0-10^12 and uint32 fields to what a Postgres integer holds", () => {
@@ -111,6 +119,7 @@ describe("checkRequest", () => {
     expect(refusal(ReleaseRequestSchema, { leaseId: "x", rateLimit: { tokensLimit: -1n } })?.field).toBe("rate_limit.tokens_limit");
     expect(refusal(AddKeyRequestSchema, { pool: "p", key: { maxConcurrency: 2_147_483_647 } })).toBeUndefined();
     expect(refusal(AddKeyRequestSchema, { pool: "p", key: { maxConcurrency: 2_147_483_648 } })?.field).toBe("key.max_concurrency");
+    expect(refusal(AddKeyRequestSchema, { pool: "p", key: { limits: { tokensPerMinute: 1_000_000_000_001n } } })?.field).toBe("key.limits.tokens_per_minute");
     expect(refusal(CreatePoolRequestSchema, { pool: { name: "p", circuitBreaker: { halfOpenProbes: 4_000_000_000 } } })?.field).toBe(
       "pool.circuit_breaker.half_open_probes",
     );

@@ -43,6 +43,7 @@ function randomAcquire(next: () => number, nonAscii: boolean) {
     leaseTtl: next() < 0.5 ? durationFromMs(Math.floor(next() * 10 ** 9)) : undefined,
     estimatedTokens: int64(next),
     excludeKeyIds: Array.from({ length: Math.floor(next() * 4) }, () => text(next, 8, nonAscii)),
+    affinity: next() < 0.5 ? text(next, 24, nonAscii) : "",
   };
 }
 
@@ -75,7 +76,7 @@ function expectAgreement<T extends DescMessage>(schema: T, decode: (b: Uint8Arra
 describe("hand-written request decoders", () => {
   it("know every field of their messages: a field added to the schema must be added to the decoder", () => {
     const shape = (schema: DescMessage) => schema.fields.map((f) => `${f.number}:${f.localName}:${f.fieldKind}`);
-    expect(shape(AcquireRequestSchema)).toEqual(["1:pool:scalar", "2:waitTimeout:message", "3:leaseTtl:message", "4:holder:scalar", "5:estimatedTokens:scalar", "6:excludeKeyIds:list"]);
+    expect(shape(AcquireRequestSchema)).toEqual(["1:pool:scalar", "2:waitTimeout:message", "3:leaseTtl:message", "4:holder:scalar", "5:estimatedTokens:scalar", "6:excludeKeyIds:list", "7:affinity:scalar"]);
     expect(shape(ReleaseRequestSchema)).toEqual(["1:leaseId:scalar", "2:latency:message", "3:usage:message", "4:rateLimit:message"]);
   });
 

@@ -240,3 +240,67 @@ describe("KeepAlive", () => {
     stream.close();
   });
 });
+
+describe("declared budgets, tiers and affinity over the admin API and Acquire", () => {
+  async function setup() {
+    const s = services();
+    await s.adminClient.createPool({ pool: { name: "p", quotaGroups: { org: { tokensPerMinute: 5_000n } }, defaultEstimatedTokens: 500n } });
+    await s.adminClient.addKey({
+      pool: "p",
+      key: { id: "k", quotaGroup: "org", limits: { requestsPerMinute: 60n, tokensPerMinute: 4_000n }, priority: 0 },
+      secret: "sk-first-000000000000",
+    });
+    await s.adminClient.addKey({ pool: "p", key: { id: "backup", priority: 1 }, secret: "sk-backup-00000000000" });
+    return s;
+  }
+
+  it("sets limits, priority, quota groups and the default estimate, and shows them with usage", async () => {
+    const s = await setup();
+    const { pool } = await s.adminClient.getPool({ name: "p" });
+    expect([pool!.quotaGroups.org!.tokensPerMinute, pool!.defaultEstimatedTokens]).toEqual([5_000n, 500n]);
+    const lease = await s.pool.acquire({ pool: "p" });
+    expect(lease.keyId).toBe("k");
+    await s.pool.release({ leaseId: lease.leaseId, usage: { inputTokens: 100n, outputTokens: 50n } });
+    const { key } = await s.adminClient.getKey({ pool: "p", keyId: "k" });
+    expect([key!.limits!.requestsPerMinute, key!.limits!.tokensPerMinute, key!.priority]).toEqual([60n, 4_000n, 0]);
+    expect([key!.usage!.requests, key!.usage!.inputTokens, key!.usage!.outputTokens, key!.usage!.successes]).toEqual([1n, 100n, 50n, 1n]);
+    const { stats } = await s.adminClient.getPoolStats({ pool: "p" });
+    const k = stats!.keys.find((x) => x.keyId === "k")!;
+    // 500 reserved, 150 used: 350 refunded.
+    expect([k.remaining!.requestsPerMinute, k.remaining!.tokensPerMinute, k.reservedTokens, k.priority, k.quotaGroup]).toEqual([59n, 3_850n, 0n, 0, "org"]);
+    expect(stats!.quotaGroups.map((g) => [g.name, g.remaining!.tokensPerMinute, g.usage!.requests, g.keys])).toEqual([["org", 4_850n, 1n, 1]]);
+    expect([stats!.usage!.requests, stats!.servingPriority]).toEqual([1n, 0]);
+  });
+
+  it("changes one limit with a limits.* path, all of them with limits, and the tier with priority", async () => {
+    const s = await setup();
+    await s.adminClient.updateKey({ key: { pool: "p", id: "k", limits: { tokensPerMinute: 9_000n } }, updateMask: mask("limits.tokens_per_minute") });
+    expect(s.engine.getKeyConfig("p", "k").limits).toEqual({ requestsPerMinute: 60, tokensPerMinute: 9_000, requestsPerDay: 0 });
+    await s.adminClient.updateKey({ key: { pool: "p", id: "k", limits: { requestsPerDay: 1_000n } }, updateMask: mask("limits") });
+    expect(s.engine.getKeyConfig("p", "k").limits).toEqual({ requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 1_000 });
+    await s.adminClient.updateKey({ key: { pool: "p", id: "k", priority: 2 }, updateMask: mask("priority") });
+    expect((await s.pool.acquire({ pool: "p" })).keyId).toBe("backup");
+    await s.adminClient.updatePool({ pool: { name: "p", quotaGroups: {} }, updateMask: mask("quota_groups") });
+    expect(s.engine.getPool("p").quotaGroups).toEqual({});
+  });
+
+  it("refuses a reservation larger than every key's whole tokens_per_minute, naming estimated_tokens", async () => {
+    const s = await setup();
+    await s.adminClient.removeKey({ pool: "p", keyId: "backup" });
+    const err = await rejection(s.pool.acquire({ pool: "p", estimatedTokens: 4_001n, waitTimeout: durationFromMs(10_000) }));
+    expect([err.code, reason(err), err.findDetails(ErrorDetailSchema)[0]?.field]).toEqual([Code.InvalidArgument, ErrorReason.INVALID_ARGUMENT, "estimated_tokens"]);
+  });
+
+  it("refuses limits out of range with INVALID_ARGUMENT naming the field", async () => {
+    const s = await setup();
+    const err = await rejection(s.adminClient.updateKey({ key: { pool: "p", id: "k", priority: 5_000 }, updateMask: mask("priority") }));
+    expect([err.code, err.findDetails(ErrorDetailSchema)[0]?.field]).toEqual([Code.InvalidArgument, "key.priority"]);
+  });
+
+  it("lends the same key for the same affinity", async () => {
+    const s = await setup();
+    await s.adminClient.addKey({ pool: "p", key: { id: "k2" }, secret: "sk-second-0000000000" });
+    const first = await s.pool.acquire({ pool: "p", affinity: "conversation-1" });
+    for (let i = 0; i < 3; i++) expect((await s.pool.acquire({ pool: "p", affinity: "conversation-1" })).keyId).toBe(first.keyId);
+  });
+});

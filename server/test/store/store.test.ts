@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import type { RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
+import type { PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../../src/domain/types.js";
 import { migrate } from "../../src/store/migrate.js";
 import type { JournaledGrant } from "../../src/store/journal.js";
 import { PostgresConfigStore } from "../../src/store/config-store.js";
@@ -416,6 +416,42 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.runtime?.takenAt).toBe(t + 2000);
     expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([k1]);
     expect(loaded.runtime?.leases.filter((l) => l.pool === name)).toEqual([late]);
+  });
+
+  it("round-trips declared budgets: key limits and priority, quota groups, the default estimate, and each pool's runtime row", async () => {
+    const name = uniq("pool");
+    const pool = poolConfig(name, { quotaGroups: { org: { requestsPerMinute: 0, tokensPerMinute: 90_000, requestsPerDay: 5_000 } }, defaultEstimatedTokens: 700 });
+    const k1 = keyConfig(name, "k1", { quotaGroup: "org", limits: { requestsPerMinute: 500, tokensPerMinute: 0, requestsPerDay: 0 }, priority: 2 });
+    await config.insertPool(pool);
+    await config.insertKey(k1);
+    let loaded = await store.loadAll();
+    expect(loaded.pools.find((p) => p.name === name)).toEqual(pool);
+    expect(loaded.keys.filter((k) => k.pool === name)).toEqual([k1]);
+
+    const { snapshots } = await store.beginEpoch();
+    const t = Date.UTC(2026, 0, 1, 12);
+    const usage = { requests: 9, inputTokens: 100, outputTokens: 50, successes: 7, rateLimited: 1, failures: 0, unreported: 1 };
+    const runtime = keyRuntime(name, "k1", {
+      declared: { requestsPerMinute: { level: 12.5, at: t - 100 } },
+      outcomeCounts: { successes: 7, rateLimited: 1, failures: 0, unreported: 1 },
+    });
+    const poolRuntime: PoolRuntime = {
+      pool: name,
+      usage,
+      groups: [{ name: "org", declared: { tokensPerMinute: { level: -300, at: t } }, usage }],
+      affinities: [["conversation-1", "k1"]],
+    };
+    await snapshots.writeSnapshot({ takenAt: t, keys: [runtime], leases: [], pools: [poolRuntime] });
+    loaded = await store.loadAll();
+    expect(loaded.runtime?.keys.filter((k) => k.pool === name)).toEqual([runtime]);
+    expect(loaded.runtime?.pools?.filter((p) => p.pool === name)).toEqual([poolRuntime]);
+
+    const later = { ...poolRuntime, affinities: [] as Array<[string, string]>, usage: { ...usage, requests: 10 } };
+    await snapshots.writeChanges({ takenAt: t + 1000, keys: [], removedKeys: [], leases: [], endedLeases: [], pools: [later] });
+    loaded = await store.loadAll();
+    expect(loaded.runtime?.pools?.filter((p) => p.pool === name)).toEqual([later]);
+    await config.deletePool(name);
+    expect((await store.loadAll()).runtime?.pools?.some((p) => p.pool === name)).toBe(false);
   });
 
   it("writes snapshots larger than one statement slice, in full and as changes", async () => {

@@ -16,6 +16,10 @@ interface KeyRow {
   weight: number;
   max_concurrency: number;
   quota_group: string;
+  requests_per_minute: number;
+  tokens_per_minute: number;
+  requests_per_day: number;
+  priority: number;
   metadata: Record<string, string>;
   disabled: boolean;
   disabled_reason: string;
@@ -63,6 +67,10 @@ function keyRow(box: SecretBox, key: KeyConfig): KeyRow {
     weight: key.weight,
     max_concurrency: key.maxConcurrency,
     quota_group: key.quotaGroup,
+    requests_per_minute: key.limits.requestsPerMinute,
+    tokens_per_minute: key.limits.tokensPerMinute,
+    requests_per_day: key.limits.requestsPerDay,
+    priority: key.priority,
     metadata: key.metadata,
     disabled: key.disabled,
     disabled_reason: key.disabledReason,
@@ -86,6 +94,8 @@ function keyFromRow(box: SecretBox, r: KeyRow): KeyConfig {
     weight: r.weight,
     maxConcurrency: r.max_concurrency,
     quotaGroup: r.quota_group,
+    limits: { requestsPerMinute: r.requests_per_minute, tokensPerMinute: r.tokens_per_minute, requestsPerDay: r.requests_per_day },
+    priority: r.priority,
     metadata: r.metadata,
     disabled: r.disabled,
     disabledReason: r.disabled_reason,

@@ -1,6 +1,7 @@
 // The pools table: its row, and every statement that reads or writes it.
-import type { PoolConfig, Strategy } from "../../domain/types.js";
-import type { Queryable } from "./queryable.js";
+import type postgres from "postgres";
+import type { Limits, PoolConfig, Strategy } from "../../domain/types.js";
+import { asJson, type Queryable } from "./queryable.js";
 
 interface PoolRow {
   name: string;
@@ -15,6 +16,8 @@ interface PoolRow {
   max_open_duration_ms: number;
   half_open_probes: number;
   description: string;
+  quota_groups: postgres.JSONValue;
+  default_estimated_tokens: number;
   created_at: number;
   updated_at: number;
 }
@@ -57,6 +60,8 @@ function poolRow(p: PoolConfig): PoolRow {
     max_open_duration_ms: p.maxOpenDurationMs,
     half_open_probes: p.halfOpenProbes,
     description: p.description,
+    quota_groups: asJson(p.quotaGroups),
+    default_estimated_tokens: p.defaultEstimatedTokens,
     created_at: p.createdAt,
     updated_at: p.updatedAt,
   };
@@ -76,6 +81,8 @@ function poolFromRow(r: PoolRow): PoolConfig {
     maxOpenDurationMs: r.max_open_duration_ms,
     halfOpenProbes: r.half_open_probes,
     description: r.description,
+    quotaGroups: r.quota_groups as unknown as Record<string, Limits>,
+    defaultEstimatedTokens: r.default_estimated_tokens,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };

@@ -260,6 +260,10 @@ const (
 	EventType_EVENT_TYPE_LAGGED EventType = 20
 	// An admin change was committed (admin_change says who changed what).
 	EventType_EVENT_TYPE_ADMIN_CHANGE EventType = 21
+	// The pool lent a key of a later tier: every key of its first tier was ineligible (key_id: the key lent).
+	EventType_EVENT_TYPE_TIER_FALLBACK EventType = 25
+	// The pool's first tier lent alone again for over a second after a fallback.
+	EventType_EVENT_TYPE_TIER_RESTORED EventType = 26
 )
 
 // Enum value maps for EventType.
@@ -287,6 +291,8 @@ var (
 		19: "EVENT_TYPE_LEASE_ENDED",
 		20: "EVENT_TYPE_LAGGED",
 		21: "EVENT_TYPE_ADMIN_CHANGE",
+		25: "EVENT_TYPE_TIER_FALLBACK",
+		26: "EVENT_TYPE_TIER_RESTORED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -311,6 +317,8 @@ var (
 		"EVENT_TYPE_LEASE_ENDED":         19,
 		"EVENT_TYPE_LAGGED":              20,
 		"EVENT_TYPE_ADMIN_CHANGE":        21,
+		"EVENT_TYPE_TIER_FALLBACK":       25,
+		"EVENT_TYPE_TIER_RESTORED":       26,
 	}
 )
 
@@ -440,9 +448,13 @@ type Pool struct {
 	// Output only: when the pool was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only: when the pool configuration last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Declared budgets shared by the keys of each quota group (Key.quota_group), by group name.
+	QuotaGroups map[string]*Limits `protobuf:"bytes,13,rep,name=quota_groups,json=quotaGroups,proto3" json:"quota_groups,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tokens an Acquire reserves when its estimated_tokens is 0 (0: none).
+	DefaultEstimatedTokens int64 `protobuf:"varint,14,opt,name=default_estimated_tokens,json=defaultEstimatedTokens,proto3" json:"default_estimated_tokens,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Pool) Reset() {
@@ -559,6 +571,331 @@ func (x *Pool) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Pool) GetQuotaGroups() map[string]*Limits {
+	if x != nil {
+		return x.QuotaGroups
+	}
+	return nil
+}
+
+func (x *Pool) GetDefaultEstimatedTokens() int64 {
+	if x != nil {
+		return x.DefaultEstimatedTokens
+	}
+	return 0
+}
+
+// Limits are declared budgets, each a limit per window refilled continuously at limit/window (the way
+// providers meter); Acquire lends a key only within every budget of the key and of its quota group.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests per minute; 0 is none.
+	RequestsPerMinute int64 `protobuf:"varint,1,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
+	// Tokens per minute, reserved at Acquire (estimated_tokens) and reconciled at Release (usage); 0 is none.
+	TokensPerMinute int64 `protobuf:"varint,2,opt,name=tokens_per_minute,json=tokensPerMinute,proto3" json:"tokens_per_minute,omitempty"`
+	// Requests per day; 0 is none.
+	RequestsPerDay int64 `protobuf:"varint,3,opt,name=requests_per_day,json=requestsPerDay,proto3" json:"requests_per_day,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Limits) GetRequestsPerMinute() int64 {
+	if x != nil {
+		return x.RequestsPerMinute
+	}
+	return 0
+}
+
+func (x *Limits) GetTokensPerMinute() int64 {
+	if x != nil {
+		return x.TokensPerMinute
+	}
+	return 0
+}
+
+func (x *Limits) GetRequestsPerDay() int64 {
+	if x != nil {
+		return x.RequestsPerDay
+	}
+	return 0
+}
+
+// UsageTotals counts what a key, quota group or pool lent since it was created.
+type UsageTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Leases granted.
+	Requests uint64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Input tokens reported by Release.
+	InputTokens uint64 `protobuf:"varint,2,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// Output tokens reported by Release.
+	OutputTokens uint64 `protobuf:"varint,3,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// Leases ended by Release.
+	Successes uint64 `protobuf:"varint,4,opt,name=successes,proto3" json:"successes,omitempty"`
+	// Leases ended by MarkRateLimited (or MarkFailed with status 429).
+	RateLimited uint64 `protobuf:"varint,5,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
+	// Leases ended by MarkFailed.
+	Failures uint64 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Leases that expired or were revoked, with no outcome reported.
+	Unreported    uint64 `protobuf:"varint,7,opt,name=unreported,proto3" json:"unreported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageTotals) Reset() {
+	*x = UsageTotals{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageTotals) ProtoMessage() {}
+
+func (x *UsageTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
+func (*UsageTotals) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UsageTotals) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetInputTokens() uint64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetOutputTokens() uint64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetSuccesses() uint64 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetRateLimited() uint64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetUnreported() uint64 {
+	if x != nil {
+		return x.Unreported
+	}
+	return 0
+}
+
+// BudgetRemaining is what the declared budgets allow now; a budget with no limit declared is unset.
+type BudgetRemaining struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests left of requests_per_minute.
+	RequestsPerMinute *int64 `protobuf:"varint,1,opt,name=requests_per_minute,json=requestsPerMinute,proto3,oneof" json:"requests_per_minute,omitempty"`
+	// Tokens left of tokens_per_minute.
+	TokensPerMinute *int64 `protobuf:"varint,2,opt,name=tokens_per_minute,json=tokensPerMinute,proto3,oneof" json:"tokens_per_minute,omitempty"`
+	// Requests left of requests_per_day.
+	RequestsPerDay *int64 `protobuf:"varint,3,opt,name=requests_per_day,json=requestsPerDay,proto3,oneof" json:"requests_per_day,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BudgetRemaining) Reset() {
+	*x = BudgetRemaining{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetRemaining) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetRemaining) ProtoMessage() {}
+
+func (x *BudgetRemaining) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetRemaining.ProtoReflect.Descriptor instead.
+func (*BudgetRemaining) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BudgetRemaining) GetRequestsPerMinute() int64 {
+	if x != nil && x.RequestsPerMinute != nil {
+		return *x.RequestsPerMinute
+	}
+	return 0
+}
+
+func (x *BudgetRemaining) GetTokensPerMinute() int64 {
+	if x != nil && x.TokensPerMinute != nil {
+		return *x.TokensPerMinute
+	}
+	return 0
+}
+
+func (x *BudgetRemaining) GetRequestsPerDay() int64 {
+	if x != nil && x.RequestsPerDay != nil {
+		return *x.RequestsPerDay
+	}
+	return 0
+}
+
+// QuotaGroupStats is the live state of a quota group.
+type QuotaGroupStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its declared limits (all 0 when the pool declares none).
+	Limits *Limits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	// What its budgets allow now.
+	Remaining *BudgetRemaining `protobuf:"bytes,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// Its usage since it first appeared.
+	Usage *UsageTotals `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Keys of the pool in the group.
+	Keys          uint32 `protobuf:"varint,5,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaGroupStats) Reset() {
+	*x = QuotaGroupStats{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaGroupStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaGroupStats) ProtoMessage() {}
+
+func (x *QuotaGroupStats) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaGroupStats.ProtoReflect.Descriptor instead.
+func (*QuotaGroupStats) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QuotaGroupStats) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *QuotaGroupStats) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *QuotaGroupStats) GetRemaining() *BudgetRemaining {
+	if x != nil {
+		return x.Remaining
+	}
+	return nil
+}
+
+func (x *QuotaGroupStats) GetUsage() *UsageTotals {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *QuotaGroupStats) GetKeys() uint32 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
 // Key is one API key of a pool. The secret itself is never returned here.
 type Key struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -574,7 +911,7 @@ type Key struct {
 	Weight uint32 `protobuf:"varint,5,opt,name=weight,proto3" json:"weight,omitempty"`
 	// Most concurrent leases on this key; 0 is unlimited.
 	MaxConcurrency uint32 `protobuf:"varint,6,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	// Keys sharing a quota group cool down together on a rate limit.
+	// Keys sharing a quota group cool down together on a rate limit and share its budgets (Pool.quota_groups).
 	QuotaGroup string `protobuf:"bytes,7,opt,name=quota_group,json=quotaGroup,proto3" json:"quota_group,omitempty"`
 	// Metadata handed to the borrower, e.g. base_url, organization.
 	Metadata map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -585,14 +922,20 @@ type Key struct {
 	// Output only: when the key was added.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only: when the key configuration last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The key's own declared budgets.
+	Limits *Limits `protobuf:"bytes,13,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Tier: 0 is the first; keys of a later tier are lent only while every key of an earlier tier is ineligible.
+	Priority uint32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Output only: what the key lent since it was added.
+	Usage         *UsageTotals `protobuf:"bytes,15,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[2]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +947,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[2]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +960,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Key) GetId() string {
@@ -704,6 +1047,27 @@ func (x *Key) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Key) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Key) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Key) GetUsage() *UsageTotals {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // Lease is a live lease as operators see it (no secret).
 type Lease struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -727,7 +1091,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[3]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +1103,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[3]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +1116,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Lease) GetLeaseId() string {
@@ -826,7 +1190,7 @@ type ProviderBudget struct {
 
 func (x *ProviderBudget) Reset() {
 	*x = ProviderBudget{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[4]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1202,7 @@ func (x *ProviderBudget) String() string {
 func (*ProviderBudget) ProtoMessage() {}
 
 func (x *ProviderBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[4]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1215,7 @@ func (x *ProviderBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProviderBudget.ProtoReflect.Descriptor instead.
 func (*ProviderBudget) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProviderBudget) GetRequestsRemaining() int64 {
@@ -932,14 +1296,26 @@ type KeyStats struct {
 	// Input tokens reported since the key was added.
 	InputTokens uint64 `protobuf:"varint,16,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
 	// Output tokens reported since the key was added.
-	OutputTokens  uint64 `protobuf:"varint,17,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	OutputTokens uint64 `protobuf:"varint,17,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// The key's tier.
+	Priority uint32 `protobuf:"varint,18,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The key's quota group ("" for none).
+	QuotaGroup string `protobuf:"bytes,19,opt,name=quota_group,json=quotaGroup,proto3" json:"quota_group,omitempty"`
+	// The key's declared limits.
+	Limits *Limits `protobuf:"bytes,20,opt,name=limits,proto3" json:"limits,omitempty"`
+	// What the key's declared budgets allow now.
+	Remaining *BudgetRemaining `protobuf:"bytes,21,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// Tokens reserved by the key's live leases.
+	ReservedTokens int64 `protobuf:"varint,22,opt,name=reserved_tokens,json=reservedTokens,proto3" json:"reserved_tokens,omitempty"`
+	// Requests, tokens and outcomes since the key was added.
+	Usage         *UsageTotals `protobuf:"bytes,23,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyStats) Reset() {
 	*x = KeyStats{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[5]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1327,7 @@ func (x *KeyStats) String() string {
 func (*KeyStats) ProtoMessage() {}
 
 func (x *KeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[5]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1340,7 @@ func (x *KeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyStats.ProtoReflect.Descriptor instead.
 func (*KeyStats) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyStats) GetKeyId() string {
@@ -1086,6 +1462,48 @@ func (x *KeyStats) GetOutputTokens() uint64 {
 	return 0
 }
 
+func (x *KeyStats) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *KeyStats) GetQuotaGroup() string {
+	if x != nil {
+		return x.QuotaGroup
+	}
+	return ""
+}
+
+func (x *KeyStats) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *KeyStats) GetRemaining() *BudgetRemaining {
+	if x != nil {
+		return x.Remaining
+	}
+	return nil
+}
+
+func (x *KeyStats) GetReservedTokens() int64 {
+	if x != nil {
+		return x.ReservedTokens
+	}
+	return 0
+}
+
+func (x *KeyStats) GetUsage() *UsageTotals {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // PoolStats is the live state of a pool.
 type PoolStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1100,14 +1518,22 @@ type PoolStats struct {
 	// Acquire calls waiting for a key.
 	Waiters uint32 `protobuf:"varint,5,opt,name=waiters,proto3" json:"waiters,omitempty"`
 	// Per-key state.
-	Keys          []*KeyStats `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	Keys []*KeyStats `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Requests, tokens and outcomes since the pool was created.
+	Usage *UsageTotals `protobuf:"bytes,9,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Per quota group state.
+	QuotaGroups []*QuotaGroupStats `protobuf:"bytes,10,rep,name=quota_groups,json=quotaGroups,proto3" json:"quota_groups,omitempty"`
+	// The priority of the first tier with an eligible key (the last tier's when none has one).
+	ServingPriority uint32 `protobuf:"varint,11,opt,name=serving_priority,json=servingPriority,proto3" json:"serving_priority,omitempty"`
+	// Affinities remembered (at most 10,000 per pool, least recently used dropped first).
+	Affinities    uint32 `protobuf:"varint,12,opt,name=affinities,proto3" json:"affinities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolStats) Reset() {
 	*x = PoolStats{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[6]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1545,7 @@ func (x *PoolStats) String() string {
 func (*PoolStats) ProtoMessage() {}
 
 func (x *PoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[6]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1558,7 @@ func (x *PoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStats.ProtoReflect.Descriptor instead.
 func (*PoolStats) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PoolStats) GetPool() string {
@@ -1177,6 +1603,34 @@ func (x *PoolStats) GetKeys() []*KeyStats {
 	return nil
 }
 
+func (x *PoolStats) GetUsage() *UsageTotals {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *PoolStats) GetQuotaGroups() []*QuotaGroupStats {
+	if x != nil {
+		return x.QuotaGroups
+	}
+	return nil
+}
+
+func (x *PoolStats) GetServingPriority() uint32 {
+	if x != nil {
+		return x.ServingPriority
+	}
+	return 0
+}
+
+func (x *PoolStats) GetAffinities() uint32 {
+	if x != nil {
+		return x.Affinities
+	}
+	return 0
+}
+
 // Event is one thing that happened.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1202,7 +1656,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[7]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1668,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[7]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1681,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetType() EventType {
@@ -1320,7 +1774,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1786,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[8]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1799,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -1436,7 +1890,7 @@ type CreatePoolRequest struct {
 
 func (x *CreatePoolRequest) Reset() {
 	*x = CreatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1902,7 @@ func (x *CreatePoolRequest) String() string {
 func (*CreatePoolRequest) ProtoMessage() {}
 
 func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[9]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1915,7 @@ func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolRequest.ProtoReflect.Descriptor instead.
 func (*CreatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreatePoolRequest) GetPool() *Pool {
@@ -1482,7 +1936,7 @@ type CreatePoolResponse struct {
 
 func (x *CreatePoolResponse) Reset() {
 	*x = CreatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1948,7 @@ func (x *CreatePoolResponse) String() string {
 func (*CreatePoolResponse) ProtoMessage() {}
 
 func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[10]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1961,7 @@ func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolResponse.ProtoReflect.Descriptor instead.
 func (*CreatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreatePoolResponse) GetPool() *Pool {
@@ -1528,7 +1982,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1994,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[11]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +2007,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPoolRequest) GetName() string {
@@ -1574,7 +2028,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +2040,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[12]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +2053,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1618,7 +2072,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +2084,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[13]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +2097,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // ListPoolsResponse is every pool, in the order they were created.
@@ -1657,7 +2111,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +2123,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[14]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +2136,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1697,7 +2151,8 @@ type UpdatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pool (by name) with the new values.
 	Pool *Pool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
-	// Fields to change, e.g. "strategy", "max_ttl", "circuit_breaker.failure_threshold"; empty: every settable field.
+	// Fields to change, e.g. "strategy", "max_ttl", "circuit_breaker.failure_threshold", "quota_groups",
+	// "default_estimated_tokens"; empty: every settable field.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1705,7 +2160,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2172,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[15]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2185,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -1758,7 +2213,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2225,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[16]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2238,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -1806,7 +2261,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2273,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[17]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2286,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -1857,7 +2312,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2324,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[18]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2337,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 // AddKeyRequest adds a key to a pool.
@@ -1900,7 +2355,7 @@ type AddKeyRequest struct {
 
 func (x *AddKeyRequest) Reset() {
 	*x = AddKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2367,7 @@ func (x *AddKeyRequest) String() string {
 func (*AddKeyRequest) ProtoMessage() {}
 
 func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[19]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2380,7 @@ func (x *AddKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyRequest.ProtoReflect.Descriptor instead.
 func (*AddKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddKeyRequest) GetPool() string {
@@ -1960,7 +2415,7 @@ type AddKeyResponse struct {
 
 func (x *AddKeyResponse) Reset() {
 	*x = AddKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2427,7 @@ func (x *AddKeyResponse) String() string {
 func (*AddKeyResponse) ProtoMessage() {}
 
 func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[20]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2440,7 @@ func (x *AddKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyResponse.ProtoReflect.Descriptor instead.
 func (*AddKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddKeyResponse) GetKey() *Key {
@@ -2008,7 +2463,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2475,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[21]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2488,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetKeyRequest) GetPool() string {
@@ -2061,7 +2516,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2528,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[22]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2541,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -2111,7 +2566,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2578,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[23]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2591,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListKeysRequest) GetPool() string {
@@ -2173,7 +2628,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2640,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[24]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2653,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -2220,7 +2675,8 @@ type UpdateKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The key (by pool and id) with the new values.
 	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Fields to change: label, weight, max_concurrency, quota_group, metadata, secret; empty: every settable field but secret.
+	// Fields to change: label, weight, max_concurrency, quota_group, limits (or limits.requests_per_minute, ...), priority,
+	// metadata, secret; empty: every settable field but secret.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// The new secret, when update_mask names "secret".
 	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
@@ -2230,7 +2686,7 @@ type UpdateKeyRequest struct {
 
 func (x *UpdateKeyRequest) Reset() {
 	*x = UpdateKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2698,7 @@ func (x *UpdateKeyRequest) String() string {
 func (*UpdateKeyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[25]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2711,7 @@ func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateKeyRequest) GetKey() *Key {
@@ -2290,7 +2746,7 @@ type UpdateKeyResponse struct {
 
 func (x *UpdateKeyResponse) Reset() {
 	*x = UpdateKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2758,7 @@ func (x *UpdateKeyResponse) String() string {
 func (*UpdateKeyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[26]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2771,7 @@ func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateKeyResponse) GetKey() *Key {
@@ -2340,7 +2796,7 @@ type RemoveKeyRequest struct {
 
 func (x *RemoveKeyRequest) Reset() {
 	*x = RemoveKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2808,7 @@ func (x *RemoveKeyRequest) String() string {
 func (*RemoveKeyRequest) ProtoMessage() {}
 
 func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[27]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2821,7 @@ func (x *RemoveKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyRequest.ProtoReflect.Descriptor instead.
 func (*RemoveKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveKeyRequest) GetPool() string {
@@ -2398,7 +2854,7 @@ type RemoveKeyResponse struct {
 
 func (x *RemoveKeyResponse) Reset() {
 	*x = RemoveKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2866,7 @@ func (x *RemoveKeyResponse) String() string {
 func (*RemoveKeyResponse) ProtoMessage() {}
 
 func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[28]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2879,7 @@ func (x *RemoveKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveKeyResponse.ProtoReflect.Descriptor instead.
 func (*RemoveKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 // EnableKeyRequest enables a key.
@@ -2439,7 +2895,7 @@ type EnableKeyRequest struct {
 
 func (x *EnableKeyRequest) Reset() {
 	*x = EnableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2907,7 @@ func (x *EnableKeyRequest) String() string {
 func (*EnableKeyRequest) ProtoMessage() {}
 
 func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[29]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2920,7 @@ func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
 func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EnableKeyRequest) GetPool() string {
@@ -2492,7 +2948,7 @@ type EnableKeyResponse struct {
 
 func (x *EnableKeyResponse) Reset() {
 	*x = EnableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2960,7 @@ func (x *EnableKeyResponse) String() string {
 func (*EnableKeyResponse) ProtoMessage() {}
 
 func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[30]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2973,7 @@ func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
 func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnableKeyResponse) GetKey() *Key {
@@ -2544,7 +3000,7 @@ type DisableKeyRequest struct {
 
 func (x *DisableKeyRequest) Reset() {
 	*x = DisableKeyRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +3012,7 @@ func (x *DisableKeyRequest) String() string {
 func (*DisableKeyRequest) ProtoMessage() {}
 
 func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[31]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +3025,7 @@ func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
 func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DisableKeyRequest) GetPool() string {
@@ -2611,7 +3067,7 @@ type DisableKeyResponse struct {
 
 func (x *DisableKeyResponse) Reset() {
 	*x = DisableKeyResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +3079,7 @@ func (x *DisableKeyResponse) String() string {
 func (*DisableKeyResponse) ProtoMessage() {}
 
 func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[32]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +3092,7 @@ func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
 func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DisableKeyResponse) GetKey() *Key {
@@ -2663,7 +3119,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +3131,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[33]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +3144,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListLeasesRequest) GetPool() string {
@@ -2732,7 +3188,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +3200,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[34]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3213,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -2787,7 +3243,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +3255,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[35]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +3268,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -2838,7 +3294,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3306,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[36]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3319,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 // GetPoolStatsRequest names a pool.
@@ -2877,7 +3333,7 @@ type GetPoolStatsRequest struct {
 
 func (x *GetPoolStatsRequest) Reset() {
 	*x = GetPoolStatsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3345,7 @@ func (x *GetPoolStatsRequest) String() string {
 func (*GetPoolStatsRequest) ProtoMessage() {}
 
 func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[37]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3358,7 @@ func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPoolStatsRequest) GetPool() string {
@@ -2923,7 +3379,7 @@ type GetPoolStatsResponse struct {
 
 func (x *GetPoolStatsResponse) Reset() {
 	*x = GetPoolStatsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3391,7 @@ func (x *GetPoolStatsResponse) String() string {
 func (*GetPoolStatsResponse) ProtoMessage() {}
 
 func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[38]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3404,7 @@ func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetPoolStatsResponse) GetStats() *PoolStats {
@@ -2971,7 +3427,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3439,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3452,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchEventsRequest) GetPool() string {
@@ -3024,7 +3480,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3492,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3505,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3076,7 +3532,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3544,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3557,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAuditEntriesRequest) GetPool() string {
@@ -3145,7 +3601,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3613,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3626,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -3197,7 +3653,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x11failure_threshold\x18\x01 \x01(\rR\x10failureThreshold\x12>\n" +
 	"\ropen_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fopenDuration\x12E\n" +
 	"\x11max_open_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0fmaxOpenDuration\x12(\n" +
-	"\x10half_open_probes\x18\x04 \x01(\rR\x0ehalfOpenProbes\"\xf8\x04\n" +
+	"\x10half_open_probes\x18\x04 \x01(\rR\x0ehalfOpenProbes\"\xcc\x06\n" +
 	"\x04Pool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\bstrategy\x18\x02 \x01(\x0e2\x14.keymesh.v1.StrategyR\bstrategy\x122\n" +
@@ -3214,7 +3670,39 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x83\x04\n" +
+	"updateTime\x12D\n" +
+	"\fquota_groups\x18\r \x03(\v2!.keymesh.v1.Pool.QuotaGroupsEntryR\vquotaGroups\x128\n" +
+	"\x18default_estimated_tokens\x18\x0e \x01(\x03R\x16defaultEstimatedTokens\x1aR\n" +
+	"\x10QuotaGroupsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12(\n" +
+	"\x05value\x18\x02 \x01(\v2\x12.keymesh.v1.LimitsR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\x06Limits\x12.\n" +
+	"\x13requests_per_minute\x18\x01 \x01(\x03R\x11requestsPerMinute\x12*\n" +
+	"\x11tokens_per_minute\x18\x02 \x01(\x03R\x0ftokensPerMinute\x12(\n" +
+	"\x10requests_per_day\x18\x03 \x01(\x03R\x0erequestsPerDay\"\xee\x01\n" +
+	"\vUsageTotals\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x04R\brequests\x12!\n" +
+	"\finput_tokens\x18\x02 \x01(\x04R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x03 \x01(\x04R\foutputTokens\x12\x1c\n" +
+	"\tsuccesses\x18\x04 \x01(\x04R\tsuccesses\x12!\n" +
+	"\frate_limited\x18\x05 \x01(\x04R\vrateLimited\x12\x1a\n" +
+	"\bfailures\x18\x06 \x01(\x04R\bfailures\x12\x1e\n" +
+	"\n" +
+	"unreported\x18\a \x01(\x04R\n" +
+	"unreported\"\xe9\x01\n" +
+	"\x0fBudgetRemaining\x123\n" +
+	"\x13requests_per_minute\x18\x01 \x01(\x03H\x00R\x11requestsPerMinute\x88\x01\x01\x12/\n" +
+	"\x11tokens_per_minute\x18\x02 \x01(\x03H\x01R\x0ftokensPerMinute\x88\x01\x01\x12-\n" +
+	"\x10requests_per_day\x18\x03 \x01(\x03H\x02R\x0erequestsPerDay\x88\x01\x01B\x16\n" +
+	"\x14_requests_per_minuteB\x14\n" +
+	"\x12_tokens_per_minuteB\x13\n" +
+	"\x11_requests_per_day\"\xcf\x01\n" +
+	"\x0fQuotaGroupStats\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x06limits\x18\x02 \x01(\v2\x12.keymesh.v1.LimitsR\x06limits\x129\n" +
+	"\tremaining\x18\x03 \x01(\v2\x1b.keymesh.v1.BudgetRemainingR\tremaining\x12-\n" +
+	"\x05usage\x18\x04 \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\x12\x12\n" +
+	"\x04keys\x18\x05 \x01(\rR\x04keys\"\xfa\x04\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x14\n" +
@@ -3232,7 +3720,10 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a;\n" +
+	"updateTime\x12*\n" +
+	"\x06limits\x18\r \x01(\v2\x12.keymesh.v1.LimitsR\x06limits\x12\x1a\n" +
+	"\bpriority\x18\x0e \x01(\rR\bpriority\x12-\n" +
+	"\x05usage\x18\x0f \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
@@ -3255,7 +3746,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x13_requests_remainingB\x11\n" +
 	"\x0f_requests_limitB\x13\n" +
 	"\x11_tokens_remainingB\x0f\n" +
-	"\r_tokens_limit\"\xf6\x05\n" +
+	"\r_tokens_limit\"\xf2\a\n" +
 	"\bKeyStats\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12*\n" +
@@ -3275,7 +3766,14 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\ftotal_leases\x18\x0e \x01(\x04R\vtotalLeases\x12#\n" +
 	"\rrecent_leases\x18\x0f \x01(\rR\frecentLeases\x12!\n" +
 	"\finput_tokens\x18\x10 \x01(\x04R\vinputTokens\x12#\n" +
-	"\routput_tokens\x18\x11 \x01(\x04R\foutputTokens\"\xcc\x01\n" +
+	"\routput_tokens\x18\x11 \x01(\x04R\foutputTokens\x12\x1a\n" +
+	"\bpriority\x18\x12 \x01(\rR\bpriority\x12\x1f\n" +
+	"\vquota_group\x18\x13 \x01(\tR\n" +
+	"quotaGroup\x12*\n" +
+	"\x06limits\x18\x14 \x01(\v2\x12.keymesh.v1.LimitsR\x06limits\x129\n" +
+	"\tremaining\x18\x15 \x01(\v2\x1b.keymesh.v1.BudgetRemainingR\tremaining\x12'\n" +
+	"\x0freserved_tokens\x18\x16 \x01(\x03R\x0ereservedTokens\x12-\n" +
+	"\x05usage\x18\x17 \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\"\x86\x03\n" +
 	"\tPoolStats\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1d\n" +
 	"\n" +
@@ -3283,7 +3781,14 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\religible_keys\x18\x03 \x01(\rR\feligibleKeys\x12#\n" +
 	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\x12\x18\n" +
 	"\awaiters\x18\x05 \x01(\rR\awaiters\x12(\n" +
-	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\"\xad\x02\n" +
+	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\x12-\n" +
+	"\x05usage\x18\t \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\x12>\n" +
+	"\fquota_groups\x18\n" +
+	" \x03(\v2\x1b.keymesh.v1.QuotaGroupStatsR\vquotaGroups\x12)\n" +
+	"\x10serving_priority\x18\v \x01(\rR\x0fservingPriority\x12\x1e\n" +
+	"\n" +
+	"affinities\x18\f \x01(\rR\n" +
+	"affinities\"\xad\x02\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.keymesh.v1.EventTypeR\x04type\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3420,7 +3925,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\x96\x05\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xd2\x05\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_POOL_CREATED\x10\x01\x12\x1b\n" +
@@ -3444,7 +3949,9 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x18EVENT_TYPE_LEASE_GRANTED\x10\x12\x12\x1a\n" +
 	"\x16EVENT_TYPE_LEASE_ENDED\x10\x13\x12\x15\n" +
 	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1b\n" +
-	"\x17EVENT_TYPE_ADMIN_CHANGE\x10\x152\x9c\n" +
+	"\x17EVENT_TYPE_ADMIN_CHANGE\x10\x15\x12\x1c\n" +
+	"\x18EVENT_TYPE_TIER_FALLBACK\x10\x19\x12\x1c\n" +
+	"\x18EVENT_TYPE_TIER_RESTORED\x10\x1a2\x9c\n" +
 	"\n" +
 	"\x10PoolAdminService\x12K\n" +
 	"\n" +
@@ -3483,7 +3990,7 @@ func file_keymesh_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keymesh_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_keymesh_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                    // 0: keymesh.v1.Strategy
 	(KeyState)(0),                    // 1: keymesh.v1.KeyState
@@ -3491,148 +3998,165 @@ var file_keymesh_v1_admin_proto_goTypes = []any{
 	(EventType)(0),                   // 3: keymesh.v1.EventType
 	(*CircuitBreakerConfig)(nil),     // 4: keymesh.v1.CircuitBreakerConfig
 	(*Pool)(nil),                     // 5: keymesh.v1.Pool
-	(*Key)(nil),                      // 6: keymesh.v1.Key
-	(*Lease)(nil),                    // 7: keymesh.v1.Lease
-	(*ProviderBudget)(nil),           // 8: keymesh.v1.ProviderBudget
-	(*KeyStats)(nil),                 // 9: keymesh.v1.KeyStats
-	(*PoolStats)(nil),                // 10: keymesh.v1.PoolStats
-	(*Event)(nil),                    // 11: keymesh.v1.Event
-	(*AuditEntry)(nil),               // 12: keymesh.v1.AuditEntry
-	(*CreatePoolRequest)(nil),        // 13: keymesh.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),       // 14: keymesh.v1.CreatePoolResponse
-	(*GetPoolRequest)(nil),           // 15: keymesh.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),          // 16: keymesh.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),         // 17: keymesh.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),        // 18: keymesh.v1.ListPoolsResponse
-	(*UpdatePoolRequest)(nil),        // 19: keymesh.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),       // 20: keymesh.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),        // 21: keymesh.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),       // 22: keymesh.v1.DeletePoolResponse
-	(*AddKeyRequest)(nil),            // 23: keymesh.v1.AddKeyRequest
-	(*AddKeyResponse)(nil),           // 24: keymesh.v1.AddKeyResponse
-	(*GetKeyRequest)(nil),            // 25: keymesh.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),           // 26: keymesh.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),          // 27: keymesh.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),         // 28: keymesh.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),         // 29: keymesh.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),        // 30: keymesh.v1.UpdateKeyResponse
-	(*RemoveKeyRequest)(nil),         // 31: keymesh.v1.RemoveKeyRequest
-	(*RemoveKeyResponse)(nil),        // 32: keymesh.v1.RemoveKeyResponse
-	(*EnableKeyRequest)(nil),         // 33: keymesh.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),        // 34: keymesh.v1.EnableKeyResponse
-	(*DisableKeyRequest)(nil),        // 35: keymesh.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),       // 36: keymesh.v1.DisableKeyResponse
-	(*ListLeasesRequest)(nil),        // 37: keymesh.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),       // 38: keymesh.v1.ListLeasesResponse
-	(*RevokeLeaseRequest)(nil),       // 39: keymesh.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),      // 40: keymesh.v1.RevokeLeaseResponse
-	(*GetPoolStatsRequest)(nil),      // 41: keymesh.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),     // 42: keymesh.v1.GetPoolStatsResponse
-	(*WatchEventsRequest)(nil),       // 43: keymesh.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),      // 44: keymesh.v1.WatchEventsResponse
-	(*ListAuditEntriesRequest)(nil),  // 45: keymesh.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil), // 46: keymesh.v1.ListAuditEntriesResponse
-	nil,                              // 47: keymesh.v1.Key.MetadataEntry
-	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),          // 50: google.protobuf.Struct
-	(*fieldmaskpb.FieldMask)(nil),    // 51: google.protobuf.FieldMask
+	(*Limits)(nil),                   // 6: keymesh.v1.Limits
+	(*UsageTotals)(nil),              // 7: keymesh.v1.UsageTotals
+	(*BudgetRemaining)(nil),          // 8: keymesh.v1.BudgetRemaining
+	(*QuotaGroupStats)(nil),          // 9: keymesh.v1.QuotaGroupStats
+	(*Key)(nil),                      // 10: keymesh.v1.Key
+	(*Lease)(nil),                    // 11: keymesh.v1.Lease
+	(*ProviderBudget)(nil),           // 12: keymesh.v1.ProviderBudget
+	(*KeyStats)(nil),                 // 13: keymesh.v1.KeyStats
+	(*PoolStats)(nil),                // 14: keymesh.v1.PoolStats
+	(*Event)(nil),                    // 15: keymesh.v1.Event
+	(*AuditEntry)(nil),               // 16: keymesh.v1.AuditEntry
+	(*CreatePoolRequest)(nil),        // 17: keymesh.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),       // 18: keymesh.v1.CreatePoolResponse
+	(*GetPoolRequest)(nil),           // 19: keymesh.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),          // 20: keymesh.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),         // 21: keymesh.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),        // 22: keymesh.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),        // 23: keymesh.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),       // 24: keymesh.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),        // 25: keymesh.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),       // 26: keymesh.v1.DeletePoolResponse
+	(*AddKeyRequest)(nil),            // 27: keymesh.v1.AddKeyRequest
+	(*AddKeyResponse)(nil),           // 28: keymesh.v1.AddKeyResponse
+	(*GetKeyRequest)(nil),            // 29: keymesh.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),           // 30: keymesh.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),          // 31: keymesh.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 32: keymesh.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),         // 33: keymesh.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),        // 34: keymesh.v1.UpdateKeyResponse
+	(*RemoveKeyRequest)(nil),         // 35: keymesh.v1.RemoveKeyRequest
+	(*RemoveKeyResponse)(nil),        // 36: keymesh.v1.RemoveKeyResponse
+	(*EnableKeyRequest)(nil),         // 37: keymesh.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),        // 38: keymesh.v1.EnableKeyResponse
+	(*DisableKeyRequest)(nil),        // 39: keymesh.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),       // 40: keymesh.v1.DisableKeyResponse
+	(*ListLeasesRequest)(nil),        // 41: keymesh.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),       // 42: keymesh.v1.ListLeasesResponse
+	(*RevokeLeaseRequest)(nil),       // 43: keymesh.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),      // 44: keymesh.v1.RevokeLeaseResponse
+	(*GetPoolStatsRequest)(nil),      // 45: keymesh.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),     // 46: keymesh.v1.GetPoolStatsResponse
+	(*WatchEventsRequest)(nil),       // 47: keymesh.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),      // 48: keymesh.v1.WatchEventsResponse
+	(*ListAuditEntriesRequest)(nil),  // 49: keymesh.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil), // 50: keymesh.v1.ListAuditEntriesResponse
+	nil,                              // 51: keymesh.v1.Pool.QuotaGroupsEntry
+	nil,                              // 52: keymesh.v1.Key.MetadataEntry
+	(*durationpb.Duration)(nil),      // 53: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 54: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),          // 55: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil),    // 56: google.protobuf.FieldMask
 }
 var file_keymesh_v1_admin_proto_depIdxs = []int32{
-	48, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
-	48, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
+	53, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
+	53, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
 	0,  // 2: keymesh.v1.Pool.strategy:type_name -> keymesh.v1.Strategy
-	48, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
-	48, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
-	48, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
-	48, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
-	48, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
+	53, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
+	53, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
+	53, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
+	53, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
+	53, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
 	4,  // 8: keymesh.v1.Pool.circuit_breaker:type_name -> keymesh.v1.CircuitBreakerConfig
-	49, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	49, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	47, // 11: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
-	1,  // 12: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
-	49, // 13: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	49, // 14: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
-	49, // 15: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
-	49, // 16: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 17: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	49, // 18: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
-	49, // 19: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
-	1,  // 20: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
-	48, // 21: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
-	2,  // 22: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
-	49, // 23: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
-	48, // 24: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
-	8,  // 25: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
-	9,  // 26: keymesh.v1.PoolStats.keys:type_name -> keymesh.v1.KeyStats
-	3,  // 27: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
-	49, // 28: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
-	49, // 29: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
-	12, // 30: keymesh.v1.Event.admin_change:type_name -> keymesh.v1.AuditEntry
-	49, // 31: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	50, // 32: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
-	50, // 33: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
-	5,  // 34: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	5,  // 35: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 36: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
-	5,  // 37: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
-	5,  // 38: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	51, // 39: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 40: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
-	6,  // 41: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
-	6,  // 42: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 43: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 44: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
-	6,  // 45: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
-	51, // 46: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 47: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 48: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
-	6,  // 49: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
-	7,  // 50: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
-	10, // 51: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
-	11, // 52: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
-	49, // 53: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 54: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
-	13, // 55: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
-	15, // 56: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
-	17, // 57: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
-	19, // 58: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
-	21, // 59: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
-	23, // 60: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
-	25, // 61: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
-	27, // 62: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
-	29, // 63: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
-	31, // 64: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
-	33, // 65: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
-	35, // 66: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
-	37, // 67: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
-	39, // 68: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
-	41, // 69: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
-	43, // 70: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
-	45, // 71: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
-	14, // 72: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
-	16, // 73: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
-	18, // 74: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
-	20, // 75: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
-	22, // 76: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
-	24, // 77: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
-	26, // 78: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
-	28, // 79: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
-	30, // 80: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
-	32, // 81: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
-	34, // 82: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
-	36, // 83: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
-	38, // 84: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
-	40, // 85: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
-	42, // 86: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
-	44, // 87: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
-	46, // 88: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
-	72, // [72:89] is the sub-list for method output_type
-	55, // [55:72] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	54, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	54, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	51, // 11: keymesh.v1.Pool.quota_groups:type_name -> keymesh.v1.Pool.QuotaGroupsEntry
+	6,  // 12: keymesh.v1.QuotaGroupStats.limits:type_name -> keymesh.v1.Limits
+	8,  // 13: keymesh.v1.QuotaGroupStats.remaining:type_name -> keymesh.v1.BudgetRemaining
+	7,  // 14: keymesh.v1.QuotaGroupStats.usage:type_name -> keymesh.v1.UsageTotals
+	52, // 15: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
+	1,  // 16: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
+	54, // 17: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	54, // 18: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 19: keymesh.v1.Key.limits:type_name -> keymesh.v1.Limits
+	7,  // 20: keymesh.v1.Key.usage:type_name -> keymesh.v1.UsageTotals
+	54, // 21: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
+	54, // 22: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 23: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	54, // 24: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
+	54, // 25: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
+	1,  // 26: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
+	53, // 27: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
+	2,  // 28: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
+	54, // 29: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
+	53, // 30: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
+	12, // 31: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
+	6,  // 32: keymesh.v1.KeyStats.limits:type_name -> keymesh.v1.Limits
+	8,  // 33: keymesh.v1.KeyStats.remaining:type_name -> keymesh.v1.BudgetRemaining
+	7,  // 34: keymesh.v1.KeyStats.usage:type_name -> keymesh.v1.UsageTotals
+	13, // 35: keymesh.v1.PoolStats.keys:type_name -> keymesh.v1.KeyStats
+	7,  // 36: keymesh.v1.PoolStats.usage:type_name -> keymesh.v1.UsageTotals
+	9,  // 37: keymesh.v1.PoolStats.quota_groups:type_name -> keymesh.v1.QuotaGroupStats
+	3,  // 38: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
+	54, // 39: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
+	54, // 40: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
+	16, // 41: keymesh.v1.Event.admin_change:type_name -> keymesh.v1.AuditEntry
+	54, // 42: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	55, // 43: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
+	55, // 44: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
+	5,  // 45: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	5,  // 46: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 47: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
+	5,  // 48: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
+	5,  // 49: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
+	56, // 50: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 51: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
+	10, // 52: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
+	10, // 53: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 54: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 55: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
+	10, // 56: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
+	56, // 57: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 58: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 59: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
+	10, // 60: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
+	11, // 61: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
+	14, // 62: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
+	15, // 63: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
+	54, // 64: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	16, // 65: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
+	6,  // 66: keymesh.v1.Pool.QuotaGroupsEntry.value:type_name -> keymesh.v1.Limits
+	17, // 67: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
+	19, // 68: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
+	21, // 69: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
+	23, // 70: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
+	25, // 71: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
+	27, // 72: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
+	29, // 73: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
+	31, // 74: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
+	33, // 75: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
+	35, // 76: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
+	37, // 77: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
+	39, // 78: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
+	41, // 79: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
+	43, // 80: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
+	45, // 81: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
+	47, // 82: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
+	49, // 83: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
+	18, // 84: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
+	20, // 85: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
+	22, // 86: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
+	24, // 87: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
+	26, // 88: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
+	28, // 89: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
+	30, // 90: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
+	32, // 91: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
+	34, // 92: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
+	36, // 93: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
+	38, // 94: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
+	40, // 95: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
+	42, // 96: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
+	44, // 97: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
+	46, // 98: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
+	48, // 99: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
+	50, // 100: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
+	84, // [84:101] is the sub-list for method output_type
+	67, // [67:84] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_keymesh_v1_admin_proto_init() }
@@ -3641,13 +4165,14 @@ func file_keymesh_v1_admin_proto_init() {
 		return
 	}
 	file_keymesh_v1_admin_proto_msgTypes[4].OneofWrappers = []any{}
+	file_keymesh_v1_admin_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keymesh_v1_admin_proto_rawDesc), len(file_keymesh_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   44,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

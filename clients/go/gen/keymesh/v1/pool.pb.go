@@ -101,10 +101,15 @@ type AcquireRequest struct {
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	// Free-form identity of the borrower (host, process, job), shown in lease listings.
 	Holder string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
-	// Tokens the caller expects to spend; keys whose provider token budget is known to be lower are skipped.
+	// Tokens the caller expects to spend (0: the pool's default_estimated_tokens). Reserved against the key's and
+	// its quota group's tokens_per_minute and reconciled by Release's usage; keys whose provider token budget is
+	// known to be lower are skipped. More than every key's whole tokens_per_minute is INVALID_ARGUMENT.
 	EstimatedTokens int64 `protobuf:"varint,5,opt,name=estimated_tokens,json=estimatedTokens,proto3" json:"estimated_tokens,omitempty"`
 	// Key ids not to lend (e.g. keys that just failed for this caller).
 	ExcludeKeyIds []string `protobuf:"bytes,6,rep,name=exclude_key_ids,json=excludeKeyIds,proto3" json:"exclude_key_ids,omitempty"`
+	// Lend the key this affinity (e.g. a conversation id) was last lent while it stays eligible, so provider prompt
+	// caches hit; otherwise the strategy picks and the affinity moves. Empty: none.
+	Affinity      string `protobuf:"bytes,7,opt,name=affinity,proto3" json:"affinity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +184,13 @@ func (x *AcquireRequest) GetExcludeKeyIds() []string {
 		return x.ExcludeKeyIds
 	}
 	return nil
+}
+
+func (x *AcquireRequest) GetAffinity() string {
+	if x != nil {
+		return x.Affinity
+	}
+	return ""
 }
 
 // AcquireResponse is a granted lease and the key it lends.
@@ -306,7 +318,8 @@ type ReleaseRequest struct {
 	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	// Latency of the provider call made with the key; feeds the key's EMA latency.
 	Latency *durationpb.Duration `protobuf:"bytes,2,opt,name=latency,proto3" json:"latency,omitempty"`
-	// Tokens consumed by the call.
+	// Tokens consumed by the call: reconciles the lease's reservation (refunds what was not used, charges
+	// what exceeded it). Unset keeps the reservation.
 	Usage *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	// The provider's rate-limit view from the response headers.
 	RateLimit     *RateLimit `protobuf:"bytes,4,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
@@ -1050,14 +1063,15 @@ var File_keymesh_v1_pool_proto protoreflect.FileDescriptor
 const file_keymesh_v1_pool_proto_rawDesc = "" +
 	"\n" +
 	"\x15keymesh/v1/pool.proto\x12\n" +
-	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keymesh/v1/common.proto\"\x85\x02\n" +
+	"keymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keymesh/v1/common.proto\"\xa1\x02\n" +
 	"\x0eAcquireRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12<\n" +
 	"\fwait_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vwaitTimeout\x126\n" +
 	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12)\n" +
 	"\x10estimated_tokens\x18\x05 \x01(\x03R\x0festimatedTokens\x12&\n" +
-	"\x0fexclude_key_ids\x18\x06 \x03(\tR\rexcludeKeyIds\"\xc1\x03\n" +
+	"\x0fexclude_key_ids\x18\x06 \x03(\tR\rexcludeKeyIds\x12\x1a\n" +
+	"\baffinity\x18\a \x01(\tR\baffinity\"\xc1\x03\n" +
 	"\x0fAcquireResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x15\n" +

@@ -62,6 +62,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_LEASE_ENDED: _ClassVar[EventType]
     EVENT_TYPE_LAGGED: _ClassVar[EventType]
     EVENT_TYPE_ADMIN_CHANGE: _ClassVar[EventType]
+    EVENT_TYPE_TIER_FALLBACK: _ClassVar[EventType]
+    EVENT_TYPE_TIER_RESTORED: _ClassVar[EventType]
 STRATEGY_UNSPECIFIED: Strategy
 STRATEGY_ROUND_ROBIN: Strategy
 STRATEGY_LEAST_BUSY: Strategy
@@ -100,6 +102,8 @@ EVENT_TYPE_LEASE_GRANTED: EventType
 EVENT_TYPE_LEASE_ENDED: EventType
 EVENT_TYPE_LAGGED: EventType
 EVENT_TYPE_ADMIN_CHANGE: EventType
+EVENT_TYPE_TIER_FALLBACK: EventType
+EVENT_TYPE_TIER_RESTORED: EventType
 
 class CircuitBreakerConfig(_message.Message):
     __slots__ = ("failure_threshold", "open_duration", "max_open_duration", "half_open_probes")
@@ -114,7 +118,14 @@ class CircuitBreakerConfig(_message.Message):
     def __init__(self, failure_threshold: _Optional[int] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_probes: _Optional[int] = ...) -> None: ...
 
 class Pool(_message.Message):
-    __slots__ = ("name", "strategy", "min_ttl", "max_ttl", "default_ttl", "default_cooldown", "max_cooldown", "circuit_breaker", "description", "key_count", "create_time", "update_time")
+    __slots__ = ("name", "strategy", "min_ttl", "max_ttl", "default_ttl", "default_cooldown", "max_cooldown", "circuit_breaker", "description", "key_count", "create_time", "update_time", "quota_groups", "default_estimated_tokens")
+    class QuotaGroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Limits
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MIN_TTL_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +138,8 @@ class Pool(_message.Message):
     KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     strategy: Strategy
     min_ttl: _duration_pb2.Duration
@@ -139,10 +152,64 @@ class Pool(_message.Message):
     key_count: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., min_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreakerConfig, _Mapping]] = ..., description: _Optional[str] = ..., key_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    quota_groups: _containers.MessageMap[str, Limits]
+    default_estimated_tokens: int
+    def __init__(self, name: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., min_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreakerConfig, _Mapping]] = ..., description: _Optional[str] = ..., key_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quota_groups: _Optional[_Mapping[str, Limits]] = ..., default_estimated_tokens: _Optional[int] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_minute: int
+    requests_per_day: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., requests_per_day: _Optional[int] = ...) -> None: ...
+
+class UsageTotals(_message.Message):
+    __slots__ = ("requests", "input_tokens", "output_tokens", "successes", "rate_limited", "failures", "unreported")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    UNREPORTED_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    successes: int
+    rate_limited: int
+    failures: int
+    unreported: int
+    def __init__(self, requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., successes: _Optional[int] = ..., rate_limited: _Optional[int] = ..., failures: _Optional[int] = ..., unreported: _Optional[int] = ...) -> None: ...
+
+class BudgetRemaining(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_minute", "requests_per_day")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_minute: int
+    requests_per_day: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., requests_per_day: _Optional[int] = ...) -> None: ...
+
+class QuotaGroupStats(_message.Message):
+    __slots__ = ("name", "limits", "remaining", "usage", "keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limits: Limits
+    remaining: BudgetRemaining
+    usage: UsageTotals
+    keys: int
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., remaining: _Optional[_Union[BudgetRemaining, _Mapping]] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ..., keys: _Optional[int] = ...) -> None: ...
 
 class Key(_message.Message):
-    __slots__ = ("id", "pool", "label", "secret_hint", "weight", "max_concurrency", "quota_group", "metadata", "state", "state_reason", "create_time", "update_time")
+    __slots__ = ("id", "pool", "label", "secret_hint", "weight", "max_concurrency", "quota_group", "metadata", "state", "state_reason", "create_time", "update_time", "limits", "priority", "usage")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +229,9 @@ class Key(_message.Message):
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     pool: str
     label: str
@@ -174,7 +244,10 @@ class Key(_message.Message):
     state_reason: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., label: _Optional[str] = ..., secret_hint: _Optional[str] = ..., weight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., quota_group: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[KeyState, str]] = ..., state_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits: Limits
+    priority: int
+    usage: UsageTotals
+    def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., label: _Optional[str] = ..., secret_hint: _Optional[str] = ..., weight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., quota_group: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[KeyState, str]] = ..., state_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., priority: _Optional[int] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "pool", "key_id", "holder", "acquire_time", "expires_at", "ttl")
@@ -211,7 +284,7 @@ class ProviderBudget(_message.Message):
     def __init__(self, requests_remaining: _Optional[int] = ..., requests_limit: _Optional[int] = ..., requests_reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens_remaining: _Optional[int] = ..., tokens_limit: _Optional[int] = ..., tokens_reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class KeyStats(_message.Message):
-    __slots__ = ("key_id", "label", "state", "eligible", "active_leases", "max_concurrency", "ema_latency", "success_rate", "consecutive_failures", "circuit_state", "circuit_open_until", "cooldown_remaining", "budget", "total_leases", "recent_leases", "input_tokens", "output_tokens")
+    __slots__ = ("key_id", "label", "state", "eligible", "active_leases", "max_concurrency", "ema_latency", "success_rate", "consecutive_failures", "circuit_state", "circuit_open_until", "cooldown_remaining", "budget", "total_leases", "recent_leases", "input_tokens", "output_tokens", "priority", "quota_group", "limits", "remaining", "reserved_tokens", "usage")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +302,12 @@ class KeyStats(_message.Message):
     RECENT_LEASES_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_GROUP_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     label: str
     state: KeyState
@@ -246,23 +325,37 @@ class KeyStats(_message.Message):
     recent_leases: int
     input_tokens: int
     output_tokens: int
-    def __init__(self, key_id: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., eligible: _Optional[bool] = ..., active_leases: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., ema_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_rate: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., budget: _Optional[_Union[ProviderBudget, _Mapping]] = ..., total_leases: _Optional[int] = ..., recent_leases: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    priority: int
+    quota_group: str
+    limits: Limits
+    remaining: BudgetRemaining
+    reserved_tokens: int
+    usage: UsageTotals
+    def __init__(self, key_id: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., eligible: _Optional[bool] = ..., active_leases: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., ema_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_rate: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., budget: _Optional[_Union[ProviderBudget, _Mapping]] = ..., total_leases: _Optional[int] = ..., recent_leases: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., priority: _Optional[int] = ..., quota_group: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., remaining: _Optional[_Union[BudgetRemaining, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("pool", "total_keys", "eligible_keys", "active_leases", "waiters", "keys")
+    __slots__ = ("pool", "total_keys", "eligible_keys", "active_leases", "waiters", "keys", "usage", "quota_groups", "serving_priority", "affinities")
     POOL_FIELD_NUMBER: _ClassVar[int]
     TOTAL_KEYS_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_KEYS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_LEASES_FIELD_NUMBER: _ClassVar[int]
     WAITERS_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    AFFINITIES_FIELD_NUMBER: _ClassVar[int]
     pool: str
     total_keys: int
     eligible_keys: int
     active_leases: int
     waiters: int
     keys: _containers.RepeatedCompositeFieldContainer[KeyStats]
-    def __init__(self, pool: _Optional[str] = ..., total_keys: _Optional[int] = ..., eligible_keys: _Optional[int] = ..., active_leases: _Optional[int] = ..., waiters: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyStats, _Mapping]]] = ...) -> None: ...
+    usage: UsageTotals
+    quota_groups: _containers.RepeatedCompositeFieldContainer[QuotaGroupStats]
+    serving_priority: int
+    affinities: int
+    def __init__(self, pool: _Optional[str] = ..., total_keys: _Optional[int] = ..., eligible_keys: _Optional[int] = ..., active_leases: _Optional[int] = ..., waiters: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyStats, _Mapping]]] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ..., quota_groups: _Optional[_Iterable[_Union[QuotaGroupStats, _Mapping]]] = ..., serving_priority: _Optional[int] = ..., affinities: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("type", "time", "pool", "key_id", "lease_id", "reason", "until", "admin_change")

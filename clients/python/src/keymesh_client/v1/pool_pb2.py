@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keymesh_client.v1 import common_pb2 as keymesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15keymesh/v1/pool.proto\x12\nkeymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keymesh/v1/common.proto\"\xc0\x01\n\x0e\x41\x63quireRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12/\n\x0cwait_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x05 \x01(\x03\x12\x17\n\x0f\x65xclude_key_ids\x18\x06 \x03(\t\"\xe4\x02\n\x0f\x41\x63quireResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tkey_label\x18\x04 \x01(\t\x12\x42\n\x0ckey_metadata\x18\x05 \x03(\x0b\x32,.keymesh.v1.AcquireResponse.KeyMetadataEntry\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04pool\x18\t \x01(\t\x1a\x32\n\x10KeyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x01\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12*\n\x07latency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.keymesh.v1.Usage\x12)\n\nrate_limit\x18\x04 \x01(\x0b\x32\x15.keymesh.v1.RateLimit\"\x11\n\x0fReleaseResponse\"\xa2\x01\n\x11MarkFailedRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.keymesh.v1.FailureReason\x12\x13\n\x0bhttp_status\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x12MarkFailedResponse\x12\x30\n\rclassified_as\x18\x01 \x01(\x0e\x32\x19.keymesh.v1.FailureReason\"\x85\x01\n\x16MarkRateLimitedRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\nrate_limit\x18\x03 \x01(\x0b\x32\x15.keymesh.v1.RateLimit\"M\n\x17MarkRateLimitedResponse\x12\x32\n\x0e\x63ooldown_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11RenewLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb1\x01\n\x12RenewLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x01\n\x11KeepAliveResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12+\n\x07renewed\x18\x02 \x01(\x0b\x32\x18.keymesh.v1.LeaseRenewedH\x00\x12%\n\x04gone\x18\x03 \x01(\x0b\x32\x15.keymesh.v1.LeaseGoneH\x00\x42\x08\n\x06result\"\x99\x01\n\x0cLeaseRenewed\x12.\n\nexpires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\tLeaseGone\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.keymesh.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t*\xca\x01\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_REASON_AUTH\x10\x01\x12\"\n\x1e\x46\x41ILURE_REASON_QUOTA_EXHAUSTED\x10\x02\x12\x1c\n\x18\x46\x41ILURE_REASON_TRANSIENT\x10\x03\x12\x1d\n\x19\x46\x41ILURE_REASON_OVERLOADED\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_REASON_CLIENT_ERROR\x10\x05\x32\xdc\x03\n\x0eKeyPoolService\x12\x42\n\x07\x41\x63quire\x12\x1a.keymesh.v1.AcquireRequest\x1a\x1b.keymesh.v1.AcquireResponse\x12\x42\n\x07Release\x12\x1a.keymesh.v1.ReleaseRequest\x1a\x1b.keymesh.v1.ReleaseResponse\x12K\n\nMarkFailed\x12\x1d.keymesh.v1.MarkFailedRequest\x1a\x1e.keymesh.v1.MarkFailedResponse\x12Z\n\x0fMarkRateLimited\x12\".keymesh.v1.MarkRateLimitedRequest\x1a#.keymesh.v1.MarkRateLimitedResponse\x12K\n\nRenewLease\x12\x1d.keymesh.v1.RenewLeaseRequest\x1a\x1e.keymesh.v1.RenewLeaseResponse\x12L\n\tKeepAlive\x12\x1c.keymesh.v1.KeepAliveRequest\x1a\x1d.keymesh.v1.KeepAliveResponse(\x01\x30\x01\x42@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15keymesh/v1/pool.proto\x12\nkeymesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keymesh/v1/common.proto\"\xd2\x01\n\x0e\x41\x63quireRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12/\n\x0cwait_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x18\n\x10\x65stimated_tokens\x18\x05 \x01(\x03\x12\x17\n\x0f\x65xclude_key_ids\x18\x06 \x03(\t\x12\x10\n\x08\x61\x66\x66inity\x18\x07 \x01(\t\"\xe4\x02\n\x0f\x41\x63quireResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tkey_label\x18\x04 \x01(\t\x12\x42\n\x0ckey_metadata\x18\x05 \x03(\x0b\x32,.keymesh.v1.AcquireResponse.KeyMetadataEntry\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04pool\x18\t \x01(\t\x1a\x32\n\x10KeyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x01\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12*\n\x07latency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.keymesh.v1.Usage\x12)\n\nrate_limit\x18\x04 \x01(\x0b\x32\x15.keymesh.v1.RateLimit\"\x11\n\x0fReleaseResponse\"\xa2\x01\n\x11MarkFailedRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.keymesh.v1.FailureReason\x12\x13\n\x0bhttp_status\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x12MarkFailedResponse\x12\x30\n\rclassified_as\x18\x01 \x01(\x0e\x32\x19.keymesh.v1.FailureReason\"\x85\x01\n\x16MarkRateLimitedRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\nrate_limit\x18\x03 \x01(\x0b\x32\x15.keymesh.v1.RateLimit\"M\n\x17MarkRateLimitedResponse\x12\x32\n\x0e\x63ooldown_until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11RenewLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb1\x01\n\x12RenewLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x01\n\x11KeepAliveResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12+\n\x07renewed\x18\x02 \x01(\x0b\x32\x18.keymesh.v1.LeaseRenewedH\x00\x12%\n\x04gone\x18\x03 \x01(\x0b\x32\x15.keymesh.v1.LeaseGoneH\x00\x42\x08\n\x06result\"\x99\x01\n\x0cLeaseRenewed\x12.\n\nexpires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0erenew_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\tLeaseGone\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.keymesh.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t*\xca\x01\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_REASON_AUTH\x10\x01\x12\"\n\x1e\x46\x41ILURE_REASON_QUOTA_EXHAUSTED\x10\x02\x12\x1c\n\x18\x46\x41ILURE_REASON_TRANSIENT\x10\x03\x12\x1d\n\x19\x46\x41ILURE_REASON_OVERLOADED\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_REASON_CLIENT_ERROR\x10\x05\x32\xdc\x03\n\x0eKeyPoolService\x12\x42\n\x07\x41\x63quire\x12\x1a.keymesh.v1.AcquireRequest\x1a\x1b.keymesh.v1.AcquireResponse\x12\x42\n\x07Release\x12\x1a.keymesh.v1.ReleaseRequest\x1a\x1b.keymesh.v1.ReleaseResponse\x12K\n\nMarkFailed\x12\x1d.keymesh.v1.MarkFailedRequest\x1a\x1e.keymesh.v1.MarkFailedResponse\x12Z\n\x0fMarkRateLimited\x12\".keymesh.v1.MarkRateLimitedRequest\x1a#.keymesh.v1.MarkRateLimitedResponse\x12K\n\nRenewLease\x12\x1d.keymesh.v1.RenewLeaseRequest\x1a\x1e.keymesh.v1.RenewLeaseResponse\x12L\n\tKeepAlive\x12\x1c.keymesh.v1.KeepAliveRequest\x1a\x1d.keymesh.v1.KeepAliveResponse(\x01\x30\x01\x42@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,38 +37,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1'
   _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._loaded_options = None
   _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._serialized_options = b'8\001'
-  _globals['_FAILUREREASON']._serialized_start=2009
-  _globals['_FAILUREREASON']._serialized_end=2211
+  _globals['_FAILUREREASON']._serialized_start=2027
+  _globals['_FAILUREREASON']._serialized_end=2229
   _globals['_ACQUIREREQUEST']._serialized_start=128
-  _globals['_ACQUIREREQUEST']._serialized_end=320
-  _globals['_ACQUIRERESPONSE']._serialized_start=323
-  _globals['_ACQUIRERESPONSE']._serialized_end=679
-  _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._serialized_start=629
-  _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._serialized_end=679
-  _globals['_RELEASEREQUEST']._serialized_start=682
-  _globals['_RELEASEREQUEST']._serialized_end=837
-  _globals['_RELEASERESPONSE']._serialized_start=839
-  _globals['_RELEASERESPONSE']._serialized_end=856
-  _globals['_MARKFAILEDREQUEST']._serialized_start=859
-  _globals['_MARKFAILEDREQUEST']._serialized_end=1021
-  _globals['_MARKFAILEDRESPONSE']._serialized_start=1023
-  _globals['_MARKFAILEDRESPONSE']._serialized_end=1093
-  _globals['_MARKRATELIMITEDREQUEST']._serialized_start=1096
-  _globals['_MARKRATELIMITEDREQUEST']._serialized_end=1229
-  _globals['_MARKRATELIMITEDRESPONSE']._serialized_start=1231
-  _globals['_MARKRATELIMITEDRESPONSE']._serialized_end=1308
-  _globals['_RENEWLEASEREQUEST']._serialized_start=1310
-  _globals['_RENEWLEASEREQUEST']._serialized_end=1387
-  _globals['_RENEWLEASERESPONSE']._serialized_start=1390
-  _globals['_RENEWLEASERESPONSE']._serialized_end=1567
-  _globals['_KEEPALIVEREQUEST']._serialized_start=1569
-  _globals['_KEEPALIVEREQUEST']._serialized_end=1645
-  _globals['_KEEPALIVERESPONSE']._serialized_start=1648
-  _globals['_KEEPALIVERESPONSE']._serialized_end=1779
-  _globals['_LEASERENEWED']._serialized_start=1782
-  _globals['_LEASERENEWED']._serialized_end=1935
-  _globals['_LEASEGONE']._serialized_start=1937
-  _globals['_LEASEGONE']._serialized_end=2006
-  _globals['_KEYPOOLSERVICE']._serialized_start=2214
-  _globals['_KEYPOOLSERVICE']._serialized_end=2690
+  _globals['_ACQUIREREQUEST']._serialized_end=338
+  _globals['_ACQUIRERESPONSE']._serialized_start=341
+  _globals['_ACQUIRERESPONSE']._serialized_end=697
+  _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._serialized_start=647
+  _globals['_ACQUIRERESPONSE_KEYMETADATAENTRY']._serialized_end=697
+  _globals['_RELEASEREQUEST']._serialized_start=700
+  _globals['_RELEASEREQUEST']._serialized_end=855
+  _globals['_RELEASERESPONSE']._serialized_start=857
+  _globals['_RELEASERESPONSE']._serialized_end=874
+  _globals['_MARKFAILEDREQUEST']._serialized_start=877
+  _globals['_MARKFAILEDREQUEST']._serialized_end=1039
+  _globals['_MARKFAILEDRESPONSE']._serialized_start=1041
+  _globals['_MARKFAILEDRESPONSE']._serialized_end=1111
+  _globals['_MARKRATELIMITEDREQUEST']._serialized_start=1114
+  _globals['_MARKRATELIMITEDREQUEST']._serialized_end=1247
+  _globals['_MARKRATELIMITEDRESPONSE']._serialized_start=1249
+  _globals['_MARKRATELIMITEDRESPONSE']._serialized_end=1326
+  _globals['_RENEWLEASEREQUEST']._serialized_start=1328
+  _globals['_RENEWLEASEREQUEST']._serialized_end=1405
+  _globals['_RENEWLEASERESPONSE']._serialized_start=1408
+  _globals['_RENEWLEASERESPONSE']._serialized_end=1585
+  _globals['_KEEPALIVEREQUEST']._serialized_start=1587
+  _globals['_KEEPALIVEREQUEST']._serialized_end=1663
+  _globals['_KEEPALIVERESPONSE']._serialized_start=1666
+  _globals['_KEEPALIVERESPONSE']._serialized_end=1797
+  _globals['_LEASERENEWED']._serialized_start=1800
+  _globals['_LEASERENEWED']._serialized_end=1953
+  _globals['_LEASEGONE']._serialized_start=1955
+  _globals['_LEASEGONE']._serialized_end=2024
+  _globals['_KEYPOOLSERVICE']._serialized_start=2232
+  _globals['_KEYPOOLSERVICE']._serialized_end=2708
 # @@protoc_insertion_point(module_scope)

@@ -28,20 +28,22 @@ FAILURE_REASON_OVERLOADED: FailureReason
 FAILURE_REASON_CLIENT_ERROR: FailureReason
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("pool", "wait_timeout", "lease_ttl", "holder", "estimated_tokens", "exclude_key_ids")
+    __slots__ = ("pool", "wait_timeout", "lease_ttl", "holder", "estimated_tokens", "exclude_key_ids", "affinity")
     POOL_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     HOLDER_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
     pool: str
     wait_timeout: _duration_pb2.Duration
     lease_ttl: _duration_pb2.Duration
     holder: str
     estimated_tokens: int
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pool: _Optional[str] = ..., wait_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., holder: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    affinity: str
+    def __init__(self, pool: _Optional[str] = ..., wait_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., holder: _Optional[str] = ..., estimated_tokens: _Optional[int] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
     __slots__ = ("lease_id", "key", "key_id", "key_label", "key_metadata", "expires_at", "ttl", "renew_interval", "pool")

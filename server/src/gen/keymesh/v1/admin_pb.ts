@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/v1/admin.proto.
  */
 export const file_keymesh_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZrZXltZXNoL3YxL2FkbWluLnByb3RvEgprZXltZXNoLnYxIrMBChRDaXJjdWl0QnJlYWtlckNvbmZpZxIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoDRIwCg1vcGVuX2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1heF9vcGVuX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGhhbGZfb3Blbl9wcm9iZXMYBCABKA0i7wMKBFBvb2wSDAoEbmFtZRgBIAEoCRImCghzdHJhdGVneRgCIAEoDjIULmtleW1lc2gudjEuU3RyYXRlZ3kSKgoHbWluX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdtYXhfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2RlZmF1bHRfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjMKEGRlZmF1bHRfY29vbGRvd24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMbWF4X2Nvb2xkb3duGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKD2NpcmN1aXRfYnJlYWtlchgIIAEoCzIgLmtleW1lc2gudjEuQ2lyY3VpdEJyZWFrZXJDb25maWcSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJa2V5X2NvdW50GAogASgNEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigAMKA0tleRIKCgJpZBgBIAEoCRIMCgRwb29sGAIgASgJEg0KBWxhYmVsGAMgASgJEhMKC3NlY3JldF9oaW50GAQgASgJEg4KBndlaWdodBgFIAEoDRIXCg9tYXhfY29uY3VycmVuY3kYBiABKA0SEwoLcXVvdGFfZ3JvdXAYByABKAkSLwoIbWV0YWRhdGEYCCADKAsyHS5rZXltZXNoLnYxLktleS5NZXRhZGF0YUVudHJ5EiMKBXN0YXRlGAkgASgOMhQua2V5bWVzaC52MS5LZXlTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0QEKBUxlYXNlEhAKCGxlYXNlX2lkGAEgASgJEgwKBHBvb2wYAiABKAkSDgoGa2V5X2lkGAMgASgJEg4KBmhvbGRlchgEIAEoCRIwCgxhY3F1aXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKA3R0bBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLEAgoOUHJvdmlkZXJCdWRnZXQSHwoScmVxdWVzdHNfcmVtYWluaW5nGAEgASgDSACIAQESGwoOcmVxdWVzdHNfbGltaXQYAiABKANIAYgBARI1ChFyZXF1ZXN0c19yZXNldF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHQoQdG9rZW5zX3JlbWFpbmluZxgEIAEoA0gCiAEBEhkKDHRva2Vuc19saW1pdBgFIAEoA0gDiAEBEjMKD3Rva2Vuc19yZXNldF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCFQoTX3JlcXVlc3RzX3JlbWFpbmluZ0IRCg9fcmVxdWVzdHNfbGltaXRCEwoRX3Rva2Vuc19yZW1haW5pbmdCDwoNX3Rva2Vuc19saW1pdCKaBAoIS2V5U3RhdHMSDgoGa2V5X2lkGAEgASgJEg0KBWxhYmVsGAIgASgJEiMKBXN0YXRlGAMgASgOMhQua2V5bWVzaC52MS5LZXlTdGF0ZRIQCghlbGlnaWJsZRgEIAEoCBIVCg1hY3RpdmVfbGVhc2VzGAUgASgNEhcKD21heF9jb25jdXJyZW5jeRgGIAEoDRIuCgtlbWFfbGF0ZW5jeRgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxzdWNjZXNzX3JhdGUYCCABKAESHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYCSABKA0SLwoNY2lyY3VpdF9zdGF0ZRgKIAEoDjIYLmtleW1lc2gudjEuQ2lyY3VpdFN0YXRlEjYKEmNpcmN1aXRfb3Blbl91bnRpbBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoSY29vbGRvd25fcmVtYWluaW5nGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBmJ1ZGdldBgNIAEoCzIaLmtleW1lc2gudjEuUHJvdmlkZXJCdWRnZXQSFAoMdG90YWxfbGVhc2VzGA4gASgEEhUKDXJlY2VudF9sZWFzZXMYDyABKA0SFAoMaW5wdXRfdG9rZW5zGBAgASgEEhUKDW91dHB1dF90b2tlbnMYESABKAQikAEKCVBvb2xTdGF0cxIMCgRwb29sGAEgASgJEhIKCnRvdGFsX2tleXMYAiABKA0SFQoNZWxpZ2libGVfa2V5cxgDIAEoDRIVCg1hY3RpdmVfbGVhc2VzGAQgASgNEg8KB3dhaXRlcnMYBSABKA0SIgoEa2V5cxgGIAMoCzIULmtleW1lc2gudjEuS2V5U3RhdHMi7wEKBUV2ZW50EiMKBHR5cGUYASABKA4yFS5rZXltZXNoLnYxLkV2ZW50VHlwZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRwb29sGAMgASgJEg4KBmtleV9pZBgEIAEoCRIQCghsZWFzZV9pZBgFIAEoCRIOCgZyZWFzb24YBiABKAkSKQoFdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKDGFkbWluX2NoYW5nZRgIIAEoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeSKDAgoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIOCgZhY3Rpb24YBCABKAkSDAoEcG9vbBgFIAEoCRIOCgZrZXlfaWQYBiABKAkSEAoIbGVhc2VfaWQYByABKAkSJwoGYmVmb3JlGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVhZnRlchgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHcmVwbGljYRgKIAEoCRIOCgZyZWFzb24YCyABKAkiMwoRQ3JlYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCI0ChJDcmVhdGVQb29sUmVzcG9uc2USHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCIeCg5HZXRQb29sUmVxdWVzdBIMCgRuYW1lGAEgASgJIjEKD0dldFBvb2xSZXNwb25zZRIeCgRwb29sGAEgASgLMhAua2V5bWVzaC52MS5Qb29sIhIKEExpc3RQb29sc1JlcXVlc3QiNAoRTGlzdFBvb2xzUmVzcG9uc2USHwoFcG9vbHMYASADKAsyEC5rZXltZXNoLnYxLlBvb2wiZAoRVXBkYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNAoSVXBkYXRlUG9vbFJlc3BvbnNlEh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wiMAoRRGVsZXRlUG9vbFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIUChJEZWxldGVQb29sUmVzcG9uc2UiSwoNQWRkS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEhwKA2tleRgCIAEoCzIPLmtleW1lc2gudjEuS2V5Eg4KBnNlY3JldBgDIAEoCSIuCg5BZGRLZXlSZXNwb25zZRIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleSItCg1HZXRLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIi4KDkdldEtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IkYKD0xpc3RLZXlzUmVxdWVzdBIMCgRwb29sGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIkoKEExpc3RLZXlzUmVzcG9uc2USHQoEa2V5cxgBIAMoCzIPLmtleW1lc2gudjEuS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxChBVcGRhdGVLZXlSZXF1ZXN0EhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIOCgZzZWNyZXQYAyABKAkiMQoRVXBkYXRlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiPwoQUmVtb3ZlS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCRINCgVkcmFpbhgDIAEoCCITChFSZW1vdmVLZXlSZXNwb25zZSIwChBFbmFibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIjEKEUVuYWJsZUtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IlAKEURpc2FibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJEg0KBWRyYWluGAMgASgIEg4KBnJlYXNvbhgEIAEoCSIyChJEaXNhYmxlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiWAoRTGlzdExlYXNlc1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiUAoSTGlzdExlYXNlc1Jlc3BvbnNlEiEKBmxlYXNlcxgBIAMoCzIRLmtleW1lc2gudjEuTGVhc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjYKElJldm9rZUxlYXNlUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFQoTUmV2b2tlTGVhc2VSZXNwb25zZSIjChNHZXRQb29sU3RhdHNSZXF1ZXN0EgwKBHBvb2wYASABKAkiPAoUR2V0UG9vbFN0YXRzUmVzcG9uc2USJAoFc3RhdHMYASABKAsyFS5rZXltZXNoLnYxLlBvb2xTdGF0cyJAChJXYXRjaEV2ZW50c1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIcChRpbmNsdWRlX2xlYXNlX2V2ZW50cxgCIAEoCCI3ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEua2V5bWVzaC52MS5FdmVudCJ5ChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIMCgRwb29sGAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJcChhMaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USJwoHZW50cmllcxgBIAMoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqnQEKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASGAoUU1RSQVRFR1lfUk9VTkRfUk9CSU4QARIXChNTVFJBVEVHWV9MRUFTVF9CVVNZEAISFQoRU1RSQVRFR1lfV0VJR0hURUQQAxIXChNTVFJBVEVHWV9MRUFTVF9VU0VEEAQSFAoQU1RSQVRFR1lfTEFURU5DWRAFKrEBCghLZXlTdGF0ZRIZChVLRVlfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFLRVlfU1RBVEVfRU5BQkxFRBABEhYKEktFWV9TVEFURV9ESVNBQkxFRBACEiAKHEtFWV9TVEFURV9BVVRPX0RJU0FCTEVEX0FVVEgQAxIhCh1LRVlfU1RBVEVfQVVUT19ESVNBQkxFRF9RVU9UQRAEEhYKEktFWV9TVEFURV9EUkFJTklORxAFKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKpYFCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX1RZUEVfUE9PTF9DUkVBVEVEEAESGwoXRVZFTlRfVFlQRV9QT09MX1VQREFURUQQAhIbChdFVkVOVF9UWVBFX1BPT0xfREVMRVRFRBADEhgKFEVWRU5UX1RZUEVfS0VZX0FEREVEEAQSGgoWRVZFTlRfVFlQRV9LRVlfVVBEQVRFRBAFEhoKFkVWRU5UX1RZUEVfS0VZX1JFTU9WRUQQBhIaChZFVkVOVF9UWVBFX0tFWV9FTkFCTEVEEAcSGwoXRVZFTlRfVFlQRV9LRVlfRElTQUJMRUQQCBIgChxFVkVOVF9UWVBFX0tFWV9BVVRPX0RJU0FCTEVEEAkSHwobRVZFTlRfVFlQRV9DT09MRE9XTl9TVEFSVEVEEAoSHQoZRVZFTlRfVFlQRV9DT09MRE9XTl9FTkRFRBALEh0KGUVWRU5UX1RZUEVfQ0lSQ1VJVF9PUEVORUQQDBIiCh5FVkVOVF9UWVBFX0NJUkNVSVRfSEFMRl9PUEVORUQQDRIdChlFVkVOVF9UWVBFX0NJUkNVSVRfQ0xPU0VEEA4SHAoYRVZFTlRfVFlQRV9MRUFTRV9FWFBJUkVEEA8SHAoYRVZFTlRfVFlQRV9MRUFTRV9SRVZPS0VEEBASHQoZRVZFTlRfVFlQRV9QT09MX0VYSEFVU1RFRBAREhwKGEVWRU5UX1RZUEVfTEVBU0VfR1JBTlRFRBASEhoKFkVWRU5UX1RZUEVfTEVBU0VfRU5ERUQQExIVChFFVkVOVF9UWVBFX0xBR0dFRBAUEhsKF0VWRU5UX1RZUEVfQURNSU5fQ0hBTkdFEBUynAoKEFBvb2xBZG1pblNlcnZpY2USSwoKQ3JlYXRlUG9vbBIdLmtleW1lc2gudjEuQ3JlYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLkNyZWF0ZVBvb2xSZXNwb25zZRJCCgdHZXRQb29sEhoua2V5bWVzaC52MS5HZXRQb29sUmVxdWVzdBobLmtleW1lc2gudjEuR2V0UG9vbFJlc3BvbnNlEkgKCUxpc3RQb29scxIcLmtleW1lc2gudjEuTGlzdFBvb2xzUmVxdWVzdBodLmtleW1lc2gudjEuTGlzdFBvb2xzUmVzcG9uc2USSwoKVXBkYXRlUG9vbBIdLmtleW1lc2gudjEuVXBkYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLlVwZGF0ZVBvb2xSZXNwb25zZRJLCgpEZWxldGVQb29sEh0ua2V5bWVzaC52MS5EZWxldGVQb29sUmVxdWVzdBoeLmtleW1lc2gudjEuRGVsZXRlUG9vbFJlc3BvbnNlEj8KBkFkZEtleRIZLmtleW1lc2gudjEuQWRkS2V5UmVxdWVzdBoaLmtleW1lc2gudjEuQWRkS2V5UmVzcG9uc2USPwoGR2V0S2V5Ehkua2V5bWVzaC52MS5HZXRLZXlSZXF1ZXN0Ghoua2V5bWVzaC52MS5HZXRLZXlSZXNwb25zZRJFCghMaXN0S2V5cxIbLmtleW1lc2gudjEuTGlzdEtleXNSZXF1ZXN0Ghwua2V5bWVzaC52MS5MaXN0S2V5c1Jlc3BvbnNlEkgKCVVwZGF0ZUtleRIcLmtleW1lc2gudjEuVXBkYXRlS2V5UmVxdWVzdBodLmtleW1lc2gudjEuVXBkYXRlS2V5UmVzcG9uc2USSAoJUmVtb3ZlS2V5Ehwua2V5bWVzaC52MS5SZW1vdmVLZXlSZXF1ZXN0Gh0ua2V5bWVzaC52MS5SZW1vdmVLZXlSZXNwb25zZRJICglFbmFibGVLZXkSHC5rZXltZXNoLnYxLkVuYWJsZUtleVJlcXVlc3QaHS5rZXltZXNoLnYxLkVuYWJsZUtleVJlc3BvbnNlEksKCkRpc2FibGVLZXkSHS5rZXltZXNoLnYxLkRpc2FibGVLZXlSZXF1ZXN0Gh4ua2V5bWVzaC52MS5EaXNhYmxlS2V5UmVzcG9uc2USSwoKTGlzdExlYXNlcxIdLmtleW1lc2gudjEuTGlzdExlYXNlc1JlcXVlc3QaHi5rZXltZXNoLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJOCgtSZXZva2VMZWFzZRIeLmtleW1lc2gudjEuUmV2b2tlTGVhc2VSZXF1ZXN0Gh8ua2V5bWVzaC52MS5SZXZva2VMZWFzZVJlc3BvbnNlElEKDEdldFBvb2xTdGF0cxIfLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVxdWVzdBogLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USUAoLV2F0Y2hFdmVudHMSHi5rZXltZXNoLnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLmtleW1lc2gudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEl0KEExpc3RBdWRpdEVudHJpZXMSIy5rZXltZXNoLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GiQua2V5bWVzaC52MS5MaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2VCQFo+Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvY2xpZW50cy9nby9nZW4va2V5bWVzaC92MTtrZXltZXNodjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZrZXltZXNoL3YxL2FkbWluLnByb3RvEgprZXltZXNoLnYxIrMBChRDaXJjdWl0QnJlYWtlckNvbmZpZxIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoDRIwCg1vcGVuX2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1heF9vcGVuX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGhhbGZfb3Blbl9wcm9iZXMYBCABKA0ikgUKBFBvb2wSDAoEbmFtZRgBIAEoCRImCghzdHJhdGVneRgCIAEoDjIULmtleW1lc2gudjEuU3RyYXRlZ3kSKgoHbWluX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdtYXhfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2RlZmF1bHRfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjMKEGRlZmF1bHRfY29vbGRvd24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMbWF4X2Nvb2xkb3duGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKD2NpcmN1aXRfYnJlYWtlchgIIAEoCzIgLmtleW1lc2gudjEuQ2lyY3VpdEJyZWFrZXJDb25maWcSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJa2V5X2NvdW50GAogASgNEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoMcXVvdGFfZ3JvdXBzGA0gAygLMiEua2V5bWVzaC52MS5Qb29sLlF1b3RhR3JvdXBzRW50cnkSIAoYZGVmYXVsdF9lc3RpbWF0ZWRfdG9rZW5zGA4gASgDGkYKEFF1b3RhR3JvdXBzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIua2V5bWVzaC52MS5MaW1pdHM6AjgBIloKBkxpbWl0cxIbChNyZXF1ZXN0c19wZXJfbWludXRlGAEgASgDEhkKEXRva2Vuc19wZXJfbWludXRlGAIgASgDEhgKEHJlcXVlc3RzX3Blcl9kYXkYAyABKAMimwEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEhQKDGlucHV0X3Rva2VucxgCIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAMgASgEEhEKCXN1Y2Nlc3NlcxgEIAEoBBIUCgxyYXRlX2xpbWl0ZWQYBSABKAQSEAoIZmFpbHVyZXMYBiABKAQSEgoKdW5yZXBvcnRlZBgHIAEoBCK1AQoPQnVkZ2V0UmVtYWluaW5nEiAKE3JlcXVlc3RzX3Blcl9taW51dGUYASABKANIAIgBARIeChF0b2tlbnNfcGVyX21pbnV0ZRgCIAEoA0gBiAEBEh0KEHJlcXVlc3RzX3Blcl9kYXkYAyABKANIAogBAUIWChRfcmVxdWVzdHNfcGVyX21pbnV0ZUIUChJfdG9rZW5zX3Blcl9taW51dGVCEwoRX3JlcXVlc3RzX3Blcl9kYXkiqQEKD1F1b3RhR3JvdXBTdGF0cxIMCgRuYW1lGAEgASgJEiIKBmxpbWl0cxgCIAEoCzISLmtleW1lc2gudjEuTGltaXRzEi4KCXJlbWFpbmluZxgDIAEoCzIbLmtleW1lc2gudjEuQnVkZ2V0UmVtYWluaW5nEiYKBXVzYWdlGAQgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIMCgRrZXlzGAUgASgNIt4DCgNLZXkSCgoCaWQYASABKAkSDAoEcG9vbBgCIAEoCRINCgVsYWJlbBgDIAEoCRITCgtzZWNyZXRfaGludBgEIAEoCRIOCgZ3ZWlnaHQYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEhMKC3F1b3RhX2dyb3VwGAcgASgJEi8KCG1ldGFkYXRhGAggAygLMh0ua2V5bWVzaC52MS5LZXkuTWV0YWRhdGFFbnRyeRIjCgVzdGF0ZRgJIAEoDjIULmtleW1lc2gudjEuS2V5U3RhdGUSFAoMc3RhdGVfcmVhc29uGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGbGltaXRzGA0gASgLMhIua2V5bWVzaC52MS5MaW1pdHMSEAoIcHJpb3JpdHkYDiABKA0SJgoFdXNhZ2UYDyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLRAQoFTGVhc2USEAoIbGVhc2VfaWQYASABKAkSDAoEcG9vbBgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDgoGaG9sZGVyGAQgASgJEjAKDGFjcXVpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoDdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsQCCg5Qcm92aWRlckJ1ZGdldBIfChJyZXF1ZXN0c19yZW1haW5pbmcYASABKANIAIgBARIbCg5yZXF1ZXN0c19saW1pdBgCIAEoA0gBiAEBEjUKEXJlcXVlc3RzX3Jlc2V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChB0b2tlbnNfcmVtYWluaW5nGAQgASgDSAKIAQESGQoMdG9rZW5zX2xpbWl0GAUgASgDSAOIAQESMwoPdG9rZW5zX3Jlc2V0X2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIVChNfcmVxdWVzdHNfcmVtYWluaW5nQhEKD19yZXF1ZXN0c19saW1pdEITChFfdG9rZW5zX3JlbWFpbmluZ0IPCg1fdG9rZW5zX2xpbWl0ItYFCghLZXlTdGF0cxIOCgZrZXlfaWQYASABKAkSDQoFbGFiZWwYAiABKAkSIwoFc3RhdGUYAyABKA4yFC5rZXltZXNoLnYxLktleVN0YXRlEhAKCGVsaWdpYmxlGAQgASgIEhUKDWFjdGl2ZV9sZWFzZXMYBSABKA0SFwoPbWF4X2NvbmN1cnJlbmN5GAYgASgNEi4KC2VtYV9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHN1Y2Nlc3NfcmF0ZRgIIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgJIAEoDRIvCg1jaXJjdWl0X3N0YXRlGAogASgOMhgua2V5bWVzaC52MS5DaXJjdWl0U3RhdGUSNgoSY2lyY3VpdF9vcGVuX3VudGlsGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChJjb29sZG93bl9yZW1haW5pbmcYDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoGYnVkZ2V0GA0gASgLMhoua2V5bWVzaC52MS5Qcm92aWRlckJ1ZGdldBIUCgx0b3RhbF9sZWFzZXMYDiABKAQSFQoNcmVjZW50X2xlYXNlcxgPIAEoDRIUCgxpbnB1dF90b2tlbnMYECABKAQSFQoNb3V0cHV0X3Rva2VucxgRIAEoBBIQCghwcmlvcml0eRgSIAEoDRITCgtxdW90YV9ncm91cBgTIAEoCRIiCgZsaW1pdHMYFCABKAsyEi5rZXltZXNoLnYxLkxpbWl0cxIuCglyZW1haW5pbmcYFSABKAsyGy5rZXltZXNoLnYxLkJ1ZGdldFJlbWFpbmluZxIXCg9yZXNlcnZlZF90b2tlbnMYFiABKAMSJgoFdXNhZ2UYFyABKAsyFy5rZXltZXNoLnYxLlVzYWdlVG90YWxzIpkCCglQb29sU3RhdHMSDAoEcG9vbBgBIAEoCRISCgp0b3RhbF9rZXlzGAIgASgNEhUKDWVsaWdpYmxlX2tleXMYAyABKA0SFQoNYWN0aXZlX2xlYXNlcxgEIAEoDRIPCgd3YWl0ZXJzGAUgASgNEiIKBGtleXMYBiADKAsyFC5rZXltZXNoLnYxLktleVN0YXRzEiYKBXVzYWdlGAkgASgLMhcua2V5bWVzaC52MS5Vc2FnZVRvdGFscxIxCgxxdW90YV9ncm91cHMYCiADKAsyGy5rZXltZXNoLnYxLlF1b3RhR3JvdXBTdGF0cxIYChBzZXJ2aW5nX3ByaW9yaXR5GAsgASgNEhIKCmFmZmluaXRpZXMYDCABKA0i7wEKBUV2ZW50EiMKBHR5cGUYASABKA4yFS5rZXltZXNoLnYxLkV2ZW50VHlwZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRwb29sGAMgASgJEg4KBmtleV9pZBgEIAEoCRIQCghsZWFzZV9pZBgFIAEoCRIOCgZyZWFzb24YBiABKAkSKQoFdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKDGFkbWluX2NoYW5nZRgIIAEoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeSKDAgoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIOCgZhY3Rpb24YBCABKAkSDAoEcG9vbBgFIAEoCRIOCgZrZXlfaWQYBiABKAkSEAoIbGVhc2VfaWQYByABKAkSJwoGYmVmb3JlGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVhZnRlchgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHcmVwbGljYRgKIAEoCRIOCgZyZWFzb24YCyABKAkiMwoRQ3JlYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCI0ChJDcmVhdGVQb29sUmVzcG9uc2USHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbCIeCg5HZXRQb29sUmVxdWVzdBIMCgRuYW1lGAEgASgJIjEKD0dldFBvb2xSZXNwb25zZRIeCgRwb29sGAEgASgLMhAua2V5bWVzaC52MS5Qb29sIhIKEExpc3RQb29sc1JlcXVlc3QiNAoRTGlzdFBvb2xzUmVzcG9uc2USHwoFcG9vbHMYASADKAsyEC5rZXltZXNoLnYxLlBvb2wiZAoRVXBkYXRlUG9vbFJlcXVlc3QSHgoEcG9vbBgBIAEoCzIQLmtleW1lc2gudjEuUG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNAoSVXBkYXRlUG9vbFJlc3BvbnNlEh4KBHBvb2wYASABKAsyEC5rZXltZXNoLnYxLlBvb2wiMAoRRGVsZXRlUG9vbFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIUChJEZWxldGVQb29sUmVzcG9uc2UiSwoNQWRkS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEhwKA2tleRgCIAEoCzIPLmtleW1lc2gudjEuS2V5Eg4KBnNlY3JldBgDIAEoCSIuCg5BZGRLZXlSZXNwb25zZRIcCgNrZXkYASABKAsyDy5rZXltZXNoLnYxLktleSItCg1HZXRLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIi4KDkdldEtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IkYKD0xpc3RLZXlzUmVxdWVzdBIMCgRwb29sGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIkoKEExpc3RLZXlzUmVzcG9uc2USHQoEa2V5cxgBIAMoCzIPLmtleW1lc2gudjEuS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxChBVcGRhdGVLZXlSZXF1ZXN0EhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIOCgZzZWNyZXQYAyABKAkiMQoRVXBkYXRlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiPwoQUmVtb3ZlS2V5UmVxdWVzdBIMCgRwb29sGAEgASgJEg4KBmtleV9pZBgCIAEoCRINCgVkcmFpbhgDIAEoCCITChFSZW1vdmVLZXlSZXNwb25zZSIwChBFbmFibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJIjEKEUVuYWJsZUtleVJlc3BvbnNlEhwKA2tleRgBIAEoCzIPLmtleW1lc2gudjEuS2V5IlAKEURpc2FibGVLZXlSZXF1ZXN0EgwKBHBvb2wYASABKAkSDgoGa2V5X2lkGAIgASgJEg0KBWRyYWluGAMgASgIEg4KBnJlYXNvbhgEIAEoCSIyChJEaXNhYmxlS2V5UmVzcG9uc2USHAoDa2V5GAEgASgLMg8ua2V5bWVzaC52MS5LZXkiWAoRTGlzdExlYXNlc1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiUAoSTGlzdExlYXNlc1Jlc3BvbnNlEiEKBmxlYXNlcxgBIAMoCzIRLmtleW1lc2gudjEuTGVhc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjYKElJldm9rZUxlYXNlUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFQoTUmV2b2tlTGVhc2VSZXNwb25zZSIjChNHZXRQb29sU3RhdHNSZXF1ZXN0EgwKBHBvb2wYASABKAkiPAoUR2V0UG9vbFN0YXRzUmVzcG9uc2USJAoFc3RhdHMYASABKAsyFS5rZXltZXNoLnYxLlBvb2xTdGF0cyJAChJXYXRjaEV2ZW50c1JlcXVlc3QSDAoEcG9vbBgBIAEoCRIcChRpbmNsdWRlX2xlYXNlX2V2ZW50cxgCIAEoCCI3ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEua2V5bWVzaC52MS5FdmVudCJ5ChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIMCgRwb29sGAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJcChhMaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USJwoHZW50cmllcxgBIAMoCzIWLmtleW1lc2gudjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqnQEKCFN0cmF0ZWd5EhgKFFNUUkFURUdZX1VOU1BFQ0lGSUVEEAASGAoUU1RSQVRFR1lfUk9VTkRfUk9CSU4QARIXChNTVFJBVEVHWV9MRUFTVF9CVVNZEAISFQoRU1RSQVRFR1lfV0VJR0hURUQQAxIXChNTVFJBVEVHWV9MRUFTVF9VU0VEEAQSFAoQU1RSQVRFR1lfTEFURU5DWRAFKrEBCghLZXlTdGF0ZRIZChVLRVlfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFLRVlfU1RBVEVfRU5BQkxFRBABEhYKEktFWV9TVEFURV9ESVNBQkxFRBACEiAKHEtFWV9TVEFURV9BVVRPX0RJU0FCTEVEX0FVVEgQAxIhCh1LRVlfU1RBVEVfQVVUT19ESVNBQkxFRF9RVU9UQRAEEhYKEktFWV9TVEFURV9EUkFJTklORxAFKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKtIFCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX1RZUEVfUE9PTF9DUkVBVEVEEAESGwoXRVZFTlRfVFlQRV9QT09MX1VQREFURUQQAhIbChdFVkVOVF9UWVBFX1BPT0xfREVMRVRFRBADEhgKFEVWRU5UX1RZUEVfS0VZX0FEREVEEAQSGgoWRVZFTlRfVFlQRV9LRVlfVVBEQVRFRBAFEhoKFkVWRU5UX1RZUEVfS0VZX1JFTU9WRUQQBhIaChZFVkVOVF9UWVBFX0tFWV9FTkFCTEVEEAcSGwoXRVZFTlRfVFlQRV9LRVlfRElTQUJMRUQQCBIgChxFVkVOVF9UWVBFX0tFWV9BVVRPX0RJU0FCTEVEEAkSHwobRVZFTlRfVFlQRV9DT09MRE9XTl9TVEFSVEVEEAoSHQoZRVZFTlRfVFlQRV9DT09MRE9XTl9FTkRFRBALEh0KGUVWRU5UX1RZUEVfQ0lSQ1VJVF9PUEVORUQQDBIiCh5FVkVOVF9UWVBFX0NJUkNVSVRfSEFMRl9PUEVORUQQDRIdChlFVkVOVF9UWVBFX0NJUkNVSVRfQ0xPU0VEEA4SHAoYRVZFTlRfVFlQRV9MRUFTRV9FWFBJUkVEEA8SHAoYRVZFTlRfVFlQRV9MRUFTRV9SRVZPS0VEEBASHQoZRVZFTlRfVFlQRV9QT09MX0VYSEFVU1RFRBAREhwKGEVWRU5UX1RZUEVfTEVBU0VfR1JBTlRFRBASEhoKFkVWRU5UX1RZUEVfTEVBU0VfRU5ERUQQExIVChFFVkVOVF9UWVBFX0xBR0dFRBAUEhsKF0VWRU5UX1RZUEVfQURNSU5fQ0hBTkdFEBUSHAoYRVZFTlRfVFlQRV9USUVSX0ZBTExCQUNLEBkSHAoYRVZFTlRfVFlQRV9USUVSX1JFU1RPUkVEEBoynAoKEFBvb2xBZG1pblNlcnZpY2USSwoKQ3JlYXRlUG9vbBIdLmtleW1lc2gudjEuQ3JlYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLkNyZWF0ZVBvb2xSZXNwb25zZRJCCgdHZXRQb29sEhoua2V5bWVzaC52MS5HZXRQb29sUmVxdWVzdBobLmtleW1lc2gudjEuR2V0UG9vbFJlc3BvbnNlEkgKCUxpc3RQb29scxIcLmtleW1lc2gudjEuTGlzdFBvb2xzUmVxdWVzdBodLmtleW1lc2gudjEuTGlzdFBvb2xzUmVzcG9uc2USSwoKVXBkYXRlUG9vbBIdLmtleW1lc2gudjEuVXBkYXRlUG9vbFJlcXVlc3QaHi5rZXltZXNoLnYxLlVwZGF0ZVBvb2xSZXNwb25zZRJLCgpEZWxldGVQb29sEh0ua2V5bWVzaC52MS5EZWxldGVQb29sUmVxdWVzdBoeLmtleW1lc2gudjEuRGVsZXRlUG9vbFJlc3BvbnNlEj8KBkFkZEtleRIZLmtleW1lc2gudjEuQWRkS2V5UmVxdWVzdBoaLmtleW1lc2gudjEuQWRkS2V5UmVzcG9uc2USPwoGR2V0S2V5Ehkua2V5bWVzaC52MS5HZXRLZXlSZXF1ZXN0Ghoua2V5bWVzaC52MS5HZXRLZXlSZXNwb25zZRJFCghMaXN0S2V5cxIbLmtleW1lc2gudjEuTGlzdEtleXNSZXF1ZXN0Ghwua2V5bWVzaC52MS5MaXN0S2V5c1Jlc3BvbnNlEkgKCVVwZGF0ZUtleRIcLmtleW1lc2gudjEuVXBkYXRlS2V5UmVxdWVzdBodLmtleW1lc2gudjEuVXBkYXRlS2V5UmVzcG9uc2USSAoJUmVtb3ZlS2V5Ehwua2V5bWVzaC52MS5SZW1vdmVLZXlSZXF1ZXN0Gh0ua2V5bWVzaC52MS5SZW1vdmVLZXlSZXNwb25zZRJICglFbmFibGVLZXkSHC5rZXltZXNoLnYxLkVuYWJsZUtleVJlcXVlc3QaHS5rZXltZXNoLnYxLkVuYWJsZUtleVJlc3BvbnNlEksKCkRpc2FibGVLZXkSHS5rZXltZXNoLnYxLkRpc2FibGVLZXlSZXF1ZXN0Gh4ua2V5bWVzaC52MS5EaXNhYmxlS2V5UmVzcG9uc2USSwoKTGlzdExlYXNlcxIdLmtleW1lc2gudjEuTGlzdExlYXNlc1JlcXVlc3QaHi5rZXltZXNoLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJOCgtSZXZva2VMZWFzZRIeLmtleW1lc2gudjEuUmV2b2tlTGVhc2VSZXF1ZXN0Gh8ua2V5bWVzaC52MS5SZXZva2VMZWFzZVJlc3BvbnNlElEKDEdldFBvb2xTdGF0cxIfLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVxdWVzdBogLmtleW1lc2gudjEuR2V0UG9vbFN0YXRzUmVzcG9uc2USUAoLV2F0Y2hFdmVudHMSHi5rZXltZXNoLnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLmtleW1lc2gudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEl0KEExpc3RBdWRpdEVudHJpZXMSIy5rZXltZXNoLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GiQua2V5bWVzaC52MS5MaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2VCQFo+Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvY2xpZW50cy9nby9nZW4va2V5bWVzaC92MTtrZXltZXNodjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * CircuitBreakerConfig sets the per-key circuit breaker of a pool. Zero values mean the defaults.
@@ -145,6 +145,20 @@ export type Pool = Message<"keymesh.v1.Pool"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 12;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Declared budgets shared by the keys of each quota group (Key.quota_group), by group name.
+   *
+   * @generated from field: map<string, keymesh.v1.Limits> quota_groups = 13;
+   */
+  quotaGroups: { [key: string]: Limits };
+
+  /**
+   * Tokens an Acquire reserves when its estimated_tokens is 0 (0: none).
+   *
+   * @generated from field: int64 default_estimated_tokens = 14;
+   */
+  defaultEstimatedTokens: bigint;
 };
 
 /**
@@ -153,6 +167,189 @@ export type Pool = Message<"keymesh.v1.Pool"> & {
  */
 export const PoolSchema: GenMessage<Pool> = /*@__PURE__*/
   messageDesc(file_keymesh_v1_admin, 1);
+
+/**
+ * Limits are declared budgets, each a limit per window refilled continuously at limit/window (the way
+ * providers meter); Acquire lends a key only within every budget of the key and of its quota group.
+ *
+ * @generated from message keymesh.v1.Limits
+ */
+export type Limits = Message<"keymesh.v1.Limits"> & {
+  /**
+   * Requests per minute; 0 is none.
+   *
+   * @generated from field: int64 requests_per_minute = 1;
+   */
+  requestsPerMinute: bigint;
+
+  /**
+   * Tokens per minute, reserved at Acquire (estimated_tokens) and reconciled at Release (usage); 0 is none.
+   *
+   * @generated from field: int64 tokens_per_minute = 2;
+   */
+  tokensPerMinute: bigint;
+
+  /**
+   * Requests per day; 0 is none.
+   *
+   * @generated from field: int64 requests_per_day = 3;
+   */
+  requestsPerDay: bigint;
+};
+
+/**
+ * Describes the message keymesh.v1.Limits.
+ * Use `create(LimitsSchema)` to create a new message.
+ */
+export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 2);
+
+/**
+ * UsageTotals counts what a key, quota group or pool lent since it was created.
+ *
+ * @generated from message keymesh.v1.UsageTotals
+ */
+export type UsageTotals = Message<"keymesh.v1.UsageTotals"> & {
+  /**
+   * Leases granted.
+   *
+   * @generated from field: uint64 requests = 1;
+   */
+  requests: bigint;
+
+  /**
+   * Input tokens reported by Release.
+   *
+   * @generated from field: uint64 input_tokens = 2;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Output tokens reported by Release.
+   *
+   * @generated from field: uint64 output_tokens = 3;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Leases ended by Release.
+   *
+   * @generated from field: uint64 successes = 4;
+   */
+  successes: bigint;
+
+  /**
+   * Leases ended by MarkRateLimited (or MarkFailed with status 429).
+   *
+   * @generated from field: uint64 rate_limited = 5;
+   */
+  rateLimited: bigint;
+
+  /**
+   * Leases ended by MarkFailed.
+   *
+   * @generated from field: uint64 failures = 6;
+   */
+  failures: bigint;
+
+  /**
+   * Leases that expired or were revoked, with no outcome reported.
+   *
+   * @generated from field: uint64 unreported = 7;
+   */
+  unreported: bigint;
+};
+
+/**
+ * Describes the message keymesh.v1.UsageTotals.
+ * Use `create(UsageTotalsSchema)` to create a new message.
+ */
+export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 3);
+
+/**
+ * BudgetRemaining is what the declared budgets allow now; a budget with no limit declared is unset.
+ *
+ * @generated from message keymesh.v1.BudgetRemaining
+ */
+export type BudgetRemaining = Message<"keymesh.v1.BudgetRemaining"> & {
+  /**
+   * Requests left of requests_per_minute.
+   *
+   * @generated from field: optional int64 requests_per_minute = 1;
+   */
+  requestsPerMinute?: bigint | undefined;
+
+  /**
+   * Tokens left of tokens_per_minute.
+   *
+   * @generated from field: optional int64 tokens_per_minute = 2;
+   */
+  tokensPerMinute?: bigint | undefined;
+
+  /**
+   * Requests left of requests_per_day.
+   *
+   * @generated from field: optional int64 requests_per_day = 3;
+   */
+  requestsPerDay?: bigint | undefined;
+};
+
+/**
+ * Describes the message keymesh.v1.BudgetRemaining.
+ * Use `create(BudgetRemainingSchema)` to create a new message.
+ */
+export const BudgetRemainingSchema: GenMessage<BudgetRemaining> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 4);
+
+/**
+ * QuotaGroupStats is the live state of a quota group.
+ *
+ * @generated from message keymesh.v1.QuotaGroupStats
+ */
+export type QuotaGroupStats = Message<"keymesh.v1.QuotaGroupStats"> & {
+  /**
+   * The group name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its declared limits (all 0 when the pool declares none).
+   *
+   * @generated from field: keymesh.v1.Limits limits = 2;
+   */
+  limits?: Limits | undefined;
+
+  /**
+   * What its budgets allow now.
+   *
+   * @generated from field: keymesh.v1.BudgetRemaining remaining = 3;
+   */
+  remaining?: BudgetRemaining | undefined;
+
+  /**
+   * Its usage since it first appeared.
+   *
+   * @generated from field: keymesh.v1.UsageTotals usage = 4;
+   */
+  usage?: UsageTotals | undefined;
+
+  /**
+   * Keys of the pool in the group.
+   *
+   * @generated from field: uint32 keys = 5;
+   */
+  keys: number;
+};
+
+/**
+ * Describes the message keymesh.v1.QuotaGroupStats.
+ * Use `create(QuotaGroupStatsSchema)` to create a new message.
+ */
+export const QuotaGroupStatsSchema: GenMessage<QuotaGroupStats> = /*@__PURE__*/
+  messageDesc(file_keymesh_v1_admin, 5);
 
 /**
  * Key is one API key of a pool. The secret itself is never returned here.
@@ -203,7 +400,7 @@ export type Key = Message<"keymesh.v1.Key"> & {
   maxConcurrency: number;
 
   /**
-   * Keys sharing a quota group cool down together on a rate limit.
+   * Keys sharing a quota group cool down together on a rate limit and share its budgets (Pool.quota_groups).
    *
    * @generated from field: string quota_group = 7;
    */
@@ -243,6 +440,27 @@ export type Key = Message<"keymesh.v1.Key"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 12;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The key's own declared budgets.
+   *
+   * @generated from field: keymesh.v1.Limits limits = 13;
+   */
+  limits?: Limits | undefined;
+
+  /**
+   * Tier: 0 is the first; keys of a later tier are lent only while every key of an earlier tier is ineligible.
+   *
+   * @generated from field: uint32 priority = 14;
+   */
+  priority: number;
+
+  /**
+   * Output only: what the key lent since it was added.
+   *
+   * @generated from field: keymesh.v1.UsageTotals usage = 15;
+   */
+  usage?: UsageTotals | undefined;
 };
 
 /**
@@ -250,7 +468,7 @@ export type Key = Message<"keymesh.v1.Key"> & {
  * Use `create(KeySchema)` to create a new message.
  */
 export const KeySchema: GenMessage<Key> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 2);
+  messageDesc(file_keymesh_v1_admin, 6);
 
 /**
  * Lease is a live lease as operators see it (no secret).
@@ -313,7 +531,7 @@ export type Lease = Message<"keymesh.v1.Lease"> & {
  * Use `create(LeaseSchema)` to create a new message.
  */
 export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 3);
+  messageDesc(file_keymesh_v1_admin, 7);
 
 /**
  * ProviderBudget is the key's provider budget as KeyMesh estimates it: the provider's last report,
@@ -370,7 +588,7 @@ export type ProviderBudget = Message<"keymesh.v1.ProviderBudget"> & {
  * Use `create(ProviderBudgetSchema)` to create a new message.
  */
 export const ProviderBudgetSchema: GenMessage<ProviderBudget> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 4);
+  messageDesc(file_keymesh_v1_admin, 8);
 
 /**
  * KeyStats is the live state of one key.
@@ -496,6 +714,48 @@ export type KeyStats = Message<"keymesh.v1.KeyStats"> & {
    * @generated from field: uint64 output_tokens = 17;
    */
   outputTokens: bigint;
+
+  /**
+   * The key's tier.
+   *
+   * @generated from field: uint32 priority = 18;
+   */
+  priority: number;
+
+  /**
+   * The key's quota group ("" for none).
+   *
+   * @generated from field: string quota_group = 19;
+   */
+  quotaGroup: string;
+
+  /**
+   * The key's declared limits.
+   *
+   * @generated from field: keymesh.v1.Limits limits = 20;
+   */
+  limits?: Limits | undefined;
+
+  /**
+   * What the key's declared budgets allow now.
+   *
+   * @generated from field: keymesh.v1.BudgetRemaining remaining = 21;
+   */
+  remaining?: BudgetRemaining | undefined;
+
+  /**
+   * Tokens reserved by the key's live leases.
+   *
+   * @generated from field: int64 reserved_tokens = 22;
+   */
+  reservedTokens: bigint;
+
+  /**
+   * Requests, tokens and outcomes since the key was added.
+   *
+   * @generated from field: keymesh.v1.UsageTotals usage = 23;
+   */
+  usage?: UsageTotals | undefined;
 };
 
 /**
@@ -503,7 +763,7 @@ export type KeyStats = Message<"keymesh.v1.KeyStats"> & {
  * Use `create(KeyStatsSchema)` to create a new message.
  */
 export const KeyStatsSchema: GenMessage<KeyStats> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 5);
+  messageDesc(file_keymesh_v1_admin, 9);
 
 /**
  * PoolStats is the live state of a pool.
@@ -552,6 +812,34 @@ export type PoolStats = Message<"keymesh.v1.PoolStats"> & {
    * @generated from field: repeated keymesh.v1.KeyStats keys = 6;
    */
   keys: KeyStats[];
+
+  /**
+   * Requests, tokens and outcomes since the pool was created.
+   *
+   * @generated from field: keymesh.v1.UsageTotals usage = 9;
+   */
+  usage?: UsageTotals | undefined;
+
+  /**
+   * Per quota group state.
+   *
+   * @generated from field: repeated keymesh.v1.QuotaGroupStats quota_groups = 10;
+   */
+  quotaGroups: QuotaGroupStats[];
+
+  /**
+   * The priority of the first tier with an eligible key (the last tier's when none has one).
+   *
+   * @generated from field: uint32 serving_priority = 11;
+   */
+  servingPriority: number;
+
+  /**
+   * Affinities remembered (at most 10,000 per pool, least recently used dropped first).
+   *
+   * @generated from field: uint32 affinities = 12;
+   */
+  affinities: number;
 };
 
 /**
@@ -559,7 +847,7 @@ export type PoolStats = Message<"keymesh.v1.PoolStats"> & {
  * Use `create(PoolStatsSchema)` to create a new message.
  */
 export const PoolStatsSchema: GenMessage<PoolStats> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 6);
+  messageDesc(file_keymesh_v1_admin, 10);
 
 /**
  * Event is one thing that happened.
@@ -629,7 +917,7 @@ export type Event = Message<"keymesh.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 7);
+  messageDesc(file_keymesh_v1_admin, 11);
 
 /**
  * AuditEntry is one admin change as the audit trail records it: who made it, what it changed, how the
@@ -723,7 +1011,7 @@ export type AuditEntry = Message<"keymesh.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 8);
+  messageDesc(file_keymesh_v1_admin, 12);
 
 /**
  * CreatePoolRequest creates a pool.
@@ -744,7 +1032,7 @@ export type CreatePoolRequest = Message<"keymesh.v1.CreatePoolRequest"> & {
  * Use `create(CreatePoolRequestSchema)` to create a new message.
  */
 export const CreatePoolRequestSchema: GenMessage<CreatePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 9);
+  messageDesc(file_keymesh_v1_admin, 13);
 
 /**
  * CreatePoolResponse is the created pool with defaults filled in.
@@ -765,7 +1053,7 @@ export type CreatePoolResponse = Message<"keymesh.v1.CreatePoolResponse"> & {
  * Use `create(CreatePoolResponseSchema)` to create a new message.
  */
 export const CreatePoolResponseSchema: GenMessage<CreatePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 10);
+  messageDesc(file_keymesh_v1_admin, 14);
 
 /**
  * GetPoolRequest names a pool.
@@ -786,7 +1074,7 @@ export type GetPoolRequest = Message<"keymesh.v1.GetPoolRequest"> & {
  * Use `create(GetPoolRequestSchema)` to create a new message.
  */
 export const GetPoolRequestSchema: GenMessage<GetPoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 11);
+  messageDesc(file_keymesh_v1_admin, 15);
 
 /**
  * GetPoolResponse is the pool.
@@ -807,7 +1095,7 @@ export type GetPoolResponse = Message<"keymesh.v1.GetPoolResponse"> & {
  * Use `create(GetPoolResponseSchema)` to create a new message.
  */
 export const GetPoolResponseSchema: GenMessage<GetPoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 12);
+  messageDesc(file_keymesh_v1_admin, 16);
 
 /**
  * ListPoolsRequest lists every pool.
@@ -822,7 +1110,7 @@ export type ListPoolsRequest = Message<"keymesh.v1.ListPoolsRequest"> & {
  * Use `create(ListPoolsRequestSchema)` to create a new message.
  */
 export const ListPoolsRequestSchema: GenMessage<ListPoolsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 13);
+  messageDesc(file_keymesh_v1_admin, 17);
 
 /**
  * ListPoolsResponse is every pool, in the order they were created.
@@ -843,7 +1131,7 @@ export type ListPoolsResponse = Message<"keymesh.v1.ListPoolsResponse"> & {
  * Use `create(ListPoolsResponseSchema)` to create a new message.
  */
 export const ListPoolsResponseSchema: GenMessage<ListPoolsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 14);
+  messageDesc(file_keymesh_v1_admin, 18);
 
 /**
  * UpdatePoolRequest changes a pool.
@@ -859,7 +1147,8 @@ export type UpdatePoolRequest = Message<"keymesh.v1.UpdatePoolRequest"> & {
   pool?: Pool | undefined;
 
   /**
-   * Fields to change, e.g. "strategy", "max_ttl", "circuit_breaker.failure_threshold"; empty: every settable field.
+   * Fields to change, e.g. "strategy", "max_ttl", "circuit_breaker.failure_threshold", "quota_groups",
+   * "default_estimated_tokens"; empty: every settable field.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -871,7 +1160,7 @@ export type UpdatePoolRequest = Message<"keymesh.v1.UpdatePoolRequest"> & {
  * Use `create(UpdatePoolRequestSchema)` to create a new message.
  */
 export const UpdatePoolRequestSchema: GenMessage<UpdatePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 15);
+  messageDesc(file_keymesh_v1_admin, 19);
 
 /**
  * UpdatePoolResponse is the updated pool.
@@ -892,7 +1181,7 @@ export type UpdatePoolResponse = Message<"keymesh.v1.UpdatePoolResponse"> & {
  * Use `create(UpdatePoolResponseSchema)` to create a new message.
  */
 export const UpdatePoolResponseSchema: GenMessage<UpdatePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 16);
+  messageDesc(file_keymesh_v1_admin, 20);
 
 /**
  * DeletePoolRequest deletes a pool.
@@ -920,7 +1209,7 @@ export type DeletePoolRequest = Message<"keymesh.v1.DeletePoolRequest"> & {
  * Use `create(DeletePoolRequestSchema)` to create a new message.
  */
 export const DeletePoolRequestSchema: GenMessage<DeletePoolRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 17);
+  messageDesc(file_keymesh_v1_admin, 21);
 
 /**
  * DeletePoolResponse is empty.
@@ -935,7 +1224,7 @@ export type DeletePoolResponse = Message<"keymesh.v1.DeletePoolResponse"> & {
  * Use `create(DeletePoolResponseSchema)` to create a new message.
  */
 export const DeletePoolResponseSchema: GenMessage<DeletePoolResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 18);
+  messageDesc(file_keymesh_v1_admin, 22);
 
 /**
  * AddKeyRequest adds a key to a pool.
@@ -970,7 +1259,7 @@ export type AddKeyRequest = Message<"keymesh.v1.AddKeyRequest"> & {
  * Use `create(AddKeyRequestSchema)` to create a new message.
  */
 export const AddKeyRequestSchema: GenMessage<AddKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 19);
+  messageDesc(file_keymesh_v1_admin, 23);
 
 /**
  * AddKeyResponse is the added key.
@@ -991,7 +1280,7 @@ export type AddKeyResponse = Message<"keymesh.v1.AddKeyResponse"> & {
  * Use `create(AddKeyResponseSchema)` to create a new message.
  */
 export const AddKeyResponseSchema: GenMessage<AddKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 20);
+  messageDesc(file_keymesh_v1_admin, 24);
 
 /**
  * GetKeyRequest names a key.
@@ -1019,7 +1308,7 @@ export type GetKeyRequest = Message<"keymesh.v1.GetKeyRequest"> & {
  * Use `create(GetKeyRequestSchema)` to create a new message.
  */
 export const GetKeyRequestSchema: GenMessage<GetKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 21);
+  messageDesc(file_keymesh_v1_admin, 25);
 
 /**
  * GetKeyResponse is the key.
@@ -1040,7 +1329,7 @@ export type GetKeyResponse = Message<"keymesh.v1.GetKeyResponse"> & {
  * Use `create(GetKeyResponseSchema)` to create a new message.
  */
 export const GetKeyResponseSchema: GenMessage<GetKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 22);
+  messageDesc(file_keymesh_v1_admin, 26);
 
 /**
  * ListKeysRequest lists the keys of a pool, a page at a time.
@@ -1075,7 +1364,7 @@ export type ListKeysRequest = Message<"keymesh.v1.ListKeysRequest"> & {
  * Use `create(ListKeysRequestSchema)` to create a new message.
  */
 export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 23);
+  messageDesc(file_keymesh_v1_admin, 27);
 
 /**
  * ListKeysResponse is a page of the keys of a pool, by id.
@@ -1103,7 +1392,7 @@ export type ListKeysResponse = Message<"keymesh.v1.ListKeysResponse"> & {
  * Use `create(ListKeysResponseSchema)` to create a new message.
  */
 export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 24);
+  messageDesc(file_keymesh_v1_admin, 28);
 
 /**
  * UpdateKeyRequest changes a key.
@@ -1119,7 +1408,8 @@ export type UpdateKeyRequest = Message<"keymesh.v1.UpdateKeyRequest"> & {
   key?: Key | undefined;
 
   /**
-   * Fields to change: label, weight, max_concurrency, quota_group, metadata, secret; empty: every settable field but secret.
+   * Fields to change: label, weight, max_concurrency, quota_group, limits (or limits.requests_per_minute, ...), priority,
+   * metadata, secret; empty: every settable field but secret.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -1138,7 +1428,7 @@ export type UpdateKeyRequest = Message<"keymesh.v1.UpdateKeyRequest"> & {
  * Use `create(UpdateKeyRequestSchema)` to create a new message.
  */
 export const UpdateKeyRequestSchema: GenMessage<UpdateKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 25);
+  messageDesc(file_keymesh_v1_admin, 29);
 
 /**
  * UpdateKeyResponse is the updated key.
@@ -1159,7 +1449,7 @@ export type UpdateKeyResponse = Message<"keymesh.v1.UpdateKeyResponse"> & {
  * Use `create(UpdateKeyResponseSchema)` to create a new message.
  */
 export const UpdateKeyResponseSchema: GenMessage<UpdateKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 26);
+  messageDesc(file_keymesh_v1_admin, 30);
 
 /**
  * RemoveKeyRequest removes a key.
@@ -1194,7 +1484,7 @@ export type RemoveKeyRequest = Message<"keymesh.v1.RemoveKeyRequest"> & {
  * Use `create(RemoveKeyRequestSchema)` to create a new message.
  */
 export const RemoveKeyRequestSchema: GenMessage<RemoveKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 27);
+  messageDesc(file_keymesh_v1_admin, 31);
 
 /**
  * RemoveKeyResponse is empty.
@@ -1209,7 +1499,7 @@ export type RemoveKeyResponse = Message<"keymesh.v1.RemoveKeyResponse"> & {
  * Use `create(RemoveKeyResponseSchema)` to create a new message.
  */
 export const RemoveKeyResponseSchema: GenMessage<RemoveKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 28);
+  messageDesc(file_keymesh_v1_admin, 32);
 
 /**
  * EnableKeyRequest enables a key.
@@ -1237,7 +1527,7 @@ export type EnableKeyRequest = Message<"keymesh.v1.EnableKeyRequest"> & {
  * Use `create(EnableKeyRequestSchema)` to create a new message.
  */
 export const EnableKeyRequestSchema: GenMessage<EnableKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 29);
+  messageDesc(file_keymesh_v1_admin, 33);
 
 /**
  * EnableKeyResponse is the key.
@@ -1258,7 +1548,7 @@ export type EnableKeyResponse = Message<"keymesh.v1.EnableKeyResponse"> & {
  * Use `create(EnableKeyResponseSchema)` to create a new message.
  */
 export const EnableKeyResponseSchema: GenMessage<EnableKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 30);
+  messageDesc(file_keymesh_v1_admin, 34);
 
 /**
  * DisableKeyRequest disables a key.
@@ -1300,7 +1590,7 @@ export type DisableKeyRequest = Message<"keymesh.v1.DisableKeyRequest"> & {
  * Use `create(DisableKeyRequestSchema)` to create a new message.
  */
 export const DisableKeyRequestSchema: GenMessage<DisableKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 31);
+  messageDesc(file_keymesh_v1_admin, 35);
 
 /**
  * DisableKeyResponse is the key.
@@ -1321,7 +1611,7 @@ export type DisableKeyResponse = Message<"keymesh.v1.DisableKeyResponse"> & {
  * Use `create(DisableKeyResponseSchema)` to create a new message.
  */
 export const DisableKeyResponseSchema: GenMessage<DisableKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 32);
+  messageDesc(file_keymesh_v1_admin, 36);
 
 /**
  * ListLeasesRequest lists live leases, a page at a time.
@@ -1363,7 +1653,7 @@ export type ListLeasesRequest = Message<"keymesh.v1.ListLeasesRequest"> & {
  * Use `create(ListLeasesRequestSchema)` to create a new message.
  */
 export const ListLeasesRequestSchema: GenMessage<ListLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 33);
+  messageDesc(file_keymesh_v1_admin, 37);
 
 /**
  * ListLeasesResponse is a page of the live leases.
@@ -1391,7 +1681,7 @@ export type ListLeasesResponse = Message<"keymesh.v1.ListLeasesResponse"> & {
  * Use `create(ListLeasesResponseSchema)` to create a new message.
  */
 export const ListLeasesResponseSchema: GenMessage<ListLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 34);
+  messageDesc(file_keymesh_v1_admin, 38);
 
 /**
  * RevokeLeaseRequest revokes a lease.
@@ -1419,7 +1709,7 @@ export type RevokeLeaseRequest = Message<"keymesh.v1.RevokeLeaseRequest"> & {
  * Use `create(RevokeLeaseRequestSchema)` to create a new message.
  */
 export const RevokeLeaseRequestSchema: GenMessage<RevokeLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 35);
+  messageDesc(file_keymesh_v1_admin, 39);
 
 /**
  * RevokeLeaseResponse is empty.
@@ -1434,7 +1724,7 @@ export type RevokeLeaseResponse = Message<"keymesh.v1.RevokeLeaseResponse"> & {
  * Use `create(RevokeLeaseResponseSchema)` to create a new message.
  */
 export const RevokeLeaseResponseSchema: GenMessage<RevokeLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 36);
+  messageDesc(file_keymesh_v1_admin, 40);
 
 /**
  * GetPoolStatsRequest names a pool.
@@ -1455,7 +1745,7 @@ export type GetPoolStatsRequest = Message<"keymesh.v1.GetPoolStatsRequest"> & {
  * Use `create(GetPoolStatsRequestSchema)` to create a new message.
  */
 export const GetPoolStatsRequestSchema: GenMessage<GetPoolStatsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 37);
+  messageDesc(file_keymesh_v1_admin, 41);
 
 /**
  * GetPoolStatsResponse is the pool's live state.
@@ -1476,7 +1766,7 @@ export type GetPoolStatsResponse = Message<"keymesh.v1.GetPoolStatsResponse"> & 
  * Use `create(GetPoolStatsResponseSchema)` to create a new message.
  */
 export const GetPoolStatsResponseSchema: GenMessage<GetPoolStatsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 38);
+  messageDesc(file_keymesh_v1_admin, 42);
 
 /**
  * WatchEventsRequest subscribes to events.
@@ -1504,7 +1794,7 @@ export type WatchEventsRequest = Message<"keymesh.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 39);
+  messageDesc(file_keymesh_v1_admin, 43);
 
 /**
  * WatchEventsResponse carries one event.
@@ -1525,7 +1815,7 @@ export type WatchEventsResponse = Message<"keymesh.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 40);
+  messageDesc(file_keymesh_v1_admin, 44);
 
 /**
  * ListAuditEntriesRequest reads the audit trail, newest first, a page at a time.
@@ -1567,7 +1857,7 @@ export type ListAuditEntriesRequest = Message<"keymesh.v1.ListAuditEntriesReques
  * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
  */
 export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 41);
+  messageDesc(file_keymesh_v1_admin, 45);
 
 /**
  * ListAuditEntriesResponse is a page of the audit trail.
@@ -1595,7 +1885,7 @@ export type ListAuditEntriesResponse = Message<"keymesh.v1.ListAuditEntriesRespo
  * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
  */
 export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_v1_admin, 42);
+  messageDesc(file_keymesh_v1_admin, 46);
 
 /**
  * Strategy is how a pool chooses among its eligible keys.
@@ -1907,6 +2197,20 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_ADMIN_CHANGE = 21;
    */
   ADMIN_CHANGE = 21,
+
+  /**
+   * The pool lent a key of a later tier: every key of its first tier was ineligible (key_id: the key lent).
+   *
+   * @generated from enum value: EVENT_TYPE_TIER_FALLBACK = 25;
+   */
+  TIER_FALLBACK = 25,
+
+  /**
+   * The pool's first tier lent alone again for over a second after a fallback.
+   *
+   * @generated from enum value: EVENT_TYPE_TIER_RESTORED = 26;
+   */
+  TIER_RESTORED = 26,
 }
 
 /**

@@ -25,13 +25,21 @@ import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { PostgresGrantJournal } from "../store/journal.js";
 import { migrate } from "../store/migrate.js";
-import { beginEpoch, loadState } from "../store/restore.js";
+import { beginEpoch } from "../store/restore.js";
 import { loadSecretBox } from "../store/secrets.js";
 import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
+import { Router } from "../rpc/routing.js";
+import { Replicas } from "../service/replicas.js";
+import type { Fence } from "../store/fence.js";
+import { PostgresOwnershipStore } from "../store/ownership.js";
+import { randomUUID } from "node:crypto";
 import { loadStaticSite } from "../transport/static-site.js";
 import type { ServerConfig } from "./config.js";
+
+/** The embedded database's process owns its pools for good: its claims last a century. */
+const SOLE_OWNERSHIP_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -80,10 +88,7 @@ async function startOnDatabase(
   await migrate(db.sql, { log });
   const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
   const availability = new Availability(db.sql, log);
-  const config = new PostgresConfigStore(db.sql, box, availability, systemClock);
-  await config.verifyMasterKey();
   const epoch = await beginEpoch(db.sql, availability, systemClock.now());
-  const loaded = await loadState(db.sql, box, availability);
 
   const metrics = createMetrics();
   const events = new EventHub();
@@ -97,14 +102,35 @@ async function startOnDatabase(
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
   };
-  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent });
-  const journal = new PostgresGrantJournal(db.sql, availability, log, { epoch, isLive: (leaseId) => engine.isLive(leaseId) });
+  // Which pools this process serves. The engine asks it before acting on a deadline, the store fences every write with it.
+  // The embedded database is one process by construction (its data directory is locked): it owns every pool for good.
+  const serves = (pool: string) => replicas.serves(pool);
+  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, serves });
+  const fence: Fence = {
+    get owner() {
+      return replicas.owner;
+    },
+    termOf: (pool) => replicas.termOf(pool),
+    held: () => replicas.held(),
+    lost: (pools) => {
+      metrics.countFenceRejection();
+      replicas.lost(pools);
+    },
+  };
+  const replicaId = randomUUID();
+  const ownershipTtlMs = db.embedded ? SOLE_OWNERSHIP_TTL_MS : cfg.ownershipTtlMs;
+  const config = new PostgresConfigStore(db.sql, box, availability, systemClock, fence, ownershipTtlMs);
+  await config.verifyMasterKey();
+  const journal = new PostgresGrantJournal(db.sql, availability, log, {
+    epoch,
+    isLive: (leaseId) => engine.isLive(leaseId),
+    fence,
+    lendFromMemory: db.embedded,
+  });
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
-  const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
+  const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, fence, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
-  const admin = new Admin(engine, config, Date.now);
-  engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
-  log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
+  const admin = new Admin(engine, config, { now: () => replicas.now(), created: (p, t, at) => replicas.created(p, t, at), deleted: (p) => replicas.deleted(p) }, Date.now);
 
   const configApi: BootstrapApi = {
     createPool: (p) => admin.createPool(p),
@@ -116,7 +142,6 @@ async function startOnDatabase(
     removeKey: (pool, id) => admin.removeKey(pool, id, false),
   };
   const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
-  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
 
   const tokens = new LeaseTokens(leaseSecret);
   const leasePool = (leaseId: string) => {
@@ -128,9 +153,10 @@ async function startOnDatabase(
   };
   const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
+  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p) }, leasePool, onForward: (m) => metrics.countForwarded(m) });
   const services = [
-    serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
-    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now })),
+    serviceEntry(KeyPoolService, router.wrap(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets })), poolWireCodecs),
+    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now }))),
   ];
 
   const snapshotter = new Snapshotter({
@@ -140,6 +166,21 @@ async function startOnDatabase(
     log,
     onSnapshot: (durationMs: number, at: number) => metrics.observeSnapshot(durationMs, at),
     onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
+  });
+  const replicas: Replicas = new Replicas({
+    id: replicaId,
+    store: new PostgresOwnershipStore(db.sql, box, availability),
+    engine,
+    flush: () => snapshotter.flush(),
+    loaded: () => snapshots.reconcileNext(),
+    log,
+    sole: db.embedded,
+    ttlMs: ownershipTtlMs,
+    renewEveryMs: Math.max(100, Math.floor(ownershipTtlMs / 5)),
+    onChange: (pool, change, term) => {
+      metrics.countOwnershipChange(change);
+      if (change !== "resumed" && change !== "claimed") log.info({ pool, term, change }, `pool ${change.replace("_", " ")}`);
+    },
   });
   metrics.setSource({
     pools: () => engine.listPools().map((p) => p.name),
@@ -172,6 +213,14 @@ async function startOnDatabase(
   });
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
+  try {
+    await replicas.start(cfg.advertiseAddress ?? `${cfg.host}:${ports.grpcPort}`);
+  } catch (e) {
+    await listeners.shutdown(0);
+    throw e;
+  }
+  log.info({ epoch, replica: replicaId, address: replicas.address, pools: engine.listPools().length }, "state loaded");
+  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
   snapshotter.start();
   availability.onAvailability((up) => listeners.setDatabaseReachable(up));
   listeners.setServing(true);
@@ -195,6 +244,7 @@ async function startOnDatabase(
         engine.close();
         const closing = (async () => {
           await journal.close();
+          await replicas.stop();
           availability.close();
           await db.close();
         })().catch((err: unknown) => log.warn({ err: (err as Error).message }, "database close failed"));

@@ -15,6 +15,10 @@ export interface ServerConfig {
   logLevel: string;
   /** KEYMESH_CONFIG: declarative pools, keys and tokens applied at start. */
   configFile?: string;
+  /** KEYMESH_ADVERTISE_ADDR: host:port other replicas forward to; unset: the gRPC listener's host and bound port. */
+  advertiseAddress?: string;
+  /** KEYMESH_OWNERSHIP_TTL: how long a replica's claim of a pool lasts without renewal (renewed every fifth of it). */
+  ownershipTtlMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -48,6 +52,14 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): nu
   return n;
 }
 
+function address(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  const m = /^(.+):(\d+)$/.exec(raw);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigVariableError(name, `"${raw}" is not host:port`);
+  return raw;
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   return {
     host: env.KEYMESH_HOST?.trim() || "127.0.0.1",
@@ -59,5 +71,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     maxMessageBytes: positiveInt(env, "KEYMESH_MAX_MESSAGE_BYTES", 1024 * 1024),
     logLevel: env.KEYMESH_LOG_LEVEL?.trim() || "info",
     configFile: env.KEYMESH_CONFIG?.trim() || undefined,
+    advertiseAddress: address(env, "KEYMESH_ADVERTISE_ADDR"),
+    ownershipTtlMs: duration(env, "KEYMESH_OWNERSHIP_TTL", 5000),
   };
 }

@@ -49,6 +49,11 @@ export interface EngineOptions {
   random?: () => number;
   /** Called synchronously for every event; exceptions are swallowed. */
   onEvent?: (e: DomainEvent) => void;
+  /**
+   * Whether this process may act on the pool's deadlines now (with several replicas: it holds the pool under
+   * a term it still trusts). A deadline of a pool it does not serve waits for resumePool; default always.
+   */
+  serves?: (pool: string) => boolean;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
   /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
@@ -83,6 +88,7 @@ export class PoolEngine {
   private readonly tokens: LeaseTokens;
   private readonly epoch: number;
   private readonly random: () => number;
+  private readonly serves: (pool: string) => boolean;
   private readonly events: EventSink;
   private readonly timers: Scheduler<TimerItem>;
   private readonly health: Health;
@@ -99,6 +105,7 @@ export class PoolEngine {
     this.tokens = new LeaseTokens(opts.leaseSecret);
     this.epoch = opts.epoch;
     this.random = opts.random ?? Math.random;
+    this.serves = opts.serves ?? (() => true);
     this.events = new EventSink(opts.onEvent);
     this.timers = new Scheduler<TimerItem>(opts.clock, (item, now) => this.fire(item, now));
     this.health = new Health(this.timers, this.events);
@@ -449,6 +456,55 @@ export class PoolEngine {
     }
   }
 
+  /** Whether the pool is in memory (with several replicas: this one holds it). */
+  hasPool(name: string): boolean {
+    return this.pools.has(name);
+  }
+
+  /**
+   * This process stops serving the pool for now (it cannot renew its term): its waiters are answered
+   * pool_not_served, and its deadlines wait (serves() says false) until resumePool or unloadPool.
+   */
+  suspendPool(name: string, retryAfterMs: number): void {
+    const pool = this.pools.get(name);
+    if (pool) this.rejectWaiters(pool, retryAfterMs);
+  }
+
+  /** Serves the pool again (its term renewed): deadlines that came meanwhile fire now. */
+  resumePool(name: string): void {
+    const pool = this.pools.get(name);
+    if (!pool) return;
+    const now = this.clock.now();
+    const parked = pool.parked;
+    pool.parked = [];
+    for (const item of parked) {
+      if (item.heapPos >= 0) continue;
+      if (item.kind === "waiter") continue;
+      if (item.kind === "lease" ? this.live.get(item.id) !== item : pool.keys.get(item.key.cfg.id) !== item.key) continue;
+      this.timers.schedule(item, item.at, now);
+    }
+  }
+
+  /**
+   * Drops the pool from memory without ending, expiring or revoking anything and without a trace in the next
+   * snapshot: another replica owns it now and holds its state. Waiters are answered pool_not_served.
+   */
+  unloadPool(name: string, retryAfterMs: number): void {
+    const pool = this.pools.get(name);
+    if (!pool) return;
+    this.rejectWaiters(pool, retryAfterMs);
+    for (const k of pool.keyList) {
+      for (const lease of k.leases) {
+        this.live.delete(lease.id);
+        this.timers.cancel(lease);
+      }
+      this.health.cancelTimers(k);
+    }
+    pool.parked = [];
+    this.changes.forgetPool(name);
+    this.pools.delete(name);
+  }
+
   /** Whether the lease is live (granted and not yet ended) in this engine. */
   isLive(leaseId: string): boolean {
     return this.live.has(leaseId);
@@ -577,7 +633,8 @@ export class PoolEngine {
     if (lease) return lease;
     const c = this.tokens.verify(id);
     if (!c) throw goneError("unknown");
-    if (c.epoch > this.epoch || (c.epoch === this.epoch && c.seq > this.seq)) throw goneError("unknown");
+    // Another epoch is another start or another replica: one this engine never heard of granted nothing in its pools.
+    if (c.epoch === this.epoch ? c.seq > this.seq : !(c.epoch in this.grantHighWater)) throw goneError("unknown");
     const ended = this.ended.recall(id, c, this.seq, late && (() => this.reportLate(c.pool, c.keyId, late, now)));
     if (ended) throw goneError(ended);
     const endedBy: LeaseGoneReason = c.issuedAt + c.ttlMs <= now ? "expired" : "released";
@@ -634,6 +691,13 @@ export class PoolEngine {
     }
   }
 
+  private rejectWaiters(pool: PoolEntry, retryAfterMs: number): void {
+    for (let w = pool.waitHead; w; w = pool.waitHead) {
+      this.dropWaiter(w);
+      w.reject(new DomainError("pool_not_served", `pool "${pool.cfg.name}" is not served by this replica now: retry`, { retryAfterMs }));
+    }
+  }
+
   private dropWaiter(w: Waiter): void {
     if (!w.queued) return;
     w.queued = false;
@@ -683,6 +747,10 @@ export class PoolEngine {
   // ---- timers -------------------------------------------------------------------------------
 
   private fire(item: TimerItem, now: number): void {
+    if (item.kind !== "waiter" && !this.serves(item.key.pool.cfg.name)) {
+      item.key.pool.parked.push(item);
+      return;
+    }
     switch (item.kind) {
       case "lease": {
         const pool = item.key.pool;
@@ -722,6 +790,7 @@ export class PoolEngine {
       waiting: 0,
       active: 0,
       exhausted: false,
+      parked: [],
     };
     this.pools.set(cfg.name, pool);
     return pool;

@@ -51,6 +51,8 @@ export interface PoolEntry {
   active: number;
   /** Set when an acquire found no eligible key, cleared by the next grant: pool_exhausted fires once per episode. */
   exhausted: boolean;
+  /** Deadlines that came while this replica did not serve the pool, kept for when it serves it again. */
+  parked: TimerItem[];
 }
 
 const LEAST_USED_WINDOW_MS = 60_000;

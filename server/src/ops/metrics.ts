@@ -24,6 +24,12 @@ export interface Metrics {
   /** One snapshot written, taking `durationMs`, completed at `completedAt` (epoch ms). */
   observeSnapshot(durationMs: number, completedAt: number): void;
   setDatabaseUp(up: boolean): void;
+  /** A pool this replica claimed, took over, handed over, lost, stopped or resumed serving. */
+  countOwnershipChange(change: string): void;
+  /** A call forwarded to the pool's owner, by method. */
+  countForwarded(method: string): void;
+  /** A write refused by the fence: another replica held the pool under a newer term. */
+  countFenceRejection(): void;
   /** Where scrape-time gauges come from; without a source they stay empty. */
   setSource(source: MetricsSource): void;
   metricsText(): Promise<string>;
@@ -69,6 +75,23 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     name: "keymesh_lease_expiries_total",
     help: "Leases reclaimed because the holder did not renew them before expiry.",
     labelNames: ["pool"] as const,
+    registers: [registry],
+  });
+  const ownershipChanges = new Counter({
+    name: "keymesh_ownership_changes_total",
+    help: "Pools this replica claimed, took over, handed over, lost, stopped serving (suspended) or resumed.",
+    labelNames: ["change"] as const,
+    registers: [registry],
+  });
+  const forwarded = new Counter({
+    name: "keymesh_forwarded_calls_total",
+    help: "Calls forwarded to the replica that owns their pool, by method.",
+    labelNames: ["method"] as const,
+    registers: [registry],
+  });
+  const fenceRejections = new Counter({
+    name: "keymesh_fence_rejections_total",
+    help: "Writes refused because another replica held the pool under a newer term.",
     registers: [registry],
   });
   const snapshotDuration = new Histogram({
@@ -156,6 +179,15 @@ export function createMetrics(options: { now?: () => number; defaultMetrics?: bo
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);
+    },
+    countOwnershipChange(change) {
+      ownershipChanges.inc({ change });
+    },
+    countForwarded(method) {
+      forwarded.inc({ method });
+    },
+    countFenceRejection() {
+      fenceRejections.inc();
     },
     setSource(next) {
       source = next;

@@ -5,22 +5,34 @@ import type { PoolEngine } from "../domain/engine.js";
 import type { KeyConfig, KeyInput, KeyView, PoolConfig, PoolInput } from "../domain/types.js";
 import type { ConfigStore } from "../store/config-store.js";
 
+/** What a pool's creation and deletion tell ownership (service/replicas.ts): the replica that creates a pool owns it first. */
+export interface PoolClaims {
+  /** The monotonic instant, taken before the creating transaction is sent. */
+  now(): number;
+  created(pool: string, term: number, sentAt: number): void;
+  deleted(pool: string): void;
+}
+
 export class Admin {
   readonly #engine: PoolEngine;
   readonly #store: ConfigStore;
+  readonly #claims: PoolClaims;
   readonly #now: () => number;
 
-  constructor(engine: PoolEngine, store: ConfigStore, now: () => number) {
+  constructor(engine: PoolEngine, store: ConfigStore, claims: PoolClaims, now: () => number) {
     this.#engine = engine;
     this.#store = store;
+    this.#claims = claims;
     this.#now = now;
   }
 
   async createPool(input: PoolInput): Promise<PoolConfig> {
     const now = this.#now();
     const cfg = { ...this.#engine.preparePool(input), createdAt: now, updatedAt: now };
-    await this.#store.insertPool(cfg);
+    const sentAt = this.#claims.now();
+    const term = await this.#store.insertPool(cfg);
     this.#engine.createPool(cfg);
+    this.#claims.created(cfg.name, term, sentAt);
     return cfg;
   }
 
@@ -39,6 +51,7 @@ export class Admin {
     this.#engine.checkDeletePool(name, force);
     await this.#store.deletePool(name);
     this.#engine.deletePool(name);
+    this.#claims.deleted(name);
   }
 
   async addKey(input: KeyInput): Promise<KeyConfig> {

@@ -111,6 +111,15 @@ export class Lending {
     this.#config.deleteKey(e.pool, e.keyId!).catch((err: unknown) => this.#log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
   }
 
+  /** A grant that could not be made durable was never answered: its slot is freed (if its pool is still here). */
+  #withdraw(grant: Grant): void {
+    try {
+      this.#engine.revokeLease(grant.leaseId, "its grant could not be made durable");
+    } catch {
+      // The pool was dropped with the lease (another replica owns it now).
+    }
+  }
+
   async #waited(input: AcquireInput, granted: Promise<Grant>, started: number): Promise<Grant> {
     let grant: Grant;
     try {
@@ -125,10 +134,17 @@ export class Lending {
   #lend(input: AcquireInput, grant: Grant, started: number, waitedMs: number | undefined): Grant | Promise<Grant> {
     const record = journalRecord(grant);
     if (mustBeDurable(grant)) {
-      return this.#journal.record(record).then(() => {
-        this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);
-        return grant;
-      });
+      return this.#journal.record(record).then(
+        () => {
+          this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);
+          return grant;
+        },
+        (err: unknown) => {
+          this.#withdraw(grant);
+          this.#observer.observeAcquire(input.pool, "error", performance.now() - started, waitedMs);
+          throw err;
+        },
+      );
     }
     this.#journal.recordBehind(record);
     this.#observer.observeAcquire(input.pool, "granted", performance.now() - started, waitedMs);

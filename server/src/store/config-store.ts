@@ -1,26 +1,34 @@
-// Write-through configuration: pools and keys, each change one statement (or the caller's transaction)
-// committed before the admin RPC that made it returns, secrets sealed under the master key.
+// Write-through configuration: pools and keys, each change one transaction that first checks this replica
+// still holds the pool under its term, committed before the admin RPC that made it returns, secrets sealed
+// under the master key.
 import type postgres from "postgres";
 import type { Clock, KeyConfig, PoolConfig } from "../domain/types.js";
 import type { Availability } from "./availability.js";
-import { MasterKeyMismatch } from "./errors.js";
+import { DomainError } from "../domain/errors.js";
+import { MasterKeyMismatch, StoreError } from "./errors.js";
+import { checkTerms, OwnershipLost, type Fence } from "./fence.js";
 import type { SecretBox } from "./secrets.js";
 import * as keys from "./sql/keys.js";
 import { insertMasterKeyCheck, selectMasterKeyCheck } from "./sql/master-key-check.js";
+import { claimPool, resignPools } from "./sql/pool-owners.js";
 import * as pools from "./sql/pools.js";
 import type { Queryable } from "./sql/queryable.js";
 
-/** What the admin service commits; every method runs on `db` when given (a transaction), else on its own. */
+/**
+ * What the admin service commits. Every change to a pool is fenced (fence.ts): it commits only while this
+ * replica holds the pool under its term, else it rejects with OwnershipLost and changes nothing.
+ */
 export interface ConfigStore {
-  insertPool(pool: PoolConfig, db?: Queryable): Promise<void>;
-  updatePool(pool: PoolConfig, db?: Queryable): Promise<void>;
-  /** Removes the pool with its keys, their runtime state and leases. */
-  deletePool(name: string, db?: Queryable): Promise<void>;
-  insertKey(key: KeyConfig, db?: Queryable): Promise<void>;
+  /** Creates the pool and claims it for this replica in the same transaction; resolves to the term it is held under. */
+  insertPool(pool: PoolConfig): Promise<number>;
+  updatePool(pool: PoolConfig): Promise<void>;
+  /** Removes the pool with its keys, their runtime state and leases, and gives up its ownership. */
+  deletePool(name: string): Promise<void>;
+  insertKey(key: KeyConfig): Promise<void>;
   /** Replaces the key's configuration (the secret is sealed afresh). */
-  updateKey(key: KeyConfig, db?: Queryable): Promise<void>;
+  updateKey(key: KeyConfig): Promise<void>;
   /** Removes the key with its runtime state and leases. */
-  deleteKey(pool: string, keyId: string, db?: Queryable): Promise<void>;
+  deleteKey(pool: string, keyId: string): Promise<void>;
 }
 
 const MASTER_KEY_CHECK = "keymesh master key check v1";
@@ -31,12 +39,17 @@ export class PostgresConfigStore implements ConfigStore {
   readonly #box: SecretBox;
   readonly #availability: Availability;
   readonly #clock: Clock;
+  readonly #fence: Fence;
+  readonly #claimTtlMs: number;
 
-  constructor(sql: postgres.Sql, box: SecretBox, availability: Availability, clock: Clock) {
+  /** `claimTtlMs`: how long the claim of a pool created here lasts before its first renewal. */
+  constructor(sql: postgres.Sql, box: SecretBox, availability: Availability, clock: Clock, fence: Fence, claimTtlMs: number) {
     this.#sql = sql;
     this.#box = box;
     this.#availability = availability;
     this.#clock = clock;
+    this.#fence = fence;
+    this.#claimTtlMs = claimTtlMs;
   }
 
   /** Throws MasterKeyMismatch unless the master key opens what the database holds (its first start records it). */
@@ -55,27 +68,60 @@ export class PostgresConfigStore implements ConfigStore {
     if (check !== MASTER_KEY_CHECK) throw new MasterKeyMismatch();
   }
 
-  async insertPool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.insertPool(db, pool));
+  async insertPool(pool: PoolConfig): Promise<number> {
+    try {
+      return await this.#insertPool(pool);
+    } catch (err) {
+      // With several replicas the pool may exist without being in this one's memory.
+      if (err instanceof StoreError && err.code === "conflict") throw new DomainError("pool_exists", `pool "${pool.name}" already exists`);
+      throw err;
+    }
   }
 
-  async updatePool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.updatePool(db, pool));
+  #insertPool(pool: PoolConfig): Promise<number> {
+    return this.#availability.run(() =>
+      this.#sql.begin(async (tx) => {
+        await pools.insertPool(tx, pool);
+        const term = await claimPool(tx, pool.name, this.#fence.owner, this.#claimTtlMs);
+        // A row left by a pool of that name deleted elsewhere may still be unexpired: another replica's until then.
+        if (term === undefined) throw new OwnershipLost([pool.name]);
+        return term;
+      }),
+    ) as Promise<number>;
   }
 
-  async deletePool(name: string, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.deletePool(db, name));
+  updatePool(pool: PoolConfig): Promise<void> {
+    return this.#fenced(pool.name, (tx) => pools.updatePool(tx, pool));
   }
 
-  async insertKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.insertKey(db, this.#box, key));
+  deletePool(name: string): Promise<void> {
+    return this.#fenced(name, async (tx, term) => {
+      await pools.deletePool(tx, name);
+      await resignPools(tx, this.#fence.owner, [{ pool: name, term }]);
+    });
   }
 
-  async updateKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.updateKey(db, this.#box, key));
+  insertKey(key: KeyConfig): Promise<void> {
+    return this.#fenced(key.pool, (tx) => keys.insertKey(tx, this.#box, key));
   }
 
-  async deleteKey(pool: string, keyId: string, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.deleteKey(db, pool, keyId));
+  updateKey(key: KeyConfig): Promise<void> {
+    return this.#fenced(key.pool, (tx) => keys.updateKey(tx, this.#box, key));
+  }
+
+  deleteKey(pool: string, keyId: string): Promise<void> {
+    return this.#fenced(pool, (tx) => keys.deleteKey(tx, pool, keyId));
+  }
+
+  /** Runs `write` in a transaction that first checks (and locks) this replica's term of `pool`. */
+  async #fenced(pool: string, write: (tx: Queryable, term: number) => Promise<unknown>): Promise<void> {
+    const term = this.#fence.termOf(pool);
+    if (term === undefined) throw new OwnershipLost([pool]);
+    await this.#availability.run(() =>
+      this.#sql.begin(async (tx) => {
+        await checkTerms(tx, this.#fence, [{ pool, term }]);
+        await write(tx, term);
+      }),
+    );
   }
 }

@@ -1,12 +1,15 @@
 // The grant journal: leases as granted, group-committed (every grant that arrives while one statement is in
-// flight goes into the next), so a restart knows which slots were taken. While the database is down it keeps
-// grants in memory (bounded) and writes them when it returns.
+// flight goes into the next), so a restart or a takeover knows which slots were taken. Each statement is
+// fenced: it writes only the grants of pools this replica still holds under the term it granted them in.
+// While the database is down it keeps grants in memory (bounded) and writes them when it returns.
 import type postgres from "postgres";
 import type { Clock, LeaseRecord, TimerHandle } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import { sqlState, StoreUnavailable } from "./errors.js";
+import { OwnershipLost, type Fence } from "./fence.js";
 import type { StoreLog } from "./log.js";
+import type { HeldTerm } from "./sql/pool-owners.js";
 import { insertJournaledLeases } from "./sql/leases.js";
 
 /** A lease as granted, with the epoch and per-epoch sequence number its id carries. */
@@ -20,7 +23,11 @@ export interface GrantMark {
 
 /** What lending needs of the journal. Call both in grant order, synchronously at grant time. */
 export interface GrantJournal {
-  /** Resolves once the grant is durable (at once while the database is down: it is kept to write later). */
+  /**
+   * Resolves once the grant is durable; rejects with OwnershipLost when its pool is no longer this replica's.
+   * While the database is down: at once, the grant kept to write later, when lending from memory is allowed;
+   * otherwise it rejects with StoreUnavailable.
+   */
   record(grant: JournaledGrant): Promise<void>;
   /** Writes the grant soon, with nobody waiting. */
   recordBehind(grant: JournaledGrant): void;
@@ -44,6 +51,13 @@ export interface JournalOptions {
   epoch: number;
   /** Whether a lease is still live; a grant whose lease ended before its statement is not written. */
   isLive: (leaseId: string) => boolean;
+  /** The terms each grant's pool is held under, checked by each statement. */
+  fence: Fence;
+  /**
+   * Whether a grant that must be durable may go ahead from memory while the database is down. Not with
+   * several replicas: another replica taking the pool over would not know the slot is taken.
+   */
+  lendFromMemory: boolean;
   clock?: Clock;
   /** Most grants written by one statement (default 2000). */
   maxBatch?: number;
@@ -53,6 +67,8 @@ export interface JournalOptions {
 
 interface JournalEntry {
   rec: JournaledGrant;
+  /** The term the pool was held under when the grant was made; undefined when it was not held. */
+  term: number | undefined;
   ticket: number;
   /** The caller awaiting durability; absent once it was told to go ahead from memory. */
   settle?: { resolve: () => void; reject: (err: unknown) => void };
@@ -72,6 +88,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   readonly #clock: Clock;
   readonly #epoch: number;
   readonly #isLive: (leaseId: string) => boolean;
+  readonly #fence: Fence;
+  readonly #lendFromMemory: boolean;
   readonly #maxBatch: number;
   readonly #maxPending: number;
   readonly #committed: Array<(grants: readonly JournaledGrant[]) => void> = [];
@@ -96,6 +114,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     this.#clock = options.clock ?? systemClock;
     this.#epoch = options.epoch;
     this.#isLive = options.isLive;
+    this.#fence = options.fence;
+    this.#lendFromMemory = options.lendFromMemory;
     this.#maxBatch = options.maxBatch ?? 2000;
     this.#maxPending = options.maxPending ?? 100_000;
     availability.observe({ lost: () => this.#lost(), reached: () => this.#reached() });
@@ -112,7 +132,11 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
    */
   record(rec: JournaledGrant): Promise<void> {
     const entry = this.#enqueue(rec);
-    if (!entry) return Promise.resolve();
+    if (!entry) {
+      if (this.#lendFromMemory) return Promise.resolve();
+      return Promise.reject(new StoreUnavailable("database unavailable: a grant that must be durable cannot be made"));
+    }
+    if (entry.term === undefined) return Promise.reject(new OwnershipLost([rec.pool]));
     this.#dueTicket = entry.ticket;
     return new Promise<void>((resolve, reject) => {
       entry.settle = { resolve, reject };
@@ -159,7 +183,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   /** Queues a grant in seq order; undefined while the database is down or the journal closed (it is kept, bounded). */
   #enqueue(rec: JournaledGrant): JournalEntry | undefined {
     if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
-    const entry: JournalEntry = { rec, ticket: ++this.#tickets };
+    const entry: JournalEntry = { rec, term: this.#fence.termOf(rec.pool), ticket: ++this.#tickets };
     this.#queue.push(entry);
     if (this.#availability.up && !this.#closed) return entry;
     this.#boundPending();
@@ -175,12 +199,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     }, JOURNAL_LINGER_MS);
   }
 
-  /** Callers waiting for a write that cannot happen now go ahead from memory; their grants stay queued. */
+  /** Callers waiting for a write that cannot happen now go ahead from memory (or fail, when that is not allowed); their grants stay queued. */
   #lost(): void {
-    for (const entry of this.#queue) {
-      entry.settle?.resolve();
-      entry.settle = undefined;
-    }
+    for (const entry of this.#queue) this.#unsettle(entry);
     this.#boundPending();
     this.#notifyDrained();
   }
@@ -222,18 +243,22 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       this.#inflight = batch;
       const recs = batch.map((e) => e.rec).filter((rec) => this.#isLive(rec.leaseId));
       try {
-        await this.#write(recs, highWater(batch));
+        const kept = new Set(await this.#write(heldTerms(batch), recs, highWater(batch)));
         this.#inflight = [];
-        for (const fn of this.#committed) fn(recs);
-        for (const entry of batch) entry.settle?.resolve();
+        const lost = new Set<string>();
+        for (const entry of batch) if (!kept.has(entry.rec.pool)) lost.add(entry.rec.pool);
+        const written = lost.size === 0 ? recs : recs.filter((rec) => kept.has(rec.pool));
+        for (const fn of this.#committed) fn(written);
+        for (const entry of batch) {
+          if (!lost.has(entry.rec.pool)) entry.settle?.resolve();
+          else entry.settle?.reject(new OwnershipLost([entry.rec.pool]));
+        }
+        if (lost.size > 0) this.#fence.lost([...lost]);
       } catch (err) {
         this.#inflight = [];
         if (err instanceof StoreUnavailable) {
           // The database went down (Availability has told #lost): the batch waits with the rest.
-          for (const entry of batch) {
-            entry.settle?.resolve();
-            entry.settle = undefined;
-          }
+          for (const entry of batch) this.#unsettle(entry);
           this.#queue.unshift(...batch);
         } else {
           this.#log.error({ err: (err as Error).message, grants: batch.length }, "grant journal write failed");
@@ -251,17 +276,28 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     this.#kick();
   }
 
-  /** Writes `recs` and raises each epoch's high-water mark to `marks`, which also covers grants left out as ended. */
-  #write(recs: JournaledGrant[], marks: GrantMark[]): Promise<void> {
+  /**
+   * Writes the `recs` of pools still held under `terms` and raises each epoch's high-water mark to `marks`,
+   * which also covers grants left out as ended. Resolves to the pools still held.
+   */
+  #write(terms: HeldTerm[], recs: JournaledGrant[], marks: GrantMark[]): Promise<string[]> {
+    const owner = this.#fence.owner;
     return this.#availability.run(async () => {
       try {
-        await insertJournaledLeases(this.#sql, recs, marks);
+        return await insertJournaledLeases(this.#sql, owner, terms, recs, marks);
       } catch (err) {
         // A key removed between the probe and the insert: the retry's probe leaves its grant out.
         if (sqlState(err) !== "23503") throw err;
-        await insertJournaledLeases(this.#sql, recs, marks);
+        return insertJournaledLeases(this.#sql, owner, terms, recs, marks);
       }
     });
+  }
+
+  /** A caller waiting for a write that cannot happen now goes ahead from memory, or fails when that is not allowed. */
+  #unsettle(entry: JournalEntry): void {
+    if (this.#lendFromMemory) entry.settle?.resolve();
+    else entry.settle?.reject(new StoreUnavailable("database unavailable: a grant that must be durable cannot be made"));
+    entry.settle = undefined;
   }
 
   /** Resolves once every grant up to `ticket` has left the journal (written, or the database went down). */
@@ -285,6 +321,13 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       return false;
     });
   }
+}
+
+/** Each pool of `batch` with the term its grants were made under (a pool not held then has none, and is lost). */
+function heldTerms(batch: JournalEntry[]): HeldTerm[] {
+  const terms = new Map<string, number>();
+  for (const { rec, term } of batch) if (term !== undefined) terms.set(rec.pool, term);
+  return [...terms].map(([pool, term]) => ({ pool, term }));
 }
 
 /** The highest seq of each epoch among `batch`: what a journal statement accounts for, written or ended. */

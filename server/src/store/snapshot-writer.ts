@@ -1,14 +1,17 @@
-// Runtime snapshots into Postgres: the whole state (reconciling whole tables in one transaction) or what
-// changed (each chunk its own statement). It coordinates with the grant journal only through JournalProgress:
+// Runtime snapshots into Postgres: the whole state of the pools this replica holds (reconciling their rows in
+// one transaction) or what changed (each chunk its own transaction). Every transaction first checks the terms
+// the pools are held under (fence.ts). It coordinates with the grant journal only through JournalProgress:
 // a checkpoint when a write starts, supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
 import type { Clock, KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
+import { checkTerms, type Fence } from "./fence.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
 import { deleteEndedLeases, deleteLeasesExcept, upsertSnapshotLeases } from "./sql/leases.js";
+import type { HeldTerm } from "./sql/pool-owners.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
 
@@ -45,6 +48,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
   readonly #sql: postgres.Sql;
   readonly #availability: Availability;
   readonly #journal: JournalProgress;
+  readonly #fence: Fence;
   readonly #clock: Clock;
   readonly #snapshotChunk: number;
 
@@ -55,10 +59,11 @@ export class PostgresSnapshotStore implements SnapshotStore {
   /** The grants that a snapshot written (or being written) accounts for. */
   #covered: GrantMark = { epoch: 0, seq: 0 };
 
-  constructor(sql: postgres.Sql, availability: Availability, journal: JournalProgress, options: SnapshotWriterOptions = {}) {
+  constructor(sql: postgres.Sql, availability: Availability, journal: JournalProgress, fence: Fence, options: SnapshotWriterOptions = {}) {
     this.#sql = sql;
     this.#availability = availability;
     this.#journal = journal;
+    this.#fence = fence;
     this.#clock = options.clock ?? systemClock;
     this.#snapshotChunk = options.snapshotChunk ?? SNAPSHOT_CHUNK;
     // A write cut off mid-commit may or may not have landed: reconcile whole tables next time.
@@ -74,12 +79,19 @@ export class PostgresSnapshotStore implements SnapshotStore {
     return !this.#reconciled;
   }
 
+  /** Pools were loaded (a takeover): the next snapshot reconciles their rows, which this writer has not seen. */
+  reconcileNext(): void {
+    this.#reconciled = false;
+  }
+
   /**
    * Writes the whole runtime state, reconciling whole tables in one transaction. Call it (and writeChanges) in
    * the same tick as the engine's export: grants journaled up to that moment are then either live in `s` or
-   * ended, so leases journaled before it and absent from `s` are deleted, and later grants are kept.
+   * ended, so leases journaled before it and absent from `s` are deleted, and later grants are kept. The
+   * pools held then are the ones `s` covers: only their rows are reconciled.
    */
   async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+    const scope = this.#fence.held();
     const mark = await this.#journal.checkpoint();
     // Set first: an outage noticed while this writes must still force the next snapshot to reconcile.
     this.#reconciled = true;
@@ -90,7 +102,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const runtime = await encodeAll(s.keys);
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, mark, meta)));
+      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, scope, runtime, s.leases, mark, meta)));
     } catch (err) {
       this.#reconciled = false;
       throw err;
@@ -114,6 +126,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
    * next snapshot still reconciles.
    */
   async writeChanges(c: RuntimeChanges): Promise<void> {
+    const scope = this.#fence.held();
     const mark = await this.#journal.checkpoint();
     this.#cover(mark);
     const runtime = await encodeAll(c.keys);
@@ -132,7 +145,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, ended, mark, meta);
+      await this.#writeChanges(scope, runtime, c.removedKeys, leases, ended, mark, meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
@@ -158,16 +171,22 @@ export class PostgresSnapshotStore implements SnapshotStore {
     if (grants.some((rec) => rec.epoch === covered.epoch && rec.seq <= covered.seq)) this.#reconciled = false;
   }
 
-  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+  async #writeFull(tx: Queryable, scope: HeldTerm[], runtime: EncodedRuntime[], leases: LeaseRecord[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+    await checkTerms(tx, this.#fence, scope);
+    const pools = scope.map((h) => h.pool);
+    const inScope = new Set(pools);
+    const keys = runtime.filter((r) => inScope.has(r.pool));
+    const live = leases.filter((l) => inScope.has(l.pool));
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
-    await deleteRuntimeExcept(tx, runtime);
-    await deleteLeasesExcept(tx, leases.map((lease) => lease.leaseId), mark);
-    for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
-    for (const chunk of chunks(leases, this.#snapshotChunk)) await upsertSnapshotLeases(tx, chunk);
+    await deleteRuntimeExcept(tx, pools, keys);
+    await deleteLeasesExcept(tx, pools, live.map((lease) => lease.leaseId), mark);
+    for (const chunk of chunks(keys, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
+    for (const chunk of chunks(live, this.#snapshotChunk)) await upsertSnapshotLeases(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
 
   async #writeChanges(
+    scope: HeldTerm[],
     runtime: EncodedRuntime[],
     removedKeys: RuntimeChanges["removedKeys"],
     leases: LeaseRecord[],
@@ -175,20 +194,28 @@ export class PostgresSnapshotStore implements SnapshotStore {
     mark: GrantMark,
     meta: SnapshotMeta,
   ): Promise<void> {
-    const sql = this.#sql;
+    const pools = scope.map((h) => h.pool);
+    const inScope = new Set(pools);
     let rest = 0;
-    const paced = async (statement: () => Promise<unknown>): Promise<void> => {
+    const paced = async (statement: (tx: Queryable) => Promise<unknown>): Promise<void> => {
       if (rest > 0) await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, rest));
       const started = this.#clock.now();
-      await this.#availability.run(statement);
+      await this.#availability.run(() =>
+        this.#sql.begin(async (tx) => {
+          await checkTerms(tx, this.#fence, scope);
+          await statement(tx);
+        }),
+      );
       rest = this.#clock.now() - started;
     };
     // Removals first: a key removed and added again since has its new state among `runtime`.
-    for (const chunk of chunks(removedKeys, this.#snapshotChunk)) await paced(() => deleteRuntimeOf(sql, chunk));
-    for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(() => upsertRuntime(sql, chunk));
-    for (const chunk of chunks(endedLeases, this.#snapshotChunk)) await paced(() => deleteEndedLeases(sql, chunk, mark));
-    for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => upsertSnapshotLeases(sql, chunk));
-    await paced(() => upsertSnapshotMeta(sql, meta));
+    // Rows of a pool no longer held (dropped since the export) are not this replica's to write.
+    const held = <T extends { pool: string }>(rows: T[]) => rows.filter((r) => inScope.has(r.pool));
+    for (const chunk of chunks(held(removedKeys), this.#snapshotChunk)) await paced((tx) => deleteRuntimeOf(tx, chunk));
+    for (const chunk of chunks(held(runtime), this.#snapshotChunk)) await paced((tx) => upsertRuntime(tx, chunk));
+    for (const chunk of chunks(endedLeases, this.#snapshotChunk)) await paced((tx) => deleteEndedLeases(tx, pools, chunk, mark));
+    for (const chunk of chunks(held(leases), this.#snapshotChunk)) await paced((tx) => upsertSnapshotLeases(tx, chunk));
+    await paced((tx) => upsertSnapshotMeta(tx, meta));
   }
 }
 

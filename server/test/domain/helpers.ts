@@ -84,7 +84,7 @@ export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
 
 export function poolEntry(input: Partial<PoolInput> = {}, now = Date.UTC(2026, 0, 1)): PoolEntry {
   const cfg = validatePool({ name: "p", ...input }, undefined, now);
-  return { cfg, keys: new Map(), keyList: [], cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false };
+  return { cfg, keys: new Map(), keyList: [], cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false, parked: [] };
 }
 
 /** A key added to `pool`, as the engine adds one. */

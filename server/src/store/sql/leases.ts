@@ -2,6 +2,7 @@
 // and seq are its grant's (0 and 0 for a lease only a snapshot wrote). Every statement on it is here.
 import type { LeaseRecord } from "../../domain/types.js";
 import type { GrantMark, JournaledGrant } from "../journal.js";
+import type { HeldTerm } from "./pool-owners.js";
 import { asJson, type Queryable } from "./queryable.js";
 
 interface LeaseRow {
@@ -14,8 +15,9 @@ interface LeaseRow {
   ttl_ms: number;
 }
 
-export async function selectLeases(db: Queryable): Promise<LeaseRecord[]> {
-  const rows = await db<LeaseRow[]>`select * from leases order by acquired_at, lease_id`;
+/** The live leases of `pools`. */
+export async function selectLeases(db: Queryable, pools: string[]): Promise<LeaseRecord[]> {
+  const rows = await db<LeaseRow[]>`select * from leases where pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by acquired_at, lease_id`;
   return rows.map((r) => ({
     leaseId: r.lease_id,
     pool: r.pool,
@@ -28,13 +30,20 @@ export async function selectLeases(db: Queryable): Promise<LeaseRecord[]> {
 }
 
 /**
- * The journal's statement: inserts `grants` and raises each epoch's high-water mark (server_epochs) to `marks`,
- * which also covers grants left out as ended. One statement, hence one transaction: the leases and the marks
- * commit together. A grant of a key that no longer exists is left out.
+ * The journal's statement: inserts `grants` of the pools `owner` still holds under `terms` and raises each
+ * epoch's high-water mark (server_epochs) to `marks`, which also covers grants left out as ended. One
+ * statement, hence one transaction: the leases and the marks commit together, and the ownership rows stay
+ * locked until then, so a claim of those pools sees these leases. Returns the pools still held: grants of
+ * the others are left out, as is a grant of a key that no longer exists.
  */
-export function insertJournaledLeases(db: Queryable, grants: JournaledGrant[], marks: GrantMark[]) {
-  return db`
-    with g as (
+export async function insertJournaledLeases(db: Queryable, owner: string, terms: HeldTerm[], grants: JournaledGrant[], marks: GrantMark[]): Promise<string[]> {
+  const rows = await db<{ pool: string }[]>`
+    with fence as (
+      select o.pool from pool_owners o
+      join jsonb_to_recordset(${db.json(asJson(terms))}::jsonb) as h(pool text, term bigint) on h.pool = o.pool and h.term = o.term
+      where o.owner = ${owner}
+      for share of o
+    ), g as (
       select * from jsonb_to_recordset(${db.json(asJson(grants))}::jsonb) as g(
         "leaseId" text, pool text, "keyId" text, holder text,
         "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
@@ -44,11 +53,15 @@ export function insertJournaledLeases(db: Queryable, grants: JournaledGrant[], m
       from g
       -- A per-row probe of the key's index: a join would be planned as a scan of every key.
       where (select true from keys k where k.pool = g.pool and k.id = g."keyId")
+        and g.pool in (select pool from fence)
       on conflict (lease_id) do nothing
+    ), marked as (
+      update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
+      from jsonb_to_recordset(${db.json(asJson(marks))}::jsonb) as m(epoch bigint, seq bigint)
+      where e.epoch = m.epoch
     )
-    update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
-    from jsonb_to_recordset(${db.json(asJson(marks))}::jsonb) as m(epoch bigint, seq bigint)
-    where e.epoch = m.epoch`;
+    select pool from fence`;
+  return rows.map((r) => r.pool);
 }
 
 /** A snapshot's leases; those known only from memory (restored or re-adopted) carry epoch 0: no journal covers them. */
@@ -63,20 +76,22 @@ export function upsertSnapshotLeases(db: Queryable, rows: LeaseRecord[]) {
       set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
 }
 
-/** A full snapshot's reconciliation: every lease not among `keep` goes, except grants above the snapshot's mark. */
-export function deleteLeasesExcept(db: Queryable, keep: string[], mark: GrantMark) {
+/** A full snapshot's reconciliation of `pools`: every lease of them not among `keep` goes, except grants above the snapshot's mark. */
+export function deleteLeasesExcept(db: Queryable, pools: string[], keep: string[], mark: GrantMark) {
   return db`
     delete from leases l
-    where not exists (
+    where l.pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb))
+      and not exists (
       select 1 from jsonb_array_elements_text(${db.json(keep)}::jsonb) as s(lease_id)
       where s.lease_id = l.lease_id)
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
 }
 
-/** Leases that ended since the last snapshot, except grants above its mark (a lease id is never granted twice). */
-export function deleteEndedLeases(db: Queryable, leaseIds: string[], mark: GrantMark) {
+/** Leases of `pools` that ended since the last snapshot, except grants above its mark (a lease id is never granted twice). */
+export function deleteEndedLeases(db: Queryable, pools: string[], leaseIds: string[], mark: GrantMark) {
   return db`
     delete from leases l
     where l.lease_id in (select jsonb_array_elements_text(${db.json(leaseIds)}::jsonb))
+      and l.pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb))
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
 }

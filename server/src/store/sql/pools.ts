@@ -19,8 +19,9 @@ interface PoolRow {
   updated_at: number;
 }
 
-export async function selectPools(db: Queryable): Promise<PoolConfig[]> {
-  const rows = await db<PoolRow[]>`select * from pools order by created_at, name`;
+/** The named pools (those that exist). */
+export async function selectPools(db: Queryable, pools: string[]): Promise<PoolConfig[]> {
+  const rows = await db<PoolRow[]>`select * from pools where name in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by created_at, name`;
   return rows.map(poolFromRow);
 }
 

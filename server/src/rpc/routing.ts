@@ -1,0 +1,236 @@
+// Routing between replicas (DESIGN "Replicas"): a call about a pool this replica serves runs here; one about
+// a pool another replica owns is forwarded to it over gRPC, once (a forwarded call carries keymesh-forwarded
+// and is never forwarded again); with no owner to forward to, it is UNAVAILABLE with POOL_NOT_SERVED and a
+// retry-after. Every answer about a pool names its owner in the keymesh-owner response header. A KeepAlive
+// stream renews each lease where its pool is served: here, or through a RenewLease to the owner.
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ErrorDetailSchema, ErrorReason } from "../gen/keymesh/v1/common_pb.js";
+import { KeyPoolService, type KeepAliveRequest, type KeepAliveResponse } from "../gen/keymesh/v1/pool_pb.js";
+import { Channel } from "./channel.js";
+import { keymeshError } from "./errors.js";
+
+export const OWNER_HEADER = "keymesh-owner";
+export const FORWARDED_HEADER = "keymesh-forwarded";
+
+/** What routing asks of the replica coordinator. */
+export interface Placement {
+  /** This replica's advertised address. */
+  readonly address: string;
+  serves(pool: string): boolean;
+  /** The owner's address as last seen, undefined when no replica serves the pool. */
+  ownerOf(pool: string): string | undefined;
+  /** Whether the pool exists in the database as last seen (a pool unknown here is left to the handler: NOT_FOUND). */
+  knows(pool: string): boolean;
+}
+
+export interface RoutingDeps {
+  placement: Placement;
+  /** The pool a lease id names (unverified: the owner checks its signature), undefined when malformed. */
+  leasePool: (leaseId: string) => string | undefined;
+  /** Counts a forwarded call. */
+  onForward?: (method: string) => void;
+}
+
+type AnyRequest = Record<string, unknown> & { pool?: unknown; name?: unknown; leaseId?: unknown; key?: { pool?: unknown } };
+
+/** The pool a request is about, by method; undefined for calls about no single pool (ListPools, CreatePool). */
+function poolOf(method: string, req: AnyRequest, leasePool: RoutingDeps["leasePool"]): string | undefined {
+  switch (method) {
+    case "createPool":
+    case "listPools":
+      return undefined;
+    case "getPool":
+    case "deletePool":
+      return req.name as string;
+    case "updatePool":
+      return (req.pool as { name?: string } | undefined)?.name;
+    case "updateKey":
+      return req.key?.pool as string | undefined;
+    case "release":
+    case "markFailed":
+    case "markRateLimited":
+    case "renewLease":
+    case "revokeLease":
+      return leasePool(req.leaseId as string);
+    default:
+      return typeof req.pool === "string" && req.pool !== "" ? req.pool : undefined;
+  }
+}
+
+const RETRY_AFTER_MS = 250;
+
+function notServed(pool: string): ConnectError {
+  return keymeshError(Code.Unavailable, ErrorReason.POOL_NOT_SERVED, `pool "${pool}" is not served by any replica right now: retry`, { retryAfterMs: RETRY_AFTER_MS });
+}
+
+/** Clients of the other replicas, by address. */
+export class Peers {
+  readonly #clients = new Map<string, Map<DescService, Client<DescService>>>();
+
+  client<S extends DescService>(service: S, address: string): Client<S> {
+    let byService = this.#clients.get(address);
+    if (!byService) {
+      byService = new Map();
+      this.#clients.set(address, byService);
+    }
+    let client = byService.get(service);
+    if (!client) {
+      client = createClient(service, createGrpcTransport({ baseUrl: `http://${address}` }));
+      byService.set(service, client);
+    }
+    return client as unknown as Client<S>;
+  }
+}
+
+export class Router {
+  readonly #placement: Placement;
+  readonly #leasePool: RoutingDeps["leasePool"];
+  readonly #onForward: NonNullable<RoutingDeps["onForward"]>;
+  readonly #peers = new Peers();
+
+  constructor(deps: RoutingDeps) {
+    this.#placement = deps.placement;
+    this.#leasePool = deps.leasePool;
+    this.#onForward = deps.onForward ?? (() => {});
+  }
+
+  /** `impl` with every unary call routed to the pool's owner, and KeepAlive renewing through the owners. */
+  wrap<S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceImpl<S> {
+    const out: Record<string, unknown> = {};
+    const methods = impl as unknown as Record<string, (req: unknown, ctx: HandlerContext) => unknown>;
+    for (const method of service.methods) {
+      const local = methods[method.localName]!.bind(impl);
+      if (method.methodKind === "unary") out[method.localName] = this.#unary(service, method, local);
+      else if (service.typeName === KeyPoolService.typeName && method.localName === "keepAlive") {
+        out[method.localName] = (reqs: AsyncIterable<KeepAliveRequest>, ctx: HandlerContext) => this.#keepAlive(reqs, ctx, local as never);
+      } else out[method.localName] = local;
+    }
+    return out as unknown as ServiceImpl<S>;
+  }
+
+  #unary(service: DescService, method: DescMethod, local: (req: unknown, ctx: HandlerContext) => unknown) {
+    const name = method.localName;
+    const placement = this.#placement;
+    return (req: AnyRequest, ctx: HandlerContext): unknown => {
+      const pool = poolOf(name, req, this.#leasePool);
+      if (pool === undefined || placement.serves(pool) || !placement.knows(pool)) {
+        if (pool !== undefined) ctx.responseHeader.set(OWNER_HEADER, placement.address);
+        return local(req, ctx);
+      }
+      return this.#forward(service, method, pool, req, ctx);
+    };
+  }
+
+  async #forward(service: DescService, method: DescMethod, pool: string, req: unknown, ctx: HandlerContext): Promise<unknown> {
+    const owner = this.#placement.ownerOf(pool);
+    if (owner === undefined || owner === this.#placement.address || ctx.requestHeader.get(FORWARDED_HEADER) !== null) throw notServed(pool);
+    ctx.responseHeader.set(OWNER_HEADER, owner);
+    const client = this.#peers.client(service, owner) as unknown as Record<string, (req: unknown, opts: object) => Promise<unknown>>;
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: "1" };
+    const auth = ctx.requestHeader.get("authorization");
+    if (auth) headers.authorization = auth;
+    this.#onForward(method.name);
+    try {
+      return await client[method.localName]!(req, { headers, timeoutMs: ctx.timeoutMs(), signal: ctx.signal });
+    } catch (e) {
+      throw unreachable(e, owner);
+    }
+  }
+
+  /** Leases of pools served here renew in the local stream; the others renew by RenewLease on their owner. */
+  async *#keepAlive(
+    requests: AsyncIterable<KeepAliveRequest>,
+    ctx: HandlerContext,
+    local: (reqs: AsyncIterable<KeepAliveRequest>, ctx: HandlerContext) => AsyncIterable<unknown>,
+  ): AsyncGenerator<unknown> {
+    const here = new Channel<KeepAliveRequest>();
+    const out = new Channel<unknown>();
+    let failure: unknown;
+    let pending = 0;
+    let readerDone = false;
+    const settle = () => {
+      if (readerDone && pending === 0) here.close();
+    };
+    const reader = (async () => {
+      try {
+        for await (const req of requests) {
+          const pool = this.#leasePool(req.leaseId);
+          if (pool === undefined || this.#placement.serves(pool) || !this.#placement.knows(pool)) {
+            here.push(req);
+            continue;
+          }
+          pending++;
+          void this.#renewRemote(pool, req, ctx).then(
+            (res) => out.push(res),
+            (e: unknown) => out.push(goneOrFail(req.leaseId, e)),
+          ).finally(() => {
+            pending--;
+            settle();
+          });
+        }
+      } catch (e) {
+        failure = e;
+      } finally {
+        readerDone = true;
+        settle();
+      }
+    })();
+    const localStream = (async () => {
+      try {
+        for await (const res of local(here, ctx)) out.push(res);
+      } catch (e) {
+        failure ??= e;
+      } finally {
+        out.close();
+      }
+    })();
+    try {
+      for await (const res of out.drain(ctx.signal)) {
+        if (res instanceof Error) throw res;
+        yield res;
+      }
+      await reader;
+      await localStream;
+      if (failure !== undefined) throw failure;
+    } finally {
+      here.close();
+    }
+  }
+
+  async #renewRemote(pool: string, req: KeepAliveRequest, ctx: HandlerContext): Promise<Partial<KeepAliveResponse>> {
+    const owner = this.#placement.ownerOf(pool);
+    if (owner === undefined || owner === this.#placement.address) throw notServed(pool);
+    const client = this.#peers.client(KeyPoolService, owner);
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: "1" };
+    const auth = ctx.requestHeader.get("authorization");
+    if (auth) headers.authorization = auth;
+    this.#onForward("KeepAlive");
+    let r;
+    try {
+      r = await client.renewLease({ leaseId: req.leaseId, ttl: req.ttl }, { headers, signal: ctx.signal });
+    } catch (e) {
+      throw unreachable(e, owner);
+    }
+    return { leaseId: req.leaseId, result: { case: "renewed", value: { expiresAt: r.expiresAt, ttl: r.ttl, renewInterval: r.renewInterval } as never } };
+  }
+}
+
+/** The owner's own answer passes through; a failure to reach it is OWNER_UNREACHABLE. */
+function unreachable(e: unknown, owner: string): ConnectError {
+  const err = ConnectError.from(e);
+  if (err.findDetails(ErrorDetailSchema).length > 0) return err;
+  return keymeshError(Code.Unavailable, ErrorReason.OWNER_UNREACHABLE, `the pool's owner (${owner}) could not be reached: retry`, { retryAfterMs: RETRY_AFTER_MS, cause: e });
+}
+
+/** A renewal the owner answered "gone" (NOT_FOUND with a lease reason) is pushed as gone; anything else ends the stream as a failure would locally. */
+function goneOrFail(leaseId: string, e: unknown): Partial<KeepAliveResponse> | Error {
+  const err = ConnectError.from(e);
+  const reason = err.findDetails(ErrorDetailSchema)[0]?.reason;
+  const gone = [ErrorReason.LEASE_EXPIRED, ErrorReason.LEASE_RELEASED, ErrorReason.LEASE_REVOKED, ErrorReason.LEASE_UNKNOWN, ErrorReason.LEASE_ID_MALFORMED];
+  if (reason !== undefined && gone.includes(reason)) {
+    return { leaseId, result: { case: "gone", value: { reason, message: err.rawMessage } as never } };
+  }
+  return err;
+}

@@ -153,10 +153,10 @@ async function startOnDatabase(
   };
   const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
-  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p) }, leasePool, onForward: (m) => metrics.countForwarded(m) });
+  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p), locate: () => replicas.locate() }, leasePool, onForward: (m) => metrics.countForwarded(m) });
   const services = [
     serviceEntry(KeyPoolService, router.wrap(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets })), poolWireCodecs),
-    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now }))),
+    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now, listPools: db.embedded ? async () => engine.listPools() : () => config.listPools() }))),
   ];
 
   const snapshotter = new Snapshotter({

@@ -633,8 +633,8 @@ export class PoolEngine {
     if (lease) return lease;
     const c = this.tokens.verify(id);
     if (!c) throw goneError("unknown");
-    // Another epoch is another start or another replica: one this engine never heard of granted nothing in its pools.
-    if (c.epoch === this.epoch ? c.seq > this.seq : !(c.epoch in this.grantHighWater)) throw goneError("unknown");
+    // A later epoch is another replica's: one this engine never heard of (it started after this one loaded) granted nothing in its pools.
+    if (c.epoch === this.epoch ? c.seq > this.seq : c.epoch > this.epoch && !(c.epoch in this.grantHighWater)) throw goneError("unknown");
     const ended = this.ended.recall(id, c, this.seq, late && (() => this.reportLate(c.pool, c.keyId, late, now)));
     if (ended) throw goneError(ended);
     const endedBy: LeaseGoneReason = c.issuedAt + c.ttlMs <= now ? "expired" : "released";

@@ -1,7 +1,7 @@
 // PoolAdminService: maps requests (field masks included) to the Admin service, which writes through to
 // the store, and answers reads from the engine.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { PoolEngine } from "../domain/engine.js";
+import type { PoolEngine, PoolWithCount } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
 import { mask } from "../domain/mask.js";
 import type { KeyConfig, PoolConfig } from "../domain/types.js";
@@ -37,6 +37,8 @@ export interface AdminDeps {
   admin: Admin;
   events: EventHub;
   guard: Guard;
+  /** Every pool with its key count, from the database: with several replicas this one holds only its own. */
+  listPools: () => Promise<PoolWithCount[]>;
   now: () => number;
 }
 
@@ -82,9 +84,9 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     return { pool: poolToProto(this.d.engine.getPool(req.name)) };
   }
 
-  listPools(_req: unknown, ctx: HandlerContext) {
+  async listPools(_req: unknown, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { pools: this.d.engine.listPools().map(poolToProto) };
+    return { pools: (await this.d.listPools()).map(poolToProto) };
   }
 
   async updatePool(req: UpdatePoolRequest, ctx: HandlerContext) {

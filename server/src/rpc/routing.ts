@@ -21,8 +21,10 @@ export interface Placement {
   serves(pool: string): boolean;
   /** The owner's address as last seen, undefined when no replica serves the pool. */
   ownerOf(pool: string): string | undefined;
-  /** Whether the pool exists in the database as last seen (a pool unknown here is left to the handler: NOT_FOUND). */
+  /** Whether the pool exists in the database as last seen. */
   knows(pool: string): boolean;
+  /** Reads the pools' owners from the database again (a pool created on another replica since the last look). */
+  locate(): Promise<void>;
 }
 
 export interface RoutingDeps {
@@ -113,13 +115,26 @@ export class Router {
   #unary(service: DescService, method: DescMethod, local: (req: unknown, ctx: HandlerContext) => unknown) {
     const name = method.localName;
     const placement = this.#placement;
-    return (req: AnyRequest, ctx: HandlerContext): unknown => {
-      const pool = poolOf(name, req, this.#leasePool);
-      if (pool === undefined || placement.serves(pool) || !placement.knows(pool)) {
-        if (pool !== undefined) ctx.responseHeader.set(OWNER_HEADER, placement.address);
+    const route = (pool: string, req: AnyRequest, ctx: HandlerContext): unknown => {
+      // A pool the database does not have either is left to the handler: NOT_FOUND.
+      if (placement.serves(pool) || !placement.knows(pool)) {
+        ctx.responseHeader.set(OWNER_HEADER, placement.address);
         return local(req, ctx);
       }
       return this.#forward(service, method, pool, req, ctx);
+    };
+    return (req: AnyRequest, ctx: HandlerContext): unknown => {
+      const pool = poolOf(name, req, this.#leasePool);
+      if (pool === undefined) return local(req, ctx);
+      if (placement.serves(pool)) {
+        ctx.responseHeader.set(OWNER_HEADER, placement.address);
+        return local(req, ctx);
+      }
+      if (placement.knows(pool)) return this.#forward(service, method, pool, req, ctx);
+      return placement.locate().then(
+        () => route(pool, req, ctx),
+        () => route(pool, req, ctx),
+      );
     };
   }
 

@@ -145,6 +145,13 @@ export class Replicas implements Fence {
     return this.#held.has(pool) || this.#owners.has(pool);
   }
 
+  /** Reads every pool's owner again (on a miss: a pool created elsewhere since the last round). */
+  async locate(): Promise<void> {
+    if (this.#sole) return;
+    const owners = await this.#store.owners(this.#renewEveryMs * LIVE_PERIODS);
+    this.#owners = new Map(owners.map((r) => [r.pool, r]));
+  }
+
   /** The pool's term and owner id as last seen, for stats. */
   ownership(pool: string): { owner: string; term: number } | undefined {
     const h = this.#held.get(pool);

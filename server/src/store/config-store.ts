@@ -113,6 +113,11 @@ export class PostgresConfigStore implements ConfigStore {
     return this.#fenced(pool, (tx) => keys.deleteKey(tx, pool, keyId));
   }
 
+  /** Every pool in the database with its key count (with several replicas, most are not in this one's memory). */
+  listPools(): Promise<Array<PoolConfig & { keyCount: number }>> {
+    return this.#availability.run(() => pools.selectPoolsWithKeyCounts(this.#sql));
+  }
+
   /** Runs `write` in a transaction that first checks (and locks) this replica's term of `pool`. */
   async #fenced(pool: string, write: (tx: Queryable, term: number) => Promise<unknown>): Promise<void> {
     const term = this.#fence.termOf(pool);

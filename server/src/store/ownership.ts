@@ -2,6 +2,7 @@
 // (service/replicas.ts) runs, each through Availability, and the notifications that wake it.
 import type postgres from "postgres";
 import type { Availability } from "./availability.js";
+import { sqlState } from "./errors.js";
 import { loadState, type LoadedState } from "./restore.js";
 import type { SecretBox } from "./secrets.js";
 import { claimAllPools, claimPool, renewPools, resignPools, selectOwners, type HeldTerm, type OwnerRow } from "./sql/pool-owners.js";
@@ -34,6 +35,7 @@ export interface OwnershipStore {
 }
 
 const CHANNEL = "keymesh_owners";
+const LOCK_NOT_AVAILABLE = "55P03";
 
 export class PostgresOwnershipStore implements OwnershipStore {
   readonly #sql: postgres.Sql;
@@ -68,8 +70,19 @@ export class PostgresOwnershipStore implements OwnershipStore {
     return this.#availability.run(async () => [...(await selectOwners(this.#sql, liveMs))]);
   }
 
+  /** Gives up at once when the row is locked (its owner is writing it, or hung inside a transaction): the next round retries. */
   claim(pool: string, owner: string, ttlMs: number): Promise<number | undefined> {
-    return this.#availability.run(() => claimPool(this.#sql, pool, owner, ttlMs));
+    return this.#availability.run(async () => {
+      try {
+        return (await this.#sql.begin(async (tx) => {
+          await tx`set local lock_timeout = '200ms'`;
+          return claimPool(tx, pool, owner, ttlMs);
+        })) as number | undefined;
+      } catch (err) {
+        if (sqlState(err) === LOCK_NOT_AVAILABLE) return undefined;
+        throw err;
+      }
+    });
   }
 
   claimAll(owner: string): Promise<HeldTerm[]> {

@@ -109,7 +109,7 @@ export function services() {
   const transport = createRouterTransport(
     (router) => {
       router.service(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }));
-      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now() }));
+      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now(), listPools: async () => engine.listPools() }));
     },
     { router: { interceptors: [mapErrors] } },
   );

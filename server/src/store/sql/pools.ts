@@ -25,6 +25,13 @@ export async function selectPools(db: Queryable, pools: string[]): Promise<PoolC
   return rows.map(poolFromRow);
 }
 
+/** Every pool with its number of keys: what ListPools answers on any replica. */
+export async function selectPoolsWithKeyCounts(db: Queryable): Promise<Array<PoolConfig & { keyCount: number }>> {
+  const rows = await db<(PoolRow & { key_count: number })[]>`
+    select p.*, (select count(*) from keys k where k.pool = p.name)::int as key_count from pools p order by p.created_at, p.name`;
+  return rows.map((r) => ({ ...poolFromRow(r), keyCount: r.key_count }));
+}
+
 export function insertPool(db: Queryable, pool: PoolConfig) {
   return db`insert into pools ${db(poolRow(pool))}`;
 }

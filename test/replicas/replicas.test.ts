@@ -154,7 +154,7 @@ describe("replicas on one Postgres", () => {
         try {
           lease = await r.pool.acquire({ pool: name, waitTimeout: durationFromMs(2000) });
         } catch (e) {
-          expect([Code.ResourceExhausted, Code.Unavailable]).toContain(ConnectError.from(e).code);
+          expect([Code.ResourceExhausted, Code.Unavailable], ConnectError.from(e).message).toContain(ConnectError.from(e).code);
           continue;
         }
         const start = performance.now();

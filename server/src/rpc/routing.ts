@@ -11,8 +11,8 @@ import { KeyPoolService, type KeepAliveRequest, type KeepAliveResponse } from ".
 import { Channel } from "./channel.js";
 import { keymeshError } from "./errors.js";
 
-export const OWNER_HEADER = "keymesh-owner";
-export const FORWARDED_HEADER = "keymesh-forwarded";
+const OWNER_HEADER = "keymesh-owner";
+const FORWARDED_HEADER = "keymesh-forwarded";
 
 /** What routing asks of the replica coordinator. */
 export interface Placement {
@@ -68,7 +68,7 @@ function notServed(pool: string): ConnectError {
 }
 
 /** Clients of the other replicas, by address. */
-export class Peers {
+class Peers {
   readonly #clients = new Map<string, Map<DescService, Client<DescService>>>();
 
   client<S extends DescService>(service: S, address: string): Client<S> {

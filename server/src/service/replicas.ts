@@ -50,7 +50,7 @@ const LIVE_PERIODS = 5;
 const RETRY_AFTER_MS = 250;
 
 /** The member a pool belongs to: the highest hash of (pool, member); a join or leave moves only what it must. */
-export function rendezvous(pool: string, members: readonly string[]): string | undefined {
+function rendezvous(pool: string, members: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestScore = -1;
   for (const m of members) {

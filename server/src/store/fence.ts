@@ -27,18 +27,6 @@ export class OwnershipLost extends StoreError {
   }
 }
 
-/** The held terms of `pools`; a pool not held is lost already. */
-export function termsOf(fence: Fence, pools: Iterable<string>): { held: HeldTerm[]; missing: string[] } {
-  const held: HeldTerm[] = [];
-  const missing: string[] = [];
-  for (const pool of new Set(pools)) {
-    const term = fence.termOf(pool);
-    if (term === undefined) missing.push(pool);
-    else held.push({ pool, term });
-  }
-  return { held, missing };
-}
-
 /**
  * In a transaction: locks the ownership rows of `held` (a claim waits until this commits) and throws
  * OwnershipLost, after telling the fence, unless every one is still this replica's under its term.

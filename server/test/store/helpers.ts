@@ -107,7 +107,7 @@ export function captureLog(): { log: StoreLog; lines: LogLine[] } {
 }
 
 /** The terms a test's pools are held under: every pool created through the store is held, as by the one replica. */
-export class TestFence implements Fence {
+class TestFence implements Fence {
   readonly owner = `test-${randomBytes(4).toString("hex")}`;
   readonly terms = new Map<string, number>();
   readonly lostPools: string[] = [];

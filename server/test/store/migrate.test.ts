@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { migrate, MIGRATIONS_DIR, readMigrations } from "../../src/store/migrate.js";
 import { embedded, freshSchema, sameSchema, type TestDb } from "./helpers.js";
 
-const tables = ["key_runtime", "keys", "leases", "master_key_check", "pools", "schema_migrations", "server_epochs", "snapshot_meta"];
+const tables = ["key_runtime", "keys", "leases", "master_key_check", "pool_owners", "pools", "replicas", "schema_migrations", "server_epochs", "snapshot_meta"];
 
 async function migrationDir(files: Record<string, string>): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), "keymesh-migrations-"));
@@ -30,6 +30,7 @@ describe("migrations on Postgres", () => {
     expect(recorded.map((r) => [r.version, r.name])).toEqual([
       [1, "init"],
       [2, "fillfactor"],
+      [3, "replicas"],
     ]);
     expect(recorded[0].applied_at).toBeGreaterThan(0);
     const present = await db.sql<{ table_name: string }[]>`
@@ -123,7 +124,7 @@ describe("migrations on the embedded database", () => {
     await db.close();
     db = await embedded(dataDir, true);
     expect(await migrate(db.sql)).toEqual({ applied: [], current: 3 });
-    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(2);
+    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(3);
     await db.close();
   }, 60_000);
 });

@@ -6,7 +6,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import net from "node:net";
 import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { PoolAdminService } from "../../server/src/gen/keymesh/v1/admin_pb.js";
+import { EventType, PoolAdminService } from "../../server/src/gen/keymesh/v1/admin_pb.js";
 import { ErrorReason } from "../../server/src/gen/keymesh/v1/common_pb.js";
 import { KeyPoolService } from "../../server/src/gen/keymesh/v1/pool_pb.js";
 import { rejection, reasonOf } from "../support/errors.js";
@@ -140,6 +140,17 @@ describe("replicas on one Postgres", () => {
     }
     // ListPools on any replica lists every pool (from the database).
     for (const r of all) expect((await r.admin.listPools({})).pools.map((p) => p.name)).toEqual(expect.arrayContaining(pools));
+    // GetPoolStats on any replica names the owner and its term; ListReplicas shows the three with their pools.
+    const o = await owners();
+    const [row] = await sql<{ term: number }[]>`select term from pool_owners where pool = ${pools[0]!}`;
+    for (const r of all) {
+      const { stats } = await r.admin.getPoolStats({ pool: pools[0] });
+      expect(stats!.owner).toBe(o.get(pools[0]!));
+      expect(stats!.term).toBe(BigInt(row!.term));
+    }
+    const { replicas } = await b.admin.listReplicas({});
+    expect(replicas.map((m) => m.address).sort()).toEqual(all.map((r) => r.addr).sort());
+    expect(replicas.flatMap((m) => m.pools).sort()).toEqual([...pools].sort());
   }, 120_000);
 
   it("max_concurrency holds across replicas under load arriving at every replica: 0 over-lent", async () => {
@@ -200,6 +211,12 @@ describe("replicas on one Postgres", () => {
     const [name] = await createPools(a, 1, 1);
     const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
     const [owner, survivor] = ownerAddr === a.addr ? [a, b] : [b, a];
+    const events: Array<{ type: number; replica: string }> = [];
+    const watching = new AbortController();
+    const watch = (async () => {
+      for await (const res of survivor.admin.watchEvents({ pool: name }, { signal: watching.signal })) events.push({ type: res.event!.type, replica: res.event!.replica });
+    })().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
     owner.p.child.kill("SIGTERM");
     const stoppedAt = performance.now();
     await poll("survivor serves", async () => {
@@ -209,6 +226,10 @@ describe("replicas on one Postgres", () => {
     const ms = performance.now() - stoppedAt;
     console.log(`SIGTERM failover: ${Math.round(ms)} ms`);
     expect(ms).toBeLessThan(1000);
+    // The survivor's takeover is an event on its WatchEvents stream.
+    await poll("takeover event", async () => (events.some((e) => e.type === EventType.POOL_CLAIMED && e.replica === survivor.addr) ? true : undefined), 5000);
+    watching.abort();
+    await watch;
   }, 120_000);
 
   it("a paused owner (SIGSTOP past its term, then SIGCONT) grants nothing, steps down, expires nothing in bulk, and rejoins", async () => {

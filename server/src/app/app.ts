@@ -31,7 +31,7 @@ import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
 import { Router } from "../rpc/routing.js";
-import { Replicas } from "../service/replicas.js";
+import { Replicas, type OwnershipChange } from "../service/replicas.js";
 import type { Fence } from "../store/fence.js";
 import { PostgresOwnershipStore } from "../store/ownership.js";
 import { randomUUID } from "node:crypto";
@@ -40,6 +40,14 @@ import type { ServerConfig } from "./config.js";
 
 /** The embedded database's process owns its pools for good: its claims last a century. */
 const SOLE_OWNERSHIP_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
+
+/** The ownership changes that are events; stopping and resuming serving are metrics and log lines only. */
+const ownershipEvents: Partial<Record<OwnershipChange, DomainEvent["type"]>> = {
+  claimed: "pool_claimed",
+  took_over: "pool_claimed",
+  handed_over: "pool_handed_over",
+  lost: "pool_lost",
+};
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -106,6 +114,25 @@ async function startOnDatabase(
   // The embedded database is one process by construction (its data directory is locked): it owns every pool for good.
   const serves = (pool: string) => replicas.serves(pool);
   const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, serves });
+  const replicaId = randomUUID();
+  const ownershipTtlMs = db.embedded ? SOLE_OWNERSHIP_TTL_MS : cfg.ownershipTtlMs;
+  const replicas: Replicas = new Replicas({
+    id: replicaId,
+    store: new PostgresOwnershipStore(db.sql, box, availability),
+    engine,
+    flush: () => snapshotter.flush(),
+    loaded: () => snapshots.reconcileNext(),
+    log,
+    sole: db.embedded,
+    ttlMs: ownershipTtlMs,
+    renewEveryMs: Math.max(100, Math.floor(ownershipTtlMs / 5)),
+    onChange: (pool, change, term) => {
+      metrics.countOwnershipChange(change);
+      const type = ownershipEvents[change];
+      if (type) events.publish({ type, time: Date.now(), pool, replica: replicas.address, term });
+      if (change !== "resumed" && change !== "claimed") log.info({ pool, term, change }, `pool ${change.replace("_", " ")}`);
+    },
+  });
   const fence: Fence = {
     get owner() {
       return replicas.owner;
@@ -117,8 +144,6 @@ async function startOnDatabase(
       replicas.lost(pools);
     },
   };
-  const replicaId = randomUUID();
-  const ownershipTtlMs = db.embedded ? SOLE_OWNERSHIP_TTL_MS : cfg.ownershipTtlMs;
   const config = new PostgresConfigStore(db.sql, box, availability, systemClock, fence, ownershipTtlMs);
   await config.verifyMasterKey();
   const journal = new PostgresGrantJournal(db.sql, availability, log, {
@@ -153,10 +178,10 @@ async function startOnDatabase(
   };
   const declared = configReloader({ file: cfg.configFile, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
-  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p), locate: () => replicas.locate() }, leasePool, onForward: (m) => metrics.countForwarded(m) });
+  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p), locate: () => replicas.locate(), peers: () => replicas.peers() }, leasePool, onForward: (m) => metrics.countForwarded(m) });
   const services = [
     serviceEntry(KeyPoolService, router.wrap(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets })), poolWireCodecs),
-    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now, listPools: db.embedded ? async () => engine.listPools() : () => config.listPools() }))),
+    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: Date.now, listPools: db.embedded ? async () => engine.listPools() : () => config.listPools(), replicas }))),
   ];
 
   const snapshotter = new Snapshotter({
@@ -166,21 +191,6 @@ async function startOnDatabase(
     log,
     onSnapshot: (durationMs: number, at: number) => metrics.observeSnapshot(durationMs, at),
     onDatabaseUp: (up: boolean) => metrics.setDatabaseUp(up),
-  });
-  const replicas: Replicas = new Replicas({
-    id: replicaId,
-    store: new PostgresOwnershipStore(db.sql, box, availability),
-    engine,
-    flush: () => snapshotter.flush(),
-    loaded: () => snapshots.reconcileNext(),
-    log,
-    sole: db.embedded,
-    ttlMs: ownershipTtlMs,
-    renewEveryMs: Math.max(100, Math.floor(ownershipTtlMs / 5)),
-    onChange: (pool, change, term) => {
-      metrics.countOwnershipChange(change);
-      if (change !== "resumed" && change !== "claimed") log.info({ pool, term, change }, `pool ${change.replace("_", " ")}`);
-    },
   });
   metrics.setSource({
     pools: () => engine.listPools().map((p) => p.name),

@@ -11,6 +11,7 @@ import {
   type Lease,
   type Pool,
   type PoolStats,
+  type Replica,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { formatDuration } from "../ops/duration.js";
 
@@ -119,10 +120,17 @@ export function leasesTable(leases: Lease[]): string {
 }
 
 /** The stats view: a summary line, then one row per key. `now` places open circuits in time. */
+export function replicasTable(replicas: Replica[]): string {
+  return table(
+    ["ID", "ADDRESS", "HEARTBEAT_AGE", "POOLS", "OWNS"],
+    replicas.map((r) => [r.id, r.address, duration(r.heartbeatAge), String(r.pools.length), r.pools.join(",") || dash]),
+  );
+}
+
 export function statsTable(stats: PoolStats, now: number): string {
   const summary =
     `pool ${stats.pool}: ${count(stats.totalKeys, "key")}, ${stats.eligibleKeys} eligible, ` +
-    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting\n`;
+    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting; owner ${stats.owner || dash}, term ${stats.term}\n`;
   const rows = stats.keys.map((k) => {
     const circuit = enumName(CircuitStateSchema, k.circuitState);
     const openFor = k.circuitOpenUntil ? timestampMs(k.circuitOpenUntil) - now : 0;

@@ -275,6 +275,9 @@ const eventTypes: Record<DomainEvent["type"], EventType> = {
   pool_exhausted: EventType.POOL_EXHAUSTED,
   lease_granted: EventType.LEASE_GRANTED,
   lease_ended: EventType.LEASE_ENDED,
+  pool_claimed: EventType.POOL_CLAIMED,
+  pool_handed_over: EventType.POOL_HANDED_OVER,
+  pool_lost: EventType.POOL_LOST,
 };
 
 export function eventToProto(e: DomainEvent | "lagged", now: number): MessageInitShape<typeof EventSchema> {
@@ -289,5 +292,7 @@ export function eventToProto(e: DomainEvent | "lagged", now: number): MessageIni
     leaseId: e.leaseId ?? "",
     reason: e.reason ?? "",
     until: ts(e.until),
+    replica: e.replica ?? "",
+    term: BigInt(e.term ?? 0),
   };
 }

@@ -25,6 +25,8 @@ export interface Placement {
   knows(pool: string): boolean;
   /** Reads the pools' owners from the database again (a pool created on another replica since the last look). */
   locate(): Promise<void>;
+  /** The other live replicas' addresses. */
+  peers(): string[];
 }
 
 export interface RoutingDeps {
@@ -107,6 +109,8 @@ export class Router {
       if (method.methodKind === "unary") out[method.localName] = this.#unary(service, method, local);
       else if (service.typeName === KeyPoolService.typeName && method.localName === "keepAlive") {
         out[method.localName] = (reqs: AsyncIterable<KeepAliveRequest>, ctx: HandlerContext) => this.#keepAlive(reqs, ctx, local as never);
+      } else if (method.methodKind === "server_streaming") {
+        out[method.localName] = (req: unknown, ctx: HandlerContext) => this.#merged(service, method, req, ctx, local as never);
       } else out[method.localName] = local;
     }
     return out as unknown as ServiceImpl<S>;
@@ -143,15 +147,76 @@ export class Router {
     if (owner === undefined || owner === this.#placement.address || ctx.requestHeader.get(FORWARDED_HEADER) !== null) throw notServed(pool);
     ctx.responseHeader.set(OWNER_HEADER, owner);
     const client = this.#peers.client(service, owner) as unknown as Record<string, (req: unknown, opts: object) => Promise<unknown>>;
-    const headers: Record<string, string> = { [FORWARDED_HEADER]: "1" };
-    const auth = ctx.requestHeader.get("authorization");
-    if (auth) headers.authorization = auth;
+    const headers = this.#forwardHeaders(ctx);
     this.#onForward(method.name);
     try {
       return await client[method.localName]!(req, { headers, timeoutMs: ctx.timeoutMs(), signal: ctx.signal });
     } catch (e) {
       throw unreachable(e, owner);
     }
+  }
+
+  /**
+   * A server stream (WatchEvents) merged from this replica and every other live one: each streams what happens in
+   * the pools it owns, so together they cover every pool. A peer that goes away leaves the merge.
+   */
+  async *#merged(
+    service: DescService,
+    method: DescMethod,
+    req: unknown,
+    ctx: HandlerContext,
+    local: (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>,
+  ): AsyncGenerator<unknown> {
+    const peers = ctx.requestHeader.get(FORWARDED_HEADER) === null ? this.#placement.peers() : [];
+    if (peers.length === 0) {
+      yield* local(req, ctx);
+      return;
+    }
+    const out = new Channel<unknown>();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    let failure: unknown;
+    let open = 1 + peers.length;
+    const finished = () => {
+      if (--open === 0) out.close();
+    };
+    void (async () => {
+      try {
+        for await (const res of local(req, ctx)) out.push(res);
+      } catch (e) {
+        failure = e;
+        out.close();
+      } finally {
+        finished();
+      }
+    })();
+    for (const peer of peers) {
+      const client = this.#peers.client(service, peer) as unknown as Record<string, (req: unknown, opts: object) => AsyncIterable<unknown>>;
+      void (async () => {
+        try {
+          for await (const res of client[method.localName]!(req, { headers: this.#forwardHeaders(ctx), signal: stop.signal })) out.push(res);
+        } catch {
+          // The peer went away or refused: its pools' events are missed, the rest go on.
+        } finally {
+          finished();
+        }
+      })();
+    }
+    try {
+      yield* out.drain(ctx.signal);
+      if (failure !== undefined) throw failure;
+    } finally {
+      stop.abort();
+      ctx.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #forwardHeaders(ctx: HandlerContext): Record<string, string> {
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: "1" };
+    const auth = ctx.requestHeader.get("authorization");
+    if (auth) headers.authorization = auth;
+    return headers;
   }
 
   /** Leases of pools served here renew in the local stream; the others renew by RenewLease on their owner. */
@@ -218,9 +283,7 @@ export class Router {
     const owner = this.#placement.ownerOf(pool);
     if (owner === undefined || owner === this.#placement.address) throw notServed(pool);
     const client = this.#peers.client(KeyPoolService, owner);
-    const headers: Record<string, string> = { [FORWARDED_HEADER]: "1" };
-    const auth = ctx.requestHeader.get("authorization");
-    if (auth) headers.authorization = auth;
+    const headers = this.#forwardHeaders(ctx);
     this.#onForward("KeepAlive");
     let r;
     try {

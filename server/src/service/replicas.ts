@@ -79,6 +79,7 @@ export class Replicas implements Fence {
   readonly #mono: () => number;
   readonly #held = new Map<string, Held>();
   #owners = new Map<string, OwnerRow>();
+  readonly #startedAt = Date.now();
   #members: ReplicaRow[] = [];
   #timer: NodeJS.Timeout | undefined;
   #trustTimer: NodeJS.Timeout | undefined;
@@ -145,6 +146,11 @@ export class Replicas implements Fence {
     return this.#held.has(pool) || this.#owners.has(pool);
   }
 
+  /** The addresses of the other live replicas, as last seen. */
+  peers(): string[] {
+    return this.#members.filter((m) => m.id !== this.owner).map((m) => m.address);
+  }
+
   /** Reads every pool's owner again (on a miss: a pool created elsewhere since the last round). */
   async locate(): Promise<void> {
     if (this.#sole) return;
@@ -160,11 +166,18 @@ export class Replicas implements Fence {
     return row && row.owner ? { owner: row.owner, term: row.term } : undefined;
   }
 
-  /** Live members as last seen, and the pools each owns. */
-  members(): Array<ReplicaRow & { pools: string[] }> {
-    return this.#members.map((m) => ({
-      ...m,
-      pools: m.id === this.owner ? [...this.#held.keys()].sort() : [...this.#owners.values()].filter((r) => r.live && r.owner === m.id).map((r) => r.pool),
+  /** The live members, read now, with the pools each owns (the embedded database: this process alone). */
+  async describe(): Promise<Array<{ id: string; address: string; heartbeatAgeMs: number; startedAt: number; pools: string[] }>> {
+    const mine = [...this.#held.keys()].sort();
+    if (this.#sole) return [{ id: this.owner, address: this.#address, heartbeatAgeMs: 0, startedAt: this.#startedAt, pools: mine }];
+    const liveMs = this.#renewEveryMs * LIVE_PERIODS;
+    const [members, owners] = [await this.#store.members(liveMs), await this.#store.owners(liveMs)];
+    return members.map((m) => ({
+      id: m.id,
+      address: m.address,
+      heartbeatAgeMs: m.heartbeat_age_ms,
+      startedAt: m.started_at.getTime(),
+      pools: owners.filter((r) => r.live && r.owner === m.id).map((r) => r.pool),
     }));
   }
 
@@ -176,7 +189,6 @@ export class Replicas implements Fence {
   /** A pool created here was claimed in the same transaction, sent at `sentAt`. */
   created(pool: string, term: number, sentAt: number): void {
     this.#held.set(pool, { term, trustedUntil: sentAt + this.#ttlMs - this.#marginMs, suspended: false, leaving: false });
-    this.#onChange(pool, "claimed", term);
   }
 
   /** A pool deleted here: its row was resigned with the delete. */
@@ -252,8 +264,8 @@ export class Replicas implements Fence {
       await this.#renew(sentAt);
       const members = await this.#store.members(this.#renewEveryMs * LIVE_PERIODS);
       const owners = await this.#store.owners(this.#renewEveryMs * LIVE_PERIODS);
-      this.#members = members;
       this.#owners = new Map(owners.map((r) => [r.pool, r]));
+      this.#members = members;
       await this.#place(members, owners);
       if (this.#failing) this.#log.info({ pools: this.#held.size }, "replicas: database reachable again");
       this.#failing = false;

@@ -18,6 +18,7 @@ import {
   type ListLeasesResponse,
   PoolSchema,
   PoolStatsSchema,
+  ReplicaSchema,
   Strategy,
 } from "../../src/gen/keymesh/v1/admin_pb.js";
 
@@ -227,9 +228,23 @@ describe("keymesh CLI", () => {
     expect(json.nextPageToken).toBeUndefined();
   });
 
+  it("lists the replicas with their heartbeat age and the pools each owns", async () => {
+    const replicas = [
+      create(ReplicaSchema, { id: "r-1", address: "10.0.0.1:50051", heartbeatAge: durationFromMs(400), pools: ["a", "b"] }),
+      create(ReplicaSchema, { id: "r-2", address: "10.0.0.2:50051", heartbeatAge: durationFromMs(1200), pools: [] }),
+    ];
+    const r = await run(["replicas"], { listReplicas: () => ({ replicas }) });
+    const lines = r.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/));
+    expect(lines).toEqual([
+      ["ID", "ADDRESS", "HEARTBEAT_AGE", "POOLS", "OWNS"],
+      ["r-1", "10.0.0.1:50051", "400ms", "2", "a,b"],
+      ["r-2", "10.0.0.2:50051", "1.2s", "0", "-"],
+    ]);
+  });
+
   it("shows pool stats per key: state, active leases, EMA latency, success rate, cooldown left, circuit", async () => {
     const stats = create(PoolStatsSchema, {
-      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0,
+      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0, owner: "10.0.0.2:50051", term: 7n,
       keys: [
         create(KeyStatsSchema, { keyId: "k1", label: "primary", state: KeyState.ENABLED, eligible: true, activeLeases: 3, maxConcurrency: 4, emaLatency: durationFromMs(1250), successRate: 0.975, circuitState: CircuitState.CLOSED, totalLeases: 40n }),
         create(KeyStatsSchema, { keyId: "k2", label: "k2", state: KeyState.ENABLED, eligible: false, successRate: 0.5, circuitState: CircuitState.OPEN, circuitOpenUntil: timestampFromMs(NOW + 20_000), cooldownRemaining: durationFromMs(45_000) }),
@@ -237,7 +252,7 @@ describe("keymesh CLI", () => {
     });
     const r = await run(["stats", "openai"], { getPoolStats: () => ({ stats }) });
     const lines = r.stdout.trimEnd().split("\n");
-    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting");
+    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting; owner 10.0.0.2:50051, term 7");
     expect(lines[1].split(/\s{2,}/)).toEqual(["KEY", "LABEL", "STATE", "ELIGIBLE", "ACTIVE", "EMA_LATENCY", "SUCCESS", "COOLDOWN_LEFT", "CIRCUIT", "TOTAL"]);
     expect(lines[2].split(/\s{2,}/)).toEqual(["k1", "primary", "enabled", "yes", "3/4", "1.3s", "97.5%", "-", "closed", "40"]);
     expect(lines[3].split(/\s{2,}/)).toEqual(["k2", "k2", "enabled", "no", "0", "-", "50.0%", "45s", "open (20s left)", "0"]);

@@ -109,7 +109,7 @@ export function services() {
   const transport = createRouterTransport(
     (router) => {
       router.service(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }));
-      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now(), listPools: async () => engine.listPools() }));
+      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, events, guard, now: () => clock.now(), listPools: async () => engine.listPools(), replicas: { address: "test:1", termOf: () => 1, knows: () => false, locate: async () => {}, describe: async () => [] } }));
     },
     { router: { interceptors: [mapErrors] } },
   );

@@ -257,6 +257,13 @@ const (
 	EventType_EVENT_TYPE_LEASE_ENDED EventType = 19
 	// The watcher fell behind and events were dropped; re-read state with GetPoolStats.
 	EventType_EVENT_TYPE_LAGGED EventType = 20
+	// A replica claimed the pool (created it, or took it over after its owner resigned or its term
+	// expired); replica and term say which and under which term.
+	EventType_EVENT_TYPE_POOL_CLAIMED EventType = 22
+	// The owner handed the pool over to the replica it now hashes to (a replica joined or left).
+	EventType_EVENT_TYPE_POOL_HANDED_OVER EventType = 23
+	// The owner found the pool under another term and dropped it (it was paused or cut off).
+	EventType_EVENT_TYPE_POOL_LOST EventType = 24
 )
 
 // Enum value maps for EventType.
@@ -283,6 +290,9 @@ var (
 		18: "EVENT_TYPE_LEASE_GRANTED",
 		19: "EVENT_TYPE_LEASE_ENDED",
 		20: "EVENT_TYPE_LAGGED",
+		22: "EVENT_TYPE_POOL_CLAIMED",
+		23: "EVENT_TYPE_POOL_HANDED_OVER",
+		24: "EVENT_TYPE_POOL_LOST",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -306,6 +316,9 @@ var (
 		"EVENT_TYPE_LEASE_GRANTED":       18,
 		"EVENT_TYPE_LEASE_ENDED":         19,
 		"EVENT_TYPE_LAGGED":              20,
+		"EVENT_TYPE_POOL_CLAIMED":        22,
+		"EVENT_TYPE_POOL_HANDED_OVER":    23,
+		"EVENT_TYPE_POOL_LOST":           24,
 	}
 )
 
@@ -1095,7 +1108,11 @@ type PoolStats struct {
 	// Acquire calls waiting for a key.
 	Waiters uint32 `protobuf:"varint,5,opt,name=waiters,proto3" json:"waiters,omitempty"`
 	// Per-key state.
-	Keys          []*KeyStats `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	Keys []*KeyStats `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The address (host:port) of the replica that owns the pool and answered.
+	Owner string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The term it holds the pool under; it grows by one with every change of owner.
+	Term          uint64 `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1172,6 +1189,20 @@ func (x *PoolStats) GetKeys() []*KeyStats {
 	return nil
 }
 
+func (x *PoolStats) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *PoolStats) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 // Event is one thing that happened.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1188,7 +1219,11 @@ type Event struct {
 	// Why, in words (e.g. "auth: 401 invalid api key", "retry-after 20s").
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For cooldown and circuit events: until when.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	// For ownership events: the address (host:port) of the replica the event is about.
+	Replica string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	// For ownership events: the term.
+	Term          uint64 `protobuf:"varint,10,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1270,6 +1305,20 @@ func (x *Event) GetUntil() *timestamppb.Timestamp {
 		return x.Until
 	}
 	return nil
+}
+
+func (x *Event) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *Event) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 // CreatePoolRequest creates a pool.
@@ -2860,6 +2909,171 @@ func (x *WatchEventsRequest) GetIncludeLeaseEvents() bool {
 	return false
 }
 
+// ListReplicasRequest takes no fields.
+type ListReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasRequest) Reset() {
+	*x = ListReplicasRequest{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasRequest) ProtoMessage() {}
+
+func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+// Replica is one live server process sharing the database.
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its id (new at every start).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The address (host:port) its peers forward calls to.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// How long ago its last heartbeat was, on the database's clock.
+	HeartbeatAge *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_age,json=heartbeatAge,proto3" json:"heartbeat_age,omitempty"`
+	// When it started.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// The pools it owns.
+	Pools         []string `protobuf:"bytes,5,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *Replica) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Replica) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Replica) GetHeartbeatAge() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatAge
+	}
+	return nil
+}
+
+func (x *Replica) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Replica) GetPools() []string {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+// ListReplicasResponse lists the live replicas, by id.
+type ListReplicasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replicas.
+	Replicas      []*Replica `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasResponse) Reset() {
+	*x = ListReplicasResponse{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasResponse) ProtoMessage() {}
+
+func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListReplicasResponse) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 // WatchEventsResponse carries one event.
 type WatchEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2871,7 +3085,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3097,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[39]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3110,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -2994,7 +3208,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\ftotal_leases\x18\x0e \x01(\x04R\vtotalLeases\x12#\n" +
 	"\rrecent_leases\x18\x0f \x01(\rR\frecentLeases\x12!\n" +
 	"\finput_tokens\x18\x10 \x01(\x04R\vinputTokens\x12#\n" +
-	"\routput_tokens\x18\x11 \x01(\x04R\foutputTokens\"\xcc\x01\n" +
+	"\routput_tokens\x18\x11 \x01(\x04R\foutputTokens\"\xf6\x01\n" +
 	"\tPoolStats\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1d\n" +
 	"\n" +
@@ -3002,7 +3216,9 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\religible_keys\x18\x03 \x01(\rR\feligibleKeys\x12#\n" +
 	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\x12\x18\n" +
 	"\awaiters\x18\x05 \x01(\rR\awaiters\x12(\n" +
-	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\"\xf2\x01\n" +
+	"\x04keys\x18\x06 \x03(\v2\x14.keymesh.v1.KeyStatsR\x04keys\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x12\n" +
+	"\x04term\x18\b \x01(\x04R\x04term\"\xa0\x02\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.keymesh.v1.EventTypeR\x04type\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3010,7 +3226,10 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x19\n" +
 	"\blease_id\x18\x05 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x120\n" +
-	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"9\n" +
+	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x18\n" +
+	"\areplica\x18\t \x01(\tR\areplica\x12\x12\n" +
+	"\x04term\x18\n" +
+	" \x01(\x04R\x04term\"9\n" +
 	"\x11CreatePoolRequest\x12$\n" +
 	"\x04pool\x18\x01 \x01(\v2\x10.keymesh.v1.PoolR\x04pool\":\n" +
 	"\x12CreatePoolResponse\x12$\n" +
@@ -3094,7 +3313,17 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x05stats\x18\x01 \x01(\v2\x15.keymesh.v1.PoolStatsR\x05stats\"Z\n" +
 	"\x12WatchEventsRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
-	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\">\n" +
+	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\"\x15\n" +
+	"\x13ListReplicasRequest\"\xc4\x01\n" +
+	"\aReplica\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12>\n" +
+	"\rheartbeat_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatAge\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n" +
+	"\x05pools\x18\x05 \x03(\tR\x05pools\"G\n" +
+	"\x14ListReplicasResponse\x12/\n" +
+	"\breplicas\x18\x01 \x03(\v2\x13.keymesh.v1.ReplicaR\breplicas\">\n" +
 	"\x13WatchEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event*\x9d\x01\n" +
 	"\bStrategy\x12\x18\n" +
@@ -3115,7 +3344,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xf9\x04\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xd1\x05\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_POOL_CREATED\x10\x01\x12\x1b\n" +
@@ -3138,7 +3367,11 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19EVENT_TYPE_POOL_EXHAUSTED\x10\x11\x12\x1c\n" +
 	"\x18EVENT_TYPE_LEASE_GRANTED\x10\x12\x12\x1a\n" +
 	"\x16EVENT_TYPE_LEASE_ENDED\x10\x13\x12\x15\n" +
-	"\x11EVENT_TYPE_LAGGED\x10\x142\xbd\t\n" +
+	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1b\n" +
+	"\x17EVENT_TYPE_POOL_CLAIMED\x10\x16\x12\x1f\n" +
+	"\x1bEVENT_TYPE_POOL_HANDED_OVER\x10\x17\x12\x18\n" +
+	"\x14EVENT_TYPE_POOL_LOST\x10\x182\x90\n" +
+	"\n" +
 	"\x10PoolAdminService\x12K\n" +
 	"\n" +
 	"CreatePool\x12\x1d.keymesh.v1.CreatePoolRequest\x1a\x1e.keymesh.v1.CreatePoolResponse\x12B\n" +
@@ -3160,7 +3393,8 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"ListLeases\x12\x1d.keymesh.v1.ListLeasesRequest\x1a\x1e.keymesh.v1.ListLeasesResponse\x12N\n" +
 	"\vRevokeLease\x12\x1e.keymesh.v1.RevokeLeaseRequest\x1a\x1f.keymesh.v1.RevokeLeaseResponse\x12Q\n" +
 	"\fGetPoolStats\x12\x1f.keymesh.v1.GetPoolStatsRequest\x1a .keymesh.v1.GetPoolStatsResponse\x12P\n" +
-	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01B@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
+	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01\x12Q\n" +
+	"\fListReplicas\x12\x1f.keymesh.v1.ListReplicasRequest\x1a .keymesh.v1.ListReplicasResponseB@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
 
 var (
 	file_keymesh_v1_admin_proto_rawDescOnce sync.Once
@@ -3175,7 +3409,7 @@ func file_keymesh_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keymesh_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_keymesh_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                 // 0: keymesh.v1.Strategy
 	(KeyState)(0),                 // 1: keymesh.v1.KeyState
@@ -3220,99 +3454,107 @@ var file_keymesh_v1_admin_proto_goTypes = []any{
 	(*GetPoolStatsRequest)(nil),   // 40: keymesh.v1.GetPoolStatsRequest
 	(*GetPoolStatsResponse)(nil),  // 41: keymesh.v1.GetPoolStatsResponse
 	(*WatchEventsRequest)(nil),    // 42: keymesh.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 43: keymesh.v1.WatchEventsResponse
-	nil,                           // 44: keymesh.v1.Key.MetadataEntry
-	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 47: google.protobuf.FieldMask
+	(*ListReplicasRequest)(nil),   // 43: keymesh.v1.ListReplicasRequest
+	(*Replica)(nil),               // 44: keymesh.v1.Replica
+	(*ListReplicasResponse)(nil),  // 45: keymesh.v1.ListReplicasResponse
+	(*WatchEventsResponse)(nil),   // 46: keymesh.v1.WatchEventsResponse
+	nil,                           // 47: keymesh.v1.Key.MetadataEntry
+	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 50: google.protobuf.FieldMask
 }
 var file_keymesh_v1_admin_proto_depIdxs = []int32{
-	45, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
-	45, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
+	48, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
+	48, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
 	0,  // 2: keymesh.v1.Pool.strategy:type_name -> keymesh.v1.Strategy
-	45, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
-	45, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
-	45, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
-	45, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
-	45, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
+	48, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
+	48, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
+	48, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
+	48, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
+	48, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
 	4,  // 8: keymesh.v1.Pool.circuit_breaker:type_name -> keymesh.v1.CircuitBreakerConfig
-	46, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	46, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	44, // 11: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
+	49, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	49, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	47, // 11: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
 	1,  // 12: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
-	46, // 13: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	46, // 14: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
-	46, // 15: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
-	46, // 16: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 17: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	46, // 18: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
-	46, // 19: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
+	49, // 13: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	49, // 14: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	49, // 15: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
+	49, // 16: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 17: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	49, // 18: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
+	49, // 19: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
 	1,  // 20: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
-	45, // 21: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
+	48, // 21: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
 	2,  // 22: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
-	46, // 23: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
-	45, // 24: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
+	49, // 23: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
+	48, // 24: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
 	8,  // 25: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
 	9,  // 26: keymesh.v1.PoolStats.keys:type_name -> keymesh.v1.KeyStats
 	3,  // 27: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
-	46, // 28: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
-	46, // 29: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
+	49, // 28: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
+	49, // 29: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
 	5,  // 30: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
 	5,  // 31: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
 	5,  // 32: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
 	5,  // 33: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
 	5,  // 34: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	47, // 35: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	50, // 35: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
 	5,  // 36: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
 	6,  // 37: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
 	6,  // 38: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
 	6,  // 39: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
 	6,  // 40: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
 	6,  // 41: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
-	47, // 42: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	50, // 42: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	6,  // 43: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
 	6,  // 44: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
 	6,  // 45: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
 	7,  // 46: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
 	10, // 47: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
-	11, // 48: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
-	12, // 49: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
-	14, // 50: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
-	16, // 51: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
-	18, // 52: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
-	20, // 53: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
-	22, // 54: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
-	24, // 55: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
-	26, // 56: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
-	28, // 57: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
-	30, // 58: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
-	32, // 59: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
-	34, // 60: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
-	36, // 61: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
-	38, // 62: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
-	40, // 63: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
-	42, // 64: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
-	13, // 65: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
-	15, // 66: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
-	17, // 67: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
-	19, // 68: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
-	21, // 69: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
-	23, // 70: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
-	25, // 71: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
-	27, // 72: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
-	29, // 73: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
-	31, // 74: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
-	33, // 75: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
-	35, // 76: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
-	37, // 77: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
-	39, // 78: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
-	41, // 79: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
-	43, // 80: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
-	65, // [65:81] is the sub-list for method output_type
-	49, // [49:65] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	48, // 48: keymesh.v1.Replica.heartbeat_age:type_name -> google.protobuf.Duration
+	49, // 49: keymesh.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	44, // 50: keymesh.v1.ListReplicasResponse.replicas:type_name -> keymesh.v1.Replica
+	11, // 51: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
+	12, // 52: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
+	14, // 53: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
+	16, // 54: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
+	18, // 55: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
+	20, // 56: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
+	22, // 57: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
+	24, // 58: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
+	26, // 59: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
+	28, // 60: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
+	30, // 61: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
+	32, // 62: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
+	34, // 63: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
+	36, // 64: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
+	38, // 65: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
+	40, // 66: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
+	42, // 67: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
+	43, // 68: keymesh.v1.PoolAdminService.ListReplicas:input_type -> keymesh.v1.ListReplicasRequest
+	13, // 69: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
+	15, // 70: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
+	17, // 71: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
+	19, // 72: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
+	21, // 73: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
+	23, // 74: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
+	25, // 75: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
+	27, // 76: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
+	29, // 77: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
+	31, // 78: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
+	33, // 79: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
+	35, // 80: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
+	37, // 81: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
+	39, // 82: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
+	41, // 83: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
+	46, // 84: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
+	45, // 85: keymesh.v1.PoolAdminService.ListReplicas:output_type -> keymesh.v1.ListReplicasResponse
+	69, // [69:86] is the sub-list for method output_type
+	52, // [52:69] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_keymesh_v1_admin_proto_init() }
@@ -3327,7 +3569,7 @@ func file_keymesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keymesh_v1_admin_proto_rawDesc), len(file_keymesh_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

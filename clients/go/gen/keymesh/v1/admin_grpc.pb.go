@@ -35,6 +35,7 @@ const (
 	PoolAdminService_RevokeLease_FullMethodName  = "/keymesh.v1.PoolAdminService/RevokeLease"
 	PoolAdminService_GetPoolStats_FullMethodName = "/keymesh.v1.PoolAdminService/GetPoolStats"
 	PoolAdminService_WatchEvents_FullMethodName  = "/keymesh.v1.PoolAdminService/WatchEvents"
+	PoolAdminService_ListReplicas_FullMethodName = "/keymesh.v1.PoolAdminService/ListReplicas"
 )
 
 // PoolAdminServiceClient is the client API for PoolAdminService service.
@@ -76,6 +77,8 @@ type PoolAdminServiceClient interface {
 	GetPoolStats(ctx context.Context, in *GetPoolStatsRequest, opts ...grpc.CallOption) (*GetPoolStatsResponse, error)
 	// WatchEvents streams what happens in a pool (or in every pool) from now on.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// The live replicas sharing this database: address, heartbeat age and the pools each owns.
+	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 }
 
 type poolAdminServiceClient struct {
@@ -255,6 +258,16 @@ func (c *poolAdminServiceClient) WatchEvents(ctx context.Context, in *WatchEvent
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PoolAdminService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *poolAdminServiceClient) ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplicasResponse)
+	err := c.cc.Invoke(ctx, PoolAdminService_ListReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PoolAdminServiceServer is the server API for PoolAdminService service.
 // All implementations must embed UnimplementedPoolAdminServiceServer
 // for forward compatibility.
@@ -294,6 +307,8 @@ type PoolAdminServiceServer interface {
 	GetPoolStats(context.Context, *GetPoolStatsRequest) (*GetPoolStatsResponse, error)
 	// WatchEvents streams what happens in a pool (or in every pool) from now on.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// The live replicas sharing this database: address, heartbeat age and the pools each owns.
+	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
 	mustEmbedUnimplementedPoolAdminServiceServer()
 }
 
@@ -351,6 +366,9 @@ func (UnimplementedPoolAdminServiceServer) GetPoolStats(context.Context, *GetPoo
 }
 func (UnimplementedPoolAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedPoolAdminServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReplicas not implemented")
 }
 func (UnimplementedPoolAdminServiceServer) mustEmbedUnimplementedPoolAdminServiceServer() {}
 func (UnimplementedPoolAdminServiceServer) testEmbeddedByValue()                          {}
@@ -654,6 +672,24 @@ func _PoolAdminService_WatchEvents_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PoolAdminService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _PoolAdminService_ListReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolAdminServiceServer).ListReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PoolAdminService_ListReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolAdminServiceServer).ListReplicas(ctx, req.(*ListReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PoolAdminService_ServiceDesc is the grpc.ServiceDesc for PoolAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -720,6 +756,10 @@ var PoolAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPoolStats",
 			Handler:    _PoolAdminService_GetPoolStats_Handler,
+		},
+		{
+			MethodName: "ListReplicas",
+			Handler:    _PoolAdminService_ListReplicas_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -157,14 +157,20 @@ async function startOnDatabase(
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
   const admin = new Admin(engine, config, { now: () => replicas.now(), created: (p, t, at) => replicas.created(p, t, at), deleted: (p) => replicas.deleted(p) }, Date.now);
 
+  // With several replicas each applies the config file to the pools it holds; a pool another one holds is left to it.
+  const held = (pool: string, change: () => Promise<unknown>): Promise<unknown> => {
+    if (replicas.serves(pool) || !replicas.knows(pool)) return change();
+    log.info({ pool }, "config file: pool held by another replica; its changes are applied there");
+    return Promise.resolve();
+  };
   const configApi: BootstrapApi = {
-    createPool: (p) => admin.createPool(p),
-    updatePool: (p) => admin.updatePool(p),
-    addKey: (k) => admin.addKey(k),
-    updateKey: (k) => admin.updateKey({ ...k, id: k.id! }),
-    enableKey: (pool, id) => admin.enableKey(pool, id),
-    disableKey: (pool, id, reason) => admin.disableKey(pool, id, false, reason),
-    removeKey: (pool, id) => admin.removeKey(pool, id, false),
+    createPool: (p) => held(p.name, () => admin.createPool(p)),
+    updatePool: (p) => held(p.name, () => admin.updatePool(p)),
+    addKey: (k) => held(k.pool, () => admin.addKey(k)),
+    updateKey: (k) => held(k.pool, () => admin.updateKey({ ...k, id: k.id! })),
+    enableKey: (pool, id) => held(pool, () => admin.enableKey(pool, id)),
+    disableKey: (pool, id, reason) => held(pool, () => admin.disableKey(pool, id, false, reason)),
+    removeKey: (pool, id) => held(pool, () => admin.removeKey(pool, id, false)),
   };
   const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
 

@@ -44,7 +44,7 @@ export interface AdminDeps {
 }
 
 /** What the admin API shows of the replicas (service/replicas.ts). */
-export interface ReplicaView {
+interface ReplicaView {
   /** This replica's address. */
   readonly address: string;
   termOf(pool: string): number | undefined;

@@ -14,6 +14,7 @@ import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type Unary
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
+import { replicasBench } from "./lib/replicas.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -202,6 +203,10 @@ async function main() {
     const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });
     process.stderr.write(`done\n`);
     return s;
+  });
+  result.replicas = await section("replicas", () => {
+    process.stderr.write("replicas: several server processes on one Postgres\n");
+    return replicasBench({ postgresUrl: postgresUrl!, failovers: quick ? 2 : 5, seconds: P.unarySec / 2, warmupSeconds: P.warmupSec, pools: 6 });
   });
   result.sections = sections;
   result.duration_seconds = (Date.now() - started) / 1000;

@@ -167,6 +167,7 @@ export async function replicasBench(o: ReplicasOptions) {
         owner_cycle_p50_ms: onOwner.latency.p50_ms,
         forwarded_cycle_p50_ms: forwarded.latency.p50_ms,
         errors: onOwner.errors + forwarded.errors,
+        first_error: onOwner.first_error ?? forwarded.first_error,
       };
       process.stderr.write(`${forwarding.owner_cycles_per_sec} vs ${forwarding.forwarded_cycles_per_sec} cycles/s\n`);
     } finally {

@@ -10,7 +10,7 @@ import { checkTerms, OwnershipLost, type Fence } from "./fence.js";
 import type { SecretBox } from "./secrets.js";
 import * as keys from "./sql/keys.js";
 import { insertMasterKeyCheck, selectMasterKeyCheck } from "./sql/master-key-check.js";
-import { claimPool, resignPools } from "./sql/pool-owners.js";
+import { claimCreatedPool, resignPools } from "./sql/pool-owners.js";
 import * as pools from "./sql/pools.js";
 import type { Queryable } from "./sql/queryable.js";
 
@@ -82,10 +82,7 @@ export class PostgresConfigStore implements ConfigStore {
     return this.#availability.run(() =>
       this.#sql.begin(async (tx) => {
         await pools.insertPool(tx, pool);
-        const term = await claimPool(tx, pool.name, this.#fence.owner, this.#claimTtlMs);
-        // A row left by a pool of that name deleted elsewhere may still be unexpired: another replica's until then.
-        if (term === undefined) throw new OwnershipLost([pool.name]);
-        return term;
+        return claimCreatedPool(tx, pool.name, this.#fence.owner, this.#claimTtlMs);
       }),
     ) as Promise<number>;
   }

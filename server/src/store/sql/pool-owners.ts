@@ -36,6 +36,20 @@ export async function claimPool(db: Queryable, pool: string, owner: string, ttlM
 }
 
 /**
+ * Claims a pool this transaction just created, whatever row a deleted pool of that name left: nothing can
+ * hold the new pool yet, and the term still goes up, so a replica that held the old one writes nothing.
+ */
+export async function claimCreatedPool(db: Queryable, pool: string, owner: string, ttlMs: number): Promise<number> {
+  const [row] = await db<{ term: number }[]>`
+    insert into pool_owners (pool, owner, term, expires_at)
+    values (${pool}, ${owner}, 1, now() + make_interval(secs => ${ttlMs / 1000}))
+    on conflict (pool) do update
+      set owner = excluded.owner, term = pool_owners.term + 1, expires_at = excluded.expires_at
+    returning term`;
+  return row!.term;
+}
+
+/**
  * Extends the pools `owner` still holds under the given terms to now + ttl, expired or not: a term nobody
  * else claimed is still the owner's. Returns the pools renewed; the others were taken over.
  */

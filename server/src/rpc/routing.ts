@@ -125,7 +125,7 @@ export class Router {
         ctx.responseHeader.set(OWNER_HEADER, placement.address);
         return local(req, ctx);
       }
-      return this.#forward(service, method, pool, req, ctx);
+      return this.#forward(service, method, pool, req, ctx, local);
     };
     return (req: AnyRequest, ctx: HandlerContext): unknown => {
       const pool = poolOf(name, req, this.#leasePool);
@@ -134,7 +134,7 @@ export class Router {
         ctx.responseHeader.set(OWNER_HEADER, placement.address);
         return local(req, ctx);
       }
-      if (placement.knows(pool)) return this.#forward(service, method, pool, req, ctx);
+      if (placement.knows(pool)) return this.#forward(service, method, pool, req, ctx, local);
       return placement.locate().then(
         () => route(pool, req, ctx),
         () => route(pool, req, ctx),
@@ -142,8 +142,25 @@ export class Router {
     };
   }
 
-  async #forward(service: DescService, method: DescMethod, pool: string, req: unknown, ctx: HandlerContext): Promise<unknown> {
+  async #forward(
+    service: DescService,
+    method: DescMethod,
+    pool: string,
+    req: unknown,
+    ctx: HandlerContext,
+    local: (req: unknown, ctx: HandlerContext) => unknown,
+    located = false,
+  ): Promise<unknown> {
     const owner = this.#placement.ownerOf(pool);
+    // No owner as last seen: the pool may have been deleted or claimed since; look again once.
+    if (owner === undefined && !located) {
+      await this.#placement.locate().catch(() => undefined);
+      if (this.#placement.serves(pool) || !this.#placement.knows(pool)) {
+        ctx.responseHeader.set(OWNER_HEADER, this.#placement.address);
+        return local(req, ctx);
+      }
+      return this.#forward(service, method, pool, req, ctx, local, true);
+    }
     if (owner === undefined || owner === this.#placement.address || ctx.requestHeader.get(FORWARDED_HEADER) !== null) throw notServed(pool);
     ctx.responseHeader.set(OWNER_HEADER, owner);
     const client = this.#peers.client(service, owner) as unknown as Record<string, (req: unknown, opts: object) => Promise<unknown>>;

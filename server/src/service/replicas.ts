@@ -46,6 +46,8 @@ interface Held {
 
 /** A member is live while its heartbeat is younger than this many renewal periods. */
 const LIVE_PERIODS = 5;
+/** A free pool its own replica has not claimed for this many renewal periods is claimed by any. */
+const STRAY_PERIODS = 2;
 /** What a caller is told to wait before retrying a pool that is not served. */
 const RETRY_AFTER_MS = 250;
 
@@ -194,6 +196,7 @@ export class Replicas implements Fence {
   /** A pool deleted here: its row was resigned with the delete. */
   deleted(pool: string): void {
     this.#held.delete(pool);
+    this.#owners.delete(pool);
   }
 
   /** The embedded database: claims and loads every pool. Otherwise: joins and runs the first round, then one per period. */
@@ -205,8 +208,9 @@ export class Replicas implements Fence {
       await this.#load(terms, sentAt, "claimed");
       return;
     }
-    await this.#store.onChange(() => this.#wake()).catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, "replicas: no notifications; relying on the renewal period"));
+    // The first round claims and loads before the listeners serve; notifications then wake later ones.
     await this.#run();
+    await this.#store.onChange(() => this.#wake()).catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, "replicas: no notifications; relying on the renewal period"));
     this.#trustTimer = setInterval(() => this.#checkTrust(), Math.min(100, this.#renewEveryMs));
     this.#trustTimer.unref();
   }
@@ -230,15 +234,16 @@ export class Replicas implements Fence {
 
   #wake(): void {
     if (this.#stopped) return;
+    if (this.#timer && !this.#round) clearTimeout(this.#timer);
+    void this.#run();
+  }
+
+  /** One round at a time: asked for during one, another follows it. */
+  async #run(): Promise<void> {
     if (this.#round) {
       this.#again = true;
       return;
     }
-    if (this.#timer) clearTimeout(this.#timer);
-    void this.#run();
-  }
-
-  async #run(): Promise<void> {
     this.#timer = undefined;
     this.#round = this.#roundOnce();
     try {
@@ -306,7 +311,9 @@ export class Replicas implements Fence {
       const mine = this.#held.get(row.pool);
       if (mine) {
         if (want !== this.owner && !mine.leaving) handOvers.push(row.pool);
-      } else if (want === this.owner && (!row.live || row.owner === "")) {
+      } else if (!row.live && (want === this.owner || row.expired_ms > this.#renewEveryMs * STRAY_PERIODS)) {
+        // Free or expired: its place, or anyone's once the replica it hashes to has let it lie (stuck, or gone
+        // without a leave); the hashing moves it there later by a hand-over.
         claims.push(row.pool);
       }
     }

@@ -34,7 +34,8 @@ class FakeOwnershipStore implements OwnershipStore {
     this.#check();
     return this.pools.map((p) => {
       const r = this.rows.get(p.name);
-      return { pool: p.name, owner: r?.owner ?? "", term: r?.term ?? 0, live: r !== undefined && r.expiresAt > this.dbNow, address: r ? `${r.owner}:1` : null };
+      const live = r !== undefined && r.expiresAt > this.dbNow;
+      return { pool: p.name, owner: r?.owner ?? "", term: r?.term ?? 0, live, expired_ms: r && !live ? this.dbNow - r.expiresAt : 0, address: r ? `${r.owner}:1` : null };
     });
   }
   async claim(pool: string, owner: string, ttlMs: number): Promise<number | undefined> {

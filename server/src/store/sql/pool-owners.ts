@@ -15,6 +15,8 @@ export interface OwnerRow {
   term: number;
   /** Whether expires_at is still ahead on the database's clock. */
   live: boolean;
+  /** How long ago it expired, in milliseconds on the database's clock (0 while live or never claimed). */
+  expired_ms: number;
   /** The owner's advertised address, when it is a live member. */
   address: string | null;
 }
@@ -94,7 +96,8 @@ export async function lockTerms(db: Queryable, owner: string, held: HeldTerm[]):
 export function selectOwners(db: Queryable, liveMs: number) {
   return db<(OwnerRow & { pool: string })[]>`
     select p.name as pool, coalesce(o.owner, '') as owner, coalesce(o.term, 0) as term,
-           coalesce(o.expires_at > now(), false) as live, r.address
+           coalesce(o.expires_at > now(), false) as live, r.address,
+           greatest(0, coalesce(extract(epoch from now() - o.expires_at) * 1000, 0))::bigint as expired_ms
     from pools p
     left join pool_owners o on o.pool = p.name
     left join replicas r on r.id = o.owner and r.heartbeat_at > now() - make_interval(secs => ${liveMs / 1000})

@@ -12,7 +12,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { PoolAdminService } from "../../server/src/gen/keymesh/v1/admin_pb.js";
@@ -62,8 +62,9 @@ async function onPostgres(relay?: Relay): Promise<{ env: NodeJS.ProcessEnv; dire
     relays.push(relay);
     url.port = String(await relay.listen());
   }
-  // One server on its database: its trust window in its pools outlasts the outages below, so it lends from memory through them.
-  return { env: { ...baseEnv({ dir: await dataDir(), databaseUrl: url.toString() }), KEYMESH_OWNERSHIP_TTL: "60s" }, directUrl: db.url };
+  // One server on its database: its trust window in its pools (the TTL less 2 s) outlasts the 5 s outages below, so
+  // it lends from memory through them.
+  return { env: { ...baseEnv({ dir: await dataDir(), databaseUrl: url.toString() }), KEYMESH_OWNERSHIP_TTL: "10s" }, directUrl: db.url };
 }
 
 async function dataDir(): Promise<string> {
@@ -137,7 +138,17 @@ async function cooldownAfterRestart(env: NodeJS.ProcessEnv, pool: string): Promi
   const again = nodeServer(env);
   try {
     const { addr } = await ready(again);
-    const stats = await clients(addr).admin.getPoolStats({ pool });
+    // A stop cut short before it resigned leaves the pools to the old term until it expires (KEYMESH_OWNERSHIP_TTL).
+    let stats;
+    for (let i = 0; ; i++) {
+      try {
+        stats = await clients(addr).admin.getPoolStats({ pool });
+        break;
+      } catch (e) {
+        if (ConnectError.from(e).code !== Code.Unavailable || i > 300) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     const left = stats.stats!.keys.find((k) => k.keyId === "k1")!.cooldownRemaining;
     return left ? durationMs(left) : 0;
   } finally {

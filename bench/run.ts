@@ -13,17 +13,21 @@ import { engineWake, scale } from "./lib/inprocess.js";
 import { rpcsPerOp, runLoadgen, type GoodputResult, type RenewResult, type UnaryResult, type WakeResult } from "./lib/loadgen.js";
 import { benchKeys, createPool, startBenchServer, type BenchServer } from "./lib/server.js";
 import { printReport } from "./lib/report.js";
+import { ends } from "./lib/ends.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
 import { replicasBench } from "./lib/replicas.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
+/** --etcd-cells=limited,postgres: only the etcd section's cells matching every word; --etcd-pairs=N: pairs per cell. */
+const etcdCells = process.argv.find((a) => a.startsWith("--etcd-cells="))?.slice("--etcd-cells=".length).split(",");
+const etcdPairs = Number(process.argv.find((a) => a.startsWith("--etcd-pairs="))?.slice("--etcd-pairs=".length)) || undefined;
 const postgresUrl = process.env.DATABASE_URL;
 if (!postgresUrl) throw new Error("DATABASE_URL is not set: scripts/bench.sh starts Postgres (scripts/pg.sh) and sets it");
 
 const P = quick
-  ? { unarySec: 1, warmupSec: 0.3, etcdSec: 0.5, etcdWarmupSec: 0.2, etcdPairs: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5 }
-  : { unarySec: 10, warmupSec: 2, etcdSec: 3, etcdWarmupSec: 1, etcdPairs: 3, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2 };
+  ? { unarySec: 1, warmupSec: 0.3, etcdSec: 0.5, etcdWarmupSec: 0.2, etcdPairs: 1, renewSec: 1, wakeSamples: 300, engineWakeSamples: 5000, scaleKeys: 1000, scaleLeases: 10_000, scaleProbes: 2000, scaleSnapshots: 2, scaleEnded: 20_000, goodputSec: 1, goodputWarmupSec: 0.5, endsSec: 1, endsRuns: 1 }
+  : { unarySec: 10, warmupSec: 2, etcdSec: 3, etcdWarmupSec: 1, etcdPairs: 3, renewSec: 8, wakeSamples: 2000, engineWakeSamples: 20_000, scaleKeys: 10_000, scaleLeases: 100_000, scaleProbes: 20_000, scaleSnapshots: 3, scaleEnded: 200_000, goodputSec: 20, goodputWarmupSec: 2, endsSec: 3, endsRuns: 3 };
 const CONCURRENCY = [1, 16, 64];
 const want = (part: string) => !only || only.includes(part);
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
@@ -192,12 +196,16 @@ async function main() {
     const etcdPid = Number(process.env.KEYMESH_BENCH_ETCD_PID);
     if (!etcdAddr || !etcdPid) throw new Error("KEYMESH_BENCH_ETCD is not set: scripts/bench.sh starts etcd (scripts/etcd.sh) and sets it");
     process.stderr.write("the lease cycle beside etcd's\n");
-    return vsEtcd({ postgresUrl: postgresUrl!, etcdAddr, etcdPid, seconds: P.etcdSec, warmupSeconds: P.etcdWarmupSec, pairs: P.etcdPairs, limitedMaxConcurrency: LIMITED });
+    return vsEtcd({ postgresUrl: postgresUrl!, etcdAddr, etcdPid, seconds: P.etcdSec, warmupSeconds: P.etcdWarmupSec, pairs: etcdPairs ?? P.etcdPairs, limitedMaxConcurrency: LIMITED, cellFilter: etcdCells });
   });
   if (etcd) {
     result.vs_etcd = etcd.cells;
     result.vs_etcd_setup = etcd.setup;
   }
+  result.ends = await section("ends", () => {
+    process.stderr.write("durable lease ends in the journal\n");
+    return ends({ postgresUrl: postgresUrl!, seconds: P.endsSec, runs: P.endsRuns });
+  });
   result.scale = await section("scale", async () => {
     process.stderr.write(`scale: ${P.scaleKeys} keys, ${P.scaleLeases} live leases, real Postgres … `);
     const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });

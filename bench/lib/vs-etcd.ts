@@ -54,6 +54,8 @@ export interface VsEtcdOptions {
   pairs: number;
   /** Keys with a max_concurrency never reached: their grants are journaled before Acquire answers. */
   limitedMaxConcurrency: number;
+  /** Runs only the cells whose cycle, keys, database and callers (`c=16`) include every one of these words. */
+  cellFilter?: string[];
 }
 
 export interface VsEtcdResult {
@@ -96,7 +98,7 @@ const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 *
  * Postgres as a production server runs it: fsync and full-page writes on (scripts/pg.sh turns both off
  * for tests), for the duration of `run`; the bench cluster is its own, so nothing else sees the change.
  */
-async function durablePostgres<T>(url: string, run: (settings: Record<string, string>) => Promise<T>): Promise<T> {
+export async function durablePostgres<T>(url: string, run: (settings: Record<string, string>) => Promise<T>): Promise<T> {
   const admin = postgres(url, { max: 1, onnotice: () => {} });
   const settings = ["fsync", "full_page_writes", "synchronous_commit", "wal_sync_method"];
   try {
@@ -167,7 +169,9 @@ export async function vsEtcd(o: VsEtcdOptions): Promise<VsEtcdResult> {
   };
 
   const cells: VsEtcdCell[] = [];
+  const wanted = (...words: string[]) => (o.cellFilter ?? []).every((w) => words.includes(w));
   const onDatabase = async (database: VsEtcdCell["database"]) => {
+    if (!CYCLES.some((cycle) => CALLERS.some((c) => Object.keys(POOLS).some((keys) => wanted(cycle, keys, database, `c=${c}`))))) return;
     process.stderr.write(`  KeyMesh on ${database === "postgres" ? "Postgres (fsync on)" : "the embedded database"} vs etcd\n`);
     const bs = await startBenchServer(database === "postgres" ? { postgresUrl: o.postgresUrl } : {});
     const pgPid = database === "postgres" ? postmasterPid() : undefined;
@@ -177,6 +181,7 @@ export async function vsEtcd(o: VsEtcdOptions): Promise<VsEtcdResult> {
         await createPool(bs.admin, { name: pool, keys: benchKeys(8, `etcd-${keys}-`, maxConcurrency) });
         for (const cycle of CYCLES) {
           for (const c of CALLERS) {
+            if (!wanted(cycle, keys, database, `c=${c}`)) continue;
             process.stderr.write(`    ${cycle}, ${keys} keys, c=${c}: `);
             const pairs: VsEtcdCell["pairs"] = [];
             for (let i = 0; i < o.pairs; i++) {

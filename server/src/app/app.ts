@@ -25,7 +25,7 @@ import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { PostgresGrantJournal } from "../store/journal.js";
 import { migrate } from "../store/migrate.js";
-import { beginEpoch } from "../store/restore.js";
+import { beginEpoch, compactLeases } from "../store/restore.js";
 import { loadSecretBox } from "../store/secrets.js";
 import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
@@ -48,6 +48,9 @@ const ownershipEvents: Partial<Record<OwnershipChange, DomainEvent["type"]>> = {
   handed_over: "pool_handed_over",
   lost: "pool_lost",
 };
+
+/** Ends between two vacuums of the embedded database's leases table: it stays within a few MB of its live rows. */
+const EMBEDDED_VACUUM_EVERY = 10_000;
 
 export interface RunningServer extends BoundPorts {
   engine: PoolEngine;
@@ -113,14 +116,25 @@ async function startOnDatabase(
   // Which pools this process serves. The engine asks it before acting on a deadline, the store fences every write with it.
   // The embedded database is one process by construction (its data directory is locked): it owns every pool for good.
   const serves = (pool: string) => replicas.serves(pool);
-  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, serves });
+  const engine = new PoolEngine({
+    clock: systemClock,
+    leaseSecret,
+    epoch,
+    onEvent,
+    serves,
+    onLeaseEnded: (leaseId, pool, e, seq) => lending.leaseEnded(leaseId, pool, e, seq),
+  });
   const replicaId = randomUUID();
   const ownershipTtlMs = db.embedded ? SOLE_OWNERSHIP_TTL_MS : cfg.ownershipTtlMs;
   const replicas: Replicas = new Replicas({
     id: replicaId,
     store: new PostgresOwnershipStore(db.sql, box, availability),
     engine,
-    flush: () => snapshotter.flush(),
+    // A hand-over writes the pools out, their ends included, before it resigns: the next owner loads no ended lease.
+    flush: async () => {
+      await snapshotter.flush();
+      await journal.endDurable();
+    },
     loaded: () => snapshots.reconcileNext(),
     log,
     sole: db.embedded,
@@ -146,16 +160,20 @@ async function startOnDatabase(
   };
   const config = new PostgresConfigStore(db.sql, box, availability, systemClock, fence, ownershipTtlMs);
   await config.verifyMasterKey();
+  // PGlite runs no autovacuum: the journal vacuums the leases table itself, and a start compacts it first.
+  if (db.embedded) await compactLeases(db.sql, availability);
   const journal = new PostgresGrantJournal(db.sql, availability, log, {
     epoch,
     isLive: (leaseId) => engine.isLive(leaseId),
     fence,
     lendFromMemory: db.embedded,
+    vacuumEvery: db.embedded ? EMBEDDED_VACUUM_EVERY : undefined,
   });
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
   const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, fence, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
-  const admin = new Admin(engine, config, { now: () => replicas.now(), created: (p, t, at) => replicas.created(p, t, at), deleted: (p) => replicas.deleted(p) }, Date.now);
+  const claims = { now: () => replicas.now(), created: (p: string, t: number, at: number) => replicas.created(p, t, at), deleted: (p: string) => replicas.deleted(p) };
+  const admin = new Admin(engine, config, claims, Date.now, () => lending.endsDurable());
 
   // With several replicas each applies the config file to the pools it holds; a pool another one holds is left to it.
   const held = (pool: string, change: () => Promise<unknown>): Promise<unknown> => {

@@ -14,6 +14,7 @@ import { LeaseTokens, type LeaseClaims } from "./lease-token.js";
 import { Scheduler } from "./scheduler.js";
 import { SnapshotChanges } from "./snapshot-changes.js";
 import type { Lease, PoolEntry, TimerItem, Waiter } from "./state.js";
+import { PoolSecrets } from "./redact.js";
 import { chooseKey } from "./strategies.js";
 import type {
   AcquireInput,
@@ -54,6 +55,8 @@ export interface EngineOptions {
    * a term it still trusts). A deadline of a pool it does not serve waits for resumePool; default always.
    */
   serves?: (pool: string) => boolean;
+  /** Called synchronously whenever a lease ends, however it ended (the journal records ends); must not throw. */
+  onLeaseEnded?: (leaseId: string, pool: string, epoch: number, seq: number) => void;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
   /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
@@ -90,6 +93,7 @@ export class PoolEngine {
   private readonly random: () => number;
   private readonly serves: (pool: string) => boolean;
   private readonly events: EventSink;
+  private readonly onLeaseEnded: EngineOptions["onLeaseEnded"];
   private readonly timers: Scheduler<TimerItem>;
   private readonly health: Health;
   private readonly ended: EndedLeases;
@@ -107,6 +111,7 @@ export class PoolEngine {
     this.random = opts.random ?? Math.random;
     this.serves = opts.serves ?? (() => true);
     this.events = new EventSink(opts.onEvent);
+    this.onLeaseEnded = opts.onLeaseEnded;
     this.timers = new Scheduler<TimerItem>(opts.clock, (item, now) => this.fire(item, now));
     this.health = new Health(this.timers, this.events);
     this.ended = new EndedLeases(opts.epoch, opts.endedReasons ?? 2 ** 20);
@@ -127,19 +132,26 @@ export class PoolEngine {
   preparePool(input: PoolInput, existing?: PoolConfig): PoolConfig {
     const cfg = validatePool(input, existing, this.clock.now());
     if (!existing && this.pools.has(cfg.name)) throw new DomainError("pool_exists", `pool "${cfg.name}" already exists`);
-    return cfg;
+    const secrets = this.pools.get(cfg.name)?.secrets;
+    return secrets ? { ...cfg, description: secrets.redact(cfg.description) } : cfg;
   }
 
+  /** A key's configuration as it will be stored: validated, its text fields free of the pool's secrets and its own. */
   prepareKey(input: KeyInput, existing?: KeyConfig): KeyConfig {
     const now = this.clock.now();
     const pool = this.poolEntry(input.pool);
     if (existing) {
       if (input.id !== undefined && input.id !== existing.id) throw invalidArgument("key.id", "cannot be changed");
-      return validateKey({ ...input, id: existing.id }, existing, now);
+      return redactKey(validateKey({ ...input, id: existing.id }, existing, now), pool.secrets);
     }
     const cfg = validateKey({ ...input, id: input.id || this.newKeyId(pool) }, undefined, now);
     if (pool.keys.has(cfg.id)) throw new DomainError("key_exists", `key "${cfg.id}" already exists in pool "${pool.cfg.name}"`);
-    return cfg;
+    return redactKey(cfg, pool.secrets);
+  }
+
+  /** `text` with every secret of the pool's keys masked: what a caller's text about the pool is stored and shown as. */
+  redact(pool: string, text: string): string {
+    return this.poolEntry(pool).secrets.redact(text);
   }
 
   createPool(cfg: PoolConfig): void {
@@ -204,6 +216,7 @@ export class PoolEngine {
     const now = this.timers.tick();
     const k = this.keyEntry(cfg.pool, cfg.id);
     k.configure({ ...cfg, metadata: { ...cfg.metadata } });
+    k.pool.secrets.changed();
     this.events.emit("key_updated", now, cfg.pool, cfg.id);
     this.pump(k.pool, now);
   }
@@ -331,13 +344,14 @@ export class PoolEngine {
   }
 
   /** Ends the lease and applies the outcome class (given, or derived from httpStatus); returns the class applied. */
-  markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
+  markFailed(leaseId: string, failure: FailureReport): FailureClass | "rate_limited" {
     const now = this.timers.tick();
-    const outcome = report.reason ?? classifyStatus(report.httpStatus, report.message);
-    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, report, now));
+    const outcome = failure.reason ?? classifyStatus(failure.httpStatus, failure.message);
+    const redacted = (k: KeyEntry): FailureReport => ({ ...failure, message: k.pool.secrets.redact(failure.message) });
+    const lease = this.live.get(leaseId) ?? this.findLease(leaseId, now, (k) => this.health.failure(k, outcome, redacted(k), now));
     const k = lease.key;
     this.endLease(lease, "released", now, outcome);
-    this.health.failure(k, outcome, report, now);
+    this.health.failure(k, outcome, redacted(k), now);
     this.pump(k.pool, now);
     return outcome;
   }
@@ -369,7 +383,7 @@ export class PoolEngine {
   revokeLease(leaseId: string, reason: string): void {
     const now = this.timers.tick();
     const lease = this.findLease(leaseId, now);
-    this.revoke(lease, now, reason);
+    this.revoke(lease, now, lease.key.pool.secrets.redact(reason));
     this.pump(lease.key.pool, now);
   }
 
@@ -539,7 +553,7 @@ export class PoolEngine {
     const claims: LeaseClaims = { pool: cfg.name, keyId: k.cfg.id, epoch: this.epoch, seq, issuedAt: now, ttlMs: ttl };
     const id = this.tokens.issue(claims);
     const probe = k.circuitState === "half_open";
-    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: input.holder, acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
+    const record = { leaseId: id, pool: cfg.name, keyId: k.cfg.id, holder: pool.secrets.redact(input.holder), acquiredAt: now, expiresAt: now + ttl, ttlMs: ttl };
     this.addLease(k, claims, record, probe, now);
     k.countGrant(now);
     this.health.lent(k, now);
@@ -601,6 +615,7 @@ export class PoolEngine {
     if (lease.probe) k.probes--;
     this.ended.remember(lease.id, lease, reason, now);
     this.changes.leaseEnded(lease);
+    this.onLeaseEnded?.(lease.id, k.pool.cfg.name, lease.epoch, lease.seq);
     this.events.leaseEnded(now, k.pool.cfg.name, k.cfg.id, lease.id, reason, outcome);
     if (reason === "revoked" && lease.watchers) {
       for (const fn of lease.watchers) {
@@ -780,10 +795,11 @@ export class PoolEngine {
   // ---- pools and keys -----------------------------------------------------------------------
 
   private insertPool(cfg: PoolConfig): PoolEntry {
+    const keyList: KeyEntry[] = [];
     const pool: PoolEntry = {
       cfg: { ...cfg },
       keys: new Map(),
-      keyList: [],
+      keyList,
       cursor: 0,
       waitHead: undefined,
       waitTail: undefined,
@@ -791,6 +807,7 @@ export class PoolEngine {
       active: 0,
       exhausted: false,
       parked: [],
+      secrets: new PoolSecrets(() => keyList.map((k) => k.cfg.secret)),
     };
     this.pools.set(cfg.name, pool);
     return pool;
@@ -801,6 +818,7 @@ export class PoolEngine {
     k.slot = pool.keyList.length;
     pool.keyList.push(k);
     pool.keys.set(cfg.id, k);
+    pool.secrets.changed();
     return k;
   }
 
@@ -818,6 +836,7 @@ export class PoolEngine {
       last.slot = k.slot;
     }
     pool.keys.delete(k.cfg.id);
+    pool.secrets.changed();
     this.changes.keyRemoved(pool.cfg.name, k.cfg.id);
     this.events.emit("key_removed", now, pool.cfg.name, k.cfg.id);
   }
@@ -872,4 +891,12 @@ export class PoolEngine {
       outputTokens: k.outputTokens,
     };
   }
+}
+
+/** A key's free text (label, quota group, metadata, disable reason) with its own secret and the pool's masked. */
+function redactKey(cfg: KeyConfig, secrets: PoolSecrets): KeyConfig {
+  const redact = (text: string) => secrets.redact(text, cfg.secret);
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(cfg.metadata)) metadata[redact(name)] = redact(value);
+  return { ...cfg, label: redact(cfg.label), quotaGroup: redact(cfg.quotaGroup), metadata, disabledReason: redact(cfg.disabledReason) };
 }

@@ -1,5 +1,6 @@
 // The engine's in-memory state besides the keys themselves (key.ts): pools, leases, waiters, the timer
 // items, and the windows a key counts its outcomes and grants in.
+import type { PoolSecrets } from "./redact.js";
 import type { KeyEntry } from "./key.js";
 import type { Scheduled } from "./timer-heap.js";
 import type { AcquireInput, Grant, KeyRuntime, LeaseGoneReason, LeaseRecord, PoolConfig } from "./types.js";
@@ -53,6 +54,8 @@ export interface PoolEntry {
   exhausted: boolean;
   /** Deadlines that came while this replica did not serve the pool, kept for when it serves it again. */
   parked: TimerItem[];
+  /** Its keys' secrets, masked in every text a caller gives about the pool. */
+  secrets: PoolSecrets;
 }
 
 const LEAST_USED_WINDOW_MS = 60_000;

@@ -214,9 +214,9 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     return { leases: items.map(leaseToProto), nextPageToken };
   }
 
-  revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {
+  async revokeLease(req: RevokeLeaseRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    this.d.admin.revokeLease(req.leaseId, req.reason || "revoked by operator");
+    await this.d.admin.revokeLease(req.leaseId, req.reason || "revoked by operator");
     return {};
   }
 

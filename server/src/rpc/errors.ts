@@ -75,6 +75,7 @@ const storeCodes: Record<StoreErrorCode, [Code, ErrorReason, string]> = {
   unavailable: [Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later"],
   conflict: [Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry"],
   ownership_lost: [Code.Unavailable, ErrorReason.OWNERSHIP_LOST, "this replica lost the pool to another while the call was in flight: nothing was changed, retry"],
+  refused: [Code.InvalidArgument, ErrorReason.INVALID_ARGUMENT, "the database refused to record this request's values: nothing was granted"],
 };
 
 export type InternalErrorSink = (err: unknown) => void;

@@ -99,13 +99,14 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
 
   release(req: ReleaseRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    this.lending.release(req.leaseId, {
+    const ended = this.lending.release(req.leaseId, {
       latencyMs: optionalMs(req.latency, "latency"),
       inputTokens: req.usage ? Number(req.usage.inputTokens) : undefined,
       outputTokens: req.usage ? Number(req.usage.outputTokens) : undefined,
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
-    return {};
+    // A promise only when the lease's end must be made durable first.
+    return ended ? ended.then(() => ({})) : {};
   }
 
   markFailed(req: MarkFailedRequest, ctx: HandlerContext) {
@@ -116,16 +117,18 @@ export class KeyPoolServiceImpl implements ServiceImpl<typeof KeyPoolService> {
       message: this.scrub(req.message),
       latencyMs: optionalMs(req.latency, "latency"),
     });
-    return { classifiedAs: failureToProto(applied) };
+    const answer = (a: Awaited<typeof applied>) => ({ classifiedAs: failureToProto(a) });
+    return applied instanceof Promise ? applied.then(answer) : answer(applied);
   }
 
   markRateLimited(req: MarkRateLimitedRequest, ctx: HandlerContext) {
     this.guard.useLease(ctx, req.leaseId);
-    const { cooldownUntil } = this.lending.markRateLimited(req.leaseId, {
+    const limited = this.lending.markRateLimited(req.leaseId, {
       retryAfterMs: optionalMs(req.retryAfter, "retry_after"),
       rateLimit: rateLimitFromProto(req.rateLimit, "rate_limit"),
     });
-    return { cooldownUntil: ts(cooldownUntil) };
+    const answer = (l: Awaited<typeof limited>) => ({ cooldownUntil: ts(l.cooldownUntil) });
+    return limited instanceof Promise ? limited.then(answer) : answer(limited);
   }
 
   renewLease(req: RenewLeaseRequest, ctx: HandlerContext) {

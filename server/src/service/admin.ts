@@ -18,12 +18,15 @@ export class Admin {
   readonly #store: ConfigStore;
   readonly #claims: PoolClaims;
   readonly #now: () => number;
+  readonly #endsDurable: () => Promise<void>;
 
-  constructor(engine: PoolEngine, store: ConfigStore, claims: PoolClaims, now: () => number) {
+  /** `endsDurable`: resolves once the ends of the leases revoked so far are durable (Lending's). */
+  constructor(engine: PoolEngine, store: ConfigStore, claims: PoolClaims, now: () => number, endsDurable: () => Promise<void>) {
     this.#engine = engine;
     this.#store = store;
     this.#claims = claims;
     this.#now = now;
+    this.#endsDurable = endsDurable;
   }
 
   async createPool(input: PoolInput): Promise<PoolConfig> {
@@ -52,6 +55,7 @@ export class Admin {
     await this.#store.deletePool(name);
     this.#engine.deletePool(name);
     this.#claims.deleted(name);
+    await this.#endsDurable();
   }
 
   async addKey(input: KeyInput): Promise<KeyConfig> {
@@ -78,6 +82,7 @@ export class Admin {
     if (!drain) {
       await this.#store.deleteKey(pool, keyId);
       this.#engine.removeKey(pool, keyId, false);
+      await this.#endsDurable();
       return;
     }
     await this.#store.updateKey({ ...existing, disabled: true, disabledReason: "removing: draining", updatedAt: this.#now() });
@@ -93,13 +98,17 @@ export class Admin {
 
   async disableKey(pool: string, keyId: string, drain: boolean, reason: string): Promise<KeyView> {
     const existing = this.#engine.getKeyConfig(pool, keyId);
-    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: reason, updatedAt: this.#now() });
-    return this.#engine.disableKey(pool, keyId, drain, reason);
+    const stored = this.#engine.redact(pool, reason);
+    await this.#store.updateKey({ ...existing, disabled: true, disabledReason: stored, updatedAt: this.#now() });
+    const view = this.#engine.disableKey(pool, keyId, drain, stored);
+    await this.#endsDurable();
+    return view;
   }
 
-  /** Ends the lease now; its holder hears of it on KeepAlive. */
-  revokeLease(leaseId: string, reason: string): void {
+  /** Ends the lease now, durably before it answers; its holder hears of it on KeepAlive. */
+  async revokeLease(leaseId: string, reason: string): Promise<void> {
     this.#engine.revokeLease(leaseId, reason);
+    await this.#endsDurable();
   }
 }
 

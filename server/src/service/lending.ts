@@ -19,6 +19,8 @@ import type { AcquireResult } from "../ops/metrics.js";
 import type { ConfigStore } from "../store/config-store.js";
 import type { GrantJournal, JournaledGrant } from "../store/journal.js";
 
+type MaybePromise<T> = T | Promise<T>;
+
 /** Hot-path instrumentation (metrics); counters only, nothing that waits. */
 export interface LendingObserver {
   /** One finished Acquire: total duration, and when it queued for a key, the time it waited. */
@@ -55,6 +57,8 @@ export class Lending {
   readonly #config: LendingDeps["config"];
   readonly #observer: LendingObserver;
   readonly #log: LendingDeps["log"];
+  /** The journal ticket of the last end the engine call in progress made (0: none to write). */
+  #endTicket = 0;
 
   constructor(deps: LendingDeps) {
     this.#engine = deps.engine;
@@ -82,17 +86,27 @@ export class Lending {
     return this.#lend(input, granted, started, undefined);
   }
 
-  release(leaseId: string, report: SuccessReport): void {
+  /** Ends the lease; answers once its end is durable (a promise only when there is an end to write). */
+  release(leaseId: string, report: SuccessReport): void | Promise<void> {
+    this.#endTicket = 0;
     this.#engine.release(leaseId, report);
+    return this.#once(undefined);
   }
 
-  /** Returns the outcome class applied (given, or derived from the HTTP status). */
-  markFailed(leaseId: string, report: FailureReport): FailureClass | "rate_limited" {
-    return this.#engine.markFailed(leaseId, report);
+  /** Returns the outcome class applied (given, or derived from the HTTP status), once the lease's end is durable. */
+  markFailed(leaseId: string, report: FailureReport): MaybePromise<FailureClass | "rate_limited"> {
+    this.#endTicket = 0;
+    return this.#once(this.#engine.markFailed(leaseId, report));
   }
 
-  markRateLimited(leaseId: string, report: RateLimitedReport): { cooldownUntil: number } {
-    return this.#engine.markRateLimited(leaseId, report);
+  markRateLimited(leaseId: string, report: RateLimitedReport): MaybePromise<{ cooldownUntil: number }> {
+    this.#endTicket = 0;
+    return this.#once(this.#engine.markRateLimited(leaseId, report));
+  }
+
+  /** Resolves once every lease end so far is durable: what an admin change that revoked leases answers after. */
+  endsDurable(): Promise<void> {
+    return this.#journal.endDurable();
   }
 
   renew(leaseId: string, ttlMs: number | undefined): Renewal {
@@ -104,6 +118,25 @@ export class Lending {
     return this.#engine.watchLease(leaseId, fn);
   }
 
+  /**
+   * Every end of a lease (release, outcome report, expiry, revocation) goes to the journal, so a restart does
+   * not bring the lease back; the call that ended it answers once it is durable (see #once).
+   */
+  leaseEnded(leaseId: string, pool: string, epoch: number, seq: number): void {
+    const ticket = this.#journal.recordEnd(leaseId, pool, epoch, seq);
+    if (ticket > this.#endTicket) this.#endTicket = ticket;
+  }
+
+  /**
+   * `value` once the ends the current call made are durable: an answered end never comes back after a crash.
+   * Synchronous when it made none to write (an unlimited key's lease ended before its grant was written).
+   */
+  #once<T>(value: T): MaybePromise<T> {
+    const ticket = this.#endTicket;
+    this.#endTicket = 0;
+    return ticket === 0 ? value : this.#journal.endDurable(ticket).then(() => value);
+  }
+
   /** The engine's events that end a lending write path: a drained key leaves the database with its last lease. */
   onEngineEvent(e: DomainEvent): void {
     if (e.type !== "key_removed") return;
@@ -111,12 +144,12 @@ export class Lending {
     this.#config.deleteKey(e.pool, e.keyId!).catch((err: unknown) => this.#log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
   }
 
-  /** A grant that could not be made durable was never answered: its slot is freed (if its pool is still here). */
-  #withdraw(grant: Grant): void {
+  /** A grant the journal could not record: nobody will hear of its lease, so its slot is freed at once (if its pool is still here). */
+  #unlend(grant: Grant): void {
     try {
-      this.#engine.revokeLease(grant.leaseId, "its grant could not be made durable");
+      this.#engine.revokeLease(grant.leaseId, "its record could not be written");
     } catch {
-      // The pool was dropped with the lease (another replica owns it now).
+      // Ended meanwhile (revoked with its key, say), or dropped with its pool (another replica owns it now): nothing is held.
     }
   }
 
@@ -140,7 +173,7 @@ export class Lending {
           return grant;
         },
         (err: unknown) => {
-          this.#withdraw(grant);
+          this.#unlend(grant);
           this.#observer.observeAcquire(input.pool, "error", performance.now() - started, waitedMs);
           throw err;
         },

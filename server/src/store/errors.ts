@@ -1,6 +1,6 @@
 // Typed store failures. Each carries a code; the RPC layer's error mapper switches on it.
 
-export type StoreErrorCode = "unavailable" | "conflict" | "ownership_lost";
+export type StoreErrorCode = "unavailable" | "conflict" | "ownership_lost" | "refused";
 
 /** A failure of a store operation that callers can act on. */
 export abstract class StoreError extends Error {
@@ -14,6 +14,16 @@ export class StoreUnavailable extends StoreError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "StoreUnavailable";
+  }
+}
+
+/** The database refused one record for its data (the rest of its statement was written without it). */
+export class StoreRefused extends StoreError {
+  readonly code = "refused";
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreRefused";
   }
 }
 

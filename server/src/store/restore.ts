@@ -7,7 +7,7 @@ import type { Availability } from "./availability.js";
 import type { SecretBox } from "./secrets.js";
 import { selectRuntime } from "./sql/key-runtime.js";
 import { selectKeys } from "./sql/keys.js";
-import { selectLeases } from "./sql/leases.js";
+import { selectLeases, vacuumLeases } from "./sql/leases.js";
 import { selectPools } from "./sql/pools.js";
 import type { Queryable } from "./sql/queryable.js";
 import { insertEpoch, selectEpochs } from "./sql/server-epochs.js";
@@ -30,6 +30,11 @@ export interface LoadedState {
 /** Records a new server start at `now`; the grants of this process carry the epoch returned. */
 export function beginEpoch(sql: postgres.Sql, availability: Availability, now: number): Promise<number> {
   return availability.run(() => insertEpoch(sql, now));
+}
+
+/** Reclaims the space of the lease rows ended before this start (for a database without autovacuum). */
+export function compactLeases(sql: postgres.Sql, availability: Availability): Promise<unknown> {
+  return availability.run(() => vacuumLeases(sql));
 }
 
 /** Everything needed to rebuild `pools` in the engine, read in one repeatable-read transaction. */

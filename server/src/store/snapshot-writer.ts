@@ -1,7 +1,9 @@
 // Runtime snapshots into Postgres: the whole state of the pools this replica holds (reconciling their rows in
 // one transaction) or what changed (each chunk its own transaction). Every transaction first checks the terms
-// the pools are held under (fence.ts). It coordinates with the grant journal only through JournalProgress:
-// a checkpoint when a write starts, supersede once it committed, and the rows each journal statement wrote.
+// the pools are held under (fence.ts), and so does the journal for the lease rows. It coordinates with the
+// lease journal only through JournalProgress:
+// a checkpoint when a write starts, its lease rows written through the journal (in the journal's order, so
+// none comes back after its end), supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
 import type { Clock, KeyRuntime, LeaseRecord, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
@@ -10,7 +12,7 @@ import { checkTerms, type Fence } from "./fence.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
-import { deleteEndedLeases, deleteLeasesExcept, upsertSnapshotLeases } from "./sql/leases.js";
+import { deleteLeasesExcept } from "./sql/leases.js";
 import type { HeldTerm } from "./sql/pool-owners.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
@@ -99,17 +101,21 @@ export class PostgresSnapshotStore implements SnapshotStore {
     // Rows of `s` are recorded once written; grants journaled from here on are recorded as they commit.
     const leaseRows = new Map<string, LeaseRecord>();
     this.#leaseRows = leaseRows;
-    const runtime = await encodeAll(s.keys);
+    const inScope = new Set(scope.map((h) => h.pool));
+    const runtime = (await encodeAll(s.keys)).filter((r) => inScope.has(r.pool));
+    const leases = s.leases.filter((l) => inScope.has(l.pool));
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, scope, runtime, s.leases, mark, meta)));
+      // The leases first, so that a crash before the transaction commits leaves the last mark with every row it needs.
+      for (const chunk of chunks(leases, this.#snapshotChunk)) await this.#journal.upsert(chunk, scope);
+      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, scope, runtime, leases, mark, meta)));
     } catch (err) {
       this.#reconciled = false;
       throw err;
     }
     this.#journal.supersede(mark);
     const pace = new Pacer();
-    for (const lease of s.leases) {
+    for (const lease of leases) {
       if (!leaseRows.has(lease.leaseId)) leaseRows.set(lease.leaseId, lease);
       if (pace.due()) await pace.pause();
     }
@@ -119,8 +125,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
    * Writes what changed since the previous snapshot, each statement of at most `snapshotChunk` rows committing
    * on its own, so a journal commit never waits behind a long transaction (nor, on the embedded database's one
    * connection, behind more than one chunk). A crash between chunks leaves each row either as before or as in
-   * `c`, which is safe row by row: only leases ended at the export are deleted, and the mark is recorded last,
-   * once every chunk has committed. Between statements it leaves the database to the journal for as long as
+   * `c`, which is safe row by row: the journal wrote the ends, the lease rows go through it (leaving out leases
+   * ended by then), and the mark is recorded last, once every chunk has committed. Between statements it leaves the database to the journal for as long as
    * the last one took: on a busy server, grants commit faster while a snapshot is written, which takes longer.
    * Written when a full snapshot is due too (an outage noticed meanwhile): it is right row by row, and the
    * next snapshot still reconciles.
@@ -132,26 +138,22 @@ export class PostgresSnapshotStore implements SnapshotStore {
     const runtime = await encodeAll(c.keys);
     const rows = this.#leaseRows;
     const leases: LeaseRecord[] = [];
-    const ended: string[] = [];
     const pace = new Pacer();
     for (const lease of c.leases) {
       const row = rows.get(lease.leaseId);
       if (!row || row.expiresAt !== lease.expiresAt || row.ttlMs !== lease.ttlMs || row.holder !== lease.holder) leases.push(lease);
       if (pace.due()) await pace.pause();
     }
-    for (const leaseId of c.endedLeases) {
-      if (rows.has(leaseId)) ended.push(leaseId);
-      if (pace.due()) await pace.pause();
-    }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(scope, runtime, c.removedKeys, leases, ended, mark, meta);
+      await this.#writeChanges(scope, runtime, c.removedKeys, leases, meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
       throw err;
     }
-    for (const leaseId of ended) {
+    // The journal wrote the ends: their rows are gone.
+    for (const leaseId of c.endedLeases) {
       rows.delete(leaseId);
       if (pace.due()) await pace.pause();
     }
@@ -171,51 +173,40 @@ export class PostgresSnapshotStore implements SnapshotStore {
     if (grants.some((rec) => rec.epoch === covered.epoch && rec.seq <= covered.seq)) this.#reconciled = false;
   }
 
+  /** `runtime` and `leases` are of the pools of `scope` only. */
   async #writeFull(tx: Queryable, scope: HeldTerm[], runtime: EncodedRuntime[], leases: LeaseRecord[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
     await checkTerms(tx, this.#fence, scope);
     const pools = scope.map((h) => h.pool);
-    const inScope = new Set(pools);
-    const keys = runtime.filter((r) => inScope.has(r.pool));
-    const live = leases.filter((l) => inScope.has(l.pool));
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
-    await deleteRuntimeExcept(tx, pools, keys);
-    await deleteLeasesExcept(tx, pools, live.map((lease) => lease.leaseId), mark);
-    for (const chunk of chunks(keys, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
-    for (const chunk of chunks(live, this.#snapshotChunk)) await upsertSnapshotLeases(tx, chunk);
+    await deleteRuntimeExcept(tx, pools, runtime);
+    await deleteLeasesExcept(tx, pools, leases.map((lease) => lease.leaseId), mark);
+    for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
 
-  async #writeChanges(
-    scope: HeldTerm[],
-    runtime: EncodedRuntime[],
-    removedKeys: RuntimeChanges["removedKeys"],
-    leases: LeaseRecord[],
-    endedLeases: string[],
-    mark: GrantMark,
-    meta: SnapshotMeta,
-  ): Promise<void> {
-    const pools = scope.map((h) => h.pool);
-    const inScope = new Set(pools);
+  async #writeChanges(scope: HeldTerm[], runtime: EncodedRuntime[], removedKeys: RuntimeChanges["removedKeys"], leases: LeaseRecord[], meta: SnapshotMeta): Promise<void> {
+    const inScope = new Set(scope.map((h) => h.pool));
     let rest = 0;
-    const paced = async (statement: (tx: Queryable) => Promise<unknown>): Promise<void> => {
+    const paced = async (statement: () => Promise<unknown>): Promise<void> => {
       if (rest > 0) await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, rest));
       const started = this.#clock.now();
-      await this.#availability.run(() =>
+      await statement();
+      rest = this.#clock.now() - started;
+    };
+    const fenced = (statement: (tx: Queryable) => Promise<unknown>) => () =>
+      this.#availability.run(() =>
         this.#sql.begin(async (tx) => {
           await checkTerms(tx, this.#fence, scope);
           await statement(tx);
         }),
       );
-      rest = this.#clock.now() - started;
-    };
-    // Removals first: a key removed and added again since has its new state among `runtime`.
     // Rows of a pool no longer held (dropped since the export) are not this replica's to write.
     const held = <T extends { pool: string }>(rows: T[]) => rows.filter((r) => inScope.has(r.pool));
-    for (const chunk of chunks(held(removedKeys), this.#snapshotChunk)) await paced((tx) => deleteRuntimeOf(tx, chunk));
-    for (const chunk of chunks(held(runtime), this.#snapshotChunk)) await paced((tx) => upsertRuntime(tx, chunk));
-    for (const chunk of chunks(endedLeases, this.#snapshotChunk)) await paced((tx) => deleteEndedLeases(tx, pools, chunk, mark));
-    for (const chunk of chunks(held(leases), this.#snapshotChunk)) await paced((tx) => upsertSnapshotLeases(tx, chunk));
-    await paced((tx) => upsertSnapshotMeta(tx, meta));
+    // Removals first: a key removed and added again since has its new state among `runtime`.
+    for (const chunk of chunks(held(removedKeys), this.#snapshotChunk)) await paced(fenced((tx) => deleteRuntimeOf(tx, chunk)));
+    for (const chunk of chunks(held(runtime), this.#snapshotChunk)) await paced(fenced((tx) => upsertRuntime(tx, chunk)));
+    for (const chunk of chunks(held(leases), this.#snapshotChunk)) await paced(() => this.#journal.upsert(chunk, scope));
+    await paced(fenced((tx) => upsertSnapshotMeta(tx, meta)));
   }
 }
 

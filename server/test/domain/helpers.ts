@@ -1,4 +1,5 @@
 // Builders shared by the engine tests, and by the tests of its parts (a pool, a key, a lease on their own).
+import { PoolSecrets } from "../../src/domain/redact.js";
 import { validateKey, validatePool } from "../../src/domain/config.js";
 import type { DomainError } from "../../src/domain/errors.js";
 import { PoolEngine } from "../../src/domain/engine.js";
@@ -84,7 +85,9 @@ export function settle<T>(p: Promise<T>): { value?: T; error?: DomainError } {
 
 export function poolEntry(input: Partial<PoolInput> = {}, now = Date.UTC(2026, 0, 1)): PoolEntry {
   const cfg = validatePool({ name: "p", ...input }, undefined, now);
-  return { cfg, keys: new Map(), keyList: [], cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false, parked: [] };
+  const keyList: KeyEntry[] = [];
+  const secrets = new PoolSecrets(() => keyList.map((k) => k.cfg.secret));
+  return { cfg, keys: new Map(), keyList, cursor: 0, waitHead: undefined, waitTail: undefined, waiting: 0, active: 0, exhausted: false, parked: [], secrets };
 }
 
 /** A key added to `pool`, as the engine adds one. */

@@ -18,16 +18,33 @@ import type { ConfigStore } from "../../src/store/config-store.js";
 import type { GrantJournal, JournaledGrant } from "../../src/store/journal.js";
 import { FakeClock } from "../fake-clock.js";
 
-/** Records each grant; a durable one resolves when the test says so (all at once by default). */
+/** Records each grant and end; a durable grant resolves when the test says so (all at once by default), or fails with `refuse`. */
 class FakeJournal implements GrantJournal {
   readonly durable: JournaledGrant[] = [];
   readonly behind: JournaledGrant[] = [];
+  readonly ends: Array<{ leaseId: string; pool: string; epoch: number; seq: number }> = [];
   /** While true, record() stays pending until release(). */
   hold = false;
+  /** The error the next durable grant fails with. */
+  refuse: Error | undefined;
   #held: Array<() => void> = [];
 
   record(grant: JournaledGrant): Promise<void> {
     this.durable.push(grant);
+    const refused = this.refuse;
+    this.refuse = undefined;
+    if (refused) return Promise.reject(refused);
+    if (!this.hold) return Promise.resolve();
+    return new Promise((resolve) => this.#held.push(resolve));
+  }
+
+  recordEnd(leaseId: string, pool: string, epoch: number, seq: number): number {
+    this.ends.push({ leaseId, pool, epoch, seq });
+    return this.ends.length;
+  }
+
+  /** Resolves at once, or once release() is called while `hold` is set. */
+  endDurable(): Promise<void> {
     if (!this.hold) return Promise.resolve();
     return new Promise((resolve) => this.#held.push(resolve));
   }
@@ -92,10 +109,11 @@ export function services() {
       events.publish(e);
       lending.onEngineEvent(e);
     },
+    onLeaseEnded: (leaseId, pool, epoch, seq) => lending.leaseEnded(leaseId, pool, epoch, seq),
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
-  const admin = new Admin(engine, config, { now: () => 0, created() {}, deleted() {} }, () => clock.now());
+  const admin = new Admin(engine, config, { now: () => 0, created() {}, deleted() {} }, () => clock.now(), () => lending.endsDurable());
   const guard = createGuard(createAuthorizer([]), () => undefined);
   const internal: unknown[] = [];
   const mapError = createErrorMapper((err) => void internal.push(err));

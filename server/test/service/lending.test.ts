@@ -2,7 +2,7 @@
 // given, the drained key's removal, and write-through that leaves nothing half-applied.
 import { describe, expect, it } from "vitest";
 import type { Grant } from "../../src/domain/types.js";
-import { StoreUnavailable } from "../../src/store/errors.js";
+import { StoreRefused, StoreUnavailable } from "../../src/store/errors.js";
 import { services, settle } from "./harness.js";
 
 const input = (pool: string, holder = "worker-1") => ({ pool, waitTimeoutMs: 0, holder, estimatedTokens: 0, excludeKeyIds: [] });
@@ -66,6 +66,54 @@ describe("Lending", () => {
     s.journal.release();
     await settle();
     expect(answered?.leaseId).toBe(s.journal.durable[1]!.leaseId);
+  });
+
+  it("journals every end of a lease: release, outcome reports, expiry and revocation", async () => {
+    const s = services();
+    await withKeys(s, [{ id: "a" }, { id: "b" }]);
+    const grants = Array.from({ length: 5 }, () => s.lending.acquire({ ...input("p"), ttlMs: 60_000 }) as Grant);
+    const [released, failed, limited, expiring, revoked] = grants;
+    s.lending.release(released!.leaseId, {});
+    s.lending.markFailed(failed!.leaseId, { httpStatus: 500, message: "" });
+    s.lending.markRateLimited(limited!.leaseId, {});
+    s.lending.renew(expiring!.leaseId, 1000);
+    s.engine.revokeLease(revoked!.leaseId, "operator");
+    s.clock.advance(1001);
+    const ended = (g: Grant) => ({ leaseId: g.leaseId, pool: g.record.pool, epoch: g.epoch, seq: g.seq });
+    expect(s.journal.ends).toEqual([ended(released!), ended(failed!), ended(limited!), ended(revoked!), ended(expiring!)]);
+  });
+
+  it("answers an end only once the journal made it durable, and an admin revocation too", async () => {
+    const s = services();
+    await withKeys(s, [{ id: "a", maxConcurrency: 2 }]);
+    const first = (await s.lending.acquire(input("p"))) as Grant;
+    const second = (await s.lending.acquire(input("p"))) as Grant;
+    s.journal.hold = true;
+    const answers: string[] = [];
+    void s.pool.release({ leaseId: first.leaseId }).then(() => answers.push("release"));
+    void s.adminClient.revokeLease({ leaseId: second.leaseId }).then(() => answers.push("revoke"));
+    await settle();
+    expect(answers).toEqual([]);
+    // The slots are free at once: only the answers wait.
+    expect(s.engine.listLeases("p")).toEqual([]);
+    s.journal.release();
+    await settle();
+    expect(answers.sort()).toEqual(["release", "revoke"]);
+  });
+
+  it("answers a grant whose record the database refused with that error, and frees its slot", async () => {
+    const s = services();
+    await withKeys(s, [{ id: "one", maxConcurrency: 1 }]);
+    s.journal.refuse = new StoreRefused("the database refused this lease's record");
+    await expect(s.lending.acquire(input("p"))).rejects.toBeInstanceOf(StoreRefused);
+    expect(s.engine.listLeases("p")).toEqual([]);
+    const next = (await s.lending.acquire(input("p"))) as Grant;
+    expect(next.keyId).toBe("one");
+    // Over the wire it is a shaped INVALID_ARGUMENT, never INTERNAL.
+    await s.lending.release(next.leaseId, {});
+    s.journal.refuse = new StoreRefused("the database refused this lease's record");
+    await expect(s.pool.acquire({ pool: "p", holder: "h" })).rejects.toMatchObject({ code: 3 });
+    expect(s.internal).toEqual([]);
   });
 
   it("deletes a drained key from the config store when its last lease ends", async () => {

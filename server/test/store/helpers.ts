@@ -134,6 +134,7 @@ export interface StoreOptions {
   maxBatch?: number;
   /** Shared with another store of the test, whose pools this one writes too. */
   fence?: TestFence;
+  vacuumEvery?: number;
 }
 
 /**
@@ -161,7 +162,7 @@ export async function openStore(sql: postgres.Sql, box: SecretBox, options: Stor
     /** Records a new epoch; its journal and snapshot writer. */
     async beginEpoch(isLive: JournalOptions["isLive"] = () => true) {
       const epoch = await beginEpoch(sql, availability, clock.now());
-      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch, fence, lendFromMemory: true });
+      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch, vacuumEvery: options.vacuumEvery, fence, lendFromMemory: true });
       const snapshots = new PostgresSnapshotStore(sql, availability, journal, fence, { clock, snapshotChunk: options.snapshotChunk });
       return { epoch, journal, snapshots };
     },

@@ -39,9 +39,14 @@ export function updateKey(db: Queryable, box: SecretBox, key: KeyConfig) {
   return db`update keys set ${db(fields)} where pool = ${pool} and id = ${id}`;
 }
 
-/** Its runtime state and leases go with it (on delete cascade). */
+/**
+ * Its runtime state goes with it (on delete cascade), and its leases' rows in the same statement: leases has no
+ * foreign key to keys (migration 0003).
+ */
 export function deleteKey(db: Queryable, pool: string, keyId: string) {
-  return db`delete from keys where pool = ${pool} and id = ${keyId}`;
+  return db`
+    with leases_gone as (delete from leases where pool = ${pool} and key_id = ${keyId})
+    delete from keys where pool = ${pool} and id = ${keyId}`;
 }
 
 const secretContext = (pool: string, keyId: string): string => `key:${pool}\u0000${keyId}`;

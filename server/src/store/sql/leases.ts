@@ -1,9 +1,10 @@
-// The leases table: live leases, inserted by the grant journal and reconciled by snapshots; a row's epoch
-// and seq are its grant's (0 and 0 for a lease only a snapshot wrote). Every statement on it is here.
+// The leases table: live leases, written by the lease journal (grants in, ends out, a snapshot's rows through
+// it) and reconciled by full snapshots; a row's epoch and seq are its grant's (0 and 0 for a lease only a
+// snapshot wrote). Every statement on it is here.
 import type { LeaseRecord } from "../../domain/types.js";
 import type { GrantMark, JournaledGrant } from "../journal.js";
 import type { HeldTerm } from "./pool-owners.js";
-import { asJson, type Queryable } from "./queryable.js";
+import { asJson, TEXT_OID, type Queryable } from "./queryable.js";
 
 interface LeaseRow {
   lease_id: string;
@@ -30,50 +31,42 @@ export async function selectLeases(db: Queryable, pools: string[]): Promise<Leas
 }
 
 /**
- * The journal's statement: inserts `grants` of the pools `owner` still holds under `terms` and raises each
- * epoch's high-water mark (server_epochs) to `marks`, which also covers grants left out as ended. One
- * statement, hence one transaction: the leases and the marks commit together, and the ownership rows stay
- * locked until then, so a claim of those pools sees these leases. Returns the pools still held: grants of
- * the others are left out, as is a grant of a key that no longer exists.
+ * The journal's statement: for the pools `owner` still holds under `terms`, inserts `rows` (a row already there
+ * takes their holder and expiry) and deletes the rows of the leases in `ended`; raises each epoch's high-water
+ * mark (server_epochs) to `marks`, which also covers grants left out as ended. One statement, hence one
+ * transaction: the rows, the ends and the marks commit together, and the ownership rows stay locked until then,
+ * so a claim of those pools sees what it wrote. Returns the pools still held: rows and ends of the others are
+ * left out. No lease is both among `rows` and `ended`. Rows are not checked against keys (migration 0003): the
+ * journal only writes live leases, and a row whose key was removed meanwhile is deleted by its lease's end.
  */
-export async function insertJournaledLeases(db: Queryable, owner: string, terms: HeldTerm[], grants: JournaledGrant[], marks: GrantMark[]): Promise<string[]> {
-  const rows = await db<{ pool: string }[]>`
+export async function writeJournal(db: Queryable, owner: string, terms: HeldTerm[], rows: JournaledGrant[], ended: string[], marks: GrantMark[]): Promise<string[]> {
+  const held = await db<{ pool: string }[]>`
     with fence as (
       select o.pool from pool_owners o
       join jsonb_to_recordset(${db.json(asJson(terms))}::jsonb) as h(pool text, term bigint) on h.pool = o.pool and h.term = o.term
       where o.owner = ${owner}
       for share of o
-    ), g as (
-      select * from jsonb_to_recordset(${db.json(asJson(grants))}::jsonb) as g(
-        "leaseId" text, pool text, "keyId" text, holder text,
-        "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
     ), journaled as (
       insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-      select g."leaseId", g.pool, g."keyId", g.holder, g."acquiredAt", g."expiresAt", g."ttlMs", g.epoch, g.seq
-      from g
-      -- A per-row probe of the key's index: a join would be planned as a scan of every key.
-      where (select true from keys k where k.pool = g.pool and k.id = g."keyId")
-        and g.pool in (select pool from fence)
-      on conflict (lease_id) do nothing
+      select g.* from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as g(
+        "leaseId" text, pool text, "keyId" text, holder text,
+        "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint, epoch bigint, seq bigint)
+      where g.pool in (select pool from fence)
+      on conflict (lease_id) do update
+        set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms
+    ), ended as (
+      -- An array, not a set from jsonb: the planner probes the primary key once per id instead of hashing
+      -- the ids against a scan of the table (5 ms instead of 0.1 ms for 64 ids beside 20,000 dead rows).
+      delete from leases l
+      where l.lease_id = any(${db.array(ended, TEXT_OID)}::text[])
+        and l.pool in (select pool from fence)
     ), marked as (
       update server_epochs e set max_journaled_seq = greatest(e.max_journaled_seq, m.seq)
       from jsonb_to_recordset(${db.json(asJson(marks))}::jsonb) as m(epoch bigint, seq bigint)
       where e.epoch = m.epoch
     )
     select pool from fence`;
-  return rows.map((r) => r.pool);
-}
-
-/** A snapshot's leases; those known only from memory (restored or re-adopted) carry epoch 0: no journal covers them. */
-export function upsertSnapshotLeases(db: Queryable, rows: LeaseRecord[]) {
-  return db`
-    insert into leases (lease_id, pool, key_id, holder, acquired_at, expires_at, ttl_ms, epoch, seq)
-    select s."leaseId", s.pool, s."keyId", s.holder, s."acquiredAt", s."expiresAt", s."ttlMs", 0, 0
-    from jsonb_to_recordset(${db.json(asJson(rows))}::jsonb) as s(
-      "leaseId" text, pool text, "keyId" text, holder text, "acquiredAt" bigint, "expiresAt" bigint, "ttlMs" bigint)
-    join keys k on k.pool = s.pool and k.id = s."keyId"
-    on conflict (lease_id) do update
-      set holder = excluded.holder, expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms`;
+  return held.map((r) => r.pool);
 }
 
 /** A full snapshot's reconciliation of `pools`: every lease of them not among `keep` goes, except grants above the snapshot's mark. */
@@ -87,11 +80,7 @@ export function deleteLeasesExcept(db: Queryable, pools: string[], keep: string[
       and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
 }
 
-/** Leases of `pools` that ended since the last snapshot, except grants above its mark (a lease id is never granted twice). */
-export function deleteEndedLeases(db: Queryable, pools: string[], leaseIds: string[], mark: GrantMark) {
-  return db`
-    delete from leases l
-    where l.lease_id in (select jsonb_array_elements_text(${db.json(leaseIds)}::jsonb))
-      and l.pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb))
-      and not (l.epoch = ${mark.epoch} and l.seq > ${mark.seq})`;
+/** Makes the space of deleted rows reusable (the embedded database runs no autovacuum); not in a transaction. */
+export function vacuumLeases(db: Queryable) {
+  return db`vacuum leases`;
 }

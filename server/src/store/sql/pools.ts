@@ -41,9 +41,14 @@ export function updatePool(db: Queryable, pool: PoolConfig) {
   return db`update pools set ${db(fields)} where name = ${name}`;
 }
 
-/** Its keys, their runtime state and leases go with it (on delete cascade). */
+/**
+ * Its keys and their runtime state go with it (on delete cascade), and its leases' rows in the same statement:
+ * leases has no foreign key to keys (migration 0003).
+ */
 export function deletePool(db: Queryable, name: string) {
-  return db`delete from pools where name = ${name}`;
+  return db`
+    with leases_gone as (delete from leases where pool = ${name})
+    delete from pools where name = ${name}`;
 }
 
 function poolRow(p: PoolConfig): PoolRow {

@@ -160,13 +160,16 @@ describe("replicas on one Postgres", () => {
     const [name] = await createPools(a, 1, 2);
     await poll("pool owned", async () => ((await owners()).has(name!) ? true : undefined));
     const intervals: Array<{ start: number; end: number }> = [];
+    let cancelled = 0;
     const worker = async (r: Replica) => {
       for (let i = 0; i < 25; i++) {
         let lease;
         try {
           lease = await r.pool.acquire({ pool: name, waitTimeout: durationFromMs(2000) });
         } catch (e) {
-          expect([Code.ResourceExhausted, Code.Unavailable], ConnectError.from(e).message).toContain(ConnectError.from(e).code);
+          // No key in time, or the pool changing hands; a call cut by the transport (CANCEL) granted nothing to this caller either.
+          expect([Code.ResourceExhausted, Code.Unavailable, Code.Canceled], ConnectError.from(e).message).toContain(ConnectError.from(e).code);
+          if (ConnectError.from(e).code === Code.Canceled) cancelled++;
           continue;
         }
         const start = performance.now();
@@ -181,6 +184,7 @@ describe("replicas on one Postgres", () => {
     for (const x of intervals) maxHeld = Math.max(maxHeld, intervals.filter((y) => y.start <= x.start && x.start < y.end).length);
     expect(intervals.length).toBeGreaterThan(50);
     expect(maxHeld).toBeLessThanOrEqual(2);
+    expect(cancelled).toBeLessThanOrEqual(3);
   }, 120_000);
 
   it("a KeepAlive stream on a non-owner renews through the owner and receives the owner's revocation", async () => {

@@ -290,12 +290,13 @@ export class Router {
       try {
         for await (const req of requests) {
           const pool = this.#leasePool(req.leaseId);
-          if (forwarded || pool === undefined || placement.serves(pool) || !placement.knows(pool)) {
+          if (pool === undefined || placement.serves(pool) || !placement.knows(pool)) {
             here.push(req);
             continue;
           }
+          // A stream from another replica is never sent on: the lease's pool moved, and its client reconnects.
           const owner = placement.ownerOf(pool);
-          if (owner === undefined || owner === placement.address) return fail(notServed(pool));
+          if (forwarded || owner === undefined || owner === placement.address) return fail(notServed(pool));
           upstream(owner).push(req);
         }
       } catch (e) {

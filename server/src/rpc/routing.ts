@@ -2,12 +2,12 @@
 // a pool another replica owns is forwarded to it over gRPC, once (a forwarded call carries keymesh-forwarded
 // and is never forwarded again); with no owner to forward to, it is UNAVAILABLE with POOL_NOT_SERVED and a
 // retry-after. Every answer about a pool names its owner in the keymesh-owner response header. A KeepAlive
-// stream renews each lease where its pool is served: here, or through a RenewLease to the owner.
+// stream renews each lease where its pool is served: here, or over a KeepAlive stream to the owner.
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ErrorDetailSchema, ErrorReason } from "../gen/keymesh/v1/common_pb.js";
-import { KeyPoolService, type KeepAliveRequest, type KeepAliveResponse } from "../gen/keymesh/v1/pool_pb.js";
+import { KeyPoolService, type KeepAliveRequest } from "../gen/keymesh/v1/pool_pb.js";
 import { Channel } from "./channel.js";
 import { keymeshError } from "./errors.js";
 
@@ -236,79 +236,92 @@ export class Router {
     return headers;
   }
 
-  /** Leases of pools served here renew in the local stream; the others renew by RenewLease on their owner. */
+  /**
+   * Leases of pools served here renew in the local stream; each other lease goes to a KeepAlive stream of this
+   * call's own on its pool's owner, whose answers (renewals, and revocations it pushes) come back on this one.
+   * When an owner cannot be reached the stream ends UNAVAILABLE: the client reconnects and re-sends.
+   */
   async *#keepAlive(
     requests: AsyncIterable<KeepAliveRequest>,
     ctx: HandlerContext,
     local: (reqs: AsyncIterable<KeepAliveRequest>, ctx: HandlerContext) => AsyncIterable<unknown>,
   ): AsyncGenerator<unknown> {
+    const placement = this.#placement;
+    const forwarded = ctx.requestHeader.get(FORWARDED_HEADER) !== null;
     const here = new Channel<KeepAliveRequest>();
     const out = new Channel<unknown>();
+    const upstreams = new Map<string, Channel<KeepAliveRequest>>();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
     let failure: unknown;
-    let pending = 0;
-    let readerDone = false;
-    const settle = () => {
-      if (readerDone && pending === 0) here.close();
+    const fail = (e: unknown) => {
+      failure ??= e;
+      out.close();
     };
-    const reader = (async () => {
+    let open = 1;
+    const finished = () => {
+      if (--open === 0) out.close();
+    };
+    const upstream = (owner: string): Channel<KeepAliveRequest> => {
+      let requestsToOwner = upstreams.get(owner);
+      if (requestsToOwner) return requestsToOwner;
+      const channel = new Channel<KeepAliveRequest>();
+      upstreams.set(owner, channel);
+      open++;
+      this.#onForward("KeepAlive");
+      const client = this.#peers.client(KeyPoolService, owner);
+      void (async () => {
+        try {
+          for await (const res of client.keepAlive(channel, { headers: this.#forwardHeaders(ctx), signal: stop.signal })) out.push(res);
+        } catch (e) {
+          if (!stop.signal.aborted) fail(unreachable(e, owner));
+        } finally {
+          finished();
+        }
+      })();
+      return channel;
+    };
+    const closeInputs = () => {
+      here.close();
+      for (const channel of upstreams.values()) channel.close();
+    };
+    void (async () => {
       try {
         for await (const req of requests) {
           const pool = this.#leasePool(req.leaseId);
-          if (pool === undefined || this.#placement.serves(pool) || !this.#placement.knows(pool)) {
+          if (pool === undefined || placement.serves(pool) || !placement.knows(pool)) {
             here.push(req);
             continue;
           }
-          pending++;
-          void this.#renewRemote(pool, req, ctx).then(
-            (res) => out.push(res),
-            (e: unknown) => out.push(goneOrFail(req.leaseId, e)),
-          ).finally(() => {
-            pending--;
-            settle();
-          });
+          // A stream from another replica is never sent on: the lease's pool moved, and its client reconnects.
+          const owner = placement.ownerOf(pool);
+          if (forwarded || owner === undefined || owner === placement.address) return fail(notServed(pool));
+          upstream(owner).push(req);
         }
       } catch (e) {
-        failure = e;
+        fail(e);
       } finally {
-        readerDone = true;
-        settle();
+        closeInputs();
       }
     })();
-    const localStream = (async () => {
+    void (async () => {
       try {
         for await (const res of local(here, ctx)) out.push(res);
       } catch (e) {
-        failure ??= e;
+        fail(e);
       } finally {
-        out.close();
+        finished();
       }
     })();
     try {
-      for await (const res of out.drain(ctx.signal)) {
-        if (res instanceof Error) throw res;
-        yield res;
-      }
-      await reader;
-      await localStream;
+      yield* out.drain(ctx.signal);
       if (failure !== undefined) throw failure;
     } finally {
-      here.close();
+      stop.abort();
+      ctx.signal.removeEventListener("abort", onAbort);
+      closeInputs();
     }
-  }
-
-  async #renewRemote(pool: string, req: KeepAliveRequest, ctx: HandlerContext): Promise<Partial<KeepAliveResponse>> {
-    const owner = this.#placement.ownerOf(pool);
-    if (owner === undefined || owner === this.#placement.address) throw notServed(pool);
-    const client = this.#peers.client(KeyPoolService, owner);
-    const headers = this.#forwardHeaders(ctx);
-    this.#onForward("KeepAlive");
-    let r;
-    try {
-      r = await client.renewLease({ leaseId: req.leaseId, ttl: req.ttl }, { headers, signal: ctx.signal });
-    } catch (e) {
-      throw unreachable(e, owner);
-    }
-    return { leaseId: req.leaseId, result: { case: "renewed", value: { expiresAt: r.expiresAt, ttl: r.ttl, renewInterval: r.renewInterval } as never } };
   }
 }
 
@@ -317,15 +330,4 @@ function unreachable(e: unknown, owner: string): ConnectError {
   const err = ConnectError.from(e);
   if (err.findDetails(ErrorDetailSchema).length > 0) return err;
   return keymeshError(Code.Unavailable, ErrorReason.OWNER_UNREACHABLE, `the pool's owner (${owner}) could not be reached: retry`, { retryAfterMs: RETRY_AFTER_MS, cause: e });
-}
-
-/** A renewal the owner answered "gone" (NOT_FOUND with a lease reason) is pushed as gone; anything else ends the stream as a failure would locally. */
-function goneOrFail(leaseId: string, e: unknown): Partial<KeepAliveResponse> | Error {
-  const err = ConnectError.from(e);
-  const reason = err.findDetails(ErrorDetailSchema)[0]?.reason;
-  const gone = [ErrorReason.LEASE_EXPIRED, ErrorReason.LEASE_RELEASED, ErrorReason.LEASE_REVOKED, ErrorReason.LEASE_UNKNOWN, ErrorReason.LEASE_ID_MALFORMED];
-  if (reason !== undefined && gone.includes(reason)) {
-    return { leaseId, result: { case: "gone", value: { reason, message: err.rawMessage } as never } };
-  }
-  return err;
 }

@@ -46,6 +46,8 @@ interface Held {
 
 /** A member is live while its heartbeat is younger than this many renewal periods. */
 const LIVE_PERIODS = 5;
+/** Shortest time between two reads of the owners on a miss. */
+const LOCATE_EVERY_MS = 100;
 /** A free pool its own replica has not claimed for this many renewal periods is claimed by any. */
 const STRAY_PERIODS = 2;
 /** What a caller is told to wait before retrying a pool that is not served. */
@@ -83,6 +85,8 @@ export class Replicas implements Fence {
   #owners = new Map<string, OwnerRow>();
   readonly #startedAt = Date.now();
   #members: ReplicaRow[] = [];
+  #locating: Promise<void> | undefined;
+  #locatedAt = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
   #trustTimer: NodeJS.Timeout | undefined;
   #round: Promise<void> | undefined;
@@ -153,11 +157,22 @@ export class Replicas implements Fence {
     return this.#members.filter((m) => m.id !== this.owner).map((m) => m.address);
   }
 
-  /** Reads every pool's owner again (on a miss: a pool created elsewhere since the last round). */
-  async locate(): Promise<void> {
-    if (this.#sole) return;
-    const owners = await this.#store.owners(this.#renewEveryMs * LIVE_PERIODS);
-    this.#owners = new Map(owners.map((r) => [r.pool, r]));
+  /**
+   * Reads every pool's owner again (on a miss: a pool created elsewhere since the last round). Calls at the same
+   * time share one read, and one within LOCATE_EVERY_MS of the last finds that: unknown names cannot make a storm.
+   */
+  locate(): Promise<void> {
+    if (this.#sole || this.#mono() - this.#locatedAt < LOCATE_EVERY_MS) return Promise.resolve();
+    this.#locating ??= (async () => {
+      try {
+        const owners = await this.#store.owners(this.#renewEveryMs * LIVE_PERIODS);
+        this.#owners = new Map(owners.map((r) => [r.pool, r]));
+        this.#locatedAt = this.#mono();
+      } finally {
+        this.#locating = undefined;
+      }
+    })();
+    return this.#locating;
   }
 
   /** The pool's term and owner id as last seen, for stats. */

@@ -325,9 +325,16 @@ export class Router {
   }
 }
 
-/** The owner's own answer passes through; a failure to reach it is OWNER_UNREACHABLE. */
+/**
+ * The owner's own answer passes through, its code, message and details without the metadata of its transport
+ * (its status trailers among them, which are this answer's own to write); a failure to reach it is OWNER_UNREACHABLE.
+ */
 function unreachable(e: unknown, owner: string): ConnectError {
   const err = ConnectError.from(e);
-  if (err.findDetails(ErrorDetailSchema).length > 0) return err;
+  if (err.findDetails(ErrorDetailSchema).length > 0) {
+    const answer = new ConnectError(err.rawMessage, err.code, undefined, undefined, e);
+    answer.details = err.details;
+    return answer;
+  }
   return keymeshError(Code.Unavailable, ErrorReason.OWNER_UNREACHABLE, `the pool's owner (${owner}) could not be reached: retry`, { retryAfterMs: RETRY_AFTER_MS, cause: e });
 }

@@ -286,6 +286,55 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     }
   });
 
+  it("fences grants, ends and a snapshot's lease rows by the owner's term, a refused row still failing alone", async () => {
+    const [a, b] = [uniq("taken"), uniq("kept")];
+    for (const name of [a, b]) {
+      await config.insertPool(poolConfig(name));
+      await config.insertKey(keyConfig(name, "k1"));
+    }
+    const ended = new Set<string>();
+    const { epoch, journal } = await store.beginEpoch((leaseId) => !ended.has(leaseId));
+    const grant = (pool: string, id: string, seq: number, holder = "worker-1") => ({ ...leaseRecord(pool, "k1", `${pool}-${id}`, { holder }), epoch, seq });
+    const [a1, b1] = [grant(a, "1", 1), grant(b, "1", 2)];
+    await Promise.all([journal.record(a1), journal.record(b1)]);
+    const aTerm = store.fence.termOf(a)!;
+    // Another replica takes pool a over; this one has not heard of it yet.
+    await db.sql`update pool_owners set owner = 'other-replica', term = term + 1 where pool = ${a}`;
+    const refusedHolder = `refuse-${b}`;
+    await db.sql.unsafe(`
+      create function km_refuse_holder() returns trigger language plpgsql as $$ begin raise exception 'refused row' using errcode = '22P05'; end $$;
+      create trigger km_refuse_holder before insert on leases for each row when (new.holder = '${refusedHolder}') execute function km_refuse_holder();`);
+    try {
+      // One statement: both ends, a grant of the pool taken over, a refused grant and a good one of the pool kept.
+      for (const g of [a1, b1]) ended.add(g.leaseId);
+      const ends = [journal.recordEnd(a1.leaseId, a, epoch, 1), journal.recordEnd(b1.leaseId, b, epoch, 2)];
+      const results = await Promise.allSettled([
+        journal.record(grant(a, "2", 3)),
+        journal.record(grant(b, "2", 4, refusedHolder)),
+        journal.record(grant(b, "3", 5)),
+        ...ends.map((ticket) => journal.endDurable(ticket)),
+      ]);
+      expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).name : r.status))).toEqual([
+        "OwnershipLost",
+        "StoreRefused",
+        "fulfilled",
+        "OwnershipLost",
+        "fulfilled",
+      ]);
+      expect(store.fence.lostPools).toContain(a);
+      expect(store.fence.termOf(a)).toBeUndefined();
+      const rows = await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool in (${a}, ${b}) order by seq`;
+      // The end of a1 was not this replica's to write any more: the new owner has its row, and ends the lease.
+      expect(rows.map((r) => r.lease_id)).toEqual([a1.leaseId, `${b}-3`]);
+      // A snapshot's rows for the pool under the term it was exported with: not written, and the snapshot fails.
+      await expect(journal.upsert([leaseRecord(a, "k1", `${a}-snapshot`)], [{ pool: a, term: aTerm }])).rejects.toMatchObject({ name: "OwnershipLost" });
+      expect((await db.sql`select count(*)::int as n from leases where lease_id = ${`${a}-snapshot`}`)[0].n).toBe(0);
+    } finally {
+      await db.sql.unsafe(`drop trigger km_refuse_holder on leases; drop function km_refuse_holder();`);
+      await journal.close();
+    }
+  });
+
   it("vacuums the leases table every vacuumEvery ends, so a steady flow of leases keeps it bounded", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));

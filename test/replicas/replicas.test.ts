@@ -214,6 +214,9 @@ describe("replicas on one Postgres", () => {
     const [name] = await createPools(a, 1, 1);
     const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
     const [owner, survivor] = ownerAddr === a.addr ? [a, b] : [b, a];
+    // Released through the survivor (forwarded) just before the kill: its end was durable before the answer.
+    const ended = await survivor.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) });
+    await survivor.pool.release({ leaseId: ended.leaseId });
     const held = await survivor.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) });
     owner.p.child.kill("SIGKILL");
     const killedAt = performance.now();
@@ -225,6 +228,8 @@ describe("replicas on one Postgres", () => {
     const ms = performance.now() - killedAt;
     console.log(`kill -9 failover: ${Math.round(ms)} ms (ownership TTL ${TTL_MS} ms)`);
     expect(ms).toBeLessThan(10_000);
+    // The takeover replayed the journal as a restart does: the held lease is live there, the released one is not.
+    expect((await survivor.admin.listLeases({ pool: name })).leases.map((l) => l.leaseId)).toEqual([held.leaseId]);
     await survivor.pool.renewLease({ leaseId: held.leaseId });
     await survivor.pool.release({ leaseId: held.leaseId });
     const next = await survivor.pool.acquire({ pool: name });

@@ -7,7 +7,7 @@ export const STOP_BOUNDS = {
   callsMs: 2000,
   /** The final snapshot of runtime state. */
   snapshotMs: 4000,
-  /** The grant journal's last batch and the database connections. */
+  /** The lease journal's last batch and the database connections. */
   closeMs: 1000,
   /** The whole stop; past it the process exits 1 (only a step that ignores its own bound gets here). */
   totalMs: 8000,

@@ -251,7 +251,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
 
   upsert(rows: readonly LeaseRecord[], scope: readonly HeldTerm[]): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
-    if (!this.#availability.up) return Promise.reject(new StoreUnavailable("database unavailable"));
+    // While the database is thought down the journal sends nothing, so nothing of it can come between: the
+    // snapshot's statement goes at once, and finds out whether the database is back.
+    if (!this.#availability.up) return this.#statement(journalRows([], [{ rows, resolve() {}, reject() {} }], this.#isLive), [], []);
     return new Promise<void>((resolve, reject) => {
       this.#upserts.push({ rows, scope, resolve, reject });
       this.#kick();
@@ -331,7 +333,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (excess <= 0) return;
     for (const e of this.#queue.splice(0, excess)) if (e.rec.epoch === this.#epoch) this.#sentSeq = Math.max(this.#sentSeq, e.rec.seq);
     if (this.#dropped === 0) {
-      this.#log.warn({ maxPending: this.#maxPending }, "grant journal full while the database is down: dropping the oldest; the next snapshot covers them");
+      this.#log.warn({ maxPending: this.#maxPending }, "lease journal holds too many grants while the database is down: dropping the oldest; the next snapshot covers them");
     }
     this.#dropped += excess;
   }

@@ -253,11 +253,28 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (rows.length === 0) return Promise.resolve();
     // While the database is thought down the journal sends nothing, so nothing of it can come between: the
     // snapshot's statement goes at once, and finds out whether the database is back.
-    if (!this.#availability.up) return this.#statement(journalRows([], [{ rows, resolve() {}, reject() {} }], this.#isLive), [], []);
+    if (!this.#availability.up) return this.#upsertNow(rows, scope);
     return new Promise<void>((resolve, reject) => {
       this.#upserts.push({ rows, scope, resolve, reject });
       this.#kick();
     });
+  }
+
+  /** A snapshot's rows in a statement of their own, fenced by its scope. */
+  async #upsertNow(leases: readonly LeaseRecord[], scope: readonly HeldTerm[]): Promise<void> {
+    const rows = journalRows([], [{ rows: leases, scope, resolve() {}, reject() {} }], (lease, terms) => this.#isLive(lease.leaseId) && this.#holds(lease.pool, terms.get(lease.pool)));
+    const terms = currentTerms(rows, (pool) => this.#fence.termOf(pool));
+    const kept = new Set(await this.#statement(terms, rows, [], []));
+    const lost = terms.filter((t) => !kept.has(t.pool)).map((t) => t.pool);
+    if (lost.length > 0) this.#fence.lost(lost);
+    const exported = new Map(scope.map((h) => [h.pool, h.term]));
+    const gone = [...new Set(leases.map((lease) => lease.pool))].filter((pool) => !this.#holds(pool, exported.get(pool)));
+    if (gone.length > 0) throw new OwnershipLost(gone);
+  }
+
+  /** Whether the pool is still held under `term` (a record made under it may be written). */
+  #holds(pool: string, term: number | undefined): boolean {
+    return term !== undefined && term === this.#fence.termOf(pool);
   }
 
   checkpoint(): Promise<GrantMark> {
@@ -380,7 +397,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       if (this.#ends.length === 0) this.#settleEnds();
       const upserts = this.#takeUpserts();
       // A record made under a term no longer held (its pool was dropped since) is not written: it is lost.
-      const held = (pool: string, term: number | undefined) => term !== undefined && term === this.#fence.termOf(pool);
+      const held = (pool: string, term: number | undefined) => this.#holds(pool, term);
       const current = new Set<object>();
       for (const e of batch) if (held(e.rec.pool, e.term)) current.add(e);
       for (const e of ends) if (held(e.pool, e.term)) current.add(e);

@@ -65,6 +65,19 @@ async function ownerOf(sql: postgres.Sql, pool: string): Promise<string | undefi
   return row?.address;
 }
 
+/**
+ * The pools' owners once placement has settled (a pool starts on the replica that created it and moves to the one
+ * it hashes to): the same on two looks a renewal period and a half apart.
+ */
+async function settled(sql: postgres.Sql, pools: string[]): Promise<string[]> {
+  return until(async () => {
+    const first = await Promise.all(pools.map((p) => ownerOf(sql, p)));
+    await new Promise((r) => setTimeout(r, 1500));
+    const second = await Promise.all(pools.map((p) => ownerOf(sql, p)));
+    return first.every((o, i) => o !== undefined && o === second[i]) ? (second as string[]) : undefined;
+  });
+}
+
 /** One failover: two fresh replicas, a pool with one limited key, the owner stopped with `signal`; ms until the survivor serves it. */
 async function failover(databaseUrl: string, sql: postgres.Sql, signal: "SIGKILL" | "SIGTERM", n: number): Promise<number> {
   const replicas = [await start(databaseUrl), await start(databaseUrl)];
@@ -72,9 +85,8 @@ async function failover(databaseUrl: string, sql: postgres.Sql, signal: "SIGKILL
     const name = `failover-${signal.toLowerCase()}-${n}`;
     await replicas[0]!.admin.createPool({ pool: { name } });
     await until(async () => (await replicas[0]!.admin.addKey({ pool: name, key: { id: "k", maxConcurrency: 1 }, secret: `sk-bench-failover-${n}-0123456789` })) && true);
-    // Wait for the pool to settle on the replica it hashes to, so the hand-over after creation is not measured.
-    await new Promise((r) => setTimeout(r, 2500));
-    const owner = await until(() => ownerOf(sql, name));
+    // The pool on the replica it hashes to, so the hand-over after creation is not measured.
+    const [owner] = await settled(sql, [name]);
     const [victim, survivor] = owner === replicas[0]!.addr ? [replicas[0]!, replicas[1]!] : [replicas[1]!, replicas[0]!];
     const t0 = performance.now();
     victim.p.child.kill(signal);
@@ -112,9 +124,7 @@ async function aggregate(databaseUrl: string, sql: postgres.Sql, n: number, o: R
     for (let i = 0; i < n; i++) replicas.push(await start(databaseUrl));
     const names = Array.from({ length: o.pools }, (_, i) => `agg${n}-${i}`);
     await createPools(replicas[0]!.admin, names);
-    // Placement settles within a renewal period or two of the last join.
-    await new Promise((r) => setTimeout(r, 3000));
-    const owners = await Promise.all(names.map((name) => until(() => ownerOf(sql, name))));
+    const owners = await settled(sql, names);
     const cpu0 = replicas.map((r) => treeCpuUs(r.p.child.pid!));
     const runs = await Promise.all(names.map((name, i) => cycle(owners[i]!, name, 8, o)));
     const cpu = replicas.map((r, i) => treeCpuUs(r.p.child.pid!) - cpu0[i]!);
@@ -154,8 +164,7 @@ export async function replicasBench(o: ReplicasOptions) {
     let forwarding;
     try {
       await createPools(pair[0]!.admin, ["fwd"]);
-      await new Promise((r) => setTimeout(r, 2500));
-      const owner = await until(() => ownerOf(sql, "fwd"));
+      const [owner] = await settled(sql, ["fwd"]);
       const other = pair.find((r) => r.addr !== owner)!.addr;
       const onOwner = await cycle(owner, "fwd", 16, o);
       const forwarded = await cycle(other, "fwd", 16, o);

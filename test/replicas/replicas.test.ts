@@ -79,6 +79,16 @@ async function poll<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs
 
 const FORWARDED = { headers: { "keymesh-forwarded": "1" } };
 
+/** The pool's owner once placement has settled: a pool starts on the replica that created it and moves to the one it hashes to. */
+async function settledOwner(pool: string): Promise<string> {
+  return poll(`${pool} settled`, async () => {
+    const first = (await owners()).get(pool);
+    await new Promise((r) => setTimeout(r, 1500));
+    const second = (await owners()).get(pool);
+    return first !== undefined && first === second ? first : undefined;
+  });
+}
+
 /** Acquire straight on `r`, never forwarded: resolves with the grant, or the error. */
 async function acquireHere(r: Replica, pool: string) {
   try {
@@ -175,7 +185,16 @@ describe("replicas on one Postgres", () => {
         const start = performance.now();
         await new Promise((res) => setTimeout(res, 5));
         const end = performance.now();
-        await r.pool.release({ leaseId: lease.leaseId });
+        // A release during a hand-over is answered UNAVAILABLE and retried, as the clients do.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await r.pool.release({ leaseId: lease.leaseId });
+            break;
+          } catch (e) {
+            if (ConnectError.from(e).code !== Code.Unavailable || attempt > 100) throw e;
+            await new Promise((res) => setTimeout(res, 20));
+          }
+        }
         intervals.push({ start, end });
       }
     };
@@ -191,20 +210,22 @@ describe("replicas on one Postgres", () => {
     const a = await startReplica();
     const b = await startReplica();
     const [name] = await createPools(a, 1);
-    const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
+    const ownerAddr = await settledOwner(name!);
     const [owner, other] = ownerAddr === a.addr ? [a, b] : [b, a];
     const lease = await owner.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) });
     const sends = new Channel<{ leaseId: string }>();
     const answers: Array<{ leaseId: string; result: string }> = [];
+    let failure: unknown;
     const stream = (async () => {
       for await (const res of other.pool.keepAlive(sends)) answers.push({ leaseId: res.leaseId, result: res.result.case ?? "" });
-    })();
+    })().catch((e: unknown) => void (failure = e));
     sends.push({ leaseId: lease.leaseId });
     await poll("renewed through the owner", async () => (answers.some((x) => x.result === "renewed") ? true : undefined));
     await owner.admin.revokeLease({ leaseId: lease.leaseId, reason: "test" });
     await poll("revocation pushed", async () => (answers.some((x) => x.result === "gone") ? true : undefined), 5000);
     sends.close();
     await stream;
+    expect(failure).toBeUndefined();
     expect(answers.map((x) => x.result)).toEqual(["renewed", "gone"]);
   }, 120_000);
 
@@ -212,7 +233,7 @@ describe("replicas on one Postgres", () => {
     const a = await startReplica();
     const b = await startReplica();
     const [name] = await createPools(a, 1, 1);
-    const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
+    const ownerAddr = await settledOwner(name!);
     const [owner, survivor] = ownerAddr === a.addr ? [a, b] : [b, a];
     // Released through the survivor (forwarded) just before the kill: its end was durable before the answer.
     const ended = await survivor.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) });
@@ -240,7 +261,7 @@ describe("replicas on one Postgres", () => {
     const a = await startReplica();
     const b = await startReplica();
     const [name] = await createPools(a, 1, 1);
-    const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
+    const ownerAddr = await settledOwner(name!);
     const [owner, survivor] = ownerAddr === a.addr ? [a, b] : [b, a];
     const events: Array<{ type: number; replica: string }> = [];
     const watching = new AbortController();
@@ -267,7 +288,7 @@ describe("replicas on one Postgres", () => {
     const a = await startReplica();
     const b = await startReplica();
     const [name] = await createPools(a, 1, 1);
-    const ownerAddr = await poll("pool owned", async () => (await owners()).get(name!));
+    const ownerAddr = await settledOwner(name!);
     const [owner, survivor] = ownerAddr === a.addr ? [a, b] : [b, a];
     const before = await owner.pool.acquire({ pool: name, leaseTtl: durationFromMs(60_000) });
     owner.p.child.kill("SIGSTOP");

@@ -272,6 +272,7 @@ async function startOnDatabase(
         ready = false;
         events.closeAll();
         await listeners.shutdown(STOP_BOUNDS.callsMs);
+        router.close();
         if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
           log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: journal.pending }, "final snapshot not written in time: runtime state since the last snapshot is lost");
         }

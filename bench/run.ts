@@ -18,6 +18,7 @@ import { ends } from "./lib/ends.js";
 import { vsEtcd } from "./lib/vs-etcd.js";
 import { addClientFigures, clientBench } from "./lib/clients.js";
 import { pythonClientBench } from "./lib/clients-python.js";
+import { replicasBench } from "./lib/replicas.js";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
@@ -216,6 +217,10 @@ async function main() {
     const s = await scale({ postgresUrl: postgresUrl!, keys: P.scaleKeys, leases: P.scaleLeases, probes: P.scaleProbes, callers: 16, pacedRate: SCALE_PACED_RATE, snapshots: P.scaleSnapshots, endedLeases: P.scaleEnded });
     process.stderr.write(`done\n`);
     return s;
+  });
+  result.replicas = await section("replicas", () => {
+    process.stderr.write("replicas: several server processes on one Postgres\n");
+    return replicasBench({ postgresUrl: postgresUrl!, failovers: quick ? 2 : 5, seconds: P.unarySec / 2, warmupSeconds: P.warmupSec, pools: 6 });
   });
   result.sections = sections;
   result.duration_seconds = (Date.now() - started) / 1000;

@@ -3,7 +3,7 @@
 # etcd (scripts/etcd.sh), runs bench/run.ts and writes bench/results/latest.json. Loopback only.
 #   npm run bench                 full run (about 16 minutes on 2 cores)
 #   npm run bench -- --quick      the same fields with smaller counts (under two minutes), written to a .tmp file
-#   npm run bench -- --only=hot,renew,wake,goodput,etcd,scale   a subset (written to a .tmp file)
+#   npm run bench -- --only=hot,renew,wake,goodput,etcd,scale,replicas   a subset (written to a .tmp file)
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"

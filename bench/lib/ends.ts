@@ -57,14 +57,17 @@ const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** di
 async function onStore(sql: postgres.Sql, embedded: boolean, o: EndsOptions): Promise<Array<Omit<EndsCell, "database">>> {
   await migrate(sql, { log: quietLog });
   const availability = new Availability(sql, quietLog);
-  const config = new PostgresConfigStore(sql, new SecretBox(randomBytes(32)), availability, systemClock);
+  // One process owns the pool: the fence holds the term its creation claimed.
+  const terms = new Map<string, number>();
+  const fence = { owner: "bench", termOf: (p: string) => terms.get(p), held: () => [...terms].map(([pool, term]) => ({ pool, term })), lost() {} };
+  const config = new PostgresConfigStore(sql, new SecretBox(randomBytes(32)), availability, systemClock, fence, 3_600_000);
   await config.verifyMasterKey();
   const now = Date.now();
-  await config.insertPool({ name: "ends", strategy: "round_robin", minTtlMs: 1000, maxTtlMs: 600_000, defaultTtlMs: 60_000, defaultCooldownMs: 5000, maxCooldownMs: 300_000, failureThreshold: 3, openDurationMs: 30_000, maxOpenDurationMs: 600_000, halfOpenProbes: 1, description: "", quotaGroups: {}, defaultEstimatedTokens: 0, createdAt: now, updatedAt: now });
+  terms.set("ends", await config.insertPool({ name: "ends", strategy: "round_robin", minTtlMs: 1000, maxTtlMs: 600_000, defaultTtlMs: 60_000, defaultCooldownMs: 5000, maxCooldownMs: 300_000, failureThreshold: 3, openDurationMs: 30_000, maxOpenDurationMs: 600_000, halfOpenProbes: 1, description: "", quotaGroups: {}, defaultEstimatedTokens: 0, createdAt: now, updatedAt: now }));
   await config.insertKey({ pool: "ends", id: "k", label: "k", secret: "sk-bench-ends-0123456789", weight: 1, maxConcurrency: 10_000, quotaGroup: "", limits: { requestsPerMinute: 0, tokensPerMinute: 0, requestsPerDay: 0 }, priority: 0, metadata: {}, disabled: false, disabledReason: "", createdAt: now, updatedAt: now });
   const epoch = await beginEpoch(sql, availability, now);
   const live = new Set<string>();
-  const journal = new PostgresGrantJournal(sql, availability, quietLog, { epoch, isLive: (id) => live.has(id), vacuumEvery: embedded ? 10_000 : undefined });
+  const journal = new PostgresGrantJournal(sql, availability, quietLog, { epoch, isLive: (id) => live.has(id), fence, lendFromMemory: true, vacuumEvery: embedded ? 10_000 : undefined });
   let statements = 0;
   journal.onCommit(() => statements++);
   let seq = 0;
@@ -81,7 +84,7 @@ async function onStore(sql: postgres.Sql, embedded: boolean, o: EndsOptions): Pr
         await journal.record({ leaseId, pool: "ends", keyId: "k", holder: "bench", acquiredAt: Date.now(), expiresAt: Date.now() + 60_000, ttlMs: 60_000, epoch, seq: s });
         live.delete(leaseId);
         if (mode !== "no_end") {
-          const ticket = journal.recordEnd(leaseId, epoch, s);
+          const ticket = journal.recordEnd(leaseId, "ends", epoch, s);
           if (mode === "end_awaited") await journal.endDurable(ticket);
         }
         cycles++;

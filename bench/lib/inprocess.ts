@@ -163,25 +163,24 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
   try {
     await migrate(handle.sql, { log: quietLog });
     const availability = new Availability(handle.sql, quietLog);
-    const store = new PostgresConfigStore(handle.sql, new SecretBox(randomBytes(32)), availability, systemClock);
+    // One process owns the pool: the fence holds the term its creation claimed.
+    const terms = new Map<string, number>();
+    const fence = { owner: "bench", termOf: (p: string) => terms.get(p), held: () => [...terms].map(([pool, term]) => ({ pool, term })), lost() {} };
+    const store = new PostgresConfigStore(handle.sql, new SecretBox(randomBytes(32)), availability, systemClock, fence, 3_600_000);
     await store.verifyMasterKey();
     const epoch = await beginEpoch(handle.sql, availability, systemClock.now());
-    const grants = new PostgresGrantJournal(handle.sql, availability, quietLog, { epoch, isLive: () => true });
+    const grants = new PostgresGrantJournal(handle.sql, availability, quietLog, { epoch, isLive: () => true, fence, lendFromMemory: true });
     const engine = newEngine(epoch);
     const pool = engine.preparePool({ name: "scale", maxTtlMs: 3_600_000, defaultTtlMs: 3_600_000 });
     engine.createPool(pool);
-    await store.insertPool(pool);
+    terms.set(pool.name, await store.insertPool(pool));
     const keyConfigs: KeyConfig[] = [];
     for (let i = 0; i < o.keys; i++) {
       const cfg = engine.prepareKey({ pool: "scale", id: `k${i}`, secret: `sk-bench-scale-${i.toString().padStart(6, "0")}` });
       engine.addKey(cfg);
       keyConfigs.push(cfg);
     }
-    for (let i = 0; i < keyConfigs.length; i += 500) {
-      await handle.sql.begin(async (tx) => {
-        for (const cfg of keyConfigs.slice(i, i + 500)) await store.insertKey(cfg, tx);
-      });
-    }
+    for (let i = 0; i < keyConfigs.length; i += 500) await Promise.all(keyConfigs.slice(i, i + 500).map((cfg) => store.insertKey(cfg)));
 
     const journal = (g: Grant) => {
       const seq = engine.leaseSeq(g.leaseId)!;
@@ -226,7 +225,7 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       }
     }
     const snapshotter = new Snapshotter({
-      store: new PostgresSnapshotStore(handle.sql, availability, grants),
+      store: new PostgresSnapshotStore(handle.sql, availability, grants, fence),
       log: quietLog,
       source: {
         exportRuntime: () => timed(() => engine.exportRuntime(), (s) => s.keys.length + s.leases.length),

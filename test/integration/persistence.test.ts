@@ -131,7 +131,8 @@ describe("kill -9 between snapshots (real Postgres)", () => {
     expect(databaseUrl, "DATABASE_URL must point at the test Postgres").toBeDefined();
     const dataDir = await mkdtemp(path.join(tmpdir(), "keymesh-crash-"));
     // No snapshot will run: only the grant journal can know about the lease.
-    const env = { DATABASE_URL: databaseUrl, KEYMESH_DATA_DIR: dataDir, KEYMESH_MASTER_KEY: Buffer.alloc(32, 9).toString("base64"), KEYMESH_SNAPSHOT_INTERVAL: "1h" };
+    // A restart after kill -9 is a takeover: the new process claims the pools once the dead one's term expires.
+    const env = { DATABASE_URL: databaseUrl, KEYMESH_DATA_DIR: dataDir, KEYMESH_MASTER_KEY: Buffer.alloc(32, 9).toString("base64"), KEYMESH_SNAPSHOT_INTERVAL: "1h", KEYMESH_OWNERSHIP_TTL: "2s" };
     const crashed = spawnServer(env);
     const { grpcPort } = await listening(crashed);
     const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` });
@@ -153,7 +154,11 @@ describe("kill -9 between snapshots (real Postgres)", () => {
       const ports = await listening(restarted);
       const t2 = createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.grpcPort}` });
       const pool2 = createClient(KeyPoolService, t2);
-      const held = await rejection(pool2.acquire({ pool: "crash", excludeKeyIds: ["open"] }));
+      let held = await rejection(pool2.acquire({ pool: "crash", excludeKeyIds: ["open"] }));
+      for (let i = 0; i < 200 && held.code === Code.Unavailable; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        held = await rejection(pool2.acquire({ pool: "crash", excludeKeyIds: ["open"] }));
+      }
       expect(held.code).toBe(Code.ResourceExhausted);
       await pool2.renewLease({ leaseId: open.leaseId });
       await pool2.release({ leaseId: open.leaseId });
@@ -180,7 +185,8 @@ describe("Postgres outage (a cluster of its own)", () => {
 
   beforeAll(async () => {
     url = (await freshDatabase(pg("pg_start")))!;
-    ts = await startTestServer({ DATABASE_URL: url });
+    // The replica keeps its pools through the outage below only while its trust window lasts.
+    ts = await startTestServer({ DATABASE_URL: url, KEYMESH_OWNERSHIP_TTL: "60s" });
   }, 60_000);
 
   afterAll(async () => {
@@ -226,7 +232,7 @@ describe("Postgres outage (a cluster of its own)", () => {
       await sql.end();
     }
     await ts.stop({ keepData: true });
-    ts = await startTestServer({ DATABASE_URL: url }, { databaseUrl: url, dataDir: ts.dataDir });
+    ts = await startTestServer({ DATABASE_URL: url, KEYMESH_OWNERSHIP_TTL: "60s" }, { databaseUrl: url, dataDir: ts.dataDir });
     expect((await ts.admin.listLeases({ pool: "outage" })).leases.map((l) => l.leaseId)).toEqual([held.leaseId]);
     await ts.pool.release({ leaseId: held.leaseId });
   }, 120_000);

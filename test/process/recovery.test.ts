@@ -142,7 +142,22 @@ async function environment(kind: "embedded" | "postgres"): Promise<NodeJS.Proces
     KEYMESH_MASTER_KEY: randomBytes(32).toString("base64"),
     // The default: without journaled ends, every end since the last snapshot would come back.
     KEYMESH_SNAPSHOT_INTERVAL: "1s",
+    // On Postgres a restart after kill -9 is a takeover: it waits for the dead process's term to expire.
+    KEYMESH_OWNERSHIP_TTL: "2s",
   };
+}
+
+/** Once the restarted server serves the pool (on Postgres, once it took the pool over from the killed process). */
+async function served(clients: Clients): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await clients.admin.getPoolStats({ pool: POOL });
+      return;
+    } catch (e) {
+      if (ConnectError.from(e).code !== Code.Unavailable || i > 200) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }
 
 describe.each(["embedded", "postgres"] as const)("kill -9 under load on %s", (kind) => {
@@ -168,6 +183,7 @@ describe.each(["embedded", "postgres"] as const)("kill -9 under load on %s", (ki
 
       server = await start(env);
       totals.restartMs.push(Math.round(server.startedMs));
+      await served(server.clients);
       const live = await listLeases(server.clients.admin);
       const perKey = new Map<string, number>();
       for (const l of live) perKey.set(l.keyId, (perKey.get(l.keyId) ?? 0) + 1);

@@ -33,6 +33,20 @@ describe("the image and the compose file", () => {
     expect(keymesh.environment.KEYMESH_MASTER_KEY_FILE).toBe("/run/secrets/keymesh_master_key");
   });
 
+  it("run two replicas on the one database: same master key, tokens and config, each its own advertised address and ports", () => {
+    const second = compose.services["keymesh-2"];
+    const { KEYMESH_ADVERTISE_ADDR: a, ...shared } = keymesh.environment;
+    const { KEYMESH_ADVERTISE_ADDR: b, ...sharedToo } = second.environment;
+    expect(sharedToo).toEqual(shared);
+    expect([a, b]).toEqual(["keymesh:50051", "keymesh-2:50051"]);
+    expect(second.secrets).toEqual(keymesh.secrets);
+    expect(second.configs).toEqual(keymesh.configs);
+    expect(second.init).toBe(true);
+    expect(second.stop_grace_period).toBe(keymesh.stop_grace_period);
+    const hostPorts = [...keymesh.ports, ...second.ports].map((p: string) => p.split(":").at(-2));
+    expect(new Set(hostPorts).size).toBe(4);
+  });
+
   it("carry a valid config whose secret files are the service's secrets", () => {
     const config = parseConfig(compose.configs.keymesh_config.content, "docker-compose.yml", {}, { resolveSecrets: false });
     expect(config.pools.map((p) => p.name)).toEqual(["openai"]);

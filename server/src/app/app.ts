@@ -29,13 +29,29 @@ import { PostgresConfigStore } from "../store/config-store.js";
 import { openDatabase, type Database } from "../store/database.js";
 import { PostgresGrantJournal } from "../store/journal.js";
 import { migrate } from "../store/migrate.js";
-import { beginEpoch, compactLeases, loadState } from "../store/restore.js";
+import { beginEpoch, compactLeases } from "../store/restore.js";
 import { loadSecretBox } from "../store/secrets.js";
 import { PostgresSnapshotStore } from "../store/snapshot-writer.js";
 import { Snapshotter } from "../store/snapshotter.js";
 import { Listeners, serviceEntry, type BoundPorts } from "../transport/listeners.js";
+import { Router } from "../rpc/routing.js";
+import { Replicas, type OwnershipChange } from "../service/replicas.js";
+import type { Fence } from "../store/fence.js";
+import { PostgresOwnershipStore } from "../store/ownership.js";
+import { randomUUID } from "node:crypto";
 import { loadStaticSite } from "../transport/static-site.js";
 import type { ServerConfig } from "./config.js";
+
+/** The embedded database's process owns its pools for good: its claims last a century. */
+const SOLE_OWNERSHIP_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
+
+/** The ownership changes that are events; stopping and resuming serving are metrics and log lines only. */
+const ownershipEvents: Partial<Record<OwnershipChange, DomainEvent["type"]>> = {
+  claimed: "pool_claimed",
+  took_over: "pool_claimed",
+  handed_over: "pool_handed_over",
+  lost: "pool_lost",
+};
 
 /** Ends between two vacuums of the embedded database's leases table: it stays within a few MB of its live rows. */
 const EMBEDDED_VACUUM_EVERY = 10_000;
@@ -93,10 +109,7 @@ async function startOnDatabase(
   await migrate(db.sql, { log });
   const box = await loadSecretBox({ env, dataDir: cfg.dataDir, embedded: db.embedded, log });
   const availability = new Availability(db.sql, log);
-  const config = new PostgresConfigStore(db.sql, box, availability, systemClock);
-  await config.verifyMasterKey();
   const epoch = await beginEpoch(db.sql, availability, systemClock.now());
-  const loaded = await loadState(db.sql, box, availability);
 
   const metrics = createMetrics({ maxKeysPerPool: cfg.metricsMaxKeys, version: PACKAGE_VERSION });
   const events = new EventHub();
@@ -110,16 +123,64 @@ async function startOnDatabase(
       log.info({ event: e.type, pool: e.pool, keyId: e.keyId, reason: e.reason }, e.type.replace("_", " "));
     }
   };
-  const engine = new PoolEngine({ clock: systemClock, leaseSecret, epoch, onEvent, onLeaseEnded: (leaseId, e, seq) => lending.leaseEnded(leaseId, e, seq) });
+  // Which pools this process serves. The engine asks it before acting on a deadline, the store fences every write with it.
+  // The embedded database is one process by construction (its data directory is locked): it owns every pool for good.
+  const serves = (pool: string) => replicas.serves(pool);
+  const engine = new PoolEngine({
+    clock: systemClock,
+    leaseSecret,
+    epoch,
+    onEvent,
+    serves,
+    onLeaseEnded: (leaseId, pool, e, seq) => lending.leaseEnded(leaseId, pool, e, seq),
+  });
+  const replicaId = randomUUID();
+  const ownershipTtlMs = db.embedded ? SOLE_OWNERSHIP_TTL_MS : cfg.ownershipTtlMs;
+  const replicas: Replicas = new Replicas({
+    id: replicaId,
+    store: new PostgresOwnershipStore(db.sql, box, availability),
+    engine,
+    // A hand-over writes the pools out, their ends included, before it resigns: the next owner loads no ended lease.
+    flush: async () => {
+      await snapshotter.flush();
+      await journal.endDurable();
+    },
+    loaded: () => snapshots.reconcileNext(),
+    log,
+    sole: db.embedded,
+    ttlMs: ownershipTtlMs,
+    renewEveryMs: Math.max(100, Math.floor(ownershipTtlMs / 5)),
+    onChange: (pool, change, term) => {
+      metrics.countOwnershipChange(change);
+      const type = ownershipEvents[change];
+      if (type) events.publish({ type, time: Date.now(), pool, replica: replicas.address, term });
+      if (change !== "resumed" && change !== "claimed") log.info({ pool, term, change }, `pool ${change.replace("_", " ")}`);
+    },
+  });
+  const fence: Fence = {
+    get owner() {
+      return replicas.owner;
+    },
+    termOf: (pool) => replicas.termOf(pool),
+    held: () => replicas.held(),
+    lost: (pools) => {
+      metrics.countFenceRejection();
+      replicas.lost(pools);
+    },
+  };
+  const config = new PostgresConfigStore(db.sql, box, availability, systemClock, fence, ownershipTtlMs);
+  await config.verifyMasterKey();
   // PGlite runs no autovacuum: the journal vacuums the leases table itself, and a start compacts it first.
   if (db.embedded) await compactLeases(db.sql, availability);
   const journal = new PostgresGrantJournal(db.sql, availability, log, {
     epoch,
     isLive: (leaseId) => engine.isLive(leaseId),
+    fence,
+    lendFromMemory: db.embedded,
     vacuumEvery: db.embedded ? EMBEDDED_VACUUM_EVERY : undefined,
   });
   // PGlite runs on the event loop, so each snapshot statement there is a stall: keep them small.
-  const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, { snapshotChunk: db.embedded ? 250 : 2000 });
+  const snapshots = new PostgresSnapshotStore(db.sql, availability, journal, fence, { snapshotChunk: db.embedded ? 250 : 2000 });
   const lending = new Lending({ engine, journal, config, observer: metrics, log });
   const audit = new PostgresAuditTrail(db.sql, availability);
   const retention = new AuditRetention({ trail: audit, retentionMs: cfg.auditRetentionMs, clock: systemClock, log });
@@ -131,23 +192,27 @@ async function startOnDatabase(
     replica: `${hostname()}:${process.pid}`,
     log,
     endsDurable: () => lending.endsDurable(),
+    claims: { now: () => replicas.now(), created: (p, t, at) => replicas.created(p, t, at), deleted: (p) => replicas.deleted(p) },
     onRecorded: (entry) => events.publish({ type: "admin_change", pool: entry.pool, entry }),
   });
-  engine.load(loaded.pools, loaded.keys, loaded.runtime, loaded.grantHighWater);
-  log.info({ epoch, pools: loaded.pools.length, keys: loaded.keys.length, leases: loaded.runtime?.leases.length ?? 0 }, "state loaded");
 
+  // With several replicas each applies the config file to the pools it holds; a pool another one holds is left to it.
+  const held = (pool: string, change: () => Promise<unknown>): Promise<unknown> => {
+    if (replicas.serves(pool) || !replicas.knows(pool)) return change();
+    log.info({ pool }, "config file: pool held by another replica; its changes are applied there");
+    return Promise.resolve();
+  };
   const by = CONFIG_FILE_ACTOR;
   const configApi: BootstrapApi = {
-    createPool: (p) => admin.createPool(by, p),
-    updatePool: (p) => admin.updatePool(by, p),
-    addKey: (k) => admin.addKey(by, k),
-    updateKey: (k) => admin.updateKey(by, { ...k, id: k.id! }),
-    enableKey: (pool, id) => admin.enableKey(by, pool, id),
-    disableKey: (pool, id, reason) => admin.disableKey(by, pool, id, false, reason),
-    removeKey: (pool, id) => admin.removeKey(by, pool, id, false),
+    createPool: (p) => held(p.name, () => admin.createPool(by, p)),
+    updatePool: (p) => held(p.name, () => admin.updatePool(by, p)),
+    addKey: (k) => held(k.pool, () => admin.addKey(by, k)),
+    updateKey: (k) => held(k.pool, () => admin.updateKey(by, { ...k, id: k.id! })),
+    enableKey: (pool, id) => held(pool, () => admin.enableKey(by, pool, id)),
+    disableKey: (pool, id, reason) => held(pool, () => admin.disableKey(by, pool, id, false, reason)),
+    removeKey: (pool, id) => held(pool, () => admin.removeKey(by, pool, id, false)),
   };
   const currentConfig = () => ({ pools: engine.listPools(), keys: engine.listPools().flatMap((p) => engine.listKeys(p.name).map((k) => k.config)) });
-  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
 
   const tokens = new LeaseTokens(leaseSecret);
   const leasePool = (leaseId: string) => {
@@ -159,9 +224,10 @@ async function startOnDatabase(
   };
   const declared = configReloader({ file: cfg.configFile, host: cfg.host, env, authorizer: opts.authorizer, api: configApi, current: currentConfig, log });
   const guard = createGuard(declared.authorizer, leasePool);
+  const router = new Router({ placement: { get address() { return replicas.address; }, serves, ownerOf: (p) => replicas.ownerOf(p), knows: (p) => replicas.knows(p), locate: () => replicas.locate(), peers: () => replicas.peers() }, leasePool, onForward: (m) => metrics.countForwarded(m) });
   const services = [
-    serviceEntry(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }), poolWireCodecs),
-    serviceEntry(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: Date.now })),
+    serviceEntry(KeyPoolService, router.wrap(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets })), poolWireCodecs),
+    serviceEntry(PoolAdminService, router.wrap(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: Date.now, listPools: db.embedded ? async () => engine.listPools() : () => config.listPools(), replicas }))),
   ];
 
   const snapshotter = new Snapshotter({
@@ -206,6 +272,14 @@ async function startOnDatabase(
   });
   opts.hooks.beforeListen?.(listeners.grpc);
   const ports = await listeners.listen(cfg.host, cfg.grpcPort, cfg.httpPort);
+  try {
+    await replicas.start(cfg.advertiseAddress ?? `${cfg.host}:${ports.grpcPort}`);
+  } catch (e) {
+    await listeners.shutdown(0);
+    throw e;
+  }
+  log.info({ epoch, replica: replicaId, address: replicas.address, pools: engine.listPools().length }, "state loaded");
+  if (opts.declared) await applyConfig(opts.declared, currentConfig(), configApi, log);
   snapshotter.start();
   retention.start();
   availability.startHeartbeat(DATABASE_HEARTBEAT_MS);
@@ -225,6 +299,7 @@ async function startOnDatabase(
         ready = false;
         events.closeAll();
         await listeners.shutdown(STOP_BOUNDS.callsMs);
+        router.close();
         await retention.stop();
         if (!(await settlesWithin(snapshotter.stop(), STOP_BOUNDS.snapshotMs))) {
           log.error({ boundMs: STOP_BOUNDS.snapshotMs, pendingGrants: journal.pending }, "final snapshot not written in time: runtime state since the last snapshot is lost");
@@ -232,6 +307,7 @@ async function startOnDatabase(
         engine.close();
         const closing = (async () => {
           await journal.close();
+          await replicas.stop();
           availability.close();
           await db.close();
         })().catch((err: unknown) => log.warn({ err: (err as Error).message }, "database close failed"));

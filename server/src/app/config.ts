@@ -23,6 +23,10 @@ export interface ServerConfig {
   metricsMaxKeys: number;
   /** KEYMESH_STATEMENT_TIMEOUT: the longest a statement may run on an external Postgres; 0: no limit. */
   statementTimeoutMs: number;
+  /** KEYMESH_ADVERTISE_ADDR: host:port other replicas forward to; unset: the gRPC listener's host and bound port. */
+  advertiseAddress?: string;
+  /** KEYMESH_OWNERSHIP_TTL: how long a replica's claim of a pool lasts without renewal (renewed every fifth of it). */
+  ownershipTtlMs: number;
 }
 
 class ConfigVariableError extends Error {
@@ -72,6 +76,14 @@ function nonNegativeInt(env: NodeJS.ProcessEnv, name: string, fallback: number):
   return n;
 }
 
+function address(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  const m = /^(.+):(\d+)$/.exec(raw);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigVariableError(name, `"${raw}" is not host:port`);
+  return raw;
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   return {
     host: env.KEYMESH_HOST?.trim() || "127.0.0.1",
@@ -86,5 +98,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     auditRetentionMs: duration(env, "KEYMESH_AUDIT_RETENTION", 90 * 86_400_000),
     metricsMaxKeys: nonNegativeInt(env, "KEYMESH_METRICS_MAX_KEYS", DEFAULT_MAX_KEYS_PER_POOL),
     statementTimeoutMs: durationOrZero(env, "KEYMESH_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT_MS),
+    advertiseAddress: address(env, "KEYMESH_ADVERTISE_ADDR"),
+    ownershipTtlMs: duration(env, "KEYMESH_OWNERSHIP_TTL", 5000),
   };
 }

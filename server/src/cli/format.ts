@@ -15,6 +15,7 @@ import {
   type Pool,
   type PoolStats,
   type UsageTotals,
+  type Replica,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { formatDuration } from "../ops/duration.js";
 
@@ -156,10 +157,17 @@ export function leasesTable(leases: Lease[]): string {
 }
 
 /** The stats view: a summary line, then one row per key. `now` places open circuits in time. */
+export function replicasTable(replicas: Replica[]): string {
+  return table(
+    ["ID", "ADDRESS", "HEARTBEAT_AGE", "POOLS", "OWNS"],
+    replicas.map((r) => [r.id, r.address, duration(r.heartbeatAge), String(r.pools.length), r.pools.join(",") || dash]),
+  );
+}
+
 export function statsTable(stats: PoolStats, now: number): string {
   const summary =
     `pool ${stats.pool}: ${count(stats.totalKeys, "key")}, ${stats.eligibleKeys} eligible, ` +
-    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting, lending priority ${stats.servingPriority}, ` +
+    `${count(stats.activeLeases, "active lease")}, ${stats.waiters} waiting, lending priority ${stats.servingPriority}, owner ${stats.owner || dash}, term ${stats.term}, ` +
     `${count(stats.affinities, "affinity", "affinities")}\n` +
     `usage: ${usageText(stats.usage)}\n` +
     stats.quotaGroups

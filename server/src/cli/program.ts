@@ -15,6 +15,7 @@ import {
   EventSchema,
   GetKeyResponseSchema,
   GetPoolResponseSchema,
+  ListReplicasResponseSchema,
   GetPoolStatsResponseSchema,
   KeySchema,
   KeyState,
@@ -45,7 +46,7 @@ import {
 import { mask } from "../domain/mask.js";
 import { formatDuration, parseDuration } from "../ops/duration.js";
 import type { AdminClient, ConnectOptions } from "./client.js";
-import { auditTable, count, eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, statsTable } from "./format.js";
+import { auditTable, count, eventLine, keyDetail, keysTable, leasesTable, poolDetail, poolsTable, replicasTable, statsTable } from "./format.js";
 
 /** A unary admin call that takes longer than this (`--timeout`) fails, naming the address. */
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -691,6 +692,14 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .action(async (pool: string) => {
       const res = await admin().getPoolStats({ pool }, call());
       emit(GetPoolStatsResponseSchema, res, () => (res.stats ? statsTable(res.stats, io.now()) : ""));
+    });
+
+  program
+    .command("replicas")
+    .description("the live servers sharing the database: address, heartbeat age and the pools each owns")
+    .action(async () => {
+      const res = await admin().listReplicas({}, call());
+      emit(ListReplicasResponseSchema, res, () => replicasTable(res.replicas));
     });
 
   const configCmd = program.command("config").description("check and apply a config file (the format of KEYMESH_CONFIG)");

@@ -53,8 +53,13 @@ export interface EngineOptions {
   random?: () => number;
   /** Called synchronously for every event; exceptions are swallowed. */
   onEvent?: (e: DomainEvent) => void;
+  /**
+   * Whether this process may act on the pool's deadlines now (with several replicas: it holds the pool under
+   * a term it still trusts). A deadline of a pool it does not serve waits for resumePool; default always.
+   */
+  serves?: (pool: string) => boolean;
   /** Called synchronously whenever a lease ends, however it ended (the journal records ends); must not throw. */
-  onLeaseEnded?: (leaseId: string, epoch: number, seq: number) => void;
+  onLeaseEnded?: (leaseId: string, pool: string, epoch: number, seq: number) => void;
   /** Most ended lease ids kept for the next export of changes (default 1,000,000); beyond it the next export is full. */
   maxEndedUnexported?: number;
   /** How many of this boot's latest grants remember why they ended (default 2^20, a byte each); older ones answer from the token. */
@@ -96,6 +101,7 @@ export class PoolEngine {
   private readonly tokens: LeaseTokens;
   private readonly epoch: number;
   private readonly random: () => number;
+  private readonly serves: (pool: string) => boolean;
   private readonly events: EventSink;
   private readonly onLeaseEnded: EngineOptions["onLeaseEnded"];
   private readonly timers: Scheduler<TimerItem>;
@@ -113,6 +119,7 @@ export class PoolEngine {
     this.tokens = new LeaseTokens(opts.leaseSecret);
     this.epoch = opts.epoch;
     this.random = opts.random ?? Math.random;
+    this.serves = opts.serves ?? (() => true);
     this.events = new EventSink(opts.onEvent);
     this.onLeaseEnded = opts.onLeaseEnded;
     this.timers = new Scheduler<TimerItem>(opts.clock, (item, now) => this.fire(item, now));
@@ -513,6 +520,56 @@ export class PoolEngine {
     }
   }
 
+  /** Whether the pool is in memory (with several replicas: this one holds it). */
+  hasPool(name: string): boolean {
+    return this.pools.has(name);
+  }
+
+  /**
+   * This process stops serving the pool for now (it cannot renew its term): its waiters are answered
+   * pool_not_served, and its deadlines wait (serves() says false) until resumePool or unloadPool.
+   */
+  suspendPool(name: string, retryAfterMs: number): void {
+    const pool = this.pools.get(name);
+    if (pool) this.rejectWaiters(pool, retryAfterMs);
+  }
+
+  /** Serves the pool again (its term renewed): deadlines that came meanwhile fire now. */
+  resumePool(name: string): void {
+    const pool = this.pools.get(name);
+    if (!pool) return;
+    const now = this.clock.now();
+    const parked = pool.parked;
+    pool.parked = [];
+    for (const item of parked) {
+      if (item.heapPos >= 0) continue;
+      if (item.kind === "waiter") continue;
+      if (item.kind === "lease" ? this.live.get(item.id) !== item : item.kind === "budget_wake" ? item.pool !== pool : pool.keys.get(item.key.cfg.id) !== item.key) continue;
+      this.timers.schedule(item, item.at, now);
+    }
+  }
+
+  /**
+   * Drops the pool from memory without ending, expiring or revoking anything and without a trace in the next
+   * snapshot: another replica owns it now and holds its state. Waiters are answered pool_not_served.
+   */
+  unloadPool(name: string, retryAfterMs: number): void {
+    const pool = this.pools.get(name);
+    if (!pool) return;
+    this.rejectWaiters(pool, retryAfterMs);
+    for (const k of pool.keyList) {
+      for (const lease of k.leases) {
+        this.live.delete(lease.id);
+        this.timers.cancel(lease);
+      }
+      this.health.cancelTimers(k);
+    }
+    this.timers.cancel(pool.wake);
+    pool.parked = [];
+    this.changes.forgetPool(name);
+    this.pools.delete(name);
+  }
+
   /** Whether the lease is live (granted and not yet ended) in this engine. */
   isLive(leaseId: string): boolean {
     return this.live.has(leaseId);
@@ -633,7 +690,7 @@ export class PoolEngine {
     this.changes.poolChanged(k.pool);
     this.ended.remember(lease.id, lease, reason, now);
     this.changes.leaseEnded(lease);
-    this.onLeaseEnded?.(lease.id, lease.epoch, lease.seq);
+    this.onLeaseEnded?.(lease.id, k.pool.cfg.name, lease.epoch, lease.seq);
     this.events.leaseEnded(now, k.pool.cfg.name, k.cfg.id, lease.id, reason, outcome);
     if (reason === "revoked" && lease.watchers) {
       for (const fn of lease.watchers) {
@@ -704,7 +761,8 @@ export class PoolEngine {
     if (lease) return lease;
     const c = this.tokens.verify(id);
     if (!c) throw goneError("unknown");
-    if (c.epoch > this.epoch || (c.epoch === this.epoch && c.seq > this.seq)) throw goneError("unknown");
+    // A later epoch is another replica's: one this engine never heard of (it started after this one loaded) granted nothing in its pools.
+    if (c.epoch === this.epoch ? c.seq > this.seq : c.epoch > this.epoch && !(c.epoch in this.grantHighWater)) throw goneError("unknown");
     const ended = this.ended.recall(id, c, this.seq, late && (() => this.reportLate(c.pool, c.keyId, late, now)));
     if (ended) throw goneError(ended);
     const endedBy: LeaseGoneReason = c.issuedAt + c.ttlMs <= now ? "expired" : "released";
@@ -829,6 +887,13 @@ export class PoolEngine {
     this.timers.schedule(pool.wake, at, now);
   }
 
+  private rejectWaiters(pool: PoolEntry, retryAfterMs: number): void {
+    for (let w = pool.waitHead; w; w = pool.waitHead) {
+      this.dropWaiter(w);
+      w.reject(new DomainError("pool_not_served", `pool "${pool.cfg.name}" is not served by this replica now: retry`, { retryAfterMs }));
+    }
+  }
+
   private dropWaiter(w: Waiter): void {
     if (!w.queued) return;
     w.queued = false;
@@ -891,6 +956,13 @@ export class PoolEngine {
   // ---- timers -------------------------------------------------------------------------------
 
   private fire(item: TimerItem, now: number): void {
+    if (item.kind !== "waiter") {
+      const pool = item.kind === "budget_wake" ? item.pool : item.key.pool;
+      if (!this.serves(pool.cfg.name)) {
+        pool.parked.push(item);
+        return;
+      }
+    }
     switch (item.kind) {
       case "lease": {
         const pool = item.key.pool;

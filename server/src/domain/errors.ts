@@ -14,6 +14,7 @@ export type DomainErrorCode =
   | "pool_exists"
   | "key_exists"
   | "pool_has_leases"
+  | "pool_not_served"
   | "cancelled";
 
 export class DomainError extends Error {

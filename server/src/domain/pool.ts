@@ -32,6 +32,7 @@ export function newPoolEntry(cfg: PoolConfig): PoolEntry {
     waiting: 0,
     active: 0,
     exhausted: false,
+    parked: [],
     secrets: new PoolSecrets(() => keyList.map((k) => k.cfg.secret)),
     unsaved: true,
   };

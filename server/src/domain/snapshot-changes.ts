@@ -47,6 +47,12 @@ export class SnapshotChanges {
     this.changed = true;
   }
 
+  /** A pool dropped from memory (another replica owns it now): nothing of it goes into the next export. */
+  forgetPool(name: string): void {
+    for (const lease of this.leases) if (lease.key.pool.cfg.name === name) this.leases.delete(lease);
+    this.removed = this.removed.filter((r) => r.pool !== name);
+  }
+
   /** Granted or renewed: its record goes into the next export. */
   leaseChanged(lease: Lease): void {
     this.leases.add(lease);

@@ -103,6 +103,8 @@ export interface PoolEntry {
   active: number;
   /** Set when an acquire found no eligible key, cleared by the next grant: pool_exhausted fires once per episode. */
   exhausted: boolean;
+  /** Deadlines that came while this replica did not serve the pool, kept for when it serves it again. */
+  parked: TimerItem[];
   /** Its keys' secrets, masked in every text a caller gives about the pool. */
   secrets: PoolSecrets;
 }

@@ -243,7 +243,8 @@ export type EventType =
   | "circuit_opened" | "circuit_half_opened" | "circuit_closed"
   | "lease_expired" | "lease_revoked" | "pool_exhausted"
   | "lease_granted" | "lease_ended"
-  | "tier_fallback" | "tier_restored";
+  | "tier_fallback" | "tier_restored"
+  | "pool_claimed" | "pool_handed_over" | "pool_lost";
 
 export interface DomainEvent {
   type: EventType;
@@ -255,6 +256,9 @@ export interface DomainEvent {
   until?: number;
   /** lease_ended by Release, MarkFailed or MarkRateLimited: what the holder reported. */
   outcome?: LeaseOutcome;
+  /** Ownership events: the replica's address and the term. */
+  replica?: string;
+  term?: number;
 }
 
 /** Why a lease is not live: the reason a late call on it is answered with. */

@@ -37,6 +37,12 @@ export interface Metrics {
   /** One snapshot that could not be written. */
   countSnapshotFailure(): void;
   setDatabaseUp(up: boolean): void;
+  /** A pool this replica claimed, took over, handed over, lost, stopped or resumed serving. */
+  countOwnershipChange(change: string): void;
+  /** A call forwarded to the pool's owner, by method. */
+  countForwarded(method: string): void;
+  /** A write refused by the fence: another replica held the pool under a newer term. */
+  countFenceRejection(): void;
   /** Where scrape-time gauges come from; without a source they stay empty. */
   setSource(source: MetricsSource): void;
   metricsText(): Promise<string>;
@@ -216,6 +222,23 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
 
   // ---- persistence ----
 
+  const ownershipChanges = new Counter({
+    name: "keymesh_ownership_changes_total",
+    help: "Pools this replica claimed, took over, handed over, lost, stopped serving (suspended) or resumed.",
+    labelNames: ["change"] as const,
+    registers: [registry],
+  });
+  const forwarded = new Counter({
+    name: "keymesh_forwarded_calls_total",
+    help: "Calls forwarded to the replica that owns their pool, by method.",
+    labelNames: ["method"] as const,
+    registers: [registry],
+  });
+  const fenceRejections = new Counter({
+    name: "keymesh_fence_rejections_total",
+    help: "Writes refused because another replica held the pool under a newer term.",
+    registers: [registry],
+  });
   const snapshotDuration = new Histogram({
     name: "keymesh_snapshot_duration_seconds",
     help: "Time to write one runtime-state snapshot.",
@@ -272,6 +295,15 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);
+    },
+    countOwnershipChange(change) {
+      ownershipChanges.inc({ change });
+    },
+    countForwarded(method) {
+      forwarded.inc({ method });
+    },
+    countFenceRejection() {
+      fenceRejections.inc();
     },
     setSource(next) {
       source = next;

@@ -2,7 +2,7 @@
 // the store, and answers reads from the engine.
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { PoolEngine } from "../domain/engine.js";
+import type { PoolEngine, PoolWithCount } from "../domain/engine.js";
 import { invalidArgument } from "../domain/errors.js";
 import { mask } from "../domain/mask.js";
 import { NO_LIMITS } from "../domain/config.js";
@@ -27,7 +27,7 @@ import type {
   WatchEventsRequest,
 } from "../gen/keymesh/v1/admin_pb.js";
 import { KeyState } from "../gen/keymesh/v1/admin_pb.js";
-import { auditEntryToProto, eventToProto, keyToProto, leaseToProto, limitsFromProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
+import { auditEntryToProto, dur, ts, eventToProto, keyToProto, leaseToProto, limitsFromProto, poolFieldsFromProto, poolToProto, statsToProto } from "./convert.js";
 import type { Admin } from "../service/admin.js";
 import type { AuditTrail } from "../store/audit-trail.js";
 import type { EventHub } from "./event-hub.js";
@@ -43,7 +43,23 @@ export interface AdminDeps {
   audit: Pick<AuditTrail, "list">;
   events: EventHub;
   guard: Guard;
+  /** Every pool with its key count, from the database: with several replicas this one holds only its own. */
+  listPools: () => Promise<PoolWithCount[]>;
+  replicas: ReplicaView;
   now: () => number;
+}
+
+/** What the admin API shows of the replicas (service/replicas.ts). */
+interface ReplicaView {
+  /** This replica's address. */
+  readonly address: string;
+  termOf(pool: string): number | undefined;
+  /** Whether the pool exists, held here or by another replica, as last read. */
+  knows(pool: string): boolean;
+  /** Reads the pools' owners again. */
+  locate(): Promise<void>;
+  /** The live members, read from the database now. */
+  describe(): Promise<Array<{ id: string; address: string; heartbeatAgeMs: number; startedAt: number; pools: string[] }>>;
 }
 
 const poolPaths: Record<string, (keyof PoolConfig)[]> = {
@@ -101,9 +117,9 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
     return { pool: poolToProto(this.d.engine.getPool(req.name)) };
   }
 
-  listPools(_req: unknown, ctx: HandlerContext) {
+  async listPools(_req: unknown, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { pools: this.d.engine.listPools().map(poolToProto) };
+    return { pools: (await this.d.listPools()).map(poolToProto) };
   }
 
   async updatePool(req: UpdatePoolRequest, ctx: HandlerContext) {
@@ -235,12 +251,25 @@ export class PoolAdminServiceImpl implements ServiceImpl<typeof PoolAdminService
 
   getPoolStats(req: GetPoolStatsRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    return { stats: statsToProto(this.d.engine.stats(req.pool)) };
+    const stats = statsToProto(this.d.engine.stats(req.pool));
+    return { stats: { ...stats, owner: this.d.replicas.address, term: BigInt(this.d.replicas.termOf(req.pool) ?? 0) } };
+  }
+
+  async listReplicas(_req: unknown, ctx: HandlerContext) {
+    this.d.guard.admin(ctx);
+    const members = await this.d.replicas.describe();
+    return {
+      replicas: members.map((m) => ({ id: m.id, address: m.address, heartbeatAge: dur(m.heartbeatAgeMs), startedAt: ts(m.startedAt), pools: m.pools })),
+    };
   }
 
   async *watchEvents(req: WatchEventsRequest, ctx: HandlerContext) {
     this.d.guard.admin(ctx);
-    if (req.pool !== "") this.d.engine.getPool(req.pool);
+    // With several replicas the pool may be another's: its owner streams its events, merged by routing.ts.
+    if (req.pool !== "" && !this.d.replicas.knows(req.pool)) {
+      await this.d.replicas.locate();
+      if (!this.d.replicas.knows(req.pool)) this.d.engine.getPool(req.pool);
+    }
     for await (const item of this.d.events.watch({ pool: req.pool, includeLeaseEvents: req.includeLeaseEvents }, ctx.signal)) {
       yield { event: eventToProto(item, this.d.now()) };
     }

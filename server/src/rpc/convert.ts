@@ -332,6 +332,9 @@ const eventTypes: Record<DomainEvent["type"], EventType> = {
   lease_ended: EventType.LEASE_ENDED,
   tier_fallback: EventType.TIER_FALLBACK,
   tier_restored: EventType.TIER_RESTORED,
+  pool_claimed: EventType.POOL_CLAIMED,
+  pool_handed_over: EventType.POOL_HANDED_OVER,
+  pool_lost: EventType.POOL_LOST,
 };
 
 export function eventToProto(e: WatchItem, now: number): MessageInitShape<typeof EventSchema> {
@@ -358,6 +361,8 @@ export function eventToProto(e: WatchItem, now: number): MessageInitShape<typeof
     leaseId: e.leaseId ?? "",
     reason: e.reason ?? "",
     until: ts(e.until),
+    replica: e.replica ?? "",
+    term: BigInt(e.term ?? 0),
   };
 }
 

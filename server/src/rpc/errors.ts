@@ -25,6 +25,7 @@ const domainCodes: Record<DomainErrorCode, [Code, ErrorReason]> = {
   pool_exists: [Code.AlreadyExists, ErrorReason.POOL_EXISTS],
   key_exists: [Code.AlreadyExists, ErrorReason.KEY_EXISTS],
   pool_has_leases: [Code.FailedPrecondition, ErrorReason.POOL_HAS_LEASES],
+  pool_not_served: [Code.Unavailable, ErrorReason.POOL_NOT_SERVED],
   cancelled: [Code.Canceled, ErrorReason.UNSPECIFIED],
 };
 
@@ -73,6 +74,7 @@ function bounded(err: ConnectError): ConnectError {
 const storeCodes: Record<StoreErrorCode, [Code, ErrorReason, string]> = {
   unavailable: [Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "database unavailable: nothing was changed, retry later"],
   conflict: [Code.Aborted, ErrorReason.UNSPECIFIED, "concurrent change conflicted: retry"],
+  ownership_lost: [Code.Unavailable, ErrorReason.OWNERSHIP_LOST, "this replica lost the pool to another while the call was in flight: nothing was changed, retry"],
   refused: [Code.InvalidArgument, ErrorReason.INVALID_ARGUMENT, "the database refused to record this request's values: nothing was granted"],
 };
 

@@ -21,10 +21,21 @@ export interface AdminOptions {
   onRecorded?: (entry: AuditEntry) => void;
   /** Resolves once the ends of the leases revoked so far are durable (Lending's). */
   endsDurable: () => Promise<void>;
+  /** What ownership hears of a pool's creation and deletion. */
+  claims: PoolClaims;
+}
+
+/** What a pool's creation and deletion tell ownership (service/replicas.ts): the replica that creates a pool owns it first. */
+interface PoolClaims {
+  /** The monotonic instant, taken before the creating transaction is sent. */
+  now(): number;
+  created(pool: string, term: number, sentAt: number): void;
+  deleted(pool: string): void;
 }
 
 /** What a change records besides who made it: the action and the object before and after. */
 type ChangeRecord = Omit<AuditChange, "at" | "actor" | "replica">;
+
 
 export class Admin {
   readonly #engine: PoolEngine;
@@ -40,8 +51,13 @@ export class Admin {
   async createPool(actor: string, input: PoolInput): Promise<PoolConfig> {
     const now = this.#opts.now();
     const cfg = { ...this.#engine.preparePool(input), createdAt: now, updatedAt: now };
-    await this.#commit(actor, now, { action: "create_pool", pool: cfg.name, after: poolRecord(cfg) }, (db) => this.#store.insertPool(cfg, db));
+    const sentAt = this.#opts.claims.now();
+    let term = 0;
+    await this.#commit(actor, now, { action: "create_pool", pool: cfg.name, after: poolRecord(cfg) }, async (db) => {
+      term = await this.#store.insertPool(cfg, db);
+    });
     this.#engine.createPool(cfg);
+    this.#opts.claims.created(cfg.name, term, sentAt);
     return cfg;
   }
 
@@ -64,6 +80,7 @@ export class Admin {
     const record: ChangeRecord = { action: "delete_pool", pool: name, before: { ...poolRecord(current), keyCount }, reason: force ? "force" : undefined };
     await this.#commit(actor, this.#opts.now(), record, (db) => this.#store.deletePool(name, db));
     this.#engine.deletePool(name);
+    this.#opts.claims.deleted(name);
     await this.#opts.endsDurable();
   }
 

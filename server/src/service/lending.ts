@@ -123,8 +123,8 @@ export class Lending {
    * Every end of a lease (release, outcome report, expiry, revocation) goes to the journal, so a restart does
    * not bring the lease back; the call that ended it answers once it is durable (see #once).
    */
-  leaseEnded(leaseId: string, epoch: number, seq: number): void {
-    const ticket = this.#journal.recordEnd(leaseId, epoch, seq);
+  leaseEnded(leaseId: string, pool: string, epoch: number, seq: number): void {
+    const ticket = this.#journal.recordEnd(leaseId, pool, epoch, seq);
     if (ticket > this.#endTicket) this.#endTicket = ticket;
   }
 
@@ -145,12 +145,12 @@ export class Lending {
     this.#config.deleteKey(e.pool, e.keyId!).catch((err: unknown) => this.#log.warn({ err, pool: e.pool, keyId: e.keyId }, "could not delete drained key"));
   }
 
-  /** A grant the journal could not record: nobody will hear of its lease, so its slot is freed at once. */
+  /** A grant the journal could not record: nobody will hear of its lease, so its slot is freed at once (if its pool is still here). */
   #unlend(grant: Grant): void {
     try {
       this.#engine.revokeLease(grant.leaseId, "its record could not be written");
     } catch {
-      // Ended meanwhile (revoked with its key, say): nothing is held.
+      // Ended meanwhile (revoked with its key, say), or dropped with its pool (another replica owns it now): nothing is held.
     }
   }
 

@@ -1,22 +1,33 @@
-// Write-through configuration: pools and keys, each change one statement (or the caller's transaction)
-// committed before the admin RPC that made it returns, secrets sealed under the master key.
+// Write-through configuration: pools and keys, each change one transaction that first checks this replica
+// still holds the pool under its term, committed before the admin RPC that made it returns, secrets sealed
+// under the master key.
 import type postgres from "postgres";
 import type { Clock, KeyConfig, PoolConfig } from "../domain/types.js";
 import type { Availability } from "./availability.js";
-import { MasterKeyMismatch } from "./errors.js";
+import { DomainError } from "../domain/errors.js";
+import { MasterKeyMismatch, StoreError } from "./errors.js";
+import { checkTerms, OwnershipLost, type Fence } from "./fence.js";
 import type { SecretBox } from "./secrets.js";
 import * as keys from "./sql/keys.js";
 import { insertMasterKeyCheck, selectMasterKeyCheck } from "./sql/master-key-check.js";
+import { claimCreatedPool, resignPools } from "./sql/pool-owners.js";
 import * as pools from "./sql/pools.js";
 import type { Queryable } from "./sql/queryable.js";
 
-/** What the admin service commits; every method runs on `db` when given (a transaction), else on its own. */
+/**
+ * What the admin service commits. Every change to a pool is fenced (fence.ts): it commits only while this
+ * replica holds the pool under its term, else it rejects with OwnershipLost and changes nothing.
+ */
 export interface ConfigStore {
   /** Runs `work` in one transaction: every statement it runs on the `db` it is given commits together, or none does. */
   transaction<T>(work: (db: Queryable) => Promise<T>): Promise<T>;
-  insertPool(pool: PoolConfig, db?: Queryable): Promise<void>;
+  /**
+   * Creates the pool and claims it for this replica in the same transaction; resolves to the term it is
+   * held under. Each write runs in `db` when given (a transaction of `transaction`), else in one of its own.
+   */
+  insertPool(pool: PoolConfig, db?: Queryable): Promise<number>;
   updatePool(pool: PoolConfig, db?: Queryable): Promise<void>;
-  /** Removes the pool with its keys, their runtime state and leases. */
+  /** Removes the pool with its keys, their runtime state and leases, and gives up its ownership. */
   deletePool(name: string, db?: Queryable): Promise<void>;
   insertKey(key: KeyConfig, db?: Queryable): Promise<void>;
   /** Replaces the key's configuration (the secret is sealed afresh). */
@@ -33,12 +44,17 @@ export class PostgresConfigStore implements ConfigStore {
   readonly #box: SecretBox;
   readonly #availability: Availability;
   readonly #clock: Clock;
+  readonly #fence: Fence;
+  readonly #claimTtlMs: number;
 
-  constructor(sql: postgres.Sql, box: SecretBox, availability: Availability, clock: Clock) {
+  /** `claimTtlMs`: how long the claim of a pool created here lasts before its first renewal. */
+  constructor(sql: postgres.Sql, box: SecretBox, availability: Availability, clock: Clock, fence: Fence, claimTtlMs: number) {
     this.#sql = sql;
     this.#box = box;
     this.#availability = availability;
     this.#clock = clock;
+    this.#fence = fence;
+    this.#claimTtlMs = claimTtlMs;
   }
 
   /** Throws MasterKeyMismatch unless the master key opens what the database holds (its first start records it). */
@@ -61,27 +77,57 @@ export class PostgresConfigStore implements ConfigStore {
     return this.#availability.run(() => this.#sql.begin((tx) => work(tx)) as Promise<T>);
   }
 
-  async insertPool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.insertPool(db, pool));
+  async insertPool(pool: PoolConfig, db?: Queryable): Promise<number> {
+    const insert = async (tx: Queryable) => {
+      await pools.insertPool(tx, pool);
+      return claimCreatedPool(tx, pool.name, this.#fence.owner, this.#claimTtlMs);
+    };
+    try {
+      return await (db ? insert(db) : (this.#availability.run(() => this.#sql.begin(insert)) as Promise<number>));
+    } catch (err) {
+      // With several replicas the pool may exist without being in this one's memory.
+      if (err instanceof StoreError && err.code === "conflict") throw new DomainError("pool_exists", `pool "${pool.name}" already exists`);
+      throw err;
+    }
   }
 
-  async updatePool(pool: PoolConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.updatePool(db, pool));
+  updatePool(pool: PoolConfig, db?: Queryable): Promise<void> {
+    return this.#fenced(pool.name, db, (tx) => pools.updatePool(tx, pool));
   }
 
-  async deletePool(name: string, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => pools.deletePool(db, name));
+  deletePool(name: string, db?: Queryable): Promise<void> {
+    return this.#fenced(name, db, async (tx, term) => {
+      await pools.deletePool(tx, name);
+      await resignPools(tx, this.#fence.owner, [{ pool: name, term }]);
+    });
   }
 
-  async insertKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.insertKey(db, this.#box, key));
+  insertKey(key: KeyConfig, db?: Queryable): Promise<void> {
+    return this.#fenced(key.pool, db, (tx) => keys.insertKey(tx, this.#box, key));
   }
 
-  async updateKey(key: KeyConfig, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.updateKey(db, this.#box, key));
+  updateKey(key: KeyConfig, db?: Queryable): Promise<void> {
+    return this.#fenced(key.pool, db, (tx) => keys.updateKey(tx, this.#box, key));
   }
 
-  async deleteKey(pool: string, keyId: string, db: Queryable = this.#sql): Promise<void> {
-    await this.#availability.run(() => keys.deleteKey(db, pool, keyId));
+  deleteKey(pool: string, keyId: string, db?: Queryable): Promise<void> {
+    return this.#fenced(pool, db, (tx) => keys.deleteKey(tx, pool, keyId));
+  }
+
+  /** Every pool in the database with its key count (with several replicas, most are not in this one's memory). */
+  listPools(): Promise<Array<PoolConfig & { keyCount: number }>> {
+    return this.#availability.run(() => pools.selectPoolsWithKeyCounts(this.#sql));
+  }
+
+  /** Runs `write` in `db`, or a transaction of its own, after checking (and locking) this replica's term of `pool` there. */
+  async #fenced(pool: string, db: Queryable | undefined, write: (tx: Queryable, term: number) => Promise<unknown>): Promise<void> {
+    const term = this.#fence.termOf(pool);
+    if (term === undefined) throw new OwnershipLost([pool]);
+    const fenced = async (tx: Queryable) => {
+      await checkTerms(tx, this.#fence, [{ pool, term }]);
+      await write(tx, term);
+    };
+    if (db) await fenced(db);
+    else await this.#availability.run(() => this.#sql.begin(fenced));
   }
 }

@@ -45,13 +45,19 @@ export function driverOptions(max: number): postgres.Options<{}> {
   };
 }
 
+const IDLE_IN_TRANSACTION_MS = 2000;
+
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   if (options.databaseUrl) {
-    const base = driverOptions(options.maxConnections ?? 10);
-    const sql = postgres(options.databaseUrl, {
-      ...base,
-      connection: { ...base.connection, statement_timeout: options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS },
-    });
+    const opts = driverOptions(options.maxConnections ?? 10);
+    // A process paused or cut off inside a transaction would keep the ownership rows it locked (fence.ts) for good,
+    // and no other replica could claim its pools: the server ends such a transaction.
+    opts.connection = {
+      ...opts.connection,
+      statement_timeout: options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
+    };
+    const sql = postgres(options.databaseUrl, opts);
     return { sql, embedded: false, close: () => sql.end({ timeout: 5 }) };
   }
   return openEmbedded(options.dataDir, options.log);

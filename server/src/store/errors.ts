@@ -1,6 +1,6 @@
 // Typed store failures. Each carries a code; the RPC layer's error mapper switches on it.
 
-export type StoreErrorCode = "unavailable" | "conflict" | "refused";
+export type StoreErrorCode = "unavailable" | "conflict" | "ownership_lost" | "refused";
 
 /** A failure of a store operation that callers can act on. */
 export abstract class StoreError extends Error {

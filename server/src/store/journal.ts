@@ -2,14 +2,17 @@
 // flight goes into the next, one statement per batch), so a restart knows which slots are taken, and only
 // those. It is the one writer of the leases table: a snapshot's lease rows go through it too, in its order, so
 // no row comes back after its lease's end was written. While the database is down it keeps records in memory
-// (bounded) and writes them when it returns.
+// (bounded) and writes them when it returns. Each statement is fenced: it writes only the records of pools this
+// replica still holds under the term it made them in, so a takeover replays exactly what a restart would.
 import type postgres from "postgres";
 import type { Clock, LeaseRecord, TimerHandle } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
 import { sqlState, StoreRefused, StoreUnavailable } from "./errors.js";
+import { OwnershipLost, type Fence } from "./fence.js";
 import type { StoreLog } from "./log.js";
 import { vacuumLeases, writeJournal } from "./sql/leases.js";
+import type { HeldTerm } from "./sql/pool-owners.js";
 
 /** A lease as granted, with the epoch and per-epoch sequence number its id carries. */
 export type JournaledGrant = LeaseRecord & { epoch: number; seq: number };
@@ -23,8 +26,10 @@ export interface GrantMark {
 /** What lending needs of the journal. Call record and recordBehind in grant order, synchronously at grant time. */
 export interface GrantJournal {
   /**
-   * Resolves once the grant is durable (at once while the database is down: it is kept to write later);
-   * rejects with StoreRefused when the database refuses its row (only that grant fails, never its batch).
+   * Resolves once the grant is durable; rejects with StoreRefused when the database refuses its row (only that
+   * grant fails, never its batch), and with OwnershipLost when its pool is no longer this replica's. While the
+   * database is down: at once, the grant kept to write later, when lending from memory is allowed; otherwise it
+   * rejects with StoreUnavailable.
    */
   record(grant: JournaledGrant): Promise<void>;
   /** Writes the grant soon, with nobody waiting. */
@@ -34,10 +39,11 @@ export interface GrantJournal {
    * end's ticket for endDurable, or 0 when there is nothing to write: the end of a grant still queued writes
    * nothing, and neither does that grant.
    */
-  recordEnd(leaseId: string, epoch: number, seq: number): number;
+  recordEnd(leaseId: string, pool: string, epoch: number, seq: number): number;
   /**
    * Resolves once the ends up to `ticket` (default: every end recorded so far) are written, sending them now
-   * (at once while the database is down: they are kept to write later).
+   * (at once while the database is down: they are kept to write later). Given a ticket, rejects with OwnershipLost
+   * when that end was not written because its pool is no longer this replica's (the new owner ends the lease).
    */
   endDurable(ticket?: number): Promise<void>;
 }
@@ -56,9 +62,10 @@ export interface JournalProgress {
   /**
    * Writes a snapshot's lease rows (insert, or update holder and expiry) in the journal's order; a lease that has
    * ended by then is left out, so a snapshot never brings back a row whose end was journaled. A row the database
-   * refuses is left out and logged. Resolves once written.
+   * refuses is left out and logged. `scope` is the terms the snapshot's pools were held under: rows of a pool
+   * held under another term now are not written, and it rejects with OwnershipLost. Resolves once written.
    */
-  upsert(leases: readonly LeaseRecord[]): Promise<void>;
+  upsert(leases: readonly LeaseRecord[], scope: readonly HeldTerm[]): Promise<void>;
 }
 
 export interface JournalOptions {
@@ -66,6 +73,13 @@ export interface JournalOptions {
   epoch: number;
   /** Whether a lease is still live; a row whose lease ended before its statement is not written. */
   isLive: (leaseId: string) => boolean;
+  /** The terms each record's pool is held under, checked by each statement. */
+  fence: Fence;
+  /**
+   * Whether a grant that must be durable may go ahead from memory while the database is down. Not with
+   * several replicas: another replica taking the pool over would not know the slot is taken.
+   */
+  lendFromMemory: boolean;
   clock?: Clock;
   /** Most grants (and, apart, most ends and most snapshot rows) written by one statement (default 2000). */
   maxBatch?: number;
@@ -80,6 +94,8 @@ export interface JournalOptions {
 
 interface JournalEntry {
   rec: JournaledGrant;
+  /** The term the pool was held under when the grant was made; undefined when it was not held. */
+  term: number | undefined;
   ticket: number;
   /** The caller awaiting durability; absent once it was told to go ahead from memory. */
   settle?: { resolve: () => void; reject: (err: unknown) => void };
@@ -98,8 +114,17 @@ const JOURNAL_LINGER_MS = 100;
  */
 const END_LINGER_MS = 10;
 
+/** A lease's end, with the term its pool was held under when it ended (undefined: not held) and its ticket. */
+interface EndEntry {
+  leaseId: string;
+  pool: string;
+  term: number | undefined;
+  ticket: number;
+}
+
 interface UpsertEntry {
   rows: readonly LeaseRecord[];
+  scope: readonly HeldTerm[];
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -111,6 +136,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   readonly #clock: Clock;
   readonly #epoch: number;
   readonly #isLive: (leaseId: string) => boolean;
+  readonly #fence: Fence;
+  readonly #lendFromMemory: boolean;
   readonly #maxBatch: number;
   readonly #maxPending: number;
   readonly #vacuumEvery: number;
@@ -123,8 +150,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   #tickets = 0;
   #queue: JournalEntry[] = [];
   #inflight: JournalEntry[] = [];
-  /** Lease ids whose rows go with the next statement. */
-  #ends: string[] = [];
+  /** Ends whose rows go with the next statement. */
+  #ends: EndEntry[] = [];
   #upserts: UpsertEntry[] = [];
   #flushing = false;
   /** Entries up to this ticket are due now: a caller waits for one of them, or for the journal to drain. */
@@ -138,7 +165,10 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   /** Ends recorded, and ends written or dropped, since the start: ends leave the journal in the order they came. */
   #endsQueued = 0;
   #endsDone = 0;
-  #endWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  /** `ofOne`: waits for the end of one call, which fails if that end was left unwritten as its pool's was lost. */
+  #endWaiters: Array<{ upTo: number; ofOne: boolean; resolve: () => void; reject: (err: unknown) => void }> = [];
+  /** Tickets of ends left unwritten because their pool moved to another replica, until their waiter hears it. */
+  #lostEnds = new Map<number, string>();
   #dropped = 0;
   #droppedEnds = 0;
   /** Ends written since the last vacuum. */
@@ -151,6 +181,8 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     this.#clock = options.clock ?? systemClock;
     this.#epoch = options.epoch;
     this.#isLive = options.isLive;
+    this.#fence = options.fence;
+    this.#lendFromMemory = options.lendFromMemory;
     this.#maxBatch = options.maxBatch ?? 2000;
     this.#maxPending = options.maxPending ?? 100_000;
     this.#vacuumEvery = options.vacuumEvery ?? Number.POSITIVE_INFINITY;
@@ -168,7 +200,11 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
    */
   record(rec: JournaledGrant): Promise<void> {
     const entry = this.#enqueue(rec);
-    if (!entry) return Promise.resolve();
+    if (!entry) {
+      if (this.#lendFromMemory) return Promise.resolve();
+      return Promise.reject(new StoreUnavailable("database unavailable: a grant that must be durable cannot be made"));
+    }
+    if (entry.term === undefined) return Promise.reject(new OwnershipLost([rec.pool]));
     this.#dueTicket = entry.ticket;
     return new Promise<void>((resolve, reject) => {
       entry.settle = { resolve, reject };
@@ -185,11 +221,11 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     if (this.#enqueue(rec) && this.#linger === undefined) this.#armLinger();
   }
 
-  recordEnd(leaseId: string, epoch: number, seq: number): number {
+  recordEnd(leaseId: string, pool: string, epoch: number, seq: number): number {
     // Its grant is still queued: the statement that takes it leaves it out as ended, and there is no row to delete.
     if (epoch === this.#epoch && seq > this.#sentSeq) return 0;
-    this.#ends.push(leaseId);
     const ticket = ++this.#endsQueued;
+    this.#ends.push({ leaseId, pool, term: this.#fence.termOf(pool), ticket });
     if (!this.#availability.up || this.#closed) {
       this.#boundEnds();
       return ticket;
@@ -205,22 +241,40 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     return ticket;
   }
 
-  endDurable(upTo = this.#endsQueued): Promise<void> {
+  endDurable(ticket?: number): Promise<void> {
+    const upTo = ticket ?? this.#endsQueued;
     if (!this.#availability.up || this.#endsDone >= upTo) return Promise.resolve();
     this.#endsDue = true;
     this.#kick();
-    return new Promise((resolve) => this.#endWaiters.push({ upTo, resolve }));
+    return new Promise((resolve, reject) => this.#endWaiters.push({ upTo, ofOne: ticket !== undefined, resolve, reject }));
   }
 
-  upsert(rows: readonly LeaseRecord[]): Promise<void> {
+  upsert(rows: readonly LeaseRecord[], scope: readonly HeldTerm[]): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
     // While the database is thought down the journal sends nothing, so nothing of it can come between: the
     // snapshot's statement goes at once, and finds out whether the database is back.
-    if (!this.#availability.up) return this.#statement(journalRows([], [{ rows, resolve() {}, reject() {} }], this.#isLive), [], []);
+    if (!this.#availability.up) return this.#upsertNow(rows, scope);
     return new Promise<void>((resolve, reject) => {
-      this.#upserts.push({ rows, resolve, reject });
+      this.#upserts.push({ rows, scope, resolve, reject });
       this.#kick();
     });
+  }
+
+  /** A snapshot's rows in a statement of their own, fenced by its scope. */
+  async #upsertNow(leases: readonly LeaseRecord[], scope: readonly HeldTerm[]): Promise<void> {
+    const rows = journalRows([], [{ rows: leases, scope, resolve() {}, reject() {} }], (lease, terms) => this.#isLive(lease.leaseId) && this.#holds(lease.pool, terms.get(lease.pool)));
+    const terms = currentTerms(rows, (pool) => this.#fence.termOf(pool));
+    const kept = new Set(await this.#statement(terms, rows, [], []));
+    const lost = terms.filter((t) => !kept.has(t.pool)).map((t) => t.pool);
+    if (lost.length > 0) this.#fence.lost(lost);
+    const exported = new Map(scope.map((h) => [h.pool, h.term]));
+    const gone = [...new Set(leases.map((lease) => lease.pool))].filter((pool) => !this.#holds(pool, exported.get(pool)));
+    if (gone.length > 0) throw new OwnershipLost(gone);
+  }
+
+  /** Whether the pool is still held under `term` (a record made under it may be written). */
+  #holds(pool: string, term: number | undefined): boolean {
+    return term !== undefined && term === this.#fence.termOf(pool);
   }
 
   checkpoint(): Promise<GrantMark> {
@@ -256,7 +310,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   /** Queues a grant in seq order; undefined while the database is down or the journal closed (it is kept, bounded). */
   #enqueue(rec: JournaledGrant): JournalEntry | undefined {
     if (rec.epoch === this.#epoch && rec.seq > this.#maxSubmittedSeq) this.#maxSubmittedSeq = rec.seq;
-    const entry: JournalEntry = { rec, ticket: ++this.#tickets };
+    const entry: JournalEntry = { rec, term: this.#fence.termOf(rec.pool), ticket: ++this.#tickets };
     this.#queue.push(entry);
     if (this.#availability.up && !this.#closed) return entry;
     this.#boundPending();
@@ -272,12 +326,9 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
     }, JOURNAL_LINGER_MS);
   }
 
-  /** Callers waiting for a write that cannot happen now go ahead from memory; their records stay queued. */
+  /** Callers waiting for a write that cannot happen now go ahead from memory (or fail, when that is not allowed); their records stay queued. */
   #lost(): void {
-    for (const entry of this.#queue) {
-      entry.settle?.resolve();
-      entry.settle = undefined;
-    }
+    for (const entry of this.#queue) this.#unsettle(entry);
     // A snapshot that waits for its rows fails now; the next one after the outage is a full one.
     for (const u of this.#upserts.splice(0)) u.reject(new StoreUnavailable("database unavailable"));
     this.#boundPending();
@@ -345,20 +396,35 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
       const ends = this.#ends.splice(0, this.#maxBatch);
       if (this.#ends.length === 0) this.#settleEnds();
       const upserts = this.#takeUpserts();
-      const grants = batch.map((e) => e.rec).filter((rec) => this.#isLive(rec.leaseId));
-      const rows = journalRows(grants, upserts, this.#isLive);
+      // A record made under a term no longer held (its pool was dropped since) is not written: it is lost.
+      const held = (pool: string, term: number | undefined) => this.#holds(pool, term);
+      const current = new Set<object>();
+      for (const e of batch) if (held(e.rec.pool, e.term)) current.add(e);
+      for (const e of ends) if (held(e.pool, e.term)) current.add(e);
+      const grants = batch.filter((e) => current.has(e) && this.#isLive(e.rec.leaseId)).map((e) => e.rec);
+      const endIds = ends.filter((e) => current.has(e)).map((e) => e.leaseId);
+      const rows = journalRows(grants, upserts, (lease, scope) => this.#isLive(lease.leaseId) && held(lease.pool, scope.get(lease.pool)));
+      const terms = currentTerms([...rows, ...ends.filter((e) => current.has(e))], (pool) => this.#fence.termOf(pool));
       const marks = highWater(batch);
       try {
-        const refused = await this.#write(rows, ends, marks);
+        const { kept, refused } = await this.#write(terms, rows, endIds, marks);
         this.#inflight = [];
-        const written = refused.size === 0 ? grants : grants.filter((rec) => !refused.has(rec.leaseId));
+        const lost = new Set(terms.filter((t) => !kept.has(t.pool)).map((t) => t.pool));
+        if (lost.size > 0) this.#fence.lost([...lost]);
+        const written = grants.filter((rec) => !lost.has(rec.pool) && !refused.has(rec.leaseId));
         for (const fn of this.#committed) fn(written);
         for (const entry of batch) {
-          const err = refused.get(entry.rec.leaseId);
+          const err = current.has(entry) && !lost.has(entry.rec.pool) ? refused.get(entry.rec.leaseId) : new OwnershipLost([entry.rec.pool]);
           if (err) entry.settle?.reject(err);
           else entry.settle?.resolve();
         }
-        for (const u of upserts) u.resolve();
+        for (const u of upserts) {
+          const scope = new Map(u.scope.map((h) => [h.pool, h.term]));
+          const gone = [...new Set(u.rows.map((lease) => lease.pool))].filter((pool) => lost.has(pool) || !held(pool, scope.get(pool)));
+          if (gone.length > 0) u.reject(new OwnershipLost(gone));
+          else u.resolve();
+        }
+        for (const e of ends) if (!current.has(e) || lost.has(e.pool)) this.#lostEnds.set(e.ticket, e.pool);
         this.#endsDone += ends.length;
         this.#notifyEnds();
         this.#unvacuumed += ends.length;
@@ -367,10 +433,7 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
         this.#inflight = [];
         if (err instanceof StoreUnavailable) {
           // The database went down (Availability has told #lost): the records wait with the rest.
-          for (const entry of batch) {
-            entry.settle?.resolve();
-            entry.settle = undefined;
-          }
+          for (const entry of batch) this.#unsettle(entry);
           this.#queue.unshift(...batch);
           this.#ends.unshift(...ends);
           for (const u of upserts) u.reject(err);
@@ -420,35 +483,51 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   }
 
   /**
-   * One statement: `rows` inserted (or their holder and expiry updated), `ends` deleted, each epoch's high-water
-   * mark raised to `marks` (which also covers grants left out as ended). When the database refuses the statement
-   * for its data, each row goes alone, so only a refused row fails; returns those, each with the error to answer.
+   * One statement: `rows` inserted (or their holder and expiry updated), the rows of the leases in `ends` deleted,
+   * each epoch's high-water mark raised to `marks` (which also covers grants left out as ended), all of it only
+   * for the pools still held under `terms`. When the database refuses the statement for its data, each row goes
+   * alone, so only a refused row fails. Returns the pools still held, and the refused rows with the error to answer.
    */
-  async #write(rows: JournaledGrant[], ends: string[], marks: GrantMark[]): Promise<Map<string, StoreRefused>> {
+  async #write(terms: HeldTerm[], rows: JournaledGrant[], ends: string[], marks: GrantMark[]): Promise<{ kept: Set<string>; refused: Map<string, StoreRefused> }> {
     try {
-      await this.#statement(rows, ends, marks);
-      return new Map();
+      return { kept: new Set(await this.#statement(terms, rows, ends, marks)), refused: new Map() };
     } catch (err) {
       if (err instanceof StoreUnavailable || rows.length === 0) throw err;
       this.#log.warn({ code: sqlState(err), rows: rows.length }, "lease journal statement refused: writing its rows one at a time");
     }
+    const kept = new Set(terms.map((t) => t.pool));
+    const still = async (asked: HeldTerm[], statement: Promise<string[]>) => {
+      const held = new Set(await statement);
+      for (const t of asked) if (!held.has(t.pool)) kept.delete(t.pool);
+    };
     const refused = new Map<string, StoreRefused>();
     // Rows in grant order, each with the mark up to itself, so a crash midway leaves no grant below a mark unwritten.
     for (const row of rows) {
+      const own = terms.filter((t) => t.pool === row.pool && kept.has(t.pool));
+      if (own.length === 0) continue;
       try {
-        await this.#statement([row], [], row.epoch > 0 ? [{ epoch: row.epoch, seq: row.seq }] : []);
+        await still(own, this.#statement(own, [row], [], row.epoch > 0 ? [{ epoch: row.epoch, seq: row.seq }] : []));
       } catch (err) {
         if (err instanceof StoreUnavailable) throw err;
         this.#log.error({ code: sqlState(err), pool: row.pool, keyId: row.keyId }, "lease journal row refused by the database");
         refused.set(row.leaseId, new StoreRefused("the database refused this lease's record", { cause: err }));
       }
     }
-    await this.#statement([], ends, marks);
-    return refused;
+    const rest = terms.filter((t) => kept.has(t.pool));
+    await still(rest, this.#statement(rest, [], ends, marks));
+    return { kept, refused };
   }
 
-  #statement(rows: JournaledGrant[], ends: string[], marks: GrantMark[]): Promise<void> {
-    return this.#availability.run(() => writeJournal(this.#sql, rows, ends, marks)).then(() => undefined);
+  #statement(terms: HeldTerm[], rows: JournaledGrant[], ends: string[], marks: GrantMark[]): Promise<string[]> {
+    const owner = this.#fence.owner;
+    return this.#availability.run(() => writeJournal(this.#sql, owner, terms, rows, ends, marks));
+  }
+
+  /** A caller waiting for a write that cannot happen now goes ahead from memory, or fails when that is not allowed. */
+  #unsettle(entry: JournalEntry): void {
+    if (this.#lendFromMemory) entry.settle?.resolve();
+    else entry.settle?.reject(new StoreUnavailable("database unavailable: a grant that must be durable cannot be made"));
+    entry.settle = undefined;
   }
 
   /** Resolves once every grant up to `ticket` and every queued end has left the journal (written, or the database went down). */
@@ -463,9 +542,13 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
   #notifyEnds(): void {
     this.#endWaiters = this.#endWaiters.filter((w) => {
       if (this.#availability.up && w.upTo > this.#endsDone) return true;
-      w.resolve();
+      const pool = w.ofOne ? this.#lostEnds.get(w.upTo) : undefined;
+      if (pool === undefined) w.resolve();
+      else w.reject(new OwnershipLost([pool]));
       return false;
     });
+    // Every end left unwritten that a caller waits for was waited for before its statement: the rest is nobody's.
+    this.#lostEnds.clear();
   }
 
   #oldestTicket(): number {
@@ -483,14 +566,18 @@ export class PostgresGrantJournal implements GrantJournal, JournalProgress {
 }
 
 /**
- * The rows of one statement: the grants still live, then a snapshot's rows still live as rows of epoch 0 (no
- * journal mark covers them). One row per lease, as one statement cannot insert and then update the same row:
- * a grant that a snapshot row also carries takes that row's holder and expiry.
+ * The rows of one statement: the grants still live, then a snapshot's rows that `keep` (still live, their pool
+ * still held under the snapshot's term) as rows of epoch 0 (no journal mark covers them). One row per lease, as
+ * one statement cannot insert and then update the same row: a grant that a snapshot row also carries takes that
+ * row's holder and expiry.
  */
-function journalRows(grants: JournaledGrant[], upserts: UpsertEntry[], isLive: (leaseId: string) => boolean): JournaledGrant[] {
+function journalRows(grants: JournaledGrant[], upserts: UpsertEntry[], keep: (lease: LeaseRecord, scope: ReadonlyMap<string, number>) => boolean): JournaledGrant[] {
   if (upserts.length === 0) return grants;
   const snapshot = new Map<string, LeaseRecord>();
-  for (const u of upserts) for (const lease of u.rows) if (isLive(lease.leaseId)) snapshot.set(lease.leaseId, lease);
+  for (const u of upserts) {
+    const scope = new Map(u.scope.map((h) => [h.pool, h.term]));
+    for (const lease of u.rows) if (keep(lease, scope)) snapshot.set(lease.leaseId, lease);
+  }
   const rows = grants.map((g) => {
     const lease = snapshot.get(g.leaseId);
     if (!lease) return g;
@@ -499,6 +586,17 @@ function journalRows(grants: JournaledGrant[], upserts: UpsertEntry[], isLive: (
   });
   for (const lease of snapshot.values()) rows.push({ ...lease, epoch: 0, seq: 0 });
   return rows;
+}
+
+/** Each pool of `records` that is held now, with its term: what a statement is fenced by. */
+function currentTerms(records: ReadonlyArray<{ pool: string }>, termOf: (pool: string) => number | undefined): HeldTerm[] {
+  const terms = new Map<string, number>();
+  for (const { pool } of records) {
+    if (terms.has(pool)) continue;
+    const term = termOf(pool);
+    if (term !== undefined) terms.set(pool, term);
+  }
+  return [...terms].map(([pool, term]) => ({ pool, term }));
 }
 
 /** The highest seq of each epoch among `batch`: what a journal statement accounts for, written or ended. */

@@ -1,5 +1,6 @@
 // What a start reads and records before the engine serves: a new epoch, then everything needed to rebuild
-// the engine (configuration, the last snapshot, and the journal since), in one consistent read.
+// the engine's pools (configuration, the last snapshot, and the journal since), in one consistent read. A
+// takeover of pools from another replica reads them with the same code.
 import type postgres from "postgres";
 import type { KeyConfig, PoolConfig, RuntimeSnapshot } from "../domain/types.js";
 import type { Availability } from "./availability.js";
@@ -37,14 +38,14 @@ export function compactLeases(sql: postgres.Sql, availability: Availability): Pr
   return availability.run(() => vacuumLeases(sql));
 }
 
-/** Everything needed to rebuild the engine, read in one repeatable-read transaction. */
-export async function loadState(sql: postgres.Sql, box: SecretBox, availability: Availability): Promise<LoadedState> {
+/** Everything needed to rebuild `pools` in the engine, read in one repeatable-read transaction. */
+export async function loadState(sql: postgres.Sql, box: SecretBox, availability: Availability, pools: string[]): Promise<LoadedState> {
   const read = async (tx: Queryable) => ({
-    pools: await selectPools(tx),
-    keys: await selectKeys(tx, box),
-    runtime: await selectRuntime(tx),
-    poolRuntime: await selectPoolRuntime(tx),
-    leases: await selectLeases(tx),
+    pools: await selectPools(tx, pools),
+    keys: await selectKeys(tx, box, pools),
+    runtime: await selectRuntime(tx, pools),
+    poolRuntime: await selectPoolRuntime(tx, pools),
+    leases: await selectLeases(tx, pools),
     meta: await selectSnapshotMeta(tx),
     epochs: await selectEpochs(tx),
   });

@@ -1,16 +1,20 @@
-// Runtime snapshots into Postgres: the whole state (reconciling whole tables in one transaction) or what
-// changed (each chunk its own statement). It coordinates with the lease journal only through JournalProgress:
+// Runtime snapshots into Postgres: the whole state of the pools this replica holds (reconciling their rows in
+// one transaction) or what changed (each chunk its own transaction). Every transaction first checks the terms
+// the pools are held under (fence.ts), and so does the journal for the lease rows. It coordinates with the
+// lease journal only through JournalProgress:
 // a checkpoint when a write starts, its lease rows written through the journal (in the journal's order, so
 // none comes back after its end), supersede once it committed, and the rows each journal statement wrote.
 import type postgres from "postgres";
 import type { Clock, KeyRuntime, LeaseRecord, PoolRuntime, RuntimeChanges, RuntimeSnapshot } from "../domain/types.js";
 import { systemClock } from "../domain/system-clock.js";
 import type { Availability } from "./availability.js";
+import { checkTerms, type Fence } from "./fence.js";
 import type { GrantMark, JournaledGrant, JournalProgress } from "./journal.js";
 import type { SnapshotStore } from "./snapshotter.js";
 import { deleteRuntimeExcept, deleteRuntimeOf, encodeRuntime, upsertRuntime, type EncodedRuntime } from "./sql/key-runtime.js";
 import { deleteLeasesExcept } from "./sql/leases.js";
 import { upsertPoolRuntime } from "./sql/pool-runtime.js";
+import type { HeldTerm } from "./sql/pool-owners.js";
 import type { Queryable } from "./sql/queryable.js";
 import { upsertSnapshotMeta, type SnapshotMeta } from "./sql/snapshot-meta.js";
 
@@ -49,6 +53,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
   readonly #sql: postgres.Sql;
   readonly #availability: Availability;
   readonly #journal: JournalProgress;
+  readonly #fence: Fence;
   readonly #clock: Clock;
   readonly #snapshotChunk: number;
 
@@ -59,10 +64,11 @@ export class PostgresSnapshotStore implements SnapshotStore {
   /** The grants that a snapshot written (or being written) accounts for. */
   #covered: GrantMark = { epoch: 0, seq: 0 };
 
-  constructor(sql: postgres.Sql, availability: Availability, journal: JournalProgress, options: SnapshotWriterOptions = {}) {
+  constructor(sql: postgres.Sql, availability: Availability, journal: JournalProgress, fence: Fence, options: SnapshotWriterOptions = {}) {
     this.#sql = sql;
     this.#availability = availability;
     this.#journal = journal;
+    this.#fence = fence;
     this.#clock = options.clock ?? systemClock;
     this.#snapshotChunk = options.snapshotChunk ?? SNAPSHOT_CHUNK;
     // A write cut off mid-commit may or may not have landed: reconcile whole tables next time.
@@ -78,12 +84,19 @@ export class PostgresSnapshotStore implements SnapshotStore {
     return !this.#reconciled;
   }
 
+  /** Pools were loaded (a takeover): the next snapshot reconciles their rows, which this writer has not seen. */
+  reconcileNext(): void {
+    this.#reconciled = false;
+  }
+
   /**
    * Writes the whole runtime state, reconciling whole tables in one transaction. Call it (and writeChanges) in
    * the same tick as the engine's export: grants journaled up to that moment are then either live in `s` or
-   * ended, so leases journaled before it and absent from `s` are deleted, and later grants are kept.
+   * ended, so leases journaled before it and absent from `s` are deleted, and later grants are kept. The
+   * pools held then are the ones `s` covers: only their rows are reconciled.
    */
   async writeSnapshot(s: RuntimeSnapshot): Promise<void> {
+    const scope = this.#fence.held();
     const mark = await this.#journal.checkpoint();
     // Set first: an outage noticed while this writes must still force the next snapshot to reconcile.
     this.#reconciled = true;
@@ -91,19 +104,22 @@ export class PostgresSnapshotStore implements SnapshotStore {
     // Rows of `s` are recorded once written; grants journaled from here on are recorded as they commit.
     const leaseRows = new Map<string, LeaseRecord>();
     this.#leaseRows = leaseRows;
-    const runtime = await encodeAll(s.keys);
+    const inScope = new Set(scope.map((h) => h.pool));
+    const runtime = (await encodeAll(s.keys)).filter((r) => inScope.has(r.pool));
+    const leases = s.leases.filter((l) => inScope.has(l.pool));
+    const poolRuntime = (s.pools ?? []).filter((p) => inScope.has(p.pool));
     const meta = { taken_at: s.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
       // The leases first, so that a crash before the transaction commits leaves the last mark with every row it needs.
-      for (const chunk of chunks(s.leases, this.#snapshotChunk)) await this.#journal.upsert(chunk);
-      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, runtime, s.leases, s.pools ?? [], mark, meta)));
+      for (const chunk of chunks(leases, this.#snapshotChunk)) await this.#journal.upsert(chunk, scope);
+      await this.#availability.run(() => this.#sql.begin((tx) => this.#writeFull(tx, scope, runtime, leases, poolRuntime, mark, meta)));
     } catch (err) {
       this.#reconciled = false;
       throw err;
     }
     this.#journal.supersede(mark);
     const pace = new Pacer();
-    for (const lease of s.leases) {
+    for (const lease of leases) {
       if (!leaseRows.has(lease.leaseId)) leaseRows.set(lease.leaseId, lease);
       if (pace.due()) await pace.pause();
     }
@@ -120,6 +136,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
    * next snapshot still reconciles.
    */
   async writeChanges(c: RuntimeChanges): Promise<void> {
+    const scope = this.#fence.held();
     const mark = await this.#journal.checkpoint();
     this.#cover(mark);
     const runtime = await encodeAll(c.keys);
@@ -133,7 +150,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     }
     const meta = { taken_at: c.takenAt, written_at: this.#clock.now(), epoch: mark.epoch, seq_mark: mark.seq };
     try {
-      await this.#writeChanges(runtime, c.removedKeys, leases, c.pools ?? [], meta);
+      await this.#writeChanges(scope, runtime, c.removedKeys, leases, c.pools ?? [], meta);
     } catch (err) {
       // Some chunks may have committed: the next snapshot reconciles whole tables.
       this.#reconciled = false;
@@ -160,23 +177,20 @@ export class PostgresSnapshotStore implements SnapshotStore {
     if (grants.some((rec) => rec.epoch === covered.epoch && rec.seq <= covered.seq)) this.#reconciled = false;
   }
 
-  async #writeFull(tx: Queryable, runtime: EncodedRuntime[], leases: LeaseRecord[], pools: PoolRuntime[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+  /** `runtime`, `leases` and `poolRuntime` are of the pools of `scope` only. */
+  async #writeFull(tx: Queryable, scope: HeldTerm[], runtime: EncodedRuntime[], leases: LeaseRecord[], poolRuntime: PoolRuntime[], mark: GrantMark, meta: SnapshotMeta): Promise<void> {
+    await checkTerms(tx, this.#fence, scope);
+    const pools = scope.map((h) => h.pool);
     // Each batch travels as one jsonb parameter: one statement per purpose and chunk, whatever the row count.
-    await deleteRuntimeExcept(tx, runtime);
-    await deleteLeasesExcept(tx, leases.map((lease) => lease.leaseId), mark);
+    await deleteRuntimeExcept(tx, pools, runtime);
+    await deleteLeasesExcept(tx, pools, leases.map((lease) => lease.leaseId), mark);
     for (const chunk of chunks(runtime, this.#snapshotChunk)) await upsertRuntime(tx, chunk);
-    for (const chunk of chunks(pools, POOL_CHUNK)) await upsertPoolRuntime(tx, chunk);
+    for (const chunk of chunks(poolRuntime, POOL_CHUNK)) await upsertPoolRuntime(tx, chunk);
     await upsertSnapshotMeta(tx, meta);
   }
 
-  async #writeChanges(
-    runtime: EncodedRuntime[],
-    removedKeys: RuntimeChanges["removedKeys"],
-    leases: LeaseRecord[],
-    pools: PoolRuntime[],
-    meta: SnapshotMeta,
-  ): Promise<void> {
-    const sql = this.#sql;
+  async #writeChanges(scope: HeldTerm[], runtime: EncodedRuntime[], removedKeys: RuntimeChanges["removedKeys"], leases: LeaseRecord[], poolRuntime: PoolRuntime[], meta: SnapshotMeta): Promise<void> {
+    const inScope = new Set(scope.map((h) => h.pool));
     let rest = 0;
     const paced = async (statement: () => Promise<unknown>): Promise<void> => {
       if (rest > 0) await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, rest));
@@ -184,13 +198,21 @@ export class PostgresSnapshotStore implements SnapshotStore {
       await statement();
       rest = this.#clock.now() - started;
     };
-    const run = (statement: () => Promise<unknown>) => () => this.#availability.run(statement);
+    const fenced = (statement: (tx: Queryable) => Promise<unknown>) => () =>
+      this.#availability.run(() =>
+        this.#sql.begin(async (tx) => {
+          await checkTerms(tx, this.#fence, scope);
+          await statement(tx);
+        }),
+      );
+    // Rows of a pool no longer held (dropped since the export) are not this replica's to write.
+    const held = <T extends { pool: string }>(rows: T[]) => rows.filter((r) => inScope.has(r.pool));
     // Removals first: a key removed and added again since has its new state among `runtime`.
-    for (const chunk of chunks(removedKeys, this.#snapshotChunk)) await paced(run(() => deleteRuntimeOf(sql, chunk)));
-    for (const chunk of chunks(runtime, this.#snapshotChunk)) await paced(run(() => upsertRuntime(sql, chunk)));
-    for (const chunk of chunks(leases, this.#snapshotChunk)) await paced(() => this.#journal.upsert(chunk));
-    for (const chunk of chunks(pools, POOL_CHUNK)) await paced(run(() => upsertPoolRuntime(sql, chunk)));
-    await paced(run(() => upsertSnapshotMeta(sql, meta)));
+    for (const chunk of chunks(held(removedKeys), this.#snapshotChunk)) await paced(fenced((tx) => deleteRuntimeOf(tx, chunk)));
+    for (const chunk of chunks(held(runtime), this.#snapshotChunk)) await paced(fenced((tx) => upsertRuntime(tx, chunk)));
+    for (const chunk of chunks(held(leases), this.#snapshotChunk)) await paced(() => this.#journal.upsert(chunk, scope));
+    for (const chunk of chunks(held(poolRuntime), POOL_CHUNK)) await paced(fenced((tx) => upsertPoolRuntime(tx, chunk)));
+    await paced(fenced((tx) => upsertSnapshotMeta(tx, meta)));
   }
 }
 

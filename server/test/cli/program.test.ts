@@ -19,6 +19,7 @@ import {
   type ListLeasesResponse,
   PoolSchema,
   PoolStatsSchema,
+  ReplicaSchema,
   Strategy,
 } from "../../src/gen/keymesh/v1/admin_pb.js";
 
@@ -250,9 +251,23 @@ describe("keymesh CLI", () => {
     expect(json.nextPageToken).toBeUndefined();
   });
 
+  it("lists the replicas with their heartbeat age and the pools each owns", async () => {
+    const replicas = [
+      create(ReplicaSchema, { id: "r-1", address: "10.0.0.1:50051", heartbeatAge: durationFromMs(400), pools: ["a", "b"] }),
+      create(ReplicaSchema, { id: "r-2", address: "10.0.0.2:50051", heartbeatAge: durationFromMs(1200), pools: [] }),
+    ];
+    const r = await run(["replicas"], { listReplicas: () => ({ replicas }) });
+    const lines = r.stdout.trimEnd().split("\n").map((l) => l.split(/\s{2,}/));
+    expect(lines).toEqual([
+      ["ID", "ADDRESS", "HEARTBEAT_AGE", "POOLS", "OWNS"],
+      ["r-1", "10.0.0.1:50051", "400ms", "2", "a,b"],
+      ["r-2", "10.0.0.2:50051", "1.2s", "0", "-"],
+    ]);
+  });
+
   it("shows pool stats per key: state, active leases, EMA latency, success rate, cooldown left, circuit", async () => {
     const stats = create(PoolStatsSchema, {
-      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0, servingPriority: 0, affinities: 1,
+      pool: "openai", totalKeys: 2, eligibleKeys: 1, activeLeases: 3, waiters: 0, servingPriority: 0, affinities: 1, owner: "10.0.0.2:50051", term: 7n,
       usage: { requests: 40n, inputTokens: 1000n, outputTokens: 200n, successes: 37n, rateLimited: 1n, failures: 1n, unreported: 1n },
       quotaGroups: [{ name: "org", keys: 2, limits: { requestsPerMinute: 100n }, remaining: { requestsPerMinute: 60n }, usage: { requests: 40n } }],
       keys: [
@@ -266,7 +281,7 @@ describe("keymesh CLI", () => {
     });
     const r = await run(["stats", "openai"], { getPoolStats: () => ({ stats }) });
     const lines = r.stdout.trimEnd().split("\n");
-    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting, lending priority 0, 1 affinity");
+    expect(lines[0]).toBe("pool openai: 2 keys, 1 eligible, 3 active leases, 0 waiting, lending priority 0, owner 10.0.0.2:50051, term 7, 1 affinity");
     expect(lines[1]).toBe("usage: 40 requests (37 ok, 1 rate-limited, 1 failed, 1 unreported), 1000 in / 200 out tokens");
     expect(lines[2]).toBe("quota group org (2 keys): 100 rpm; left 60/100 - -; 40 requests (0 ok, 0 rate-limited, 0 failed, 0 unreported), 0 in / 0 out tokens");
     expect(lines[3].split(/\s{2,}/)).toEqual([

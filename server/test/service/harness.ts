@@ -25,7 +25,7 @@ import { FakeClock } from "../fake-clock.js";
 class FakeJournal implements GrantJournal {
   readonly durable: JournaledGrant[] = [];
   readonly behind: JournaledGrant[] = [];
-  readonly ends: Array<{ leaseId: string; epoch: number; seq: number }> = [];
+  readonly ends: Array<{ leaseId: string; pool: string; epoch: number; seq: number }> = [];
   /** While true, record() stays pending until release(). */
   hold = false;
   /** The error the next durable grant fails with. */
@@ -41,8 +41,8 @@ class FakeJournal implements GrantJournal {
     return new Promise((resolve) => this.#held.push(resolve));
   }
 
-  recordEnd(leaseId: string, epoch: number, seq: number): number {
-    this.ends.push({ leaseId, epoch, seq });
+  recordEnd(leaseId: string, pool: string, epoch: number, seq: number): number {
+    this.ends.push({ leaseId, pool, epoch, seq });
     return this.ends.length;
   }
 
@@ -88,8 +88,9 @@ class MemoryConfigStore implements ConfigStore {
     else commit();
   }
 
-  async insertPool(pool: PoolConfig): Promise<void> {
+  async insertPool(pool: PoolConfig): Promise<number> {
     this.#write("insertPool", pool);
+    return 1;
   }
 
   async updatePool(pool: PoolConfig): Promise<void> {
@@ -160,7 +161,7 @@ export function services(options: { authorizer?: Authorizer } = {}) {
       events.publish(e);
       lending.onEngineEvent(e);
     },
-    onLeaseEnded: (leaseId, epoch, seq) => lending.leaseEnded(leaseId, epoch, seq),
+    onLeaseEnded: (leaseId, pool, epoch, seq) => lending.leaseEnded(leaseId, pool, epoch, seq),
   });
   const events = new EventHub();
   const lending = new Lending({ engine, journal, config, observer: { observeAcquire() {} }, log: { warn: (obj) => void warnings.push(obj) } });
@@ -173,6 +174,7 @@ export function services(options: { authorizer?: Authorizer } = {}) {
     now: () => clock.now(),
     replica: "test-host:1",
     endsDurable: () => lending.endsDurable(),
+    claims: { now: () => 0, created() {}, deleted() {} },
     log: { info: (obj) => void logged.push(obj), error: (obj) => void logged.push(obj) },
     onRecorded: (entry) => events.publish({ type: "admin_change", pool: entry.pool, entry }),
   });
@@ -189,7 +191,7 @@ export function services(options: { authorizer?: Authorizer } = {}) {
   const transport = createRouterTransport(
     (router) => {
       router.service(KeyPoolService, new KeyPoolServiceImpl({ lending, guard, scrub: scrubSecrets }));
-      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: () => clock.now() }));
+      router.service(PoolAdminService, new PoolAdminServiceImpl({ engine, admin, audit, events, guard, now: () => clock.now(), listPools: async () => engine.listPools(), replicas: { address: "test:1", termOf: () => 1, knows: () => false, locate: async () => {}, describe: async () => [] } }));
     },
     { router: { interceptors: [mapErrors] } },
   );

@@ -79,7 +79,7 @@ describe("Lending", () => {
     s.lending.renew(expiring!.leaseId, 1000);
     s.engine.revokeLease(revoked!.leaseId, "operator");
     s.clock.advance(1001);
-    const ended = (g: Grant) => ({ leaseId: g.leaseId, epoch: g.epoch, seq: g.seq });
+    const ended = (g: Grant) => ({ leaseId: g.leaseId, pool: g.record.pool, epoch: g.epoch, seq: g.seq });
     expect(s.journal.ends).toEqual([ended(released!), ended(failed!), ended(limited!), ended(revoked!), ended(expiring!)]);
   });
 

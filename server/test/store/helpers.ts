@@ -17,6 +17,8 @@ import type { StoreLog } from "../../src/store/log.js";
 import { beginEpoch, loadState } from "../../src/store/restore.js";
 import type { SecretBox } from "../../src/store/secrets.js";
 import { PostgresSnapshotStore } from "../../src/store/snapshot-writer.js";
+import type { Fence } from "../../src/store/fence.js";
+import type { HeldTerm } from "../../src/store/sql/pool-owners.js";
 
 export { FakeClock, settle } from "../fake-clock.js";
 
@@ -104,12 +106,34 @@ export function captureLog(): { log: StoreLog; lines: LogLine[] } {
   return { log: { info: at("info"), warn: at("warn"), error: at("error") }, lines };
 }
 
+/** The terms a test's pools are held under: every pool created through the store is held, as by the one replica. */
+class TestFence implements Fence {
+  readonly owner = `test-${randomBytes(4).toString("hex")}`;
+  readonly terms = new Map<string, number>();
+  readonly lostPools: string[] = [];
+
+  termOf(pool: string): number | undefined {
+    return this.terms.get(pool);
+  }
+
+  held(): HeldTerm[] {
+    return [...this.terms].map(([pool, term]) => ({ pool, term }));
+  }
+
+  lost(pools: string[]): void {
+    for (const pool of pools) this.terms.delete(pool);
+    this.lostPools.push(...pools);
+  }
+}
+
 export interface StoreOptions {
   clock?: Clock;
   log?: StoreLog;
   /** Rows per snapshot statement. */
   snapshotChunk?: number;
   maxBatch?: number;
+  /** Shared with another store of the test, whose pools this one writes too. */
+  fence?: TestFence;
   vacuumEvery?: number;
 }
 
@@ -121,17 +145,25 @@ export async function openStore(sql: postgres.Sql, box: SecretBox, options: Stor
   const log = options.log ?? captureLog().log;
   const clock = options.clock ?? systemClock;
   const availability = new Availability(sql, log, { clock });
-  const config = new PostgresConfigStore(sql, box, availability, clock);
+  const fence = options.fence ?? new TestFence();
+  const config = new PostgresConfigStore(sql, box, availability, clock, fence, 60_000);
+  const insertPool = config.insertPool.bind(config);
+  config.insertPool = async (pool) => {
+    const term = await insertPool(pool);
+    fence.terms.set(pool.name, term);
+    return term;
+  };
   await config.verifyMasterKey();
   return {
     availability,
     config,
-    loadAll: () => loadState(sql, box, availability),
+    fence,
+    loadAll: async () => loadState(sql, box, availability, (await sql<{ name: string }[]>`select name from pools`).map((r) => r.name)),
     /** Records a new epoch; its journal and snapshot writer. */
     async beginEpoch(isLive: JournalOptions["isLive"] = () => true) {
       const epoch = await beginEpoch(sql, availability, clock.now());
-      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch, vacuumEvery: options.vacuumEvery });
-      const snapshots = new PostgresSnapshotStore(sql, availability, journal, { clock, snapshotChunk: options.snapshotChunk });
+      const journal = new PostgresGrantJournal(sql, availability, log, { epoch, isLive, clock, maxBatch: options.maxBatch, vacuumEvery: options.vacuumEvery, fence, lendFromMemory: true });
+      const snapshots = new PostgresSnapshotStore(sql, availability, journal, fence, { clock, snapshotChunk: options.snapshotChunk });
       return { epoch, journal, snapshots };
     },
   };

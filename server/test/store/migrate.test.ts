@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { migrate, MIGRATIONS_DIR, readMigrations } from "../../src/store/migrate.js";
 import { embedded, freshSchema, sameSchema, type TestDb } from "./helpers.js";
 
-const tables = ["audit_log", "key_runtime", "keys", "leases", "master_key_check", "pool_runtime", "pools", "schema_migrations", "server_epochs", "snapshot_meta"];
+const tables = ["audit_log", "key_runtime", "keys", "leases", "master_key_check", "pool_owners", "pool_runtime", "pools", "replicas", "schema_migrations", "server_epochs", "snapshot_meta"];
 
 async function migrationDir(files: Record<string, string>): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), "keymesh-migrations-"));
@@ -24,8 +24,8 @@ describe("migrations on Postgres", () => {
   it("applies each migration once and records it", async () => {
     const db = await freshSchema();
     opened.push(db);
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4, 5], current: 5 });
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 5 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4, 5, 6], current: 6 });
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 6 });
     const recorded = await db.sql`select version, name, applied_at from schema_migrations order by version`;
     expect(recorded.map((r) => [r.version, r.name])).toEqual([
       [1, "init"],
@@ -33,6 +33,7 @@ describe("migrations on Postgres", () => {
       [3, "leases_without_key_fk"],
       [4, "audit_log"],
       [5, "budgets"],
+      [6, "replicas"],
     ]);
     expect(recorded[0].applied_at).toBeGreaterThan(0);
     const present = await db.sql<{ table_name: string }[]>`
@@ -136,14 +137,14 @@ describe("migrations on the embedded database", () => {
   });
 
   it("applies once, and a restarted embedded database is already migrated", async () => {
-    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4, 5], current: 5 });
+    expect(await migrate(db.sql)).toEqual({ applied: [1, 2, 3, 4, 5, 6], current: 6 });
     const [first, second] = await Promise.all([migrate(db.sql), migrate(db.sql)]);
     expect(first.applied).toEqual([]);
     expect(second.applied).toEqual([]);
     await db.close();
     db = await embedded(dataDir, true);
-    expect(await migrate(db.sql)).toEqual({ applied: [], current: 5 });
-    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(5);
+    expect(await migrate(db.sql)).toEqual({ applied: [], current: 6 });
+    expect((await db.sql`select count(*)::int as n from schema_migrations`)[0].n).toBe(6);
     await db.close();
   }, 60_000);
 });

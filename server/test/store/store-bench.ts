@@ -22,9 +22,7 @@ const { epoch, journal, snapshots } = await store.beginEpoch();
 await store.config.insertPool(poolConfig("bench"));
 const keys = Array.from({ length: KEYS }, (_, i) => keyConfig("bench", `k${i}`));
 for (let i = 0; i < keys.length; i += 1000) {
-  await db.sql.begin(async (tx) => {
-    for (const k of keys.slice(i, i + 1000)) await store.config.insertKey(k, tx);
-  });
+  await Promise.all(keys.slice(i, i + 1000).map((k) => store.config.insertKey(k)));
 }
 
 const t = Date.now();

@@ -83,24 +83,13 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(loaded.keys.some((k) => k.pool === name)).toBe(false);
   });
 
-  it("throws StoreConflict on a duplicate pool or key, and a failed transaction leaves nothing", async () => {
+  it("refuses a duplicate pool (pool_exists) or key (StoreConflict), and a write for a pool this replica does not hold (OwnershipLost)", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));
-    await expect(config.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "StoreConflict", constraint: "pools_pkey" });
+    await expect(config.insertPool(poolConfig(name))).rejects.toMatchObject({ name: "DomainError", code: "pool_exists" });
     await config.insertKey(keyConfig(name, "k1"));
     await expect(config.insertKey(keyConfig(name, "k1"))).rejects.toMatchObject({ name: "StoreConflict", constraint: "keys_pkey" });
-    await expect(config.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "StoreConflict" });
-
-    const other = uniq("pool");
-    await expect(
-      db.sql.begin(async (tx) => {
-        await config.insertPool(poolConfig(other), tx);
-        await config.insertKey(keyConfig(other, "a"), tx);
-        await config.insertKey(keyConfig(other, "a"), tx);
-      }),
-    ).rejects.toMatchObject({ name: "StoreConflict" });
-    const loaded = await store.loadAll();
-    expect(loaded.pools.some((p) => p.name === other)).toBe(false);
+    await expect(config.insertKey(keyConfig(uniq("missing"), "k1"))).rejects.toMatchObject({ name: "OwnershipLost" });
   });
 
   it("stores secrets only as ciphertext with a masked hint, never in the table or the data files", async () => {
@@ -130,7 +119,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     await expect(openStore(db.sql, new SecretBox(randomBytes(32)))).rejects.toThrow(
       "master key does not match the one this database was created with",
     );
-    await expect(new PostgresConfigStore(db.sql, box, store.availability, new FakeClock()).verifyMasterKey()).resolves.toBeUndefined();
+    await expect(new PostgresConfigStore(db.sql, box, store.availability, new FakeClock(), store.fence, 60_000).verifyMasterKey()).resolves.toBeUndefined();
   });
 
   it("group-commits concurrent grants into few statements, durable when each call resolves", async () => {
@@ -237,7 +226,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const rows = async () => (await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`).map((r) => r.lease_id);
     const end = (i: number) => {
       ended.add(grants[i]!.leaseId);
-      journal.recordEnd(grants[i]!.leaseId, epoch, i + 1);
+      journal.recordEnd(grants[i]!.leaseId, name, epoch, i + 1);
     };
     await journal.record(grants[0]!);
     end(0);
@@ -280,7 +269,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     try {
       // One statement: an end, a good grant, the refused one, another good one.
       ended.add(grants[0]!.leaseId);
-      journal.recordEnd(grants[0]!.leaseId, epoch, 1);
+      journal.recordEnd(grants[0]!.leaseId, name, epoch, 1);
       const results = await Promise.allSettled([
         journal.record(grants[1]!),
         journal.record({ ...grants[2]!, holder: refusedHolder }),
@@ -297,18 +286,67 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     }
   });
 
+  it("fences grants, ends and a snapshot's lease rows by the owner's term, a refused row still failing alone", async () => {
+    const [a, b] = [uniq("taken"), uniq("kept")];
+    for (const name of [a, b]) {
+      await config.insertPool(poolConfig(name));
+      await config.insertKey(keyConfig(name, "k1"));
+    }
+    const ended = new Set<string>();
+    const { epoch, journal } = await store.beginEpoch((leaseId) => !ended.has(leaseId));
+    const grant = (pool: string, id: string, seq: number, holder = "worker-1") => ({ ...leaseRecord(pool, "k1", `${pool}-${id}`, { holder }), epoch, seq });
+    const [a1, b1] = [grant(a, "1", 1), grant(b, "1", 2)];
+    await Promise.all([journal.record(a1), journal.record(b1)]);
+    const aTerm = store.fence.termOf(a)!;
+    // Another replica takes pool a over; this one has not heard of it yet.
+    await db.sql`update pool_owners set owner = 'other-replica', term = term + 1 where pool = ${a}`;
+    const refusedHolder = `refuse-${b}`;
+    await db.sql.unsafe(`
+      create function km_refuse_holder() returns trigger language plpgsql as $$ begin raise exception 'refused row' using errcode = '22P05'; end $$;
+      create trigger km_refuse_holder before insert on leases for each row when (new.holder = '${refusedHolder}') execute function km_refuse_holder();`);
+    try {
+      // One statement: both ends, a grant of the pool taken over, a refused grant and a good one of the pool kept.
+      for (const g of [a1, b1]) ended.add(g.leaseId);
+      const ends = [journal.recordEnd(a1.leaseId, a, epoch, 1), journal.recordEnd(b1.leaseId, b, epoch, 2)];
+      const results = await Promise.allSettled([
+        journal.record(grant(a, "2", 3)),
+        journal.record(grant(b, "2", 4, refusedHolder)),
+        journal.record(grant(b, "3", 5)),
+        ...ends.map((ticket) => journal.endDurable(ticket)),
+      ]);
+      expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).name : r.status))).toEqual([
+        "OwnershipLost",
+        "StoreRefused",
+        "fulfilled",
+        "OwnershipLost",
+        "fulfilled",
+      ]);
+      expect(store.fence.lostPools).toContain(a);
+      expect(store.fence.termOf(a)).toBeUndefined();
+      const rows = await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool in (${a}, ${b}) order by seq`;
+      // The end of a1 was not this replica's to write any more: the new owner has its row, and ends the lease.
+      expect(rows.map((r) => r.lease_id)).toEqual([a1.leaseId, `${b}-3`]);
+      // A snapshot's rows for the pool under the term it was exported with: not written, and the snapshot fails.
+      await expect(journal.upsert([leaseRecord(a, "k1", `${a}-snapshot`)], [{ pool: a, term: aTerm }])).rejects.toMatchObject({ name: "OwnershipLost" });
+      expect((await db.sql`select count(*)::int as n from leases where lease_id = ${`${a}-snapshot`}`)[0].n).toBe(0);
+    } finally {
+      await db.sql.unsafe(`drop trigger km_refuse_holder on leases; drop function km_refuse_holder();`);
+      await journal.close();
+    }
+  });
+
   it("vacuums the leases table every vacuumEvery ends, so a steady flow of leases keeps it bounded", async () => {
     const name = uniq("pool");
     await config.insertPool(poolConfig(name));
     await config.insertKey(keyConfig(name, "k1"));
-    const own = await openStore(db.sql, box, { vacuumEvery: 1000 });
+    const own = await openStore(db.sql, box, { vacuumEvery: 1000, fence: store.fence });
     const { epoch, journal } = await own.beginEpoch();
     const size = async () => (await db.sql`select pg_relation_size('leases')::int as n`)[0].n as number;
     const sizes: number[] = [];
     for (let round = 0; round < 8; round++) {
       const grants = Array.from({ length: 1000 }, (_, i) => ({ ...leaseRecord(name, "k1", `${name}-${round}-${i}-${"x".repeat(40)}`), epoch, seq: round * 1000 + i + 1 }));
       await Promise.all(grants.map((g) => journal.record(g)));
-      for (const g of grants) journal.recordEnd(g.leaseId, g.epoch, g.seq);
+      for (const g of grants) journal.recordEnd(g.leaseId, g.pool, g.epoch, g.seq);
       await journal.endDurable();
       sizes.push(await size());
     }
@@ -332,7 +370,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     const leaseIds = async () => (await db.sql<{ lease_id: string }[]>`select lease_id from leases where pool = ${name} order by seq`).map((r) => r.lease_id);
     expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-gone`, `${name}-k2`]);
     // A start leaves out the lease of the unknown key (engine.load); its end deletes the row.
-    await journal.endDurable(journal.recordEnd(`${name}-gone`, epoch, 2));
+    await journal.endDurable(journal.recordEnd(`${name}-gone`, name, epoch, 2));
     expect(await leaseIds()).toEqual([`${name}-k1`, `${name}-k2`]);
     await config.deleteKey(name, "k1");
     expect(await leaseIds()).toEqual([`${name}-k2`]);
@@ -402,7 +440,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     // Changes: an unchanged key and a lease as journaled are not rewritten; removed keys' runtime goes, and the
     // journal wrote the end.
     expect(snapshots.needsFullSnapshot).toBe(false);
-    journal.recordEnd(renewed.leaseId, epoch, 1);
+    journal.recordEnd(renewed.leaseId, renewed.pool, epoch, 1);
     await journal.endDurable();
     const versions = async () => [
       (await db.sql`select xmin::text as x from key_runtime where pool = ${name} and key_id = 'k1'`)[0].x,
@@ -465,7 +503,7 @@ describe.each(["postgres", "embedded"] as const)("Store on %s", (kind) => {
     expect(await count()).toEqual({ n: 12_000, m: 1_011_999 });
     const kept = leases.slice(6000).map((l) => ({ ...l, expiresAt: l.expiresAt + 5000 }));
     const endedLeases = leases.slice(0, 6000).map((l) => l.leaseId);
-    for (const leaseId of endedLeases) journal.recordEnd(leaseId, 0, 0);
+    for (const leaseId of endedLeases) journal.recordEnd(leaseId, name, 0, 0);
     await snapshots.writeChanges({ takenAt: 2, keys: [keyRuntime(name, "k1")], removedKeys: [], leases: kept, endedLeases });
     await journal.endDurable();
     expect(await count()).toEqual({ n: 6000, m: 1_016_999 });
@@ -522,7 +560,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   it("commits a grant sent after a snapshot of changes began before that snapshot finishes, even on one connection", async () => {
     // One connection, as the embedded database has: the grant can only go between two of the snapshot's statements.
     const sql = kind === "postgres" ? sameSchema(db as TestDb & { url: string; schema: string }, 1) : db.sql;
-    const singleStore = await openStore(sql, box, { snapshotChunk: 2 });
+    const singleStore = await openStore(sql, box, { snapshotChunk: 2, fence: store.fence });
     const single = await singleStore.beginEpoch();
     await single.snapshots.writeSnapshot({ takenAt: 1, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });
     const changed = keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 1, grantsPerSecond: { until: 5, counts: [1] } }));
@@ -554,7 +592,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
       create function km_refuse_update() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$;
       create trigger km_refuse_update before update on key_runtime for each row when (old.key_id = 'k04') execute function km_refuse_update();`);
     // l1..l5 ended before this export, their ends journaled; l7 is granted after it. Keys go two per statement: the third fails.
-    for (const l of leases.slice(0, 5)) journal.recordEnd(l.leaseId, l.epoch, l.seq);
+    for (const l of leases.slice(0, 5)) journal.recordEnd(l.leaseId, l.pool, l.epoch, l.seq);
     const ended = { takenAt: 4, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 2 })), removedKeys: [], leases: [], endedLeases: leases.slice(0, 5).map((l) => l.leaseId) };
     const write = snapshots.writeChanges(ended);
     const late = grant("l7", 16);
@@ -589,7 +627,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     await fresh.snapshots.writeChanges({ takenAt: 8, keys: keyIds.map((id) => keyRuntime(pool, id, { totalLeases: 4 })), removedKeys: [], leases: [], endedLeases: [] });
     await journaled;
     expect((await store.loadAll()).runtime?.leases.map((l) => l.leaseId)).toEqual(["between-exports"]);
-    fresh.journal.recordEnd(during.leaseId, during.epoch, during.seq);
+    fresh.journal.recordEnd(during.leaseId, during.pool, during.epoch, during.seq);
     await fresh.snapshots.writeChanges({ takenAt: 9, keys: [], removedKeys: [], leases: [], endedLeases: [during.leaseId] });
     await fresh.journal.endDurable();
     const loaded = await store.loadAll();
@@ -603,7 +641,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     const adopted = leaseRecord(pool, "k04", "adopted");
     await fresh.snapshots.writeChanges({ takenAt: 14, keys: [], removedKeys: [], leases: [adopted], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([adopted]);
-    fresh.journal.recordEnd(adopted.leaseId, fresh.epoch - 1, 3);
+    fresh.journal.recordEnd(adopted.leaseId, adopted.pool, fresh.epoch - 1, 3);
     await fresh.journal.endDurable();
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
     await fresh.journal.close();
@@ -619,7 +657,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
     // Exported renewed, then ended (and its end journaled) before the snapshot's rows are written.
     const exported = { ...leaseRecord(pool, "k05", rec.leaseId), expiresAt: rec.expiresAt + 5000 };
     ended.add(rec.leaseId);
-    fresh.journal.recordEnd(rec.leaseId, rec.epoch, rec.seq);
+    fresh.journal.recordEnd(rec.leaseId, rec.pool, rec.epoch, rec.seq);
     await fresh.journal.endDurable();
     await fresh.snapshots.writeChanges({ takenAt: 17, keys: [], removedKeys: [], leases: [exported], endedLeases: [] });
     expect((await store.loadAll()).runtime?.leases).toEqual([]);
@@ -627,7 +665,7 @@ describe.each(["postgres", "embedded"] as const)("Snapshots in chunks on %s", (k
   });
 
   it("after an outage, asks for a full snapshot when a grant it already accounted for reaches the table late", async () => {
-    const own = await openStore(db.sql, box, { clock: new FakeClock(Date.now()) });
+    const own = await openStore(db.sql, box, { clock: new FakeClock(Date.now()), fence: store.fence });
     const fresh = await own.beginEpoch();
     const freshEpoch = fresh.epoch;
     await fresh.snapshots.writeSnapshot({ takenAt: 10, keys: keyIds.map((id) => keyRuntime(pool, id)), leases: [] });

@@ -33,9 +33,10 @@ export function encodeRuntime({ pool, keyId, outcomes, grantsPerSecond, ...rest 
 
 const numbers = (list: string): number[] => (list === "" ? [] : list.split(",").map(Number));
 
-export async function selectRuntime(db: Queryable): Promise<KeyRuntime[]> {
+/** The runtime state of the keys of `pools`. */
+export async function selectRuntime(db: Queryable, pools: string[]): Promise<KeyRuntime[]> {
   const rows = await db<{ pool: string; key_id: string; state: RowState }[]>`
-    select r.pool, r.key_id, r.state from key_runtime r order by r.pool, r.key_id`;
+    select r.pool, r.key_id, r.state from key_runtime r where r.pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by r.pool, r.key_id`;
   return rows.map(({ pool, key_id, state: { outcomes, grantsPerSecond, ...rest } }) => ({
     ...rest,
     outcomes: { gaps: numbers(outcomes.gaps), failed: numbers(outcomes.failed) },
@@ -56,11 +57,12 @@ export function upsertRuntime(db: Queryable, rows: EncodedRuntime[]) {
     on conflict (pool, key_id) do update set state = excluded.state`;
 }
 
-/** A full snapshot's reconciliation: every row of a key not among `keep` goes. */
-export function deleteRuntimeExcept(db: Queryable, keep: Array<{ pool: string; keyId: string }>) {
+/** A full snapshot's reconciliation of `pools`: every row of their keys not among `keep` goes. */
+export function deleteRuntimeExcept(db: Queryable, pools: string[], keep: Array<{ pool: string; keyId: string }>) {
   return db`
     delete from key_runtime r
-    where not exists (
+    where r.pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb))
+      and not exists (
       select 1 from jsonb_to_recordset(${db.json(keep.map(({ pool, keyId }) => ({ pool, keyId })))}::jsonb) as s(pool text, "keyId" text)
       where s.pool = r.pool and s."keyId" = r.key_id)`;
 }

@@ -27,9 +27,9 @@ interface KeyRow {
   updated_at: number;
 }
 
-/** Secrets decrypted; a secret the master key cannot open is a MasterKeyMismatch. */
-export async function selectKeys(db: Queryable, box: SecretBox): Promise<KeyConfig[]> {
-  const rows = await db<KeyRow[]>`select * from keys order by pool, created_at, id`;
+/** The keys of `pools`, secrets decrypted; a secret the master key cannot open is a MasterKeyMismatch. */
+export async function selectKeys(db: Queryable, box: SecretBox, pools: string[]): Promise<KeyConfig[]> {
+  const rows = await db<KeyRow[]>`select * from keys where pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by pool, created_at, id`;
   return rows.map((r) => keyFromRow(box, r));
 }
 

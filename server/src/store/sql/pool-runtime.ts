@@ -5,8 +5,9 @@ import { asJson, type Queryable } from "./queryable.js";
 
 type PoolRuntimeState = Omit<PoolRuntime, "pool">;
 
-export async function selectPoolRuntime(db: Queryable): Promise<PoolRuntime[]> {
-  const rows = await db<{ pool: string; state: PoolRuntimeState }[]>`select pool, state from pool_runtime order by pool`;
+export async function selectPoolRuntime(db: Queryable, pools: string[]): Promise<PoolRuntime[]> {
+  const rows = await db<{ pool: string; state: PoolRuntimeState }[]>`
+    select pool, state from pool_runtime where pool in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by pool`;
   return rows.map(({ pool, state }) => ({ ...state, pool }));
 }
 

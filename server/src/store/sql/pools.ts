@@ -22,9 +22,17 @@ interface PoolRow {
   updated_at: number;
 }
 
-export async function selectPools(db: Queryable): Promise<PoolConfig[]> {
-  const rows = await db<PoolRow[]>`select * from pools order by created_at, name`;
+/** The named pools (those that exist). */
+export async function selectPools(db: Queryable, pools: string[]): Promise<PoolConfig[]> {
+  const rows = await db<PoolRow[]>`select * from pools where name in (select jsonb_array_elements_text(${db.json(pools)}::jsonb)) order by created_at, name`;
   return rows.map(poolFromRow);
+}
+
+/** Every pool with its number of keys: what ListPools answers on any replica. */
+export async function selectPoolsWithKeyCounts(db: Queryable): Promise<Array<PoolConfig & { keyCount: number }>> {
+  const rows = await db<(PoolRow & { key_count: number })[]>`
+    select p.*, (select count(*) from keys k where k.pool = p.name)::int as key_count from pools p order by p.created_at, p.name`;
+  return rows.map((r) => ({ ...poolFromRow(r), keyCount: r.key_count }));
 }
 
 export function insertPool(db: Queryable, pool: PoolConfig) {

@@ -264,6 +264,13 @@ const (
 	EventType_EVENT_TYPE_TIER_FALLBACK EventType = 25
 	// The pool's first tier lent alone again for over a second after a fallback.
 	EventType_EVENT_TYPE_TIER_RESTORED EventType = 26
+	// A replica claimed the pool (created it, or took it over after its owner resigned or its term
+	// expired); replica and term say which and under which term.
+	EventType_EVENT_TYPE_POOL_CLAIMED EventType = 22
+	// The owner handed the pool over to the replica it now hashes to (a replica joined or left).
+	EventType_EVENT_TYPE_POOL_HANDED_OVER EventType = 23
+	// The owner found the pool under another term and dropped it (it was paused or cut off).
+	EventType_EVENT_TYPE_POOL_LOST EventType = 24
 )
 
 // Enum value maps for EventType.
@@ -293,6 +300,9 @@ var (
 		21: "EVENT_TYPE_ADMIN_CHANGE",
 		25: "EVENT_TYPE_TIER_FALLBACK",
 		26: "EVENT_TYPE_TIER_RESTORED",
+		22: "EVENT_TYPE_POOL_CLAIMED",
+		23: "EVENT_TYPE_POOL_HANDED_OVER",
+		24: "EVENT_TYPE_POOL_LOST",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -319,6 +329,9 @@ var (
 		"EVENT_TYPE_ADMIN_CHANGE":        21,
 		"EVENT_TYPE_TIER_FALLBACK":       25,
 		"EVENT_TYPE_TIER_RESTORED":       26,
+		"EVENT_TYPE_POOL_CLAIMED":        22,
+		"EVENT_TYPE_POOL_HANDED_OVER":    23,
+		"EVENT_TYPE_POOL_LOST":           24,
 	}
 )
 
@@ -1526,7 +1539,11 @@ type PoolStats struct {
 	// The priority of the first tier with an eligible key (the last tier's when none has one).
 	ServingPriority uint32 `protobuf:"varint,11,opt,name=serving_priority,json=servingPriority,proto3" json:"serving_priority,omitempty"`
 	// Affinities remembered (at most 10,000 per pool, least recently used dropped first).
-	Affinities    uint32 `protobuf:"varint,12,opt,name=affinities,proto3" json:"affinities,omitempty"`
+	Affinities uint32 `protobuf:"varint,12,opt,name=affinities,proto3" json:"affinities,omitempty"`
+	// The address (host:port) of the replica that owns the pool and answered.
+	Owner string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The term it holds the pool under; it grows by one with every change of owner.
+	Term          uint64 `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1648,20 @@ func (x *PoolStats) GetAffinities() uint32 {
 	return 0
 }
 
+func (x *PoolStats) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *PoolStats) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 // Event is one thing that happened.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1649,7 +1680,11 @@ type Event struct {
 	// For cooldown and circuit events: until when.
 	Until *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
 	// For ADMIN_CHANGE: the change as the audit trail records it.
-	AdminChange   *AuditEntry `protobuf:"bytes,8,opt,name=admin_change,json=adminChange,proto3" json:"admin_change,omitempty"`
+	AdminChange *AuditEntry `protobuf:"bytes,8,opt,name=admin_change,json=adminChange,proto3" json:"admin_change,omitempty"`
+	// For ownership events: the address (host:port) of the replica the event is about.
+	Replica string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	// For ownership events: the term.
+	Term          uint64 `protobuf:"varint,10,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1738,6 +1773,20 @@ func (x *Event) GetAdminChange() *AuditEntry {
 		return x.AdminChange
 	}
 	return nil
+}
+
+func (x *Event) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *Event) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 // AuditEntry is one admin change as the audit trail records it: who made it, what it changed, how the
@@ -3469,6 +3518,171 @@ func (x *WatchEventsRequest) GetIncludeLeaseEvents() bool {
 	return false
 }
 
+// ListReplicasRequest takes no fields.
+type ListReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasRequest) Reset() {
+	*x = ListReplicasRequest{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasRequest) ProtoMessage() {}
+
+func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+// Replica is one live server process sharing the database.
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its id (new at every start).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The address (host:port) its peers forward calls to.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// How long ago its last heartbeat was, on the database's clock.
+	HeartbeatAge *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_age,json=heartbeatAge,proto3" json:"heartbeat_age,omitempty"`
+	// When it started.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// The pools it owns.
+	Pools         []string `protobuf:"bytes,5,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Replica) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Replica) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Replica) GetHeartbeatAge() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatAge
+	}
+	return nil
+}
+
+func (x *Replica) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Replica) GetPools() []string {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+// ListReplicasResponse lists the live replicas, by id.
+type ListReplicasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replicas.
+	Replicas      []*Replica `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasResponse) Reset() {
+	*x = ListReplicasResponse{}
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasResponse) ProtoMessage() {}
+
+func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListReplicasResponse) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 // WatchEventsResponse carries one event.
 type WatchEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3480,7 +3694,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3492,7 +3706,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[44]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3505,7 +3719,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3532,7 +3746,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3544,7 +3758,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[45]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3557,7 +3771,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAuditEntriesRequest) GetPool() string {
@@ -3601,7 +3815,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3613,7 +3827,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keymesh_v1_admin_proto_msgTypes[46]
+	mi := &file_keymesh_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3626,7 +3840,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keymesh_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -3773,7 +3987,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x06limits\x18\x14 \x01(\v2\x12.keymesh.v1.LimitsR\x06limits\x129\n" +
 	"\tremaining\x18\x15 \x01(\v2\x1b.keymesh.v1.BudgetRemainingR\tremaining\x12'\n" +
 	"\x0freserved_tokens\x18\x16 \x01(\x03R\x0ereservedTokens\x12-\n" +
-	"\x05usage\x18\x17 \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\"\x86\x03\n" +
+	"\x05usage\x18\x17 \x01(\v2\x17.keymesh.v1.UsageTotalsR\x05usage\"\xb0\x03\n" +
 	"\tPoolStats\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1d\n" +
 	"\n" +
@@ -3788,7 +4002,9 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x10serving_priority\x18\v \x01(\rR\x0fservingPriority\x12\x1e\n" +
 	"\n" +
 	"affinities\x18\f \x01(\rR\n" +
-	"affinities\"\xad\x02\n" +
+	"affinities\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x12\n" +
+	"\x04term\x18\b \x01(\x04R\x04term\"\xdb\x02\n" +
 	"\x05Event\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.keymesh.v1.EventTypeR\x04type\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3797,7 +4013,10 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\blease_id\x18\x05 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x120\n" +
 	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x129\n" +
-	"\fadmin_change\x18\b \x01(\v2\x16.keymesh.v1.AuditEntryR\vadminChange\"\xd2\x02\n" +
+	"\fadmin_change\x18\b \x01(\v2\x16.keymesh.v1.AuditEntryR\vadminChange\x12\x18\n" +
+	"\areplica\x18\t \x01(\tR\areplica\x12\x12\n" +
+	"\x04term\x18\n" +
+	" \x01(\x04R\x04term\"\xd2\x02\n" +
 	"\n" +
 	"AuditEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
@@ -3895,7 +4114,17 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x05stats\x18\x01 \x01(\v2\x15.keymesh.v1.PoolStatsR\x05stats\"Z\n" +
 	"\x12WatchEventsRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x120\n" +
-	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\">\n" +
+	"\x14include_lease_events\x18\x02 \x01(\bR\x12includeLeaseEvents\"\x15\n" +
+	"\x13ListReplicasRequest\"\xc4\x01\n" +
+	"\aReplica\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12>\n" +
+	"\rheartbeat_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatAge\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n" +
+	"\x05pools\x18\x05 \x03(\tR\x05pools\"G\n" +
+	"\x14ListReplicasResponse\x12/\n" +
+	"\breplicas\x18\x01 \x03(\v2\x13.keymesh.v1.ReplicaR\breplicas\">\n" +
 	"\x13WatchEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.keymesh.v1.EventR\x05event\"\x9b\x01\n" +
 	"\x17ListAuditEntriesRequest\x12\x12\n" +
@@ -3925,7 +4154,7 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xd2\x05\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\xaa\x06\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_POOL_CREATED\x10\x01\x12\x1b\n" +
@@ -3951,7 +4180,10 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\x11EVENT_TYPE_LAGGED\x10\x14\x12\x1b\n" +
 	"\x17EVENT_TYPE_ADMIN_CHANGE\x10\x15\x12\x1c\n" +
 	"\x18EVENT_TYPE_TIER_FALLBACK\x10\x19\x12\x1c\n" +
-	"\x18EVENT_TYPE_TIER_RESTORED\x10\x1a2\x9c\n" +
+	"\x18EVENT_TYPE_TIER_RESTORED\x10\x1a\x12\x1b\n" +
+	"\x17EVENT_TYPE_POOL_CLAIMED\x10\x16\x12\x1f\n" +
+	"\x1bEVENT_TYPE_POOL_HANDED_OVER\x10\x17\x12\x18\n" +
+	"\x14EVENT_TYPE_POOL_LOST\x10\x182\xef\n" +
 	"\n" +
 	"\x10PoolAdminService\x12K\n" +
 	"\n" +
@@ -3975,7 +4207,8 @@ const file_keymesh_v1_admin_proto_rawDesc = "" +
 	"\vRevokeLease\x12\x1e.keymesh.v1.RevokeLeaseRequest\x1a\x1f.keymesh.v1.RevokeLeaseResponse\x12Q\n" +
 	"\fGetPoolStats\x12\x1f.keymesh.v1.GetPoolStatsRequest\x1a .keymesh.v1.GetPoolStatsResponse\x12P\n" +
 	"\vWatchEvents\x12\x1e.keymesh.v1.WatchEventsRequest\x1a\x1f.keymesh.v1.WatchEventsResponse0\x01\x12]\n" +
-	"\x10ListAuditEntries\x12#.keymesh.v1.ListAuditEntriesRequest\x1a$.keymesh.v1.ListAuditEntriesResponseB@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
+	"\x10ListAuditEntries\x12#.keymesh.v1.ListAuditEntriesRequest\x1a$.keymesh.v1.ListAuditEntriesResponse\x12Q\n" +
+	"\fListReplicas\x12\x1f.keymesh.v1.ListReplicasRequest\x1a .keymesh.v1.ListReplicasResponseB@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
 
 var (
 	file_keymesh_v1_admin_proto_rawDescOnce sync.Once
@@ -3990,7 +4223,7 @@ func file_keymesh_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keymesh_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_keymesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_keymesh_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                    // 0: keymesh.v1.Strategy
 	(KeyState)(0),                    // 1: keymesh.v1.KeyState
@@ -4040,48 +4273,51 @@ var file_keymesh_v1_admin_proto_goTypes = []any{
 	(*GetPoolStatsRequest)(nil),      // 45: keymesh.v1.GetPoolStatsRequest
 	(*GetPoolStatsResponse)(nil),     // 46: keymesh.v1.GetPoolStatsResponse
 	(*WatchEventsRequest)(nil),       // 47: keymesh.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),      // 48: keymesh.v1.WatchEventsResponse
-	(*ListAuditEntriesRequest)(nil),  // 49: keymesh.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil), // 50: keymesh.v1.ListAuditEntriesResponse
-	nil,                              // 51: keymesh.v1.Pool.QuotaGroupsEntry
-	nil,                              // 52: keymesh.v1.Key.MetadataEntry
-	(*durationpb.Duration)(nil),      // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 54: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),          // 55: google.protobuf.Struct
-	(*fieldmaskpb.FieldMask)(nil),    // 56: google.protobuf.FieldMask
+	(*ListReplicasRequest)(nil),      // 48: keymesh.v1.ListReplicasRequest
+	(*Replica)(nil),                  // 49: keymesh.v1.Replica
+	(*ListReplicasResponse)(nil),     // 50: keymesh.v1.ListReplicasResponse
+	(*WatchEventsResponse)(nil),      // 51: keymesh.v1.WatchEventsResponse
+	(*ListAuditEntriesRequest)(nil),  // 52: keymesh.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil), // 53: keymesh.v1.ListAuditEntriesResponse
+	nil,                              // 54: keymesh.v1.Pool.QuotaGroupsEntry
+	nil,                              // 55: keymesh.v1.Key.MetadataEntry
+	(*durationpb.Duration)(nil),      // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 57: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),          // 58: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil),    // 59: google.protobuf.FieldMask
 }
 var file_keymesh_v1_admin_proto_depIdxs = []int32{
-	53, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
-	53, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
+	56, // 0: keymesh.v1.CircuitBreakerConfig.open_duration:type_name -> google.protobuf.Duration
+	56, // 1: keymesh.v1.CircuitBreakerConfig.max_open_duration:type_name -> google.protobuf.Duration
 	0,  // 2: keymesh.v1.Pool.strategy:type_name -> keymesh.v1.Strategy
-	53, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
-	53, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
-	53, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
-	53, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
-	53, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
+	56, // 3: keymesh.v1.Pool.min_ttl:type_name -> google.protobuf.Duration
+	56, // 4: keymesh.v1.Pool.max_ttl:type_name -> google.protobuf.Duration
+	56, // 5: keymesh.v1.Pool.default_ttl:type_name -> google.protobuf.Duration
+	56, // 6: keymesh.v1.Pool.default_cooldown:type_name -> google.protobuf.Duration
+	56, // 7: keymesh.v1.Pool.max_cooldown:type_name -> google.protobuf.Duration
 	4,  // 8: keymesh.v1.Pool.circuit_breaker:type_name -> keymesh.v1.CircuitBreakerConfig
-	54, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	54, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	51, // 11: keymesh.v1.Pool.quota_groups:type_name -> keymesh.v1.Pool.QuotaGroupsEntry
+	57, // 9: keymesh.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	57, // 10: keymesh.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	54, // 11: keymesh.v1.Pool.quota_groups:type_name -> keymesh.v1.Pool.QuotaGroupsEntry
 	6,  // 12: keymesh.v1.QuotaGroupStats.limits:type_name -> keymesh.v1.Limits
 	8,  // 13: keymesh.v1.QuotaGroupStats.remaining:type_name -> keymesh.v1.BudgetRemaining
 	7,  // 14: keymesh.v1.QuotaGroupStats.usage:type_name -> keymesh.v1.UsageTotals
-	52, // 15: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
+	55, // 15: keymesh.v1.Key.metadata:type_name -> keymesh.v1.Key.MetadataEntry
 	1,  // 16: keymesh.v1.Key.state:type_name -> keymesh.v1.KeyState
-	54, // 17: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	54, // 18: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	57, // 17: keymesh.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	57, // 18: keymesh.v1.Key.update_time:type_name -> google.protobuf.Timestamp
 	6,  // 19: keymesh.v1.Key.limits:type_name -> keymesh.v1.Limits
 	7,  // 20: keymesh.v1.Key.usage:type_name -> keymesh.v1.UsageTotals
-	54, // 21: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
-	54, // 22: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	53, // 23: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	54, // 24: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
-	54, // 25: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
+	57, // 21: keymesh.v1.Lease.acquire_time:type_name -> google.protobuf.Timestamp
+	57, // 22: keymesh.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 23: keymesh.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	57, // 24: keymesh.v1.ProviderBudget.requests_reset_at:type_name -> google.protobuf.Timestamp
+	57, // 25: keymesh.v1.ProviderBudget.tokens_reset_at:type_name -> google.protobuf.Timestamp
 	1,  // 26: keymesh.v1.KeyStats.state:type_name -> keymesh.v1.KeyState
-	53, // 27: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
+	56, // 27: keymesh.v1.KeyStats.ema_latency:type_name -> google.protobuf.Duration
 	2,  // 28: keymesh.v1.KeyStats.circuit_state:type_name -> keymesh.v1.CircuitState
-	54, // 29: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
-	53, // 30: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
+	57, // 29: keymesh.v1.KeyStats.circuit_open_until:type_name -> google.protobuf.Timestamp
+	56, // 30: keymesh.v1.KeyStats.cooldown_remaining:type_name -> google.protobuf.Duration
 	12, // 31: keymesh.v1.KeyStats.budget:type_name -> keymesh.v1.ProviderBudget
 	6,  // 32: keymesh.v1.KeyStats.limits:type_name -> keymesh.v1.Limits
 	8,  // 33: keymesh.v1.KeyStats.remaining:type_name -> keymesh.v1.BudgetRemaining
@@ -4090,73 +4326,78 @@ var file_keymesh_v1_admin_proto_depIdxs = []int32{
 	7,  // 36: keymesh.v1.PoolStats.usage:type_name -> keymesh.v1.UsageTotals
 	9,  // 37: keymesh.v1.PoolStats.quota_groups:type_name -> keymesh.v1.QuotaGroupStats
 	3,  // 38: keymesh.v1.Event.type:type_name -> keymesh.v1.EventType
-	54, // 39: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
-	54, // 40: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
+	57, // 39: keymesh.v1.Event.time:type_name -> google.protobuf.Timestamp
+	57, // 40: keymesh.v1.Event.until:type_name -> google.protobuf.Timestamp
 	16, // 41: keymesh.v1.Event.admin_change:type_name -> keymesh.v1.AuditEntry
-	54, // 42: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	55, // 43: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
-	55, // 44: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
+	57, // 42: keymesh.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	58, // 43: keymesh.v1.AuditEntry.before:type_name -> google.protobuf.Struct
+	58, // 44: keymesh.v1.AuditEntry.after:type_name -> google.protobuf.Struct
 	5,  // 45: keymesh.v1.CreatePoolRequest.pool:type_name -> keymesh.v1.Pool
 	5,  // 46: keymesh.v1.CreatePoolResponse.pool:type_name -> keymesh.v1.Pool
 	5,  // 47: keymesh.v1.GetPoolResponse.pool:type_name -> keymesh.v1.Pool
 	5,  // 48: keymesh.v1.ListPoolsResponse.pools:type_name -> keymesh.v1.Pool
 	5,  // 49: keymesh.v1.UpdatePoolRequest.pool:type_name -> keymesh.v1.Pool
-	56, // 50: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	59, // 50: keymesh.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
 	5,  // 51: keymesh.v1.UpdatePoolResponse.pool:type_name -> keymesh.v1.Pool
 	10, // 52: keymesh.v1.AddKeyRequest.key:type_name -> keymesh.v1.Key
 	10, // 53: keymesh.v1.AddKeyResponse.key:type_name -> keymesh.v1.Key
 	10, // 54: keymesh.v1.GetKeyResponse.key:type_name -> keymesh.v1.Key
 	10, // 55: keymesh.v1.ListKeysResponse.keys:type_name -> keymesh.v1.Key
 	10, // 56: keymesh.v1.UpdateKeyRequest.key:type_name -> keymesh.v1.Key
-	56, // 57: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	59, // 57: keymesh.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	10, // 58: keymesh.v1.UpdateKeyResponse.key:type_name -> keymesh.v1.Key
 	10, // 59: keymesh.v1.EnableKeyResponse.key:type_name -> keymesh.v1.Key
 	10, // 60: keymesh.v1.DisableKeyResponse.key:type_name -> keymesh.v1.Key
 	11, // 61: keymesh.v1.ListLeasesResponse.leases:type_name -> keymesh.v1.Lease
 	14, // 62: keymesh.v1.GetPoolStatsResponse.stats:type_name -> keymesh.v1.PoolStats
-	15, // 63: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
-	54, // 64: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
-	16, // 65: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
-	6,  // 66: keymesh.v1.Pool.QuotaGroupsEntry.value:type_name -> keymesh.v1.Limits
-	17, // 67: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
-	19, // 68: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
-	21, // 69: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
-	23, // 70: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
-	25, // 71: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
-	27, // 72: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
-	29, // 73: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
-	31, // 74: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
-	33, // 75: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
-	35, // 76: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
-	37, // 77: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
-	39, // 78: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
-	41, // 79: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
-	43, // 80: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
-	45, // 81: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
-	47, // 82: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
-	49, // 83: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
-	18, // 84: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
-	20, // 85: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
-	22, // 86: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
-	24, // 87: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
-	26, // 88: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
-	28, // 89: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
-	30, // 90: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
-	32, // 91: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
-	34, // 92: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
-	36, // 93: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
-	38, // 94: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
-	40, // 95: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
-	42, // 96: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
-	44, // 97: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
-	46, // 98: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
-	48, // 99: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
-	50, // 100: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
-	84, // [84:101] is the sub-list for method output_type
-	67, // [67:84] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	56, // 63: keymesh.v1.Replica.heartbeat_age:type_name -> google.protobuf.Duration
+	57, // 64: keymesh.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	49, // 65: keymesh.v1.ListReplicasResponse.replicas:type_name -> keymesh.v1.Replica
+	15, // 66: keymesh.v1.WatchEventsResponse.event:type_name -> keymesh.v1.Event
+	57, // 67: keymesh.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	16, // 68: keymesh.v1.ListAuditEntriesResponse.entries:type_name -> keymesh.v1.AuditEntry
+	6,  // 69: keymesh.v1.Pool.QuotaGroupsEntry.value:type_name -> keymesh.v1.Limits
+	17, // 70: keymesh.v1.PoolAdminService.CreatePool:input_type -> keymesh.v1.CreatePoolRequest
+	19, // 71: keymesh.v1.PoolAdminService.GetPool:input_type -> keymesh.v1.GetPoolRequest
+	21, // 72: keymesh.v1.PoolAdminService.ListPools:input_type -> keymesh.v1.ListPoolsRequest
+	23, // 73: keymesh.v1.PoolAdminService.UpdatePool:input_type -> keymesh.v1.UpdatePoolRequest
+	25, // 74: keymesh.v1.PoolAdminService.DeletePool:input_type -> keymesh.v1.DeletePoolRequest
+	27, // 75: keymesh.v1.PoolAdminService.AddKey:input_type -> keymesh.v1.AddKeyRequest
+	29, // 76: keymesh.v1.PoolAdminService.GetKey:input_type -> keymesh.v1.GetKeyRequest
+	31, // 77: keymesh.v1.PoolAdminService.ListKeys:input_type -> keymesh.v1.ListKeysRequest
+	33, // 78: keymesh.v1.PoolAdminService.UpdateKey:input_type -> keymesh.v1.UpdateKeyRequest
+	35, // 79: keymesh.v1.PoolAdminService.RemoveKey:input_type -> keymesh.v1.RemoveKeyRequest
+	37, // 80: keymesh.v1.PoolAdminService.EnableKey:input_type -> keymesh.v1.EnableKeyRequest
+	39, // 81: keymesh.v1.PoolAdminService.DisableKey:input_type -> keymesh.v1.DisableKeyRequest
+	41, // 82: keymesh.v1.PoolAdminService.ListLeases:input_type -> keymesh.v1.ListLeasesRequest
+	43, // 83: keymesh.v1.PoolAdminService.RevokeLease:input_type -> keymesh.v1.RevokeLeaseRequest
+	45, // 84: keymesh.v1.PoolAdminService.GetPoolStats:input_type -> keymesh.v1.GetPoolStatsRequest
+	47, // 85: keymesh.v1.PoolAdminService.WatchEvents:input_type -> keymesh.v1.WatchEventsRequest
+	52, // 86: keymesh.v1.PoolAdminService.ListAuditEntries:input_type -> keymesh.v1.ListAuditEntriesRequest
+	48, // 87: keymesh.v1.PoolAdminService.ListReplicas:input_type -> keymesh.v1.ListReplicasRequest
+	18, // 88: keymesh.v1.PoolAdminService.CreatePool:output_type -> keymesh.v1.CreatePoolResponse
+	20, // 89: keymesh.v1.PoolAdminService.GetPool:output_type -> keymesh.v1.GetPoolResponse
+	22, // 90: keymesh.v1.PoolAdminService.ListPools:output_type -> keymesh.v1.ListPoolsResponse
+	24, // 91: keymesh.v1.PoolAdminService.UpdatePool:output_type -> keymesh.v1.UpdatePoolResponse
+	26, // 92: keymesh.v1.PoolAdminService.DeletePool:output_type -> keymesh.v1.DeletePoolResponse
+	28, // 93: keymesh.v1.PoolAdminService.AddKey:output_type -> keymesh.v1.AddKeyResponse
+	30, // 94: keymesh.v1.PoolAdminService.GetKey:output_type -> keymesh.v1.GetKeyResponse
+	32, // 95: keymesh.v1.PoolAdminService.ListKeys:output_type -> keymesh.v1.ListKeysResponse
+	34, // 96: keymesh.v1.PoolAdminService.UpdateKey:output_type -> keymesh.v1.UpdateKeyResponse
+	36, // 97: keymesh.v1.PoolAdminService.RemoveKey:output_type -> keymesh.v1.RemoveKeyResponse
+	38, // 98: keymesh.v1.PoolAdminService.EnableKey:output_type -> keymesh.v1.EnableKeyResponse
+	40, // 99: keymesh.v1.PoolAdminService.DisableKey:output_type -> keymesh.v1.DisableKeyResponse
+	42, // 100: keymesh.v1.PoolAdminService.ListLeases:output_type -> keymesh.v1.ListLeasesResponse
+	44, // 101: keymesh.v1.PoolAdminService.RevokeLease:output_type -> keymesh.v1.RevokeLeaseResponse
+	46, // 102: keymesh.v1.PoolAdminService.GetPoolStats:output_type -> keymesh.v1.GetPoolStatsResponse
+	51, // 103: keymesh.v1.PoolAdminService.WatchEvents:output_type -> keymesh.v1.WatchEventsResponse
+	53, // 104: keymesh.v1.PoolAdminService.ListAuditEntries:output_type -> keymesh.v1.ListAuditEntriesResponse
+	50, // 105: keymesh.v1.PoolAdminService.ListReplicas:output_type -> keymesh.v1.ListReplicasResponse
+	88, // [88:106] is the sub-list for method output_type
+	70, // [70:88] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_keymesh_v1_admin_proto_init() }
@@ -4172,7 +4413,7 @@ func file_keymesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keymesh_v1_admin_proto_rawDesc), len(file_keymesh_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

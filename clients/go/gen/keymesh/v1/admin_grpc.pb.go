@@ -36,6 +36,7 @@ const (
 	PoolAdminService_GetPoolStats_FullMethodName     = "/keymesh.v1.PoolAdminService/GetPoolStats"
 	PoolAdminService_WatchEvents_FullMethodName      = "/keymesh.v1.PoolAdminService/WatchEvents"
 	PoolAdminService_ListAuditEntries_FullMethodName = "/keymesh.v1.PoolAdminService/ListAuditEntries"
+	PoolAdminService_ListReplicas_FullMethodName     = "/keymesh.v1.PoolAdminService/ListReplicas"
 )
 
 // PoolAdminServiceClient is the client API for PoolAdminService service.
@@ -79,6 +80,8 @@ type PoolAdminServiceClient interface {
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 	// ListAuditEntries returns the record of admin changes, newest first.
 	ListAuditEntries(ctx context.Context, in *ListAuditEntriesRequest, opts ...grpc.CallOption) (*ListAuditEntriesResponse, error)
+	// The live replicas sharing this database: address, heartbeat age and the pools each owns.
+	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 }
 
 type poolAdminServiceClient struct {
@@ -268,6 +271,16 @@ func (c *poolAdminServiceClient) ListAuditEntries(ctx context.Context, in *ListA
 	return out, nil
 }
 
+func (c *poolAdminServiceClient) ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplicasResponse)
+	err := c.cc.Invoke(ctx, PoolAdminService_ListReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PoolAdminServiceServer is the server API for PoolAdminService service.
 // All implementations must embed UnimplementedPoolAdminServiceServer
 // for forward compatibility.
@@ -309,6 +322,8 @@ type PoolAdminServiceServer interface {
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	// ListAuditEntries returns the record of admin changes, newest first.
 	ListAuditEntries(context.Context, *ListAuditEntriesRequest) (*ListAuditEntriesResponse, error)
+	// The live replicas sharing this database: address, heartbeat age and the pools each owns.
+	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
 	mustEmbedUnimplementedPoolAdminServiceServer()
 }
 
@@ -369,6 +384,9 @@ func (UnimplementedPoolAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc
 }
 func (UnimplementedPoolAdminServiceServer) ListAuditEntries(context.Context, *ListAuditEntriesRequest) (*ListAuditEntriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEntries not implemented")
+}
+func (UnimplementedPoolAdminServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReplicas not implemented")
 }
 func (UnimplementedPoolAdminServiceServer) mustEmbedUnimplementedPoolAdminServiceServer() {}
 func (UnimplementedPoolAdminServiceServer) testEmbeddedByValue()                          {}
@@ -690,6 +708,24 @@ func _PoolAdminService_ListAuditEntries_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PoolAdminService_ListReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolAdminServiceServer).ListReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PoolAdminService_ListReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolAdminServiceServer).ListReplicas(ctx, req.(*ListReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PoolAdminService_ServiceDesc is the grpc.ServiceDesc for PoolAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -760,6 +796,10 @@ var PoolAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditEntries",
 			Handler:    _PoolAdminService_ListAuditEntries_Handler,
+		},
+		{
+			MethodName: "ListReplicas",
+			Handler:    _PoolAdminService_ListReplicas_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -68,6 +68,15 @@ const (
 	ErrorReason_ERROR_REASON_SHUTTING_DOWN ErrorReason = 18
 	// The request message could not be decoded (INVALID_ARGUMENT).
 	ErrorReason_ERROR_REASON_MALFORMED_MESSAGE ErrorReason = 19
+	// No replica serves the pool right now: its ownership is changing hands, or its owner cannot renew
+	// its term (UNAVAILABLE, with retry_after). Safe to retry on any replica.
+	ErrorReason_ERROR_REASON_POOL_NOT_SERVED ErrorReason = 20
+	// The pool's owner is known (response header keymesh-owner) but the call could not be forwarded to
+	// it (UNAVAILABLE). Safe to retry.
+	ErrorReason_ERROR_REASON_OWNER_UNREACHABLE ErrorReason = 21
+	// The replica lost the pool while the call was in flight: another replica took it over and nothing
+	// was granted or changed (UNAVAILABLE). Retry at once.
+	ErrorReason_ERROR_REASON_OWNERSHIP_LOST ErrorReason = 22
 )
 
 // Enum value maps for ErrorReason.
@@ -93,6 +102,9 @@ var (
 		17: "ERROR_REASON_MESSAGE_TOO_LARGE",
 		18: "ERROR_REASON_SHUTTING_DOWN",
 		19: "ERROR_REASON_MALFORMED_MESSAGE",
+		20: "ERROR_REASON_POOL_NOT_SERVED",
+		21: "ERROR_REASON_OWNER_UNREACHABLE",
+		22: "ERROR_REASON_OWNERSHIP_LOST",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -115,6 +127,9 @@ var (
 		"ERROR_REASON_MESSAGE_TOO_LARGE":    17,
 		"ERROR_REASON_SHUTTING_DOWN":        18,
 		"ERROR_REASON_MALFORMED_MESSAGE":    19,
+		"ERROR_REASON_POOL_NOT_SERVED":      20,
+		"ERROR_REASON_OWNER_UNREACHABLE":    21,
+		"ERROR_REASON_OWNERSHIP_LOST":       22,
 	}
 )
 
@@ -395,7 +410,7 @@ const file_keymesh_v1_common_proto_rawDesc = "" +
 	"\x13_requests_remainingB\x11\n" +
 	"\x0f_requests_limitB\x13\n" +
 	"\x11_tokens_remainingB\x0f\n" +
-	"\r_tokens_limit*\xa7\x05\n" +
+	"\r_tokens_limit*\x8e\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_REASON_POOL_NOT_FOUND\x10\x01\x12\x1e\n" +
@@ -417,7 +432,10 @@ const file_keymesh_v1_common_proto_rawDesc = "" +
 	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x10\x12\"\n" +
 	"\x1eERROR_REASON_MESSAGE_TOO_LARGE\x10\x11\x12\x1e\n" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\x12\x12\"\n" +
-	"\x1eERROR_REASON_MALFORMED_MESSAGE\x10\x13B@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
+	"\x1eERROR_REASON_MALFORMED_MESSAGE\x10\x13\x12 \n" +
+	"\x1cERROR_REASON_POOL_NOT_SERVED\x10\x14\x12\"\n" +
+	"\x1eERROR_REASON_OWNER_UNREACHABLE\x10\x15\x12\x1f\n" +
+	"\x1bERROR_REASON_OWNERSHIP_LOST\x10\x16B@Z>github.com/keymesh/keymesh/clients/go/gen/keymesh/v1;keymeshv1b\x06proto3"
 
 var (
 	file_keymesh_v1_common_proto_rawDescOnce sync.Once

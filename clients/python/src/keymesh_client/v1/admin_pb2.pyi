@@ -64,6 +64,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_ADMIN_CHANGE: _ClassVar[EventType]
     EVENT_TYPE_TIER_FALLBACK: _ClassVar[EventType]
     EVENT_TYPE_TIER_RESTORED: _ClassVar[EventType]
+    EVENT_TYPE_POOL_CLAIMED: _ClassVar[EventType]
+    EVENT_TYPE_POOL_HANDED_OVER: _ClassVar[EventType]
+    EVENT_TYPE_POOL_LOST: _ClassVar[EventType]
 STRATEGY_UNSPECIFIED: Strategy
 STRATEGY_ROUND_ROBIN: Strategy
 STRATEGY_LEAST_BUSY: Strategy
@@ -104,6 +107,9 @@ EVENT_TYPE_LAGGED: EventType
 EVENT_TYPE_ADMIN_CHANGE: EventType
 EVENT_TYPE_TIER_FALLBACK: EventType
 EVENT_TYPE_TIER_RESTORED: EventType
+EVENT_TYPE_POOL_CLAIMED: EventType
+EVENT_TYPE_POOL_HANDED_OVER: EventType
+EVENT_TYPE_POOL_LOST: EventType
 
 class CircuitBreakerConfig(_message.Message):
     __slots__ = ("failure_threshold", "open_duration", "max_open_duration", "half_open_probes")
@@ -334,7 +340,7 @@ class KeyStats(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., label: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., eligible: _Optional[bool] = ..., active_leases: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., ema_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_rate: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., budget: _Optional[_Union[ProviderBudget, _Mapping]] = ..., total_leases: _Optional[int] = ..., recent_leases: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., priority: _Optional[int] = ..., quota_group: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., remaining: _Optional[_Union[BudgetRemaining, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("pool", "total_keys", "eligible_keys", "active_leases", "waiters", "keys", "usage", "quota_groups", "serving_priority", "affinities")
+    __slots__ = ("pool", "total_keys", "eligible_keys", "active_leases", "waiters", "keys", "usage", "quota_groups", "serving_priority", "affinities", "owner", "term")
     POOL_FIELD_NUMBER: _ClassVar[int]
     TOTAL_KEYS_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_KEYS_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +351,8 @@ class PoolStats(_message.Message):
     QUOTA_GROUPS_FIELD_NUMBER: _ClassVar[int]
     SERVING_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     AFFINITIES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     pool: str
     total_keys: int
     eligible_keys: int
@@ -355,10 +363,12 @@ class PoolStats(_message.Message):
     quota_groups: _containers.RepeatedCompositeFieldContainer[QuotaGroupStats]
     serving_priority: int
     affinities: int
-    def __init__(self, pool: _Optional[str] = ..., total_keys: _Optional[int] = ..., eligible_keys: _Optional[int] = ..., active_leases: _Optional[int] = ..., waiters: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyStats, _Mapping]]] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ..., quota_groups: _Optional[_Iterable[_Union[QuotaGroupStats, _Mapping]]] = ..., serving_priority: _Optional[int] = ..., affinities: _Optional[int] = ...) -> None: ...
+    owner: str
+    term: int
+    def __init__(self, pool: _Optional[str] = ..., total_keys: _Optional[int] = ..., eligible_keys: _Optional[int] = ..., active_leases: _Optional[int] = ..., waiters: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KeyStats, _Mapping]]] = ..., usage: _Optional[_Union[UsageTotals, _Mapping]] = ..., quota_groups: _Optional[_Iterable[_Union[QuotaGroupStats, _Mapping]]] = ..., serving_priority: _Optional[int] = ..., affinities: _Optional[int] = ..., owner: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("type", "time", "pool", "key_id", "lease_id", "reason", "until", "admin_change")
+    __slots__ = ("type", "time", "pool", "key_id", "lease_id", "reason", "until", "admin_change", "replica", "term")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +377,8 @@ class Event(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     ADMIN_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     type: EventType
     time: _timestamp_pb2.Timestamp
     pool: str
@@ -375,7 +387,9 @@ class Event(_message.Message):
     reason: str
     until: _timestamp_pb2.Timestamp
     admin_change: AuditEntry
-    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool: _Optional[str] = ..., key_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., admin_change: _Optional[_Union[AuditEntry, _Mapping]] = ...) -> None: ...
+    replica: str
+    term: int
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool: _Optional[str] = ..., key_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., admin_change: _Optional[_Union[AuditEntry, _Mapping]] = ..., replica: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("id", "time", "actor", "action", "pool", "key_id", "lease_id", "before", "after", "replica", "reason")
@@ -624,6 +638,30 @@ class WatchEventsRequest(_message.Message):
     pool: str
     include_lease_events: bool
     def __init__(self, pool: _Optional[str] = ..., include_lease_events: _Optional[bool] = ...) -> None: ...
+
+class ListReplicasRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("id", "address", "heartbeat_age", "started_at", "pools")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    heartbeat_age: _duration_pb2.Duration
+    started_at: _timestamp_pb2.Timestamp
+    pools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., heartbeat_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pools: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListReplicasResponse(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
 
 class WatchEventsResponse(_message.Message):
     __slots__ = ("event",)

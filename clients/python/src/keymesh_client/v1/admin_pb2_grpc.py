@@ -121,6 +121,11 @@ class PoolAdminServiceStub:
                 request_serializer=keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/keymesh.v1.PoolAdminService/ListReplicas',
+                request_serializer=keymesh_dot_v1_dot_admin__pb2.ListReplicasRequest.SerializeToString,
+                response_deserializer=keymesh_dot_v1_dot_admin__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class PoolAdminServiceServicer:
@@ -247,6 +252,13 @@ class PoolAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReplicas(self, request, context):
+        """The live replicas sharing this database: address, heartbeat age and the pools each owns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoolAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +346,11 @@ def add_PoolAdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=keymesh_dot_v1_dot_admin__pb2.ListReplicasRequest.FromString,
+                    response_serializer=keymesh_dot_v1_dot_admin__pb2.ListReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -797,6 +814,33 @@ class PoolAdminService:
             '/keymesh.v1.PoolAdminService/ListAuditEntries',
             keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
             keymesh_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keymesh.v1.PoolAdminService/ListReplicas',
+            keymesh_dot_v1_dot_admin__pb2.ListReplicasRequest.SerializeToString,
+            keymesh_dot_v1_dot_admin__pb2.ListReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MESSAGE_TOO_LARGE: _ClassVar[ErrorReason]
     ERROR_REASON_SHUTTING_DOWN: _ClassVar[ErrorReason]
     ERROR_REASON_MALFORMED_MESSAGE: _ClassVar[ErrorReason]
+    ERROR_REASON_POOL_NOT_SERVED: _ClassVar[ErrorReason]
+    ERROR_REASON_OWNER_UNREACHABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_OWNERSHIP_LOST: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_POOL_NOT_FOUND: ErrorReason
 ERROR_REASON_KEY_NOT_FOUND: ErrorReason
@@ -52,6 +55,9 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason
 ERROR_REASON_SHUTTING_DOWN: ErrorReason
 ERROR_REASON_MALFORMED_MESSAGE: ErrorReason
+ERROR_REASON_POOL_NOT_SERVED: ErrorReason
+ERROR_REASON_OWNER_UNREACHABLE: ErrorReason
+ERROR_REASON_OWNERSHIP_LOST: ErrorReason
 
 class ErrorDetail(_message.Message):
     __slots__ = ("reason", "field", "retry_after")

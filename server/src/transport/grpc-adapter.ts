@@ -328,9 +328,14 @@ async function pump(
     }
   } catch (e) {
     sendHeader();
-    const mapped = opts.mapError(e);
-    code = call.cancelled ? Code.Canceled : mapped.code;
-    if (!call.cancelled) call.emit("error", toStatus(mapped, ctx.trailerMetadata()));
+    // A client gone mid-stream ends its reads with a premature close: nobody is left to answer.
+    if (call.cancelled || (e as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE") {
+      code = Code.Canceled;
+    } else {
+      const mapped = opts.mapError(e);
+      code = mapped.code;
+      call.emit("error", toStatus(mapped, ctx.trailerMetadata()));
+    }
   } finally {
     ctx.end();
     ctx.finish(code);

@@ -148,8 +148,8 @@ export async function openStore(sql: postgres.Sql, box: SecretBox, options: Stor
   const fence = options.fence ?? new TestFence();
   const config = new PostgresConfigStore(sql, box, availability, clock, fence, 60_000);
   const insertPool = config.insertPool.bind(config);
-  config.insertPool = async (pool) => {
-    const term = await insertPool(pool);
+  config.insertPool = async (pool, db) => {
+    const term = await insertPool(pool, db);
     fence.terms.set(pool.name, term);
     return term;
   };

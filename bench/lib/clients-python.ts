@@ -6,8 +6,7 @@ import { spawn } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Strategy } from "../../server/src/gen/keymesh/v1/admin_pb.js";
-import { startFakeProvider } from "../../test/fake-provider/provider.js";
+import { goodputTarget, type GoodputScenario } from "./clients.js";
 import { benchKeys, type BenchServer, createPool } from "./server.js";
 
 interface PythonCpu {
@@ -44,7 +43,7 @@ export interface PythonClientOptions {
   goodputSec: number;
   goodputWarmupSec: number;
   /** The goodput section's scenario (bench/run.ts), run here through the asyncio client. */
-  goodput: { keys: number; perKeyPerWindow: number; windowMs: number; latencyMs: number; budgetMs: number };
+  goodput: GoodputScenario;
 }
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -106,11 +105,7 @@ export async function pythonClientBench(bs: BenchServer, opts: PythonClientOptio
 
 async function pythonGoodput(bs: BenchServer, opts: PythonClientOptions): Promise<PythonGoodput> {
   const g = opts.goodput;
-  const keys = Array.from({ length: g.keys }, (_, i) => `sk-fake-goodput-py-${i}-0123456789`);
-  const aggregate = (g.perKeyPerWindow * 1000 * g.keys) / g.windowMs;
-  const pool = "goodput-python-client";
-  await createPool(bs.admin, { name: pool, keys: keys.map((secret, i) => ({ id: `y${i}`, secret })), strategy: Strategy.LEAST_BUSY, defaultCooldownMs: 1000 });
-  const provider = await startFakeProvider({ port: 0, keys, limits: { requestsPerWindow: g.perKeyPerWindow, windowMs: g.windowMs }, latencyMs: g.latencyMs });
+  const { pool, aggregate, provider } = await goodputTarget(bs, g, "py");
   try {
     process.stderr.write("  goodput through the Python (asyncio) client … ");
     const r = await runDriver<Omit<PythonGoodput, "provider_429s">>(

@@ -35,6 +35,17 @@ interface ClientGoodput extends GoodputResult {
   load_avg: number[];
 }
 
+export type GoodputScenario = ClientBenchOptions["goodput"];
+
+/** The goodput section's scenario for one client stack: its own least_busy pool of fake keys and a fresh fake provider. */
+export async function goodputTarget(bs: BenchServer, g: GoodputScenario, stack: string) {
+  const keys = Array.from({ length: g.keys }, (_, i) => `sk-fake-goodput-${stack}-${i}-0123456789`);
+  const pool = `goodput-${stack}-client`;
+  await createPool(bs.admin, { name: pool, keys: keys.map((secret, i) => ({ id: `${stack}${i}`, secret })), strategy: Strategy.LEAST_BUSY, defaultCooldownMs: 1000 });
+  const provider = await startFakeProvider({ port: 0, keys, limits: { requestsPerWindow: g.perKeyPerWindow, windowMs: g.windowMs }, latencyMs: g.latencyMs });
+  return { pool, provider, aggregate: (g.perKeyPerWindow * 1000 * g.keys) / g.windowMs };
+}
+
 export interface ClientBenchOptions {
   quick: boolean;
   goodputSec: number;
@@ -119,11 +130,7 @@ export async function clientBench(bs: BenchServer, opts: ClientBenchOptions): Pr
 
 async function tsGoodput(bs: BenchServer, opts: ClientBenchOptions): Promise<ClientGoodput> {
   const g = opts.goodput;
-  const keys = Array.from({ length: g.keys }, (_, i) => `sk-fake-goodput-ts-${i}-0123456789`);
-  const aggregate = (g.perKeyPerWindow * 1000 * g.keys) / g.windowMs;
-  const pool = "goodput-ts-client";
-  await createPool(bs.admin, { name: pool, keys: keys.map((secret, i) => ({ id: `t${i}`, secret })), strategy: Strategy.LEAST_BUSY, defaultCooldownMs: 1000 });
-  const provider = await startFakeProvider({ port: 0, keys, limits: { requestsPerWindow: g.perKeyPerWindow, windowMs: g.windowMs }, latencyMs: g.latencyMs });
+  const { pool, aggregate, provider } = await goodputTarget(bs, g, "ts");
   try {
     process.stderr.write("  goodput through the TypeScript client … ");
     const r = await runTsDriver<GoodputResult & { client_cpu_us_per_request: number; event_loop_delay_p99_ms: number }>(

@@ -183,7 +183,9 @@ async function forwardedCalls(replicas: Replica[]): Promise<number> {
 
 /**
  * declared_rpm_no_headers on two replica processes sharing a scratch database: the pool created on one, owned by
- * whichever placement settles on, half the load offered to each replica (the non-owner forwards to the owner).
+ * whichever placement settles on, one load generator pointed at each replica with half the load. The non-owner
+ * forwards a call to the owner and names it (keymesh-owner), and the Go client then calls the owner directly: the
+ * forwarded calls are those made before that answer came back.
  */
 async function twoReplicas(p: BudgetParams) {
   const db = await scratchDatabase(p.postgresUrl, "keymesh_budgets_replicas");
@@ -212,7 +214,7 @@ async function twoReplicas(p: BudgetParams) {
       user_visible_failures: result.failed,
       owner_replica: addrs.indexOf(owner!),
       owner_unchanged: ownerAfter === owner,
-      // Over the drain and the measured run: every call the non-owner's half made, forwarded to the owner.
+      // Over the drain and the measured run: the non-owner's calls before its clients learned the owner.
       forwarded_calls: forwarded,
       run: result,
     };

@@ -121,7 +121,17 @@ async function scenario(
   addrs: string[],
   p: BudgetParams,
   name: string,
-  args: { scenario: "keymesh" | "rr"; pool: string; provider: FakeProvider; keys: string[]; rate: number; drain: number; tokens?: { min: number; max: number } },
+  args: {
+    scenario: "keymesh" | "rr";
+    pool: string;
+    provider: FakeProvider;
+    keys: string[];
+    rate: number;
+    drain: number;
+    tokens?: { min: number; max: number };
+    /** More load generator flags, for the drain and the run. */
+    extra?: Record<string, string>;
+  },
 ): Promise<{ result: Scenario; perKey: Record<string, { ok: number; rateLimited: number }> }> {
   const common = {
     mode: "goodput",
@@ -131,6 +141,7 @@ async function scenario(
     keys: args.keys.join(","),
     budget: `${BUDGET_MS}ms`,
     ...(args.tokens ? { "tokens-min": args.tokens.min, "tokens-max": args.tokens.max } : {}),
+    ...args.extra,
   };
   const n = addrs.length;
   process.stderr.write(`  budgets ${name} … `);
@@ -182,45 +193,61 @@ async function forwardedCalls(replicas: Replica[]): Promise<number> {
 }
 
 /**
- * declared_rpm_no_headers on two replica processes sharing a scratch database: the pool created on one, owned by
- * whichever placement settles on, one load generator pointed at each replica with half the load. The non-owner
- * forwards a call to the owner and names it (keymesh-owner), and the Go client then calls the owner directly: the
- * forwarded calls are those made before that answer came back.
+ * declared_rpm_no_headers on two replica processes sharing a scratch database, one load generator pointed at each
+ * replica with half the load, a pool (created on one, owned by whichever placement settles on) and a fresh provider
+ * per variant. The non-owner forwards a call to the owner and names it (keymesh-owner): `follows_owner`, the Go
+ * client then calls the owner directly, so only the calls made before that answer are forwarded; `forwarded`, the
+ * load generators drop that header, so the non-owner forwards every call of its half.
  */
 async function twoReplicas(p: BudgetParams) {
   const db = await scratchDatabase(p.postgresUrl, "keymesh_budgets_replicas");
   const sql = postgres(db.url, { max: 2, onnotice: () => {} });
-  const keys = secrets("replicas", RPM.keys);
   const aggregate = (RPM.keys * RPM.perKeyPerMinute) / 60;
-  const provider = await startFakeProvider({ keys, limits: { requestsPerWindow: RPM.perKeyPerMinute, windowMs: MINUTE }, latencyMs: LATENCY_MS, rateLimitHeaders: false });
+  const params = { ...p, seconds: Math.min(p.seconds, REPLICAS_MAX_SECONDS) };
   const replicas: Replica[] = [];
   try {
     for (let i = 0; i < 2; i++) replicas.push(await start(db.url));
-    const pool = "budgets-two-replicas";
-    const specs = keys.map((secret, i) => ({ id: `r${i}`, secret, limits: { requestsPerMinute: declared(RPM.perKeyPerMinute) } }));
-    await createPool(replicas[0]!.admin, pool, specs, (add) => until(async () => (await add()) && true));
-    const [owner] = await settled(sql, [pool]);
-    const forwarded0 = await forwardedCalls(replicas);
-    const params = { ...p, seconds: Math.min(p.seconds, REPLICAS_MAX_SECONDS) };
     const addrs = replicas.map((r) => r.addr);
-    const { result } = await scenario(addrs, params, "two_replicas", { scenario: "keymesh", pool, provider, keys, rate: aggregate, drain: RPM.keys * RPM.perKeyPerMinute });
-    const forwarded = (await forwardedCalls(replicas)) - forwarded0;
-    const ownerAfter = await ownerOf(sql, pool);
+    const variants: Record<string, unknown> = {};
+    for (const variant of ["follows_owner", "forwarded"] as const) {
+      const keys = secrets(`replicas-${variant}`, RPM.keys);
+      const provider = await startFakeProvider({ keys, limits: { requestsPerWindow: RPM.perKeyPerMinute, windowMs: MINUTE }, latencyMs: LATENCY_MS, rateLimitHeaders: false });
+      try {
+        const pool = `budgets-two-replicas-${variant.replaceAll("_", "-")}`;
+        const specs = keys.map((secret, i) => ({ id: `r${i}`, secret, limits: { requestsPerMinute: declared(RPM.perKeyPerMinute) } }));
+        await createPool(replicas[0]!.admin, pool, specs, (add) => until(async () => (await add()) && true));
+        const [owner] = await settled(sql, [pool]);
+        const forwarded0 = await forwardedCalls(replicas);
+        const { result } = await scenario(addrs, params, `two_replicas ${variant}`, {
+          scenario: "keymesh",
+          pool,
+          provider,
+          keys,
+          rate: aggregate,
+          drain: RPM.keys * RPM.perKeyPerMinute,
+          ...(variant === "forwarded" ? { extra: { "owner-blind": "true" } } : {}),
+        });
+        variants[variant] = {
+          goodput_pct: pct(result.success_per_sec, aggregate),
+          offered_realised_rps: Math.round((10 * result.requests) / result.seconds) / 10,
+          provider_429_pct: pct(result.provider_429s, result.provider_calls),
+          user_visible_failures: result.failed,
+          owner_replica: addrs.indexOf(owner!),
+          owner_unchanged: (await ownerOf(sql, pool)) === owner,
+          // Over the drain and the measured run.
+          forwarded_calls: (await forwardedCalls(replicas)) - forwarded0,
+          run: result,
+        };
+      } finally {
+        await provider.close();
+      }
+    }
     return {
       setup: { ...RPM, replicas: 2, declared_share: DECLARED_SHARE, aggregate_rps: aggregate, offered_rps: aggregate, offered_per_replica_rps: aggregate / 2, latency_ms: LATENCY_MS, budget_ms: BUDGET_MS, provider_headers: false, seconds: params.seconds },
-      goodput_pct: pct(result.success_per_sec, aggregate),
-      offered_realised_rps: Math.round((10 * result.requests) / result.seconds) / 10,
-      provider_429_pct: pct(result.provider_429s, result.provider_calls),
-      user_visible_failures: result.failed,
-      owner_replica: addrs.indexOf(owner!),
-      owner_unchanged: ownerAfter === owner,
-      // Over the drain and the measured run: the non-owner's calls before its clients learned the owner.
-      forwarded_calls: forwarded,
-      run: result,
+      ...variants,
     };
   } finally {
     await stop(replicas);
-    await provider.close();
     await sql.end();
     await db.drop();
   }

@@ -193,7 +193,7 @@ async function main() {
     result.wake = await section("wake", () => wake(bs));
     result.goodput = await section("goodput", () => goodput(bs));
     addClientFigures(result, await section("clients", () => clientBench(bs, { quick, goodputSec: P.goodputSec, goodputWarmupSec: P.goodputWarmupSec, goodput: GOODPUT })));
-    result.budgets = await section("budgets", () => budgets(bs, quick ? { seconds: 5, warmupSeconds: 1 } : { seconds: 30, warmupSeconds: 2 }));
+    result.budgets = await section("budgets", () => budgets(bs, { ...(quick ? { seconds: 5, warmupSeconds: 1 } : { seconds: 30, warmupSeconds: 2 }), postgresUrl: postgresUrl! }));
   } finally {
     await bs.stop();
   }

@@ -23,9 +23,10 @@ export interface ReplicasOptions {
   pools: number;
 }
 
-interface Replica {
+export interface Replica {
   p: ServerProcess;
   addr: string;
+  httpPort: number;
   pool: Client<typeof KeyPoolService>;
   admin: Client<typeof PoolAdminService>;
 }
@@ -34,22 +35,22 @@ const MASTER_KEY = Buffer.alloc(32, 19).toString("base64");
 const FORWARDED = { headers: { "keymesh-forwarded": "1" } };
 const sec = (s: number) => `${Math.round(s * 1000)}ms`;
 
-async function start(databaseUrl: string): Promise<Replica> {
+export async function start(databaseUrl: string): Promise<Replica> {
   const p = spawnServer({ DATABASE_URL: databaseUrl, KEYMESH_MASTER_KEY: MASTER_KEY, KEYMESH_LOG_LEVEL: "info" });
-  const { grpcPort } = await listening(p);
+  const { grpcPort, httpPort } = await listening(p);
   const addr = `127.0.0.1:${grpcPort}`;
   const transport = createGrpcTransport({ baseUrl: `http://${addr}` });
-  return { p, addr, pool: createClient(KeyPoolService, transport), admin: createClient(PoolAdminService, transport) };
+  return { p, addr, httpPort, pool: createClient(KeyPoolService, transport), admin: createClient(PoolAdminService, transport) };
 }
 
-async function stop(replicas: Replica[]): Promise<void> {
+export async function stop(replicas: Replica[]): Promise<void> {
   for (const r of replicas) {
     if (r.p.child.exitCode === null && r.p.child.signalCode === null) r.p.child.kill("SIGKILL");
     await r.p.exited;
   }
 }
 
-async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+export async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => undefined);
@@ -59,7 +60,7 @@ async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 30_000): P
   }
 }
 
-async function ownerOf(sql: postgres.Sql, pool: string): Promise<string | undefined> {
+export async function ownerOf(sql: postgres.Sql, pool: string): Promise<string | undefined> {
   const [row] = await sql<{ address: string }[]>`
     select r.address from pool_owners o join replicas r on r.id = o.owner where o.pool = ${pool} and o.expires_at > now()`;
   return row?.address;
@@ -69,7 +70,7 @@ async function ownerOf(sql: postgres.Sql, pool: string): Promise<string | undefi
  * The pools' owners once placement has settled (a pool starts on the replica that created it and moves to the one
  * it hashes to): the same on two looks a renewal period and a half apart.
  */
-async function settled(sql: postgres.Sql, pools: string[]): Promise<string[]> {
+export async function settled(sql: postgres.Sql, pools: string[]): Promise<string[]> {
   return until(async () => {
     const first = await Promise.all(pools.map((p) => ownerOf(sql, p)));
     await new Promise((r) => setTimeout(r, 1500));

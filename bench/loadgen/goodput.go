@@ -17,6 +17,7 @@ import (
 
 	keymesh "github.com/keymesh/keymesh/clients/go"
 	keymeshv1 "github.com/keymesh/keymesh/clients/go/gen/keymesh/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -110,6 +111,21 @@ func (p *provider) call(ctx context.Context, key string, w work) (providerAnswer
 }
 
 var errBudget = errors.New("budget spent")
+
+// dropOwnerHeader removes the keymesh-owner header a replica names a pool's owner in, so the client never
+// learns the owner and a non-owner replica forwards every call it is given.
+func dropOwnerHeader(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	for _, opt := range opts {
+		switch opt := opt.(type) {
+		case grpc.HeaderCallOption:
+			opt.HeaderAddr.Delete("keymesh-owner")
+		case grpc.TrailerCallOption:
+			opt.TrailerAddr.Delete("keymesh-owner")
+		}
+	}
+	return err
+}
 
 // sleepWithin waits d unless that passes the deadline.
 func sleepWithin(d time.Duration, deadline time.Time) error {
@@ -265,7 +281,11 @@ func runGoodput(o options) (*GoodputResult, error) {
 	case "rr":
 		do = roundRobin(p, keys)
 	case "keymesh", "keymesh-rpc":
-		c, err := keymesh.NewClient(o.addr, keymesh.WithInsecure())
+		opts := []keymesh.Option{keymesh.WithInsecure()}
+		if o.ownerBlind {
+			opts = append(opts, keymesh.WithDialOptions(grpc.WithChainUnaryInterceptor(dropOwnerHeader)))
+		}
+		c, err := keymesh.NewClient(o.addr, opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -37,6 +37,7 @@ type options struct {
 	tokensMin   int64
 	tokensMax   int64
 	drain       int
+	ownerBlind  bool
 	ops         int
 	rounds      int
 }
@@ -65,6 +66,7 @@ func main() {
 	flag.Int64Var(&o.tokensMin, "tokens-min", 0, "smallest sized request, in tokens (goodput; 0 with -tokens-max 0: the fixed small request)")
 	flag.Int64Var(&o.tokensMax, "tokens-max", 0, "largest sized request, in tokens (goodput)")
 	flag.IntVar(&o.drain, "drain", 0, "send this many requests back to back, report them and exit (goodput: empties the buckets before a scenario)")
+	flag.BoolVar(&o.ownerBlind, "owner-blind", false, "drop the keymesh-owner header from answers, so the client keeps calling -addr and a non-owner forwards every call (goodput)")
 	flag.IntVar(&o.ops, "ops", 1000, "scoped leases and bare pairs per round (client-cpu)")
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (client-cpu)")
 	flag.Parse()

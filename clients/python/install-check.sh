@@ -58,6 +58,7 @@ EOF
   out="$("$env_dir/bin/python" "$here/examples/quickstart.py" "$pool")"
   [ "$out" = "leased installed" ] || { echo "quickstart under $python printed: $out" >&2; exit 1; }
   # The whole suite against the installed wheel (not the work tree's sources), as this interpreter runs it.
-  (cd "$here" && "$env_dir/bin/python" -m pytest tests -q -p no:cacheprovider | tail -n 1)
+  # Quiet, but a failure or an error in a fixture is shown with its summary line.
+  (cd "$here" && "$env_dir/bin/python" -m pytest tests -q -p no:cacheprovider -rfE | grep -v '^[.sx]*\( *\[ *[0-9]*%\]\)\?$')
   echo "ok: $(basename "$wheel") in a fresh venv of $("$python" --version 2>&1): the quickstart and the suite pass"
 done

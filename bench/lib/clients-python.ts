@@ -2,11 +2,11 @@
 // process of its own with the project's venv (scripts/bench.sh installs the client there): CPU per scoped
 // lease against two bare unary calls of grpcio, sync and asyncio, and the rate-limited goodput scenario
 // through AsyncClient.call_with_retry with its CPU per request. Figures only.
-import { spawn } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { goodputTarget, type GoodputScenario } from "./clients.js";
+import { runJsonProcess } from "./loadgen.js";
 import { benchKeys, type BenchServer, createPool } from "./server.js";
 
 interface PythonCpu {
@@ -58,28 +58,7 @@ function python(): string {
 
 /** Runs the driver with `args`; killed past `limitMs`. */
 function runDriver<T>(args: (string | number)[], limitMs: number): Promise<T> {
-  const argv = [driver, ...args.map(String)];
-  return new Promise<T>((resolve, reject) => {
-    const child = spawn(python(), argv, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`clients_bench.py ${args.join(" ")} exited with ${signal ?? code}: ${err.trim().slice(-500)}`));
-      try {
-        resolve(JSON.parse(out) as T);
-      } catch {
-        reject(new Error(`clients_bench.py printed no JSON: ${out.slice(0, 200)} ${err.slice(0, 200)}`));
-      }
-    });
-  });
+  return runJsonProcess<T>(`clients_bench.py ${args.join(" ")}`, python(), [driver, ...args.map(String)], limitMs, root);
 }
 
 export interface PythonClientFigures {

@@ -2,13 +2,12 @@
 // calls of the same client stack, in a process of its own (TypeScript: bench/clients/ts-driver.ts; Go: the
 // load generator's client-cpu mode), and the rate-limited goodput scenario through the TypeScript client
 // with its CPU per request. Figures only.
-import { spawn } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Strategy } from "../../server/src/gen/keymesh/v1/admin_pb.js";
 import { startFakeProvider } from "../../test/fake-provider/provider.js";
-import { type GoodputResult, runLoadgen } from "./loadgen.js";
+import { type GoodputResult, runJsonProcess, runLoadgen } from "./loadgen.js";
 import { benchKeys, type BenchServer, createPool } from "./server.js";
 
 interface CpuRounds {
@@ -84,28 +83,8 @@ function cpuFigures(r: CpuRounds): ClientCpu {
 
 /** Runs the TypeScript driver; `limitMs` bounds it (killed past it). */
 function runTsDriver<T>(args: Record<string, string | number>, limitMs: number): Promise<T> {
-  const argv = ["--import", "tsx", tsDriver, ...Object.entries(args).map(([k, v]) => `--${k}=${v}`)];
-  return new Promise<T>((resolve, reject) => {
-    const child = spawn(process.execPath, argv, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`ts-driver ${argv.slice(3).join(" ")} exited with ${signal ?? code}: ${err.trim().slice(-500)}`));
-      try {
-        resolve(JSON.parse(out) as T);
-      } catch {
-        reject(new Error(`ts-driver printed no JSON: ${out.slice(0, 200)} ${err.slice(0, 200)}`));
-      }
-    });
-  });
+  const flags = Object.entries(args).map(([k, v]) => `--${k}=${v}`);
+  return runJsonProcess<T>(`ts-driver ${flags.join(" ")}`, process.execPath, ["--import", "tsx", tsDriver, ...flags], limitMs, root);
 }
 
 export async function clientBench(bs: BenchServer, opts: ClientBenchOptions): Promise<ClientFigures> {

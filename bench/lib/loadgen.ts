@@ -84,8 +84,16 @@ export function rpcsPerOp(mode: string): number {
 /** Runs one loadgen mode; `limitMs` bounds the process (it is killed past it). */
 export function runLoadgen<T>(args: Record<string, string | number>, limitMs: number): Promise<T> {
   const argv = Object.entries(args).map(([k, v]) => `-${k}=${v}`);
+  return runJsonProcess<T>(`loadgen ${argv.join(" ")}`, loadgenPath(), argv, limitMs);
+}
+
+/**
+ * Runs `cmd` with `argv` and resolves to the JSON it prints on stdout; killed past `limitMs`. A non-zero
+ * exit rejects with `label` and the end of its stderr.
+ */
+export function runJsonProcess<T>(label: string, cmd: string, argv: string[], limitMs: number, cwd?: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const child = spawn(loadgenPath(), argv, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, argv, { cwd, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -97,14 +105,11 @@ export function runLoadgen<T>(args: Record<string, string | number>, limitMs: nu
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      if (code !== 0) {
-        reject(new Error(`loadgen ${argv.join(" ")} exited with ${signal ?? code}: ${err.trim()}`));
-        return;
-      }
+      if (code !== 0) return reject(new Error(`${label} exited with ${signal ?? code}: ${err.trim().slice(-2000)}`));
       try {
         resolve(JSON.parse(out) as T);
-      } catch (e) {
-        reject(new Error(`loadgen printed no JSON: ${out.slice(0, 200)} ${err.slice(0, 200)}`));
+      } catch {
+        reject(new Error(`${label} printed no JSON: ${out.slice(0, 200)} ${err.slice(0, 200)}`));
       }
     });
   });

@@ -46,8 +46,14 @@ async function startReplica(env: NodeJS.ProcessEnv = {}): Promise<Replica> {
   return r;
 }
 
-async function stopAll(): Promise<void> {
+/** Stops every replica; after a failed test, first prints how each ended and the tail of its log. */
+async function stopAll(failed = false): Promise<void> {
   for (const r of started.splice(0)) {
+    if (failed) {
+      const tail = (s: string) => s.trimEnd().split("\n").slice(-30).join("\n");
+      const ended = r.p.child.exitCode ?? r.p.child.signalCode ?? "running";
+      console.error(`replica ${r.addr} (${ended})\n${tail(r.p.stdout())}\n${tail(r.p.stderr())}`);
+    }
     if (r.p.child.exitCode === null && r.p.child.signalCode === null) {
       r.p.child.kill("SIGCONT");
       r.p.child.kill("SIGKILL");
@@ -104,7 +110,7 @@ beforeAll(async () => {
   sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
 });
 
-afterEach(stopAll, 30_000);
+afterEach((ctx) => stopAll(ctx.task.result?.state === "fail"), 30_000);
 afterAll(async () => {
   await stopAll();
   await sql?.end();

@@ -15,6 +15,7 @@ import {
   parseAuthTokensEnv,
   parseScope,
   TOKEN_NAME,
+  TOKEN_NAME_RULE,
   type Authorizer,
   type Scope,
   type TokenGrant,
@@ -416,7 +417,7 @@ class Reader {
       this.onlyFields(t, at, new Set(["name", "token", "token_env", "token_file", "scopes"]));
       const name = t.name === undefined ? formatPath(at) : this.attempt(() => {
         const name = this.string(t.name, [...at, "name"]);
-        if (!TOKEN_NAME.test(name)) this.fail([...at, "name"], "must be 1-63 characters of letters, digits, space and ._:@-, starting with a letter or digit");
+        if (!TOKEN_NAME.test(name)) this.fail([...at, "name"], TOKEN_NAME_RULE);
         return name;
       });
       const sources = ["token", "token_env", "token_file"].filter((f) => t[f] !== undefined);

@@ -50,6 +50,8 @@ export const TOKEN_NAME_RULE = "must be 1-63 characters of letters, digits, spac
 
 /** Shorter tokens can be guessed; a start-up error is kinder than a weak deployment. */
 export const MIN_TOKEN_LENGTH = 16;
+/** `authorization: Bearer <token>` carries no whitespace, so such a token could never be presented. */
+export const TOKEN_WHITESPACE_RULE = "token must not contain whitespace (a bearer header cannot carry it)";
 
 const ALLOW: AuthDecision = { ok: true };
 
@@ -70,6 +72,7 @@ function validateGrant(grant: TokenGrant): TokenGrant {
   if (grant.token.length < MIN_TOKEN_LENGTH) {
     throw new Error(`${grant.origin}: token must be at least ${MIN_TOKEN_LENGTH} characters`);
   }
+  if (/\s/.test(grant.token)) throw new Error(`${grant.origin}: ${TOKEN_WHITESPACE_RULE}`);
   if (grant.scopes.length === 0) throw new Error(`${grant.origin}: token has no scopes`);
   return grant;
 }

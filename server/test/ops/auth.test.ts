@@ -117,6 +117,7 @@ describe("KEYMESH_AUTH_TOKENS", () => {
     ["an empty name", "long-enough-token-123=admin,name:", /entry 1: name "" must be 1-63 characters/],
     ["a name with a character names may not have", "long-enough-token-123=admin,name:ops/team", /entry 1: name "ops\/team" must be 1-63 characters/],
     ["two names", "long-enough-token-123=admin,name:ops,name:team", /entry 1: more than one name:<name>/],
+    ["whitespace inside the token", "ops team long-enough-token-123=admin", /entry 1: token must not contain whitespace/],
   ])("rejects %s without echoing the token", (_name, value, message) => {
     let error: Error | undefined;
     try {

@@ -290,7 +290,9 @@ export async function scale(o: ScaleOptions): Promise<ScaleResult> {
       const interval = 1000 / rate;
       let next = performance.now();
       for (let i = 0; running() && out.length < count; i++) {
-        if (next > performance.now()) await sleep(next - performance.now());
+        // One reading of the clock: a second one may already be past `next`, and Node turns a negative delay into 1 ms.
+        const wait = next - performance.now();
+        if (wait > 0) await sleep(wait);
         const journaled = i % 4 !== 3;
         const p = probeOnce(journaled, next, journaled ? out : loop, overlapping);
         inFlight.add(p);

@@ -22,7 +22,7 @@ const (
 	Success Kind = "success"
 	// RateLimited: a 429; the key cools down (for retry-after when the provider sent one).
 	RateLimited Kind = "rate_limited"
-	// Auth: 401/403, or Gemini's API_KEY_INVALID (a 400): the key was rejected; KeyMesh disables it
+	// Auth: 401/403, or Gemini's API_KEY_INVALID or API_KEY_EXPIRED (a 400): the key was rejected; KeyMesh disables it
 	// until an operator enables it.
 	Auth Kind = "auth"
 	// QuotaExhausted: the key's billing quota is gone (insufficient_quota, 402); KeyMesh disables it.
@@ -123,7 +123,7 @@ func kindOf(status int, err error, sig signals) Kind {
 		return Overloaded
 	case status >= 200 && status < 300:
 		return Success
-	case status == http.StatusUnauthorized || status == http.StatusForbidden || slices.Contains(sig.reasons, "API_KEY_INVALID"):
+	case status == http.StatusUnauthorized || status == http.StatusForbidden || sig.hasReason(keyRejectedReasons...):
 		return Auth
 	case status == http.StatusPaymentRequired:
 		return QuotaExhausted
@@ -142,6 +142,9 @@ func kindOf(status int, err error, sig signals) Kind {
 
 // quotaCodes are the error codes and types providers use when a key's billing quota is gone.
 var quotaCodes = []string{"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"}
+
+// keyRejectedReasons are the google.rpc.ErrorInfo reasons Gemini sends with a 400 for a key it rejects.
+var keyRejectedReasons = []string{"API_KEY_INVALID", "API_KEY_EXPIRED"}
 
 // kindOfNoResponse classifies an error that came without an HTTP status.
 func kindOfNoResponse(err error) Kind {
@@ -187,6 +190,15 @@ type signals struct {
 func (s signals) hasCode(codes ...string) bool {
 	for _, c := range s.codes {
 		if slices.Contains(codes, c) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s signals) hasReason(reasons ...string) bool {
+	for _, r := range s.reasons {
+		if slices.Contains(reasons, r) {
 			return true
 		}
 	}

@@ -38,6 +38,9 @@ describe("docs/operations.md", () => {
   it("has a KEYMESH_AUTH_TOKENS example that parses", () => {
     const line = blocks("sh").flatMap((b) => b.split("\n")).find((l) => l.startsWith("KEYMESH_AUTH_TOKENS="));
     const grants = parseAuthTokensEnv(line!.slice("KEYMESH_AUTH_TOKENS=".length).replace(/^'|'$/g, ""));
-    expect(grants.map((g) => g.scopes)).toEqual([["admin"], ["use:openai", "use:anthropic"]]);
+    expect(grants.map((g) => [g.name, g.scopes])).toEqual([
+      ["ops team", ["admin"]],
+      ["KEYMESH_AUTH_TOKENS[2]", ["use:openai", "use:anthropic"]],
+    ]);
   });
 });

@@ -29,6 +29,8 @@ export interface ClassifyInput {
 }
 
 const QUOTA_CODES = new Set(["insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"]);
+/** Gemini's google.rpc.ErrorInfo reasons for a key it rejects with a 400. */
+const KEY_REJECTED_REASONS = new Set(["API_KEY_INVALID", "API_KEY_EXPIRED"]);
 
 /** Whether the same request may succeed on a retry, perhaps with another key. */
 export function isRetryable(kind: OutcomeKind): boolean {
@@ -53,7 +55,7 @@ function kindOf(status: number, sig: Signals): OutcomeKind {
   if (sig.codes.some((c) => QUOTA_CODES.has(c))) return "quota_exhausted";
   if (sig.codes.includes("overloaded_error")) return "overloaded";
   if (status >= 200 && status < 300) return "success";
-  if (status === 401 || status === 403 || sig.reasons.includes("API_KEY_INVALID")) return "auth";
+  if (status === 401 || status === 403 || sig.reasons.some((r) => KEY_REJECTED_REASONS.has(r))) return "auth";
   if (status === 402) return "quota_exhausted";
   if (status === 429) return "rate_limited";
   if (status === 529) return "overloaded";

@@ -14,7 +14,7 @@ const EMA_ALPHA = 0.2;
 
 /**
  * Rule 10 for a MarkFailed without a reason: the provider's HTTP status, and for a 503 its message.
- * The error body's details never arrive, so Gemini's 400 API_KEY_INVALID is a client error here.
+ * The error body's details never arrive, so Gemini's 400 API_KEY_INVALID or API_KEY_EXPIRED is a client error here.
  */
 export function classifyStatus(status: number, message: string): FailureClass | "rate_limited" {
   if (status === 401 || status === 403) return "auth";

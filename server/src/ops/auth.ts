@@ -46,9 +46,12 @@ export interface Authorizer {
 
 /** What a token's name may be: it is shown in logs and the audit trail. */
 export const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,62}$/;
+export const TOKEN_NAME_RULE = "must be 1-63 characters of letters, digits, space and ._:@-, starting with a letter or digit";
 
 /** Shorter tokens can be guessed; a start-up error is kinder than a weak deployment. */
 export const MIN_TOKEN_LENGTH = 16;
+/** `authorization: Bearer <token>` carries no whitespace, so such a token could never be presented. */
+export const TOKEN_WHITESPACE_RULE = "token must not contain whitespace (a bearer header cannot carry it)";
 
 const ALLOW: AuthDecision = { ok: true };
 
@@ -69,14 +72,18 @@ function validateGrant(grant: TokenGrant): TokenGrant {
   if (grant.token.length < MIN_TOKEN_LENGTH) {
     throw new Error(`${grant.origin}: token must be at least ${MIN_TOKEN_LENGTH} characters`);
   }
+  if (/\s/.test(grant.token)) throw new Error(`${grant.origin}: ${TOKEN_WHITESPACE_RULE}`);
   if (grant.scopes.length === 0) throw new Error(`${grant.origin}: token has no scopes`);
   return grant;
 }
 
+const NAME_ITEM = "name:";
+
 /**
- * Parses KEYMESH_AUTH_TOKENS: `token=scope,scope;token=scope`, e.g.
- * `t0ken-for-ops-1234=admin,use:*;t0ken-for-api-5678=use:openai`. Empty or unset: no tokens. The
- * entries are named by position (`KEYMESH_AUTH_TOKENS[1]`, …); a config file's tokens can have names.
+ * Parses KEYMESH_AUTH_TOKENS: `token=scope,scope;token=scope`, each entry optionally naming its token
+ * with a `name:<name>` item after the `=`, e.g.
+ * `t0ken-for-ops-1234=admin,use:*,name:ops;t0ken-for-api-5678=use:openai`. Empty or unset: no
+ * tokens. An entry without a name is named by its position (`KEYMESH_AUTH_TOKENS[2]`).
  */
 export function parseAuthTokensEnv(value: string | undefined): TokenGrant[] {
   if (!value || value.trim() === "") return [];
@@ -87,13 +94,18 @@ export function parseAuthTokensEnv(value: string | undefined): TokenGrant[] {
     .map((entry, index) => {
       const origin = `KEYMESH_AUTH_TOKENS entry ${index + 1}`;
       const eq = entry.lastIndexOf("=");
-      if (eq <= 0) throw new Error(`${origin}: expected token=scope[,scope...]`);
-      const scopes = entry
+      if (eq <= 0) throw new Error(`${origin}: expected token=scope[,scope...][,name:<name>]`);
+      const items = entry
         .slice(eq + 1)
         .split(",")
-        .filter((s) => s.trim() !== "")
-        .map((s) => parseScope(s, origin));
-      return validateGrant({ token: entry.slice(0, eq).trim(), name: `KEYMESH_AUTH_TOKENS[${index + 1}]`, scopes, origin });
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      const names = items.filter((s) => s.startsWith(NAME_ITEM)).map((s) => s.slice(NAME_ITEM.length).trim());
+      if (names.length > 1) throw new Error(`${origin}: more than one name:<name>`);
+      const name = names[0] ?? `KEYMESH_AUTH_TOKENS[${index + 1}]`;
+      if (names[0] !== undefined && !TOKEN_NAME.test(name)) throw new Error(`${origin}: name "${name}" ${TOKEN_NAME_RULE}`);
+      const scopes = items.filter((s) => !s.startsWith(NAME_ITEM)).map((s) => parseScope(s, origin));
+      return validateGrant({ token: entry.slice(0, eq).trim(), name, scopes, origin });
     });
 }
 

@@ -15,6 +15,8 @@ import {
   parseAuthTokensEnv,
   parseScope,
   TOKEN_NAME,
+  TOKEN_NAME_RULE,
+  TOKEN_WHITESPACE_RULE,
   type Authorizer,
   type Scope,
   type TokenGrant,
@@ -75,8 +77,8 @@ export class ConfigError extends Error {
   }
 }
 
-/** What an unresolved secret reads as: long enough for a token, never a real one. */
-const UNRESOLVED = "<not resolved: checked elsewhere>";
+/** What an unresolved secret reads as: a valid token (long enough, no whitespace), never a real one. */
+const UNRESOLVED = "<not-resolved:checked-elsewhere>";
 
 /** Thrown inside the reader to abandon the value being read once its problem is recorded. */
 const INVALID = Symbol("invalid");
@@ -416,7 +418,7 @@ class Reader {
       this.onlyFields(t, at, new Set(["name", "token", "token_env", "token_file", "scopes"]));
       const name = t.name === undefined ? formatPath(at) : this.attempt(() => {
         const name = this.string(t.name, [...at, "name"]);
-        if (!TOKEN_NAME.test(name)) this.fail([...at, "name"], "must be 1-63 characters of letters, digits, space and ._:@-, starting with a letter or digit");
+        if (!TOKEN_NAME.test(name)) this.fail([...at, "name"], TOKEN_NAME_RULE);
         return name;
       });
       const sources = ["token", "token_env", "token_file"].filter((f) => t[f] !== undefined);
@@ -428,6 +430,7 @@ class Reader {
           : field === "token_env" ? this.envValue(this.string(t.token_env, [...at, "token_env"]), [...at, "token_env"])
           : this.secretFile(t.token_file, [...at, "token_file"]);
         if (token.length < MIN_TOKEN_LENGTH) this.fail([...at, field], `token must be at least ${MIN_TOKEN_LENGTH} characters`);
+        if (/\s/.test(token)) this.fail([...at, field], TOKEN_WHITESPACE_RULE);
         return token;
       });
       const scopes = this.attempt(() => {

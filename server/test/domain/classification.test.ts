@@ -29,7 +29,7 @@ const vectors = JSON.parse(
 const CODES_THAT_DECIDE = new Set(["insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error", "overloaded_error"]);
 
 /** Rule 5's Gemini ErrorInfo reason: in the error's details, which MarkFailed does not carry. */
-const REASONS_THAT_DECIDE = new Set(["API_KEY_INVALID"]);
+const REASONS_THAT_DECIDE = new Set(["API_KEY_INVALID", "API_KEY_EXPIRED"]);
 
 /** What a client's MarkFailed carries for the case, or why the server cannot judge it. */
 function markFailedOf(c: Case): { httpStatus: number; message: string } | string {
@@ -66,6 +66,7 @@ describe("classifyStatus and the shared classification vectors", () => {
       ["anthropic overloaded_error inside a 200 stream", "decided by an SDK error code"],
       ["anthropic 402 billing_error", "decided by an SDK error code"],
       ["gemini 400 INVALID_ARGUMENT with ErrorInfo API_KEY_INVALID is auth", "decided by a Gemini ErrorInfo reason"],
+      ["gemini 400 INVALID_ARGUMENT with ErrorInfo API_KEY_EXPIRED is auth", "decided by a Gemini ErrorInfo reason"],
       ["http 200 success", "a success, which is a Release"],
       ["http 204 success", "a success, which is a Release"],
     ]);

@@ -92,6 +92,16 @@ describe("KEYMESH_AUTH_TOKENS", () => {
     ]);
   });
 
+  it("names an entry by its name: item, and an entry without one by its position", () => {
+    const grants = parseAuthTokensEnv(`${ADMIN}=admin, name:ops team ;${OPENAI_USER}=use:openai;${ANY_USER}=name:alice@example.com,use:*`);
+    expect(grants.map((g) => [g.name, g.scopes])).toEqual([
+      ["ops team", ["admin"]],
+      ["KEYMESH_AUTH_TOKENS[2]", ["use:openai"]],
+      ["alice@example.com", ["use:*"]],
+    ]);
+    expect(createAuthorizer(grants).authorize(listPools, bearer(ADMIN), undefined)).toEqual({ ok: true, name: "ops team" });
+  });
+
   it("treats unset and empty as no tokens", () => {
     expect(parseAuthTokensEnv(undefined)).toEqual([]);
     expect(parseAuthTokensEnv("  ")).toEqual([]);
@@ -102,7 +112,12 @@ describe("KEYMESH_AUTH_TOKENS", () => {
     ["bad scope", "long-enough-token-123=root", /entry 1: scope "root" is not one of/],
     ["bad pool", "long-enough-token-123=use:Bad Pool", /scope "use:Bad Pool"/],
     ["short token", "short=admin", /entry 1: token must be at least 16 characters/],
-    ["no equals", "long-enough-token-123", /entry 1: expected token=scope/],
+    ["no equals", "long-enough-token-123", /entry 1: expected token=scope\[,scope...\]\[,name:<name>\]/],
+    ["a name and no scopes", "long-enough-token-123=name:ops", /entry 1: token has no scopes/],
+    ["an empty name", "long-enough-token-123=admin,name:", /entry 1: name "" must be 1-63 characters/],
+    ["a name with a character names may not have", "long-enough-token-123=admin,name:ops/team", /entry 1: name "ops\/team" must be 1-63 characters/],
+    ["two names", "long-enough-token-123=admin,name:ops,name:team", /entry 1: more than one name:<name>/],
+    ["whitespace inside the token", "ops team long-enough-token-123=admin", /entry 1: token must not contain whitespace/],
   ])("rejects %s without echoing the token", (_name, value, message) => {
     let error: Error | undefined;
     try {
@@ -112,6 +127,12 @@ describe("KEYMESH_AUTH_TOKENS", () => {
     }
     expect(error?.message).toMatch(message);
     expect(error?.message).not.toContain("long-enough-token-123");
+  });
+
+  it("rejects the same name twice, naming both entries", () => {
+    expect(() => createAuthorizer(parseAuthTokensEnv("first-token-0123456789=admin,name:ops;other-token-0123456789=use:*,name:ops"))).toThrow(
+      'KEYMESH_AUTH_TOKENS entry 2: the name "ops" is also given to KEYMESH_AUTH_TOKENS entry 1',
+    );
   });
 
   it("rejects the same token twice", () => {

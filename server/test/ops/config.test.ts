@@ -99,6 +99,11 @@ describe("config file", () => {
     expect(config.pools[0].keys[0]).toEqual({ id: "k1", secret: OPENAI_SECRET, weight: 2 });
   });
 
+  it("checks a file without its secrets: unresolved tokens and secrets pass the token rules", () => {
+    const config = parseConfig(YAML_CONFIG, "keymesh.yaml", {}, { resolveSecrets: false });
+    expect(config.tokens.map((t) => t.name)).toEqual(["ops team", "auth.tokens[1]"]);
+  });
+
   it("accepts an empty file as declaring nothing", () => {
     expect(parseConfig("", "empty.yaml", {})).toEqual({ source: "empty.yaml", pools: [], tokens: [] });
   });
@@ -117,6 +122,7 @@ describe("config file", () => {
     ["a non-string metadata value", YAML_CONFIG.replace("base_url: https://api.openai.com/v1", "port: 443"), "keymesh.yaml:22: pools[0].keys[0].metadata.port: must be a string"],
     ["a bad scope", YAML_CONFIG.replace('["use:openai"]', '["use:Bad Pool"]'), "keymesh.yaml:36: auth.tokens[1].scopes[0]: must be admin, use:* or use:<pool>"],
     ["a short token", YAML_CONFIG.replace("api-token-0123456789ab", "short"), "keymesh.yaml:35: auth.tokens[1].token: token must be at least 16 characters"],
+    ["a token with a space", YAML_CONFIG.replace("api-token-0123456789ab", "'api-token 0123456789ab'"), "keymesh.yaml:35: auth.tokens[1].token: token must not contain whitespace"],
     ["a bad token name", YAML_CONFIG.replace("name: ops team", "name: ' no'"), "keymesh.yaml:33: auth.tokens[0].name: must be 1-63 characters of letters, digits, space and ._:@-"],
     ["a token name given twice", YAML_CONFIG.replace("    - token: api-token-0123456789ab", "    - name: ops team\n      token: api-token-0123456789ab"), 'keymesh.yaml:35: auth.tokens[1].name: duplicate token name "ops team" (also tokens[0])'],
     ["keys that are not a list", "pools:\n  - name: p\n    keys: nope\n", "keymesh.yaml:3: pools[0].keys: must be a list"],

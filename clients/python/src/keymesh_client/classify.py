@@ -17,7 +17,7 @@ from keymesh_client.v1 import pool_pb2
 
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error"})
 _OVERLOADED_CODE = "overloaded_error"
-_KEY_INVALID_REASON = "API_KEY_INVALID"
+_KEY_REJECTED_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # Gemini ErrorInfo reasons sent with a 400
 
 
 class OutcomeKind(str, enum.Enum):
@@ -142,7 +142,7 @@ def _kind(status: Optional[int], facts: _ErrorFacts) -> OutcomeKind:
         return OutcomeKind.TRANSIENT
     if 200 <= status < 300:
         return OutcomeKind.SUCCESS
-    if status in (401, 403) or _KEY_INVALID_REASON in facts.reasons:
+    if status in (401, 403) or any(r in _KEY_REJECTED_REASONS for r in facts.reasons):
         return OutcomeKind.AUTH
     if status == 402:
         return OutcomeKind.QUOTA_EXHAUSTED

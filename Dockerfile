@@ -8,6 +8,9 @@ COPY package.json package-lock.json ./
 # Without optional packages: the pinned Node binary (this image has the same release) and the platform
 # binaries of dev tools the build does not run.
 RUN npm ci --omit=optional --ignore-scripts --no-audit --no-fund
+# The fix of the Postgres driver that patches/ carries (see docs/development.md); the runtime stage copies the result.
+COPY patches ./patches
+RUN npx patch-package
 COPY tsconfig.json tsconfig.build.json ./
 COPY server/src ./server/src
 RUN npm run build
@@ -26,6 +29,7 @@ WORKDIR /app
 # Dependencies first, so source edits do not invalidate this layer. Runtime packages only: no tsx.
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/node_modules/postgres ./node_modules/postgres
 
 COPY bin ./bin
 COPY migrations ./migrations

@@ -1,6 +1,6 @@
 // The CLI as an installed package runs it: `npm pack` (which compiles server/dist), `npm install` of the
-// tarball into an empty project with runtime dependencies only (no tsx, no TypeScript sources), then
-// the installed `keymesh` against a real server.
+// tarball into an empty project with runtime dependencies only (no tsx, no TypeScript sources, the
+// patched postgres.js bundled), then the installed `keymesh` against a real server.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -34,6 +34,8 @@ describe("the installed package", () => {
     expect(existsSync(path.join(installed, "server", "dist", "cli", "main.js"))).toBe(true);
     expect(existsSync(path.join(installed, "server", "src"))).toBe(false);
     expect(existsSync(path.join(dir, "node_modules", "tsx"))).toBe(false);
+    const driver = path.join("node_modules", "postgres", "src", "connection.js");
+    expect(await readFile(path.join(installed, driver), "utf8"), "the bundled driver carries patches/").toBe(await readFile(path.join(ROOT, driver), "utf8"));
 
     const keymesh = (...args: string[]) => run(path.join(dir!, "node_modules", ".bin", "keymesh"), args, { env: { PATH: process.env.PATH, KEYMESH_TOKEN: TOKEN } });
     const { version } = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8"));
